@@ -1,0 +1,27 @@
+//! Small tokio glue shared by the teredo-lab binaries (server, relay, client-sim) and the
+//! end-to-end tests.
+//!
+//! The protocol itself lives in the sans-IO `teredo` crate; everything here is the thin,
+//! runtime-specific layer around it that every binary would otherwise copy:
+//!
+//! - [`udp`]: UDP sockets configured the way RFC 4380 wants them (never set DF), with
+//!   optional `SO_REUSEPORT` for multi-worker relays and large kernel buffers;
+//! - [`metrics`]: the Prometheus `/metrics` HTTP endpoint and the standard `process_*` metrics;
+//! - [`logging`]: `tracing` initialisation honouring `RUST_LOG`, text or JSON;
+//! - [`shutdown`]: SIGINT/SIGTERM handling and a cloneable shutdown handle that in-process
+//!   callers (the lab, tests) can trigger;
+//! - [`clock`]: the one place drivers read the time, so tokio's paused time works in tests.
+//!
+//! Linux only: it relies on `/proc`, `IP_MTU_DISCOVER` and `IP_FREEBIND`.
+
+pub mod clock;
+pub mod logging;
+pub mod metrics;
+pub mod shutdown;
+pub mod udp;
+
+pub use clock::now;
+pub use logging::{init_tracing, LogFormat};
+pub use metrics::{register, register_process_metrics, serve_metrics, spawn_metrics};
+pub use shutdown::{shutdown_signal, Shutdown, ShutdownTrigger};
+pub use udp::{bind_udp, bind_udp_std, UdpOptions, MAX_DATAGRAM};

@@ -1,0 +1,109 @@
+//! Why a packet was dropped. Every refusal in the core has one, and its `as_str()` is the
+//! `reason` label of the `*_packets_dropped_total` metrics, so nothing is dropped silently.
+
+use crate::wire::WireError;
+
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident => $label:literal,)*) => {
+        /// A counted reason for dropping a packet (the metric label is [`DropReason::as_str`]).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum DropReason {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, so drivers can zero-initialise one series per label.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)*];
+
+            /// The snake_case metric label.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Fewer bytes than a header needs.
+    Truncated => "truncated",
+    /// Inner packet is not IPv6.
+    BadIpVersion => "bad_ip_version",
+    /// IPv6 payload length larger than the datagram.
+    BadLength => "bad_length",
+    /// Malformed authentication header or origin indication (or in the wrong order).
+    BadEncapsulation => "bad_encapsulation",
+    /// An RFC 6081 trailer whose type orders the packet discarded.
+    MandatoryTrailer => "mandatory_trailer",
+    /// ICMPv6 checksum mismatch.
+    BadChecksum => "bad_checksum",
+    /// A malformed router solicitation or ICMPv6 message.
+    Malformed => "malformed",
+    /// The datagram filled the whole receive buffer: it may have been truncated.
+    Oversized => "oversized",
+    /// Outer IPv4 source is not global unicast (RFC 4380 §5.3.1 case 3).
+    NonGlobalSource => "non_global_source",
+    /// Packet came from one of the server's own addresses and port (forwarding loop).
+    Loop => "loop",
+    /// An origin indication in a packet sent to the server: only servers insert them.
+    UnexpectedOrigin => "unexpected_origin",
+    /// Neither a bubble nor ICMPv6 (RFC 4380 §5.3.1 case 2).
+    NotBubbleOrIcmpv6 => "not_bubble_or_icmpv6",
+    /// ICMPv6 larger than the configured cap.
+    TooLarge => "too_large",
+    /// Teredo source whose embedded mapping differs from the outer source (anti-spoofing).
+    SpoofedSource => "spoofed_source",
+    /// None of the acceptance cases of RFC 4380 §5.3.1 (e.g. non-Teredo source to a foreign
+    /// Teredo destination).
+    NotAllowed => "not_allowed",
+    /// Link-local, multicast, loopback or unspecified IPv6 destination (other than an RS).
+    NonGlobalDestination => "non_global_destination",
+    /// Teredo destination embedding a non-global IPv4 address.
+    NonGlobalMappedAddress => "non_global_mapped_address",
+    /// Native IPv6 forwarding is disabled.
+    NativeDisabled => "native_disabled",
+    /// A packet addressed to the server itself that it does not answer.
+    NotForUs => "not_for_us",
+    /// The driver could not send (socket error).
+    SendFailed => "send_failed",
+}
+
+impl From<WireError> for DropReason {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Truncated { .. } | WireError::BufferTooSmall { .. } => Self::Truncated,
+            WireError::BadVersion(_) => Self::BadIpVersion,
+            WireError::BadLength { .. } => Self::BadLength,
+            WireError::AuthAfterOrigin => Self::BadEncapsulation,
+            WireError::MandatoryTrailer(_) => Self::MandatoryTrailer,
+            WireError::BadChecksum => Self::BadChecksum,
+            WireError::Invalid(_) => Self::Malformed,
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in DropReason::ALL {
+            let s = r.as_str();
+            assert!(
+                s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{s}"
+            );
+            assert!(seen.insert(s), "duplicate {s}");
+        }
+    }
+}

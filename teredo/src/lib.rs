@@ -1,0 +1,14 @@
+//! Sans-IO Teredo protocol core (RFC 4380 with the RFC 5991 updates and RFC 6081 trailers).
+//!
+//! Nothing here touches a socket, a clock or a global RNG: state machines are fed bytes,
+//! addresses and an `Instant`, and return what to send. The binaries (`teredo-server`, …)
+//! are thin tokio drivers around this crate, and the in-process lab drives the very same
+//! state machines over a simulated network.
+
+pub mod addr;
+pub mod drop_reason;
+pub mod server;
+pub mod wire;
+
+pub use addr::TeredoAddr;
+pub use drop_reason::DropReason;
