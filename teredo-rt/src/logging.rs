@@ -65,7 +65,6 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use clap::ValueEnum as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::EnvFilter;
 
     use super::{init_tracing, subscriber, LogFormat};
@@ -93,7 +92,12 @@ mod tests {
     fn capture(format: LogFormat) -> String {
         let out = Captured::default();
         let writer = out.clone();
-        let sub = subscriber(format, EnvFilter::new("info"), move || writer.clone(), false);
+        let sub = subscriber(
+            format,
+            EnvFilter::new("info"),
+            move || writer.clone(),
+            false,
+        );
         tracing::subscriber::with_default(sub, || {
             tracing::info!(peer = "192.0.2.1:3544", "qualified");
             tracing::debug!("filtered out");
@@ -106,7 +110,10 @@ mod tests {
         let out = capture(LogFormat::Json);
         let lines: Vec<_> = out.lines().collect();
         assert_eq!(lines.len(), 1, "{out}");
-        assert!(lines[0].starts_with('{') && lines[0].ends_with('}'), "{out}");
+        assert!(
+            lines[0].starts_with('{') && lines[0].ends_with('}'),
+            "{out}"
+        );
         assert!(lines[0].contains(r#""level":"INFO""#), "{out}");
         assert!(lines[0].contains(r#""message":"qualified""#), "{out}");
         assert!(lines[0].contains(r#""peer":"192.0.2.1:3544""#), "{out}");

@@ -167,9 +167,10 @@ fn respond(method: &Method, path: &str, registry: &Registry) -> Response<Full<By
     match TextEncoder::new().encode_to_string(&registry.gather()) {
         Ok(body) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(prometheus::TEXT_FORMAT));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(prometheus::TEXT_FORMAT),
+            );
             response
         }
         Err(error) => {
@@ -251,7 +252,10 @@ mod tests {
             head.contains("content-type: text/plain; version=0.0.4"),
             "{head}"
         );
-        assert!(body.contains("# TYPE teredo_test_packets_total counter"), "{body}");
+        assert!(
+            body.contains("# TYPE teredo_test_packets_total counter"),
+            "{body}"
+        );
         assert!(body.contains("\nteredo_test_packets_total 42\n"), "{body}");
         for name in [
             "process_cpu_seconds_total",
@@ -260,7 +264,10 @@ mod tests {
             "process_open_fds",
             "process_start_time_seconds",
         ] {
-            assert!(body.contains(&format!("\n{name} ")), "{name} missing:\n{body}");
+            assert!(
+                body.contains(&format!("\n{name} ")),
+                "{name} missing:\n{body}"
+            );
         }
         let rss: f64 = body
             .lines()
@@ -305,17 +312,11 @@ mod tests {
     async fn shutdown_stops_listening_and_drops_idle_connections() {
         let (registry, _) = test_registry();
         let (trigger, shutdown) = Shutdown::new();
-        let server = tokio::spawn(async move {
-            // serve_metrics itself, with the address learnt from a probe bind.
-            let probe = std::net::TcpListener::bind(ANY_PORT).unwrap();
-            let addr = probe.local_addr().unwrap();
-            drop(probe);
-            (addr, serve_metrics(addr, registry, shutdown.wait_owned()))
-        })
-        .await
-        .unwrap();
-        let (addr, fut) = server;
-        let task = tokio::spawn(fut);
+        // serve_metrics itself (not spawn_metrics), on a port learnt from a probe bind.
+        let probe = std::net::TcpListener::bind(ANY_PORT).unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let task = tokio::spawn(serve_metrics(addr, registry, shutdown.wait_owned()));
         // Wait until it listens.
         let idle = timeout(LIMIT, async {
             loop {
@@ -335,7 +336,10 @@ mod tests {
         // The idle keep-alive connection was closed by the server.
         let mut idle = idle;
         let mut buf = [0u8; 1];
-        let n = timeout(LIMIT, idle.read(&mut buf)).await.unwrap().unwrap_or(0);
+        let n = timeout(LIMIT, idle.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
         assert_eq!(n, 0);
     }
 

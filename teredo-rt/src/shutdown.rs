@@ -97,6 +97,9 @@ pub struct Shutdown {
 
 impl Shutdown {
     /// A new, untriggered shutdown channel.
+    ///
+    /// Keep the trigger alive for as long as the components should run: dropping it (e.g.
+    /// `let (_, shutdown) = Shutdown::new();`) counts as triggering.
     pub fn new() -> (ShutdownTrigger, Self) {
         let (tx, rx) = watch::channel(false);
         (ShutdownTrigger { tx }, Self { rx })

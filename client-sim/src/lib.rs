@@ -1,0 +1,3 @@
+//! Teredo client simulator: client profiles behind a simulated NAT and the in-process lab.
+
+pub mod nat;
