@@ -15,6 +15,15 @@ macro_rules! drop_reasons {
             /// Every reason, so drivers can zero-initialise one series per label.
             pub const ALL: &'static [Self] = &[$(Self::$variant,)*];
 
+            /// The reasons a server can report, to zero-initialise its metric series.
+            pub const SERVER: &'static [Self] = &[
+                Self::Truncated, Self::BadIpVersion, Self::BadLength, Self::BadEncapsulation,
+                Self::MandatoryTrailer, Self::BadChecksum, Self::Malformed, Self::Oversized,
+                Self::NonGlobalSource, Self::Loop, Self::UnexpectedOrigin, Self::NotBubbleOrIcmpv6,
+                Self::TooLarge, Self::SpoofedSource, Self::NotAllowed, Self::NonGlobalDestination,
+                Self::NonGlobalMappedAddress, Self::NativeDisabled, Self::NotForUs, Self::SendFailed,
+            ];
+
             /// The snake_case metric label.
             pub fn as_str(self) -> &'static str {
                 match self {
@@ -50,7 +59,8 @@ drop_reasons! {
     UnexpectedOrigin => "unexpected_origin",
     /// Neither a bubble nor ICMPv6 (RFC 4380 §5.3.1 case 2).
     NotBubbleOrIcmpv6 => "not_bubble_or_icmpv6",
-    /// ICMPv6 larger than the configured cap.
+    /// ICMPv6 larger than the configured cap, or a relayed packet that would not fit in one
+    /// UDP datagram once the origin indication is put in front of it.
     TooLarge => "too_large",
     /// Teredo source whose embedded mapping differs from the outer source (anti-spoofing).
     SpoofedSource => "spoofed_source",
@@ -67,6 +77,29 @@ drop_reasons! {
     NotForUs => "not_for_us",
     /// The driver could not send (socket error).
     SendFailed => "send_failed",
+    /// Client: a datagram not from the configured server (primary or secondary IPv4, UDP
+    /// port 3544) where only a router advertisement is expected.
+    UnexpectedSource => "unexpected_source",
+    /// Client: an RA without an authentication header, or whose nonce matches no router
+    /// solicitation outstanding (RFC 4380 §5.2.2: MUST discard).
+    BadNonce => "bad_nonce",
+    /// Client: an RA whose confirmation byte is not 0 (the server asks for a new key).
+    BadConfirmation => "bad_confirmation",
+    /// Client: an RA without an origin indication (RFC 4380 §5.2.1).
+    MissingOrigin => "missing_origin",
+    /// Client: a packet from the server that is not a router advertisement (the
+    /// qualification state machine only consumes RAs).
+    NotRouterAdvertisement => "not_router_advertisement",
+    /// Client: an RA whose IPv6 destination is not the link-local source of the RS.
+    WrongDestination => "wrong_destination",
+    /// Client: an RA whose prefix is not 2001:0:<server IPv4>::/64 (or the obsolete
+    /// 3ffe:831f form) for the configured server.
+    ForeignPrefix => "foreign_prefix",
+    /// Client: an RA whose MTU option lies outside 1280..=65535.
+    BadMtu => "bad_mtu",
+    /// Client: an RA from the server address the cone rule (RFC 4380 §5.3.2) excludes: a
+    /// cone RS must be answered from the other address, any other RS from the same one.
+    UnexpectedServerAddress => "unexpected_server_address",
 }
 
 impl From<WireError> for DropReason {

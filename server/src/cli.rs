@@ -1,0 +1,205 @@
+//! The command line of `teredo-server` (clap derive; every flag has an environment
+//! fallback `TEREDO_SERVER_*`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use clap::{Parser, ValueEnum};
+use teredo_rt::LogFormat;
+
+use crate::config::{NativeSide, ServerOptions};
+
+/// Teredo server (RFC 4380 §5.3): answers qualification router solicitations and relays
+/// bubbles and ICMPv6 between Teredo clients and to native IPv6.
+#[derive(Clone, Debug, PartialEq, Eq, Parser)]
+#[command(name = "teredo-server", version)]
+pub struct Args {
+    /// Primary IPv4 address: bound on --port and embedded in the advertised prefix
+    /// 2001:0:PRIMARY::/64.
+    #[arg(long, env = "TEREDO_SERVER_PRIMARY", value_name = "IPV4")]
+    pub primary: Ipv4Addr,
+
+    /// Secondary IPv4 address, bound too; cone router solicitations are answered from the
+    /// other address [default: primary + 1].
+    #[arg(long, env = "TEREDO_SERVER_SECONDARY", value_name = "IPV4")]
+    pub secondary: Option<Ipv4Addr>,
+
+    /// UDP port of both addresses.
+    #[arg(long, env = "TEREDO_SERVER_PORT", default_value_t = 3544)]
+    pub port: u16,
+
+    /// Serve Prometheus metrics on http://IP:PORT/metrics.
+    #[arg(long, env = "TEREDO_SERVER_METRICS_ADDR", value_name = "IP:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Where packets from clients to native (non-Teredo) IPv6 destinations go.
+    #[arg(long, env = "TEREDO_SERVER_NATIVE", value_enum, default_value_t = NativeMode::Raw)]
+    pub native: NativeMode,
+
+    /// MTU option of router advertisements; 0 omits the option (as Microsoft's servers do).
+    #[arg(long, env = "TEREDO_SERVER_MTU", default_value_t = 1280)]
+    pub mtu: u32,
+
+    /// Largest ICMPv6 payload relayed, in bytes (bubbles are exempt); 88 is Miredo's policy
+    /// against being an open relay.
+    #[arg(
+        long,
+        env = "TEREDO_SERVER_ICMPV6_MAX_PAYLOAD",
+        default_value_t = 1240,
+        value_name = "BYTES"
+    )]
+    pub icmpv6_max_payload: usize,
+
+    /// Log format on stderr (the filter comes from RUST_LOG, default info).
+    #[arg(long, env = "TEREDO_SERVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The `--native` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NativeMode {
+    /// Send them through a raw IPv6 socket, header included, as received (needs CAP_NET_RAW)
+    Raw,
+    /// Drop them (counted as native_disabled)
+    None,
+}
+
+impl Args {
+    /// The library configuration these flags describe (validated later, by
+    /// [`start`](crate::start)).
+    pub fn to_options(&self) -> ServerOptions {
+        let mut o = ServerOptions::new(self.primary);
+        if let Some(s) = self.secondary {
+            o.secondary = s;
+        }
+        o.port = self.port;
+        o.metrics_addr = self.metrics_addr;
+        o.native = match self.native {
+            NativeMode::Raw => NativeSide::Raw,
+            NativeMode::None => NativeSide::Disabled,
+        };
+        o.mtu = (self.mtu != 0).then_some(self.mtu);
+        o.icmpv6_max_payload = self.icmpv6_max_payload;
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// Serialises the tests that parse: one of them sets `TEREDO_SERVER_*` variables.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn env_lock() -> std::sync::MutexGuard<'static, ()> {
+        ENV.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("teredo-server").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_is_consistent_and_every_flag_is_documented() {
+        Args::command().debug_assert();
+        for arg in Args::command().get_arguments() {
+            if arg.get_id() == "help" || arg.get_id() == "version" {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
+            assert!(
+                arg.get_env().is_some(),
+                "--{} has no env fallback",
+                arg.get_id()
+            );
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let _env = env_lock();
+        let a = parse(&["--primary", "198.51.100.1"]).unwrap();
+        let o = a.to_options();
+        assert_eq!(o.primary, "198.51.100.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(o.secondary, "198.51.100.2".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(o.port, 3544);
+        assert_eq!(o.metrics_addr, None);
+        assert!(matches!(o.native, NativeSide::Raw));
+        assert_eq!(o.mtu, Some(1280));
+        assert_eq!(o.icmpv6_max_payload, 1240);
+        assert_eq!(a.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn every_flag() {
+        let _env = env_lock();
+        let a = parse(&[
+            "--primary",
+            "203.0.113.5",
+            "--secondary",
+            "203.0.113.9",
+            "--port",
+            "0",
+            "--metrics-addr",
+            "127.0.0.1:9100",
+            "--native",
+            "none",
+            "--mtu",
+            "0",
+            "--icmpv6-max-payload",
+            "88",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let o = a.to_options();
+        assert_eq!(o.secondary, "203.0.113.9".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(o.port, 0);
+        assert_eq!(o.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(matches!(o.native, NativeSide::Disabled));
+        assert!(!o.core_config().native);
+        assert_eq!(o.mtu, None);
+        assert_eq!(o.icmpv6_max_payload, 88);
+        assert_eq!(a.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_are_clap_errors() {
+        let _env = env_lock();
+        for bad in [
+            &["--primary", "2001:db8::1"][..],
+            &["--primary", "198.51.100.1", "--native", "tun"],
+            &["--primary", "198.51.100.1", "--port", "70000"],
+            &["--primary", "198.51.100.1", "--metrics-addr", "localhost"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The only test setting `TEREDO_SERVER_*` variables; the others wait on [`ENV`].
+    #[test]
+    fn environment_fallbacks() {
+        let _env = env_lock();
+        assert!(parse(&[]).is_err(), "--primary is required");
+        // SAFETY (edition 2024 wording): no other test reads these variables.
+        std::env::set_var("TEREDO_SERVER_PRIMARY", "198.51.100.7");
+        std::env::set_var("TEREDO_SERVER_NATIVE", "none");
+        std::env::set_var("TEREDO_SERVER_MTU", "0");
+        let a = parse(&[]);
+        let b = parse(&["--primary", "198.51.100.20"]);
+        std::env::remove_var("TEREDO_SERVER_PRIMARY");
+        std::env::remove_var("TEREDO_SERVER_NATIVE");
+        std::env::remove_var("TEREDO_SERVER_MTU");
+        let a = a.unwrap();
+        assert_eq!(a.primary, "198.51.100.7".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(a.native, NativeMode::None);
+        assert_eq!(a.to_options().mtu, None);
+        assert_eq!(
+            b.unwrap().primary,
+            "198.51.100.20".parse::<Ipv4Addr>().unwrap(),
+            "flags override the environment"
+        );
+    }
+}
