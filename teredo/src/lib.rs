@@ -6,6 +6,7 @@
 //! state machines over a simulated network.
 
 pub mod addr;
+pub mod client;
 pub mod drop_reason;
 pub mod server;
 pub mod wire;
