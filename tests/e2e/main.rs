@@ -1,0 +1,16 @@
+//! End-to-end tests of teredo-lab (one test binary, one module per area).
+//!
+//! Most tests need root (network namespaces) and some need Debian's `miredo`, `miredo-server`,
+//! `tshark`, `nft` and `conntrack`. Without them a test prints `SKIPPED: … needs …` and passes —
+//! except under `CI=true`, where it fails: CI must never skip (see `.ci/run`, which installs
+//! them). Each test builds its own topology (its own "Internet" bridge namespace), so the tests
+//! run in parallel.
+//!
+//! * `netns`: the harness itself (namespaces, bridge, NAT router, cleanup).
+//! * `tshark`: the tshark dissection checker, on hand-made captures.
+//! * `interop`: Debian's Miredo client against a Teredo server in namespaces — ours
+//!   (`teredo-server`) and, as the reference, Debian's `miredo-server`.
+
+mod interop;
+mod netns;
+mod tshark;
