@@ -162,11 +162,15 @@ pub fn is_ipv6_non_global(addr: &Ipv6Addr) -> bool {
         || addr.is_multicast()
         || is_link_local(addr)
         || addr.to_ipv4_mapped().is_some()
+        // IPv4-compatible ::a.b.c.d (::/96, deprecated by RFC 4291 §2.5.5.1; a kernel may
+        // still route it into an automatic IPv4 tunnel).
+        || addr.octets()[..12] == [0; 12]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn sa(s: &str) -> SocketAddrV4 {
         s.parse().unwrap()
@@ -292,5 +296,53 @@ mod tests {
             assert!(is_ipv6_non_global(&bad.parse().unwrap()), "{bad}");
         }
         assert!(!is_ipv6_non_global(&"2001:db8::99".parse().unwrap()));
+        assert!(!is_ipv6_non_global(&"::1:0:0:0:1".parse().unwrap()));
+    }
+
+    /// Regression: the doc promised "IPv4-mapped/compatible forms" but only the mapped form
+    /// (::ffff:0:0/96) was checked; the IPv4-compatible form ::a.b.c.d passed as global.
+    #[test]
+    fn ipv4_compatible_is_non_global() {
+        for bad in ["::1.2.3.4", "::198.51.100.1", "::0.0.0.2"] {
+            assert!(is_ipv6_non_global(&bad.parse().unwrap()), "{bad}");
+        }
+    }
+
+    fn arb_teredo_addr() -> impl Strategy<Value = TeredoAddr> {
+        (any::<u32>(), any::<u16>(), any::<u32>(), any::<u16>()).prop_map(
+            |(server, flags, ip, port)| TeredoAddr {
+                server: Ipv4Addr::from(server),
+                flags,
+                mapped: SocketAddrV4::new(Ipv4Addr::from(ip), port),
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn teredo_addr_round_trip(x in arb_teredo_addr()) {
+            let v6 = x.to_ipv6();
+            prop_assert!(is_teredo(&v6));
+            prop_assert_eq!(TeredoAddr::from_ipv6(&v6), Some(x));
+            prop_assert_eq!(x.is_cone(), x.flags & FLAG_CONE != 0);
+        }
+
+        #[test]
+        fn any_prefix_round_trips_unchecked(x in arb_teredo_addr(), prefix in any::<[u8; 4]>()) {
+            let v6 = x.with_prefix(prefix);
+            prop_assert_eq!(&v6.octets()[..4], &prefix[..]);
+            prop_assert_eq!(TeredoAddr::from_octets_unchecked(&v6.octets()), x);
+            prop_assert_eq!(TeredoAddr::from_ipv6(&v6).is_some(), prefix == TEREDO_PREFIX);
+        }
+
+        #[test]
+        fn from_ipv6_inverts_to_ipv6(o in any::<[u8; 16]>()) {
+            let a = Ipv6Addr::from(o);
+            if let Some(t) = TeredoAddr::from_ipv6(&a) {
+                prop_assert_eq!(t.to_ipv6(), a);
+            } else {
+                prop_assert!(!is_teredo(&a));
+            }
+        }
     }
 }

@@ -868,14 +868,15 @@ mod tests {
                 DropReason::NotForUs
             );
         }
-        // An RS addressed to the server's link-local instead of ff02::2 (RFC 4861 §6.1.1).
+        // An RS addressed to the server's link-local instead of ff02::2 (RFC 4861 §6.1.1):
+        // nothing sent there is answered.
         let mut v = vec![0u8; 48];
         emit_ipv6_header(&mut v, LLR, ll, 58, 255, 8).unwrap();
         v[40] = 133;
         finish_icmpv6(&mut v);
         assert_eq!(
             drop_reason(&mut s, Local::Primary, a(), &v),
-            DropReason::Malformed
+            DropReason::NotForUs
         );
     }
 
@@ -1247,6 +1248,28 @@ mod tests {
             let (_, out) = run(&mut s, Local::Primary, a(), &d);
             assert!(matches!(out, Some((Output::Udp { to, .. }, _)) if to == other));
         }
+        // With a configured port, the guard follows it.
+        let mut s = Server::new(ServerConfig {
+            port: TEREDO_PORT + 1,
+            ..ServerConfig::new(P)
+        });
+        let own = SocketAddrV4::new(P, TEREDO_PORT + 1);
+        assert_eq!(
+            drop_reason(&mut s, Local::Primary, own, &rs_n(LLR)),
+            DropReason::Loop
+        );
+        let d = bubble(ours(a()), teredo(P, 0, own));
+        assert_eq!(
+            drop_reason(&mut s, Local::Primary, a(), &d),
+            DropReason::Loop
+        );
+        let (_, out) = run(
+            &mut s,
+            Local::Primary,
+            SocketAddrV4::new(P, TEREDO_PORT),
+            &rs_n(LLR),
+        );
+        assert!(out.is_some());
     }
 
     // ---- output protocol --------------------------------------------------------------------
@@ -1330,6 +1353,7 @@ mod tests {
             2 => arb_non_global_sa(),
             1 => Just(SocketAddrV4::new(P, TEREDO_PORT)),
             1 => Just(SocketAddrV4::new(S, TEREDO_PORT)),
+            1 => Just(SocketAddrV4::new(P, TEREDO_PORT + 1)),
         ]
     }
 
@@ -1338,11 +1362,13 @@ mod tests {
             prop_oneof![3 => Just(Some(1280)), 1 => Just(None), 1 => any::<u32>().prop_map(Some)],
             prop_oneof![3 => Just(1240usize), 1 => Just(88), 1 => 0usize..2000],
             prop_oneof![4 => Just(true), 1 => Just(false)],
+            prop_oneof![4 => Just(TEREDO_PORT), 1 => Just(TEREDO_PORT + 1)],
         )
-            .prop_map(|(mtu, max_icmpv6_payload, native)| ServerConfig {
+            .prop_map(|(mtu, max_icmpv6_payload, native, port)| ServerConfig {
                 mtu,
                 max_icmpv6_payload,
                 native,
+                port,
                 ..ServerConfig::new(P)
             })
     }
@@ -1368,13 +1394,16 @@ mod tests {
         ]
     }
 
+    /// Client ID, authentication value, nonce, confirmation.
+    type OwnedAuth = (Vec<u8>, Vec<u8>, [u8; 8], u8);
+
     /// A mostly-valid Teredo datagram with random fields, resolved against `from` so that
     /// valid Teredo sources (and therefore the deeper branches) come up often.
     #[derive(Clone, Debug)]
     struct Spec {
         local: Local,
         from: SocketAddrV4,
-        auth: Option<(Vec<u8>, Vec<u8>, [u8; 8], u8)>,
+        auth: Option<OwnedAuth>,
         origin: Option<SocketAddrV4>,
         version: u8,
         tc_flow: u32,
@@ -1591,7 +1620,7 @@ mod tests {
         (r, out): &Outcome,
     ) -> Result<(), TestCaseError> {
         let own = |sa: &SocketAddrV4| {
-            sa.port() == TEREDO_PORT && (*sa.ip() == cfg.primary || *sa.ip() == cfg.secondary)
+            sa.port() == cfg.port && (*sa.ip() == cfg.primary || *sa.ip() == cfg.secondary)
         };
         if own(&from) {
             prop_assert_eq!(r, &Err(DropReason::Loop));

@@ -6,7 +6,9 @@ use std::net::Ipv6Addr;
 use etherparse::checksum::Sum16BitWords;
 use etherparse::{IpNumber, Ipv6FlowLabel, Ipv6Header};
 
-use super::packet::{ipv6_dst, ipv6_src, IPV6_HEADER_LEN, NEXT_HEADER_ICMPV6, NEXT_HEADER_NONE};
+use super::packet::{
+    check_ipv6_exact_len, ipv6_dst, ipv6_src, IPV6_HEADER_LEN, NEXT_HEADER_ICMPV6, NEXT_HEADER_NONE,
+};
 use super::WireError;
 
 /// ICMPv6 type: echo request.
@@ -101,9 +103,11 @@ pub struct Echo<'a> {
 }
 
 impl<'a> Echo<'a> {
-    /// Reads an echo message from a complete IPv6 packet with a valid checksum.
+    /// Reads an echo message from a complete IPv6 packet (exactly 40 + payload length bytes)
+    /// with a valid checksum.
     pub fn parse(ipv6: &'a [u8]) -> Result<Self, WireError> {
         super::check_len("ICMPv6 echo", ipv6, IPV6_HEADER_LEN + 8)?;
+        check_ipv6_exact_len(ipv6)?;
         if ipv6[6] != NEXT_HEADER_ICMPV6 {
             return Err(WireError::Invalid("next header (not ICMPv6)"));
         }

@@ -9,6 +9,9 @@ pub mod origin;
 pub mod packet;
 pub mod trailer;
 
+#[cfg(test)]
+mod proptests;
+
 pub use auth::{Auth, AuthRepr};
 pub use origin::OriginIndication;
 pub use packet::TeredoPacket;

@@ -9,7 +9,9 @@ use etherparse::icmpv6::{NdpOptionSlice, NdpOptionsIterator};
 use super::auth::Auth;
 use super::ipv6::{emit_ipv6_header, finish_icmpv6, icmpv6_checksum_ok};
 use super::origin::{OriginIndication, ORIGIN_LEN};
-use super::packet::{ipv6_dst, ipv6_src, IPV6_HEADER_LEN, NEXT_HEADER_ICMPV6};
+use super::packet::{
+    check_ipv6_exact_len, ipv6_dst, ipv6_src, IPV6_HEADER_LEN, NEXT_HEADER_ICMPV6,
+};
 use super::{check_len, WireError};
 use crate::addr::{is_link_local, link_local_is_cone, server_prefix, ALL_ROUTERS};
 
@@ -36,11 +38,13 @@ pub struct RouterSolicitation {
 }
 
 impl RouterSolicitation {
-    /// Validates a complete IPv6 packet as a Teredo RS: link-local source, destination
-    /// ff02::2, hop limit 255, ICMPv6 type 133 code 0, at least 8 bytes, valid checksum.
+    /// Validates a complete IPv6 packet (exactly 40 + payload length bytes) as a Teredo RS:
+    /// link-local source, destination ff02::2, hop limit 255, ICMPv6 type 133 code 0, at
+    /// least 8 bytes, valid checksum.
     /// Options (XP's source link-layer address) are allowed and ignored.
     pub fn parse(ipv6: &[u8]) -> Result<Self, WireError> {
         check_len("router solicitation", ipv6, IPV6_HEADER_LEN + 8)?;
+        check_ipv6_exact_len(ipv6)?;
         let (src, dst) = (ipv6_src(ipv6), ipv6_dst(ipv6));
         if ipv6[6] != NEXT_HEADER_ICMPV6 || ipv6[IPV6_HEADER_LEN] != ICMPV6_ROUTER_SOLICITATION {
             return Err(WireError::Invalid("router solicitation type"));
@@ -174,9 +178,11 @@ pub struct RouterAdvertisement {
 }
 
 impl RouterAdvertisement {
-    /// Validates a complete IPv6 packet as an RA with exactly one prefix information option.
+    /// Validates a complete IPv6 packet (exactly 40 + payload length bytes) as an RA with
+    /// exactly one prefix information option.
     pub fn parse(ipv6: &[u8]) -> Result<Self, WireError> {
         check_len("router advertisement", ipv6, IPV6_HEADER_LEN + RA_FIXED_LEN)?;
+        check_ipv6_exact_len(ipv6)?;
         if ipv6[6] != NEXT_HEADER_ICMPV6 || ipv6[IPV6_HEADER_LEN] != ICMPV6_ROUTER_ADVERTISEMENT {
             return Err(WireError::Invalid("router advertisement type"));
         }

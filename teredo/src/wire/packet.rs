@@ -113,6 +113,26 @@ impl<'a> TeredoPacket<'a> {
     }
 }
 
+/// Checks that a complete IPv6 packet is exactly as long as its payload length field says,
+/// so a truncated packet is never taken for a shorter valid one.
+pub(crate) fn check_ipv6_exact_len(ipv6: &[u8]) -> Result<(), WireError> {
+    check_len("IPv6 header", ipv6, IPV6_HEADER_LEN)?;
+    let payload_len = usize::from(u16::from_be_bytes([ipv6[4], ipv6[5]]));
+    let available = ipv6.len() - IPV6_HEADER_LEN;
+    if payload_len > available {
+        return Err(WireError::BadLength {
+            payload_len,
+            available,
+        });
+    }
+    if payload_len < available {
+        return Err(WireError::Invalid(
+            "IPv6 payload length (bytes after the packet)",
+        ));
+    }
+    Ok(())
+}
+
 /// Source address of an IPv6 header that is at least 40 bytes long.
 pub(crate) fn ipv6_src(ipv6: &[u8]) -> Ipv6Addr {
     let mut o = [0u8; 16];
