@@ -8,9 +8,12 @@
 //!
 //! * `netns`: the harness itself (namespaces, bridge, NAT router, cleanup).
 //! * `tshark`: the tshark dissection checker, on hand-made captures.
+//! * `conformance`: TEREDO.md (b) server checks 1–15 against the in-process server over real
+//!   sockets in a namespace, and tshark's view of that traffic.
 //! * `interop`: Debian's Miredo client against a Teredo server in namespaces — ours
 //!   (`teredo-server`) and, as the reference, Debian's `miredo-server`.
 
+mod conformance;
 mod interop;
 mod netns;
 mod tshark;

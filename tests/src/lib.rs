@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests (the `e2e` test binary in `tests/e2e/`).
 //!
+//! * [`inproc`]: the server library run in-process inside a namespace; sockets, raw IPv4
+//!   sends with forged sources and a packet sniffer inside a namespace.
 //! * [`netns`]: network namespaces that delete themselves (and kill what runs in them) on drop,
 //!   an "IPv4 Internet" bridge, veth pairs, addresses, routes, sysctls, nftables.
 //! * [`process`]: child processes with log files, stopped on drop; a per-test work directory
@@ -22,6 +24,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 pub mod bins;
+pub mod inproc;
 pub mod miredo;
 pub mod netns;
 pub mod process;
