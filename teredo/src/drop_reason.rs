@@ -24,6 +24,19 @@ macro_rules! drop_reasons {
                 Self::NonGlobalMappedAddress, Self::NativeDisabled, Self::NotForUs, Self::SendFailed,
             ];
 
+            /// The reasons a relay can report, to zero-initialise its metric series.
+            pub const RELAY: &'static [Self] = &[
+                Self::Truncated, Self::BadIpVersion, Self::BadLength, Self::BadEncapsulation,
+                Self::MandatoryTrailer, Self::Malformed, Self::Oversized, Self::TooLarge,
+                Self::NonGlobalSource, Self::SpoofedSource, Self::NonGlobalDestination,
+                Self::NonGlobalMappedAddress, Self::SendFailed, Self::NotTeredoDestination,
+                Self::NonGlobalServer, Self::NonGlobalNativeSource, Self::NotTeredoSource,
+                Self::UnknownPeer, Self::TeredoDestination, Self::QueueFull,
+                Self::GlobalQueueFull, Self::PeerTableFull, Self::PeerUnreachable,
+                Self::PeerEvicted, Self::PeerExpired, Self::OutputQueueFull,
+                Self::OutputBufferTooSmall,
+            ];
+
             /// The snake_case metric label.
             pub fn as_str(self) -> &'static str {
                 match self {
@@ -100,6 +113,39 @@ drop_reasons! {
     /// Client: an RA from the server address the cone rule (RFC 4380 §5.3.2) excludes: a
     /// cone RS must be answered from the other address, any other RS from the same one.
     UnexpectedServerAddress => "unexpected_server_address",
+    /// Relay: a native packet whose destination is not a Teredo address (2001:0::/32).
+    NotTeredoDestination => "not_teredo_destination",
+    /// Relay: a Teredo destination whose server IPv4 (where indirect bubbles go) is not
+    /// global unicast.
+    NonGlobalServer => "non_global_server",
+    /// Relay: a native packet from an unspecified, loopback, link-local or multicast source
+    /// (not forwardable, and no ICMPv6 error could go back).
+    NonGlobalNativeSource => "non_global_native_source",
+    /// Relay: a datagram whose IPv6 source is not a Teredo address (RFC 4380 §5.4.2).
+    NotTeredoSource => "not_teredo_source",
+    /// Relay: a datagram from a Teredo client the relay has no peer entry for (RFC 4380
+    /// §5.4.2 "MAY be silently discarded"; Miredo drops too).
+    UnknownPeer => "unknown_peer",
+    /// Relay: a client's packet (other than a bubble) to a Teredo address; clients reach
+    /// each other directly, not through a relay.
+    TeredoDestination => "teredo_destination",
+    /// Relay: the per-peer queue of an untrusted peer is full (bytes or packets).
+    QueueFull => "queue_full",
+    /// Relay: the queues of all peers together hold the global byte cap.
+    GlobalQueueFull => "global_queue_full",
+    /// Relay: the peer table is full and no untrusted peer can be evicted.
+    PeerTableFull => "peer_table_full",
+    /// Relay: the peer never answered the bubbles (queued packets dropped at give-up, and
+    /// packets refused until the bubble window is over).
+    PeerUnreachable => "peer_unreachable",
+    /// Relay: queued packets of a peer evicted to make room in the peer table.
+    PeerEvicted => "peer_evicted",
+    /// Relay: queued packets of a peer removed after its idle timeout.
+    PeerExpired => "peer_expired",
+    /// An output did not fit in the bounded output queue (the driver is not draining it).
+    OutputQueueFull => "output_queue_full",
+    /// The buffer passed to `poll_output` was too small for the output, which was discarded.
+    OutputBufferTooSmall => "output_buffer_too_small",
 }
 
 impl From<WireError> for DropReason {
