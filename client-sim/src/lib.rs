@@ -1,3 +1,20 @@
-//! Teredo client simulator: client profiles behind a simulated NAT and the in-process lab.
+//! Teredo client simulator: client profiles behind a simulated NAT, the in-process lab, and a
+//! real-socket qualification driver.
+//!
+//! * [`nat`]: the RFC 4787 NAT model (a pure state machine).
+//! * [`sim`]: a simulated IPv4 Internet in one process (virtual time, no sockets).
+//! * [`lab`]: every profile × NAT preset and named scenarios on [`sim`], with expected
+//!   outcomes; `client-sim lab`.
+//! * [`qualify`]: one client over real UDP sockets, optionally behind the NAT model;
+//!   `client-sim qualify`.
+//! * [`report`]: the `netsh interface teredo show state`-like status block.
+//! * [`pcap`]: captures of the simulated Internet.
+//! * [`cli`]: the command line (`src/main.rs` only parses it and calls [`cli::run`]).
 
+pub mod cli;
+pub mod lab;
 pub mod nat;
+pub mod pcap;
+pub mod qualify;
+pub mod report;
+pub mod sim;

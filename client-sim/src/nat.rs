@@ -749,7 +749,8 @@ fn format_duration(d: Duration) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NatPreset {
     /// No NAT: the client's own address is global. [`NatPreset::config`] returns `None`; the
-    /// lab bypasses the model. Teredo qualifies as cone (the cone probe's answer arrives).
+    /// lab bypasses the model. A Teredo client reports NAT type none (its mapping equals its
+    /// socket address); XP's cone probe succeeds, so its address has C=1.
     None,
     /// Full cone, EIM + EIF. The only preset where the cone probe succeeds (the RA comes from
     /// the server's other address, which only endpoint-independent filtering lets in): the

@@ -1,0 +1,422 @@
+//! The `client-sim` command line (clap derive) and its dispatch. `src/main.rs` parses
+//! [`Cli`], sets up tracing and calls [`run`]; everything else is here so that tests can run
+//! a command in-process.
+
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use teredo::client::{ClientType, Profile};
+use teredo_rt::{LogFormat, Shutdown};
+
+use crate::lab::{run_lab, LabOptions};
+use crate::nat::{NatPreset, SPEC_KEYS};
+use crate::qualify::{qualify, NatChoice, QualifyOptions};
+
+const PROFILES_HELP: &str = "\
+Client profiles (--profile):
+  xp-sp2   Windows XP SP2, RFC 4380 as written: cone probe (C=1 behind a cone NAT), secondary
+           check, offline behind a symmetric NAT (\"client behind symmetric NAT\")
+  rfc5991  RFC 4380 + RFC 5991: no cone probe, random flag bits, secondary check, offline
+           behind a symmetric NAT
+  vista    Windows Vista SP1: cone probe for reporting only (C=0), random flags, RFC 6081
+           symmetric NAT support (qualifies as \"symmetric (port)\")
+  win7     Windows 7: as vista, plus dormant after 60 idle minutes unless --default-qualified;
+           offline on a managed network unless --client-type enterpriseclient
+  miredo   Miredo 1.2: restricted RS to the primary only (no cone probe, no secondary check),
+           fixed 30 s refresh; never notices a symmetric NAT";
+
+const NATS_HELP: &str = "\
+NAT presets (--nat), RFC 4787 behaviours, 120 s mapping timeout, hairpinning on:
+  none               no NAT: the client's socket is on the network (NAT type \"none\")
+  full-cone          endpoint-independent mapping and filtering, port preserving
+  restricted         endpoint-independent mapping, address-dependent filtering
+  port-restricted    endpoint-independent mapping, address-and-port-dependent filtering
+                     (Linux masquerade)
+  symmetric          address-and-port-dependent mapping and filtering, random ports
+  symmetric-address  address-dependent mapping over two or more external addresses
+                     (arbitrary pooling), address-and-port-dependent filtering";
+
+const QUALIFY_AFTER: &str = "\
+Exit status:
+  0  qualified (or dormant)
+  1  any other error (bad address, socket error, interrupted)
+  2  usage error
+  3  offline: client behind symmetric NAT
+  4  offline: the primary (or secondary) server address did not answer
+  5  offline: client is in a managed network
+  6  --timeout elapsed while still probing";
+
+/// `client-sim`: Teredo client profiles (Windows XP SP2, Vista, 7, RFC 5991, Miredo) behind a
+/// simulated NAT (RFC 4787), over real sockets or in the in-process lab.
+#[derive(Debug, Parser)]
+#[command(name = "client-sim", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr. The filter comes from RUST_LOG (default: info).
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true,
+        env = "CLIENT_SIM_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Qualify one client against a real Teredo server over UDP, optionally behind the NAT
+    /// model (one real socket per NAT mapping), and print its state like
+    /// `netsh interface teredo show state`.
+    #[command(after_help = format!("{PROFILES_HELP}\n\n{NATS_HELP}\n\n{QUALIFY_AFTER}"))]
+    Qualify(QualifyArgs),
+    /// Run every client profile behind every NAT preset (plus named scenarios: Windows 7
+    /// dormant / default-qualified, managed network, short NAT mapping timeout, server down,
+    /// spoofed router advertisements) on a simulated network in this process, in virtual
+    /// time, and compare each outcome with the expected one. Exit status 0 when all match,
+    /// 1 otherwise.
+    #[command(after_help = format!("{PROFILES_HELP}\n\n{NATS_HELP}"))]
+    Lab(LabArgs),
+}
+
+/// A client profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// Windows XP SP2: cone probe, C=1, offline behind a symmetric NAT.
+    #[value(name = "xp-sp2")]
+    XpSp2,
+    /// RFC 4380 + RFC 5991: no cone probe, random flags, offline behind a symmetric NAT.
+    Rfc5991,
+    /// Windows Vista SP1: cone probe reported only, RFC 6081 symmetric NAT support.
+    Vista,
+    /// Windows 7: as Vista, dormant after 60 idle minutes, managed-network rule.
+    Win7,
+    /// Miredo 1.2: primary only, no secondary check, fixed 30 s refresh.
+    Miredo,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Self {
+        match p {
+            ProfileArg::XpSp2 => Self::XpSp2,
+            ProfileArg::Rfc5991 => Self::Rfc5991,
+            ProfileArg::Vista => Self::Vista,
+            ProfileArg::Win7 => Self::Win7,
+            ProfileArg::Miredo => Self::Miredo,
+        }
+    }
+}
+
+/// A NAT preset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NatArg {
+    /// No NAT.
+    None,
+    /// Full cone: endpoint-independent mapping and filtering.
+    FullCone,
+    /// Restricted cone: address-dependent filtering.
+    Restricted,
+    /// Port-restricted cone: address-and-port-dependent filtering.
+    PortRestricted,
+    /// Symmetric: a new random port per destination.
+    Symmetric,
+    /// Symmetric (address): another external address per destination (needs 2 addresses).
+    SymmetricAddress,
+}
+
+impl From<NatArg> for NatPreset {
+    fn from(n: NatArg) -> Self {
+        match n {
+            NatArg::None => Self::None,
+            NatArg::FullCone => Self::FullCone,
+            NatArg::Restricted => Self::Restricted,
+            NatArg::PortRestricted => Self::PortRestricted,
+            NatArg::Symmetric => Self::Symmetric,
+            NatArg::SymmetricAddress => Self::SymmetricAddress,
+        }
+    }
+}
+
+/// Windows client type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClientTypeArg {
+    /// `client`: disabled on a managed network.
+    Client,
+    /// `enterpriseclient`: runs on managed networks too.
+    Enterpriseclient,
+}
+
+impl From<ClientTypeArg> for ClientType {
+    fn from(c: ClientTypeArg) -> Self {
+        match c {
+            ClientTypeArg::Client => Self::Client,
+            ClientTypeArg::Enterpriseclient => Self::EnterpriseClient,
+        }
+    }
+}
+
+/// `client-sim qualify` flags.
+#[derive(Debug, Args)]
+pub struct QualifyArgs {
+    /// The Teredo server's primary IPv4 address.
+    #[arg(long, env = "CLIENT_SIM_SERVER")]
+    pub server: Ipv4Addr,
+
+    /// The server's secondary IPv4 address (default: primary + 1).
+    #[arg(long)]
+    pub secondary: Option<Ipv4Addr>,
+
+    /// Client profile (see below).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "vista",
+        env = "CLIENT_SIM_PROFILE",
+        hide_possible_values = true
+    )]
+    pub profile: ProfileArg,
+
+    /// NAT preset in front of the client (see below).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "none",
+        conflicts_with = "nat_spec",
+        hide_possible_values = true
+    )]
+    pub nat: NatArg,
+
+    /// Free NAT combination instead of a preset, on top of port-restricted, e.g.
+    /// `mapping=apd,filtering=ei,ports=random,timeout=20s` or
+    /// `preset=symmetric-address,ips=A+B` (A, B: local addresses). Keys: see the long help.
+    #[arg(long, value_name = "SPEC", long_help = nat_spec_help())]
+    pub nat_spec: Option<String>,
+
+    /// Local IPv4 address to bind; behind a NAT, the NAT's external address.
+    /// 0.0.0.0 = the address of the route toward the server.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: Ipv4Addr,
+
+    /// Local UDP port (0: any); behind a NAT, the client's internal port.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+
+    /// Give up after this long while still probing (exit 6), e.g. 30s, 500ms, 2m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Print the status as JSON (same fields) instead of the netsh-like block.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Pretend the host is on a managed (domain) network: Windows profiles of type `client`
+    /// stay offline (exit 5).
+    #[arg(long)]
+    pub managed_network: bool,
+
+    /// Windows client type.
+    #[arg(long, value_enum, default_value = "client")]
+    pub client_type: ClientTypeArg,
+
+    /// Windows' DefaultQualified: never go dormant.
+    #[arg(long)]
+    pub default_qualified: bool,
+
+    /// Seed of the client's nonces and random flags and of the NAT model (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+fn nat_spec_help() -> String {
+    format!(
+        "Free NAT combination instead of a preset: comma-separated key=value on top of \
+         port-restricted (on the --bind address), e.g. \
+         `mapping=apd,filtering=ei,ports=random,timeout=20s` or \
+         `preset=symmetric-address,ips=A+B` (A, B: local addresses of this host, where the \
+         mapping sockets are bound). Keys: {}.",
+        SPEC_KEYS.join(", ")
+    )
+}
+
+/// `client-sim lab` flags.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Seed of every scenario's RNG (nonces, flags, ports): same seed, same output.
+    #[arg(long, default_value_t = 1, env = "CLIENT_SIM_SEED")]
+    pub seed: u64,
+
+    /// Print the results as JSON (with NAT drops and counters per scenario).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write one pcap per scenario (`<profile>__<nat>[__<variant>].pcap`, raw IPv4, every
+    /// datagram outside the NATs) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub pcap: Option<PathBuf>,
+
+    /// Only these profiles (repeat or comma-separate; default: all).
+    #[arg(
+        long = "profile",
+        value_enum,
+        value_delimiter = ',',
+        hide_possible_values = true
+    )]
+    pub profiles: Vec<ProfileArg>,
+
+    /// Only these NAT presets (repeat or comma-separate; default: all).
+    #[arg(
+        long = "nat",
+        value_enum,
+        value_delimiter = ',',
+        hide_possible_values = true
+    )]
+    pub nats: Vec<NatArg>,
+}
+
+/// `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s, 500ms or 2m"))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        other => return Err(format!("unknown duration unit `{other}` (ms, s, m, h)")),
+    };
+    if d.is_zero() {
+        return Err("the duration must be more than 0".to_owned());
+    }
+    Ok(d)
+}
+
+/// Runs a parsed command; returns the process exit status. Errors are for `main` to print
+/// as one line (exit status 1).
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Qualify(args) => run_qualify(args),
+        Command::Lab(args) => run_lab_command(&args),
+    }
+}
+
+fn run_qualify(args: QualifyArgs) -> anyhow::Result<u8> {
+    let nat = match (&args.nat_spec, args.nat) {
+        (Some(spec), _) => NatChoice::Spec(spec.clone()),
+        (None, NatArg::None) => NatChoice::None,
+        (None, n) => NatChoice::Preset(n.into()),
+    };
+    let opts = QualifyOptions {
+        server: args.server,
+        secondary: args.secondary,
+        profile: args.profile.into(),
+        nat,
+        bind: args.bind,
+        port: args.port,
+        timeout: args.timeout,
+        managed_network: args.managed_network,
+        client_type: args.client_type.into(),
+        default_qualified: args.default_qualified,
+        seed: args.seed,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let report = rt.block_on(async { qualify(opts, Shutdown::on_signals()).await })?;
+    let text = if args.json {
+        let mut j = serde_json::to_string_pretty(&report).context("cannot encode JSON")?;
+        j.push('\n');
+        j
+    } else {
+        report.to_string()
+    };
+    write_stdout(&text)?;
+    Ok(report.exit_code)
+}
+
+fn run_lab_command(args: &LabArgs) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let opts = LabOptions {
+        seed: args.seed,
+        profiles: args.profiles.iter().map(|p| (*p).into()).collect(),
+        nats: args.nats.iter().map(|n| (*n).into()).collect(),
+        pcap_dir: args.pcap.clone(),
+    };
+    let report = run_lab(&opts)?;
+    let text = if args.json {
+        let mut j = serde_json::to_string_pretty(&report.json()).context("cannot encode JSON")?;
+        j.push('\n');
+        j
+    } else {
+        report.table()
+    };
+    write_stdout(&text)?;
+    // On stderr, so that stdout is a pure function of the seed.
+    let _ = writeln!(
+        std::io::stderr(),
+        "lab: {} scenarios in {:.3} s wall time",
+        report.results.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if report.ok() { 0 } else { 1 })
+}
+
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        // `client-sim lab | head` is fine.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn value_enums_match_the_core_names() {
+        for p in ProfileArg::value_variants() {
+            let name = p.to_possible_value().unwrap().get_name().to_owned();
+            assert_eq!(Profile::from(*p).as_str(), name);
+        }
+        for n in NatArg::value_variants() {
+            let name = n.to_possible_value().unwrap().get_name().to_owned();
+            assert_eq!(NatPreset::from(*n).as_str(), name);
+        }
+        assert_eq!(ProfileArg::value_variants().len(), Profile::ALL.len());
+        assert_eq!(NatArg::value_variants().len(), NatPreset::ALL.len());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
+    }
+}

@@ -1,0 +1,760 @@
+//! A simulated IPv4 Internet in one process (DESIGN.md, "Three ways to run the same
+//! components", mode 1).
+//!
+//! The sans-IO Teredo server, any number of sans-IO Teredo clients (each behind its own
+//! [`Nat`], or directly on the Internet) and optional on-path observers exchange datagrams
+//! through an event queue. Nothing touches a socket or a clock: time is an [`Instant`]
+//! chosen by the caller that jumps to the next queued delivery or the next
+//! `poll_timeout()` of any node, so two minutes of protocol run in microseconds and an hour
+//! of idling costs nothing.
+//!
+//! # Model
+//! * The **Internet** delivers every datagram after a fixed one-way latency
+//!   ([`Sim::new`]), in order of (delivery time, sequence number): same inputs, same order.
+//!   Routing is by destination IPv4: the server's two addresses, a NAT's external
+//!   addresses, or a client without NAT; anything else is counted as `no_route`.
+//! * A **NAT** sits between a client and the Internet: outbound datagrams go through
+//!   [`Nat::outbound`] (mapping, hairpinning, loss), inbound ones through [`Nat::inbound`]
+//!   (filtering!). Its drops are counted by the NAT itself ([`Nat::counters`]).
+//! * The **server** is [`teredo::server::Server`]; it can be switched off
+//!   ([`Sim::set_server_up`]) to model an unreachable server.
+//! * An **observer** ([`Sim::set_observer`]) sees every datagram put on the Internet (as an
+//!   on-path attacker or a tap would) and may inject datagrams of its own.
+//! * Every datagram on the Internet is logged ([`Sim::trace`]) and, if asked, captured as a
+//!   pcap file ([`Sim::enable_pcap`]).
+//!
+//! # Bounds
+//! The run loop stops after [`Sim::step_limit`] steps (an error, never a hang), every
+//! datagram is at most 65,507 bytes, and the queue only grows by what nodes send.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use teredo::client::{Client, Event};
+use teredo::server::{Local, Output, Server, ServerConfig};
+
+use crate::nat::{Nat, Outbound};
+use crate::pcap::{PcapLog, MAX_UDP_PAYLOAD};
+
+/// Default one-way latency of the simulated Internet.
+pub const DEFAULT_LATENCY: Duration = Duration::from_millis(10);
+
+/// Default bound on [`Sim::run_until`] steps (deliveries plus timer firings).
+pub const DEFAULT_STEP_LIMIT: u64 = 1_000_000;
+
+/// Cap on the datagrams an observer may inject per observed datagram.
+pub const MAX_INJECTED_PER_DATAGRAM: usize = 16;
+
+/// One UDP datagram on the simulated Internet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    /// Source address and port as the receiver sees them.
+    pub from: SocketAddrV4,
+    /// Destination.
+    pub to: SocketAddrV4,
+    /// UDP payload.
+    pub payload: Vec<u8>,
+}
+
+/// Who put a datagram on the Internet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sender {
+    /// The server (a router advertisement or a relayed packet).
+    Server,
+    /// Client `n` (through its NAT, if any).
+    Client(usize),
+    /// An observer's injection.
+    Injected,
+}
+
+/// One datagram of the Internet log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceEntry {
+    /// Virtual time it was sent, since the start.
+    pub at: Duration,
+    /// Who sent it.
+    pub sender: Sender,
+    /// Source on the wire.
+    pub from: SocketAddrV4,
+    /// Destination.
+    pub to: SocketAddrV4,
+    /// UDP payload length.
+    pub len: usize,
+}
+
+/// Counters of the simulated Internet itself (the NATs and the nodes count their own).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SimCounters {
+    /// Datagrams put on the Internet.
+    pub datagrams: u64,
+    /// Datagrams to an address nobody has.
+    pub no_route: u64,
+    /// Datagrams to the server's addresses while it is down, or to another port.
+    pub server_unreachable: u64,
+    /// Datagrams the server refused, per drop reason.
+    pub server_dropped: BTreeMap<&'static str, u64>,
+    /// Packets the server handed to its native IPv6 side (discarded: no native network here).
+    pub native_discarded: u64,
+    /// Observer injections refused because they exceeded [`MAX_INJECTED_PER_DATAGRAM`] or
+    /// 65,507 bytes.
+    pub injections_refused: u64,
+}
+
+/// Why a run stopped early.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// The step bound was reached before the end time.
+    #[error("simulation stopped after {steps} steps at {at:?} of virtual time (step limit)")]
+    StepLimit {
+        /// Steps taken.
+        steps: u64,
+        /// Virtual time reached.
+        at: Duration,
+    },
+}
+
+/// A client on the simulated network.
+#[derive(Debug)]
+pub struct ClientNode {
+    /// The state machine.
+    pub client: Client,
+    /// Its NAT; `None` = the client's own address is on the Internet.
+    pub nat: Option<Nat>,
+    /// Every event the client emitted, with its virtual time.
+    pub events: Vec<(Duration, Event)>,
+}
+
+impl ClientNode {
+    /// The client's own socket address (private behind a NAT).
+    pub fn local(&self) -> SocketAddrV4 {
+        self.client.local()
+    }
+}
+
+/// An on-path observer: sees each datagram put on the Internet (with its virtual send time)
+/// and returns datagrams to inject, which leave [`Sim`]'s latency later.
+pub type Observer = Box<dyn FnMut(Duration, &Datagram) -> Vec<Datagram> + Send>;
+
+enum Delivery {
+    /// Put a datagram on the Internet (a delayed send).
+    Launch(Sender, Datagram),
+    /// A datagram reaches its destination on the Internet.
+    Arrive(Datagram),
+    /// A datagram reaches a client behind its NAT.
+    Inside {
+        node: usize,
+        from: SocketAddrV4,
+        payload: Vec<u8>,
+    },
+}
+
+struct Queued {
+    at: Instant,
+    seq: u64,
+    what: Delivery,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest (time, seq) must come first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// The simulated network. See the module documentation.
+pub struct Sim {
+    t0: Instant,
+    now: Instant,
+    latency: Duration,
+    queue: BinaryHeap<Queued>,
+    seq: u64,
+    server: Server,
+    server_up: bool,
+    clients: Vec<ClientNode>,
+    trace: Vec<TraceEntry>,
+    pcap: Option<PcapLog>,
+    observer: Option<Observer>,
+    counters: SimCounters,
+    steps: u64,
+    step_limit: u64,
+    server_buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("elapsed", &self.elapsed())
+            .field("queued", &self.queue.len())
+            .field("clients", &self.clients.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// A network with a server (up) and no clients, at virtual time `t0`.
+    pub fn new(t0: Instant, server: ServerConfig, latency: Duration) -> Self {
+        Self {
+            t0,
+            now: t0,
+            latency,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            server: Server::new(server),
+            server_up: true,
+            clients: Vec::new(),
+            trace: Vec::new(),
+            pcap: None,
+            observer: None,
+            counters: SimCounters::default(),
+            steps: 0,
+            step_limit: DEFAULT_STEP_LIMIT,
+            server_buf: vec![0; MAX_UDP_PAYLOAD],
+        }
+    }
+
+    /// Adds a client, behind `nat` or (with `None`) directly on the Internet at its own
+    /// address; returns its index. Its first RS leaves at the next [`Self::run_until`].
+    pub fn add_client(&mut self, client: Client, nat: Option<Nat>) -> usize {
+        self.clients.push(ClientNode {
+            client,
+            nat,
+            events: Vec::new(),
+        });
+        self.clients.len() - 1
+    }
+
+    /// Switches the server on or off (off: datagrams to it are lost, counted as
+    /// `server_unreachable`).
+    pub fn set_server_up(&mut self, up: bool) {
+        self.server_up = up;
+    }
+
+    /// Installs an on-path observer (replacing any previous one).
+    pub fn set_observer(&mut self, observer: Observer) {
+        self.observer = Some(observer);
+    }
+
+    /// Starts capturing every datagram on the Internet.
+    pub fn enable_pcap(&mut self) {
+        self.pcap = Some(PcapLog::new());
+    }
+
+    /// Changes the step bound of [`Self::run_until`].
+    pub fn set_step_limit(&mut self, limit: u64) {
+        self.step_limit = limit;
+    }
+
+    /// The step bound.
+    pub fn step_limit(&self) -> u64 {
+        self.step_limit
+    }
+
+    /// Puts `datagram` on the Internet at `at` (not before now), as an injection.
+    pub fn inject(&mut self, at: Instant, datagram: Datagram) {
+        if datagram.payload.len() > MAX_UDP_PAYLOAD {
+            self.counters.injections_refused += 1;
+            return;
+        }
+        let at = at.max(self.now);
+        self.push(at, Delivery::Launch(Sender::Injected, datagram));
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now.saturating_duration_since(self.t0)
+    }
+
+    /// The clients.
+    pub fn clients(&self) -> &[ClientNode] {
+        &self.clients
+    }
+
+    /// One client.
+    pub fn client(&self, i: usize) -> Option<&ClientNode> {
+        self.clients.get(i)
+    }
+
+    /// One client, mutably (e.g. to call `note_activity`; run the sim afterwards so that
+    /// what it queued is sent).
+    pub fn client_mut(&mut self, i: usize) -> Option<&mut ClientNode> {
+        self.clients.get_mut(i)
+    }
+
+    /// The server core.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Every datagram put on the Internet so far.
+    pub fn trace(&self) -> &[TraceEntry] {
+        &self.trace
+    }
+
+    /// The network's counters.
+    pub fn counters(&self) -> &SimCounters {
+        &self.counters
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The capture, if [`Self::enable_pcap`] was called; stops capturing.
+    pub fn take_pcap(&mut self) -> Option<Vec<u8>> {
+        self.pcap.take().map(PcapLog::into_bytes)
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) -> Result<(), SimError> {
+        let end = self.now.checked_add(d).unwrap_or(self.now);
+        self.run_until(end)
+    }
+
+    /// Runs until virtual time `end`: delivers queued datagrams and fires every node's
+    /// timers in time order, then sets the clock to `end`. Events at exactly `end` are
+    /// processed.
+    pub fn run_until(&mut self, end: Instant) -> Result<(), SimError> {
+        for i in 0..self.clients.len() {
+            self.pump_client(i);
+        }
+        loop {
+            let queued = self.queue.peek().map(|q| q.at);
+            let next = earliest(queued, self.next_timer());
+            let Some(next) = next.filter(|n| *n <= end) else {
+                break;
+            };
+            self.steps += 1;
+            if self.steps > self.step_limit {
+                return Err(SimError::StepLimit {
+                    steps: self.steps - 1,
+                    at: self.elapsed(),
+                });
+            }
+            self.now = self.now.max(next);
+            if queued.is_some_and(|q| q <= self.now) {
+                if let Some(q) = self.queue.pop() {
+                    self.process(q.what);
+                }
+            } else {
+                self.fire_timers();
+            }
+        }
+        self.now = self.now.max(end);
+        Ok(())
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.clients.iter().fold(None, |acc, c| {
+            let nat = c.nat.as_ref().and_then(Nat::poll_timeout);
+            earliest(earliest(acc, c.client.poll_timeout()), nat)
+        })
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now;
+        for i in 0..self.clients.len() {
+            let node = &mut self.clients[i];
+            if let Some(nat) = node.nat.as_mut() {
+                if nat.poll_timeout().is_some_and(|t| t <= now) {
+                    nat.expire(now);
+                }
+            }
+            if node.client.poll_timeout().is_some_and(|t| t <= now) {
+                node.client.handle_timeout(now);
+                self.pump_client(i);
+            }
+        }
+    }
+
+    fn push(&mut self, at: Instant, what: Delivery) {
+        self.seq += 1;
+        self.queue.push(Queued {
+            at,
+            seq: self.seq,
+            what,
+        });
+    }
+
+    /// Sends a datagram now: logs it, shows it to the observer, schedules its arrival.
+    fn launch(&mut self, sender: Sender, d: Datagram) {
+        let at = self.elapsed();
+        self.counters.datagrams += 1;
+        self.trace.push(TraceEntry {
+            at,
+            sender,
+            from: d.from,
+            to: d.to,
+            len: d.payload.len(),
+        });
+        if let Some(pcap) = self.pcap.as_mut() {
+            pcap.record(at, d.from, d.to, &d.payload);
+        }
+        if sender != Sender::Injected {
+            if let Some(observer) = self.observer.as_mut() {
+                let injected = observer(at, &d);
+                let inject_at = self.now + self.latency;
+                for (k, i) in injected.into_iter().enumerate() {
+                    if k >= MAX_INJECTED_PER_DATAGRAM || i.payload.len() > MAX_UDP_PAYLOAD {
+                        self.counters.injections_refused += 1;
+                        continue;
+                    }
+                    self.push(inject_at, Delivery::Launch(Sender::Injected, i));
+                }
+            }
+        }
+        let arrive = self.now + self.latency;
+        self.push(arrive, Delivery::Arrive(d));
+    }
+
+    /// Sends `d` at `at`: now, or queued for later.
+    fn send_at(&mut self, at: Instant, sender: Sender, d: Datagram) {
+        if at <= self.now {
+            self.launch(sender, d);
+        } else {
+            self.push(at, Delivery::Launch(sender, d));
+        }
+    }
+
+    fn process(&mut self, what: Delivery) {
+        match what {
+            Delivery::Launch(sender, d) => self.launch(sender, d),
+            Delivery::Arrive(d) => self.arrive(d),
+            Delivery::Inside {
+                node,
+                from,
+                payload,
+            } => self.deliver_inside(node, from, &payload),
+        }
+    }
+
+    fn server_local(&self, ip: Ipv4Addr) -> Option<Local> {
+        let cfg = self.server.config();
+        if ip == cfg.primary {
+            Some(Local::Primary)
+        } else if ip == cfg.secondary {
+            Some(Local::Secondary)
+        } else {
+            None
+        }
+    }
+
+    fn arrive(&mut self, d: Datagram) {
+        let now = self.now;
+        if let Some(local) = self.server_local(*d.to.ip()) {
+            if !self.server_up || d.to.port() != self.server.config().port {
+                self.counters.server_unreachable += 1;
+                return;
+            }
+            match self.server.handle_udp(now, local, d.from, &d.payload) {
+                Ok(_) => {
+                    let port = self.server.config().port;
+                    let mut buf = std::mem::take(&mut self.server_buf);
+                    while let Some(out) = self.server.poll_output(&mut buf) {
+                        match out {
+                            Output::Udp {
+                                from_local,
+                                to,
+                                len,
+                            } => {
+                                let from = SocketAddrV4::new(self.server.address(from_local), port);
+                                let payload = buf[..len].to_vec();
+                                self.launch(Sender::Server, Datagram { from, to, payload });
+                            }
+                            Output::Ipv6 { .. } => self.counters.native_discarded += 1,
+                        }
+                    }
+                    self.server_buf = buf;
+                }
+                Err(reason) => {
+                    *self
+                        .counters
+                        .server_dropped
+                        .entry(reason.as_str())
+                        .or_default() += 1;
+                }
+            }
+            return;
+        }
+        let ip = *d.to.ip();
+        let target = self.clients.iter().position(|c| match &c.nat {
+            Some(nat) => nat.is_external(ip),
+            None => c.local() == d.to,
+        });
+        let Some(i) = target else {
+            self.counters.no_route += 1;
+            return;
+        };
+        let node = &mut self.clients[i];
+        match node.nat.as_mut() {
+            None => self.deliver_inside(i, d.from, &d.payload),
+            Some(nat) => match nat.inbound(now, d.to, d.from) {
+                Ok(t) if t.delay.is_zero() && t.internal == node.client.local() => {
+                    self.deliver_inside(i, d.from, &d.payload);
+                }
+                Ok(t) if t.internal == node.client.local() => {
+                    self.push(
+                        now + t.delay,
+                        Delivery::Inside {
+                            node: i,
+                            from: d.from,
+                            payload: d.payload,
+                        },
+                    );
+                }
+                // A mapping of another internal host: nobody lives there in this model.
+                Ok(_) => self.counters.no_route += 1,
+                // Counted by the NAT.
+                Err(_) => {}
+            },
+        }
+    }
+
+    fn deliver_inside(&mut self, i: usize, from: SocketAddrV4, payload: &[u8]) {
+        let now = self.now;
+        let Some(node) = self.clients.get_mut(i) else {
+            return;
+        };
+        // Refusals are counted by the client (`ClientCounters::rejected`).
+        let _ = node.client.handle_udp(now, from, payload);
+        self.pump_client(i);
+    }
+
+    /// Sends whatever client `i` queued and collects its events.
+    fn pump_client(&mut self, i: usize) {
+        let now = self.now;
+        let elapsed = self.elapsed();
+        let mut out: Vec<(Instant, Datagram)> = Vec::new();
+        let mut inside: Vec<(Instant, SocketAddrV4, Vec<u8>)> = Vec::new();
+        {
+            let Some(node) = self.clients.get_mut(i) else {
+                return;
+            };
+            let mut buf = [0u8; 1500];
+            // Bounded: the client queues at most one RS per input.
+            for _ in 0..64 {
+                let Some(t) = node.client.poll_transmit(&mut buf) else {
+                    break;
+                };
+                let payload = buf[..t.len].to_vec();
+                let local = node.client.local();
+                match node.nat.as_mut() {
+                    None => out.push((
+                        now,
+                        Datagram {
+                            from: local,
+                            to: t.to,
+                            payload,
+                        },
+                    )),
+                    Some(nat) => match nat.outbound(now, local, t.to) {
+                        Ok(Outbound::Forward(tr)) => out.push((
+                            now + tr.delay,
+                            Datagram {
+                                from: tr.external,
+                                to: t.to,
+                                payload,
+                            },
+                        )),
+                        Ok(Outbound::Hairpin(h)) => {
+                            if h.to == local {
+                                inside.push((now + h.delay, h.from, payload));
+                            }
+                        }
+                        // Counted by the NAT.
+                        Err(_) => {}
+                    },
+                }
+            }
+            while let Some(e) = node.client.poll_event() {
+                node.events.push((elapsed, e));
+            }
+        }
+        for (at, d) in out {
+            self.send_at(at, Sender::Client(i), d);
+        }
+        for (at, from, payload) in inside {
+            self.push(
+                at,
+                Delivery::Inside {
+                    node: i,
+                    from,
+                    payload,
+                },
+            );
+        }
+    }
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use teredo::client::{ClientConfig, Profile, State};
+
+    use super::*;
+    use crate::nat::NatPreset;
+
+    const P: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+    fn sim() -> Sim {
+        Sim::new(Instant::now(), ServerConfig::new(P), DEFAULT_LATENCY)
+    }
+
+    #[test]
+    fn queue_orders_by_time_then_sequence() {
+        let t = Instant::now();
+        let mut heap = BinaryHeap::new();
+        let d = || {
+            Delivery::Arrive(Datagram {
+                from: SocketAddrV4::new(P, 1),
+                to: SocketAddrV4::new(P, 2),
+                payload: vec![],
+            })
+        };
+        for (at, seq) in [(3, 1), (1, 2), (1, 3), (2, 4)] {
+            heap.push(Queued {
+                at: t + Duration::from_secs(at),
+                seq,
+                what: d(),
+            });
+        }
+        let order: Vec<u64> = std::iter::from_fn(|| heap.pop().map(|q| q.seq)).collect();
+        assert_eq!(order, [2, 3, 4, 1]);
+    }
+
+    #[test]
+    fn client_behind_nat_qualifies_and_trace_is_complete() {
+        let mut s = sim();
+        let t0 = s.now();
+        let nat = NatPreset::PortRestricted
+            .config(vec![Ipv4Addr::new(203, 0, 113, 1)], 1)
+            .unwrap()
+            .unwrap();
+        let local = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 50000);
+        let c = Client::new(
+            ClientConfig::profile(Profile::Rfc5991, P),
+            ChaCha8Rng::seed_from_u64(1),
+            local,
+            t0,
+        );
+        s.enable_pcap();
+        let i = s.add_client(c, Some(Nat::new(nat)));
+        s.run_for(Duration::from_secs(1)).unwrap();
+        let node = s.client(i).unwrap();
+        assert_eq!(node.client.state(), State::Qualified);
+        assert_eq!(
+            node.client.mapping(),
+            Some(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 50000))
+        );
+        // RS → primary, RA, RS → secondary, RA: 4 datagrams, 10 ms apart.
+        let t: Vec<_> = s.trace().iter().map(|e| (e.at, e.sender)).collect();
+        assert_eq!(
+            t,
+            [
+                (Duration::ZERO, Sender::Client(0)),
+                (Duration::from_millis(10), Sender::Server),
+                (Duration::from_millis(20), Sender::Client(0)),
+                (Duration::from_millis(30), Sender::Server),
+            ]
+        );
+        assert!(s.take_pcap().unwrap().len() > 24 + 4 * 16);
+        assert_eq!(s.elapsed(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn step_limit_is_an_error() {
+        let mut s = sim();
+        let t0 = s.now();
+        let c = Client::new(
+            ClientConfig::profile(Profile::Miredo, P),
+            ChaCha8Rng::seed_from_u64(1),
+            SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 4000),
+            t0,
+        );
+        s.add_client(c, None);
+        s.set_step_limit(3);
+        let e = s.run_for(Duration::from_secs(3600)).unwrap_err();
+        assert!(matches!(e, SimError::StepLimit { steps: 3, .. }), "{e}");
+    }
+
+    #[test]
+    fn unroutable_and_server_down_are_counted() {
+        let mut s = sim();
+        let now = s.now();
+        s.inject(
+            now,
+            Datagram {
+                from: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1),
+                to: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 2),
+                payload: vec![1, 2, 3],
+            },
+        );
+        s.set_server_up(false);
+        s.inject(
+            now,
+            Datagram {
+                from: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1),
+                to: SocketAddrV4::new(P, 3544),
+                payload: vec![1, 2, 3],
+            },
+        );
+        s.inject(
+            now,
+            Datagram {
+                from: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1),
+                to: SocketAddrV4::new(P, 3544),
+                payload: vec![0; MAX_UDP_PAYLOAD + 1],
+            },
+        );
+        s.run_for(Duration::from_secs(1)).unwrap();
+        let c = s.counters();
+        assert_eq!((c.datagrams, c.no_route, c.server_unreachable), (2, 1, 1));
+        assert_eq!(c.injections_refused, 1);
+        // Garbage to a running server is counted per reason.
+        s.set_server_up(true);
+        let now = s.now();
+        s.inject(
+            now,
+            Datagram {
+                from: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1),
+                to: SocketAddrV4::new(P, 3544),
+                payload: vec![1, 2, 3],
+            },
+        );
+        s.run_for(Duration::from_secs(1)).unwrap();
+        assert_eq!(s.counters().server_dropped.values().sum::<u64>(), 1);
+    }
+}

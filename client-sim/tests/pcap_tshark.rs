@@ -1,0 +1,244 @@
+//! The lab's pcap files as tshark sees them: every frame dissected as Teredo carrying an
+//! ICMPv6 RS or RA, every checksum (IPv4 header, UDP, ICMPv6) `[correct]`, nothing
+//! malformed, no warning or error expert items — except the spoofed-RA scenario's
+//! deliberately truncated forgeries, which must be exactly those. Needs tshark (not root);
+//! without it the test prints SKIPPED, or fails when CI is set.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use client_sim::lab::{run_lab, LabOptions};
+
+/// Wireshark maps UDP 3544 to Teredo already; saying it keeps that true whatever the local
+/// preferences. The heuristic catches the forged RAs sent from port 3545. Checksums of all
+/// three layers are ours (nothing is offloaded in a synthetic capture), so all are checked.
+const DISSECT: &[&str] = &[
+    "-n",
+    "-d",
+    "udp.port==3544,teredo",
+    "--enable-heuristic",
+    "teredo_udp",
+    "-o",
+    "ip.check_checksum:TRUE",
+    "-o",
+    "udp.check_checksum:TRUE",
+];
+
+fn tshark_or_skip(test: &str) -> bool {
+    let ok = Command::new("tshark")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs tshark on PATH, and CI is set"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** {test}: SKIPPED (tshark is not on PATH) ***\n"
+    );
+    false
+}
+
+fn tshark(pcap: &Path, extra: &[&str]) -> String {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(DISSECT)
+        .args(extra)
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark {}: {}",
+        pcap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("tshark output is UTF-8")
+}
+
+/// What `tshark -V` says about one frame.
+#[derive(Debug, Default)]
+struct FrameInfo {
+    /// `[Protocols in frame: …]`.
+    stack: String,
+    /// Teredo layers.
+    teredo: usize,
+    /// `Checksum: 0x… [correct]` lines.
+    correct: usize,
+    /// Malformed markers, bad checksums, warning/error expert items.
+    problems: Vec<String>,
+}
+
+fn dissect(pcap: &Path) -> Vec<FrameInfo> {
+    let text = tshark(pcap, &["-V"]);
+    let mut frames: Vec<FrameInfo> = Vec::new();
+    for l in text.lines() {
+        if l.starts_with("Frame ") {
+            frames.push(FrameInfo::default());
+        }
+        let Some(f) = frames.last_mut() else {
+            continue;
+        };
+        if let Some(stack) = l.trim().strip_prefix("[Protocols in frame: ") {
+            f.stack = stack.trim_end_matches(']').to_owned();
+        }
+        if l == "Teredo IPv6 over UDP tunneling" {
+            f.teredo += 1;
+        }
+        if l.contains("Checksum: 0x") && l.ends_with("[correct]") {
+            f.correct += 1;
+        }
+        let lower = l.to_ascii_lowercase();
+        if l.contains("[Malformed")
+            || lower.contains("bad checksum")
+            || lower.contains("incorrect")
+            || l.contains("Expert Info (Warning")
+            || l.contains("Expert Info (Error")
+        {
+            f.problems.push(l.trim().to_owned());
+        }
+    }
+    frames
+}
+
+/// Everything wrong with a capture: frames that are not a well-formed Teredo RS or RA with
+/// three correct checksums. The spoofed-RA scenario sends one deliberately truncated RA per
+/// RS; those (and only those) must show up as malformed IPv6 inside Teredo.
+fn check(pcap: &Path, datagrams: u64) -> Vec<String> {
+    let frames = dissect(pcap);
+    let mut bad = Vec::new();
+    if frames.len() as u64 != datagrams {
+        bad.push(format!(
+            "{} frames, {datagrams} datagrams simulated",
+            frames.len()
+        ));
+    }
+    let forged = pcap.to_string_lossy().contains("spoofed-ra");
+    let mut truncated = 0;
+    for (i, f) in frames.iter().enumerate() {
+        let n = i + 1;
+        if forged
+            && f.stack == "raw:ip:udp:teredo:ipv6"
+            && f.correct == 2
+            && f.teredo == 1
+            && f.problems
+                .iter()
+                .any(|p| p.contains("IPv6 header must be exactly 40 bytes"))
+        {
+            truncated += 1;
+            continue;
+        }
+        if f.stack != "raw:ip:udp:teredo:ipv6:icmpv6" || f.teredo != 1 {
+            bad.push(format!(
+                "frame {n}: stack {} ({} Teredo layers)",
+                f.stack, f.teredo
+            ));
+        }
+        if f.correct != 3 {
+            bad.push(format!(
+                "frame {n}: {} [correct] checksums (want IPv4 + UDP + ICMPv6)",
+                f.correct
+            ));
+        }
+        for p in &f.problems {
+            bad.push(format!("frame {n}: {p}"));
+        }
+    }
+    if forged && truncated != 3 {
+        bad.push(format!("{truncated} truncated forgeries, want 3"));
+    }
+    bad
+}
+
+#[test]
+fn lab_pcaps_dissect_as_teredo_without_warnings() {
+    if !tshark_or_skip("lab_pcaps_dissect_as_teredo_without_warnings") {
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("client-sim-pcap-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = run_lab(&LabOptions {
+        seed: 1,
+        pcap_dir: Some(dir.clone()),
+        ..LabOptions::default()
+    })
+    .unwrap();
+    assert!(report.ok(), "{}", report.table());
+    let jobs: Vec<(PathBuf, u64)> = report
+        .results
+        .iter()
+        .map(|r| {
+            (
+                dir.join(format!("{}.pcap", r.scenario.name())),
+                r.observed.net.datagrams,
+            )
+        })
+        .collect();
+    // tshark takes a few hundred ms to start: run four at a time.
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(jobs.len().div_ceil(4))
+            .map(|chunk| {
+                s.spawn(move || {
+                    let mut bad = Vec::new();
+                    for (path, datagrams) in chunk {
+                        assert!(path.exists(), "{} missing", path.display());
+                        for p in check(path, *datagrams) {
+                            bad.push(format!("{}: {p}", path.display()));
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("checker thread"))
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // tshark decodes the origin indications: behind a symmetric NAT the primary's and the
+    // secondary's RAs name different mappings (M1 != M2).
+    let fields = tshark(
+        &dir.join("vista__symmetric.pcap"),
+        &[
+            "-Y",
+            "icmpv6.type == 134",
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "teredo.orig.addr",
+            "-e",
+            "teredo.orig.port",
+        ],
+    );
+    let ras: Vec<Vec<&str>> = fields.lines().map(|l| l.split('\t').collect()).collect();
+    assert!(ras.len() >= 2, "{fields}");
+    assert!(
+        ras.iter().all(|r| r.len() == 3 && r[1] == "203.0.113.1"),
+        "{fields}"
+    );
+    let port_from = |server: &str| {
+        ras.iter()
+            .filter(|r| r[0] == server)
+            .map(|r| r[2])
+            .next_back()
+            .expect("an RA from each server address")
+    };
+    // The last RA from each address answers the restricted RSs of the symmetric check.
+    assert_ne!(
+        port_from("198.51.100.1"),
+        port_from("198.51.100.2"),
+        "{fields}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
