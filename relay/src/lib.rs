@@ -1,0 +1,255 @@
+//! The Teredo relay (RFC 4380 §5.4) as a library: a tokio driver around the sans-IO
+//! [`teredo::relay::Relay`], scaled over cores.
+//!
+//! A relay announces 2001::/32 on its native IPv6 side and talks to Teredo clients over
+//! UDP/IPv4. Native packets for a client are encapsulated once the client is trusted, and
+//! queued behind a bubble exchange (through the client's server) until then; packets from
+//! clients are checked against the mapping embedded in their Teredo address and written to
+//! native IPv6.
+//!
+//! # Design
+//! * **Workers** (`workers`, default one per core): each has its own UDP socket bound with
+//!   `SO_REUSEPORT` to the same address (the kernel spreads clients over them by flow hash)
+//!   and its own queue of a multi-queue TUN device; a UDP task and a TUN task per worker.
+//! * **One peer table, lock-striped** ([`shards::ShardedRelay`]): DESIGN.md's `dashmap`
+//!   idea applied to a sans-IO state machine. The core owns its table *and* the timers,
+//!   expiry records, queues and output queue that must stay consistent with it (and the lab
+//!   drives the same core deterministically), so instead of a concurrent map of peers the
+//!   relay runs several cores behind `std::sync::Mutex`es and routes each packet to the
+//!   core its peer's Teredo address hashes to (native packet: destination; client datagram:
+//!   source). Locks are held only while the core handles one packet, never across `.await`.
+//! * **Timers**: one task sleeps until the earliest `poll_timeout()` of all shards (woken
+//!   early when an input arms an earlier one), runs `handle_timeout` and sends what it
+//!   produced; it also refreshes the metrics from the cores once a second.
+//! * **No per-packet allocation on the trusted path**: the zero-copy entry points
+//!   (`handle_ipv6_in_place`, `handle_udp_in_place`) let the tasks send straight from their
+//!   receive buffers, which are allocated once.
+//! * **Native side** ([`NativeSide`]): a TUN device (route `2001::/32 via fe80::1`, see
+//!   `tun.rs` for why a gateway route), nothing, or an in-process channel pair.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use teredo_relay::{NativeSide, RelayOptions};
+//! let mut options = RelayOptions::default();
+//! options.bind = "198.51.100.30:3545".parse()?;
+//! let (native, mut ends) = NativeSide::channel(1024);
+//! options.native = native;
+//! let (trigger, shutdown) = teredo_rt::Shutdown::new();
+//! let relay = teredo_relay::start(options, shutdown).await?;
+//! println!("relay on {}", relay.local_addr());
+//! trigger.trigger();
+//! relay.wait().await
+//! # }
+//! ```
+//!
+//! The binary (`src/main.rs`) only parses [`cli::Args`], initialises tracing and calls
+//! [`run`].
+
+pub mod cli;
+mod config;
+pub mod metrics;
+mod native;
+pub mod shards;
+mod tun;
+mod worker;
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use teredo_rt::{bind_udp, Shutdown, UdpOptions};
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use config::{
+    default_workers, ConfigError, NativeChannel, NativeEnds, NativeSide, RelayOptions,
+    DEFAULT_BIND, DEFAULT_TUN_NAME, MAX_IFNAME_LEN, MAX_WORKERS, TUN_MTU,
+};
+pub use tun::{ROUTE_GATEWAY, TEREDO_ROUTE, TUN_LINK_LOCAL};
+pub use worker::{BATCH, TICK};
+
+use crate::metrics::RelayMetrics;
+use crate::native::NativeSource;
+use crate::shards::ShardedRelay;
+use crate::worker::Ctx;
+
+/// Starts the relay and runs it until `shutdown`; see [`start`] for the errors.
+pub async fn run(options: RelayOptions, shutdown: Shutdown) -> anyhow::Result<()> {
+    start(options, shutdown).await?.wait().await
+}
+
+/// Validates `options`, registers the metrics, opens the native side (creates the TUN),
+/// binds the UDP sockets and the metrics endpoint, and spawns the tasks on the current
+/// runtime.
+///
+/// Every failure happens here, before anything runs, as one error naming what failed, e.g.
+/// `cannot create TUN device teredo0: Operation not permitted (os error 1) (needs
+/// CAP_NET_ADMIN; use --native none to run without it)`.
+pub async fn start(options: RelayOptions, shutdown: Shutdown) -> anyhow::Result<RunningRelay> {
+    for w in options.validate()? {
+        tracing::warn!("{w}");
+    }
+    let workers = options.workers;
+    let shard_count = options.shard_count();
+    let metrics =
+        RelayMetrics::register(&options.registry).context("cannot register the relay metrics")?;
+    let (sinks, source) = native::open(&options.native, workers)?;
+
+    // Every worker's socket on the same address; with port 0 the first one picks it.
+    let udp = UdpOptions {
+        reuse_port: true,
+        ..options.udp.clone()
+    };
+    let mut sockets = Vec::with_capacity(workers);
+    let mut bound = options.bind;
+    for _ in 0..workers {
+        let s = bind_udp(bound, &udp)?;
+        bound = match s
+            .local_addr()
+            .with_context(|| format!("cannot read the address of UDP socket {bound}"))?
+        {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(a) => anyhow::bail!("UDP socket {bound} bound to IPv6 address {a}"),
+        };
+        sockets.push(Arc::new(s));
+    }
+
+    let now = teredo_rt::now();
+    let shards = Arc::new(ShardedRelay::new(
+        options.shard_config(shard_count),
+        shard_count,
+        options.seed,
+        now,
+    ));
+    let ctx = Arc::new(Ctx::new(Arc::clone(&shards), metrics, now));
+
+    let mut tasks = JoinSet::new();
+    let metrics_addr = match options.metrics_addr {
+        Some(addr) => {
+            let (bound, handle) = teredo_rt::spawn_metrics(
+                addr,
+                options.registry.clone(),
+                shutdown.clone().wait_owned(),
+            )
+            .await?;
+            let guard = AbortOnDrop(handle);
+            tasks.spawn(async move {
+                let mut guard = guard;
+                (&mut guard.0)
+                    .await
+                    .context("metrics endpoint task failed")?
+            });
+            Some(bound)
+        }
+        None => None,
+    };
+
+    for (socket, sink) in sockets.iter().zip(&sinks) {
+        tasks.spawn(worker::udp_task(
+            Arc::clone(&ctx),
+            Arc::clone(socket),
+            sink.clone(),
+            shutdown.clone(),
+        ));
+    }
+    match source {
+        NativeSource::Tun(queues) => {
+            for ((queue, socket), sink) in queues.into_iter().zip(&sockets).zip(&sinks) {
+                tasks.spawn(worker::tun_task(
+                    Arc::clone(&ctx),
+                    queue,
+                    Arc::clone(socket),
+                    sink.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
+        NativeSource::Channel(rx) => {
+            tasks.spawn(worker::channel_task(
+                Arc::clone(&ctx),
+                rx,
+                Arc::clone(&sockets[0]),
+                sinks[0].clone(),
+                shutdown.clone(),
+            ));
+        }
+        NativeSource::Disabled => {}
+    }
+    tasks.spawn(worker::timer_task(
+        Arc::clone(&ctx),
+        Arc::clone(&sockets[0]),
+        sinks[0].clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(
+        addr = %bound,
+        native = %options.native.describe(),
+        workers,
+        shards = shard_count,
+        trust = options.core.trust.as_str(),
+        max_peers = options.core.max_peers,
+        queue_bytes = options.core.queue_bytes_per_peer,
+        icmp_source = ?options.core.icmp_source,
+        "teredo relay listening"
+    );
+    Ok(RunningRelay {
+        local: bound,
+        metrics_addr,
+        shards,
+        tasks,
+    })
+}
+
+/// A started relay: its bound address and its tasks.
+///
+/// The tasks stop when the [`Shutdown`] given to [`start`] fires; dropping this handle
+/// aborts them.
+#[derive(Debug)]
+pub struct RunningRelay {
+    local: SocketAddrV4,
+    metrics_addr: Option<SocketAddr>,
+    shards: Arc<ShardedRelay>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl RunningRelay {
+    /// The UDP address (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// The bound metrics endpoint, if one was asked for.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The sharded core (to inspect peers in tests and the lab).
+    pub fn shards(&self) -> &Arc<ShardedRelay> {
+        &self.shards
+    }
+
+    /// Waits until every task has stopped after shutdown. If a task fails (or panics)
+    /// first, the others are stopped and its error is returned.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        while let Some(joined) = self.tasks.join_next().await {
+            let result = match joined {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("relay task failed: {e}")),
+            };
+            if let Err(e) = result {
+                self.tasks.shutdown().await;
+                return Err(e);
+            }
+        }
+        tracing::info!(addr = %self.local, "teredo relay stopped");
+        Ok(())
+    }
+}
+
+/// Aborts a spawned task when dropped (the metrics endpoint is spawned by teredo-rt).
+struct AbortOnDrop(JoinHandle<anyhow::Result<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

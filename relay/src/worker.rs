@@ -1,0 +1,526 @@
+//! The tokio tasks around the sharded core.
+//!
+//! * Per worker, a **UDP task**: its own `SO_REUSEPORT` socket (the kernel spreads clients
+//!   over the workers' sockets by flow hash); receives datagrams from Teredo clients and
+//!   writes what the core accepts to the native side.
+//! * Per worker, a **native task** reading its own TUN queue (or one task reading the
+//!   in-process channel); encapsulates packets for Teredo peers and sends them from the
+//!   worker's socket.
+//! * One **timer task**: sleeps until the earliest `poll_timeout()` of all shards (or 1 s,
+//!   to refresh the gauges), runs `handle_timeout` on the due shards and exports the cores'
+//!   counters.
+//!
+//! Each task owns its buffers, allocated once. On the trusted path nothing is copied or
+//! allocated: the zero-copy entry points tell the task to send straight from its receive
+//! buffer. Other outputs (bubbles, flushed queues, ICMPv6 errors) are copied out of the
+//! core into the task's [`OutBatch`] under the shard lock and sent after it is released.
+//!
+//! Batching: after a readiness event a task drains its socket or queue with non-blocking
+//! reads (up to [`BATCH`] before giving the runtime a turn), takes the clock once per batch
+//! and adds its packet and byte counts to the metrics once per batch.
+
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use teredo::relay::{InPlace, Output, RelayCounters};
+use teredo::DropReason;
+use teredo_rt::{Shutdown, MAX_DATAGRAM};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc::Receiver;
+use tokio::sync::Notify;
+
+use crate::metrics::{Direction, RelayMetrics};
+use crate::native::NativeSink;
+use crate::shards::{ipv6_dst, udp_ipv6_src, Shard, ShardedRelay};
+use crate::tun::TunQueue;
+
+/// Packets handled per readiness event before yielding to the runtime.
+pub const BATCH: usize = 64;
+/// Longest sleep of the timer task (gauges are refreshed at least this often).
+pub const TICK: Duration = Duration::from_secs(1);
+/// Pause after an unexpected receive error, so a persistent one cannot spin a core.
+const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+/// Rounds of `handle_timeout` + drain per shard and tick (the core stops early when its
+/// output queue is full).
+const TIMEOUT_ROUNDS: usize = 64;
+
+/// What every task shares.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) shards: Arc<ShardedRelay>,
+    pub(crate) metrics: RelayMetrics,
+    /// Wakes the timer task when an input armed a timer earlier than its sleep.
+    wake: Notify,
+    /// When the timer task will wake (ms since `epoch`; `u64::MAX`: not sleeping on a timer).
+    next_wake: AtomicU64,
+    epoch: Instant,
+}
+
+impl Ctx {
+    pub(crate) fn new(shards: Arc<ShardedRelay>, metrics: RelayMetrics, epoch: Instant) -> Self {
+        Self {
+            shards,
+            metrics,
+            wake: Notify::new(),
+            next_wake: AtomicU64::new(u64::MAX),
+            epoch,
+        }
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// After an input that may have armed a timer: wakes the timer task if the shard's next
+    /// deadline is earlier than its sleep.
+    fn note_deadline(&self, shard: &Shard) {
+        if let Some(t) = shard.core.poll_timeout() {
+            let ms = self.ms(t);
+            if ms < self.next_wake.fetch_min(ms, Ordering::AcqRel) {
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Outputs copied out of a core, sent after the shard lock is released.
+pub(crate) struct OutBatch {
+    /// Where `poll_output` writes (`MAX_DATAGRAM` bytes).
+    scratch: Box<[u8]>,
+    arena: Vec<u8>,
+    items: Vec<(Option<SocketAddrV4>, usize, usize)>,
+}
+
+impl OutBatch {
+    pub(crate) fn new() -> Self {
+        Self {
+            scratch: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+            arena: Vec::new(),
+            items: Vec::new(),
+        }
+    }
+
+    /// Copies every pending output of `shard`'s core.
+    fn drain(&mut self, shard: &mut Shard) {
+        while let Some(o) = shard.core.poll_output(&mut self.scratch) {
+            let (to, len) = match o {
+                Output::Udp { to, len } => (Some(to), len),
+                Output::Ipv6 { len } => (None, len),
+            };
+            let start = self.arena.len();
+            self.arena.extend_from_slice(&self.scratch[..len]);
+            self.items.push((to, start, len));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Sends everything: UDP outputs from `socket`, IPv6 outputs (ICMPv6 errors) to
+    /// `native`. Data packets (not bubbles) count as relayed in `stats`.
+    async fn send(
+        &mut self,
+        socket: &UdpSocket,
+        native: &NativeSink,
+        ctx: &Ctx,
+        stats: &mut Stats,
+    ) {
+        for &(to, start, len) in &self.items {
+            let data = &self.arena[start..start + len];
+            match to {
+                Some(to) => {
+                    if send_udp(socket, data, to).await {
+                        if !is_bubble(data) {
+                            stats.add(Direction::Ipv6ToIpv4, len);
+                        }
+                    } else {
+                        ctx.metrics.dropped(DropReason::SendFailed);
+                    }
+                }
+                None => {
+                    if let Err(reason) = native.send(data).await {
+                        ctx.metrics.dropped(reason);
+                    }
+                }
+            }
+        }
+        self.items.clear();
+        self.arena.clear();
+    }
+}
+
+/// A bubble: an IPv6 header with payload length 0 and next header 59 (plus trailers).
+fn is_bubble(data: &[u8]) -> bool {
+    data.len() >= 40 && data[4] == 0 && data[5] == 0 && data[6] == 59
+}
+
+/// Sends one datagram, waiting for room if the socket buffer is full. False on error
+/// (logged at debug).
+async fn send_udp(socket: &UdpSocket, data: &[u8], to: SocketAddrV4) -> bool {
+    let to = SocketAddr::V4(to);
+    let r = match socket.try_send_to(data, to) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(data, to).await,
+        r => r,
+    };
+    match r {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(%to, error = %e, len = data.len(), "UDP send failed");
+            false
+        }
+    }
+}
+
+/// Per-batch packet and byte counts, added to the metrics once per batch.
+#[derive(Debug, Default)]
+struct Stats {
+    packets: [u64; 2],
+    bytes: [u64; 2],
+}
+
+impl Stats {
+    fn add(&mut self, d: Direction, len: usize) {
+        self.packets[d as usize] += 1;
+        self.bytes[d as usize] += len as u64;
+    }
+
+    fn flush(&mut self, m: &RelayMetrics) {
+        for d in [Direction::Ipv4ToIpv6, Direction::Ipv6ToIpv4] {
+            let i = d as usize;
+            m.relayed(d, self.packets[i], self.bytes[i]);
+        }
+        *self = Self::default();
+    }
+}
+
+fn recv_error(e: &io::Error, what: &str) -> bool {
+    match e.kind() {
+        // ICMP errors reported on the socket and interrupted calls are harmless.
+        io::ErrorKind::ConnectionRefused
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::Interrupted => {
+            tracing::debug!(error = %e, "{what} receive error");
+            false
+        }
+        _ => {
+            tracing::warn!(error = %e, "{what} receive error");
+            true
+        }
+    }
+}
+
+/// One worker's UDP side: datagrams from Teredo clients.
+pub(crate) async fn udp_task(
+    ctx: Arc<Ctx>,
+    socket: Arc<UdpSocket>,
+    native: NativeSink,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    // `MAX_DATAGRAM + 1` bytes: a read that fills it may have been truncated.
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice();
+    let mut out = OutBatch::new();
+    let mut stats = Stats::default();
+    let mut stop = pin!(shutdown.wait());
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            r = socket.readable() => r?,
+        }
+        let now = teredo_rt::now();
+        for _ in 0..BATCH {
+            let (n, from) = match socket.try_recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    if recv_error(&e, "UDP") {
+                        tokio::time::sleep(RECV_ERROR_BACKOFF).await;
+                    }
+                    break;
+                }
+            };
+            handle_datagram(&ctx, &buf, n, from, now, &native, &mut out, &mut stats).await;
+            if !out.is_empty() {
+                out.send(&socket, &native, &ctx, &mut stats).await;
+            }
+        }
+        stats.flush(&ctx.metrics);
+    }
+    tracing::debug!("relay UDP task stopped");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle_datagram(
+    ctx: &Ctx,
+    buf: &[u8],
+    n: usize,
+    from: SocketAddr,
+    now: Instant,
+    native: &NativeSink,
+    out: &mut OutBatch,
+    stats: &mut Stats,
+) {
+    if n >= buf.len() {
+        tracing::debug!(%from, "oversized datagram");
+        ctx.metrics.dropped(DropReason::Oversized);
+        return;
+    }
+    let SocketAddr::V4(from) = from else {
+        // Cannot happen on an IPv4 socket; count it as the source check it fails.
+        ctx.metrics.dropped(DropReason::NonGlobalSource);
+        return;
+    };
+    let data = &buf[..n];
+    let src = udp_ipv6_src(data);
+    let i = src.map_or(0, |a| ctx.shards.shard_of(&a));
+    let (r, took) = {
+        let mut s = ctx.shards.lock(i);
+        let r = s.core.handle_udp_in_place(now, from, data);
+        let took = match (&r, src) {
+            (Ok(ip), Some(src)) => s.note_receive(now, src, ip),
+            _ => None,
+        };
+        out.drain(&mut s);
+        if !matches!(r, Ok(InPlace::Ipv6 { flushed: 0, .. })) {
+            ctx.note_deadline(&s);
+        }
+        (r, took)
+    };
+    if let Some(d) = took {
+        ctx.metrics.connectivity.observe(d.as_secs_f64());
+    }
+    if let Ok(InPlace::Ipv6 { offset, len, .. }) = r {
+        match native.send(&data[offset..offset + len]).await {
+            Ok(()) => stats.add(Direction::Ipv4ToIpv6, len),
+            Err(reason) => ctx.metrics.dropped(reason),
+        }
+    }
+}
+
+/// Handles one native packet: encapsulates it for a trusted peer (sent here, from the
+/// caller's buffer) or lets the core queue it and bubble.
+async fn handle_native(
+    ctx: &Ctx,
+    packet: &[u8],
+    now: Instant,
+    socket: &UdpSocket,
+    out: &mut OutBatch,
+    stats: &mut Stats,
+) {
+    let dst = ipv6_dst(packet);
+    let i = dst.map_or(0, |a| ctx.shards.shard_of(&a));
+    let r = {
+        let mut s = ctx.shards.lock(i);
+        let r = s.core.handle_ipv6_in_place(now, packet);
+        match (&r, dst) {
+            (Ok(InPlace::Udp { .. }), _) => {}
+            (Ok(ip), Some(dst)) => {
+                s.note_transmit(now, dst, ip);
+                ctx.note_deadline(&s);
+            }
+            _ => ctx.note_deadline(&s),
+        }
+        out.drain(&mut s);
+        r
+    };
+    if let Ok(InPlace::Udp { to }) = r {
+        if send_udp(socket, packet, to).await {
+            stats.add(Direction::Ipv6ToIpv4, packet.len());
+        } else {
+            ctx.metrics.dropped(DropReason::SendFailed);
+        }
+    }
+}
+
+/// One worker's TUN queue: packets the kernel routed to 2001::/32.
+pub(crate) async fn tun_task(
+    ctx: Arc<Ctx>,
+    queue: Arc<TunQueue>,
+    socket: Arc<UdpSocket>,
+    native: NativeSink,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice();
+    let mut out = OutBatch::new();
+    let mut stats = Stats::default();
+    let mut stop = pin!(shutdown.wait());
+    loop {
+        let mut guard = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            r = queue.readable() => r?,
+        };
+        let now = teredo_rt::now();
+        for _ in 0..BATCH {
+            let n = match guard.try_io(|_| queue.try_read(&mut buf)) {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    if recv_error(&e, "TUN") {
+                        tokio::time::sleep(RECV_ERROR_BACKOFF).await;
+                    }
+                    break;
+                }
+                // Would block: readiness cleared, wait for the next event.
+                Err(_) => break,
+            };
+            if n >= buf.len() {
+                ctx.metrics.dropped(DropReason::Oversized);
+                continue;
+            }
+            handle_native(&ctx, &buf[..n], now, &socket, &mut out, &mut stats).await;
+            if !out.is_empty() {
+                out.send(&socket, &native, &ctx, &mut stats).await;
+            }
+        }
+        stats.flush(&ctx.metrics);
+    }
+    tracing::debug!("relay TUN task stopped");
+    Ok(())
+}
+
+/// The in-process native side: packets injected by the lab or a test.
+pub(crate) async fn channel_task(
+    ctx: Arc<Ctx>,
+    mut rx: Receiver<Vec<u8>>,
+    socket: Arc<UdpSocket>,
+    native: NativeSink,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut out = OutBatch::new();
+    let mut stats = Stats::default();
+    let mut stop = pin!(shutdown.wait());
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            p = rx.recv() => match p {
+                Some(p) => p,
+                // Every sender is gone: nothing more will arrive, but the UDP side goes on.
+                None => { stop.as_mut().await; break }
+            },
+        };
+        let now = teredo_rt::now();
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(packet) = next.take() {
+            handle_native(&ctx, &packet, now, &socket, &mut out, &mut stats).await;
+            if !out.is_empty() {
+                out.send(&socket, &native, &ctx, &mut stats).await;
+            }
+            n += 1;
+            if n < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        stats.flush(&ctx.metrics);
+    }
+    tracing::debug!("relay native channel task stopped");
+    Ok(())
+}
+
+/// Bubble retransmissions, give-ups, expiry; metrics export.
+pub(crate) async fn timer_task(
+    ctx: Arc<Ctx>,
+    socket: Arc<UdpSocket>,
+    native: NativeSink,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut out = OutBatch::new();
+    let mut stats = Stats::default();
+    let mut last = RelayCounters::default();
+    let mut stop = pin!(shutdown.wait());
+    loop {
+        let now = teredo_rt::now();
+        let cap = now + TICK;
+        // Never in the past: a shard whose timer cannot progress must not spin this task.
+        let deadline = ctx
+            .shards
+            .poll_timeout()
+            .map_or(cap, |t| t.min(cap))
+            .max(now + Duration::from_millis(1));
+        ctx.next_wake.store(ctx.ms(deadline), Ordering::Release);
+        let stopping = tokio::select! {
+            biased;
+            () = &mut stop => true,
+            () = tokio::time::sleep_until(deadline.into()) => false,
+            () = ctx.wake.notified() => false,
+        };
+        ctx.next_wake.store(u64::MAX, Ordering::Release);
+        let now = teredo_rt::now();
+        if !stopping {
+            for i in 0..ctx.shards.len() {
+                for _ in 0..TIMEOUT_ROUNDS {
+                    {
+                        let mut s = ctx.shards.lock(i);
+                        if s.core.poll_timeout().is_none_or(|t| t > now) {
+                            break;
+                        }
+                        s.core.handle_timeout(now);
+                        out.drain(&mut s);
+                    }
+                    if out.is_empty() {
+                        break;
+                    }
+                    out.send(&socket, &native, &ctx, &mut stats).await;
+                }
+            }
+            stats.flush(&ctx.metrics);
+        }
+        let (counters, gauges) = ctx.shards.totals(now);
+        ctx.metrics.export_core(&last, &counters, gauges);
+        last = counters;
+        if stopping {
+            break;
+        }
+    }
+    tracing::debug!("relay timer task stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bubbles_are_told_from_data() {
+        let mut b = [0u8; 46];
+        teredo::wire::ipv6::emit_bubble(
+            &mut b,
+            "fe80::1".parse().unwrap(),
+            "2001::1".parse().unwrap(),
+            255,
+        )
+        .unwrap();
+        assert!(is_bubble(&b[..40]));
+        assert!(is_bubble(&b), "with a trailer");
+        let mut d = b;
+        d[5] = 6;
+        assert!(!is_bubble(&d), "payload");
+        d = b;
+        d[6] = 17;
+        assert!(!is_bubble(&d), "next header");
+        assert!(!is_bubble(&b[..39]));
+    }
+
+    #[test]
+    fn stats_flush_into_the_metrics_once() {
+        let registry = prometheus::Registry::new();
+        let m = RelayMetrics::register(&registry).unwrap();
+        let mut s = Stats::default();
+        s.add(Direction::Ipv4ToIpv6, 100);
+        s.add(Direction::Ipv4ToIpv6, 50);
+        s.flush(&m);
+        s.flush(&m);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(text.contains("teredo_relay_packets_total{direction=\"ipv4_to_ipv6\"} 2\n"));
+        assert!(text.contains("teredo_relay_bytes_total{direction=\"ipv4_to_ipv6\"} 150\n"));
+    }
+}
