@@ -8,12 +8,22 @@
 //!
 //! * `netns`: the harness itself (namespaces, bridge, NAT router, cleanup).
 //! * `tshark`: the tshark dissection checker, on hand-made captures.
+//! * `client_interop`: `client-sim qualify` (every client profile) behind real Linux NATs
+//!   (nftables) and without NAT, against our server and `miredo-server`: NAT type, mapping,
+//!   address and exit status.
 //! * `conformance`: TEREDO.md (b) server checks 1–15 against the in-process server over real
 //!   sockets in a namespace, and tshark's view of that traffic.
 //! * `interop`: Debian's Miredo client against a Teredo server in namespaces — ours
 //!   (`teredo-server`) and, as the reference, Debian's `miredo-server`.
+//! * `relay_interop`: Debian's Miredo client through our server and our relay (TUN) to a
+//!   native IPv6 host, behind a port-restricted and a symmetric NAT.
+//! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
+//!   the full run is `.ci/run`'s "Container lab" step.
 
+mod client_interop;
+mod compose;
 mod conformance;
 mod interop;
 mod netns;
+mod relay_interop;
 mod tshark;

@@ -9,7 +9,11 @@
 //! * [`bins`]: the workspace binaries, built once per test process.
 //! * [`tshark`]: capturing inside a namespace and checking how tshark dissects the capture.
 //! * [`miredo`]: Debian's Miredo client and server inside namespaces.
+//! * [`servers`]: our `teredo-server` or `miredo-server`, started the same way.
+//! * [`client_sim`]: `client-sim qualify --json` inside a namespace, its report parsed.
+//! * [`nat_recipes`]: kernel NAT kinds (NAT.md §9 nftables recipes) for a NAT router.
 //! * [`topo`]: Internet hosts, NAT routers (nftables) and the addresses the tests use.
+//! * [`relay`]: the full topology with our relay: server, relay with TUN, native IPv6 host.
 //! * [`wait`]: polling with a deadline.
 //! * [`require_root!`] / [`require_tools!`]: skip a test loudly when the machine lacks root or a
 //!   tool — or fail it when `CI` is set, since CI must never skip.
@@ -24,10 +28,14 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 pub mod bins;
+pub mod client_sim;
 pub mod inproc;
 pub mod miredo;
+pub mod nat_recipes;
 pub mod netns;
 pub mod process;
+pub mod relay;
+pub mod servers;
 pub mod topo;
 pub mod tshark;
 pub mod wait;
