@@ -17,7 +17,6 @@
 //!   (`teredo-server`) and, as the reference, Debian's `miredo-server`.
 //! * `relay_interop`: Debian's Miredo client through our server and our relay (TUN) to a
 //!   native IPv6 host, behind a port-restricted and a symmetric NAT.
-//!   the full run is `.ci/run`'s "Container lab" step.
 
 mod client_interop;
 mod conformance;
