@@ -17,8 +17,11 @@
 //!   (`teredo-server`) and, as the reference, Debian's `miredo-server`.
 //! * `relay_interop`: Debian's Miredo client through our server and our relay (TUN) to a
 //!   native IPv6 host, behind a port-restricted and a symmetric NAT.
+//! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
+//!   the full run is `.ci/run`'s "Container lab" step.
 
 mod client_interop;
+mod compose;
 mod conformance;
 mod interop;
 mod netns;

@@ -1,0 +1,217 @@
+//! The container lab (`docker/`): cheap consistency checks here; the full run is `.ci/run`'s
+//! "Container lab" step (`docker/build.sh` then `docker/up.sh`), where its table is seen.
+//!
+//! * `compose_file_is_accepted_by_docker_compose`: `docker-compose config` (v1, Debian 12's)
+//!   accepts `docker/compose.yml` with and without the `miredo` profile, and the services are
+//!   the documented ones.
+//! * `matrix_rows_have_a_container_and_a_lab_expectation`: every row of `docker/lab/matrix.tsv`
+//!   names a compose service that runs it, and `client-sim lab` has an expected outcome for its
+//!   profile × NAT kind (the runner takes its expectations from there).
+//! * `entrypoints_parse`: `bash -n` on every script.
+//! * `container_lab_end_to_end` (ignored: minutes, root and Docker; `.ci/run` runs the same
+//!   two commands): builds the images and runs the lab.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use teredo_tests::bins::workspace_root;
+use teredo_tests::process::run;
+use teredo_tests::{bin_path, check, require_root, require_tools};
+
+fn docker_dir() -> PathBuf {
+    workspace_root().join("docker")
+}
+
+/// `docker-compose -f docker/compose.yml -p teredo-lab [--profile P] ARGS…`, stdout.
+fn compose(profile: Option<&str>, args: &[&str]) -> String {
+    let file = docker_dir().join("compose.yml");
+    let mut cmd = Command::new("docker-compose");
+    cmd.arg("-f").arg(&file).args(["-p", "teredo-lab"]);
+    if let Some(p) = profile {
+        cmd.args(["--profile", p]);
+    }
+    // Where the results would go; `config` only interpolates it.
+    cmd.env("TEREDO_LAB_RESULTS", std::env::temp_dir());
+    check(run(cmd.args(args)))
+}
+
+fn services(profile: Option<&str>) -> BTreeSet<String> {
+    compose(profile, &["config", "--services"])
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One row of `docker/lab/matrix.tsv`.
+struct Row {
+    id: String,
+    container: String,
+    profile: String,
+    nat: String,
+}
+
+fn matrix() -> Vec<Row> {
+    let path = docker_dir().join("lab/matrix.tsv");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(
+                f.len(),
+                8,
+                "matrix.tsv row without 8 tab-separated fields: {l:?}"
+            );
+            Row {
+                id: f[0].to_owned(),
+                container: f[1].to_owned(),
+                profile: f[2].to_owned(),
+                nat: f[3].to_owned(),
+            }
+        })
+        .collect()
+}
+
+const SERVICES: [&str; 13] = [
+    "runner",
+    "server",
+    "relay",
+    "v6host",
+    "nat-fullcone",
+    "nat-restricted",
+    "nat-portrestricted",
+    "nat-symmetric",
+    "client-fullcone",
+    "client-restricted",
+    "client-portrestricted",
+    "client-symmetric",
+    "client-model",
+];
+
+#[test]
+fn compose_file_is_accepted_by_docker_compose() {
+    require_tools!("docker-compose");
+    compose(None, &["config", "-q"]);
+    compose(Some("miredo"), &["config", "-q"]);
+    // (docker-compose 1.29's `config --services` lists profiled services too.)
+    let mut all: BTreeSet<String> = SERVICES.iter().map(|s| (*s).to_owned()).collect();
+    all.insert("miredo".to_owned());
+    assert_eq!(services(Some("miredo")), all);
+    let config = compose(Some("miredo"), &["config"]);
+    // The Miredo client runs only with its profile (docker/up.sh enables it by default).
+    let miredo: String = config
+        .lines()
+        .skip_while(|l| *l != "  miredo:")
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        miredo.contains("profiles:\n    - miredo"),
+        "miredo service without `profiles: [miredo]`:\n{miredo}"
+    );
+    // No image is ever pulled: every service runs the locally built lab image.
+    let images: BTreeSet<&str> = config
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image: "))
+        .collect();
+    assert_eq!(
+        images,
+        BTreeSet::from(["teredo-lab/lab:latest"]),
+        "{config}"
+    );
+}
+
+#[test]
+fn matrix_rows_have_a_container_and_a_lab_expectation() {
+    require_tools!("docker-compose");
+    let services = services(Some("miredo"));
+    let client_sim = check(bin_path("client-sim"));
+    let rows = matrix();
+    assert!(rows.len() >= 9, "{} rows", rows.len());
+    let mut ids = BTreeSet::new();
+    for row in &rows {
+        assert!(ids.insert(row.id.clone()), "duplicate id {}", row.id);
+        assert!(
+            services.contains(&row.container),
+            "{}: no compose service {}",
+            row.id,
+            row.container
+        );
+        let out = check(run(Command::new(&client_sim).args([
+            "lab",
+            "--json",
+            "--seed",
+            "1",
+            "--profile",
+            &row.profile,
+            "--nat",
+            &row.nat,
+        ])));
+        let lab: serde_json::Value = serde_json::from_str(&out).expect("client-sim lab --json");
+        let scenario = lab["scenarios"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["variant"] == "-"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: no plain lab scenario for {} × {}",
+                    row.id, row.profile, row.nat
+                )
+            });
+        assert!(
+            scenario["expected"]["state"].is_string(),
+            "{}: {scenario}",
+            row.id
+        );
+    }
+    // Every kernel NAT kind has two profiles.
+    for kind in ["full-cone", "restricted", "port-restricted", "symmetric"] {
+        let n = rows
+            .iter()
+            .filter(|r| {
+                r.nat == kind && r.container.starts_with("client-") && r.container != "client-model"
+            })
+            .count();
+        assert_eq!(n, 2, "{kind}: {n} client-sim rows behind its router");
+    }
+}
+
+#[test]
+fn entrypoints_parse() {
+    require_tools!("bash");
+    let mut scripts = vec![
+        docker_dir().join("base-image.sh"),
+        docker_dir().join("build.sh"),
+        docker_dir().join("up.sh"),
+    ];
+    for entry in std::fs::read_dir(docker_dir().join("lab")).expect("docker/lab") {
+        let path = entry.expect("docker/lab entry").path();
+        if path.extension().is_some_and(|e| e == "sh") {
+            scripts.push(path);
+        }
+    }
+    assert!(scripts.len() >= 10, "{scripts:?}");
+    for s in scripts {
+        check(run(Command::new("bash").arg("-n").arg(&s)));
+    }
+}
+
+/// The whole lab: `docker/build.sh` then `docker/up.sh` (a few minutes the first time: the
+/// base image, a release build). `.ci/run` runs the same commands as a step of its own.
+/// `cargo test -p teredo-tests --test e2e compose -- --ignored`.
+#[test]
+#[ignore = "minutes, root and Docker: .ci/run runs docker/build.sh and docker/up.sh itself"]
+fn container_lab_end_to_end() {
+    require_root!("docker", "docker-compose");
+    for script in ["build.sh", "up.sh"] {
+        let status = Command::new(docker_dir().join(script))
+            .current_dir(workspace_root())
+            .status()
+            .unwrap_or_else(|e| panic!("run docker/{script}: {e}"));
+        assert!(status.success(), "docker/{script}: {status}");
+    }
+}
