@@ -3,7 +3,7 @@
 //! a command in-process.
 
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use teredo_rt::{LogFormat, Shutdown};
 
 use crate::lab::{run_lab, LabOptions};
 use crate::nat::{NatPreset, SPEC_KEYS};
+use crate::ping::{ping, PingOptions, Probe, MAX_SIZE};
 use crate::qualify::{qualify, NatChoice, QualifyOptions};
 
 const PROFILES_HELP: &str = "\
@@ -50,6 +51,23 @@ Exit status:
   5  offline: client is in a managed network
   6  --timeout elapsed while still probing";
 
+const PING_AFTER: &str = "\
+The client qualifies first (as `qualify`: same flags), then sends the requests through the
+Teredo data path: to a native address, the first one waits for the direct IPv6 connectivity
+test (an echo request through the server, answered through the relay nearest the
+destination) and the relay's bubble exchange; to a Teredo address, for the bubbles. Give it
+--wait.
+
+Exit status:
+  0  at least one answer (packet loss below 100 %)
+  1  any other error (bad address, socket error, interrupted while qualifying)
+  2  usage error
+  3  offline: client behind symmetric NAT (nothing sent)
+  4  offline: the primary (or secondary) server address did not answer
+  5  offline: client is in a managed network
+  6  --timeout elapsed while still probing
+  7  no answer at all (100 % packet loss)";
+
 /// `client-sim`: Teredo client profiles (Windows XP SP2, Vista, 7, RFC 5991, Miredo) behind a
 /// simulated NAT (RFC 4787), over real sockets or in the in-process lab.
 #[derive(Debug, Parser)]
@@ -85,6 +103,15 @@ pub enum Command {
     /// 1 otherwise.
     #[command(after_help = format!("{PROFILES_HELP}\n\n{NATS_HELP}"))]
     Lab(LabArgs),
+    /// Qualify one client against a real Teredo server over UDP (as `qualify`), then ping
+    /// an IPv6 address through the Teredo data path (server, relay, peers) and print the
+    /// answers and statistics like ping(8).
+    #[command(after_help = format!("{PING_AFTER}\n\n{PROFILES_HELP}\n\n{NATS_HELP}"))]
+    Ping(PingArgs),
+    /// As `ping`, with UDP datagrams to an echo service (RFC 862, port 7) at
+    /// `[IPv6]:port`, expecting each one back.
+    #[command(name = "udp-echo", after_help = format!("{PING_AFTER}\n\n{PROFILES_HELP}\n\n{NATS_HELP}"))]
+    UdpEcho(UdpEchoArgs),
 }
 
 /// A client profile.
@@ -166,6 +193,80 @@ impl From<ClientTypeArg> for ClientType {
 /// `client-sim qualify` flags.
 #[derive(Debug, Args)]
 pub struct QualifyArgs {
+    /// The client and where it runs.
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Print the status as JSON (same fields) instead of the netsh-like block.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `client-sim ping` flags.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The IPv6 address to ping (native, e.g. 2001:db8::99, or Teredo).
+    pub destination: Ipv6Addr,
+
+    /// Requests, spacing, size.
+    #[command(flatten)]
+    pub session: SessionArgs,
+
+    /// The client and where it runs.
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Print the report (qualification status, every answer, statistics) as JSON instead
+    /// of ping's lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `client-sim udp-echo` flags.
+#[derive(Debug, Args)]
+pub struct UdpEchoArgs {
+    /// The echo service, `[IPv6]:port`, e.g. `[2001:db8::99]:7`.
+    pub destination: SocketAddrV6,
+
+    /// Requests, spacing, size.
+    #[command(flatten)]
+    pub session: SessionArgs,
+
+    /// The client and where it runs.
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Print the report (qualification status, every answer, statistics) as JSON instead
+    /// of ping-like lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The data session of `ping` and `udp-echo`.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Requests to send.
+    #[arg(long, short = 'c', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub count: u16,
+
+    /// Bytes of ICMPv6 data, or of UDP payload (at least 2 for UDP), at most 1232 (the
+    /// 1280-byte Teredo MTU).
+    #[arg(long, short = 's', default_value_t = 56, value_parser = parse_size)]
+    pub size: usize,
+
+    /// Time between requests, e.g. 1s, 200ms.
+    #[arg(long, short = 'i', default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// How long to wait for answers after the last request (a first contact can take up to
+    /// 8 s of echo tests and bubbles before the client gives up).
+    #[arg(long, short = 'W', default_value = "10s", value_parser = parse_duration)]
+    pub wait: Duration,
+}
+
+/// The client of `qualify`, `ping` and `udp-echo`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
     /// The Teredo server's primary IPv4 address.
     #[arg(long, env = "CLIENT_SIM_SERVER")]
     pub server: Ipv4Addr,
@@ -212,10 +313,6 @@ pub struct QualifyArgs {
     /// Give up after this long while still probing (exit 6), e.g. 30s, 500ms, 2m.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
-
-    /// Print the status as JSON (same fields) instead of the netsh-like block.
-    #[arg(long)]
-    pub json: bool,
 
     /// Pretend the host is on a managed (domain) network: Windows profiles of type `client`
     /// stay offline (exit 5).
@@ -281,6 +378,20 @@ pub struct LabArgs {
     pub nats: Vec<NatArg>,
 }
 
+/// A `--size`: 0..=1232 bytes.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    if n > MAX_SIZE {
+        return Err(format!(
+            "{n} bytes do not fit in the 1280-byte Teredo MTU (at most {MAX_SIZE})"
+        ));
+    }
+    Ok(n)
+}
+
 /// `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -308,32 +419,98 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Qualify(args) => run_qualify(args),
         Command::Lab(args) => run_lab_command(&args),
+        Command::Ping(args) => run_ping(
+            &args.client,
+            &args.session,
+            Probe::Icmp(args.destination),
+            args.json,
+        ),
+        Command::UdpEcho(args) => run_ping(
+            &args.client,
+            &args.session,
+            Probe::Udp(args.destination),
+            args.json,
+        ),
     }
 }
 
-fn run_qualify(args: QualifyArgs) -> anyhow::Result<u8> {
-    let nat = match (&args.nat_spec, args.nat) {
-        (Some(spec), _) => NatChoice::Spec(spec.clone()),
-        (None, NatArg::None) => NatChoice::None,
-        (None, n) => NatChoice::Preset(n.into()),
-    };
-    let opts = QualifyOptions {
-        server: args.server,
-        secondary: args.secondary,
-        profile: args.profile.into(),
-        nat,
-        bind: args.bind,
-        port: args.port,
-        timeout: args.timeout,
-        managed_network: args.managed_network,
-        client_type: args.client_type.into(),
-        default_qualified: args.default_qualified,
-        seed: args.seed,
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
+impl ClientArgs {
+    /// The options of [`qualify`].
+    pub fn qualify_options(&self) -> QualifyOptions {
+        let nat = match (&self.nat_spec, self.nat) {
+            (Some(spec), _) => NatChoice::Spec(spec.clone()),
+            (None, NatArg::None) => NatChoice::None,
+            (None, n) => NatChoice::Preset(n.into()),
+        };
+        QualifyOptions {
+            server: self.server,
+            secondary: self.secondary,
+            profile: self.profile.into(),
+            nat,
+            bind: self.bind,
+            port: self.port,
+            timeout: self.timeout,
+            managed_network: self.managed_network,
+            client_type: self.client_type.into(),
+            default_qualified: self.default_qualified,
+            seed: self.seed,
+        }
+    }
+}
+
+impl SessionArgs {
+    /// The options of [`ping`] for `probe`.
+    pub fn ping_options(&self, probe: Probe) -> PingOptions {
+        PingOptions {
+            probe,
+            count: self.count,
+            size: self.size,
+            interval: self.interval,
+            wait: self.wait,
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the tokio runtime")?;
+        .context("cannot start the tokio runtime")
+}
+
+fn run_ping(
+    client: &ClientArgs,
+    session: &SessionArgs,
+    probe: Probe,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let qopts = client.qualify_options();
+    let popts = session.ping_options(probe);
+    let rt = runtime()?;
+    let mut print = |line: &str| {
+        if !json {
+            let _ = write_stdout(&format!("{line}\n"));
+        }
+    };
+    let report =
+        rt.block_on(async { ping(qopts, popts, Shutdown::on_signals(), &mut print).await })?;
+    let text = if json {
+        let mut j = serde_json::to_string_pretty(&report).context("cannot encode JSON")?;
+        j.push('\n');
+        j
+    } else if report.transmitted == 0 {
+        // Never qualified: the status block says why.
+        report.qualify.to_string()
+    } else {
+        report.summary()
+    };
+    write_stdout(&text)?;
+    Ok(report.exit_code)
+}
+
+fn run_qualify(args: QualifyArgs) -> anyhow::Result<u8> {
+    let opts = args.client.qualify_options();
+    let rt = runtime()?;
     let report = rt.block_on(async { qualify(opts, Shutdown::on_signals()).await })?;
     let text = if args.json {
         let mut j = serde_json::to_string_pretty(&report).context("cannot encode JSON")?;
@@ -406,6 +583,117 @@ mod tests {
         }
         assert_eq!(ProfileArg::value_variants().len(), Profile::ALL.len());
         assert_eq!(NatArg::value_variants().len(), NatPreset::ALL.len());
+    }
+
+    #[test]
+    fn ping_and_udp_echo_arguments() {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from([
+            "client-sim",
+            "ping",
+            "--server",
+            "198.51.100.1",
+            "2001:db8::99",
+            "--count",
+            "5",
+            "--size",
+            "100",
+            "--profile",
+            "miredo",
+            "--nat",
+            "symmetric",
+            "--interval",
+            "500ms",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Ping(a) = cli.command else {
+            panic!("not ping: {:?}", cli.command);
+        };
+        let dst: Ipv6Addr = "2001:db8::99".parse().unwrap();
+        assert_eq!(a.destination, dst);
+        assert!(a.json);
+        let p = a.session.ping_options(Probe::Icmp(dst));
+        assert_eq!(
+            p,
+            PingOptions {
+                probe: Probe::Icmp(dst),
+                count: 5,
+                size: 100,
+                interval: Duration::from_millis(500),
+                wait: Duration::from_secs(10),
+            }
+        );
+        let q = a.client.qualify_options();
+        assert_eq!(q.server, Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!(q.profile, Profile::Miredo);
+        assert_eq!(q.nat, NatChoice::Preset(NatPreset::Symmetric));
+
+        // udp-echo: [IPv6]:port, defaults as ping's, short flags.
+        let cli = Cli::try_parse_from([
+            "client-sim",
+            "udp-echo",
+            "--server",
+            "198.51.100.1",
+            "[2001:db8::99]:7",
+            "-c",
+            "2",
+            "-W",
+            "3s",
+        ])
+        .unwrap();
+        let Command::UdpEcho(a) = cli.command else {
+            panic!("not udp-echo");
+        };
+        assert_eq!(a.destination, SocketAddrV6::new(dst, 7, 0, 0));
+        assert!(!a.json);
+        assert_eq!(
+            (
+                a.session.count,
+                a.session.size,
+                a.session.interval,
+                a.session.wait
+            ),
+            (2, 56, Duration::from_secs(1), Duration::from_secs(3))
+        );
+        let q = a.client.qualify_options();
+        assert_eq!((q.profile, q.nat), (Profile::Vista, NatChoice::None));
+
+        for bad in [
+            &["ping", "--server", "198.51.100.1"][..],
+            &["ping", "--server", "198.51.100.1", "192.0.2.1"],
+            &["ping", "--server", "nope", "2001:db8::99"],
+            &[
+                "ping",
+                "--server",
+                "198.51.100.1",
+                "2001:db8::99",
+                "--size",
+                "1233",
+            ],
+            &[
+                "ping",
+                "--server",
+                "198.51.100.1",
+                "2001:db8::99",
+                "--count",
+                "0",
+            ],
+            &[
+                "ping",
+                "--server",
+                "198.51.100.1",
+                "2001:db8::99",
+                "-i",
+                "0s",
+            ],
+            &["udp-echo", "--server", "198.51.100.1", "2001:db8::99"],
+        ] {
+            let args = std::iter::once("client-sim").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_size("1232"), Ok(1232));
+        assert!(parse_size("x").is_err());
     }
 
     #[test]

@@ -13,6 +13,24 @@
 //! draws random ports; 120 s mapping timeout; outbound-only refresh), a server that answers a
 //! cone RS from its *other* address and a restricted RS from the address it arrived on, and
 //! the profile knobs of [`ClientConfig::profile`].
+//!
+//! # Data path
+//! Every network also has a native IPv6 segment ([`Sim::add_native`]) with the echo host
+//! [`ECHO_HOST`] and a relay at [`RELAY_ADDR`] that the segment routes 2001::/32 to; the
+//! server forwards natively onto it. In the matrix cells a second client ([`PEER_PROFILE`]
+//! behind a [`PEER_NAT`] NAT of its own) qualifies too, and once the scenario's client is
+//! qualified (after [`SCENARIO_TIME`]) it pings:
+//! * `ping (strict)`: [`PINGS`] echo requests to [`ECHO_HOST`], one per second, through the
+//!   server (echo test) and the relay, with a [`TrustPolicy::Strict`] relay (RFC 4380
+//!   §5.4.2), then [`PING_WAIT`] for the answers and give-ups;
+//! * `teredo<->teredo`: the same to the second client's Teredo address (its stack answers);
+//! * `ping (lenient)`: the `ping (strict)` run again on a fresh network whose relay is
+//!   [`TrustPolicy::Lenient`].
+//!
+//! Each cell shows replies / requests; the expectation ([`DataExpect`], asserted) is either
+//! every reply, or none together with the counter that explains it (a relay drop reason or
+//! a NAT drop reason during the run), or `-` when there is no data path (offline clients,
+//! and the named scenarios, where traffic would be activity or nothing qualifies).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,6 +46,7 @@ use teredo::addr::{server_link_local, TeredoAddr, TEREDO_PORT};
 use teredo::client::{
     Client, ClientConfig, ClientError, ClientType, Event, NatType, Profile, State,
 };
+use teredo::relay::{Relay, RelayConfig, TrustPolicy};
 use teredo::server::ServerConfig;
 use teredo::wire::auth::Auth;
 use teredo::wire::ndp::RaParams;
@@ -35,8 +54,9 @@ use teredo::wire::TeredoPacket;
 use teredo::DropReason;
 
 use crate::nat::{Nat, NatConfigError, NatDrop, NatPreset, PortAllocation};
+use crate::packets;
 use crate::report::StatusReport;
-use crate::sim::{Datagram, Observer, Sim, SimCounters, DEFAULT_LATENCY};
+use crate::sim::{Datagram, EchoHost, Observer, Sim, SimCounters, SimError, DEFAULT_LATENCY};
 
 /// The server's primary address (its secondary is the next one, 198.51.100.2).
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -50,6 +70,28 @@ pub const CLIENT_INTERNAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 /// Where the spoofed router advertisements of [`Variant::SpoofedRa`] claim to come from
 /// when they do not impersonate the server.
 pub const ATTACKER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 66);
+/// The relay's Teredo UDP address (as in TEREDO.md §14).
+pub const RELAY_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 20), 3545);
+/// The relay's own native address (source of its ICMPv6 errors).
+pub const RELAY_NATIVE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);
+/// The native echo host (ICMPv6 echo, UDP echo on port 7).
+pub const ECHO_HOST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99);
+/// The second client of the matrix cells: its profile…
+pub const PEER_PROFILE: Profile = Profile::Vista;
+/// …its NAT preset…
+pub const PEER_NAT: NatPreset = NatPreset::PortRestricted;
+/// …the NAT's external address…
+pub const PEER_NAT_EXTERNAL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+/// …and the second client's own address behind it.
+pub const PEER_INTERNAL: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+/// Echo requests per data-path run, one per [`PING_INTERVAL`].
+pub const PINGS: u16 = 3;
+/// Spacing of the echo requests.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Wait after the last echo request: longer than a give-up (4 probes 2 s apart, 8 s).
+pub const PING_WAIT: Duration = Duration::from_secs(10);
+/// Identifier of the lab's echo requests.
+pub const PING_ID: u16 = 0x7e1a;
 
 /// Virtual time a plain scenario runs. Long enough for every qualification path (at most
 /// 24 s: cone probe and restricted probe both timing out) and two or three refreshes, and
@@ -247,6 +289,148 @@ impl Expect {
     }
 }
 
+/// What explains a data-path run without replies: a counter that must be non-zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The relay dropped packets for this reason.
+    Relay(DropReason),
+    /// A NAT (the client's or the peer's) dropped datagrams for this reason.
+    Nat(NatDrop),
+}
+
+impl Blame {
+    /// `relay spoofed_source`, `nat filtered`.
+    pub fn label(self) -> String {
+        match self {
+            Self::Relay(r) => format!("relay {}", r.as_str()),
+            Self::Nat(n) => format!("nat {}", n.as_str()),
+        }
+    }
+
+    /// The blamed counter in an observed run.
+    pub fn count(self, o: &PathObserved) -> u64 {
+        match self {
+            Self::Relay(r) => o.relay_drops.get(r.as_str()).copied().unwrap_or(0),
+            Self::Nat(n) => o.nat_drops.get(n.as_str()).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// The expected outcome of one data-path run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathExpect {
+    /// No data path: the run does not happen (`-`).
+    Skip,
+    /// Every echo request answered.
+    All,
+    /// No echo request answered, and the blamed counter is non-zero.
+    NoReply(Blame),
+}
+
+impl PathExpect {
+    /// `-`, `3/3`, `0/3 relay spoofed_source`.
+    pub fn summary(self) -> String {
+        match self {
+            Self::Skip => "-".to_owned(),
+            Self::All => format!("{PINGS}/{PINGS}"),
+            Self::NoReply(b) => format!("0/{PINGS} {}", b.label()),
+        }
+    }
+
+    /// How `o` differs from this expectation (`None`: as expected).
+    pub fn check(self, what: &str, o: Option<&PathObserved>) -> Option<String> {
+        match (self, o) {
+            (Self::Skip, None) => None,
+            (Self::Skip, Some(o)) => {
+                Some(format!("{what}: {} (expected no data path)", o.cell(None)))
+            }
+            (_, None) => Some(format!(
+                "{what}: no data path (expected {})",
+                self.summary()
+            )),
+            (Self::All, Some(o)) if o.received == PINGS && o.sent == PINGS => None,
+            (Self::NoReply(b), Some(o)) if o.received == 0 && b.count(o) > 0 => None,
+            (_, Some(o)) => Some(format!(
+                "{what}: {} (expected {})",
+                o.cell(None),
+                self.summary()
+            )),
+        }
+    }
+}
+
+/// The expected data-path outcomes of a scenario, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataExpect {
+    /// Pinging [`ECHO_HOST`] through a strict relay.
+    pub ping_strict: PathExpect,
+    /// Pinging [`ECHO_HOST`] through a lenient relay.
+    pub ping_lenient: PathExpect,
+    /// Pinging the second client.
+    pub teredo: PathExpect,
+    /// The protocol reasoning.
+    pub why: &'static str,
+}
+
+/// A qualified client behind a NAT that keeps one mapping for every destination (none, full
+/// cone, restricted, port-restricted).
+pub const DATA_OPEN: DataExpect = DataExpect {
+    ping_strict: PathExpect::All,
+    ping_lenient: PathExpect::All,
+    teredo: PathExpect::All,
+    why: "endpoint-independent mapping: the client's direct bubble answering the relay's \
+          indirect bubble (relayed by 198.51.100.1 with an origin indication) leaves from the \
+          mapping embedded in its address, so even a strict relay (RFC 4380 §5.4.2) trusts it \
+          and flushes the echo reply; its data is the echo-test nonce -> the relay is trusted \
+          for 2001:db8::99 and every ping goes through it, with either relay. Teredo peer \
+          (vista behind port-restricted): our direct bubble opens our NAT toward the peer's \
+          mapping (the peer's NAT filters it), the indirect bubble reaches the peer through \
+          the server, the peer answers from its embedded mapping -> trusted, direct pings",
+};
+
+/// Vista / Windows 7 behind a symmetric NAT (RFC 6081 symmetric NAT support).
+pub const DATA_SYMMETRIC_NONCE: DataExpect = DataExpect {
+    ping_strict: PathExpect::NoReply(Blame::Relay(DropReason::SpoofedSource)),
+    ping_lenient: PathExpect::All,
+    teredo: PathExpect::NoReply(Blame::Nat(NatDrop::Filtered)),
+    why: "the symmetric NAT gives the direct bubble toward the relay a new mapping (another \
+          port, or for symmetric-address another external IPv4): a strict relay drops it as \
+          spoofed_source (RFC 4380 §5.4.2) after each of its 4 indirect bubbles and gives up, \
+          so the echo tests (0, 2, 4, 6 s) stay unanswered and the queue is dropped -> 0/3; a \
+          lenient relay accepts it because it echoes the relay's nonce trailer (RFC 6081 \
+          §5.2.4.2) and records the actual mapping -> 3/3. Teredo peer behind port-restricted: \
+          RFC 6081 Fig. 1 gives port-symmetric -> port-restricted 'No': the peer's bubbles go \
+          to the embedded mapping, which our NAT opened for the server only, and ours come \
+          from a mapping the peer's NAT never saw -> both NATs filter, 0/3",
+};
+
+/// Miredo behind a symmetric NAT it never noticed (no secondary check).
+pub const DATA_SYMMETRIC_LINK_LOCAL: DataExpect = DataExpect {
+    ping_strict: PathExpect::NoReply(Blame::Relay(DropReason::SpoofedSource)),
+    ping_lenient: PathExpect::All,
+    teredo: PathExpect::NoReply(Blame::Nat(NatDrop::Filtered)),
+    why: "as for vista, the direct bubble to the relay leaves from another mapping: a strict \
+          relay drops it (spoofed_source) -> 0/3. Miredo sends no nonce trailer, but its \
+          answer goes to the relayed bubble's source, the relay's per-peer link-local, which \
+          a lenient relay takes as proof (Miredo's own extension, TEREDO.md §6.5) -> 3/3. The \
+          Teredo peer's answers are filtered as for vista -> 0/3",
+};
+
+/// An offline client.
+pub const DATA_OFFLINE: DataExpect = DataExpect {
+    ping_strict: PathExpect::Skip,
+    ping_lenient: PathExpect::Skip,
+    teredo: PathExpect::Skip,
+    why: "offline: no Teredo address, no data path",
+};
+
+/// The named scenarios.
+pub const DATA_NOT_RUN: DataExpect = DataExpect {
+    why: "no data path in this scenario: traffic would count as activity (idle), or the \
+          point is qualification alone",
+    ..DATA_OFFLINE
+};
+
 /// One scenario: a profile behind a NAT preset, a variant, and its expected outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scenario {
@@ -260,9 +444,16 @@ pub struct Scenario {
     pub expect: Expect,
     /// Why that outcome (the protocol reasoning).
     pub why: &'static str,
+    /// The data-path outcomes to reach (matrix cells only).
+    pub data: DataExpect,
 }
 
 impl Scenario {
+    /// The same scenario with data-path expectations.
+    pub const fn data(self, data: DataExpect) -> Self {
+        Self { data, ..self }
+    }
+
     /// `<profile>__<nat>` for matrix cells, `<profile>__<nat>__<variant>` otherwise; also the
     /// pcap file stem.
     pub fn name(&self) -> String {
@@ -280,6 +471,7 @@ const fn cell(profile: Profile, nat: NatPreset, expect: Expect, why: &'static st
         variant: Variant::Matrix,
         expect,
         why,
+        data: DATA_NOT_RUN,
     }
 }
 
@@ -299,14 +491,16 @@ pub const MATRIX: &[Scenario] = &[
         "no NAT: the cone RS's RA (sent from the secondary address) reaches the socket; the \
          mapping equals the socket address -> NAT none; XP builds the address from the cone \
          RS, so C=1",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::XpSp2,
         N::FullCone,
         Expect::qualified(T::Cone).cone_bit(true),
         "endpoint-independent filtering lets the secondary's answer to the cone RS in -> cone \
          NAT, qualified on the cone probe, XP sets the cone flag (RFC 4380 §5.2.1)",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::XpSp2,
         N::Restricted,
@@ -314,14 +508,16 @@ pub const MATRIX: &[Scenario] = &[
         "address-dependent filtering drops the cone RA from the never-contacted secondary IP \
          (3 x 4 s); restricted RS to the primary gives M1, to the secondary M2 = M1 (one \
          endpoint-independent mapping) -> restricted, C=0",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::XpSp2,
         N::PortRestricted,
         Expect::qualified(T::Restricted).cone_bit(false),
         "as restricted: the cone probe is filtered, both server addresses see the same \
          mapping -> restricted, C=0",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::XpSp2,
         N::Symmetric,
@@ -329,153 +525,177 @@ pub const MATRIX: &[Scenario] = &[
         "cone probe filtered; the secondary check sees another port (address-and-port \
          dependent mapping, random ports): M1 != M2 and XP lacks RFC 6081 symmetric support \
          -> offline, 'client behind symmetric NAT' (the how-to's XP message)",
-    ),
+    )
+    .data(DATA_OFFLINE),
     cell(
         P::XpSp2,
         N::SymmetricAddress,
         Expect::offline(T::SymmetricAddress, E::SymmetricNat),
         "the secondary check's mapping is on the NAT's other external IPv4 (arbitrary \
          pooling) -> symmetric (address); XP goes offline",
-    ),
+    )
+    .data(DATA_OFFLINE),
     // ---- rfc5991: no cone probe (RFC 5991 §3.2), random flags, secondary check, no RFC 6081.
     cell(
         P::Rfc5991,
         N::None,
         Expect::qualified(T::None).cone_bit(false),
         "restricted RS only; both server addresses see the socket address itself -> NAT none",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Rfc5991,
         N::FullCone,
         Expect::qualified(T::Restricted).cone_bit(false),
         "no cone probe, so a full-cone NAT looks like any cone NAT with the same mapping on \
          both addresses -> restricted, C=0",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Rfc5991,
         N::Restricted,
         Expect::qualified(T::Restricted).cone_bit(false),
         "M1 = M2 -> restricted",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Rfc5991,
         N::PortRestricted,
         Expect::qualified(T::Restricted).cone_bit(false),
         "M1 = M2 -> restricted",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Rfc5991,
         N::Symmetric,
         Expect::offline(T::SymmetricPort, E::SymmetricNat),
         "M1 != M2 (other port) and no RFC 6081 support -> offline behind symmetric NAT",
-    ),
+    )
+    .data(DATA_OFFLINE),
     cell(
         P::Rfc5991,
         N::SymmetricAddress,
         Expect::offline(T::SymmetricAddress, E::SymmetricNat),
         "M2 on the other external IPv4 -> symmetric (address), offline",
-    ),
+    )
+    .data(DATA_OFFLINE),
     // ---- vista: cone probe for reporting only (C=0, RFC 5991 App. A), RFC 6081 §5.2.
     cell(
         P::Vista,
         N::None,
         Expect::qualified(T::None).cone_bit(false),
         "the cone RA arrives, the mapping is the socket address -> none; Vista never sets C",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Vista,
         N::FullCone,
         Expect::qualified(T::Cone).cone_bit(false),
         "the cone RA gets through endpoint-independent filtering -> reported cone, but the \
          address keeps C=0 (RFC 5991 App. A)",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Vista,
         N::Restricted,
         Expect::qualified(T::Restricted).cone_bit(false),
         "cone probe filtered, M1 = M2 -> restricted",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Vista,
         N::PortRestricted,
         Expect::qualified(T::Restricted).cone_bit(false),
         "cone probe filtered, M1 = M2 -> restricted",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Vista,
         N::Symmetric,
         Expect::qualified(T::SymmetricPort).cone_bit(false),
         "M1 != M2 but RFC 6081 symmetric NAT support keeps M1 -> qualified, 'symmetric \
          (port)' as Windows shows it",
-    ),
+    )
+    .data(DATA_SYMMETRIC_NONCE),
     cell(
         P::Vista,
         N::SymmetricAddress,
         Expect::qualified(T::SymmetricAddress).cone_bit(false),
         "M2 on another external IPv4, RFC 6081 -> qualified, 'symmetric (address)'",
-    ),
+    )
+    .data(DATA_SYMMETRIC_NONCE),
     // ---- win7: Vista's qualification; dormancy only after 60 idle minutes (see EXTRAS).
     cell(
         P::Win7,
         N::None,
         Expect::qualified(T::None).cone_bit(false),
         "as vista: cone RA arrives, mapping = socket -> none",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Win7,
         N::FullCone,
         Expect::qualified(T::Cone).cone_bit(false),
         "as vista: cone reported, C=0",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Win7,
         N::Restricted,
         Expect::qualified(T::Restricted).cone_bit(false),
         "as vista: restricted",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Win7,
         N::PortRestricted,
         Expect::qualified(T::Restricted).cone_bit(false),
         "as vista: restricted",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Win7,
         N::Symmetric,
         Expect::qualified(T::SymmetricPort).cone_bit(false),
         "as vista: RFC 6081 -> qualified, symmetric (port)",
-    ),
+    )
+    .data(DATA_SYMMETRIC_NONCE),
     cell(
         P::Win7,
         N::SymmetricAddress,
         Expect::qualified(T::SymmetricAddress).cone_bit(false),
         "as vista: RFC 6081 -> qualified, symmetric (address)",
-    ),
+    )
+    .data(DATA_SYMMETRIC_NONCE),
     // ---- miredo: restricted RS to the primary only; ServerAddress2 ignored (TEREDO.md §5.3).
     cell(
         P::Miredo,
         N::None,
         Expect::qualified(T::None).cone_bit(false),
         "one restricted RS, mapping = socket address -> none",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Miredo,
         N::FullCone,
         Expect::qualified(T::Restricted).cone_bit(false),
         "no cone probe -> restricted",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Miredo,
         N::Restricted,
         Expect::qualified(T::Restricted).cone_bit(false),
         "the primary's RA answers the RS -> restricted",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Miredo,
         N::PortRestricted,
         Expect::qualified(T::Restricted).cone_bit(false),
         "the primary's RA answers the RS -> restricted",
-    ),
+    )
+    .data(DATA_OPEN),
     cell(
         P::Miredo,
         N::Symmetric,
@@ -483,13 +703,15 @@ pub const MATRIX: &[Scenario] = &[
         "never probes the secondary address, so M1 alone qualifies it: NAT reported \
          restricted, the symmetric NAT goes unnoticed (peers other than the server cannot \
          reach that mapping)",
-    ),
+    )
+    .data(DATA_SYMMETRIC_LINK_LOCAL),
     cell(
         P::Miredo,
         N::SymmetricAddress,
         Expect::qualified(T::Restricted).cone_bit(false),
         "no secondary check -> restricted, symmetric (address) unnoticed",
-    ),
+    )
+    .data(DATA_SYMMETRIC_LINK_LOCAL),
 ];
 
 /// The named scenarios that show the how-to's behaviours and the timers.
@@ -501,6 +723,7 @@ pub const EXTRAS: &[Scenario] = &[
         expect: Expect::dormant(T::Restricted),
         why: "Windows 7 goes dormant after 60 minutes without Teredo traffic (lab assumption \
               WIN7_DORMANT_AFTER): no refresh, no address, the NAT type is remembered",
+        data: DATA_NOT_RUN,
     },
     Scenario {
         profile: P::Win7,
@@ -509,6 +732,7 @@ pub const EXTRAS: &[Scenario] = &[
         expect: Expect::qualified(T::Restricted),
         why: "DefaultQualified (the how-to's fix for Windows 7) never goes dormant: it keeps \
               refreshing every ~30 s for the whole hour",
+        data: DATA_NOT_RUN,
     },
     Scenario {
         profile: P::Win7,
@@ -517,6 +741,7 @@ pub const EXTRAS: &[Scenario] = &[
         expect: Expect::offline(T::Unknown, E::ManagedNetwork),
         why: "type `client` is disabled on a managed (domain) network (RFC 5991 App. A, the \
               how-to): offline at once, no RS ever sent",
+        data: DATA_NOT_RUN,
     },
     Scenario {
         profile: P::Win7,
@@ -524,6 +749,7 @@ pub const EXTRAS: &[Scenario] = &[
         variant: Variant::ManagedEnterprise,
         expect: Expect::qualified(T::Restricted),
         why: "`enterpriseclient` runs on managed networks -> qualifies as usual",
+        data: DATA_NOT_RUN,
     },
     Scenario {
         profile: P::Rfc5991,
@@ -533,6 +759,7 @@ pub const EXTRAS: &[Scenario] = &[
         why: "the mapping expires 20 s after the last RS, the randomized refresh comes 22.5 to \
               30 s after the RA: the refresh RS opens a new mapping (next sequential port), \
               its RA reveals it -> new address, AddressChanged (RFC 4380 §5.2.5)",
+        data: DATA_NOT_RUN,
     },
     Scenario {
         profile: P::Miredo,
@@ -541,6 +768,7 @@ pub const EXTRAS: &[Scenario] = &[
         expect: Expect::qualified(T::Restricted).address_changes(1),
         why: "Miredo refreshes every 30 s fixed, still after the 20 s mapping timeout -> new \
               mapping, new address",
+        data: DATA_NOT_RUN,
     },
     Scenario {
         profile: P::Rfc5991,
@@ -549,6 +777,7 @@ pub const EXTRAS: &[Scenario] = &[
         expect: Expect::offline(T::Unknown, E::PrimaryUnreachable),
         why: "3 RSs 4 s apart and no answer -> offline after 12 s, 'cannot reach primary \
               Teredo server over UDP' (RFC 4380 §5.2.1)",
+        data: DATA_NOT_RUN,
     },
     Scenario {
         profile: P::Rfc5991,
@@ -559,6 +788,7 @@ pub const EXTRAS: &[Scenario] = &[
               auth, no origin indication, truncated, foreign prefix, source port 3545, \
               foreign source address); the full-cone NAT lets all 21 through and the client \
               refuses every one -> never qualified, offline like with no server",
+        data: DATA_NOT_RUN,
     },
 ];
 
@@ -630,6 +860,100 @@ pub struct Observed {
     pub steps: u64,
     /// The run stopped early (step bound).
     pub run_error: Option<String>,
+    /// Datagrams the client refused on the data path.
+    pub data_rejected: u64,
+    /// The data-path runs (matrix cells whose client qualified).
+    pub data: DataObserved,
+}
+
+/// One data-path run: echo requests sent, replies received, and the drops during the run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathObserved {
+    /// Echo requests the application sent.
+    pub sent: u16,
+    /// Of those, refused at once by the client (`send_ipv6` errors).
+    pub refused: u16,
+    /// Distinct echo replies delivered to the application.
+    pub received: u16,
+    /// Relay drops during the run, per reason (non-zero only).
+    pub relay_drops: BTreeMap<&'static str, u64>,
+    /// NAT drops during the run (every NAT of the network), per reason (non-zero only).
+    pub nat_drops: BTreeMap<&'static str, u64>,
+    /// The client's refusals and drops during the run, per reason (non-zero only).
+    pub client_drops: BTreeMap<&'static str, u64>,
+}
+
+impl PathObserved {
+    /// `3/3`; without every reply also the counter that explains it: `blame`'s, or else
+    /// the largest relay, NAT or client drop, e.g. `0/3 relay spoofed_source=4`.
+    pub fn cell(&self, blame: Option<Blame>) -> String {
+        let mut s = format!("{}/{}", self.received, self.sent);
+        if self.received < self.sent {
+            let top = |m: &BTreeMap<&'static str, u64>, what: &str| {
+                m.iter()
+                    .max_by_key(|(_, n)| **n)
+                    .map(|(r, n)| (format!("{what} {r}"), *n))
+            };
+            let shown = blame
+                .map(|b| (b.label(), b.count(self)))
+                .or_else(|| top(&self.relay_drops, "relay"))
+                .or_else(|| top(&self.nat_drops, "nat"))
+                .or_else(|| top(&self.client_drops, "client"));
+            if let Some((what, n)) = shown {
+                let _ = write!(s, " {what}={n}");
+            }
+        }
+        s
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "sent": self.sent,
+            "refused": self.refused,
+            "received": self.received,
+            "relay_drops": self.relay_drops,
+            "nat_drops": self.nat_drops,
+            "client_drops": self.client_drops,
+        })
+    }
+}
+
+/// The data-path runs of a scenario (`None`: not run).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataObserved {
+    /// Pinging [`ECHO_HOST`] through a strict relay.
+    pub ping_strict: Option<PathObserved>,
+    /// Pinging [`ECHO_HOST`] through a lenient relay (on a second network).
+    pub ping_lenient: Option<PathObserved>,
+    /// Pinging the second client.
+    pub teredo: Option<PathObserved>,
+}
+
+impl DataExpect {
+    /// Every way `o` differs from these expectations.
+    pub fn check(&self, o: &DataObserved) -> Vec<String> {
+        [
+            self.ping_strict
+                .check("ping (strict)", o.ping_strict.as_ref()),
+            self.ping_lenient
+                .check("ping (lenient)", o.ping_lenient.as_ref()),
+            self.teredo.check("teredo<->teredo", o.teredo.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+fn blame_of(e: PathExpect) -> Option<Blame> {
+    match e {
+        PathExpect::NoReply(b) => Some(b),
+        _ => None,
+    }
+}
+
+fn data_cell(e: PathExpect, o: Option<&PathObserved>) -> String {
+    o.map_or("-".to_owned(), |o| o.cell(blame_of(e)))
 }
 
 impl Observed {
@@ -669,7 +993,9 @@ impl ScenarioResult {
 }
 
 /// Runs one scenario with the RNG derived from `lab_seed`; captures the Internet when
-/// `capture` is set.
+/// `capture` is set. A matrix cell whose client qualified then runs its data path: pings
+/// to [`ECHO_HOST`] and to the second client on this network (strict relay), and pings to
+/// [`ECHO_HOST`] on a second, identical network with a lenient relay.
 ///
 /// Fails only if the scenario's NAT preset cannot be configured on [`NAT_EXTERNAL`].
 pub fn run_scenario(
@@ -677,19 +1003,72 @@ pub fn run_scenario(
     lab_seed: u64,
     capture: bool,
 ) -> Result<ScenarioResult, NatConfigError> {
-    let (sim, seed) = build(s, lab_seed, capture)?;
-    Ok(finish(s, seed, sim))
+    let (mut sim, seed) = build(s, lab_seed, capture)?;
+    let mut run_error = sim
+        .run_for(s.variant.duration())
+        .err()
+        .map(|e| e.to_string());
+    let mut data = DataObserved::default();
+    if run_error.is_none() && s.variant == Variant::Matrix && qualified(&sim) {
+        let mut strict = || -> Result<(), SimError> {
+            data.ping_strict = ping_run(&mut sim, ECHO_HOST)?;
+            if let Some(peer) = sim.client(1).and_then(|n| n.client.address()) {
+                data.teredo = ping_run(&mut sim, peer)?;
+            }
+            Ok(())
+        };
+        run_error = strict().err().map(|e| e.to_string());
+        let (mut lenient, _) = build_with(s, lab_seed, false, TrustPolicy::Lenient)?;
+        let mut run = || -> Result<(), SimError> {
+            lenient.run_for(s.variant.duration())?;
+            if qualified(&lenient) {
+                data.ping_lenient = ping_run(&mut lenient, ECHO_HOST)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            run_error.get_or_insert(format!("lenient network: {e}"));
+        }
+    }
+    let pcap = sim.take_pcap();
+    let observed = observe(&sim, run_error, data);
+    let mut mismatches = s.expect.check(&observed);
+    mismatches.extend(s.data.check(&observed.data));
+    Ok(ScenarioResult {
+        scenario: *s,
+        seed,
+        observed,
+        mismatches,
+        pcap,
+    })
 }
 
-/// The scenario's network, ready to run (exposed so that tests can drive it step by step),
-/// and the scenario's seed.
+/// The scenario's network with a strict relay, ready to run (exposed so that tests can
+/// drive it step by step), and the scenario's seed.
 pub fn build(s: &Scenario, lab_seed: u64, capture: bool) -> Result<(Sim, u64), NatConfigError> {
+    build_with(s, lab_seed, capture, TrustPolicy::Strict)
+}
+
+/// The scenario's network with a relay of the given trust policy: the client (index 0)
+/// behind its NAT, the native segment with [`ECHO_HOST`] and the relay at [`RELAY_ADDR`],
+/// and in matrix cells the second client (index 1, answering pings).
+pub fn build_with(
+    s: &Scenario,
+    lab_seed: u64,
+    capture: bool,
+    trust: TrustPolicy,
+) -> Result<(Sim, u64), NatConfigError> {
     let seed = scenario_seed(lab_seed, &s.name());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let client_seed = rng.next_u64();
     let nat_seed = rng.next_u64();
     // An ephemeral port, as a real client would get (49152..=65535).
     let port = 49_152 + (rng.next_u32() % 16_384) as u16;
+    // Drawn after the client's, so that adding them changed none of its values.
+    let relay_seed = rng.next_u64();
+    let peer_seed = rng.next_u64();
+    let peer_nat_seed = rng.next_u64();
+    let peer_port = 49_152 + (rng.next_u32() % 16_384) as u16;
 
     let t0 = Instant::now();
     let mut sim = Sim::new(t0, ServerConfig::new(SERVER), DEFAULT_LATENCY);
@@ -722,6 +1101,27 @@ pub fn build(s: &Scenario, lab_seed: u64, capture: bool) -> Result<(Sim, u64), N
     };
     let client = Client::new(cfg, ChaCha8Rng::seed_from_u64(client_seed), local, t0);
     sim.add_client(client, nat);
+    let relay_cfg = RelayConfig {
+        trust,
+        icmp_source: Some(RELAY_NATIVE),
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(relay_cfg, ChaCha8Rng::seed_from_u64(relay_seed), t0);
+    sim.add_native(relay, RELAY_ADDR, EchoHost::new(ECHO_HOST));
+    if s.variant == Variant::Matrix {
+        let peer_nat = PEER_NAT.config(vec![PEER_NAT_EXTERNAL], peer_nat_seed)?;
+        let peer_local = SocketAddrV4::new(PEER_INTERNAL, peer_port);
+        let peer = Client::new(
+            ClientConfig::profile(PEER_PROFILE, SERVER),
+            ChaCha8Rng::seed_from_u64(peer_seed),
+            peer_local,
+            t0,
+        );
+        let i = sim.add_client(peer, peer_nat.map(Nat::new));
+        if let Some(n) = sim.client_mut(i) {
+            n.echo_responder = true;
+        }
+    }
     if matches!(s.variant, Variant::ServerDown | Variant::SpoofedRa) {
         sim.set_server_up(false);
     }
@@ -731,25 +1131,101 @@ pub fn build(s: &Scenario, lab_seed: u64, capture: bool) -> Result<(Sim, u64), N
     Ok((sim, seed))
 }
 
-fn finish(s: &Scenario, seed: u64, mut sim: Sim) -> ScenarioResult {
-    let run_error = sim
-        .run_for(s.variant.duration())
-        .err()
-        .map(|e| e.to_string());
-    let pcap = sim.take_pcap();
-    let observed = observe(&sim, run_error);
-    let mismatches = s.expect.check(&observed);
-    ScenarioResult {
-        scenario: *s,
-        seed,
-        observed,
-        mismatches,
-        pcap,
-    }
+fn qualified(sim: &Sim) -> bool {
+    sim.client(0)
+        .is_some_and(|n| n.client.state() == State::Qualified)
 }
 
-/// What the (only) client of `sim` ended with.
-fn observe(sim: &Sim, run_error: Option<String>) -> Observed {
+/// The data of the lab's echo requests (32 bytes).
+pub const PING_DATA: &[u8; 32] = b"teredo-lab echo request payload!";
+
+/// Every drop counter of the network that explains a data-path run.
+fn drop_counters(sim: &Sim) -> [BTreeMap<&'static str, u64>; 3] {
+    let relay = sim.relay().map(|r| {
+        DropReason::ALL
+            .iter()
+            .map(|x| (x.as_str(), r.counters().dropped(*x)))
+            .collect()
+    });
+    let mut nat = BTreeMap::new();
+    for n in sim.clients() {
+        if let Some(c) = n.nat.as_ref().map(Nat::counters) {
+            for x in NatDrop::ALL {
+                *nat.entry(x.as_str()).or_default() += c.dropped(*x);
+            }
+        }
+    }
+    let client = sim.client(0).map(|n| {
+        let c = n.client.counters();
+        DropReason::ALL
+            .iter()
+            .map(|x| (x.as_str(), c.rejected(*x) + c.dropped(*x)))
+            .collect()
+    });
+    [relay.unwrap_or_default(), nat, client.unwrap_or_default()]
+}
+
+fn delta(
+    before: &BTreeMap<&'static str, u64>,
+    after: &BTreeMap<&'static str, u64>,
+) -> BTreeMap<&'static str, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (*k, v.saturating_sub(before.get(k).copied().unwrap_or(0))))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// Client 0 sends [`PINGS`] echo requests to `dst`, [`PING_INTERVAL`] apart, then waits
+/// [`PING_WAIT`]; `None` when it has no address.
+fn ping_run(sim: &mut Sim, dst: Ipv6Addr) -> Result<Option<PathObserved>, SimError> {
+    let Some((src, mark)) = sim
+        .client(0)
+        .and_then(|n| Some((n.client.address()?, n.delivered.len())))
+    else {
+        return Ok(None);
+    };
+    let before = drop_counters(sim);
+    let mut o = PathObserved::default();
+    for seq in 0..PINGS {
+        let Some(pkt) = packets::echo_request(src, dst, PING_ID, seq, PING_DATA) else {
+            continue;
+        };
+        o.sent += 1;
+        if sim.send_ipv6(0, &pkt).is_err() {
+            o.refused += 1;
+        }
+        sim.run_for(PING_INTERVAL)?;
+    }
+    sim.run_for(PING_WAIT)?;
+    let mut seqs: Vec<u16> = sim
+        .client(0)
+        .map(|n| n.delivered.get(mark..).unwrap_or_default())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(_, p)| match packets::parse(p) {
+            Some(packets::Parsed::Echo {
+                src,
+                reply: true,
+                id: PING_ID,
+                seq,
+                ..
+            }) if src == dst => Some(seq),
+            _ => None,
+        })
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    o.received = u16::try_from(seqs.len()).unwrap_or(u16::MAX);
+    let after = drop_counters(sim);
+    o.relay_drops = delta(&before[0], &after[0]);
+    o.nat_drops = delta(&before[1], &after[1]);
+    o.client_drops = delta(&before[2], &after[2]);
+    Ok(Some(o))
+}
+
+/// What the scenario's client (index 0) of `sim` ended with.
+fn observe(sim: &Sim, run_error: Option<String>, data: DataObserved) -> Observed {
     let Some(node) = sim.client(0) else {
         unreachable!("every lab network has a client");
     };
@@ -797,6 +1273,8 @@ fn observe(sim: &Sim, run_error: Option<String>) -> Observed {
         virtual_time: sim.elapsed(),
         steps: sim.steps(),
         run_error,
+        data_rejected: counters.data_rejected,
+        data,
     }
 }
 
@@ -927,7 +1405,8 @@ impl LabReport {
     }
 
     /// The table (columns: profile, NAT, variant, expected, state, NAT type, Teredo
-    /// address, error, NAT drops, result), a summary line, and a line per mismatch.
+    /// address, error, NAT drops, the three data-path runs, result), a summary line, and a
+    /// line per mismatch.
     pub fn table(&self) -> String {
         let header = [
             "profile",
@@ -939,13 +1418,17 @@ impl LabReport {
             "Teredo address",
             "error",
             "NAT drops",
+            "ping (strict)",
+            "ping (lenient)",
+            "teredo↔teredo",
             "result",
         ];
-        let rows: Vec<[String; 10]> = self
+        let rows: Vec<[String; 13]> = self
             .results
             .iter()
             .map(|r| {
                 let o = &r.observed;
+                let d = &r.scenario.data;
                 [
                     r.scenario.profile.to_string(),
                     r.scenario.nat.to_string(),
@@ -956,6 +1439,9 @@ impl LabReport {
                     o.address.map_or("-".to_owned(), |a| a.to_string()),
                     o.error.map_or("-".to_owned(), |e| e.to_string()),
                     o.nat_drops_total().to_string(),
+                    data_cell(d.ping_strict, o.data.ping_strict.as_ref()),
+                    data_cell(d.ping_lenient, o.data.ping_lenient.as_ref()),
+                    data_cell(d.teredo, o.data.teredo.as_ref()),
                     if r.ok() { "ok" } else { "MISMATCH" }.to_owned(),
                 ]
             })
@@ -1055,6 +1541,20 @@ impl LabReport {
                         "virtual_secs": o.virtual_time.as_secs_f64(),
                         "steps": o.steps,
                         "run_error": o.run_error,
+                        "data_rejected": o.data_rejected,
+                    },
+                    "data": {
+                        "why": s.data.why,
+                        "expected": {
+                            "ping_strict": s.data.ping_strict.summary(),
+                            "ping_lenient": s.data.ping_lenient.summary(),
+                            "teredo": s.data.teredo.summary(),
+                        },
+                        "observed": {
+                            "ping_strict": o.data.ping_strict.as_ref().map(PathObserved::json),
+                            "ping_lenient": o.data.ping_lenient.as_ref().map(PathObserved::json),
+                            "teredo": o.data.teredo.as_ref().map(PathObserved::json),
+                        },
                     },
                     "ok": r.ok(),
                     "mismatches": r.mismatches,

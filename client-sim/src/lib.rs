@@ -7,14 +7,18 @@
 //!   outcomes; `client-sim lab`.
 //! * [`qualify`]: one client over real UDP sockets, optionally behind the NAT model;
 //!   `client-sim qualify`.
+//! * [`ping`]: `client-sim ping` / `udp-echo`: qualify, then echo through the data path.
 //! * [`report`]: the `netsh interface teredo show state`-like status block.
 //! * [`pcap`]: captures of the simulated Internet.
+//! * [`packets`]: the ICMPv6 echo and UDP packets of the data path.
 //! * [`cli`]: the command line (`src/main.rs` only parses it and calls [`cli::run`]).
 
 pub mod cli;
 pub mod lab;
 pub mod nat;
+pub mod packets;
 pub mod pcap;
+pub mod ping;
 pub mod qualify;
 pub mod report;
 pub mod sim;

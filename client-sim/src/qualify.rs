@@ -6,7 +6,7 @@
 //!   local address is found by `connect`ing a probe socket toward the server and reading
 //!   its local address.
 //! * **Behind a simulated NAT**: the client state machine lives at the virtual internal
-//!   address 10.0.0.2:<port>. Every datagram it sends goes through [`Nat::outbound`]; for each
+//!   address `10.0.0.2:<port>`. Every datagram it sends goes through [`Nat::outbound`]; for each
 //!   external mapping the NAT allocates, a real UDP socket is bound to that external
 //!   address and port (the `--bind` address unless the NAT spec lists its own `ips=`), so
 //!   the server sees genuine NAT behaviour on the wire. What arrives on a mapping socket
@@ -16,9 +16,10 @@
 //!   attempt is counted and qualification starts over with a freshly seeded NAT, up to
 //!   [`MAX_ATTEMPTS`] times, then fails with the bind error.
 //!
-//! The run ends when the client is qualified or offline, or after the timeout.
+//! The run ends when the client is qualified or offline, or after the timeout. The
+//! [`crate::ping`] commands keep the driver after qualifying and send data through it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -31,7 +32,8 @@ use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use teredo::addr::TEREDO_PORT;
-use teredo::client::{Client, ClientConfig, ClientType, Profile, MAX_RS_LEN};
+use teredo::client::{Client, ClientConfig, ClientType, Event, Profile};
+use teredo::wire::packet::MAX_UDP_PAYLOAD;
 use teredo_rt::{bind_udp, Shutdown, UdpOptions, MAX_DATAGRAM};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -48,6 +50,13 @@ pub const INTERNAL_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
 /// Capacity of the channel from the socket tasks to the driver.
 const CHANNEL: usize = 1024;
+
+/// Packets delivered by the client and not yet read by [`Driver::take_delivered`]; older
+/// ones are dropped beyond this.
+const MAX_DELIVERED: usize = 1024;
+
+/// Events kept for [`Driver::take_events`].
+const MAX_EVENTS: usize = 1024;
 
 /// Which NAT sits in front of the client.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -118,8 +127,10 @@ pub struct QualifyCounters {
     pub rs_sent: u64,
     /// Router advertisements accepted.
     pub ra_accepted: u64,
-    /// Datagrams the client refused.
+    /// Datagrams the client refused on the qualification path.
     pub ra_rejected: u64,
+    /// Datagrams the client refused on the data path.
+    pub data_rejected: u64,
     /// NAT drops per reason (empty without NAT).
     pub nat_drops: BTreeMap<&'static str, u64>,
     /// Real UDP sockets opened (one per external mapping behind a NAT).
@@ -179,6 +190,16 @@ impl From<anyhow::Error> for AttemptError {
 /// problems (one line each) and an interruption by `shutdown`; every protocol outcome,
 /// including the timeout, is a [`QualifyReport`].
 pub async fn qualify(opts: QualifyOptions, shutdown: Shutdown) -> anyhow::Result<QualifyReport> {
+    qualify_driver(&opts, &shutdown).await.map(|(r, _)| r)
+}
+
+/// As [`qualify`], and also returns the driver of the attempt that reached the outcome, so
+/// that a data session can go on with the same client, NAT and sockets.
+pub(crate) async fn qualify_driver(
+    opts: &QualifyOptions,
+    shutdown: &Shutdown,
+) -> anyhow::Result<(QualifyReport, Driver)> {
+    let opts = opts.clone();
     let started = Instant::now();
     anyhow::ensure!(
         !(opts.server.is_unspecified() || opts.server.is_multicast() || opts.server.is_broadcast()),
@@ -206,7 +227,9 @@ pub async fn qualify(opts: QualifyOptions, shutdown: Shutdown) -> anyhow::Result
                 .find(|ip| c.external_ips.contains(ip))
             {
                 bail!(
-                    "server address {ip} is also the simulated NAT's external address:                      the NAT would hairpin the router solicitations; bind the client to                      another address (--bind)"
+                    "server address {ip} is also the simulated NAT's external address: \
+                     the NAT would hairpin the router solicitations; bind the client to \
+                     another address (--bind)"
                 );
             }
         }
@@ -220,12 +243,12 @@ pub async fn qualify(opts: QualifyOptions, shutdown: Shutdown) -> anyhow::Result
             attempt = attempt + 1,
             "qualifying"
         );
-        let result = driver.run(&opts, &shutdown).await;
+        let result = driver.run(&opts, shutdown).await;
         driver.add_counters(&mut counters);
         match result {
             Ok(outcome) => {
                 tracing::info!(outcome = outcome.as_str(), state = %driver.client.state(), "qualification finished");
-                return Ok(QualifyReport {
+                let report = QualifyReport {
                     outcome,
                     exit_code: outcome.exit_code(),
                     profile: opts.profile.to_string(),
@@ -233,7 +256,8 @@ pub async fn qualify(opts: QualifyOptions, shutdown: Shutdown) -> anyhow::Result
                     status: StatusReport::of(&driver.client),
                     elapsed_ms: started.elapsed().as_millis(),
                     counters,
-                });
+                };
+                return Ok((report, driver));
             }
             Err(AttemptError::Bind { addr, error }) => {
                 counters.bind_failures += 1;
@@ -345,15 +369,32 @@ impl Sockets {
     }
 }
 
-/// One qualification attempt's state.
-struct Driver {
-    client: Client,
+/// One qualification attempt's state: the client, its NAT model and the real sockets.
+pub(crate) struct Driver {
+    pub(crate) client: Client,
     nat: Option<Nat>,
     /// The client's own address (real without NAT, virtual behind one).
     internal: SocketAddrV4,
     sockets: Sockets,
     rx: mpsc::Receiver<Received>,
     send_errors: u64,
+    /// Transmit / delivery buffer (one datagram).
+    buf: Vec<u8>,
+    /// Packets the client delivered, with their arrival time.
+    delivered: VecDeque<(Instant, Vec<u8>)>,
+    delivered_dropped: u64,
+    /// Events since the last [`Self::take_events`].
+    events: VecDeque<Event>,
+}
+
+/// What one [`Driver::step`] saw.
+pub(crate) enum Step {
+    /// Input handled or a timer fired.
+    Progress,
+    /// The deadline passed.
+    Deadline,
+    /// The shutdown signal.
+    Shutdown,
 }
 
 impl Driver {
@@ -396,7 +437,75 @@ impl Driver {
             sockets,
             rx,
             send_errors: 0,
+            buf: vec![0u8; MAX_UDP_PAYLOAD],
+            delivered: VecDeque::new(),
+            delivered_dropped: 0,
+            events: VecDeque::new(),
         })
+    }
+
+    /// Packets delivered to the application since the last call, with their arrival time.
+    pub(crate) fn take_delivered(&mut self) -> Vec<(Instant, Vec<u8>)> {
+        self.delivered.drain(..).collect()
+    }
+
+    /// Client events since the last call.
+    pub(crate) fn take_events(&mut self) -> Vec<Event> {
+        self.events.drain(..).collect()
+    }
+
+    /// Waits for one input (a datagram, a client or NAT timer, `deadline`, or `shutdown`),
+    /// handles it, and sends what the client produced.
+    pub(crate) async fn step(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Step> {
+        let timer = earliest(
+            self.client.poll_timeout(),
+            self.nat.as_ref().and_then(Nat::poll_timeout),
+        )
+        .map(tokio::time::Instant::from_std);
+        let step = tokio::select! {
+            biased;
+            () = shutdown.wait() => Step::Shutdown,
+            () = sleep_until_opt(deadline) => Step::Deadline,
+            got = self.rx.recv() => match got {
+                Some(r) => {
+                    self.receive(r);
+                    Step::Progress
+                }
+                None => anyhow::bail!("socket tasks ended"),
+            },
+            () = sleep_until_opt(timer) => {
+                let now = teredo_rt::now();
+                if let Some(nat) = self.nat.as_mut() {
+                    nat.expire(now);
+                }
+                self.client.handle_timeout(now);
+                Step::Progress
+            }
+        };
+        self.pump().await?;
+        Ok(step)
+    }
+
+    /// Sends what the client queued and collects its deliveries and events.
+    pub(crate) async fn pump(&mut self) -> anyhow::Result<()> {
+        match self.flush().await {
+            Ok(()) => Ok(()),
+            Err(AttemptError::Bind { addr, error }) => Err(anyhow::anyhow!(
+                "cannot bind UDP socket {addr} for a NAT mapping: {error}"
+            )),
+            Err(AttemptError::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Counters of the run so far.
+    pub(crate) fn counters(&self) -> QualifyCounters {
+        let mut c = QualifyCounters::default();
+        self.add_counters(&mut c);
+        c
     }
 
     /// The socket for an external mapping, binding it on first use.
@@ -415,13 +524,36 @@ impl Driver {
         }
     }
 
-    /// Sends what the client queued, through the NAT.
+    /// Sends what the client queued, through the NAT; collects deliveries and events.
     async fn flush(&mut self) -> Result<(), AttemptError> {
-        let mut buf = [0u8; MAX_RS_LEN + 64];
-        // Bounded: the client queues at most one RS per input.
-        for _ in 0..64 {
-            let Some(t) = self.client.poll_transmit(&mut buf) else {
-                break;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(MAX_UDP_PAYLOAD, 0);
+        let r = self.flush_with(&mut buf).await;
+        self.buf = buf;
+        while let Some(e) = self.client.poll_event() {
+            tracing::debug!(event = ?e, "client event");
+            if self.events.len() >= MAX_EVENTS {
+                self.events.pop_front();
+            }
+            self.events.push_back(e);
+        }
+        r
+    }
+
+    async fn flush_with(&mut self, buf: &mut [u8]) -> Result<(), AttemptError> {
+        // Bounded: the client's output queue holds at most 256 datagrams (plus an RS).
+        for _ in 0..1024 {
+            let Some(t) = self.client.poll_transmit(buf) else {
+                let Some(n) = self.client.poll_ipv6(buf) else {
+                    break;
+                };
+                if self.delivered.len() >= MAX_DELIVERED {
+                    self.delivered.pop_front();
+                    self.delivered_dropped += 1;
+                }
+                let packet = buf.get(..n).unwrap_or_default().to_vec();
+                self.delivered.push_back((teredo_rt::now(), packet));
+                continue;
             };
             let now = teredo_rt::now();
             let from = match self.nat.as_mut() {
@@ -439,7 +571,8 @@ impl Driver {
                 },
             };
             let socket = self.socket_for(from)?;
-            if let Err(e) = socket.send_to(&buf[..t.len], t.to).await {
+            let data = buf.get(..t.len).unwrap_or_default();
+            if let Err(e) = socket.send_to(data, t.to).await {
                 self.send_errors += 1;
                 tracing::warn!(%from, to = %t.to, error = %e, "send failed");
             }
@@ -471,9 +604,6 @@ impl Driver {
         let deadline = tokio::time::Instant::now() + opts.timeout;
         loop {
             self.flush().await?;
-            while let Some(e) = self.client.poll_event() {
-                tracing::debug!(event = ?e, "client event");
-            }
             if let Some(outcome) = Outcome::of(self.client.state(), self.client.error()) {
                 return Ok(outcome);
             }
@@ -508,6 +638,7 @@ impl Driver {
         c.rs_sent += cc.rs_sent;
         c.ra_accepted += cc.ra_accepted;
         c.ra_rejected += cc.ra_rejected;
+        c.data_rejected += cc.data_rejected;
         if let Some(nat) = &self.nat {
             for r in NatDrop::ALL {
                 *c.nat_drops.entry(r.as_str()).or_default() += nat.counters().dropped(*r);
@@ -519,14 +650,14 @@ impl Driver {
     }
 }
 
-async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
 }
 
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, None) => x,

@@ -18,24 +18,38 @@
 //!   (filtering!). Its drops are counted by the NAT itself ([`Nat::counters`]).
 //! * The **server** is [`teredo::server::Server`]; it can be switched off
 //!   ([`Sim::set_server_up`]) to model an unreachable server.
+//! * An optional **native IPv6 segment** ([`Sim::add_native`]) carries what the server
+//!   forwards natively: an [`EchoHost`] (e.g. 2001:db8::99) answers ICMPv6 echo and UDP echo
+//!   (port 7), and the segment routes 2001::/32 to a sans-IO [`teredo::relay::Relay`] that
+//!   also sits on the IPv4 Internet at its own address and port. Native packets take the
+//!   same one-way latency. Without it, the server's native output is discarded
+//!   (`native_discarded`).
+//! * **Applications**: [`Sim::send_ipv6`] hands a packet to a client's data path; packets
+//!   delivered to a client are logged in [`ClientNode::delivered`], and a client with
+//!   [`ClientNode::echo_responder`] answers echo requests as a host's stack would.
 //! * An **observer** ([`Sim::set_observer`]) sees every datagram put on the Internet (as an
 //!   on-path attacker or a tap would) and may inject datagrams of its own.
 //! * Every datagram on the Internet is logged ([`Sim::trace`]) and, if asked, captured as a
-//!   pcap file ([`Sim::enable_pcap`]).
+//!   pcap file ([`Sim::enable_pcap`]), native IPv6 packets too.
 //!
 //! # Bounds
 //! The run loop stops after [`Sim::step_limit`] steps (an error, never a hang), every
-//! datagram is at most 65,507 bytes, and the queue only grows by what nodes send.
+//! datagram is at most 65,507 bytes, the queue only grows by what nodes send, and the log of
+//! delivered packets keeps at most [`MAX_DELIVERED_LOG`] per client.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use teredo::addr::is_teredo;
 use teredo::client::{Client, Event};
+use teredo::relay::{Output as RelayOutput, Relay};
 use teredo::server::{Local, Output, Server, ServerConfig};
+use teredo::DropReason;
 
 use crate::nat::{Nat, Outbound};
+use crate::packets;
 use crate::pcap::{PcapLog, MAX_UDP_PAYLOAD};
 
 /// Default one-way latency of the simulated Internet.
@@ -46,6 +60,13 @@ pub const DEFAULT_STEP_LIMIT: u64 = 1_000_000;
 
 /// Cap on the datagrams an observer may inject per observed datagram.
 pub const MAX_INJECTED_PER_DATAGRAM: usize = 16;
+
+/// Packets kept per client in [`ClientNode::delivered`]; later ones are counted only.
+pub const MAX_DELIVERED_LOG: usize = 4096;
+
+/// Bound on the datagrams and deliveries drained from one client per input (the client's
+/// own output queue holds at most 256).
+const MAX_DRAIN: usize = 4096;
 
 /// One UDP datagram on the simulated Internet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +87,8 @@ pub enum Sender {
     Server,
     /// Client `n` (through its NAT, if any).
     Client(usize),
+    /// The relay (bubbles and packets for clients).
+    Relay,
     /// An observer's injection.
     Injected,
 }
@@ -96,8 +119,12 @@ pub struct SimCounters {
     pub server_unreachable: u64,
     /// Datagrams the server refused, per drop reason.
     pub server_dropped: BTreeMap<&'static str, u64>,
-    /// Packets the server handed to its native IPv6 side (discarded: no native network here).
+    /// Packets the server handed to its native IPv6 side while there is no native segment.
     pub native_discarded: u64,
+    /// Packets put on the native IPv6 segment (by the server, the relay, the echo host).
+    pub native_packets: u64,
+    /// Native packets for an address nobody has (neither the echo host nor 2001::/32).
+    pub native_no_route: u64,
     /// Observer injections refused because they exceeded [`MAX_INJECTED_PER_DATAGRAM`] or
     /// 65,507 bytes.
     pub injections_refused: u64,
@@ -125,6 +152,48 @@ pub struct ClientNode {
     pub nat: Option<Nat>,
     /// Every event the client emitted, with its virtual time.
     pub events: Vec<(Duration, Event)>,
+    /// Packets the client delivered to its application, with their virtual time (the first
+    /// [`MAX_DELIVERED_LOG`]).
+    pub delivered: Vec<(Duration, Vec<u8>)>,
+    /// Deliveries beyond [`MAX_DELIVERED_LOG`] (not logged).
+    pub delivered_unlogged: u64,
+    /// Answer ICMPv6 echo requests delivered to the client (as a host's stack would).
+    pub echo_responder: bool,
+}
+
+/// The host on the native segment: answers ICMPv6 echo requests and UDP datagrams to
+/// [`packets::UDP_ECHO_PORT`] sent to its address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EchoHost {
+    /// Its IPv6 address.
+    pub addr: Ipv6Addr,
+    /// Answering (a host that is down receives and counts, but answers nothing).
+    pub up: bool,
+    /// Echo requests received.
+    pub echo_requests: u64,
+    /// UDP datagrams received.
+    pub udp_datagrams: u64,
+    /// Packets answered.
+    pub answered: u64,
+}
+
+impl EchoHost {
+    /// A host at `addr`, up.
+    pub fn new(addr: Ipv6Addr) -> Self {
+        Self {
+            addr,
+            up: true,
+            echo_requests: 0,
+            udp_datagrams: 0,
+            answered: 0,
+        }
+    }
+}
+
+/// The relay and its address on the IPv4 Internet.
+struct RelayNode {
+    relay: Relay,
+    addr: SocketAddrV4,
 }
 
 impl ClientNode {
@@ -149,6 +218,8 @@ enum Delivery {
         from: SocketAddrV4,
         payload: Vec<u8>,
     },
+    /// A packet reaches its destination on the native IPv6 segment.
+    Native(Vec<u8>),
 }
 
 struct Queued {
@@ -195,6 +266,8 @@ pub struct Sim {
     steps: u64,
     step_limit: u64,
     server_buf: Vec<u8>,
+    relay: Option<RelayNode>,
+    echo_host: Option<EchoHost>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -227,7 +300,52 @@ impl Sim {
             steps: 0,
             step_limit: DEFAULT_STEP_LIMIT,
             server_buf: vec![0; MAX_UDP_PAYLOAD],
+            relay: None,
+            echo_host: None,
         }
+    }
+
+    /// Adds the native IPv6 segment: `echo_host`, and `relay` (reached over IPv4 at
+    /// `relay_addr`, routed 2001::/32 on the native side). Replaces any previous one.
+    pub fn add_native(&mut self, relay: Relay, relay_addr: SocketAddrV4, echo_host: EchoHost) {
+        self.relay = Some(RelayNode {
+            relay,
+            addr: relay_addr,
+        });
+        self.echo_host = Some(echo_host);
+    }
+
+    /// The relay core, if there is a native segment.
+    pub fn relay(&self) -> Option<&Relay> {
+        self.relay.as_ref().map(|r| &r.relay)
+    }
+
+    /// The relay's IPv4 address and port, if there is a native segment.
+    pub fn relay_addr(&self) -> Option<SocketAddrV4> {
+        self.relay.as_ref().map(|r| r.addr)
+    }
+
+    /// The echo host, if there is a native segment.
+    pub fn echo_host(&self) -> Option<&EchoHost> {
+        self.echo_host.as_ref()
+    }
+
+    /// The echo host, mutably (e.g. to take it down).
+    pub fn echo_host_mut(&mut self) -> Option<&mut EchoHost> {
+        self.echo_host.as_mut()
+    }
+
+    /// The application of client `i` sends `packet` now (through
+    /// [`Client::send_ipv6`]); whatever the client emits leaves at once. `Err` is the
+    /// client's drop reason (`not_qualified` for an unknown client).
+    pub fn send_ipv6(&mut self, i: usize, packet: &[u8]) -> Result<(), DropReason> {
+        let now = self.now;
+        let Some(node) = self.clients.get_mut(i) else {
+            return Err(DropReason::NotQualified);
+        };
+        let r = node.client.send_ipv6(now, packet);
+        self.pump_client(i);
+        r
     }
 
     /// Adds a client, behind `nat` or (with `None`) directly on the Internet at its own
@@ -237,6 +355,9 @@ impl Sim {
             client,
             nat,
             events: Vec::new(),
+            delivered: Vec::new(),
+            delivered_unlogged: 0,
+            echo_responder: false,
         });
         self.clients.len() - 1
     }
@@ -368,7 +489,8 @@ impl Sim {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        self.clients.iter().fold(None, |acc, c| {
+        let relay = self.relay.as_ref().and_then(|r| r.relay.poll_timeout());
+        self.clients.iter().fold(relay, |acc, c| {
             let nat = c.nat.as_ref().and_then(Nat::poll_timeout);
             earliest(earliest(acc, c.client.poll_timeout()), nat)
         })
@@ -376,6 +498,12 @@ impl Sim {
 
     fn fire_timers(&mut self) {
         let now = self.now;
+        if let Some(r) = self.relay.as_mut() {
+            if r.relay.poll_timeout().is_some_and(|t| t <= now) {
+                r.relay.handle_timeout(now);
+                self.drain_relay();
+            }
+        }
         for i in 0..self.clients.len() {
             let node = &mut self.clients[i];
             if let Some(nat) = node.nat.as_mut() {
@@ -448,7 +576,80 @@ impl Sim {
                 from,
                 payload,
             } => self.deliver_inside(node, from, &payload),
+            Delivery::Native(packet) => self.native_arrive(&packet),
         }
+    }
+
+    /// Puts a packet on the native segment: logged, captured, delivered a latency later.
+    fn native_send(&mut self, packet: Vec<u8>) {
+        self.counters.native_packets += 1;
+        let at = self.elapsed();
+        if let Some(pcap) = self.pcap.as_mut() {
+            pcap.record_ipv6(at, &packet);
+        }
+        let arrive = self.now + self.latency;
+        self.push(arrive, Delivery::Native(packet));
+    }
+
+    /// A native packet reaches the echo host, the relay (2001::/32), or nobody.
+    fn native_arrive(&mut self, packet: &[u8]) {
+        let Some(dst) = packet
+            .get(24..40)
+            .and_then(|d| <[u8; 16]>::try_from(d).ok())
+            .map(Ipv6Addr::from)
+        else {
+            self.counters.native_no_route += 1;
+            return;
+        };
+        if let Some(h) = self.echo_host.as_mut().filter(|h| h.addr == dst) {
+            match packets::parse(packet) {
+                Some(packets::Parsed::Echo { reply: false, .. }) => h.echo_requests += 1,
+                Some(packets::Parsed::Udp { .. }) => h.udp_datagrams += 1,
+                _ => {}
+            }
+            let answer = if h.up {
+                packets::answer(packet, true)
+            } else {
+                None
+            };
+            if let Some(a) = answer {
+                h.answered += 1;
+                self.native_send(a);
+            }
+            return;
+        }
+        let now = self.now;
+        match self.relay.as_mut() {
+            Some(r) if is_teredo(&dst) => {
+                // Refusals are counted by the relay (`RelayCounters::dropped`).
+                let _ = r.relay.handle_ipv6(now, packet);
+                self.drain_relay();
+            }
+            _ => self.counters.native_no_route += 1,
+        }
+    }
+
+    /// Sends what the relay produced: datagrams on the Internet, packets on the native side.
+    fn drain_relay(&mut self) {
+        let mut buf = std::mem::take(&mut self.server_buf);
+        buf.resize(MAX_UDP_PAYLOAD, 0);
+        while let Some(r) = self.relay.as_mut() {
+            let from = r.addr;
+            let Some(out) = r.relay.poll_output(&mut buf) else {
+                break;
+            };
+            match out {
+                RelayOutput::Udp { to, len } => {
+                    let payload = buf.get(..len).unwrap_or_default().to_vec();
+                    self.launch(Sender::Relay, Datagram { from, to, payload });
+                }
+                RelayOutput::Ipv6 { len } => {
+                    let packet = buf.get(..len).unwrap_or_default().to_vec();
+                    self.native_send(packet);
+                }
+            }
+        }
+        self.server_buf = buf;
     }
 
     fn server_local(&self, ip: Ipv4Addr) -> Option<Local> {
@@ -484,6 +685,9 @@ impl Sim {
                                 let payload = buf[..len].to_vec();
                                 self.launch(Sender::Server, Datagram { from, to, payload });
                             }
+                            Output::Ipv6 { len } if self.relay.is_some() => {
+                                self.native_send(buf[..len].to_vec());
+                            }
                             Output::Ipv6 { .. } => self.counters.native_discarded += 1,
                         }
                     }
@@ -497,6 +701,12 @@ impl Sim {
                         .or_default() += 1;
                 }
             }
+            return;
+        }
+        if let Some(r) = self.relay.as_mut().filter(|r| r.addr == d.to) {
+            // Refusals are counted by the relay (`RelayCounters::dropped`).
+            let _ = r.relay.handle_udp(now, d.from, &d.payload);
+            self.drain_relay();
             return;
         }
         let ip = *d.to.ip();
@@ -543,7 +753,8 @@ impl Sim {
         self.pump_client(i);
     }
 
-    /// Sends whatever client `i` queued and collects its events.
+    /// Sends whatever client `i` queued, hands its deliveries to the application (which
+    /// answers echo requests when it is an echo responder), and collects its events.
     fn pump_client(&mut self, i: usize) {
         let now = self.now;
         let elapsed = self.elapsed();
@@ -553,13 +764,33 @@ impl Sim {
             let Some(node) = self.clients.get_mut(i) else {
                 return;
             };
-            let mut buf = [0u8; 1500];
-            // Bounded: the client queues at most one RS per input.
-            for _ in 0..64 {
-                let Some(t) = node.client.poll_transmit(&mut buf) else {
+            let mut buf = std::mem::take(&mut self.server_buf);
+            buf.resize(MAX_UDP_PAYLOAD, 0);
+            // Answers to deliveries may queue more datagrams: drain both until quiet.
+            let mut transmits = Vec::new();
+            for _ in 0..MAX_DRAIN {
+                if let Some(t) = node.client.poll_transmit(&mut buf) {
+                    transmits.push((t, buf.get(..t.len).unwrap_or_default().to_vec()));
+                    continue;
+                }
+                let Some(n) = node.client.poll_ipv6(&mut buf) else {
                     break;
                 };
-                let payload = buf[..t.len].to_vec();
+                let packet = buf.get(..n).unwrap_or_default().to_vec();
+                if node.echo_responder {
+                    if let Some(answer) = packets::answer(&packet, false) {
+                        // Refusals are counted by the client.
+                        let _ = node.client.send_ipv6(now, &answer);
+                    }
+                }
+                if node.delivered.len() < MAX_DELIVERED_LOG {
+                    node.delivered.push((elapsed, packet));
+                } else {
+                    node.delivered_unlogged += 1;
+                }
+            }
+            self.server_buf = buf;
+            for (t, payload) in transmits {
                 let local = node.client.local();
                 match node.nat.as_mut() {
                     None => out.push((

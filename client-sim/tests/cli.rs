@@ -31,7 +31,7 @@ const NATS: &[&str] = &[
 
 #[test]
 fn help_lists_profiles_presets_and_exit_statuses() {
-    for sub in ["lab", "qualify"] {
+    for sub in ["lab", "qualify", "ping", "udp-echo"] {
         let o = client_sim(&[sub, "--help"]);
         assert!(o.status.success());
         let text = stdout(&o);
@@ -69,6 +69,24 @@ fn help_lists_profiles_presets_and_exit_statuses() {
     ] {
         assert!(text.contains(flag), "{flag}\n{text}");
     }
+    for sub in ["ping", "udp-echo"] {
+        let text = stdout(&client_sim(&[sub, "--help"]));
+        for want in [
+            "0  at least one answer",
+            "3  offline: client behind symmetric NAT",
+            "7  no answer at all (100 % packet loss)",
+            "--count",
+            "--size",
+            "--interval",
+            "--wait",
+            "--server",
+            "--profile",
+            "--nat",
+            "--json",
+        ] {
+            assert!(text.contains(want), "{sub}: {want}\n{text}");
+        }
+    }
     let text = stdout(&client_sim(&["lab", "--help"]));
     for flag in ["--seed", "--json", "--pcap", "--profile", "--nat"] {
         assert!(text.contains(flag), "{flag}\n{text}");
@@ -92,6 +110,16 @@ fn usage_errors_exit_2() {
             "--nat-spec",
             "mapping=apd",
         ],
+        &["ping", "--server", "198.51.100.1"],
+        &[
+            "ping",
+            "--server",
+            "198.51.100.1",
+            "2001:db8::99",
+            "--size",
+            "5000",
+        ],
+        &["udp-echo", "--server", "198.51.100.1", "2001:db8::99"],
         &["frobnicate"],
     ] {
         let o = client_sim(args);
@@ -149,6 +177,17 @@ fn errors_are_one_line_with_status_1() {
         (
             &["lab", "--pcap", "/proc/version"],
             "cannot create pcap directory",
+        ),
+        (
+            &[
+                "udp-echo",
+                "--server",
+                "127.0.0.2",
+                "--size",
+                "1",
+                "[2001:db8::99]:7",
+            ],
+            "--size must be at least 2 for UDP",
         ),
     ] {
         let o = client_sim(args);

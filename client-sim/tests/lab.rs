@@ -37,6 +37,7 @@ fn custom(profile: Profile, nat: NatPreset, variant: Variant) -> Scenario {
         variant,
         expect: Expect::qualified(NatType::Unknown),
         why: "test",
+        data: lab::DATA_NOT_RUN,
     }
 }
 
@@ -59,12 +60,13 @@ fn tap(sim: &mut client_sim::sim::Sim) -> Seen {
     seen
 }
 
-/// (time, destination, link-local source) of every RS the client sent.
+/// (time, destination, link-local source) of every RS the scenario's client sent (not the
+/// matrix cells' second client, behind its own NAT).
 fn rs_log(seen: &Seen) -> Vec<(Duration, SocketAddrV4, std::net::Ipv6Addr)> {
     seen.lock()
         .unwrap()
         .iter()
-        .filter(|(_, d)| d.to.port() == 3544)
+        .filter(|(_, d)| d.to.port() == 3544 && *d.from.ip() != lab::PEER_NAT_EXTERNAL)
         .map(|(t, d)| (*t, d.to, TeredoPacket::parse(&d.payload).unwrap().src()))
         .collect()
 }
@@ -122,10 +124,12 @@ fn literal_cells() {
     assert_eq!(o.rs_sent, 4);
     let (mut sim, _) = lab::build(&find("miredo__symmetric"), 1, false).unwrap();
     sim.run_for(secs(90)).unwrap();
-    assert!(sim
-        .trace()
-        .iter()
-        .all(|e| *e.to.ip() != SECONDARY && *e.from.ip() != SECONDARY));
+    // (The secondary address only talks to the second client, behind its own NAT.)
+    assert!(sim.trace().iter().all(|e| {
+        (e.sender != Sender::Client(0) || *e.to.ip() != SECONDARY)
+            && (*e.from.ip() != SECONDARY || *e.to.ip() == lab::PEER_NAT_EXTERNAL)
+    }));
+    assert!(sim.trace().iter().any(|e| *e.from.ip() == SECONDARY));
 
     let o = run("xp-sp2__full-cone");
     assert_eq!(o.state, State::Qualified);
@@ -487,4 +491,117 @@ fn dormant_client_wakes_up_on_activity() {
     let node = sim.client(0).unwrap();
     assert_eq!(node.client.state(), State::Qualified);
     assert_eq!(node.client.nat_type(), NatType::Restricted);
+}
+
+#[test]
+fn data_path_literal_cells() {
+    let run = |name: &str| run_scenario(&find(name), 1, false).unwrap().observed;
+
+    let o = run("rfc5991__port-restricted");
+    for p in [&o.data.ping_strict, &o.data.ping_lenient, &o.data.teredo] {
+        let p = p.as_ref().unwrap();
+        assert_eq!((p.sent, p.received, p.refused), (3, 3, 0), "{p:?}");
+        assert!(p.relay_drops.is_empty(), "{p:?}");
+    }
+    assert_eq!(o.data_rejected, 0);
+
+    // Strict relay: the symmetric NAT's new mapping toward the relay is "spoofed"; one drop
+    // per indirect bubble the relay sends (1 + 3 retransmissions) before it gives up.
+    let o = run("vista__symmetric");
+    let strict = o.data.ping_strict.as_ref().unwrap();
+    assert_eq!((strict.sent, strict.received), (3, 0));
+    assert_eq!(strict.relay_drops.get("spoofed_source"), Some(&4));
+    // The client's four echo tests went unanswered: the three queued pings are dropped.
+    assert_eq!(strict.client_drops.get("peer_unreachable"), Some(&3));
+    assert_eq!(o.data.ping_lenient.as_ref().unwrap().received, 3);
+    let t = o.data.teredo.as_ref().unwrap();
+    assert_eq!(t.received, 0);
+    assert!(t.nat_drops.get("filtered").is_some_and(|n| *n > 0));
+
+    // Offline: no data path at all.
+    let o = run("xp-sp2__symmetric");
+    assert_eq!(o.data, lab::DataObserved::default());
+    // Named scenarios have none either.
+    let o = run("win7__port-restricted__idle-61min");
+    assert_eq!(o.data, lab::DataObserved::default());
+}
+
+#[test]
+fn a_wrong_data_expectation_is_a_mismatch() {
+    let s = find("vista__symmetric").data(lab::DataExpect {
+        ping_strict: lab::PathExpect::All,
+        ..lab::DATA_SYMMETRIC_NONCE
+    });
+    let r = run_scenario(&s, 1, false).unwrap();
+    assert_eq!(
+        r.mismatches,
+        ["ping (strict): 0/3 relay spoofed_source=4 (expected 3/3)"]
+    );
+    let s = find("xp-sp2__symmetric").data(lab::DATA_OPEN);
+    let r = run_scenario(&s, 1, false).unwrap();
+    assert_eq!(r.mismatches.len(), 3, "{:?}", r.mismatches);
+    assert!(r.mismatches[0].starts_with("ping (strict): no data path (expected 3/3)"));
+}
+
+#[test]
+fn lenient_relay_trusts_the_nonce_or_the_link_local() {
+    // Vista answers the relay's indirect bubble with its nonce trailer, Miredo with a
+    // direct bubble to the relay's per-peer link-local: either proves it to a lenient relay.
+    for name in ["vista__symmetric", "miredo__symmetric"] {
+        let (mut sim, _) =
+            lab::build_with(&find(name), 1, false, teredo::relay::TrustPolicy::Lenient).unwrap();
+        sim.run_for(secs(90)).unwrap();
+        let x = sim.client(0).unwrap().client.address().unwrap();
+        let ping = client_sim::packets::echo_request(x, lab::ECHO_HOST, 1, 1, b"abc").unwrap();
+        sim.send_ipv6(0, &ping).unwrap();
+        sim.run_for(secs(5)).unwrap();
+        let relay = sim.relay().unwrap();
+        assert_eq!(relay.counters().lenient_accepts, 1, "{name}");
+        let peer = relay.peer(&x).unwrap();
+        assert!(peer.trusted, "{name}");
+        // The mapping the relay uses is not the one in the address.
+        assert_ne!(Some(peer.mapping), sim.client(0).unwrap().client.mapping());
+        let replies = sim.client(0).unwrap().delivered.len();
+        assert_eq!(replies, 1, "{name}");
+        // The relay's packets went out on the Internet as the relay.
+        assert!(sim
+            .trace()
+            .iter()
+            .any(|e| e.sender == Sender::Relay && e.from == lab::RELAY_ADDR));
+    }
+}
+
+#[test]
+fn udp_echo_through_server_and_relay() {
+    use std::net::SocketAddrV6;
+    let (mut sim, _) = lab::build(&find("win7__restricted"), 1, false).unwrap();
+    sim.run_for(secs(30)).unwrap();
+    let x = sim.client(0).unwrap().client.address().unwrap();
+    let src = SocketAddrV6::new(x, 40000, 0, 0);
+    let dst = SocketAddrV6::new(lab::ECHO_HOST, client_sim::packets::UDP_ECHO_PORT, 0, 0);
+    for k in 0..3u8 {
+        let d = client_sim::packets::udp_datagram(src, dst, &[k; 100]).unwrap();
+        assert_eq!(sim.send_ipv6(0, &d), Ok(()));
+        sim.run_for(secs(1)).unwrap();
+    }
+    let got: Vec<Vec<u8>> = sim
+        .client(0)
+        .unwrap()
+        .delivered
+        .iter()
+        .filter_map(|(_, p)| match client_sim::packets::parse(p) {
+            Some(client_sim::packets::Parsed::Udp {
+                src: from,
+                dst: to,
+                payload,
+            }) if from == dst && to == src => Some(payload.to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, [vec![0u8; 100], vec![1; 100], vec![2; 100]]);
+    let h = sim.echo_host().unwrap();
+    // The direct IPv6 connectivity test is an ICMPv6 echo, then the datagrams.
+    assert_eq!((h.echo_requests, h.udp_datagrams, h.answered), (1, 3, 4));
+    let c = sim.client(0).unwrap().client.counters();
+    assert_eq!((c.echo_tests_sent, c.echo_tests_ok), (1, 1));
 }

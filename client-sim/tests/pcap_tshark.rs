@@ -1,22 +1,35 @@
-//! The lab's pcap files as tshark sees them: every frame dissected as Teredo carrying an
-//! ICMPv6 RS or RA, every checksum (IPv4 header, UDP, ICMPv6) `[correct]`, nothing
-//! malformed, no warning or error expert items — except the spoofed-RA scenario's
-//! deliberately truncated forgeries, which must be exactly those. Needs tshark (not root);
-//! without it the test prints SKIPPED, or fails when CI is set.
+//! The lab's pcap files as tshark sees them: every datagram dissected as Teredo carrying
+//! ICMPv6 (RS, RA, echo) or a bubble, every native IPv6 packet as ICMPv6 (echo, or the
+//! relay's destination unreachable), every checksum `[correct]` (IPv4 header, UDP, ICMPv6;
+//! the one quoted inside an ICMPv6 error is only "unverified"), nothing malformed, no warning
+//! or error expert items — except the spoofed-RA scenario's deliberately truncated
+//! forgeries, which must be exactly those. Needs tshark (not root); without it the test
+//! prints SKIPPED, or fails when CI is set.
+//!
+//! One Wireshark limitation: its Teredo heuristic wants the IPv6 packet to fill the
+//! datagram exactly, so a bubble followed by an RFC 6081 nonce trailer sent to a port that
+//! is neither 3544 nor the relay's 3545 (a direct bubble between two clients) shows as plain
+//! UDP data. Those frames must have a correct UDP checksum, and their data must parse (with
+//! our parser) as exactly that: a bubble with a nonce trailer.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use client_sim::lab::{run_lab, LabOptions};
+use client_sim::lab::{run_lab, LabOptions, RELAY_ADDR};
+use teredo::wire::trailer::TYPE_NONCE;
+use teredo::wire::{TeredoPacket, Trailers};
 
 /// Wireshark maps UDP 3544 to Teredo already; saying it keeps that true whatever the local
-/// preferences. The heuristic catches the forged RAs sent from port 3545. Checksums of all
-/// three layers are ours (nothing is offloaded in a synthetic capture), so all are checked.
+/// preferences. The relay's port (3545, [`RELAY_ADDR`]) is Teredo too. The heuristic
+/// catches the forged RAs sent from port 3545 and the datagrams between clients. Checksums
+/// of all layers are ours (nothing is offloaded in a synthetic capture), so all are checked.
 const DISSECT: &[&str] = &[
     "-n",
     "-d",
     "udp.port==3544,teredo",
+    "-d",
+    "udp.port==3545,teredo",
     "--enable-heuristic",
     "teredo_udp",
     "-o",
@@ -72,6 +85,8 @@ struct FrameInfo {
     correct: usize,
     /// Malformed markers, bad checksums, warning/error expert items.
     problems: Vec<String>,
+    /// An IPv6 header with next header 59 (a bubble).
+    no_next_header: bool,
 }
 
 fn dissect(pcap: &Path) -> Vec<FrameInfo> {
@@ -93,6 +108,9 @@ fn dissect(pcap: &Path) -> Vec<FrameInfo> {
         if l.contains("Checksum: 0x") && l.ends_with("[correct]") {
             f.correct += 1;
         }
+        if l.trim() == "Next Header: No Next Header for IPv6 (59)" {
+            f.no_next_header = true;
+        }
         let lower = l.to_ascii_lowercase();
         if l.contains("[Malformed")
             || lower.contains("bad checksum")
@@ -106,20 +124,57 @@ fn dissect(pcap: &Path) -> Vec<FrameInfo> {
     frames
 }
 
-/// Everything wrong with a capture: frames that are not a well-formed Teredo RS or RA with
-/// three correct checksums. The spoofed-RA scenario sends one deliberately truncated RA per
-/// RS; those (and only those) must show up as malformed IPv6 inside Teredo.
-fn check(pcap: &Path, datagrams: u64) -> Vec<String> {
+/// The frames tshark shows as plain UDP data whose data is a bubble with an RFC 6081 nonce
+/// trailer (see the module documentation).
+fn trailer_bubbles(pcap: &Path) -> Vec<usize> {
+    let text = tshark(
+        pcap,
+        &[
+            "-Y",
+            "frame.protocols == \"raw:ip:udp:data\"",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "data.data",
+        ],
+    );
+    text.lines()
+        .filter_map(|l| {
+            let (n, hex) = l.split_once('\t')?;
+            let bytes: Vec<u8> = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                .collect::<Option<_>>()?;
+            let p = TeredoPacket::parse(&bytes).ok()?;
+            let nonce =
+                Trailers::new(p.trailers).any(|t| t.ty == TYPE_NONCE && t.nonce().is_some());
+            (p.is_bubble() && nonce).then(|| n.parse().ok())?
+        })
+        .collect()
+}
+
+/// Everything wrong with a capture: frames that are not one of the expected kinds with all
+/// their checksums correct (see the module documentation). The spoofed-RA scenario sends one
+/// deliberately truncated RA per RS; those (and only those) must show up as malformed IPv6
+/// inside Teredo.
+fn check(pcap: &Path, packets: u64) -> Vec<String> {
     let frames = dissect(pcap);
+    let trailer_bubbles = if frames.iter().any(|f| f.stack == "raw:ip:udp:data") {
+        trailer_bubbles(pcap)
+    } else {
+        Vec::new()
+    };
     let mut bad = Vec::new();
-    if frames.len() as u64 != datagrams {
+    if frames.len() as u64 != packets {
         bad.push(format!(
-            "{} frames, {datagrams} datagrams simulated",
+            "{} frames, {packets} datagrams and native packets simulated",
             frames.len()
         ));
     }
     let forged = pcap.to_string_lossy().contains("spoofed-ra");
     let mut truncated = 0;
+    assert_eq!(RELAY_ADDR.port(), 3545, "DISSECT decodes the relay's port");
     for (i, f) in frames.iter().enumerate() {
         let n = i + 1;
         if forged
@@ -133,17 +188,34 @@ fn check(pcap: &Path, datagrams: u64) -> Vec<String> {
             truncated += 1;
             continue;
         }
-        if f.stack != "raw:ip:udp:teredo:ipv6:icmpv6" || f.teredo != 1 {
-            bad.push(format!(
+        // (stack, Teredo layers, correct checksums, a bubble)
+        let want: Option<(usize, usize, bool)> = match f.stack.as_str() {
+            "raw:ip:udp:teredo:ipv6:icmpv6" | "raw:ip:udp:teredo:ipv6:icmpv6:data" => {
+                Some((1, 3, false))
+            }
+            "raw:ip:udp:teredo:ipv6" => Some((1, 2, true)),
+            "raw:ip:udp:data" if trailer_bubbles.contains(&n) => Some((0, 2, false)),
+            // Native: echo, and the relay's destination unreachable (the quoted packet's
+            // checksum is not verified).
+            "raw:ipv6:icmpv6" | "raw:ipv6:icmpv6:data" | "raw:ipv6:icmpv6:ipv6:icmpv6:data" => {
+                Some((0, 1, false))
+            }
+            _ => None,
+        };
+        match want {
+            None => bad.push(format!(
                 "frame {n}: stack {} ({} Teredo layers)",
                 f.stack, f.teredo
-            ));
-        }
-        if f.correct != 3 {
-            bad.push(format!(
-                "frame {n}: {} [correct] checksums (want IPv4 + UDP + ICMPv6)",
-                f.correct
-            ));
+            )),
+            Some((teredo, correct, bubble)) => {
+                if f.teredo != teredo || f.correct != correct || f.no_next_header != bubble {
+                    bad.push(format!(
+                        "frame {n}: stack {}: {} Teredo layers, {} [correct] checksums, \
+                         bubble {} (want {teredo}, {correct}, {bubble})",
+                        f.stack, f.teredo, f.correct, f.no_next_header
+                    ));
+                }
+            }
         }
         for p in &f.problems {
             bad.push(format!("frame {n}: {p}"));
@@ -176,7 +248,7 @@ fn lab_pcaps_dissect_as_teredo_without_warnings() {
         .map(|r| {
             (
                 dir.join(format!("{}.pcap", r.scenario.name())),
-                r.observed.net.datagrams,
+                r.observed.net.datagrams + r.observed.net.native_packets,
             )
         })
         .collect();
@@ -210,7 +282,8 @@ fn lab_pcaps_dissect_as_teredo_without_warnings() {
         &dir.join("vista__symmetric.pcap"),
         &[
             "-Y",
-            "icmpv6.type == 134",
+            // The scenario's client (the second client's NAT is 203.0.113.20).
+            "icmpv6.type == 134 && ip.dst == 203.0.113.1",
             "-T",
             "fields",
             "-e",

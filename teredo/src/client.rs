@@ -31,12 +31,58 @@
 //! except the managed-network rule the client starts over after
 //! [`ClientConfig::offline_retry`].
 //!
+//! # Data path (RFC 4380 §5.2.3, §5.2.4, §5.2.6, §5.2.9; RFC 6081 §5.2; TEREDO.md §6, §15)
+//! While qualified, the application hands IPv6 packets from the Teredo address to
+//! [`Client::send_ipv6`] and reads what arrives with [`Client::poll_ipv6`]. A bounded peer
+//! table ([`ClientConfig::max_peers`], least recently used evicted) remembers per IPv6
+//! peer its mapping, whether it is trusted, the last reception/transmission, the probes
+//! sent in the current 300 s window, the nonces and a bounded FIFO queue.
+//! * **Trusted and valid** (last reception < [`ClientConfig::peer_validity`]): the packet
+//!   goes straight to the peer's mapping.
+//! * **Native destination** (not 2001::/32): the packet is queued and a *direct IPv6
+//!   connectivity test* runs: an ICMPv6 echo request (src = our address, dst = the
+//!   destination, data = an 8-byte random nonce, hop limit 128) goes to **our** server,
+//!   which forwards it natively; the reply comes back through whichever relay serves the
+//!   destination, and the client trusts that relay's address and port (the outer source of
+//!   the reply) for the destination when the data equals the nonce, then flushes the queue
+//!   there. A relay first sends an indirect bubble through our server (it has no entry for
+//!   us); the client answers every bubble the server relays with a **direct bubble to the
+//!   origin indication** (src = our address, dst = the bubble's IPv6 source, which is the
+//!   relay's per-peer link-local for our relay), echoing the bubble's RFC 6081 nonce
+//!   trailer when [`ClientConfig::symmetric_support`] is on. That bubble opens our NAT
+//!   toward the relay and lets the relay trust us.
+//! * **Teredo destination** (the cone bit is ignored, RFC 5991 §3.2): the packet is queued,
+//!   a direct bubble goes to the peer's embedded mapping (opening our NAT) and an indirect
+//!   bubble to the peer's server, port 3544 (with a fresh nonce trailer under symmetric
+//!   support). The peer's direct answer from its embedded mapping — or, under symmetric
+//!   support, from any mapping when it echoes our nonce, which is then recorded — makes it
+//!   trusted and flushes the queue.
+//! * **Pacing** (RFC 4380 §5.2.6): probes (a bubble pair, or an echo request) at least
+//!   [`ClientConfig::bubble_interval`] apart, retransmitted on a timer up to
+//!   [`ClientConfig::bubble_retries`] times, at most [`ClientConfig::max_bubbles_per_window`]
+//!   per [`ClientConfig::bubble_window`] without an answer. After the last one the queue is
+//!   dropped (`peer_unreachable`) and sends to the peer are refused until the window ends.
+//!   Answers to relayed bubbles are rate-limited globally instead (10/s): they go to the
+//!   address the server saw, so they cannot be aimed at a third party.
+//! * **Reception** (RFC 4380 §5.2.3): from the server, bubbles are answered as above and
+//!   other packets are delivered only when the server vouches for them (Teredo source whose
+//!   embedded mapping is the origin indication). Otherwise: trusted entry and outer source
+//!   == its mapping → accepted; echo reply carrying the nonce of our test → trusted;
+//!   Teredo source whose embedded mapping == outer source → trusted (created if needed);
+//!   else dropped — in particular no echo test is started for an unknown non-Teredo source
+//!   (CVE-2006-6266). Packets with a routing header (CVE-2006-6263), with a link-local
+//!   source (other than bubbles) or not addressed to our Teredo address are dropped.
+//! * Every packet sent or delivered counts as activity ([`Client::note_activity`]) for the
+//!   Windows 7 dormant timer. Losing or changing the address empties the peer table.
+//!
 //! # Driving it
-//! Feed datagrams from the server with [`Client::handle_udp`], call [`Client::handle_timeout`]
-//! at [`Client::poll_timeout`], and drain [`Client::poll_transmit`] and
-//! [`Client::poll_event`] after every input. Time and randomness come from the caller.
+//! Feed every datagram received on the client's socket to [`Client::handle_udp`], call
+//! [`Client::handle_timeout`] at [`Client::poll_timeout`], and drain
+//! [`Client::poll_transmit`] (router solicitations, bubbles, echo tests, data),
+//! [`Client::poll_ipv6`] and [`Client::poll_event`] after every input. Time and randomness
+//! come from the caller.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::str::FromStr;
@@ -45,12 +91,17 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 
 use crate::addr::{
-    TeredoAddr, FLAG_CONE, FLAG_RANDOM_MASK, LL_MIREDO_RESTRICTED, LL_TEREDO_CONE, LL_WINDOWS_CONE,
-    LL_WINDOWS_RESTRICTED, LL_XP_RESTRICTED, TEREDO_PORT, TEREDO_PREFIX, TEREDO_PREFIX_OBSOLETE,
+    is_ipv4_global_unicast, is_ipv6_non_global, is_link_local, TeredoAddr, FLAG_CONE,
+    FLAG_RANDOM_MASK, LL_MIREDO_RESTRICTED, LL_TEREDO_CONE, LL_WINDOWS_CONE, LL_WINDOWS_RESTRICTED,
+    LL_XP_RESTRICTED, TEREDO_PORT, TEREDO_PREFIX, TEREDO_PREFIX_OBSOLETE,
 };
 use crate::wire::auth::Auth;
+use crate::wire::ipv6::{emit_bubble, Echo};
 use crate::wire::ndp::{emit_rs, RouterAdvertisement, ICMPV6_ROUTER_ADVERTISEMENT};
-use crate::wire::packet::{MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6};
+use crate::wire::packet::{
+    check_ipv6_exact_len, ipv6_dst, ipv6_src, IPV6_HEADER_LEN, MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6,
+};
+use crate::wire::trailer::{Trailers, TYPE_NONCE};
 use crate::wire::TeredoPacket;
 use crate::DropReason;
 
@@ -68,6 +119,49 @@ pub const MAX_RS_LEN: usize = 13 + 40 + 8 + 16;
 /// Floor applied to the retransmission, refresh and offline-retry timers, so that a zero
 /// in the configuration cannot make a driver spin without time advancing.
 pub const MIN_TIMER: Duration = Duration::from_millis(100);
+/// Default [`ClientConfig::max_peers`] (Miredo's peer list without libJudy).
+pub const DEFAULT_MAX_PEERS: usize = 1024;
+/// Default [`ClientConfig::queue_packets_per_peer`].
+pub const DEFAULT_QUEUE_PACKETS_PER_PEER: usize = 16;
+/// Default [`ClientConfig::queue_bytes_per_peer`].
+pub const DEFAULT_QUEUE_BYTES_PER_PEER: usize = 4096;
+/// Bytes queued for all peers together; beyond it packets are dropped (`global_queue_full`).
+pub const GLOBAL_QUEUE_BYTES: usize = 256 * 1024;
+/// Peer validity (RFC 4380 §5.2.4): 30 s since the last reception.
+pub const PEER_VALIDITY: Duration = Duration::from_secs(30);
+/// Bubble / echo-test spacing and retransmission timeout (RFC 4380 §5.2.4, §5.2.6): 2 s.
+pub const BUBBLE_INTERVAL: Duration = Duration::from_secs(2);
+/// Repetitions of a bubble or echo test after the first (RFC 4380 §5.2.4): 3.
+pub const BUBBLE_RETRIES: u8 = 3;
+/// Window of the bubble cap (RFC 4380 §5.2.6): 300 s.
+pub const BUBBLE_WINDOW: Duration = Duration::from_secs(300);
+/// Probes per window without an answer (RFC 4380 §5.2.6): 4.
+pub const MAX_BUBBLES_PER_WINDOW: u8 = 4;
+/// Length of the echo-test nonce (RFC 4380 §5.2.9 recommends at least 64 bits).
+pub const ECHO_NONCE_LEN: usize = 8;
+/// Hop limit of the echo test (Miredo's value).
+pub const ECHO_HOP_LIMIT: u8 = 128;
+/// Hop limit of the client's bubbles: link-scope on the Teredo pseudo-link (as the relay's
+/// default; Miredo sends 0, every known receiver accepts both).
+pub const BUBBLE_HOP_LIMIT: u8 = 255;
+/// Datagrams waiting in [`Client::poll_transmit`]; beyond it outputs are dropped
+/// (`output_queue_full`).
+pub const MAX_OUTPUTS: usize = 256;
+/// Bytes waiting in [`Client::poll_transmit`].
+pub const MAX_OUTPUT_BYTES: usize = 512 * 1024;
+/// Packets waiting in [`Client::poll_ipv6`]; beyond it deliveries are dropped
+/// (`output_queue_full`).
+pub const MAX_DELIVERIES: usize = 256;
+/// Bytes waiting in [`Client::poll_ipv6`].
+pub const MAX_DELIVERY_BYTES: usize = 512 * 1024;
+/// Answers to relayed (indirect) bubbles per second, long-run.
+pub const REPLY_BUBBLE_RATE: u64 = 10;
+/// Answers to relayed bubbles that may be sent back to back.
+pub const REPLY_BUBBLE_BURST: u64 = 10;
+/// ICMPv6 echo reply type.
+const ICMPV6_ECHO_REPLY: u8 = 129;
+/// IPv6 extension headers walked looking for a routing header.
+const MAX_EXTENSION_HEADERS: usize = 8;
 
 /// A client behaviour preset. Each maps to a [`ClientConfig`] through
 /// [`ClientConfig::profile`]; see there for the knob table and its sources.
@@ -224,6 +318,24 @@ pub struct ClientConfig {
     pub managed_network: bool,
     /// Windows client type; `EnterpriseClient` runs on managed networks.
     pub client_type: ClientType,
+    /// Peer table cap (default 1024); when full the least recently used entry is reused.
+    pub max_peers: usize,
+    /// Packets queued per peer while it is being reached (default 16).
+    pub queue_packets_per_peer: usize,
+    /// Bytes queued per peer while it is being reached (default 4096; Miredo 1280).
+    pub queue_bytes_per_peer: usize,
+    /// A trusted peer is used directly while its last reception is younger than this
+    /// (RFC 4380 §5.2.4: 30 s); afterwards it is probed again first.
+    pub peer_validity: Duration,
+    /// Spacing of probes (bubbles, echo tests) to one peer and their retransmission timeout
+    /// (RFC 4380: 2 s; at least [`MIN_TIMER`]).
+    pub bubble_interval: Duration,
+    /// Repetitions of a probe after the first (RFC 4380: 3).
+    pub bubble_retries: u8,
+    /// Window of the probe cap (RFC 4380 §5.2.6: 300 s).
+    pub bubble_window: Duration,
+    /// Probes per window without an answer (RFC 4380 §5.2.6: 4).
+    pub max_bubbles_per_window: u8,
 }
 
 /// RFC 4380 §5.2.1 T.
@@ -236,7 +348,7 @@ const REFRESH: Duration = Duration::from_secs(30);
 const RFC4380_JITTER: (f32, f32) = (0.75, 1.0);
 /// Miredo's restart delay (`maintain.c`, TEREDO.md §5.3).
 const OFFLINE_RETRY: Duration = Duration::from_secs(100);
-/// Idle time before Windows 7 goes dormant. [UNVERIFIED]: the real Windows value was not
+/// Idle time before Windows 7 goes dormant. \[UNVERIFIED\]: the real Windows value was not
 /// found; 60 minutes is a documented assumption of this lab.
 pub const WIN7_DORMANT_AFTER: Duration = Duration::from_secs(60 * 60);
 
@@ -254,9 +366,15 @@ impl ClientConfig {
     /// | `xp_slla` | yes (TEREDO.md §4.1) | no | no | no | no |
     /// | `retransmit` × `attempts` | 4 s × 3 | 4 s × 3 | 4 s × 3 | 4 s × 3 | 4 s × 3 (`maintain.c`) |
     /// | refresh | 30 s, 75–100 % [UNVERIFIED for XP] | 30 s, 75–100 % (R4380 §5.2) | 30 s, 75–100 % | 30 s, 75–100 % | 30 s fixed after the previous RS |
-    /// | `offline_retry` | 100 s [UNVERIFIED] | 100 s | 100 s [UNVERIFIED] | 100 s [UNVERIFIED] | 100 s (M) |
-    /// | `dormant_after` | — | — | — | 60 min [UNVERIFIED] | — |
+    /// | `offline_retry` | 100 s \[UNVERIFIED\] | 100 s | 100 s \[UNVERIFIED\] | 100 s \[UNVERIFIED\] | 100 s (M) |
+    /// | `dormant_after` | — | — | — | 60 min \[UNVERIFIED\] | — |
     /// | managed-network rule | yes (R5991 App. A, seed how-to) | no | yes | yes | no |
+    /// | nonce trailers (R6081 §5.2) | no | no | yes | yes | no (answers to the bubble's link-local source instead, TEREDO.md §6.5) |
+    ///
+    /// Data-path knobs are the same for every profile: RFC 4380's 30 s validity, 2 s × 3
+    /// probes, at most 4 per 300 s, 1024 peers, 16 packets / 4096 bytes queued per peer. All
+    /// profiles answer a relayed bubble with a direct bubble to the origin indication whose
+    /// destination is the relayed bubble's source; only `symmetric_support` adds the nonce.
     ///
     /// Windows retries after a failure too, but its delay is not documented; Miredo's 100 s
     /// is used for every profile. The rfc5991 profile follows the RFCs alone, and the
@@ -284,6 +402,14 @@ impl ClientConfig {
             managed_network_check: profile.is_windows(),
             managed_network: false,
             client_type: ClientType::Client,
+            max_peers: DEFAULT_MAX_PEERS,
+            queue_packets_per_peer: DEFAULT_QUEUE_PACKETS_PER_PEER,
+            queue_bytes_per_peer: DEFAULT_QUEUE_BYTES_PER_PEER,
+            peer_validity: PEER_VALIDITY,
+            bubble_interval: BUBBLE_INTERVAL,
+            bubble_retries: BUBBLE_RETRIES,
+            bubble_window: BUBBLE_WINDOW,
+            max_bubbles_per_window: MAX_BUBBLES_PER_WINDOW,
         };
         match profile {
             Profile::XpSp2 => {
@@ -451,7 +577,7 @@ impl fmt::Display for NatType {
 }
 
 /// Why the client is offline. The messages are Windows' `Error :` lines (TEREDO.md §12;
-/// exact English wording [UNVERIFIED]); the secondary one is this lab's wording.
+/// exact English wording \[UNVERIFIED\]); the secondary one is this lab's wording.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum ClientError {
     /// The secondary check found a symmetric NAT and symmetric support is off.
@@ -504,12 +630,27 @@ pub enum Event {
         /// Why.
         error: ClientError,
     },
+    /// A peer became trusted, or its mapping changed: packets to it now go to `mapping`
+    /// (for a native peer, the relay that answered the echo test).
+    PeerTrusted {
+        /// The peer's IPv6 address.
+        peer: Ipv6Addr,
+        /// Where its packets go.
+        mapping: SocketAddrV4,
+    },
+    /// A peer did not answer any probe: its queue was dropped and packets to it are refused
+    /// until the probe window ends.
+    PeerUnreachable {
+        /// The peer's IPv6 address.
+        peer: Ipv6Addr,
+    },
 }
 
-/// An RS written into the caller's buffer: send `len` bytes from the client's socket to `to`.
+/// A datagram written into the caller's buffer: send `len` bytes from the client's socket to
+/// `to`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
-    /// Destination: a server address, port 3544.
+    /// Destination: a server address (port 3544), a peer's or a relay's mapping.
     pub to: SocketAddrV4,
     /// Bytes written.
     pub len: usize,
@@ -522,10 +663,53 @@ pub struct ClientCounters {
     pub rs_sent: u64,
     /// RAs accepted.
     pub ra_accepted: u64,
-    /// Datagrams refused by [`Client::handle_udp`] (all reasons).
+    /// Datagrams refused by [`Client::handle_udp`] on the qualification path: router
+    /// advertisements (from anywhere), anything else from the server while not qualified,
+    /// and malformed datagrams from the server or while not qualified.
     pub ra_rejected: u64,
-    /// Refusals per reason, indexed like [`DropReason::ALL`]; see [`Self::rejected`].
+    /// Datagrams refused by [`Client::handle_udp`] per reason, both paths, indexed like
+    /// [`DropReason::ALL`]; see [`Self::rejected`].
     pub rejected_by_reason: [u64; DropReason::ALL.len()],
+    /// Datagrams accepted on the data path (delivered packets, bubbles, echo-test replies).
+    pub data_accepted: u64,
+    /// Datagrams refused by [`Client::handle_udp`] on the data path (everything that is
+    /// not counted in `ra_rejected`).
+    pub data_rejected: u64,
+    /// Packets dropped after [`Client::handle_udp`] or [`Client::send_ipv6`] returned, and
+    /// application packets refused by [`Client::send_ipv6`], per reason, indexed like
+    /// [`DropReason::ALL`]: queued packets discarded later (`peer_unreachable`,
+    /// `peer_evicted`, `address_lost`), packets that did not fit the output queue when a
+    /// queue was flushed or a bubble answered (`output_queue_full`), outputs larger than the
+    /// caller's buffer (`output_buffer_too_small`). A received packet that does not fit the
+    /// [`Client::poll_ipv6`] queue is a refusal of `handle_udp` (`output_queue_full`) and
+    /// counts in `rejected_by_reason`. See [`Self::dropped`].
+    pub dropped_by_reason: [u64; DropReason::ALL.len()],
+    /// Application packets sent over UDP (directly, or released from a queue).
+    pub ipv6_sent: u64,
+    /// Packets delivered to the application.
+    pub ipv6_delivered: u64,
+    /// Application packets put in a peer queue.
+    pub queued: u64,
+    /// Queued packets released to a peer.
+    pub flushed: u64,
+    /// Bubbles sent to reach a peer (direct and indirect counted separately).
+    pub bubbles_sent: u64,
+    /// Bubbles accepted (relayed by the server, or direct from a peer).
+    pub bubbles_received: u64,
+    /// Direct bubbles sent in answer to bubbles relayed by the server.
+    pub reply_bubbles_sent: u64,
+    /// Answers to relayed bubbles suppressed by the rate limit.
+    pub reply_bubbles_suppressed: u64,
+    /// Echo requests of direct IPv6 connectivity tests sent.
+    pub echo_tests_sent: u64,
+    /// Echo tests answered (a relay found and trusted).
+    pub echo_tests_ok: u64,
+    /// Peers that answered no probe.
+    pub give_ups: u64,
+    /// Peer entries created.
+    pub peers_created: u64,
+    /// Peer entries reused for another peer because the table was full.
+    pub peers_evicted: u64,
     /// Transitions into `qualified`.
     pub qualifications: u64,
     /// Mapping changes detected by a refresh.
@@ -543,6 +727,22 @@ impl Default for ClientCounters {
             ra_accepted: 0,
             ra_rejected: 0,
             rejected_by_reason: [0; DropReason::ALL.len()],
+            data_accepted: 0,
+            data_rejected: 0,
+            dropped_by_reason: [0; DropReason::ALL.len()],
+            ipv6_sent: 0,
+            ipv6_delivered: 0,
+            queued: 0,
+            flushed: 0,
+            bubbles_sent: 0,
+            bubbles_received: 0,
+            reply_bubbles_sent: 0,
+            reply_bubbles_suppressed: 0,
+            echo_tests_sent: 0,
+            echo_tests_ok: 0,
+            give_ups: 0,
+            peers_created: 0,
+            peers_evicted: 0,
             qualifications: 0,
             address_changes: 0,
             failures: 0,
@@ -559,12 +759,45 @@ impl ClientCounters {
             .unwrap_or(0)
     }
 
-    fn count_reject(&mut self, reason: DropReason) {
-        self.ra_rejected += 1;
+    /// Application packets dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        reason_index(reason)
+            .and_then(|i| self.dropped_by_reason.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    /// Application packets dropped for any reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_by_reason.iter().sum()
+    }
+
+    /// Datagrams refused by [`Client::handle_udp`], both paths.
+    pub fn rejected_total(&self) -> u64 {
+        self.ra_rejected + self.data_rejected
+    }
+
+    fn count_reject(&mut self, reason: DropReason, path: Path) {
+        match path {
+            Path::Qualification => self.ra_rejected += 1,
+            Path::Data => self.data_rejected += 1,
+        }
         if let Some(c) = reason_index(reason).and_then(|i| self.rejected_by_reason.get_mut(i)) {
             *c += 1;
         }
     }
+
+    fn count_drop(&mut self, reason: DropReason, n: u64) {
+        if let Some(c) = reason_index(reason).and_then(|i| self.dropped_by_reason.get_mut(i)) {
+            *c += n;
+        }
+    }
+}
+
+/// Which part of [`Client::handle_udp`] handled a datagram (for the split counters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    Qualification,
+    Data,
 }
 
 fn reason_index(reason: DropReason) -> Option<usize> {
@@ -727,6 +960,22 @@ pub struct Client {
     pending: Option<PendingRs>,
     events: VecDeque<Event>,
     counters: ClientCounters,
+    /// The peer table (ordered, so that everything is a deterministic function of the
+    /// inputs and the seed).
+    peers: BTreeMap<Ipv6Addr, Peer>,
+    /// Probe timers `(due, peer)`; a peer's live record is the one equal to its `deadline`.
+    timers: BTreeSet<(Instant, Ipv6Addr)>,
+    /// Bytes in all peer queues.
+    queued_bytes: usize,
+    /// Datagrams waiting in [`Self::poll_transmit`] after the RS.
+    outputs: VecDeque<(SocketAddrV4, Vec<u8>)>,
+    output_bytes: usize,
+    /// Packets waiting in [`Self::poll_ipv6`].
+    deliveries: VecDeque<Vec<u8>>,
+    delivery_bytes: usize,
+    /// Token bucket of the answers to relayed bubbles, in thousandths of a token.
+    reply_tokens: u64,
+    reply_last: Instant,
 }
 
 impl fmt::Debug for Client {
@@ -771,6 +1020,15 @@ impl Client {
             pending: None,
             events: VecDeque::new(),
             counters: ClientCounters::default(),
+            peers: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            queued_bytes: 0,
+            outputs: VecDeque::new(),
+            output_bytes: 0,
+            deliveries: VecDeque::new(),
+            delivery_bytes: 0,
+            reply_tokens: REPLY_BUBBLE_BURST * 1000,
+            reply_last: now,
         };
         c.start_qualification(now);
         c
@@ -873,7 +1131,8 @@ impl Client {
                 } else {
                     self.next_refresh
                 };
-                earliest(refresh, self.dormant_deadline())
+                let probes = self.timers.first().map(|(t, _)| *t);
+                earliest(earliest(refresh, self.dormant_deadline()), probes)
             }
             State::Dormant => None,
         }
@@ -889,8 +1148,12 @@ impl Client {
     }
 
     /// Fires whatever timers are due at `now`: retransmissions, phase failures, refreshes,
-    /// the dormant transition and the offline retry. Calling it early is harmless.
+    /// the dormant transition, the offline retry, and the probes of the data path
+    /// (bubble and echo-test retransmissions, give-ups). Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Qualified {
+            self.fire_probe_timers(now);
+        }
         if self.state == State::Offline {
             if self.retry_at.is_some_and(|t| t <= now) {
                 tracing::debug!("teredo client retrying qualification");
@@ -920,24 +1183,64 @@ impl Client {
         }
     }
 
-    /// Writes the next RS into `buf` (at least [`MAX_RS_LEN`] bytes). `None` when there is
-    /// nothing to send (or `buf` is too small: the RS is then lost and will be retransmitted).
+    /// Writes the next datagram to send into `buf`: the pending RS first, then bubbles, echo
+    /// tests and data in the order they were produced. `None` when there is nothing to send.
+    /// A buffer of [`MAX_UDP_PAYLOAD`] bytes always suffices ([`MAX_RS_LEN`] for RSs alone).
+    /// An RS that does not fit is lost (it will be retransmitted) and `None` is returned;
+    /// another datagram that does not fit is discarded and counted
+    /// (`output_buffer_too_small`), and the next one is tried.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        let rs = self.pending.take()?;
-        let auth = Auth::nonce_only(rs.nonce);
-        match emit_rs(buf, Some(&auth), rs.src, self.cfg.xp_slla) {
-            Ok(len) => {
-                self.counters.rs_sent += 1;
-                Some(Transmit {
-                    to: SocketAddrV4::new(rs.to, TEREDO_PORT),
-                    len,
-                })
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "poll_transmit buffer too small; RS discarded");
-                None
-            }
+        if let Some(rs) = self.pending.take() {
+            let auth = Auth::nonce_only(rs.nonce);
+            return match emit_rs(buf, Some(&auth), rs.src, self.cfg.xp_slla) {
+                Ok(len) => {
+                    self.counters.rs_sent += 1;
+                    Some(Transmit {
+                        to: SocketAddrV4::new(rs.to, TEREDO_PORT),
+                        len,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "poll_transmit buffer too small; RS discarded");
+                    None
+                }
+            };
         }
+        while let Some((to, bytes)) = self.outputs.pop_front() {
+            self.output_bytes = self.output_bytes.saturating_sub(bytes.len());
+            if let Some(dst) = buf.get_mut(..bytes.len()) {
+                dst.copy_from_slice(&bytes);
+                return Some(Transmit {
+                    to,
+                    len: bytes.len(),
+                });
+            }
+            self.counters
+                .count_drop(DropReason::OutputBufferTooSmall, 1);
+            tracing::warn!(
+                need = bytes.len(),
+                have = buf.len(),
+                "poll_transmit buffer too small; datagram discarded"
+            );
+        }
+        None
+    }
+
+    /// Writes the next packet for the application (an IPv6 packet to our Teredo address,
+    /// trailers stripped) into `buf`; returns its length. `None` when there is none. A
+    /// packet larger than `buf` is discarded and counted (`output_buffer_too_small`);
+    /// [`MAX_UDP_PAYLOAD`] bytes always suffice.
+    pub fn poll_ipv6(&mut self, buf: &mut [u8]) -> Option<usize> {
+        while let Some(p) = self.deliveries.pop_front() {
+            self.delivery_bytes = self.delivery_bytes.saturating_sub(p.len());
+            if let Some(dst) = buf.get_mut(..p.len()) {
+                dst.copy_from_slice(&p);
+                return Some(p.len());
+            }
+            self.counters
+                .count_drop(DropReason::OutputBufferTooSmall, 1);
+        }
+        None
     }
 
     /// The next event, oldest first.
@@ -945,16 +1248,25 @@ impl Client {
         self.events.pop_front()
     }
 
-    /// Handles a datagram received on the client's socket from `from`. Only router
-    /// advertisements answering an outstanding RS are accepted; every other datagram is
-    /// refused with a counted [`DropReason`] and changes nothing.
+    /// Handles a datagram received on the client's socket from `from`: a router
+    /// advertisement (qualification path), or — while qualified — a packet of the data path
+    /// (see the module documentation; bubbles relayed by the server are answered, accepted
+    /// packets wait in [`Self::poll_ipv6`]). A refused datagram returns its counted
+    /// [`DropReason`] (`ra_rejected` or `data_rejected`) and changes nothing — except a
+    /// packet that proved its peer but did not fit the [`Self::poll_ipv6`] queue
+    /// (`output_queue_full`): the peer is trusted all the same.
     ///
-    /// Checks, in order: source is the primary or secondary server address with port 3544
+    /// Which path: an ICMPv6 router advertisement (from anyone) is checked as an RA below;
+    /// anything else from the server while not qualified is `not_router_advertisement`, from
+    /// elsewhere `not_qualified`; malformed datagrams count on the qualification path when
+    /// they come from the server or the client is not qualified.
+    ///
+    /// RA checks, in order: source is the primary or secondary server address with port 3544
     /// (`unexpected_source`); well-formed Teredo packet (wire reasons); ICMPv6 RA
     /// (`not_router_advertisement`); auth header whose nonce is one of the outstanding RSs'
     /// (`bad_nonce`); confirmation 0 (`bad_confirmation`); origin indication
     /// (`missing_origin`); valid RA with exactly one PIO (wire reasons); IPv6 destination
-    /// == the RS's link-local (`wrong_destination`); PIO 2001:0:<server>::/64, 3ffe:831f
+    /// == the RS's link-local (`wrong_destination`); PIO `2001:0:<server>::/64`, 3ffe:831f
     /// accepted and rewritten (`foreign_prefix`); MTU option in 1280..=65535 (`bad_mtu`);
     /// sent from the address the cone rule predicts — the other address for a cone RS, the
     /// same one otherwise (`unexpected_server_address`).
@@ -964,36 +1276,71 @@ impl Client {
         from: SocketAddrV4,
         data: &[u8],
     ) -> Result<(), DropReason> {
-        let r = self.router_advertisement(now, from, data);
-        match r {
-            Ok(()) => self.counters.ra_accepted += 1,
-            Err(reason) => {
-                self.counters.count_reject(reason);
-                tracing::debug!(%from, reason = reason.as_str(), len = data.len(), state = %self.state, "client drop");
+        let (path, r) = self.dispatch(now, from, data);
+        match (path, r) {
+            (Path::Qualification, Ok(())) => self.counters.ra_accepted += 1,
+            (Path::Data, Ok(())) => self.counters.data_accepted += 1,
+            (path, Err(reason)) => {
+                self.counters.count_reject(reason, path);
+                tracing::debug!(%from, reason = reason.as_str(), len = data.len(), state = %self.state, ?path, "client drop");
             }
         }
         r
+    }
+
+    fn is_server(&self, from: SocketAddrV4) -> bool {
+        from.port() == TEREDO_PORT
+            && (*from.ip() == self.cfg.server || *from.ip() == self.cfg.secondary_addr())
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        data: &[u8],
+    ) -> (Path, Result<(), DropReason>) {
+        let from_server = self.is_server(from);
+        let qualified = self.state == State::Qualified && self.address.is_some();
+        let malformed_path = if from_server || !qualified {
+            Path::Qualification
+        } else {
+            Path::Data
+        };
+        if data.len() > MAX_UDP_PAYLOAD {
+            return (malformed_path, Err(DropReason::Oversized));
+        }
+        let pkt = match TeredoPacket::parse(data) {
+            Ok(p) => p,
+            Err(e) => return (malformed_path, Err(e.into())),
+        };
+        let is_ra = pkt.next_header() == NEXT_HEADER_ICMPV6
+            && pkt.ipv6_payload().first() == Some(&ICMPV6_ROUTER_ADVERTISEMENT);
+        if is_ra {
+            return (
+                Path::Qualification,
+                self.router_advertisement(now, from, &pkt),
+            );
+        }
+        if !qualified {
+            return if from_server {
+                (Path::Qualification, Err(DropReason::NotRouterAdvertisement))
+            } else {
+                (Path::Data, Err(DropReason::NotQualified))
+            };
+        }
+        (Path::Data, self.data_packet(now, from, &pkt, from_server))
     }
 
     fn router_advertisement(
         &mut self,
         now: Instant,
         from: SocketAddrV4,
-        data: &[u8],
+        pkt: &TeredoPacket<'_>,
     ) -> Result<(), DropReason> {
         let primary = self.cfg.server;
         let secondary = self.cfg.secondary_addr();
-        if from.port() != TEREDO_PORT || (*from.ip() != primary && *from.ip() != secondary) {
+        if !self.is_server(from) {
             return Err(DropReason::UnexpectedSource);
-        }
-        if data.len() > MAX_UDP_PAYLOAD {
-            return Err(DropReason::Oversized);
-        }
-        let pkt = TeredoPacket::parse(data)?;
-        if pkt.next_header() != NEXT_HEADER_ICMPV6
-            || pkt.ipv6_payload().first() != Some(&ICMPV6_ROUTER_ADVERTISEMENT)
-        {
-            return Err(DropReason::NotRouterAdvertisement);
         }
         let Some(ex) = self.exchange else {
             return Err(DropReason::BadNonce);
@@ -1094,6 +1441,8 @@ impl Client {
                     }
                     let new = self.build_address(mapped, self.qualified_cone);
                     self.address = Some(new);
+                    // Peers know the old address; start over with the new one.
+                    self.reset_data_path();
                     self.counters.address_changes += 1;
                     tracing::debug!(?old, %new, %mapped, "teredo mapping changed");
                     if let Some(old) = old {
@@ -1172,6 +1521,7 @@ impl Client {
     }
 
     fn start_qualification(&mut self, now: Instant) {
+        self.reset_data_path();
         self.retry_at = None;
         self.error = None;
         self.nat = NatType::Unknown;
@@ -1253,6 +1603,7 @@ impl Client {
     }
 
     fn fail(&mut self, now: Instant, error: ClientError) {
+        self.reset_data_path();
         self.exchange = None;
         self.next_refresh = None;
         self.pending = None;
@@ -1270,6 +1621,7 @@ impl Client {
 
     fn enter_dormant(&mut self) {
         tracing::debug!("teredo client idle: dormant");
+        self.reset_data_path();
         self.exchange = None;
         self.next_refresh = None;
         self.pending = None;
@@ -1291,6 +1643,811 @@ impl Client {
             self.counters.events_dropped += 1;
         }
         self.events.push_back(e);
+    }
+}
+
+// ---- the data path (RFC 4380 §5.2.3, §5.2.4, §5.2.6, §5.2.9; RFC 6081 §5.2) -------------
+
+/// Where a peer is in its reachability procedure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerPhase {
+    /// No probe running (trusted, or not contacted yet).
+    Idle,
+    /// Bubbles or echo tests sent, waiting for an answer; the retransmission timer runs.
+    Probing,
+    /// No answer to any probe: packets to the peer are refused until the probe window ends.
+    Failed,
+}
+
+impl PeerPhase {
+    /// snake_case label: `idle`, `probing`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Probing => "probing",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A read-only view of a peer entry ([`Client::peer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// A Teredo address (reached with bubbles) rather than a native one (echo test).
+    pub teredo: bool,
+    /// Where packets to the peer go: the mapping embedded in a Teredo address or recorded on
+    /// trust, or for a native peer the relay that answered its echo test (`None` before).
+    pub mapping: Option<SocketAddrV4>,
+    /// The peer proved its mapping (RFC 4380 §5.2.3).
+    pub trusted: bool,
+    /// Trusted and heard from within [`ClientConfig::peer_validity`].
+    pub valid: bool,
+    /// Probe state.
+    pub phase: PeerPhase,
+    /// Probes sent in the current window without an answer.
+    pub probes: u8,
+    /// Packets waiting for the peer to become reachable.
+    pub queued_packets: usize,
+    /// Their bytes.
+    pub queued_bytes: usize,
+}
+
+/// The provisional state of a direct IPv6 connectivity test (RFC 4380 §5.2.9).
+#[derive(Clone, Copy, Debug)]
+struct EchoTest {
+    nonce: [u8; ECHO_NONCE_LEN],
+    id: u16,
+}
+
+/// One peer (RFC 4380 §5.2 "list of recent peers", RFC 6081 §5.2.1).
+#[derive(Debug)]
+struct Peer {
+    teredo: bool,
+    mapping: Option<SocketAddrV4>,
+    trusted: bool,
+    /// `None` = "30 s before creation" (RFC 4380 §5.2.3, §5.2.6): long enough ago.
+    last_rx: Option<Instant>,
+    last_tx: Option<Instant>,
+    last_used: Instant,
+    phase: PeerPhase,
+    /// Probes in the current window (RFC 4380 §5.2.6 "bubbles").
+    probes: u8,
+    /// Probes of the running exchange.
+    attempts: u8,
+    window_start: Instant,
+    last_probe: Option<Instant>,
+    /// The live timer record in [`Client::timers`].
+    deadline: Option<Instant>,
+    /// Native peers: the echo test of the current (or last) exchange.
+    echo: Option<EchoTest>,
+    /// RFC 6081 "Nonce Sent": the latest indirect bubble's nonce and the one before (a late
+    /// answer to a retransmission still counts).
+    nonce_sent: [Option<[u8; 4]>; 2],
+    /// RFC 6081 "Nonce Received": echoed in our direct bubbles.
+    nonce_received: Option<[u8; 4]>,
+    queue: VecDeque<Vec<u8>>,
+    queue_bytes: usize,
+}
+
+impl Peer {
+    fn new(now: Instant, teredo: Option<TeredoAddr>) -> Self {
+        Self {
+            teredo: teredo.is_some(),
+            mapping: teredo.map(|t| t.mapped),
+            trusted: false,
+            last_rx: None,
+            last_tx: None,
+            last_used: now,
+            phase: PeerPhase::Idle,
+            probes: 0,
+            attempts: 0,
+            window_start: now,
+            last_probe: None,
+            deadline: None,
+            echo: None,
+            nonce_sent: [None; 2],
+            nonce_received: None,
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+        }
+    }
+
+    fn valid(&self, now: Instant, validity: Duration) -> bool {
+        self.trusted
+            && self
+                .last_rx
+                .is_some_and(|t| now.saturating_duration_since(t) < validity)
+    }
+}
+
+/// What the pacing rules allow now.
+enum Gate {
+    Now,
+    At(Instant),
+    Exhausted,
+}
+
+/// A bubble (RFC 4380 §2.8), with an RFC 6081 nonce trailer when given.
+fn bubble_bytes(src: Ipv6Addr, dst: Ipv6Addr, nonce: Option<[u8; 4]>) -> Vec<u8> {
+    let mut b = vec![0u8; IPV6_HEADER_LEN + 6];
+    let mut len = emit_bubble(&mut b, src, dst, BUBBLE_HOP_LIMIT).unwrap_or(0);
+    if let Some(n) = nonce {
+        if let Some(rest) = b.get_mut(len..) {
+            len += Trailers::emit(TYPE_NONCE, &n, rest).unwrap_or(0);
+        }
+    }
+    b.truncate(len);
+    b
+}
+
+/// The first well-formed nonce trailer.
+fn trailer_nonce(trailers: &[u8]) -> Option<[u8; 4]> {
+    Trailers::new(trailers)
+        .filter(|t| t.ty == TYPE_NONCE)
+        .find_map(|t| t.nonce())
+}
+
+/// True when the packet (or its extension header chain, as far as it can be read) carries
+/// a routing header.
+fn has_routing_header(ipv6: &[u8]) -> bool {
+    let Some(&first) = ipv6.get(6) else {
+        return false;
+    };
+    let (mut nh, mut off) = (first, IPV6_HEADER_LEN);
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        let len = match nh {
+            43 => return true,
+            // Hop-by-hop, destination options: (Hdr Ext Len + 1) × 8.
+            0 | 60 => ipv6.get(off + 1).map(|l| (usize::from(*l) + 1) * 8),
+            // Fragment header: 8 bytes.
+            44 => Some(8),
+            // Authentication header: (Payload Len + 2) × 4.
+            51 => ipv6.get(off + 1).map(|l| (usize::from(*l) + 2) * 4),
+            _ => return false,
+        };
+        let (Some(len), Some(&next)) = (len, ipv6.get(off)) else {
+            return false;
+        };
+        nh = next;
+        off += len;
+    }
+    false
+}
+
+/// True when `ipv6` is an ICMPv6 echo reply (valid checksum) whose data is the test's nonce.
+fn answers_echo_test(ipv6: &[u8], test: Option<EchoTest>) -> bool {
+    let Some(test) = test else {
+        return false;
+    };
+    ipv6.get(6) == Some(&NEXT_HEADER_ICMPV6)
+        && ipv6.get(IPV6_HEADER_LEN) == Some(&ICMPV6_ECHO_REPLY)
+        && Echo::parse(ipv6).is_ok_and(|e| e.reply && e.data == test.nonce)
+}
+
+impl Client {
+    /// Sends an IPv6 packet of the application (RFC 4380 §5.2.4): `packet` is a complete
+    /// IPv6 packet whose source is the client's Teredo address. `Ok` when it was sent
+    /// (waiting in [`Self::poll_transmit`]) or queued while its destination is being reached
+    /// (see the module documentation); `Err` when it was dropped, with the counted reason:
+    /// `not_qualified` (no address; a dormant client wakes up and qualifies again),
+    /// wire reasons, `too_large`, `wrong_source`, `not_allowed` (to our own address),
+    /// `non_global_destination`, `non_global_mapped_address` / `non_global_server` (a Teredo
+    /// destination embedding a non-global IPv4, RFC 4380 §5.2.4), `peer_unreachable` (no
+    /// answer to the probes, until the window ends), `queue_full`, `global_queue_full`,
+    /// `peer_table_full`, `output_queue_full`. Counts as activity ([`Self::note_activity`]).
+    pub fn send_ipv6(&mut self, now: Instant, packet: &[u8]) -> Result<(), DropReason> {
+        let r = self.transmit_ipv6(now, packet);
+        if let Err(reason) = r {
+            self.counters.count_drop(reason, 1);
+            tracing::debug!(
+                reason = reason.as_str(),
+                len = packet.len(),
+                "client send drop"
+            );
+        }
+        r
+    }
+
+    /// The entry for a peer, if any (`valid` as of `now`).
+    pub fn peer(&self, addr: &Ipv6Addr, now: Instant) -> Option<PeerInfo> {
+        let validity = self.cfg.peer_validity;
+        self.peers.get(addr).map(|p| PeerInfo {
+            teredo: p.teredo,
+            mapping: p.mapping,
+            trusted: p.trusted,
+            valid: p.valid(now, validity),
+            phase: p.phase,
+            probes: p.probes,
+            queued_packets: p.queue.len(),
+            queued_bytes: p.queue_bytes,
+        })
+    }
+
+    /// Entries in the peer table.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn transmit_ipv6(&mut self, now: Instant, packet: &[u8]) -> Result<(), DropReason> {
+        self.note_activity(now);
+        let (State::Qualified, Some(own)) = (self.state, self.address) else {
+            return Err(DropReason::NotQualified);
+        };
+        if packet.len() < IPV6_HEADER_LEN {
+            return Err(DropReason::Truncated);
+        }
+        let version = packet.first().map_or(0, |b| b >> 4);
+        if version != 6 {
+            return Err(DropReason::BadIpVersion);
+        }
+        check_ipv6_exact_len(packet)?;
+        if packet.len() > MAX_UDP_PAYLOAD {
+            return Err(DropReason::TooLarge);
+        }
+        let (src, dst) = (ipv6_src(packet), ipv6_dst(packet));
+        if src != own {
+            return Err(DropReason::WrongSource);
+        }
+        if dst == own {
+            return Err(DropReason::NotAllowed);
+        }
+        if is_ipv6_non_global(&dst) {
+            return Err(DropReason::NonGlobalDestination);
+        }
+        let teredo = TeredoAddr::from_ipv6(&dst);
+        if let Some(t) = teredo {
+            // RFC 4380 §5.2.4 cases 4/5: never send to a non-global IPv4 (or port 0).
+            if !is_ipv4_global_unicast(*t.mapped.ip()) || t.mapped.port() == 0 {
+                return Err(DropReason::NonGlobalMappedAddress);
+            }
+            if !is_ipv4_global_unicast(t.server) {
+                return Err(DropReason::NonGlobalServer);
+            }
+        }
+        // Case 1: trusted and valid.
+        let validity = self.cfg.peer_validity;
+        if let Some(p) = self.peers.get_mut(&dst) {
+            if let (true, Some(to)) = (p.valid(now, validity), p.mapping) {
+                p.last_tx = Some(now);
+                p.last_used = now;
+                self.push_output(to, packet.to_vec())?;
+                self.counters.ipv6_sent += 1;
+                return Ok(());
+            }
+        }
+        // Cases 2 and 5: queue, and reach the peer first.
+        self.hold(now, dst, teredo, packet)
+    }
+
+    /// Queues a packet for a peer that is not trusted and valid, starting a probe exchange.
+    fn hold(
+        &mut self,
+        now: Instant,
+        addr: Ipv6Addr,
+        teredo: Option<TeredoAddr>,
+        packet: &[u8],
+    ) -> Result<(), DropReason> {
+        self.ensure_peer(now, addr, teredo)?;
+        let window = self.cfg.bubble_window.max(MIN_TIMER);
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return Err(DropReason::PeerTableFull);
+        };
+        p.last_used = now;
+        if p.phase == PeerPhase::Failed {
+            if after(p.window_start, window).is_some_and(|end| now >= end) {
+                p.phase = PeerPhase::Idle;
+                p.probes = 0;
+            } else {
+                return Err(DropReason::PeerUnreachable);
+            }
+        }
+        if p.phase == PeerPhase::Idle {
+            p.phase = PeerPhase::Probing;
+            p.attempts = 0;
+            if !p.teredo {
+                let mut nonce = [0u8; ECHO_NONCE_LEN];
+                self.rng.fill_bytes(&mut nonce);
+                let id = self.rng.next_u32() as u16;
+                p.echo = Some(EchoTest { nonce, id });
+            }
+            match self.gate(&addr, now) {
+                Gate::Now => self.send_probe(now, addr),
+                Gate::At(t) => self.set_deadline(addr, Some(t)),
+                Gate::Exhausted => {
+                    self.give_up(now, addr);
+                    return Err(DropReason::PeerUnreachable);
+                }
+            }
+        }
+        self.enqueue(addr, packet)
+    }
+
+    fn enqueue(&mut self, addr: Ipv6Addr, packet: &[u8]) -> Result<(), DropReason> {
+        let (max_packets, max_bytes) = (
+            self.cfg.queue_packets_per_peer,
+            self.cfg.queue_bytes_per_peer,
+        );
+        let global = self.queued_bytes;
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return Err(DropReason::PeerTableFull);
+        };
+        if p.queue.len() >= max_packets || p.queue_bytes.saturating_add(packet.len()) > max_bytes {
+            return Err(DropReason::QueueFull);
+        }
+        if global.saturating_add(packet.len()) > GLOBAL_QUEUE_BYTES {
+            return Err(DropReason::GlobalQueueFull);
+        }
+        p.queue.push_back(packet.to_vec());
+        p.queue_bytes += packet.len();
+        self.queued_bytes += packet.len();
+        self.counters.queued += 1;
+        Ok(())
+    }
+
+    /// Creates the entry if it does not exist, reusing the least recently used one when the
+    /// table is full (peers being probed last).
+    fn ensure_peer(
+        &mut self,
+        now: Instant,
+        addr: Ipv6Addr,
+        teredo: Option<TeredoAddr>,
+    ) -> Result<(), DropReason> {
+        if self.peers.contains_key(&addr) {
+            return Ok(());
+        }
+        if self.peers.len() >= self.cfg.max_peers {
+            let victim = self
+                .peers
+                .iter()
+                .min_by_key(|(_, p)| (p.phase == PeerPhase::Probing, p.last_used))
+                .map(|(a, _)| *a);
+            let Some(victim) = victim else {
+                return Err(DropReason::PeerTableFull);
+            };
+            self.remove_peer(victim, DropReason::PeerEvicted);
+            self.counters.peers_evicted += 1;
+        }
+        self.peers.insert(addr, Peer::new(now, teredo));
+        self.counters.peers_created += 1;
+        Ok(())
+    }
+
+    fn remove_peer(&mut self, addr: Ipv6Addr, reason: DropReason) {
+        let Some(p) = self.peers.remove(&addr) else {
+            return;
+        };
+        if let Some(d) = p.deadline {
+            self.timers.remove(&(d, addr));
+        }
+        self.queued_bytes = self.queued_bytes.saturating_sub(p.queue_bytes);
+        self.counters.count_drop(reason, p.queue.len() as u64);
+    }
+
+    /// Forgets every peer (the address changed or was lost); queued packets are counted as
+    /// `address_lost`.
+    fn reset_data_path(&mut self) {
+        let lost: u64 = self.peers.values().map(|p| p.queue.len() as u64).sum();
+        self.counters.count_drop(DropReason::AddressLost, lost);
+        self.peers.clear();
+        self.timers.clear();
+        self.queued_bytes = 0;
+    }
+
+    fn gate(&mut self, addr: &Ipv6Addr, now: Instant) -> Gate {
+        let window = self.cfg.bubble_window.max(MIN_TIMER);
+        let interval = self.cfg.bubble_interval.max(MIN_TIMER);
+        let max = self.cfg.max_bubbles_per_window;
+        let Some(p) = self.peers.get_mut(addr) else {
+            return Gate::Exhausted;
+        };
+        if p.probes > 0 && after(p.window_start, window).is_some_and(|end| now >= end) {
+            p.probes = 0;
+        }
+        if p.probes >= max {
+            return Gate::Exhausted;
+        }
+        match p.last_probe.map(|l| after(l, interval)) {
+            Some(Some(t)) if now < t => Gate::At(t),
+            Some(None) => Gate::Exhausted,
+            _ => Gate::Now,
+        }
+    }
+
+    fn set_deadline(&mut self, addr: Ipv6Addr, at: Option<Instant>) {
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if let Some(old) = p.deadline.take() {
+            self.timers.remove(&(old, addr));
+        }
+        p.deadline = at;
+        if let Some(t) = at {
+            self.timers.insert((t, addr));
+        }
+    }
+
+    /// Sends one probe: a direct and an indirect bubble to a Teredo peer, an echo request
+    /// through our server for a native one; arms the retransmission timer.
+    fn send_probe(&mut self, now: Instant, addr: Ipv6Addr) {
+        let Some(own) = self.address else {
+            return;
+        };
+        let symmetric = self.cfg.symmetric_support;
+        let interval = self.cfg.bubble_interval.max(MIN_TIMER);
+        let fresh = symmetric.then(|| self.rng.next_u32().to_be_bytes());
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if p.probes == 0 {
+            p.window_start = now;
+        }
+        p.probes = p.probes.saturating_add(1);
+        p.attempts = p.attempts.saturating_add(1);
+        p.last_probe = Some(now);
+        p.last_tx = Some(now);
+        let mut out: Vec<(SocketAddrV4, Vec<u8>)> = Vec::with_capacity(2);
+        if p.teredo {
+            let t = TeredoAddr::from_octets_unchecked(&addr.octets());
+            // RFC 6081 §5.2.4.2: echo the peer's nonce once it sent us an indirect bubble.
+            let echo = if symmetric { p.nonce_received } else { None };
+            if let Some(n) = fresh {
+                p.nonce_sent = [Some(n), p.nonce_sent[0]];
+            }
+            let direct_to = p.mapping.unwrap_or(t.mapped);
+            out.push((direct_to, bubble_bytes(own, addr, echo)));
+            out.push((
+                SocketAddrV4::new(t.server, TEREDO_PORT),
+                bubble_bytes(own, addr, fresh),
+            ));
+        } else if let Some(test) = p.echo {
+            let echo = Echo {
+                reply: false,
+                id: test.id,
+                seq: u16::from(p.attempts),
+                data: &test.nonce,
+            };
+            let mut b = vec![0u8; IPV6_HEADER_LEN + 8 + ECHO_NONCE_LEN];
+            if let Ok(len) = echo.emit(&mut b, own, addr, ECHO_HOP_LIMIT) {
+                b.truncate(len);
+                out.push((SocketAddrV4::new(self.cfg.server, TEREDO_PORT), b));
+            }
+        }
+        let teredo = p.teredo;
+        for (to, bytes) in out {
+            if self.push_output(to, bytes).is_ok() {
+                if teredo {
+                    self.counters.bubbles_sent += 1;
+                } else {
+                    self.counters.echo_tests_sent += 1;
+                }
+            }
+        }
+        tracing::trace!(peer = %addr, teredo, "client probe");
+        self.set_deadline(addr, after(now, interval));
+    }
+
+    /// Runs the due probe timers: retransmissions and give-ups.
+    fn fire_probe_timers(&mut self, now: Instant) {
+        let limit = self.cfg.bubble_retries.saturating_add(1);
+        while let Some(&(at, addr)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, addr));
+            let Some(p) = self.peers.get_mut(&addr) else {
+                continue;
+            };
+            if p.deadline != Some(at) {
+                continue;
+            }
+            p.deadline = None;
+            if p.phase != PeerPhase::Probing {
+                continue;
+            }
+            if p.attempts >= limit {
+                self.give_up(now, addr);
+                continue;
+            }
+            match self.gate(&addr, now) {
+                Gate::Now => self.send_probe(now, addr),
+                Gate::At(t) => self.set_deadline(addr, Some(t)),
+                Gate::Exhausted => self.give_up(now, addr),
+            }
+        }
+    }
+
+    /// No answer to the probes: drop the queue, refuse packets until the window ends.
+    fn give_up(&mut self, now: Instant, addr: Ipv6Addr) {
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        p.phase = PeerPhase::Failed;
+        if p.probes == 0 {
+            p.window_start = now;
+        }
+        p.trusted = false;
+        let queue = std::mem::take(&mut p.queue);
+        let bytes = std::mem::take(&mut p.queue_bytes);
+        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
+        self.counters
+            .count_drop(DropReason::PeerUnreachable, queue.len() as u64);
+        self.counters.give_ups += 1;
+        self.set_deadline(addr, None);
+        tracing::debug!(peer = %addr, dropped = queue.len(), "client gave up on peer");
+        self.push_event(Event::PeerUnreachable { peer: addr });
+    }
+
+    /// Marks the peer trusted at `from` and releases its queue there.
+    fn trust(&mut self, now: Instant, addr: Ipv6Addr, from: SocketAddrV4) {
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let changed = !p.trusted || p.mapping != Some(from);
+        p.trusted = true;
+        p.mapping = Some(from);
+        p.last_rx = Some(now);
+        p.last_used = now;
+        p.probes = 0;
+        p.attempts = 0;
+        p.phase = PeerPhase::Idle;
+        p.nonce_sent = [None; 2];
+        let queue = std::mem::take(&mut p.queue);
+        let bytes = std::mem::take(&mut p.queue_bytes);
+        if !queue.is_empty() {
+            p.last_tx = Some(now);
+        }
+        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
+        self.set_deadline(addr, None);
+        if changed {
+            tracing::debug!(peer = %addr, mapping = %from, "client trusts peer");
+            self.push_event(Event::PeerTrusted {
+                peer: addr,
+                mapping: from,
+            });
+        }
+        for packet in queue {
+            match self.push_output(from, packet) {
+                Ok(()) => {
+                    self.counters.flushed += 1;
+                    self.counters.ipv6_sent += 1;
+                }
+                Err(reason) => self.counters.count_drop(reason, 1),
+            }
+        }
+    }
+
+    fn push_output(&mut self, to: SocketAddrV4, bytes: Vec<u8>) -> Result<(), DropReason> {
+        if self.outputs.len() >= MAX_OUTPUTS
+            || self.output_bytes.saturating_add(bytes.len()) > MAX_OUTPUT_BYTES
+        {
+            return Err(DropReason::OutputQueueFull);
+        }
+        self.output_bytes += bytes.len();
+        self.outputs.push_back((to, bytes));
+        Ok(())
+    }
+
+    fn deliver(&mut self, now: Instant, ipv6: &[u8]) -> Result<(), DropReason> {
+        if self.deliveries.len() >= MAX_DELIVERIES
+            || self.delivery_bytes.saturating_add(ipv6.len()) > MAX_DELIVERY_BYTES
+        {
+            return Err(DropReason::OutputQueueFull);
+        }
+        self.delivery_bytes += ipv6.len();
+        self.deliveries.push_back(ipv6.to_vec());
+        self.counters.ipv6_delivered += 1;
+        self.note_activity(now);
+        Ok(())
+    }
+
+    fn take_reply_token(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.reply_last);
+        self.reply_last = self.reply_last.max(now);
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.reply_tokens = self
+            .reply_tokens
+            .saturating_add(ms.saturating_mul(REPLY_BUBBLE_RATE))
+            .min(REPLY_BUBBLE_BURST * 1000);
+        if self.reply_tokens >= 1000 {
+            self.reply_tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A datagram of the data path (the client is qualified).
+    fn data_packet(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        pkt: &TeredoPacket<'_>,
+        from_server: bool,
+    ) -> Result<(), DropReason> {
+        let Some(own) = self.address else {
+            return Err(DropReason::NotQualified);
+        };
+        if pkt.dst() != own {
+            return Err(DropReason::NotOurAddress);
+        }
+        let bubble = pkt.is_bubble();
+        if !bubble && is_link_local(&pkt.src()) {
+            return Err(DropReason::LinkLocalSource);
+        }
+        if has_routing_header(pkt.ipv6) {
+            return Err(DropReason::RoutingHeader);
+        }
+        if from_server {
+            return self.relayed_by_server(now, pkt, own, bubble);
+        }
+        // Only servers insert origin indications.
+        if pkt.origin.is_some() {
+            return Err(DropReason::UnexpectedOrigin);
+        }
+        self.direct(now, from, pkt, bubble)
+    }
+
+    /// A packet the server relayed (RFC 4380 §5.2.3, first part): answer bubbles with a
+    /// direct bubble to the origin indication; deliver other packets only when the server
+    /// vouches for their source.
+    fn relayed_by_server(
+        &mut self,
+        now: Instant,
+        pkt: &TeredoPacket<'_>,
+        own: Ipv6Addr,
+        bubble: bool,
+    ) -> Result<(), DropReason> {
+        let src = pkt.src();
+        let teredo = TeredoAddr::from_ipv6(&src);
+        if !bubble {
+            // The server checked that a Teredo source's embedded mapping is where the packet
+            // came from (RFC 4380 §5.3.1 case 5) and told us where that was.
+            return match (teredo, pkt.origin) {
+                (Some(t), Some(o)) if t.mapped == o.0 => self.deliver(now, pkt.ipv6),
+                _ => Err(DropReason::UntrustedSource),
+            };
+        }
+        let target = match (pkt.origin, teredo) {
+            (Some(o), _) => o.0,
+            (None, Some(t)) => t.mapped,
+            (None, None) => return Err(DropReason::MissingOrigin),
+        };
+        if !is_ipv4_global_unicast(*target.ip()) || target.port() == 0 {
+            return Err(DropReason::NonGlobalMappedAddress);
+        }
+        let nonce = trailer_nonce(pkt.trailers);
+        self.counters.bubbles_received += 1;
+        let symmetric = self.cfg.symmetric_support;
+        let validity = self.cfg.peer_validity;
+        let mut reply_to = target;
+        let mut answer_indirectly = false;
+        if let Some(t) = teredo {
+            // RFC 6081 §5.2.4.3: remember (or clear) the peer's nonce.
+            if self.ensure_peer(now, src, Some(t)).is_ok() {
+                if let Some(p) = self.peers.get_mut(&src) {
+                    p.nonce_received = nonce;
+                    p.last_used = now;
+                    // A peer behind a symmetric NAT is reachable only at the mapping it
+                    // proved to us, not at the one the server saw.
+                    if let (true, Some(m)) = (p.trusted, p.mapping) {
+                        reply_to = m;
+                    }
+                    // RFC 6081 §3.1, second case: a peer behind a symmetric NAT cannot
+                    // receive our direct answer at its embedded mapping, so also answer
+                    // with an indirect bubble (a probe exchange of our own, paced as usual,
+                    // carrying our nonce) unless we trust it or already probe it.
+                    answer_indirectly =
+                        symmetric && !p.valid(now, validity) && p.phase == PeerPhase::Idle;
+                }
+            }
+        }
+        if answer_indirectly {
+            if let Some(p) = self.peers.get_mut(&src) {
+                p.phase = PeerPhase::Probing;
+                p.attempts = 0;
+            }
+            match self.gate(&src, now) {
+                // The probe's direct bubble goes where the answer would, with the echo.
+                Gate::Now => {
+                    self.send_probe(now, src);
+                    return Ok(());
+                }
+                Gate::At(t) => self.set_deadline(src, Some(t)),
+                Gate::Exhausted => {
+                    if let Some(p) = self.peers.get_mut(&src) {
+                        p.phase = PeerPhase::Idle;
+                    }
+                }
+            }
+        }
+        if !self.take_reply_token(now) {
+            self.counters.reply_bubbles_suppressed += 1;
+            return Ok(());
+        }
+        // RFC 6081 §5.2.4.2: the answer to an indirect bubble echoes its nonce.
+        let echo = if self.cfg.symmetric_support {
+            nonce
+        } else {
+            None
+        };
+        if self
+            .push_output(reply_to, bubble_bytes(own, src, echo))
+            .is_ok()
+        {
+            self.counters.reply_bubbles_sent += 1;
+        } else {
+            self.counters.count_drop(DropReason::OutputQueueFull, 1);
+        }
+        Ok(())
+    }
+
+    /// A packet straight from a peer or a relay (RFC 4380 §5.2.3 cases 1–3, 6; RFC 6081
+    /// §5.2.4.4).
+    fn direct(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        pkt: &TeredoPacket<'_>,
+        bubble: bool,
+    ) -> Result<(), DropReason> {
+        let src = pkt.src();
+        if let Some(p) = self.peers.get(&src) {
+            // Case 1: trusted, from its mapping.
+            if p.trusted && p.mapping == Some(from) {
+                // A late answer to our own echo test is ours, not the application's.
+                let swallow = bubble || answers_echo_test(pkt.ipv6, p.echo);
+                self.trust(now, src, from);
+                if bubble {
+                    self.counters.bubbles_received += 1;
+                }
+                return if swallow {
+                    Ok(())
+                } else {
+                    self.deliver(now, pkt.ipv6)
+                };
+            }
+            // Case 2: the echo reply of our direct IPv6 connectivity test.
+            if answers_echo_test(pkt.ipv6, p.echo) {
+                if !is_ipv4_global_unicast(*from.ip()) || from.port() == 0 {
+                    return Err(DropReason::NonGlobalMappedAddress);
+                }
+                self.counters.echo_tests_ok += 1;
+                self.trust(now, src, from);
+                return Ok(());
+            }
+        }
+        let Some(t) = TeredoAddr::from_ipv6(&src) else {
+            // Case 6: no echo test in answer to an unknown source (CVE-2006-6266).
+            return Err(DropReason::UntrustedSource);
+        };
+        let accepted = if t.mapped == from {
+            // Case 3 (CVE-2006-6264: never trust a non-global embedded IPv4).
+            if !is_ipv4_global_unicast(*from.ip()) || from.port() == 0 {
+                return Err(DropReason::NonGlobalMappedAddress);
+            }
+            self.ensure_peer(now, src, Some(t))?;
+            true
+        } else {
+            // RFC 6081 §5.2.4.4: a direct bubble echoing the nonce of our indirect bubble.
+            self.cfg.symmetric_support
+                && bubble
+                && is_ipv4_global_unicast(*from.ip())
+                && from.port() != 0
+                && trailer_nonce(pkt.trailers).is_some_and(|n| {
+                    self.peers
+                        .get(&src)
+                        .is_some_and(|p| p.nonce_sent.contains(&Some(n)))
+                })
+        };
+        if !accepted {
+            return Err(DropReason::SpoofedSource);
+        }
+        self.trust(now, src, from);
+        if bubble {
+            self.counters.bubbles_received += 1;
+            return Ok(());
+        }
+        self.deliver(now, pkt.ipv6)
     }
 }
 
@@ -1991,7 +3148,7 @@ mod tests {
         // A bubble from the server.
         let mut bubble = good[..21].to_vec();
         let mut b = [0u8; 40];
-        crate::wire::ipv6::emit_bubble(&mut b, server_link_local(P), ll, 0).unwrap();
+        emit_bubble(&mut b, server_link_local(P), ll, 0).unwrap();
         bubble.extend_from_slice(&b);
         cases.push(("bubble", from, bubble, DropReason::NotRouterAdvertisement));
         // Broken ICMPv6 checksum.
@@ -2316,5 +3473,911 @@ mod tests {
         lab.run_for(secs(1));
         lab.server_up = true;
         lab.run_for(secs(1));
+    }
+
+    // ---- the data path: clients, the real server and relay, a native echo host ----------
+
+    use std::collections::VecDeque as Fifo;
+
+    use crate::addr::is_teredo;
+    use crate::relay::{
+        Acceptance, Handled as RelayHandled, Output as RelayOutput, Relay, RelayConfig, TrustPolicy,
+    };
+
+    /// The relay, on the IPv4 Internet (port 3545, as in TEREDO.md §14).
+    const RELAY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 250), 3545);
+    /// The native echo host.
+    const H: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99);
+    /// The second client's NAT and inside address.
+    const EXT_Y: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 6), 41000);
+    const PRIVATE_Y: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 2, 10), 6000);
+    const PING_ID: u16 = 0x5157;
+
+    impl Nat {
+        /// Whether `to` is this NAT's external address (or the client's own without NAT).
+        fn owns(&self, local: SocketAddrV4, to: SocketAddrV4) -> bool {
+            match self.mapping {
+                Mapping::Identity => local == to,
+                _ => self.sent.iter().any(|(e, _)| *e == to),
+            }
+        }
+    }
+
+    /// The echo reply a host's stack would send to `pkt`, if it is an echo request.
+    fn echo_reply_for(pkt: &[u8]) -> Option<Vec<u8>> {
+        let e = Echo::parse(pkt).ok().filter(|e| !e.reply)?;
+        let mut b = vec![0u8; pkt.len()];
+        let n = Echo { reply: true, ..e }
+            .emit(&mut b, ipv6_dst(pkt), ipv6_src(pkt), 64)
+            .ok()?;
+        b.truncate(n);
+        Some(b)
+    }
+
+    fn echo_request(src: Ipv6Addr, dst: Ipv6Addr, seq: u16) -> Vec<u8> {
+        let mut b = vec![0u8; 80];
+        let n = Echo {
+            reply: false,
+            id: PING_ID,
+            seq,
+            data: &[0xab; 32],
+        }
+        .emit(&mut b, src, dst, 64)
+        .unwrap();
+        b.truncate(n);
+        b
+    }
+
+    struct Host {
+        client: Client,
+        nat: Nat,
+        /// Packets delivered to the application.
+        inbox: Vec<Vec<u8>>,
+        /// Answer echo requests, as a host's stack does.
+        echo_responder: bool,
+        drops: Vec<DropReason>,
+    }
+
+    /// Clients behind their NATs, the server, a relay routed 2001::/32 from the native side,
+    /// and the echo host H, exchanging datagrams in memory with zero latency.
+    struct Net {
+        t0: Instant,
+        now: Instant,
+        server: Server,
+        relay: Relay,
+        hosts: Vec<Host>,
+        wire: Fifo<(SocketAddrV4, SocketAddrV4, Vec<u8>)>,
+        native: Fifo<Vec<u8>>,
+        /// Every datagram on the IPv4 Internet: (time, from, to, payload).
+        log: Vec<(Duration, SocketAddrV4, SocketAddrV4, Vec<u8>)>,
+        relay_accepts: Vec<Acceptance>,
+        relay_drops: Vec<DropReason>,
+        /// Datagrams a NAT filtered.
+        filtered: usize,
+        h_up: bool,
+    }
+
+    impl Net {
+        fn new(trust: TrustPolicy) -> Self {
+            let t0 = t0();
+            let cfg = RelayConfig {
+                trust,
+                icmp_source: Some(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20)),
+                ..RelayConfig::default()
+            };
+            Self {
+                t0,
+                now: t0,
+                server: Server::new(ServerConfig::new(P)),
+                relay: Relay::new(cfg, ChaCha8Rng::seed_from_u64(99), t0),
+                hosts: Vec::new(),
+                wire: Fifo::new(),
+                native: Fifo::new(),
+                log: Vec::new(),
+                relay_accepts: Vec::new(),
+                relay_drops: Vec::new(),
+                filtered: 0,
+                h_up: true,
+            }
+        }
+
+        fn add_host(&mut self, cfg: ClientConfig, nat: Nat, local: SocketAddrV4) -> usize {
+            let seed = 11 + self.hosts.len() as u64;
+            let client = Client::new(cfg, ChaCha8Rng::seed_from_u64(seed), local, self.now);
+            self.hosts.push(Host {
+                client,
+                nat,
+                inbox: Vec::new(),
+                echo_responder: true,
+                drops: Vec::new(),
+            });
+            self.hosts.len() - 1
+        }
+
+        fn add(&mut self, p: Profile, kind: Kind) -> usize {
+            let (nat, local) = nat_for(kind);
+            self.add_host(ClientConfig::profile(p, P), nat, local)
+        }
+
+        fn elapsed(&self) -> Duration {
+            self.now - self.t0
+        }
+
+        fn client(&self, i: usize) -> &Client {
+            &self.hosts[i].client
+        }
+
+        fn addr(&self, i: usize) -> Ipv6Addr {
+            self.client(i).address().expect("qualified")
+        }
+
+        fn send(&mut self, from: SocketAddrV4, to: SocketAddrV4, data: Vec<u8>) {
+            self.log.push((self.elapsed(), from, to, data.clone()));
+            self.wire.push_back((from, to, data));
+        }
+
+        fn arrive(&mut self, from: SocketAddrV4, to: SocketAddrV4, data: &[u8]) {
+            let now = self.now;
+            let local = match *to.ip() {
+                ip if ip == P && to.port() == TEREDO_PORT => Some(Local::Primary),
+                ip if ip == S && to.port() == TEREDO_PORT => Some(Local::Secondary),
+                _ => None,
+            };
+            if let Some(local) = local {
+                if self.server.handle_udp(now, local, from, data).is_ok() {
+                    let mut b = vec![0u8; MAX_UDP_PAYLOAD];
+                    while let Some(out) = self.server.poll_output(&mut b) {
+                        match out {
+                            Output::Udp {
+                                from_local,
+                                to,
+                                len,
+                            } => {
+                                let from =
+                                    SocketAddrV4::new(self.server.address(from_local), TEREDO_PORT);
+                                self.send(from, to, b[..len].to_vec());
+                            }
+                            Output::Ipv6 { len } => self.native.push_back(b[..len].to_vec()),
+                        }
+                    }
+                }
+                return;
+            }
+            if to == RELAY {
+                match self.relay.handle_udp(now, from, data) {
+                    Ok(RelayHandled::Bubble { via, .. } | RelayHandled::Forwarded { via, .. }) => {
+                        self.relay_accepts.push(via);
+                    }
+                    Ok(_) => {}
+                    Err(r) => self.relay_drops.push(r),
+                }
+                return;
+            }
+            for h in &mut self.hosts {
+                if h.nat.owns(h.client.local(), to) {
+                    if h.nat.inbound(from, to) {
+                        if let Err(r) = h.client.handle_udp(now, from, data) {
+                            h.drops.push(r);
+                        }
+                    } else {
+                        self.filtered += 1;
+                    }
+                    return;
+                }
+            }
+        }
+
+        fn native_arrive(&mut self, p: &[u8]) {
+            let dst = ipv6_dst(p);
+            if dst == H {
+                if let Some(r) = echo_reply_for(p).filter(|_| self.h_up) {
+                    self.native.push_back(r);
+                }
+            } else if is_teredo(&dst) {
+                let _ = self.relay.handle_ipv6(self.now, p);
+            }
+        }
+
+        /// Moves everything until the network is quiet.
+        fn pump(&mut self) {
+            let mut b = vec![0u8; MAX_UDP_PAYLOAD];
+            for _ in 0..100_000 {
+                let mut busy = false;
+                for i in 0..self.hosts.len() {
+                    while let Some(t) = self.hosts[i].client.poll_transmit(&mut b) {
+                        let h = &mut self.hosts[i];
+                        let ext = h.nat.outbound(h.client.local(), t.to);
+                        self.send(ext, t.to, b[..t.len].to_vec());
+                        busy = true;
+                    }
+                    while let Some(n) = self.hosts[i].client.poll_ipv6(&mut b) {
+                        let pkt = b[..n].to_vec();
+                        let h = &mut self.hosts[i];
+                        if let Some(r) = echo_reply_for(&pkt).filter(|_| h.echo_responder) {
+                            let _ = h.client.send_ipv6(self.now, &r);
+                        }
+                        h.inbox.push(pkt);
+                        busy = true;
+                    }
+                }
+                while let Some(o) = self.relay.poll_output(&mut b) {
+                    match o {
+                        RelayOutput::Udp { to, len } => self.send(RELAY, to, b[..len].to_vec()),
+                        RelayOutput::Ipv6 { len } => self.native.push_back(b[..len].to_vec()),
+                    }
+                    busy = true;
+                }
+                if let Some((from, to, data)) = self.wire.pop_front() {
+                    self.arrive(from, to, &data);
+                    busy = true;
+                } else if let Some(p) = self.native.pop_front() {
+                    self.native_arrive(&p);
+                    busy = true;
+                }
+                if !busy {
+                    return;
+                }
+            }
+            panic!("the network does not settle");
+        }
+
+        fn run_for(&mut self, d: Duration) {
+            let end = self.now + d;
+            self.pump();
+            for _ in 0..100_000 {
+                let next = self
+                    .hosts
+                    .iter()
+                    .map(|h| h.client.poll_timeout())
+                    .fold(self.relay.poll_timeout(), earliest);
+                let Some(t) = next.filter(|t| *t <= end) else {
+                    self.now = end;
+                    return;
+                };
+                self.now = self.now.max(t);
+                let now = self.now;
+                for h in &mut self.hosts {
+                    if h.client.poll_timeout().is_some_and(|t| t <= now) {
+                        h.client.handle_timeout(now);
+                    }
+                }
+                if self.relay.poll_timeout().is_some_and(|t| t <= now) {
+                    self.relay.handle_timeout(now);
+                }
+                self.pump();
+            }
+            panic!("timers do not advance");
+        }
+
+        fn ping(&mut self, i: usize, dst: Ipv6Addr, seq: u16) -> Result<(), DropReason> {
+            let pkt = echo_request(self.addr(i), dst, seq);
+            let r = self.hosts[i].client.send_ipv6(self.now, &pkt);
+            self.pump();
+            r
+        }
+
+        /// Sequence numbers of the echo replies host `i` got from `from`.
+        fn replies(&self, i: usize, from: Ipv6Addr) -> Vec<u16> {
+            self.hosts[i]
+                .inbox
+                .iter()
+                .filter(|p| ipv6_src(p) == from)
+                .filter_map(|p| Echo::parse(p).ok())
+                .filter(|e| e.reply && e.id == PING_ID)
+                .map(|e| e.seq)
+                .collect()
+        }
+
+        /// `n` pings one second apart, then ten quiet seconds; the replies.
+        fn ping_run(&mut self, i: usize, dst: Ipv6Addr, n: u16) -> Vec<u16> {
+            for seq in 0..n {
+                let _ = self.ping(i, dst, seq);
+                self.run_for(secs(1));
+            }
+            self.run_for(secs(10));
+            self.replies(i, dst)
+        }
+
+        /// The datagrams logged since `mark`, as (from, to, parsed packet).
+        fn since(&self, mark: usize) -> Vec<(SocketAddrV4, SocketAddrV4, TeredoPacket<'_>)> {
+            self.log[mark..]
+                .iter()
+                .map(|(_, f, t, d)| (*f, *t, TeredoPacket::parse(d).unwrap()))
+                .collect()
+        }
+    }
+
+    fn qualified_net(trust: TrustPolicy, p: Profile, kind: Kind) -> (Net, usize) {
+        let mut net = Net::new(trust);
+        let x = net.add(p, kind);
+        net.run_for(secs(25));
+        assert_eq!(net.client(x).state(), State::Qualified, "{p} {kind:?}");
+        (net, x)
+    }
+
+    #[test]
+    fn ping_native_host_through_server_and_relay() {
+        for kind in [Kind::NoNat, Kind::Cone, Kind::Restricted] {
+            let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Rfc5991, kind);
+            let xa = net.addr(x);
+            let mark = net.log.len();
+            assert_eq!(net.ping_run(x, H, 3), [0, 1, 2], "{kind:?}");
+            let flow = net.since(mark);
+            let m = net.client(x).mapping().unwrap();
+            // TEREDO.md §15, client X -> native host H via relay R:
+            // 1. X -> P:3544: echo request, src X, dst H, data = a 64-bit nonce.
+            let (_, to, p) = &flow[0];
+            assert_eq!(*to, SocketAddrV4::new(P, 3544), "{kind:?}");
+            assert_eq!((p.src(), p.dst()), (xa, H));
+            let test = Echo::parse(p.ipv6).unwrap();
+            assert!(!test.reply);
+            assert_eq!(test.data.len(), ECHO_NONCE_LEN);
+            // 2. R -> P:3544: indirect bubble (src: R's per-peer link-local, dst X, nonce).
+            let (from, to, p) = &flow[1];
+            assert_eq!((*from, *to), (RELAY, SocketAddrV4::new(P, 3544)));
+            assert!(p.is_bubble() && is_link_local(&p.src()) && p.dst() == xa);
+            let relay_ll = p.src();
+            // 3. P -> X's mapping: OI(R) + the bubble.
+            let (from, to, p) = &flow[2];
+            assert_eq!((*from, *to), (SocketAddrV4::new(P, 3544), m));
+            assert_eq!(p.origin.map(|o| o.0), Some(RELAY));
+            // 4. X -> R: direct bubble, src X, dst = the bubble's source; no nonce (rfc5991).
+            let (_, to, p) = &flow[3];
+            assert_eq!(*to, RELAY);
+            assert!(p.is_bubble());
+            assert_eq!((p.src(), p.dst()), (xa, relay_ll));
+            assert!(p.trailers.is_empty());
+            // 5. R -> X: the queued echo reply (the nonce comes back).
+            let (from, to, p) = &flow[4];
+            assert_eq!((*from, *to), (RELAY, m));
+            assert_eq!(Echo::parse(p.ipv6).unwrap().data, test.data);
+            // 6. X -> R: the application's queued echo request, then everything direct.
+            let (_, to, p) = &flow[5];
+            assert_eq!(*to, RELAY);
+            assert_eq!(Echo::parse(p.ipv6).unwrap().id, PING_ID);
+            // The rest: pings and replies through R, refreshes with the server.
+            assert!(flow[6..].iter().all(|(f, t, _)| *f == RELAY
+                || *t == RELAY
+                || *t == SocketAddrV4::new(P, 3544)
+                || *f == SocketAddrV4::new(P, 3544)));
+            let peer = net.client(x).peer(&H, net.now).unwrap();
+            assert!(peer.trusted && !peer.teredo);
+            assert_eq!(peer.mapping, Some(RELAY));
+            let c = net.client(x).counters();
+            assert_eq!((c.echo_tests_sent, c.echo_tests_ok), (1, 1));
+            assert_eq!((c.ipv6_sent, c.ipv6_delivered), (3, 3));
+            assert_eq!((c.queued, c.flushed), (1, 1));
+            assert_eq!(
+                (c.reply_bubbles_sent, c.data_rejected, c.ra_rejected),
+                (1, 0, 0)
+            );
+            assert_eq!(c.dropped_total(), 0);
+            assert!(net.hosts[x].drops.is_empty(), "{:?}", net.hosts[x].drops);
+            assert!(net.relay_drops.is_empty(), "{:?}", net.relay_drops);
+            assert!(net
+                .relay_accepts
+                .iter()
+                .all(|a| *a == Acceptance::EmbeddedMapping));
+            assert!(net.hosts[x].client.events.iter().any(|e| *e
+                == Event::PeerTrusted {
+                    peer: H,
+                    mapping: RELAY
+                }));
+        }
+    }
+
+    #[test]
+    fn symmetric_nat_needs_a_lenient_relay() {
+        // Strict relay (RFC 4380 §5.4.2): the direct bubble comes from the mapping the
+        // symmetric NAT opened toward the relay, not the one embedded in the address.
+        for p in [Profile::Vista, Profile::Miredo] {
+            let (mut net, x) = qualified_net(TrustPolicy::Strict, p, Kind::SymPort);
+            assert!(net.ping_run(x, H, 3).is_empty(), "{p}");
+            assert!(net.relay_drops.contains(&DropReason::SpoofedSource), "{p}");
+            assert!(
+                net.relay.counters().dropped(DropReason::SpoofedSource) >= 4,
+                "{p}"
+            );
+            let c = net.client(x).counters();
+            // Echo tests at 0, 2, 4 and 6 s, then the queue (3 pings) is dropped.
+            assert_eq!((c.echo_tests_sent, c.give_ups), (4, 1), "{p}");
+            assert_eq!(c.dropped(DropReason::PeerUnreachable), 3, "{p}");
+            assert!(net.hosts[x]
+                .client
+                .events
+                .contains(&Event::PeerUnreachable { peer: H }));
+            assert_eq!(
+                net.client(x).peer(&H, net.now).unwrap().phase,
+                PeerPhase::Failed
+            );
+            // Refused until the window is over, and no new echo test.
+            let n = net.log.len();
+            assert_eq!(net.ping(x, H, 9), Err(DropReason::PeerUnreachable));
+            assert_eq!(net.log.len(), n);
+        }
+        // Lenient relay: Vista echoes the relay's nonce (RFC 6081 §5.2.4.2), Miredo answers
+        // the relay's per-peer link-local; either way the actual mapping is recorded.
+        for (p, via) in [
+            (Profile::Vista, Acceptance::Nonce),
+            (Profile::Win7, Acceptance::Nonce),
+            (Profile::Miredo, Acceptance::LinkLocal),
+        ] {
+            let (mut net, x) = qualified_net(TrustPolicy::Lenient, p, Kind::SymPort);
+            assert_eq!(net.ping_run(x, H, 3), [0, 1, 2], "{p}");
+            assert_eq!(net.relay_accepts.first(), Some(&via), "{p}");
+            let m = net.client(x).mapping().unwrap();
+            let recorded = net.relay.peer(&net.addr(x)).unwrap().mapping;
+            assert_ne!(
+                recorded, m,
+                "{p}: the relay uses the NAT's mapping toward it"
+            );
+            let bubble = net
+                .since(0)
+                .into_iter()
+                .find(|(_, to, pkt)| *to == RELAY && pkt.is_bubble())
+                .map(|(_, _, pkt)| trailer_nonce(pkt.trailers))
+                .unwrap();
+            assert_eq!(bubble.is_some(), via == Acceptance::Nonce, "{p}");
+        }
+    }
+
+    #[test]
+    fn teredo_to_teredo() {
+        let mut net = Net::new(TrustPolicy::Strict);
+        let x = net.add(Profile::Rfc5991, Kind::Restricted);
+        let y = net.add_host(
+            ClientConfig::profile(Profile::Rfc5991, P),
+            Nat::new(Mapping::Fixed(EXT_Y), true),
+            PRIVATE_Y,
+        );
+        net.run_for(secs(1));
+        let (xa, ya) = (net.addr(x), net.addr(y));
+        let mark = net.log.len();
+        assert_eq!(net.ping_run(x, ya, 3), [0, 1, 2]);
+        let flow = net.since(mark);
+        // X -> Y.map: direct bubble (opens X's NAT; Y's NAT filters it). X -> P: indirect.
+        assert_eq!(flow[0].1, EXT_Y);
+        assert!(flow[0].2.is_bubble() && flow[0].2.trailers.is_empty());
+        assert_eq!(flow[1].1, SocketAddrV4::new(P, 3544));
+        assert!(flow[1].2.is_bubble());
+        assert_eq!(net.filtered, 1);
+        // P -> Y.map: OI(X.map) + bubble; Y -> X.map: direct bubble, dst X.
+        assert_eq!(flow[2].1, EXT_Y);
+        assert_eq!(flow[2].2.origin.map(|o| o.0), Some(EXT));
+        assert_eq!((flow[3].0, flow[3].1), (EXT_Y, EXT));
+        assert_eq!((flow[3].2.src(), flow[3].2.dst()), (ya, xa));
+        // X trusts Y (embedded mapping == outer source), the ping goes direct.
+        assert_eq!(flow[4].1, EXT_Y);
+        assert_eq!(Echo::parse(flow[4].2.ipv6).unwrap().seq, 0);
+        let px = net.client(x).peer(&ya, net.now).unwrap();
+        let py = net.client(y).peer(&xa, net.now).unwrap();
+        assert_eq!((px.trusted, px.mapping), (true, Some(EXT_Y)));
+        assert_eq!((py.trusted, py.mapping), (true, Some(EXT)));
+        assert_eq!(net.relay.counters().peers_created, 0, "no relay involved");
+        assert!(net.hosts.iter().all(|h| h.drops.is_empty()));
+    }
+
+    #[test]
+    fn rfc6081_symmetric_support_between_clients() {
+        let setup = |peer: Profile| {
+            let mut net = Net::new(TrustPolicy::Strict);
+            let a = net.add(Profile::Vista, Kind::SymPort);
+            let b = net.add_host(
+                ClientConfig::profile(peer, P),
+                Nat::new(Mapping::Fixed(EXT_Y), false),
+                PRIVATE_Y,
+            );
+            net.run_for(secs(25));
+            (net, a, b)
+        };
+        // RFC 6081 §3.1 first case: B (cone) initiates; A's direct answer echoes B's nonce
+        // from another mapping, which B records.
+        let (mut net, a, b) = setup(Profile::Vista);
+        let (aa, ba) = (net.addr(a), net.addr(b));
+        assert_eq!(net.ping_run(b, aa, 3), [0, 1, 2]);
+        let pb = net.client(b).peer(&aa, net.now).unwrap();
+        assert!(pb.trusted);
+        assert_ne!(pb.mapping, Some(net.client(a).mapping().unwrap()));
+        // Second case: A initiates; B's direct answer is filtered by A's NAT, B also
+        // answers indirectly, A's direct answer to that carries B's nonce.
+        let (mut net, a, b) = setup(Profile::Vista);
+        let ba2 = net.addr(b);
+        assert_eq!(net.ping_run(a, ba2, 3), [0, 1, 2]);
+        assert!(net.filtered >= 1);
+        assert!(net.client(a).peer(&ba2, net.now).unwrap().trusted);
+        let _ = ba;
+        // Without RFC 6081 on the cone side: no connectivity either way.
+        let (mut net, a, b) = setup(Profile::Miredo);
+        let (aa, ba) = (net.addr(a), net.addr(b));
+        assert!(net.ping_run(b, aa, 3).is_empty());
+        assert!(net.hosts[b].drops.contains(&DropReason::SpoofedSource));
+        assert!(net.ping_run(a, ba, 3).is_empty());
+    }
+
+    #[test]
+    fn queues_are_bounded_and_dropped_on_give_up() {
+        let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Rfc5991, Kind::Cone);
+        net.h_up = false;
+        let results: Vec<_> = (0..20).map(|s| net.ping(x, H, s)).collect();
+        assert!(results[..16].iter().all(Result::is_ok));
+        assert!(results[16..]
+            .iter()
+            .all(|r| *r == Err(DropReason::QueueFull)));
+        let peer = net.client(x).peer(&H, net.now).unwrap();
+        assert_eq!((peer.queued_packets, peer.queued_bytes), (16, 16 * 80));
+        assert_eq!(peer.phase, PeerPhase::Probing);
+        let t = net.elapsed();
+        net.run_for(secs(20));
+        let tests: Vec<Duration> = net
+            .log
+            .iter()
+            .filter(|(at, _, to, d)| {
+                *at >= t
+                    && *to == SocketAddrV4::new(P, 3544)
+                    && TeredoPacket::parse(d).unwrap().dst() == H
+            })
+            .map(|(at, _, _, _)| *at - t)
+            .collect();
+        assert_eq!(tests, [secs(0), secs(2), secs(4), secs(6)]);
+        let c = net.client(x).counters();
+        assert_eq!(c.dropped(DropReason::QueueFull), 4);
+        assert_eq!(c.dropped(DropReason::PeerUnreachable), 16);
+        assert_eq!(net.client(x).peer(&H, net.now).unwrap().queued_packets, 0);
+        assert_eq!(net.client(x).queued_bytes, 0);
+        // Refused until 300 s after the first test, then a new test starts.
+        net.run_for(secs(250));
+        assert_eq!(net.ping(x, H, 30), Err(DropReason::PeerUnreachable));
+        net.run_for(secs(30));
+        net.h_up = true;
+        assert_eq!(net.ping(x, H, 31), Ok(()));
+        net.run_for(secs(1));
+        assert_eq!(net.replies(x, H), [31]);
+
+        // The byte bound.
+        let mut cfg = ClientConfig::profile(Profile::Rfc5991, P);
+        cfg.queue_bytes_per_peer = 200;
+        let mut net = Net::new(TrustPolicy::Strict);
+        let (nat, local) = nat_for(Kind::Cone);
+        let x = net.add_host(cfg, nat, local);
+        net.run_for(secs(1));
+        net.h_up = false;
+        let r: Vec<_> = (0..3).map(|s| net.ping(x, H, s)).collect();
+        assert_eq!(r, [Ok(()), Ok(()), Err(DropReason::QueueFull)]);
+    }
+
+    #[test]
+    fn bubble_pacing_and_nonce_trailers() {
+        // A Teredo destination that never answers.
+        let ghost = TeredoAddr {
+            server: P,
+            flags: 0,
+            mapped: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 99), 4000),
+        }
+        .to_ipv6();
+        for (p, nonces) in [(Profile::Vista, true), (Profile::Rfc5991, false)] {
+            let (mut net, x) = qualified_net(TrustPolicy::Strict, p, Kind::Restricted);
+            let t = net.elapsed();
+            // An application that keeps sending every second for 20 s.
+            for s in 0..20 {
+                let r = net.ping(x, ghost, s);
+                assert!(r.is_ok() || r == Err(DropReason::PeerUnreachable), "{r:?}");
+                net.run_for(secs(1));
+            }
+            let bubbles: Vec<(Duration, SocketAddrV4, Option<[u8; 4]>)> = net
+                .log
+                .iter()
+                .filter(|(at, from, _, d)| {
+                    *at >= t
+                        && *from != SocketAddrV4::new(P, 3544)
+                        && TeredoPacket::parse(d).unwrap().dst() == ghost
+                })
+                .map(|(at, _, to, d)| {
+                    let pkt = TeredoPacket::parse(d).unwrap();
+                    assert!(pkt.is_bubble());
+                    (*at - t, *to, trailer_nonce(pkt.trailers))
+                })
+                .collect();
+            // A direct and an indirect bubble at 0, 2, 4 and 6 s; nothing more in 300 s.
+            let times: Vec<u64> = bubbles.iter().map(|(at, _, _)| at.as_secs()).collect();
+            assert_eq!(times, [0, 0, 2, 2, 4, 4, 6, 6], "{p}");
+            for (i, (_, to, nonce)) in bubbles.iter().enumerate() {
+                if i % 2 == 0 {
+                    assert_eq!(*to, SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 99), 4000));
+                    assert_eq!(*nonce, None, "{p}: no nonce before one was received");
+                } else {
+                    assert_eq!(*to, SocketAddrV4::new(P, 3544));
+                    assert_eq!(nonce.is_some(), nonces, "{p}");
+                }
+            }
+            if nonces {
+                let distinct: HashSet<_> = bubbles.iter().filter_map(|b| b.2).collect();
+                assert_eq!(distinct.len(), 4, "a fresh nonce per indirect bubble");
+            }
+            let c = net.client(x).counters();
+            assert_eq!((c.bubbles_sent, c.give_ups), (8, 1));
+            // Packets 0..=7 were queued (the last ones refused after the give-up at 8 s).
+            assert_eq!(c.dropped(DropReason::PeerUnreachable), 8 + 12, "{p}");
+        }
+    }
+
+    /// A Teredo datagram: optional OI, then an IPv6 packet.
+    fn datagram(origin: Option<SocketAddrV4>, ipv6: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        if let Some(o) = origin {
+            let mut b = [0u8; 8];
+            crate::wire::OriginIndication(o).emit(&mut b).unwrap();
+            v.extend_from_slice(&b);
+        }
+        v.extend_from_slice(ipv6);
+        v
+    }
+
+    #[test]
+    fn reception_rules() {
+        let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Rfc5991, Kind::NoNat);
+        let now = net.now;
+        let xa = net.addr(x);
+        let c = &mut net.hosts[x].client;
+        let peer_map = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 7), 4000);
+        let peer = TeredoAddr {
+            server: P,
+            flags: 0,
+            mapped: peer_map,
+        }
+        .to_ipv6();
+        let native: Ipv6Addr = "2001:db8::5".parse().unwrap();
+        let server = SocketAddrV4::new(P, 3544);
+        let mut routed = echo_request(peer, xa, 1);
+        routed[6] = 43;
+        let mut ll = echo_request("fe80::1".parse().unwrap(), xa, 1);
+        finish_icmpv6(&mut ll);
+        let cases: Vec<(&str, SocketAddrV4, Vec<u8>, DropReason)> = vec![
+            (
+                "unknown non-Teredo source (no echo test: CVE-2006-6266)",
+                peer_map,
+                datagram(None, &echo_request(native, xa, 1)),
+                DropReason::UntrustedSource,
+            ),
+            (
+                "Teredo source, other mapping",
+                SocketAddrV4::new(*peer_map.ip(), 4001),
+                datagram(None, &echo_request(peer, xa, 1)),
+                DropReason::SpoofedSource,
+            ),
+            (
+                "routing header (CVE-2006-6263)",
+                peer_map,
+                datagram(None, &routed),
+                DropReason::RoutingHeader,
+            ),
+            (
+                "link-local source",
+                peer_map,
+                datagram(None, &ll),
+                DropReason::LinkLocalSource,
+            ),
+            (
+                "not our address",
+                peer_map,
+                datagram(None, &echo_request(peer, H, 1)),
+                DropReason::NotOurAddress,
+            ),
+            (
+                "origin indication not from the server",
+                peer_map,
+                datagram(Some(peer_map), &echo_request(peer, xa, 1)),
+                DropReason::UnexpectedOrigin,
+            ),
+            (
+                "non-bubble from the server it cannot vouch for",
+                server,
+                datagram(Some(peer_map), &echo_request(native, xa, 1)),
+                DropReason::UntrustedSource,
+            ),
+            (
+                "relayed bubble without origin from a non-Teredo source",
+                server,
+                datagram(None, &bubble_bytes(native, xa, None)),
+                DropReason::MissingOrigin,
+            ),
+            (
+                "relayed bubble to answer at a private address",
+                server,
+                datagram(
+                    Some(SocketAddrV4::new(Ipv4Addr::new(10, 1, 1, 1), 9)),
+                    &bubble_bytes(native, xa, None),
+                ),
+                DropReason::NonGlobalMappedAddress,
+            ),
+        ];
+        for (what, from, bytes, reason) in &cases {
+            assert_eq!(c.handle_udp(now, *from, bytes), Err(*reason), "{what}");
+            assert_eq!(
+                c.poll_transmit(&mut [0u8; 2000]),
+                None,
+                "{what}: nothing sent"
+            );
+            assert_eq!(c.poll_ipv6(&mut [0u8; 2000]), None, "{what}");
+        }
+        assert_eq!(c.counters().data_rejected, cases.len() as u64);
+        assert_eq!(
+            c.counters().ra_rejected,
+            0,
+            "data refusals are not RA refusals"
+        );
+        assert_eq!(c.peer_count(), 0, "no entry for refused sources");
+        // Case 3: a Teredo source at its embedded mapping is trusted and delivered.
+        let req = echo_request(peer, xa, 2);
+        assert_eq!(c.handle_udp(now, peer_map, &datagram(None, &req)), Ok(()));
+        let mut b = [0u8; 2000];
+        assert_eq!(c.poll_ipv6(&mut b), Some(req.len()));
+        assert_eq!(&b[..req.len()], &req[..]);
+        let p = c.peer(&peer, now).unwrap();
+        assert!(p.trusted && p.valid && p.teredo);
+        // Relayed by the server with an origin indication that matches the embedded mapping:
+        // the server vouches for it.
+        let req = echo_request(peer, xa, 3);
+        assert_eq!(
+            c.handle_udp(now, server, &datagram(Some(peer_map), &req)),
+            Ok(())
+        );
+        assert_eq!(c.poll_ipv6(&mut b), Some(req.len()));
+        // A relay's indirect bubble: answered to the origin indication, dst = its source.
+        let relay_ll: Ipv6Addr = "fe80::1234:5678".parse().unwrap();
+        let relayed = datagram(Some(RELAY), &bubble_bytes(relay_ll, xa, Some([1, 2, 3, 4])));
+        assert_eq!(c.handle_udp(now, server, &relayed), Ok(()));
+        let t = c.poll_transmit(&mut b).unwrap();
+        assert_eq!(t.to, RELAY);
+        let answer = TeredoPacket::parse(&b[..t.len]).unwrap();
+        assert!(answer.is_bubble());
+        assert_eq!((answer.src(), answer.dst()), (xa, relay_ll));
+        assert_eq!(trailer_nonce(answer.trailers), None, "rfc5991: no RFC 6081");
+        assert_eq!(c.counters().ra_rejected, 0);
+        assert_eq!(c.counters().reply_bubbles_sent, 1);
+        // Answers are rate-limited: a burst of 10, then 10 per second.
+        for _ in 0..20 {
+            let _ = c.handle_udp(now, server, &relayed);
+        }
+        let mut answered = 0;
+        while c.poll_transmit(&mut b).is_some() {
+            answered += 1;
+        }
+        assert_eq!(answered, 9);
+        assert_eq!(c.counters().reply_bubbles_suppressed, 11);
+        // Not qualified: the data path is closed.
+        let (mut c, now, _, _) = probing(Profile::Miredo);
+        assert_eq!(
+            c.handle_udp(now, peer_map, &datagram(None, &echo_request(peer, xa, 1))),
+            Err(DropReason::NotQualified)
+        );
+        assert_eq!(
+            c.send_ipv6(now, &echo_request(xa, H, 1)),
+            Err(DropReason::NotQualified)
+        );
+        assert_eq!(
+            (c.counters().data_rejected, c.counters().ra_rejected),
+            (1, 0)
+        );
+    }
+
+    #[test]
+    fn send_validation() {
+        let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Rfc5991, Kind::Cone);
+        let xa = net.addr(x);
+        let now = net.now;
+        let c = &mut net.hosts[x].client;
+        let private_peer = TeredoAddr {
+            server: P,
+            flags: 0,
+            mapped: SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 1), 4000),
+        }
+        .to_ipv6();
+        let private_server = TeredoAddr {
+            server: Ipv4Addr::new(10, 0, 0, 1),
+            flags: 0,
+            mapped: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 4000),
+        }
+        .to_ipv6();
+        let mut truncated = echo_request(xa, H, 1);
+        truncated.pop();
+        for (pkt, want) in [
+            (echo_request(H, xa, 1), DropReason::WrongSource),
+            (echo_request(xa, xa, 1), DropReason::NotAllowed),
+            (
+                echo_request(xa, "fe80::1".parse().unwrap(), 1),
+                DropReason::NonGlobalDestination,
+            ),
+            (
+                echo_request(xa, "ff02::1".parse().unwrap(), 1),
+                DropReason::NonGlobalDestination,
+            ),
+            (
+                echo_request(xa, private_peer, 1),
+                DropReason::NonGlobalMappedAddress,
+            ),
+            (
+                echo_request(xa, private_server, 1),
+                DropReason::NonGlobalServer,
+            ),
+            (truncated, DropReason::BadLength),
+            (vec![0x45; 40], DropReason::BadIpVersion),
+            (vec![0x60; 10], DropReason::Truncated),
+        ] {
+            assert_eq!(c.send_ipv6(now, &pkt), Err(want));
+        }
+        assert_eq!(c.counters().dropped_total(), 9);
+        assert_eq!(c.poll_transmit(&mut [0u8; 100]), None);
+        assert_eq!(c.peer_count(), 0);
+    }
+
+    #[test]
+    fn peer_table_is_bounded() {
+        let mut cfg = ClientConfig::profile(Profile::Rfc5991, P);
+        cfg.max_peers = 2;
+        let mut net = Net::new(TrustPolicy::Strict);
+        let (nat, local) = nat_for(Kind::Cone);
+        let x = net.add_host(cfg, nat, local);
+        net.run_for(secs(1));
+        net.h_up = false;
+        let xa = net.addr(x);
+        for i in 1..=3u16 {
+            let dst = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i);
+            let c = &mut net.hosts[x].client;
+            assert_eq!(c.send_ipv6(net.now, &echo_request(xa, dst, i)), Ok(()));
+            net.run_for(secs(1));
+        }
+        let c = net.client(x);
+        assert_eq!(c.peer_count(), 2);
+        assert_eq!(c.counters().peers_evicted, 1);
+        assert_eq!(c.counters().dropped(DropReason::PeerEvicted), 1);
+        assert!(c
+            .peer(&Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1), net.now)
+            .is_none());
+    }
+
+    #[test]
+    fn losing_the_address_empties_the_peer_table() {
+        let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Miredo, Kind::Cone);
+        // Miredo refreshes at 30 s, 60 s, ... after the first RS (t = 0).
+        net.run_for(secs(3));
+        net.h_up = false;
+        assert_eq!(net.ping(x, H, 1), Ok(()));
+        net.hosts[x].nat.mapping =
+            Mapping::Fixed(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 41000));
+        net.run_for(secs(4));
+        let c = net.client(x);
+        assert!(c
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::AddressChanged { .. })));
+        assert_eq!(c.peer_count(), 0);
+        assert_eq!(c.counters().dropped(DropReason::AddressLost), 1);
+    }
+
+    #[test]
+    fn traffic_is_activity_for_the_dormant_timer() {
+        let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Win7, Kind::Cone);
+        // A ping every 10 minutes keeps Windows 7 qualified for two hours.
+        for s in 0..12 {
+            assert_eq!(net.ping(x, H, s), Ok(()));
+            net.run_for(secs(600));
+        }
+        assert_eq!(net.client(x).state(), State::Qualified);
+        assert_eq!(net.replies(x, H).len(), 12);
+        // Idle for an hour: dormant; the next packet wakes it up (and is refused).
+        net.run_for(secs(3700));
+        assert_eq!(net.client(x).state(), State::Dormant);
+        let xa = TeredoAddr {
+            server: P,
+            flags: 0,
+            mapped: EXT,
+        }
+        .to_ipv6();
+        let now = net.now;
+        assert_eq!(
+            net.hosts[x].client.send_ipv6(now, &echo_request(xa, H, 1)),
+            Err(DropReason::NotQualified)
+        );
+        assert!(matches!(net.client(x).state(), State::Probe(_)));
     }
 }

@@ -37,6 +37,24 @@ macro_rules! drop_reasons {
                 Self::OutputBufferTooSmall,
             ];
 
+            /// The reasons a client can report, to zero-initialise its metric series. Some
+            /// are documented as relay reasons; the client uses them with the same meaning
+            /// for its own peers (queues, pacing, table, outputs).
+            pub const CLIENT: &'static [Self] = &[
+                Self::Truncated, Self::BadIpVersion, Self::BadLength, Self::BadEncapsulation,
+                Self::MandatoryTrailer, Self::BadChecksum, Self::Malformed, Self::Oversized,
+                Self::UnexpectedOrigin, Self::TooLarge, Self::SpoofedSource, Self::NotAllowed,
+                Self::NonGlobalDestination, Self::NonGlobalMappedAddress,
+                Self::UnexpectedSource, Self::BadNonce, Self::BadConfirmation,
+                Self::MissingOrigin, Self::NotRouterAdvertisement, Self::WrongDestination,
+                Self::ForeignPrefix, Self::BadMtu, Self::UnexpectedServerAddress,
+                Self::NonGlobalServer, Self::QueueFull, Self::GlobalQueueFull,
+                Self::PeerTableFull, Self::PeerUnreachable, Self::PeerEvicted,
+                Self::OutputQueueFull, Self::OutputBufferTooSmall, Self::NotQualified,
+                Self::NotOurAddress, Self::WrongSource, Self::UntrustedSource,
+                Self::LinkLocalSource, Self::RoutingHeader, Self::AddressLost,
+            ];
+
             /// The snake_case metric label.
             pub fn as_str(self) -> &'static str {
                 match self {
@@ -146,6 +164,29 @@ drop_reasons! {
     OutputQueueFull => "output_queue_full",
     /// The buffer passed to `poll_output` was too small for the output, which was discarded.
     OutputBufferTooSmall => "output_buffer_too_small",
+    /// Client: no Teredo address (not qualified, or dormant), so nothing goes through the
+    /// data path.
+    NotQualified => "not_qualified",
+    /// Client: a packet whose IPv6 destination is not the client's Teredo address (RFC 4380
+    /// §5.2.3: "the client should check that the IPv6 destination address correspond to its
+    /// own Teredo address").
+    NotOurAddress => "not_our_address",
+    /// Client: an application packet whose IPv6 source is not the client's Teredo address.
+    WrongSource => "wrong_source",
+    /// Client: a packet no rule of RFC 4380 §5.2.3 accepts: a non-Teredo source without a
+    /// trusted peer entry at that mapping (case 6; dropped, never answered with a direct IPv6
+    /// connectivity test: CVE-2006-6266), or a non-bubble from the server that the server
+    /// did not vouch for.
+    UntrustedSource => "untrusted_source",
+    /// Client: a packet with a link-local source that is neither a bubble nor a router
+    /// advertisement (no forged neighbour discovery reaches the host through the tunnel).
+    LinkLocalSource => "link_local_source",
+    /// Client: a packet carrying an IPv6 routing header (CVE-2006-6263: source routing
+    /// through the tunnel).
+    RoutingHeader => "routing_header",
+    /// Client: queued packets discarded because the Teredo address changed or was lost
+    /// (new mapping, offline, dormant).
+    AddressLost => "address_lost",
 }
 
 impl From<WireError> for DropReason {
