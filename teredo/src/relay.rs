@@ -82,7 +82,7 @@
 //!   recently used *untrusted* peer is evicted (approximately: see below); when every peer is
 //!   trusted the new one is refused (`peer_table_full`). Peers unused for
 //!   [`RelayConfig::idle_timeout`] (default 2 × validity) are removed.
-//! * **Expiry in O(1) amortized**: each peer has exactly one record `(stamp, address)` in one
+//! * **Expiry in O(1) amortized**: each peer has exactly one record `(stamp, slot)` in one
 //!   of two FIFO queues (untrusted, trusted). Records are not moved when a peer is used;
 //!   instead, when a record reaches the front and is due, the peer's real state is checked:
 //!   expired peers are removed, others are pushed to the back again (of the queue matching
@@ -96,15 +96,30 @@
 //!   bubble at that moment.
 //! * **Hashing**: the peer table is keyed by attacker-chosen addresses, so it hashes with
 //!   SipHash-2-4 keyed from the caller's RNG (no global RNG, no hash flooding, replayable).
+//! * **Memory** (about 66 bytes per trusted peer, RSS growth with a million of them in the
+//!   relay crate's `forwarding` bench; Miredo ≈ 130):
+//!   peers live in a slab of 40-byte entries ([`PEER_ENTRY_BYTES`], the address included)
+//!   with a free list; an open-addressing index of 8-byte buckets (32 bits of the keyed hash
+//!   and the slab slot, linear probing, at most 3/4 full, backward-shift deletion) maps
+//!   addresses to slots; the expiry record is 8 bytes (`u32` time, `u32` slot). What only a
+//!   peer in a bubble exchange needs (window, bubble count, nonces, retransmission timer,
+//!   queue) is in a separate exchange slab, freed when the exchange is answered; the timer
+//!   heap holds only running exchanges (a timer is removed, not left to fire, when its
+//!   exchange ends). Times are stored as 32-bit millisecond offsets from a base that moves
+//!   forward (O(peers), about every 12.4 days) so that offsets never overflow; offsets older
+//!   than the new base become the base, which changes no decision because every configured
+//!   duration is capped at [`MAX_TIMER`] (2^30 ms). When the table empties, memory is given
+//!   back in [`Relay::handle_timeout`]: slabs under a quarter full are compacted (the index
+//!   rebuilt), expiry queues and the timer heap under a quarter of their capacity shrink.
+//!   None of this is on the forwarding path, which neither allocates nor moves anything.
 //! * **Backpressure**: the output queue is bounded ([`RelayConfig::max_outputs`],
 //!   [`RelayConfig::max_output_bytes`]); an output that does not fit is dropped and counted
 //!   (`output_queue_full`). [`Relay::handle_timeout`] stops processing timers while the
 //!   output queue is full and leaves them due, so drain it and call again.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::Hasher;
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -160,15 +175,32 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
 /// Floor applied to every duration of the configuration, so that a zero cannot make a
 /// driver spin without time advancing.
 pub const MIN_TIMER: Duration = Duration::from_millis(100);
-/// Bytes of one peer entry in the table (without the key and the hash table overhead).
+/// Ceiling applied to every duration of the configuration: 2^30 ms, about 12.4 days (the
+/// peer table stores times as 32-bit millisecond offsets, see the module documentation).
+pub const MAX_TIMER: Duration = Duration::from_millis(MAX_TIMER_MS);
+/// Bytes of one peer entry in the peer slab, its address included. On top of it each peer
+/// has one 8-byte bucket in the index (kept at most 3/4 full, so 8 to 16 bytes per peer
+/// after the power-of-two rounding) and one 8-byte expiry record; a peer in a bubble
+/// exchange also has an exchange record and possibly a queue.
 pub const PEER_ENTRY_BYTES: usize = size_of::<Peer>();
 
+/// [`MAX_TIMER`] in milliseconds.
+const MAX_TIMER_MS: u64 = 1 << 30;
+/// The base of the 32-bit time offsets moves when the latest time is this far past it.
+const REBASE_AT: u64 = 1 << 31;
 /// Records an eviction looks at before evicting regardless of recent use.
 const EVICT_SCAN: usize = 16;
-/// "No queue" in [`Peer::queue`].
+/// "No queue" in [`Exchange::queue`].
 const NO_QUEUE: u32 = u32::MAX;
+/// "None" for slab indexes (a peer's exchange, a timer's heap position, the free lists) and
+/// empty index buckets.
+const NONE: u32 = u32::MAX;
 /// "Never" as a tick.
 const NEVER: u64 = u64::MAX;
+/// "Never" as a 32-bit time offset.
+const NEVER32: u32 = u32::MAX;
+/// Slabs, queues and heaps with fewer slots than this are never shrunk.
+const SHRINK_MIN: usize = 64;
 
 /// How the relay decides that a datagram really comes from the Teredo client it claims.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -506,41 +538,62 @@ pub struct PeerInfo {
 }
 
 const F_TRUSTED: u8 = 1;
-const F_NONCE: u8 = 2;
-const F_PREV_NONCE: u8 = 4;
-const F_TIMER: u8 = 8;
+/// The slab slot is free; its [`Peer::xchg`] links the free list.
+const F_FREE: u8 = 2;
+const X_NONCE: u8 = 1;
+const X_PREV_NONCE: u8 = 2;
 
-/// One peer. Times are milliseconds since the relay's epoch ([`Relay::new`]'s `now`).
-/// Queued packets live in the queue slab, not here.
+/// One peer: 40 bytes in the peer slab, found through the [`Index`]. Times are 32-bit
+/// millisecond offsets from [`Relay::base`]. What only a peer in a bubble exchange needs
+/// lives in an [`Exchange`], queued packets in the queue slab.
 #[derive(Clone, Copy, Debug)]
 struct Peer {
+    addr: Ipv6Addr,
     /// Last accepted reception (validity).
-    last_rx: u64,
+    last_rx: u32,
     /// Last use in either direction (expiry, eviction order).
-    last_used: u64,
-    /// Last bubble sent ([`NEVER`] if none).
-    last_bubble: u64,
-    /// Start of the bubble window (first bubble since the last answer).
-    window_start: u64,
-    /// Incarnation: timer records of a removed peer must not act on its successor.
-    id: u32,
-    /// Slot in the queue slab, or [`NO_QUEUE`].
-    queue: u32,
-    /// Nonce of the latest indirect bubble (valid with [`F_NONCE`]).
-    nonce: [u8; 4],
-    /// Nonce of the one before (valid with [`F_PREV_NONCE`]).
-    prev_nonce: [u8; 4],
+    last_used: u32,
+    /// Last bubble sent ([`NEVER32`] if none).
+    last_bubble: u32,
+    /// Slot of the peer's exchange while it is [`PeerPhase::Bubbling`] or
+    /// [`PeerPhase::Failed`], else [`NONE`]. In a free slot: the next free slot.
+    xchg: u32,
     mapping: SocketAddrV4,
     flags: u8,
     phase: PeerPhase,
-    /// Bubbles sent in the current window.
-    bubbles: u8,
 }
 
 impl Peer {
     fn trusted(&self) -> bool {
         self.flags & F_TRUSTED != 0
     }
+
+    fn live(&self) -> bool {
+        self.flags & F_FREE == 0
+    }
+}
+
+/// The state of a peer's bubble exchange, from its first bubble until it is answered (or,
+/// after a give-up, until the peer is removed or tries again): pacing, nonces, the
+/// retransmission timer and the queue. One slab slot per peer in an exchange, so trusted
+/// peers do not pay for it.
+#[derive(Clone, Copy, Debug)]
+struct Exchange {
+    /// Owner (peer slot); [`NONE`] when the slot is free.
+    peer: u32,
+    /// Position in the timer heap, or [`NONE`].
+    timer: u32,
+    /// Slot in the queue slab, or [`NO_QUEUE`].
+    queue: u32,
+    /// Start of the bubble window (first bubble since the last answer), a time offset.
+    window_start: u32,
+    /// Nonce of the latest indirect bubble (valid with [`X_NONCE`]).
+    nonce: [u8; 4],
+    /// Nonce of the one before (valid with [`X_PREV_NONCE`]).
+    prev_nonce: [u8; 4],
+    nonces: u8,
+    /// Bubbles sent in the current window.
+    bubbles: u8,
 }
 
 /// What the pacing rules allow now.
@@ -550,7 +603,7 @@ enum Gate {
     Exhausted,
 }
 
-/// Durations of the configuration in milliseconds, floored at [`MIN_TIMER`].
+/// Durations of the configuration in milliseconds, clamped to [`MIN_TIMER`]..=[`MAX_TIMER`].
 #[derive(Clone, Copy, Debug)]
 struct Timing {
     validity: u64,
@@ -560,7 +613,257 @@ struct Timing {
 }
 
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.max(MIN_TIMER).as_millis()).unwrap_or(u64::MAX / 4)
+    u64::try_from(d.clamp(MIN_TIMER, MAX_TIMER).as_millis()).unwrap_or(MAX_TIMER_MS)
+}
+
+/// Moves a time offset `d` milliseconds back, saturating at 0 ([`NEVER32`] stays).
+fn shift_back(r: &mut u32, d: u64) {
+    if *r != NEVER32 {
+        *r = u32::try_from(u64::from(*r).saturating_sub(d)).unwrap_or(0);
+    }
+}
+
+/// Shrinks a vector whose length fell below a quarter of its capacity (amortized O(1): the
+/// next reallocation needs the length to halve or double again).
+fn shrink_vec<T>(v: &mut Vec<T>) {
+    if v.capacity() >= SHRINK_MIN && v.len() < v.capacity() / 4 {
+        v.shrink_to(v.len() * 2);
+    }
+}
+
+/// [`shrink_vec`] for a deque.
+fn shrink_deque<T>(v: &mut VecDeque<T>) {
+    if v.capacity() >= SHRINK_MIN && v.len() < v.capacity() / 4 {
+        v.shrink_to(v.len() * 2);
+    }
+}
+
+/// A bucket of the [`Index`]: the low 32 bits of the peer's keyed hash and its slab slot.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    hash: u32,
+    /// [`NONE`]: empty.
+    slot: u32,
+}
+
+const EMPTY: Bucket = Bucket {
+    hash: 0,
+    slot: NONE,
+};
+
+/// The peer index: address → slab slot. Open addressing with linear probing over 8-byte
+/// buckets, at most 3/4 full; the address itself is only in the slab (a bucket's hash is
+/// compared first, so a lookup reads the slab of other peers only on a 32-bit hash match).
+/// Deletion shifts the following entries back (no tombstones), so probe sequences stay as
+/// short as the load allows. The home bucket of an entry is `hash & mask`, so growing and
+/// compacting need no rehashing.
+#[derive(Debug, Default)]
+struct Index {
+    buckets: Vec<Bucket>,
+    len: usize,
+}
+
+impl Index {
+    /// Buckets for `n` entries (a power of two, at least 16, at most 3/4 full).
+    fn capacity_for(n: usize) -> usize {
+        let mut c = 16usize;
+        while n.saturating_mul(4) > c.saturating_mul(3) {
+            c = c.saturating_mul(2);
+        }
+        c
+    }
+
+    fn mask(&self) -> usize {
+        self.buckets.len().wrapping_sub(1)
+    }
+
+    /// The bucket of the entry with `hash` for which `is(slot)` holds.
+    fn find(&self, hash: u32, mut is: impl FnMut(u32) -> bool) -> Option<usize> {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            // Never more than 3/4 full: an empty bucket ends every probe.
+            let b = self.buckets.get(i)?;
+            if b.slot == NONE {
+                return None;
+            }
+            if b.hash == hash && is(b.slot) {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn slot(&self, bucket: usize) -> Option<u32> {
+        self.buckets
+            .get(bucket)
+            .map(|b| b.slot)
+            .filter(|s| *s != NONE)
+    }
+
+    /// Adds an entry (the caller knows it is absent).
+    fn insert(&mut self, hash: u32, slot: u32) {
+        if (self.len + 1).saturating_mul(4) > self.buckets.len().saturating_mul(3) {
+            self.rebuild(Self::capacity_for(self.len + 1), |s| s);
+        }
+        self.place(Bucket { hash, slot });
+        self.len += 1;
+    }
+
+    fn place(&mut self, b: Bucket) {
+        let mask = self.mask();
+        let mut i = b.hash as usize & mask;
+        while let Some(cur) = self.buckets.get_mut(i) {
+            if cur.slot == NONE {
+                *cur = b;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Removes the entry in `bucket`: later entries of the probe run move back into the
+    /// hole when it lies on their path from their home bucket.
+    fn remove_at(&mut self, bucket: usize) {
+        let mask = self.mask();
+        if self.slot(bucket).is_none() {
+            return;
+        }
+        let mut hole = bucket;
+        let mut k = bucket;
+        loop {
+            k = (k + 1) & mask;
+            let Some(&b) = self.buckets.get(k) else {
+                break;
+            };
+            if b.slot == NONE {
+                break;
+            }
+            let home = b.hash as usize & mask;
+            if k.wrapping_sub(home) & mask >= k.wrapping_sub(hole) & mask {
+                if let Some(h) = self.buckets.get_mut(hole) {
+                    *h = b;
+                }
+                hole = k;
+            }
+        }
+        if let Some(h) = self.buckets.get_mut(hole) {
+            *h = EMPTY;
+        }
+        self.len -= 1;
+    }
+
+    /// Moves every entry into `cap` buckets, renumbering slots with `remap`.
+    fn rebuild(&mut self, cap: usize, remap: impl Fn(u32) -> u32) {
+        let old = std::mem::replace(&mut self.buckets, vec![EMPTY; cap]);
+        self.len = 0;
+        for b in old {
+            if b.slot != NONE {
+                self.place(Bucket {
+                    hash: b.hash,
+                    slot: remap(b.slot),
+                });
+                self.len += 1;
+            }
+        }
+    }
+}
+
+/// The bubble retransmission timers: a binary min-heap of `(due, exchange slot)` with each
+/// exchange's position in [`Exchange::timer`], so that a timer is removed as soon as its
+/// exchange ends (answered, given up, peer removed). Only peers in an exchange have one.
+#[derive(Debug, Default)]
+struct Timers {
+    heap: Vec<(u32, u32)>,
+}
+
+impl Timers {
+    fn peek(&self) -> Option<(u32, u32)> {
+        self.heap.first().copied()
+    }
+
+    /// Arms (or moves) the timer of exchange `slot` to `due`.
+    fn set(&mut self, xs: &mut [Exchange], slot: u32, due: u32) {
+        let Some(x) = xs.get_mut(slot as usize) else {
+            return;
+        };
+        let pos = match self.heap.get_mut(x.timer as usize) {
+            Some(e) => {
+                e.0 = due;
+                x.timer as usize
+            }
+            None => {
+                x.timer = u32::try_from(self.heap.len()).unwrap_or(NONE);
+                self.heap.push((due, slot));
+                self.heap.len() - 1
+            }
+        };
+        let pos = self.sift_up(xs, pos);
+        self.sift_down(xs, pos);
+    }
+
+    /// Disarms the timer of exchange `slot`, if any.
+    fn remove(&mut self, xs: &mut [Exchange], slot: u32) {
+        let Some(x) = xs.get_mut(slot as usize) else {
+            return;
+        };
+        let pos = std::mem::replace(&mut x.timer, NONE) as usize;
+        if pos >= self.heap.len() {
+            return;
+        }
+        let Some(last) = self.heap.pop() else {
+            return;
+        };
+        if let Some(e) = self.heap.get_mut(pos) {
+            *e = last;
+            self.note(xs, pos);
+            let pos = self.sift_up(xs, pos);
+            self.sift_down(xs, pos);
+        }
+    }
+
+    /// Records in its exchange where the entry at `pos` now is.
+    fn note(&self, xs: &mut [Exchange], pos: usize) {
+        if let Some(x) = self.heap.get(pos).and_then(|e| xs.get_mut(e.1 as usize)) {
+            x.timer = pos as u32;
+        }
+    }
+
+    fn swap(&mut self, xs: &mut [Exchange], a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.note(xs, a);
+        self.note(xs, b);
+    }
+
+    fn sift_up(&mut self, xs: &mut [Exchange], mut pos: usize) -> usize {
+        while pos > 0 {
+            let parent = (pos - 1) / 2;
+            if self.heap.get(pos) >= self.heap.get(parent) {
+                break;
+            }
+            self.swap(xs, pos, parent);
+            pos = parent;
+        }
+        pos
+    }
+
+    fn sift_down(&mut self, xs: &mut [Exchange], mut pos: usize) {
+        loop {
+            let left = 2 * pos + 1;
+            let Some(l) = self.heap.get(left) else {
+                break;
+            };
+            let child = match self.heap.get(left + 1) {
+                Some(r) if r < l => left + 1,
+                _ => left,
+            };
+            if self.heap.get(child) >= self.heap.get(pos) {
+                break;
+            }
+            self.swap(xs, pos, child);
+            pos = child;
+        }
+    }
 }
 
 /// A queued packet's bytes, one slab slot per peer with a non-empty queue. Packets are
@@ -784,6 +1087,17 @@ impl SipHasher24 {
         v[2] = v[2].rotate_left(32);
     }
 
+    /// SipHash-2-4 of exactly 16 bytes (an IPv6 address): the same value as
+    /// [`Hasher::write`] then [`Hasher::finish`], without the buffering.
+    fn hash_16(k0: u64, k1: u64, bytes: &[u8; 16]) -> u64 {
+        let m = u128::from_le_bytes(*bytes);
+        let mut s = Self::new_with_keys(k0, k1);
+        s.compress(m as u64);
+        s.compress((m >> 64) as u64);
+        s.length = 16;
+        s.finish()
+    }
+
     fn compress(&mut self, m: u64) {
         self.v[3] ^= m;
         Self::round(&mut self.v);
@@ -833,35 +1147,35 @@ impl Hasher for SipHasher24 {
     }
 }
 
-/// Builds keyed [`SipHasher24`]s for the peer table.
-#[derive(Clone, Copy, Debug)]
-struct KeyedState(u64, u64);
-
-impl BuildHasher for KeyedState {
-    type Hasher = SipHasher24;
-
-    fn build_hasher(&self) -> SipHasher24 {
-        SipHasher24::new_with_keys(self.0, self.1)
-    }
-}
-
 /// The relay state machine. See the module documentation.
 pub struct Relay {
     cfg: RelayConfig,
     t: Timing,
     rng: Box<dyn RngCore + Send>,
+    /// Key of the peer index's hash.
+    map_key: (u64, u64),
     /// Key of the per-peer link-local derivation.
     ll_key: (u64, u64),
     epoch: Instant,
     /// Latest time seen (ms since `epoch`); time never goes backwards inside the relay.
     now: u64,
-    peers: HashMap<Ipv6Addr, Peer, KeyedState>,
-    next_id: u32,
+    /// Origin of the 32-bit time offsets stored in the peer table (ms since `epoch`).
+    base: u64,
+    /// The peer slab; free slots are linked from `free_peer`.
+    peers: Vec<Peer>,
+    free_peer: u32,
+    /// Live peers.
+    live: usize,
+    index: Index,
     trusted: usize,
-    /// Expiry / eviction records: `[untrusted, trusted]`, each `(stamp, address)`.
-    lru: [VecDeque<(u64, Ipv6Addr)>; 2],
-    /// Bubble timers `(due, peer id, address)`; at most one live record per peer.
-    timers: BinaryHeap<Reverse<(u64, u32, Ipv6Addr)>>,
+    /// Exchange slab (peers bubbling or failed) and its free slots.
+    exchanges: Vec<Exchange>,
+    free_exchanges: Vec<u32>,
+    /// Expiry / eviction records: `[untrusted, trusted]`, each `(stamp, peer slot)`, exactly
+    /// one per live peer.
+    lru: [VecDeque<(u32, u32)>; 2],
+    /// Bubble retransmission timers, one per bubbling peer.
+    timers: Timers,
     queues: QueueSlab,
     queued_bytes: usize,
     queued_packets: usize,
@@ -876,7 +1190,7 @@ impl fmt::Debug for Relay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Relay")
             .field("cfg", &self.cfg)
-            .field("peers", &self.peers.len())
+            .field("peers", &self.live)
             .field("trusted", &self.trusted)
             .field("queued_bytes", &self.queued_bytes)
             .field("pending_outputs", &self.out.items.len())
@@ -889,7 +1203,7 @@ impl Relay {
     /// seeded RNG makes a run replayable).
     pub fn new(config: RelayConfig, rng: impl RngCore + Send + 'static, now: Instant) -> Self {
         let mut rng: Box<dyn RngCore + Send> = Box::new(rng);
-        let map_key = KeyedState(rng.next_u64(), rng.next_u64());
+        let map_key = (rng.next_u64(), rng.next_u64());
         let ll_key = (rng.next_u64(), rng.next_u64());
         let t = Timing {
             validity: millis(config.validity),
@@ -900,14 +1214,20 @@ impl Relay {
         Self {
             t,
             rng,
+            map_key,
             ll_key,
             epoch: now,
             now: 0,
-            peers: HashMap::with_hasher(map_key),
-            next_id: 0,
+            base: 0,
+            peers: Vec::new(),
+            free_peer: NONE,
+            live: 0,
+            index: Index::default(),
             trusted: 0,
+            exchanges: Vec::new(),
+            free_exchanges: Vec::new(),
             lru: [VecDeque::new(), VecDeque::new()],
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             queues: QueueSlab::default(),
             queued_bytes: 0,
             queued_packets: 0,
@@ -932,9 +1252,9 @@ impl Relay {
     /// Current sizes.
     pub fn gauges(&self) -> RelayGauges {
         RelayGauges {
-            peers: self.peers.len(),
+            peers: self.live,
             peers_trusted: self.trusted,
-            peers_untrusted: self.peers.len() - self.trusted.min(self.peers.len()),
+            peers_untrusted: self.live - self.trusted.min(self.live),
             queued_packets: self.queued_packets,
             queued_bytes: self.queued_bytes,
             pending_outputs: self.out.items.len(),
@@ -943,14 +1263,15 @@ impl Relay {
 
     /// The entry for a Teredo address, if any.
     pub fn peer(&self, addr: &Ipv6Addr) -> Option<PeerInfo> {
-        let p = self.peers.get(addr)?;
-        let slot = self.queues.slots.get(p.queue as usize);
+        let p = self.peers.get(self.find(addr)? as usize)?;
+        let x = self.exchanges.get(p.xchg as usize);
+        let slot = x.and_then(|x| self.queues.slots.get(x.queue as usize));
         Some(PeerInfo {
             mapping: p.mapping,
             trusted: p.trusted(),
-            valid: p.trusted() && self.now.saturating_sub(p.last_rx) < self.t.validity,
+            valid: self.valid(p, self.now),
             phase: p.phase,
-            bubbles: p.bubbles,
+            bubbles: x.map_or(0, |x| x.bubbles),
             queued_packets: slot.map_or(0, |s| s.packets),
             queued_bytes: slot.map_or(0, |s| s.bytes.len()),
         })
@@ -982,11 +1303,272 @@ impl Relay {
             .unwrap_or(NEVER - 1)
             .min(NEVER - 1);
         self.now = self.now.max(t);
+        if self.now - self.base >= REBASE_AT {
+            self.rebase();
+        }
         self.now
     }
 
     fn count_drop(&mut self, reason: DropReason) {
         self.counters.drop_n(reason, 1);
+    }
+
+    // ---- time offsets -------------------------------------------------------------------
+
+    /// The 32-bit offset of tick `t` (at least [`Self::base`]).
+    fn rel(&self, t: u64) -> u32 {
+        u32::try_from(t.saturating_sub(self.base))
+            .unwrap_or(NEVER32 - 1)
+            .min(NEVER32 - 1)
+    }
+
+    /// The tick of offset `r` (not [`NEVER32`]).
+    fn abs(&self, r: u32) -> u64 {
+        self.base.saturating_add(u64::from(r))
+    }
+
+    /// Moves the base of the time offsets to `now - MAX_TIMER` once `now` is [`REBASE_AT`]
+    /// past it (every 12.4 days or so; O(peers)). Offsets older than the new base become 0,
+    /// i.e. at least [`MAX_TIMER`] old, which changes no decision: every configured duration
+    /// is at most that. Offsets are at most `REBASE_AT + MAX_TIMER` (a timer due one bubble
+    /// interval ahead), well within 32 bits.
+    fn rebase(&mut self) {
+        let base = self.now.saturating_sub(MAX_TIMER_MS);
+        let d = base.saturating_sub(self.base);
+        if d == 0 {
+            return;
+        }
+        for p in &mut self.peers {
+            shift_back(&mut p.last_rx, d);
+            shift_back(&mut p.last_used, d);
+            shift_back(&mut p.last_bubble, d);
+        }
+        for x in &mut self.exchanges {
+            shift_back(&mut x.window_start, d);
+        }
+        // Monotonic: the queues stay ordered and the heap stays a heap.
+        for q in &mut self.lru {
+            for r in q.iter_mut() {
+                shift_back(&mut r.0, d);
+            }
+        }
+        for e in &mut self.timers.heap {
+            shift_back(&mut e.0, d);
+        }
+        self.base = base;
+        tracing::debug!(base, "relay time offsets rebased");
+    }
+
+    // ---- peer table ---------------------------------------------------------------------
+
+    /// The peer index's hash of an address: the low 32 bits of keyed SipHash-2-4.
+    fn hash(&self, addr: &Ipv6Addr) -> u32 {
+        SipHasher24::hash_16(self.map_key.0, self.map_key.1, &addr.octets()) as u32
+    }
+
+    fn find_hashed(&self, hash: u32, addr: &Ipv6Addr) -> Option<u32> {
+        let peers = &self.peers;
+        let b = self.index.find(hash, |s| {
+            peers.get(s as usize).is_some_and(|p| p.addr == *addr)
+        })?;
+        self.index.slot(b)
+    }
+
+    /// The slab slot of the peer with address `addr`.
+    fn find(&self, addr: &Ipv6Addr) -> Option<u32> {
+        self.find_hashed(self.hash(addr), addr)
+    }
+
+    fn valid(&self, p: &Peer, now: u64) -> bool {
+        p.trusted() && now.saturating_sub(self.abs(p.last_rx)) < self.t.validity
+    }
+
+    fn insert_peer(
+        &mut self,
+        now: u64,
+        hash: u32,
+        addr: Ipv6Addr,
+        mapping: SocketAddrV4,
+    ) -> Result<u32, DropReason> {
+        if self.live >= self.cfg.max_peers {
+            self.expire(now);
+            if self.live >= self.cfg.max_peers && !self.evict_one() {
+                return Err(DropReason::PeerTableFull);
+            }
+        }
+        let now32 = self.rel(now);
+        let peer = Peer {
+            addr,
+            last_rx: 0,
+            last_used: now32,
+            last_bubble: NEVER32,
+            xchg: NONE,
+            mapping,
+            flags: 0,
+            phase: PeerPhase::Idle,
+        };
+        let i = match self.peers.get_mut(self.free_peer as usize) {
+            Some(slot) => {
+                let i = self.free_peer;
+                self.free_peer = slot.xchg;
+                *slot = peer;
+                i
+            }
+            None => {
+                let i = u32::try_from(self.peers.len())
+                    .ok()
+                    .filter(|i| *i != NONE)
+                    .ok_or(DropReason::PeerTableFull)?;
+                self.peers.push(peer);
+                i
+            }
+        };
+        self.live += 1;
+        self.index.insert(hash, i);
+        self.push_lru(0, now32, i);
+        self.counters.peers_created += 1;
+        Ok(i)
+    }
+
+    fn remove_peer(&mut self, now: u64, i: u32, reason: DropReason) {
+        let Some(p) = self.peers.get(i as usize).copied().filter(Peer::live) else {
+            return;
+        };
+        let hash = self.hash(&p.addr);
+        if let Some(b) = self.index.find(hash, |s| s == i) {
+            self.index.remove_at(b);
+        }
+        if p.trusted() {
+            self.trusted = self.trusted.saturating_sub(1);
+        }
+        if p.xchg != NONE {
+            let queue = self.close_exchange(p.xchg);
+            self.discard_queue(now, queue, reason, false);
+        }
+        if let Some(slot) = self.peers.get_mut(i as usize) {
+            slot.flags = F_FREE;
+            slot.xchg = self.free_peer;
+            self.free_peer = i;
+            self.live -= 1;
+        }
+    }
+
+    /// The exchange of peer `i`, created if needed; [`NONE`] if there is no such peer.
+    fn open_exchange(&mut self, i: u32, now32: u32) -> u32 {
+        let Some(p) = self.peers.get_mut(i as usize) else {
+            return NONE;
+        };
+        if p.xchg != NONE {
+            return p.xchg;
+        }
+        let x = Exchange {
+            peer: i,
+            timer: NONE,
+            queue: NO_QUEUE,
+            window_start: now32,
+            nonce: [0; 4],
+            prev_nonce: [0; 4],
+            nonces: 0,
+            bubbles: 0,
+        };
+        let s = match self.free_exchanges.pop() {
+            Some(s) => {
+                if let Some(slot) = self.exchanges.get_mut(s as usize) {
+                    *slot = x;
+                }
+                s
+            }
+            None => {
+                // At most one exchange per peer, so this fits in a u32 like the peer slots.
+                let s = u32::try_from(self.exchanges.len()).unwrap_or(NONE);
+                self.exchanges.push(x);
+                s
+            }
+        };
+        p.xchg = s;
+        s
+    }
+
+    /// Frees exchange `s` (the caller unlinks its peer) and disarms its timer; returns its
+    /// queue slot for the caller to flush or discard.
+    fn close_exchange(&mut self, s: u32) -> u32 {
+        self.timers.remove(&mut self.exchanges, s);
+        let Some(x) = self.exchanges.get_mut(s as usize) else {
+            return NO_QUEUE;
+        };
+        x.peer = NONE;
+        let queue = std::mem::replace(&mut x.queue, NO_QUEUE);
+        self.free_exchanges.push(s);
+        queue
+    }
+
+    /// Gives memory back after the table shrank: the expiry queues and the timer heap when
+    /// below a quarter of their capacity; the peer and exchange slabs (compacted, the index
+    /// rebuilt) when below a quarter of their length. Amortized O(1) per removal; never on
+    /// the forwarding path.
+    fn shrink(&mut self) {
+        for q in &mut self.lru {
+            shrink_deque(q);
+        }
+        shrink_vec(&mut self.timers.heap);
+        if self.peers.len() >= SHRINK_MIN && self.live < self.peers.len() / 4 {
+            self.compact_peers();
+        }
+        let xlive = self.exchanges.len() - self.free_exchanges.len();
+        if self.exchanges.len() >= SHRINK_MIN && xlive < self.exchanges.len() / 4 {
+            self.compact_exchanges();
+        }
+        shrink_vec(&mut self.free_exchanges);
+    }
+
+    /// Moves the live peers to the front of the slab (in order) and renumbers every
+    /// reference to them.
+    fn compact_peers(&mut self) {
+        let mut remap = Vec::with_capacity(self.peers.len());
+        let mut n = 0u32;
+        self.peers.retain(|p| {
+            remap.push(if p.live() { n } else { NONE });
+            n += u32::from(p.live());
+            p.live()
+        });
+        self.peers.shrink_to_fit();
+        self.free_peer = NONE;
+        let map = |s: u32| remap.get(s as usize).copied().unwrap_or(NONE);
+        for q in &mut self.lru {
+            for r in q.iter_mut() {
+                r.1 = map(r.1);
+            }
+        }
+        for x in &mut self.exchanges {
+            if x.peer != NONE {
+                x.peer = map(x.peer);
+            }
+        }
+        self.index.rebuild(Index::capacity_for(self.live), map);
+    }
+
+    /// Moves the live exchanges to the front of their slab (in order, so the timer heap's
+    /// order is kept) and renumbers every reference to them.
+    fn compact_exchanges(&mut self) {
+        let mut remap = Vec::with_capacity(self.exchanges.len());
+        let mut n = 0u32;
+        self.exchanges.retain(|x| {
+            let live = x.peer != NONE;
+            remap.push(if live { n } else { NONE });
+            n += u32::from(live);
+            live
+        });
+        self.exchanges.shrink_to_fit();
+        self.free_exchanges.clear();
+        let map = |s: u32| remap.get(s as usize).copied().unwrap_or(NONE);
+        for p in &mut self.peers {
+            if p.live() && p.xchg != NONE {
+                p.xchg = map(p.xchg);
+            }
+        }
+        for e in &mut self.timers.heap {
+            e.1 = map(e.1);
+        }
     }
 
     // ---- transmit: native IPv6 → Teredo client (RFC 4380 §5.4.1) ------------------------
@@ -1069,48 +1651,64 @@ impl Relay {
         }
 
         // Fast path: trusted and valid.
-        if let Some(p) = self.peers.get_mut(&dst) {
-            if p.trusted() && now.saturating_sub(p.last_rx) < self.t.validity {
-                p.last_used = now;
-                let to = p.mapping;
-                if in_place && self.out.items.is_empty() {
+        let hash = self.hash(&dst);
+        let found = self.find_hashed(hash, &dst);
+        if let Some(i) = found {
+            let (now32, base, validity) = (self.rel(now), self.base, self.t.validity);
+            if let Some(p) = self.peers.get_mut(i as usize) {
+                if p.trusted() && now.saturating_sub(base + u64::from(p.last_rx)) < validity {
+                    p.last_used = now32;
+                    let to = p.mapping;
+                    if in_place && self.out.items.is_empty() {
+                        self.counters.encapsulated += 1;
+                        return Ok((Handled::Encapsulated { to }, true));
+                    }
+                    if !self.out.push_copy(ipv6, |off| Pending::Udp {
+                        to,
+                        off,
+                        len: ipv6.len(),
+                    }) {
+                        return Err(DropReason::OutputQueueFull);
+                    }
                     self.counters.encapsulated += 1;
-                    return Ok((Handled::Encapsulated { to }, true));
+                    return Ok((Handled::Encapsulated { to }, false));
                 }
-                if !self.out.push_copy(ipv6, |off| Pending::Udp {
-                    to,
-                    off,
-                    len: ipv6.len(),
-                }) {
-                    return Err(DropReason::OutputQueueFull);
-                }
-                self.counters.encapsulated += 1;
-                return Ok((Handled::Encapsulated { to }, false));
             }
         }
-        self.hold(now, dst, t, ipv6)
+        self.hold(now, hash, found, dst, t, ipv6)
     }
 
     /// Queues a packet for a peer that is not trusted and valid, starting a bubble exchange.
     fn hold(
         &mut self,
         now: u64,
+        hash: u32,
+        found: Option<u32>,
         addr: Ipv6Addr,
         t: TeredoAddr,
         ipv6: &[u8],
     ) -> Result<(Handled, bool), DropReason> {
-        if !self.peers.contains_key(&addr) {
-            self.insert_peer(now, addr, t.mapped)?;
-        }
-        let window = self.t.window;
-        let Some(p) = self.peers.get_mut(&addr) else {
+        let i = match found {
+            Some(i) => i,
+            None => self.insert_peer(now, hash, addr, t.mapped)?,
+        };
+        let (now32, window, base) = (self.rel(now), self.t.window, self.base);
+        let Some(p) = self.peers.get_mut(i as usize) else {
             return Err(DropReason::PeerTableFull);
         };
-        p.last_used = now;
+        p.last_used = now32;
         if p.phase == PeerPhase::Failed {
-            if now >= p.window_start.saturating_add(window) {
+            let x = self.exchanges.get_mut(p.xchg as usize);
+            let over = x.as_ref().is_none_or(|x| {
+                now >= base
+                    .saturating_add(u64::from(x.window_start))
+                    .saturating_add(window)
+            });
+            if over {
                 p.phase = PeerPhase::Idle;
-                p.bubbles = 0;
+                if let Some(x) = x {
+                    x.bubbles = 0;
+                }
             } else {
                 self.icmp_unreachable(now, ipv6);
                 return Err(DropReason::PeerUnreachable);
@@ -1120,7 +1718,7 @@ impl Relay {
         // starting the exchange first changes nothing but the order of two outputs.
         let mut bubble_sent = false;
         if p.phase == PeerPhase::Idle {
-            match self.start_exchange(now, addr) {
+            match self.start_exchange(now, i) {
                 Start::Sent => bubble_sent = true,
                 Start::Deferred => {}
                 Start::GaveUp => {
@@ -1130,54 +1728,22 @@ impl Relay {
             }
         }
         // A packet that does not fit is dropped, but the exchange runs anyway.
-        self.enqueue(addr, ipv6)?;
+        self.enqueue(i, ipv6)?;
         Ok((Handled::Queued { bubble_sent }, false))
     }
 
-    fn insert_peer(
-        &mut self,
-        now: u64,
-        addr: Ipv6Addr,
-        mapping: SocketAddrV4,
-    ) -> Result<(), DropReason> {
-        if self.peers.len() >= self.cfg.max_peers {
-            self.expire(now);
-            if self.peers.len() >= self.cfg.max_peers && !self.evict_one() {
-                return Err(DropReason::PeerTableFull);
-            }
-        }
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
-        self.peers.insert(
-            addr,
-            Peer {
-                last_rx: 0,
-                last_used: now,
-                last_bubble: NEVER,
-                window_start: now,
-                id,
-                queue: NO_QUEUE,
-                nonce: [0; 4],
-                prev_nonce: [0; 4],
-                mapping,
-                flags: 0,
-                phase: PeerPhase::Idle,
-                bubbles: 0,
-            },
-        );
-        self.push_lru(0, now, addr);
-        self.counters.peers_created += 1;
-        Ok(())
-    }
-
-    fn enqueue(&mut self, addr: Ipv6Addr, ipv6: &[u8]) -> Result<(), DropReason> {
-        let Some(p) = self.peers.get_mut(&addr) else {
+    fn enqueue(&mut self, i: u32, ipv6: &[u8]) -> Result<(), DropReason> {
+        let Some(p) = self.peers.get(i as usize) else {
             return Err(DropReason::PeerTableFull);
+        };
+        // A peer that is not trusted and valid is in an exchange (bubbling or failed).
+        let Some(x) = self.exchanges.get_mut(p.xchg as usize) else {
+            return Err(DropReason::QueueFull);
         };
         let (bytes, packets) = self
             .queues
             .slots
-            .get(p.queue as usize)
+            .get(x.queue as usize)
             .map_or((0, 0), |s| (s.bytes.len(), s.packets));
         if packets >= self.cfg.queue_packets_per_peer
             || bytes.saturating_add(ipv6.len()) > self.cfg.queue_bytes_per_peer
@@ -1187,10 +1753,10 @@ impl Relay {
         if self.queued_bytes.saturating_add(ipv6.len()) > self.cfg.global_queue_bytes {
             return Err(DropReason::GlobalQueueFull);
         }
-        if p.queue == NO_QUEUE {
-            p.queue = self.queues.alloc().ok_or(DropReason::GlobalQueueFull)?;
+        if x.queue == NO_QUEUE {
+            x.queue = self.queues.alloc().ok_or(DropReason::GlobalQueueFull)?;
         }
-        let Some(slot) = self.queues.slots.get_mut(p.queue as usize) else {
+        let Some(slot) = self.queues.slots.get_mut(x.queue as usize) else {
             return Err(DropReason::GlobalQueueFull);
         };
         slot.bytes.extend_from_slice(ipv6);
@@ -1203,66 +1769,79 @@ impl Relay {
 
     // ---- bubbles ----------------------------------------------------------------------
 
-    fn gate(&mut self, addr: &Ipv6Addr, now: u64) -> Gate {
-        let (window, interval, max) = (
+    fn gate(&mut self, i: u32, now: u64) -> Gate {
+        let (window, interval, max, base) = (
             self.t.window,
             self.t.interval,
             self.cfg.max_bubbles_per_window,
+            self.base,
         );
-        let Some(p) = self.peers.get_mut(addr) else {
+        let Some(p) = self.peers.get(i as usize) else {
             return Gate::Exhausted;
         };
-        if p.bubbles > 0 && now >= p.window_start.saturating_add(window) {
-            p.bubbles = 0;
+        let Some(x) = self.exchanges.get_mut(p.xchg as usize) else {
+            return Gate::Exhausted;
+        };
+        let at = |r: u32, d: u64| base.saturating_add(u64::from(r)).saturating_add(d);
+        if x.bubbles > 0 && now >= at(x.window_start, window) {
+            x.bubbles = 0;
         }
-        if p.bubbles >= max {
+        if x.bubbles >= max {
             Gate::Exhausted
-        } else if p.last_bubble != NEVER && now < p.last_bubble.saturating_add(interval) {
-            Gate::At(p.last_bubble.saturating_add(interval))
+        } else if p.last_bubble != NEVER32 && now < at(p.last_bubble, interval) {
+            Gate::At(at(p.last_bubble, interval))
         } else {
             Gate::Now
         }
     }
 
-    fn start_exchange(&mut self, now: u64, addr: Ipv6Addr) -> Start {
-        if let Some(p) = self.peers.get_mut(&addr) {
+    fn start_exchange(&mut self, now: u64, i: u32) -> Start {
+        let now32 = self.rel(now);
+        self.open_exchange(i, now32);
+        if let Some(p) = self.peers.get_mut(i as usize) {
             p.phase = PeerPhase::Bubbling;
         }
-        match self.gate(&addr, now) {
+        match self.gate(i, now) {
             Gate::Now => {
-                self.send_bubbles(now, addr);
+                self.send_bubbles(now, i);
                 Start::Sent
             }
             Gate::At(at) => {
-                self.arm(addr, at);
+                self.arm(i, at);
                 Start::Deferred
             }
             Gate::Exhausted => {
-                self.give_up(now, addr);
+                self.give_up(now, i);
                 Start::GaveUp
             }
         }
     }
 
-    fn send_bubbles(&mut self, now: u64, addr: Ipv6Addr) {
-        let nonce = self.rng.next_u32().to_be_bytes();
-        let src = self.bubble_source(&addr, nonce);
-        let interval = self.t.interval;
-        let Some(p) = self.peers.get_mut(&addr) else {
+    fn send_bubbles(&mut self, now: u64, i: u32) {
+        let Some(addr) = self.peers.get(i as usize).map(|p| p.addr) else {
             return;
         };
-        if p.flags & F_NONCE != 0 {
-            p.prev_nonce = p.nonce;
-            p.flags |= F_PREV_NONCE;
+        let nonce = self.rng.next_u32().to_be_bytes();
+        let src = self.bubble_source(&addr, nonce);
+        let (now32, interval) = (self.rel(now), self.t.interval);
+        let Some(p) = self.peers.get_mut(i as usize) else {
+            return;
+        };
+        let Some(x) = self.exchanges.get_mut(p.xchg as usize) else {
+            return;
+        };
+        if x.nonces & X_NONCE != 0 {
+            x.prev_nonce = x.nonce;
+            x.nonces |= X_PREV_NONCE;
         }
-        p.nonce = nonce;
-        p.flags |= F_NONCE;
-        if p.bubbles == 0 {
-            p.window_start = now;
+        x.nonce = nonce;
+        x.nonces |= X_NONCE;
+        if x.bubbles == 0 {
+            x.window_start = now32;
         }
-        p.bubbles = p.bubbles.saturating_add(1);
-        p.last_bubble = now;
-        p.last_used = now;
+        x.bubbles = x.bubbles.saturating_add(1);
+        p.last_bubble = now32;
+        p.last_used = now32;
         let mapping = p.mapping;
         let server = TeredoAddr::from_octets_unchecked(&addr.octets()).server;
         let hop_limit = self.cfg.bubble_hop_limit;
@@ -1293,36 +1872,38 @@ impl Relay {
             }
         }
         tracing::trace!(peer = %addr, %server, "relay bubble");
-        self.arm(addr, now.saturating_add(interval));
+        self.arm(i, now.saturating_add(interval));
     }
 
-    /// Makes sure a timer record exists for the peer. The due time of a peer
-    /// (`last_bubble + interval`) never decreases, so an existing record is never late; when
-    /// it fires early it is pushed again.
-    fn arm(&mut self, addr: Ipv6Addr, at: u64) {
-        if let Some(p) = self.peers.get_mut(&addr) {
-            if p.flags & F_TIMER == 0 {
-                p.flags |= F_TIMER;
-                self.timers.push(Reverse((at, p.id, addr)));
-            }
+    /// Arms the retransmission timer of peer `i`'s exchange for `at`.
+    fn arm(&mut self, i: u32, at: u64) {
+        let due = self.rel(at);
+        if let Some(p) = self.peers.get(i as usize) {
+            self.timers.set(&mut self.exchanges, p.xchg, due);
         }
     }
 
     /// A bubble exchange got no answer: drop the queue, tell the sender, refuse packets to
     /// the peer until the bubble window is over.
-    fn give_up(&mut self, now: u64, addr: Ipv6Addr) {
-        let Some(p) = self.peers.get_mut(&addr) else {
+    fn give_up(&mut self, now: u64, i: u32) {
+        let now32 = self.rel(now);
+        let Some(p) = self.peers.get_mut(i as usize) else {
             return;
         };
         p.phase = PeerPhase::Failed;
-        if p.bubbles == 0 {
-            p.window_start = now;
-        }
         if p.trusted() {
             p.flags &= !F_TRUSTED;
             self.trusted = self.trusted.saturating_sub(1);
         }
-        let slot = std::mem::replace(&mut p.queue, NO_QUEUE);
+        let (addr, s) = (p.addr, p.xchg);
+        self.timers.remove(&mut self.exchanges, s);
+        let Some(x) = self.exchanges.get_mut(s as usize) else {
+            return;
+        };
+        if x.bubbles == 0 {
+            x.window_start = now32;
+        }
+        let slot = std::mem::replace(&mut x.queue, NO_QUEUE);
         self.counters.give_ups += 1;
         tracing::debug!(peer = %addr, "relay bubble exchange gave up");
         self.discard_queue(now, slot, DropReason::PeerUnreachable, true);
@@ -1350,12 +1931,8 @@ impl Relay {
         self.queues.release(slot, self.cfg.global_queue_bytes);
     }
 
-    /// Sends the queued packets of a newly trusted peer, in order, to `to`.
-    fn flush(&mut self, addr: Ipv6Addr, to: SocketAddrV4) -> usize {
-        let Some(p) = self.peers.get_mut(&addr) else {
-            return 0;
-        };
-        let slot = std::mem::replace(&mut p.queue, NO_QUEUE);
+    /// Sends the packets of queue `slot` (of a newly trusted peer), in order, to `to`.
+    fn flush(&mut self, slot: u32, to: SocketAddrV4) -> usize {
         let Some(s) = self.queues.slots.get_mut(slot as usize) else {
             return 0;
         };
@@ -1380,7 +1957,6 @@ impl Relay {
         self.queues.release(slot, self.cfg.global_queue_bytes);
         sent
     }
-
     // ---- ICMPv6 errors ------------------------------------------------------------------
 
     fn icmp_take(&mut self, now: u64) -> bool {
@@ -1519,8 +2095,8 @@ impl Relay {
         };
         let bubble = pkt.is_bubble();
         let dst = pkt.dst();
-        let via = self.authenticate(&pkt, &t, src, dst, from, bubble)?;
-        let flushed = self.accept(now, src, from, via);
+        let (via, i) = self.authenticate(&pkt, &t, src, dst, from, bubble)?;
+        let flushed = self.accept(now, i, from, via);
         if bubble {
             self.counters.bubbles_received += 1;
             return Ok((Handled::Bubble { via, flushed }, None));
@@ -1548,7 +2124,8 @@ impl Relay {
         Ok((handled, None))
     }
 
-    /// RFC 4380 §5.4.2 source check, plus the [`TrustPolicy::Lenient`] exceptions.
+    /// RFC 4380 §5.4.2 source check, plus the [`TrustPolicy::Lenient`] exceptions. Returns
+    /// the peer's slot too.
     fn authenticate(
         &self,
         pkt: &TeredoPacket<'_>,
@@ -1557,27 +2134,33 @@ impl Relay {
         dst: Ipv6Addr,
         from: SocketAddrV4,
         bubble: bool,
-    ) -> Result<Acceptance, DropReason> {
-        let peer = self.peers.get(&src);
+    ) -> Result<(Acceptance, u32), DropReason> {
+        let found = self.find(&src);
         if t.mapped == from {
-            return match peer {
-                Some(_) => Ok(Acceptance::EmbeddedMapping),
+            return match found {
+                Some(i) => Ok((Acceptance::EmbeddedMapping, i)),
                 None => Err(DropReason::UnknownPeer),
             };
         }
-        let Some(p) = peer else {
+        let Some((i, p)) = found.and_then(|i| Some((i, self.peers.get(i as usize)?))) else {
             return Err(DropReason::SpoofedSource);
         };
         if p.trusted() && p.mapping == from {
-            return Ok(Acceptance::RecordedMapping);
+            return Ok((Acceptance::RecordedMapping, i));
         }
         // Lenient: only a direct bubble (no origin indication: it did not come through a
         // server) answering our indirect bubble.
         if self.cfg.trust != TrustPolicy::Lenient || !bubble || pkt.origin.is_some() {
             return Err(DropReason::SpoofedSource);
         }
-        let nonces = [(F_NONCE, p.nonce), (F_PREV_NONCE, p.prev_nonce)];
-        let outstanding = |n: &[u8; 4]| nonces.iter().any(|(f, v)| p.flags & f != 0 && v == n);
+        // The nonces of the current exchange (none once it is answered).
+        let nonces = self.exchanges.get(p.xchg as usize).map_or([None; 2], |x| {
+            [
+                (x.nonces & X_NONCE != 0).then_some(x.nonce),
+                (x.nonces & X_PREV_NONCE != 0).then_some(x.prev_nonce),
+            ]
+        });
+        let outstanding = |n: &[u8; 4]| nonces.contains(&Some(*n));
         let proof = if Trailers::new(pkt.trailers)
             .filter(|tr| tr.ty == TYPE_NONCE)
             .filter_map(|tr| tr.nonce())
@@ -1588,7 +2171,8 @@ impl Relay {
             && is_link_local(&dst)
             && nonces
                 .iter()
-                .any(|(f, n)| p.flags & f != 0 && dst == self.per_peer_link_local(&src, *n))
+                .flatten()
+                .any(|n| dst == self.per_peer_link_local(&src, *n))
         {
             Some(Acceptance::LinkLocal)
         } else {
@@ -1601,12 +2185,13 @@ impl Relay {
         if !is_ipv4_global_unicast(*from.ip()) || from.port() == 0 {
             return Err(DropReason::NonGlobalSource);
         }
-        Ok(via)
+        Ok((via, i))
     }
 
-    /// Marks the peer trusted with mapping `from` and releases its queue.
-    fn accept(&mut self, now: u64, addr: Ipv6Addr, from: SocketAddrV4, via: Acceptance) -> usize {
-        let Some(p) = self.peers.get_mut(&addr) else {
+    /// Marks peer `i` trusted with mapping `from`, ends its exchange and releases its queue.
+    fn accept(&mut self, now: u64, i: u32, from: SocketAddrV4, via: Acceptance) -> usize {
+        let now32 = self.rel(now);
+        let Some(p) = self.peers.get_mut(i as usize) else {
             return 0;
         };
         if !p.trusted() {
@@ -1614,23 +2199,21 @@ impl Relay {
             self.trusted += 1;
         }
         if p.mapping != from {
-            tracing::debug!(peer = %addr, old = %p.mapping, new = %from, via = via.as_str(), "relay peer mapping");
+            tracing::debug!(peer = %p.addr, old = %p.mapping, new = %from, via = via.as_str(), "relay peer mapping");
         }
         p.mapping = from;
-        p.last_rx = now;
-        p.last_used = now;
-        p.bubbles = 0;
+        p.last_rx = now32;
+        p.last_used = now32;
         p.phase = PeerPhase::Idle;
-        p.flags &= !(F_NONCE | F_PREV_NONCE);
-        let has_queue = p.queue != NO_QUEUE;
+        let s = std::mem::replace(&mut p.xchg, NONE);
         if matches!(via, Acceptance::Nonce | Acceptance::LinkLocal) {
             self.counters.lenient_accepts += 1;
         }
-        if has_queue {
-            self.flush(addr, from)
-        } else {
-            0
+        if s == NONE {
+            return 0;
         }
+        let queue = self.close_exchange(s);
+        self.flush(queue, from)
     }
 
     // ---- time ---------------------------------------------------------------------------
@@ -1638,13 +2221,13 @@ impl Relay {
     /// When [`Self::handle_timeout`] wants to be called: the next bubble retransmission or
     /// give-up, or the next expiry check. May be in the past (call it now).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let timer = self.timers.peek().map(|(due, _)| self.abs(due));
         let expiry = self
             .lru
             .iter()
             .filter_map(|q| {
                 q.front()
-                    .map(|(stamp, _)| stamp.saturating_add(self.t.idle))
+                    .map(|(stamp, _)| self.abs(*stamp).saturating_add(self.t.idle))
             })
             .min();
         let at = match (timer, expiry) {
@@ -1660,8 +2243,8 @@ impl Relay {
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.tick(now);
         let interval = self.t.interval;
-        while let Some(&Reverse((at, id, addr))) = self.timers.peek() {
-            if at > now {
+        while let Some((due, s)) = self.timers.peek() {
+            if self.abs(due) > now {
                 break;
             }
             // Backpressure: two bubbles and an ICMPv6 error must fit.
@@ -1672,92 +2255,95 @@ impl Relay {
             {
                 break;
             }
-            self.timers.pop();
-            let Some(p) = self.peers.get_mut(&addr) else {
+            self.timers.remove(&mut self.exchanges, s);
+            let Some(i) = self.exchanges.get(s as usize).map(|x| x.peer) else {
                 continue;
             };
-            if p.id != id {
+            let Some(p) = self.peers.get(i as usize) else {
                 continue;
-            }
+            };
+            // Timers are disarmed when an exchange ends, so the peer is bubbling, and a
+            // timer is armed for the exact due time; both are checked anyway.
             if p.phase != PeerPhase::Bubbling {
-                p.flags &= !F_TIMER;
                 continue;
             }
-            let due = if p.last_bubble == NEVER {
-                at
-            } else {
-                p.last_bubble.saturating_add(interval)
-            };
-            if due > now {
-                self.timers.push(Reverse((due, id, addr)));
-                continue;
+            if p.last_bubble != NEVER32 {
+                let due = self.abs(p.last_bubble).saturating_add(interval);
+                if due > now {
+                    self.arm(i, due);
+                    continue;
+                }
             }
-            p.flags &= !F_TIMER;
-            self.retransmit(now, addr);
+            self.retransmit(now, i);
         }
         self.expire(now);
+        self.shrink();
     }
 
-    fn retransmit(&mut self, now: u64, addr: Ipv6Addr) {
+    fn retransmit(&mut self, now: u64, i: u32) {
         let limit = self
             .cfg
             .bubble_retries
             .saturating_add(1)
             .min(self.cfg.max_bubbles_per_window);
-        let Some(p) = self.peers.get(&addr) else {
+        let Some(p) = self.peers.get(i as usize) else {
             return;
         };
-        if p.bubbles >= limit {
-            self.give_up(now, addr);
+        let Some(x) = self.exchanges.get(p.xchg as usize) else {
+            return;
+        };
+        if x.bubbles >= limit {
+            self.give_up(now, i);
             return;
         }
-        match self.gate(&addr, now) {
-            Gate::Now => self.send_bubbles(now, addr),
-            Gate::At(at) => self.arm(addr, at),
-            Gate::Exhausted => self.give_up(now, addr),
+        match self.gate(i, now) {
+            Gate::Now => self.send_bubbles(now, i),
+            Gate::At(at) => self.arm(i, at),
+            Gate::Exhausted => self.give_up(now, i),
         }
     }
 
     /// When the peer may be removed.
     fn expires_at(&self, p: &Peer) -> u64 {
-        let idle = p.last_used.saturating_add(self.t.idle);
+        let idle = self.abs(p.last_used).saturating_add(self.t.idle);
         match p.phase {
             PeerPhase::Bubbling => NEVER,
             // Remember the bubble count until the window is over (RFC 4380 §5.2.6).
-            PeerPhase::Failed => idle.max(p.window_start.saturating_add(self.t.window)),
+            PeerPhase::Failed => idle.max(self.exchanges.get(p.xchg as usize).map_or(0, |x| {
+                self.abs(x.window_start).saturating_add(self.t.window)
+            })),
             PeerPhase::Idle => idle,
         }
     }
 
-    fn push_lru(&mut self, q: usize, stamp: u64, addr: Ipv6Addr) {
+    fn push_lru(&mut self, q: usize, stamp: u32, slot: u32) {
         let queue = &mut self.lru[q & 1];
         let stamp = queue.back().map_or(stamp, |(b, _)| stamp.max(*b));
-        queue.push_back((stamp, addr));
+        queue.push_back((stamp, slot));
     }
 
     /// Removes the peers whose records are due and who really expired; re-queues the others.
     fn expire(&mut self, now: u64) {
         for q in 0..2 {
-            while let Some(&(stamp, addr)) = self.lru[q].front() {
-                if stamp.saturating_add(self.t.idle) > now {
+            while let Some(&(stamp, i)) = self.lru[q].front() {
+                if self.abs(stamp).saturating_add(self.t.idle) > now {
                     break;
                 }
                 self.lru[q].pop_front();
-                let Some(p) = self.peers.get(&addr) else {
+                let Some(p) = self.peers.get(i as usize).copied().filter(Peer::live) else {
                     continue;
                 };
-                let exp = self.expires_at(p);
+                let exp = self.expires_at(&p);
                 if exp <= now {
-                    self.remove_peer(now, addr, DropReason::PeerExpired);
+                    self.remove_peer(now, i, DropReason::PeerExpired);
                     self.counters.expirations += 1;
                     continue;
                 }
                 // Not expired: check again at its expiry, but never schedule past `now`
                 // (the queues stay ordered, so nobody behind waits longer than an idle
                 // period).
-                let next = exp.saturating_sub(self.t.idle).min(now);
-                let target = usize::from(p.trusted());
-                self.push_lru(target, next, addr);
+                let next = self.rel(exp.saturating_sub(self.t.idle).min(now));
+                self.push_lru(usize::from(p.trusted()), next, i);
             }
         }
     }
@@ -1766,39 +2352,25 @@ impl Relay {
     /// none.
     fn evict_one(&mut self) -> bool {
         let mut scanned = 0;
-        while let Some((stamp, addr)) = self.lru[0].pop_front() {
-            let Some(p) = self.peers.get(&addr) else {
+        while let Some((stamp, i)) = self.lru[0].pop_front() {
+            let Some(p) = self.peers.get(i as usize).copied().filter(Peer::live) else {
                 continue;
             };
             if p.trusted() {
-                let last = p.last_used;
-                self.push_lru(1, last, addr);
+                self.push_lru(1, p.last_used, i);
                 continue;
             }
             scanned += 1;
             if p.last_used > stamp && scanned < EVICT_SCAN {
-                let last = p.last_used;
-                self.push_lru(0, last, addr);
+                self.push_lru(0, p.last_used, i);
                 continue;
             }
             let now = self.now;
-            self.remove_peer(now, addr, DropReason::PeerEvicted);
+            self.remove_peer(now, i, DropReason::PeerEvicted);
             self.counters.evictions += 1;
             return true;
         }
         false
-    }
-
-    fn remove_peer(&mut self, now: u64, addr: Ipv6Addr, reason: DropReason) {
-        let Some(p) = self.peers.remove(&addr) else {
-            return;
-        };
-        if p.trusted() {
-            self.trusted = self.trusted.saturating_sub(1);
-        }
-        if p.queue != NO_QUEUE {
-            self.discard_queue(now, p.queue, reason, false);
-        }
     }
 
     // ---- outputs ------------------------------------------------------------------------
@@ -1966,9 +2538,13 @@ mod tests {
 
     impl Lab {
         fn new(cfg: RelayConfig) -> Self {
+            Self::with_seed(cfg, 7)
+        }
+
+        fn with_seed(cfg: RelayConfig, seed: u64) -> Self {
             let t0 = t0();
             Self {
-                relay: Relay::new(cfg, ChaCha8Rng::seed_from_u64(7), t0),
+                relay: Relay::new(cfg, ChaCha8Rng::seed_from_u64(seed), t0),
                 t0,
                 now: t0,
                 buf: vec![0u8; MAX_UDP_PAYLOAD],
@@ -2978,8 +3554,532 @@ mod tests {
     fn peer_entry_is_small() {
         let n = size_of::<Peer>();
         println!("size_of::<Peer>() = {n}");
-        assert!(n <= 64, "{n}");
+        assert!(n <= 40, "{n}");
         assert_eq!(PEER_ENTRY_BYTES, n);
+        assert_eq!(size_of::<Bucket>(), 8);
+        assert_eq!(size_of::<(u32, u32)>(), 8);
+    }
+
+    // ---- peer slab, index, exchanges, timers, time offsets --------------------------
+
+    /// Checks the internal consistency of the peer table: slab and free list, index,
+    /// exactly one expiry record per live peer, exchanges and their back links, the timer
+    /// heap, the counts.
+    fn check_invariants(r: &Relay) -> Result<(), String> {
+        let live: Vec<u32> = (0..r.peers.len() as u32)
+            .filter(|&i| r.peers[i as usize].live())
+            .collect();
+        if live.len() != r.live {
+            return Err(format!("live {} != {}", live.len(), r.live));
+        }
+        let mut free = 0;
+        let mut f = r.free_peer;
+        while f != NONE {
+            let p = r.peers.get(f as usize).ok_or("free list out of the slab")?;
+            if p.live() {
+                return Err(format!("live slot {f} in the free list"));
+            }
+            free += 1;
+            f = p.xchg;
+            if free > r.peers.len() {
+                return Err("free list loops".into());
+            }
+        }
+        if free + r.live != r.peers.len() {
+            return Err(format!(
+                "{free} free + {} live != {}",
+                r.live,
+                r.peers.len()
+            ));
+        }
+        if r.index.len != r.live || r.index.len * 4 > r.index.buckets.len() * 3 {
+            return Err(format!(
+                "index {} of {}",
+                r.index.len,
+                r.index.buckets.len()
+            ));
+        }
+        let occupied = r.index.buckets.iter().filter(|b| b.slot != NONE).count();
+        if occupied != r.live {
+            return Err(format!("{occupied} buckets for {} peers", r.live));
+        }
+        let mut records = vec![0usize; r.peers.len()];
+        for &(_, s) in r.lru.iter().flatten() {
+            *records
+                .get_mut(s as usize)
+                .ok_or(format!("record for slot {s}"))? += 1;
+        }
+        let (mut trusted, mut in_exchange) = (0, 0);
+        for &i in &live {
+            let p = &r.peers[i as usize];
+            if r.find(&p.addr) != Some(i) {
+                return Err(format!("{} not found at {i}", p.addr));
+            }
+            if records[i as usize] != 1 {
+                return Err(format!("{} records for slot {i}", records[i as usize]));
+            }
+            trusted += usize::from(p.trusted());
+            let bubbling_or_failed = p.phase != PeerPhase::Idle;
+            if bubbling_or_failed != (p.xchg != NONE) {
+                return Err(format!("slot {i}: {:?} with exchange {}", p.phase, p.xchg));
+            }
+            if let Some(x) = r.exchanges.get(p.xchg as usize) {
+                in_exchange += 1;
+                if x.peer != i {
+                    return Err(format!("exchange {} belongs to {} not {i}", p.xchg, x.peer));
+                }
+                // Bubbling ⟺ a timer runs.
+                if (p.phase == PeerPhase::Bubbling) != (x.timer != NONE) {
+                    return Err(format!("slot {i}: {:?} with timer {}", p.phase, x.timer));
+                }
+            }
+        }
+        if trusted != r.trusted {
+            return Err(format!("trusted {trusted} != {}", r.trusted));
+        }
+        if in_exchange + r.free_exchanges.len() != r.exchanges.len() {
+            return Err(format!(
+                "{in_exchange} exchanges + {} free != {}",
+                r.free_exchanges.len(),
+                r.exchanges.len()
+            ));
+        }
+        for &s in &r.free_exchanges {
+            let x = &r.exchanges[s as usize];
+            if x.peer != NONE || x.timer != NONE || x.queue != NO_QUEUE {
+                return Err(format!("free exchange {s}: {x:?}"));
+            }
+        }
+        check_heap(&r.timers, &r.exchanges)?;
+        if r.timers.heap.len() > in_exchange {
+            return Err("more timers than exchanges".into());
+        }
+        Ok(())
+    }
+
+    fn check_heap(t: &Timers, xs: &[Exchange]) -> Result<(), String> {
+        for (pos, e) in t.heap.iter().enumerate() {
+            if pos > 0 && t.heap[(pos - 1) / 2] > *e {
+                return Err(format!("heap order at {pos}"));
+            }
+            if xs.get(e.1 as usize).map(|x| x.timer) != Some(pos as u32) {
+                return Err(format!("timer of exchange {} is not at {pos}", e.1));
+            }
+        }
+        let armed = xs.iter().filter(|x| x.timer != NONE).count();
+        if armed != t.heap.len() {
+            return Err(format!("{armed} armed, {} in the heap", t.heap.len()));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn slab_slots_are_reused_after_expiry_and_eviction() {
+        let mut lab = Lab::new(RelayConfig {
+            max_peers: 4,
+            ..cfg()
+        });
+        for n in 0..4 {
+            send_to(&mut lab, n).0.unwrap();
+            answer(&mut lab, n);
+        }
+        assert_eq!(lab.relay.peers.len(), 4);
+        check_invariants(&lab.relay).unwrap();
+        // Idle peers expire; their slots go to the free list (too few to compact).
+        lab.run_to(200.0);
+        assert_eq!(lab.relay.gauges(), RelayGauges::default());
+        assert_eq!(lab.relay.peers.len(), 4);
+        check_invariants(&lab.relay).unwrap();
+        // New peers take the freed slots, with fresh state.
+        for n in 10..14 {
+            let (r, src) = send_to(&mut lab, n);
+            assert_eq!(r, Ok(Handled::Queued { bubble_sent: true }));
+            assert!(src.is_some());
+            let info = lab.relay.peer(&peer_n(n)).unwrap();
+            assert_eq!((info.trusted, info.phase), (false, PeerPhase::Bubbling));
+            assert_eq!((info.bubbles, info.queued_packets), (1, 1));
+            assert_eq!(info.mapping, mapping_n(n));
+        }
+        assert_eq!(lab.relay.peers.len(), 4);
+        for n in 0..4 {
+            assert!(lab.relay.peer(&peer_n(n)).is_none());
+            // No stale index entry: an answer from an expired peer finds nothing.
+            assert_eq!(
+                lab.udp(mapping_n(n), &bubble(peer_n(n), H, &[])).0,
+                Err(DropReason::UnknownPeer)
+            );
+        }
+        check_invariants(&lab.relay).unwrap();
+        // Full: a new peer evicts the least recently used one and takes its slot.
+        let slot = lab.relay.find(&peer_n(10)).unwrap();
+        lab.at(200.5);
+        send_to(&mut lab, 15).0.unwrap();
+        assert!(lab.relay.peer(&peer_n(10)).is_none());
+        assert_eq!(lab.relay.find(&peer_n(15)), Some(slot));
+        assert_eq!(lab.relay.peers.len(), 4);
+        assert_eq!(
+            lab.udp(mapping_n(10), &bubble(peer_n(10), H, &[])).0,
+            Err(DropReason::UnknownPeer)
+        );
+        check_invariants(&lab.relay).unwrap();
+        // The evicted peer's exchange (queue, timer) went with it; the newcomer's timer runs
+        // on its own schedule.
+        assert_eq!(lab.relay.gauges().queued_packets, 4);
+        let out = lab.run_to(206.6);
+        let bubbles_to = |n: u16| {
+            out.iter()
+                .filter(|(_, (o, b))| {
+                    matches!(o, Output::Udp { to, .. } if *to == SX_3544)
+                        && TeredoPacket::parse(b).unwrap().dst() == peer_n(n)
+                })
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>()
+        };
+        assert!(bubbles_to(10).is_empty());
+        assert_eq!(bubbles_to(15), [202.5, 204.5, 206.5]);
+        assert_eq!(bubbles_to(11).len(), 3);
+        check_invariants(&lab.relay).unwrap();
+    }
+
+    #[test]
+    fn memory_is_given_back_when_the_table_empties() {
+        let mut lab = Lab::new(cfg());
+        for n in 0..300 {
+            send_to(&mut lab, n).0.unwrap();
+            answer(&mut lab, n);
+        }
+        // Peers answered at once: one exchange slot was enough, and no timer is left.
+        assert_eq!(lab.relay.exchanges.len(), 1);
+        assert!(lab.relay.timers.heap.is_empty());
+        assert_eq!(lab.relay.peers.len(), 300);
+        assert_eq!(lab.relay.index.buckets.len(), 512);
+        check_invariants(&lab.relay).unwrap();
+        // Ten peers stay in use; the others expire and the slab is compacted.
+        for step in 1..=30 {
+            let t = f64::from(step) * 10.0;
+            lab.run_to(t);
+            lab.at(t);
+            for n in 0..10 {
+                lab.udp(mapping_n(n), &echo(peer_n(n), H, true, 1, 8))
+                    .0
+                    .unwrap();
+            }
+            check_invariants(&lab.relay).unwrap();
+        }
+        assert_eq!(lab.relay.gauges().peers, 10);
+        assert_eq!(lab.relay.peers.len(), 10);
+        assert_eq!(lab.relay.index.buckets.len(), 16);
+        assert!(lab.relay.lru.iter().map(VecDeque::capacity).sum::<usize>() < 64);
+        for n in 0..10 {
+            assert_eq!(
+                lab.native(&echo(H, peer_n(n), false, 1, 8)).0,
+                Ok(Handled::Encapsulated { to: mapping_n(n) })
+            );
+        }
+        for n in 10..300 {
+            assert!(lab.relay.peer(&peer_n(n)).is_none());
+        }
+
+        // Exchanges: 300 peers bubble, 290 answer; the other ten keep their exact schedule
+        // after the exchange slab is compacted, then give up.
+        let mut lab = Lab::new(cfg());
+        for n in 0..300 {
+            send_to(&mut lab, n).0.unwrap();
+        }
+        assert_eq!(lab.relay.exchanges.len(), 300);
+        assert_eq!(lab.relay.timers.heap.len(), 300);
+        lab.at(1.0);
+        for n in 10..300 {
+            answer(&mut lab, n);
+        }
+        assert_eq!(lab.relay.timers.heap.len(), 10);
+        lab.relay.handle_timeout(lab.now);
+        assert_eq!(lab.relay.exchanges.len(), 10);
+        check_invariants(&lab.relay).unwrap();
+        let out = lab.run_to(20.0);
+        let bubbles: Vec<f64> = out
+            .iter()
+            .filter(|(_, (o, _))| matches!(o, Output::Udp { .. }))
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(bubbles, [[2.0; 10], [4.0; 10], [6.0; 10]].concat());
+        assert_eq!(lab.relay.counters().give_ups, 10);
+        assert!(lab.relay.timers.heap.is_empty());
+        check_invariants(&lab.relay).unwrap();
+    }
+
+    const DAY: f64 = 86_400.0;
+
+    #[test]
+    fn time_offsets_are_rebased_far_in_the_future() {
+        let mut lab = Lab::new(RelayConfig {
+            validity: Duration::from_secs(5 * 86_400),
+            idle_timeout: Duration::from_secs(10 * 86_400),
+            ..cfg()
+        });
+        lab.trust_x();
+        // X is used every 4 days for 100 days: well past 2^32 ms, through several rebases.
+        let mut t = 0.0;
+        while t < 100.0 * DAY {
+            t += 4.0 * DAY;
+            lab.run_to(t);
+            lab.at(t);
+            assert_eq!(
+                lab.native(&ping(1)).0,
+                Ok(Handled::Encapsulated { to: XMAP }),
+                "{t}"
+            );
+            lab.udp(XMAP, &echo(x(), H, true, 1, 8)).0.unwrap();
+            check_invariants(&lab.relay).unwrap();
+        }
+        assert!(
+            lab.relay.base as f64 >= 50.0 * DAY * 1000.0,
+            "{}",
+            lab.relay.base
+        );
+        // Validity still counts in milliseconds after the rebases.
+        lab.at(t + 5.0 * DAY - 0.001);
+        lab.relay.handle_timeout(lab.now);
+        assert!(lab.relay.peer(&x()).is_some_and(|i| i.valid));
+        lab.at(t + 5.0 * DAY);
+        lab.relay.handle_timeout(lab.now);
+        assert!(lab.relay.peer(&x()).is_some_and(|i| !i.valid));
+        // An exchange across a rebase keeps its exact 2 s schedule.
+        let base = lab.relay.base;
+        let start = (base + REBASE_AT) as f64 / 1000.0 - 3.0;
+        assert!(start > lab.elapsed());
+        lab.run_to(start);
+        lab.at(start);
+        let (r, src) = send_to(&mut lab, 7);
+        assert_eq!(r, Ok(Handled::Queued { bubble_sent: true }));
+        assert!(src.is_some());
+        let out = lab.run_to(start + 20.0);
+        assert!(lab.relay.base > base, "rebased during the exchange");
+        let times: Vec<f64> = out.iter().map(|(t, _)| *t - start).collect();
+        assert_eq!(times.len(), 4, "{out:?}");
+        for (t, want) in times.iter().zip([2.0, 4.0, 6.0, 8.0]) {
+            assert!((t - want).abs() < 1e-6, "{times:?}");
+        }
+        assert!(
+            matches!(out[3].1 .0, Output::Ipv6 { .. }),
+            "ICMPv6 at the give-up"
+        );
+        assert_eq!(lab.relay.counters().give_ups, 1);
+        check_invariants(&lab.relay).unwrap();
+    }
+
+    #[test]
+    fn a_huge_time_jump_makes_nothing_look_fresh() {
+        let mut lab = Lab::new(cfg());
+        lab.trust_x();
+        send_to(&mut lab, 3).0.unwrap();
+        answer(&mut lab, 3);
+        // 200 days later (offsets would have wrapped four times), without any timer call
+        // in between: X is trusted but stale, so the packet waits for a new exchange.
+        lab.at(200.0 * DAY);
+        let (r, out) = lab.native(&ping(1));
+        assert_eq!(r, Ok(Handled::Queued { bubble_sent: true }));
+        let b = indirect_bubble(&out);
+        let info = lab.relay.peer(&x()).unwrap();
+        assert!(info.trusted && !info.valid);
+        // The other peer is long expired and goes at the next timer call.
+        lab.relay.handle_timeout(lab.now);
+        assert!(lab.relay.peer(&peer_n(3)).is_none());
+        assert_eq!(lab.relay.counters().expirations, 1);
+        // X answers: valid again, packet delivered.
+        let (r, out) = lab.udp(XMAP, &bubble(x(), b.src, &[]));
+        assert!(matches!(r, Ok(Handled::Bubble { flushed: 1, .. })), "{r:?}");
+        assert_eq!(out.len(), 1);
+        assert!(lab.relay.peer(&x()).unwrap().valid);
+        check_invariants(&lab.relay).unwrap();
+    }
+
+    #[test]
+    fn durations_are_capped_at_max_timer() {
+        assert_eq!(millis(Duration::ZERO), 100);
+        assert_eq!(millis(Duration::from_secs(30)), 30_000);
+        assert_eq!(millis(MAX_TIMER), MAX_TIMER_MS);
+        assert_eq!(millis(Duration::MAX), MAX_TIMER_MS);
+        // An "infinite" idle timeout still removes an idle peer, after at most twice
+        // MAX_TIMER (12.4 days).
+        let mut lab = Lab::new(RelayConfig {
+            idle_timeout: Duration::MAX,
+            validity: Duration::MAX,
+            ..cfg()
+        });
+        lab.trust_x();
+        lab.at(10.0 * DAY);
+        assert_eq!(
+            lab.native(&ping(1)).0,
+            Ok(Handled::Encapsulated { to: XMAP })
+        );
+        lab.run_to(10.0 * DAY + 2.0 * MAX_TIMER.as_secs_f64() + 1.0);
+        assert!(lab.relay.peer(&x()).is_none());
+        assert_eq!(lab.relay.poll_timeout(), None);
+    }
+
+    /// A run with churn: evictions, expiry, compaction, retransmissions, give-ups.
+    fn churn(seed: u64) -> Vec<(f64, Out)> {
+        let mut lab = Lab::with_seed(
+            RelayConfig {
+                max_peers: 40,
+                trust: TrustPolicy::Lenient,
+                ..cfg()
+            },
+            seed,
+        );
+        let mut all = Vec::new();
+        for i in 0..600u16 {
+            let t = f64::from(i) * 0.7;
+            all.extend(lab.run_to(t));
+            lab.at(t);
+            let n = (i * 7) % 97;
+            let (_, out) = lab.native(&echo(H, peer_n(n), false, i, 20));
+            all.extend(out.iter().cloned().map(|o| (t, o)));
+            if i % 3 == 0 {
+                let (_, out) = lab.udp(mapping_n(n), &bubble(peer_n(n), H, &[]));
+                all.extend(out.into_iter().map(|o| (t, o)));
+            }
+            if i % 5 == 0 {
+                // A symmetric-NAT answer with the nonce of the latest bubble, if any.
+                if let Some((_, b)) = out.iter().find(|(o, _)| matches!(o, Output::Udp { .. })) {
+                    let nonce = check_indirect(b, peer_n(n)).nonce;
+                    let (_, out) = lab.udp(XSYM, &bubble(peer_n(n), H, &nonce_trailer(nonce)));
+                    all.extend(out.into_iter().map(|o| (t, o)));
+                }
+            }
+        }
+        all.extend(lab.run_to(1000.0));
+        check_invariants(&lab.relay).unwrap();
+        let c = lab.relay.counters();
+        assert!(
+            c.evictions > 0 && c.expirations > 0 && c.give_ups > 0,
+            "{c:?}"
+        );
+        assert!(c.lenient_accepts > 0, "{c:?}");
+        all
+    }
+
+    #[test]
+    fn same_seed_same_outputs() {
+        let a = churn(7);
+        assert!(a.len() > 500);
+        assert_eq!(a, churn(7));
+        assert_ne!(a, churn(8));
+    }
+
+    #[derive(Clone, Debug)]
+    enum IndexOp {
+        Insert(u32),
+        Remove(usize),
+    }
+
+    fn arb_index_op() -> impl Strategy<Value = IndexOp> {
+        prop_oneof![
+            // Few home buckets, many near the end of the table: long runs that wrap around.
+            3 => (any::<u32>(), prop_oneof![Just(0u32), Just(13), Just(14), Just(15), 0u32..16])
+                .prop_map(|(hi, lo)| IndexOp::Insert(hi << 4 | lo)),
+            1 => any::<u32>().prop_map(IndexOp::Insert),
+            3 => any::<usize>().prop_map(IndexOp::Remove),
+        ]
+    }
+
+    #[derive(Clone, Debug)]
+    enum TimerOp {
+        Set(u32, u32),
+        Remove(u32),
+        Pop,
+    }
+
+    fn arb_timer_op() -> impl Strategy<Value = TimerOp> {
+        prop_oneof![
+            3 => (0u32..24, 0u32..40).prop_map(|(s, d)| TimerOp::Set(s, d)),
+            1 => (0u32..24).prop_map(TimerOp::Remove),
+            1 => Just(TimerOp::Pop),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn index_matches_a_model(ops in vec(arb_index_op(), 1..400)) {
+            let mut index = Index::default();
+            let mut model: Vec<(u32, u32)> = Vec::new();
+            let mut gone: Vec<(u32, u32)> = Vec::new();
+            let mut next = 0u32;
+            for op in ops {
+                match op {
+                    IndexOp::Insert(hash) => {
+                        index.insert(hash, next);
+                        model.push((next, hash));
+                        next += 1;
+                    }
+                    IndexOp::Remove(k) if !model.is_empty() => {
+                        let (slot, hash) = model.swap_remove(k % model.len());
+                        let b = index.find(hash, |s| s == slot);
+                        prop_assert!(b.is_some());
+                        index.remove_at(b.unwrap());
+                        gone.push((slot, hash));
+                    }
+                    IndexOp::Remove(_) => {}
+                }
+                prop_assert_eq!(index.len, model.len());
+                prop_assert!(index.len * 4 <= index.buckets.len() * 3);
+                for &(slot, hash) in &model {
+                    let b = index.find(hash, |s| s == slot);
+                    prop_assert_eq!(b.and_then(|b| index.slot(b)), Some(slot));
+                }
+                for &(slot, hash) in &gone {
+                    prop_assert!(index.find(hash, |s| s == slot).is_none());
+                }
+            }
+            // Rebuilt smaller with renumbered slots, everything is still found.
+            index.rebuild(Index::capacity_for(model.len()), |s| s + 1000);
+            for &(slot, hash) in &model {
+                prop_assert!(index.find(hash, |s| s == slot + 1000).is_some());
+            }
+        }
+
+        #[test]
+        fn timer_heap_matches_a_model(ops in vec(arb_timer_op(), 1..300)) {
+            let x = Exchange {
+                peer: 0,
+                timer: NONE,
+                queue: NO_QUEUE,
+                window_start: 0,
+                nonce: [0; 4],
+                prev_nonce: [0; 4],
+                nonces: 0,
+                bubbles: 0,
+            };
+            let mut xs = vec![x; 24];
+            let mut timers = Timers::default();
+            let mut model: std::collections::BTreeMap<u32, u32> = Default::default();
+            for op in ops {
+                match op {
+                    TimerOp::Set(s, due) => {
+                        timers.set(&mut xs, s, due);
+                        model.insert(s, due);
+                    }
+                    TimerOp::Remove(s) => {
+                        timers.remove(&mut xs, s);
+                        model.remove(&s);
+                    }
+                    TimerOp::Pop => {
+                        let want = model.iter().map(|(s, d)| (*d, *s)).min();
+                        prop_assert_eq!(timers.peek(), want);
+                        if let Some((_, s)) = want {
+                            timers.remove(&mut xs, s);
+                            model.remove(&s);
+                        }
+                    }
+                }
+                check_heap(&timers, &xs).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(timers.heap.len(), model.len());
+                prop_assert_eq!(timers.peek(), model.iter().map(|(s, d)| (*d, *s)).min());
+            }
+        }
     }
 
     // ---- outputs ----------------------------------------------------------------------
@@ -3145,6 +4245,17 @@ mod tests {
                 ours.write(p);
             }
             prop_assert_eq!(ours.finish(), reference.finish());
+        }
+
+        #[test]
+        fn siphash_of_16_bytes_matches_the_generic_one(
+            k0 in any::<u64>(),
+            k1 in any::<u64>(),
+            b in any::<[u8; 16]>(),
+        ) {
+            let mut generic = SipHasher24::new_with_keys(k0, k1);
+            generic.write(&b);
+            prop_assert_eq!(SipHasher24::hash_16(k0, k1, &b), generic.finish());
         }
 
         #[test]
@@ -3418,6 +4529,7 @@ mod tests {
             }
             prop_assert_eq!(trusted, g.peers_trusted);
             prop_assert_eq!(queued, (g.queued_packets, g.queued_bytes));
+            check_invariants(&lab.relay).map_err(TestCaseError::fail)?;
             if let Some(t) = lab.relay.poll_timeout() {
                 lab.relay.handle_timeout(lab.now);
                 prop_assert!(lab.drain().is_empty() || t <= lab.now);
