@@ -16,7 +16,10 @@
 //! * `interop`: Debian's Miredo client against a Teredo server in namespaces — ours
 //!   (`teredo-server`) and, as the reference, Debian's `miredo-server`.
 //! * `relay_interop`: Debian's Miredo client through our server and our relay (TUN) to a
-//!   native IPv6 host, behind a port-restricted and a symmetric NAT.
+//!   native IPv6 host, behind every Linux NAT kind (`nat_recipes`), strict and lenient.
+//! * `miredo_relay`: our client (`client-sim ping`) through Debian's Miredo relay
+//!   (`RelayType cone`) and `miredo-server` to a native IPv6 host, without NAT and behind a
+//!   port-restricted and a symmetric NAT, checked in the report and on the wire.
 //! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
 //!   the full run is `.ci/run`'s "Container lab" step.
 
@@ -24,6 +27,7 @@ mod client_interop;
 mod compose;
 mod conformance;
 mod interop;
+mod miredo_relay;
 mod netns;
 mod relay_interop;
 mod tshark;

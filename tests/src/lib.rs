@@ -11,9 +11,11 @@
 //! * [`miredo`]: Debian's Miredo client and server inside namespaces.
 //! * [`servers`]: our `teredo-server` or `miredo-server`, started the same way.
 //! * [`client_sim`]: `client-sim qualify --json` inside a namespace, its report parsed.
+//! * [`client_ping`]: `client-sim ping --json` inside a namespace, its report parsed.
 //! * [`nat_recipes`]: kernel NAT kinds (NAT.md §9 nftables recipes) for a NAT router.
 //! * [`topo`]: Internet hosts, NAT routers (nftables) and the addresses the tests use.
 //! * [`relay`]: the full topology with our relay: server, relay with TUN, native IPv6 host.
+//! * [`miredo_relay`]: Debian's Miredo as a Teredo relay (`RelayType cone`) in a namespace.
 //! * [`wait`]: polling with a deadline.
 //! * [`require_root!`] / [`require_tools!`]: skip a test loudly when the machine lacks root or a
 //!   tool — or fail it when `CI` is set, since CI must never skip.
@@ -28,9 +30,11 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 pub mod bins;
+pub mod client_ping;
 pub mod client_sim;
 pub mod inproc;
 pub mod miredo;
+pub mod miredo_relay;
 pub mod nat_recipes;
 pub mod netns;
 pub mod process;
