@@ -1,0 +1,362 @@
+//! The generator: complete Ethernet frames written with `sendmmsg` (batches of 64) on an
+//! `AF_PACKET` socket with `PACKET_QDISC_BYPASS`, paced by a token bucket; and an
+//! `AF_PACKET` receive socket for the trust set-up.
+//!
+//! The transmit socket is opened with protocol 0, so the kernel never hands it received
+//! frames (no per-packet clone on the sink side while measuring). Frames are built once
+//! per peer ([`FrameRing`]); the generator cycles through them.
+
+use std::io;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+/// Frames per `sendmmsg` call.
+pub const BATCH: usize = 64;
+
+fn ifindex(ifname: &str) -> Result<libc::c_uint> {
+    let c = std::ffi::CString::new(ifname)?;
+    // SAFETY: a NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        bail!("no interface {ifname}: {}", io::Error::last_os_error());
+    }
+    Ok(i)
+}
+
+fn setsockopt_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: a valid descriptor and a c_int option of the advertised size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw const v).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// An `AF_PACKET` raw socket bound to one interface (of the calling thread's namespace).
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifname: String,
+}
+
+impl PacketSocket {
+    fn open(ifname: &str, protocol: u16) -> Result<Self> {
+        let index = ifindex(ifname)?;
+        let proto_be = protocol.to_be();
+        // SAFETY: socket(2) has no memory-safety preconditions.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::c_int::from(proto_be),
+            )
+        };
+        if fd < 0 {
+            bail!(
+                "AF_PACKET socket: {} (needs CAP_NET_RAW)",
+                io::Error::last_os_error()
+            );
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+        sll.sll_protocol = proto_be;
+        sll.sll_ifindex = index as libc::c_int;
+        // SAFETY: a valid sockaddr_ll of the advertised size.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            bail!("bind AF_PACKET to {ifname}: {}", io::Error::last_os_error());
+        }
+        Ok(Self {
+            fd,
+            ifname: ifname.to_owned(),
+        })
+    }
+
+    /// A transmit-only socket on `ifname` that bypasses the qdisc.
+    pub fn transmitter(ifname: &str) -> Result<Self> {
+        let s = Self::open(ifname, 0)?;
+        setsockopt_int(&s.fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
+            .map_err(|e| anyhow::anyhow!("PACKET_QDISC_BYPASS on {ifname}: {e}"))?;
+        setsockopt_int(&s.fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20)
+            .map_err(|e| anyhow::anyhow!("SO_SNDBUFFORCE on {ifname}: {e}"))?;
+        Ok(s)
+    }
+
+    /// A socket receiving every frame on `ifname` (both directions), with a `rcvbuf`-byte
+    /// buffer.
+    pub fn receiver(ifname: &str, rcvbuf: usize) -> Result<Self> {
+        let s = Self::open(ifname, libc::ETH_P_ALL as u16)?;
+        let size = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX);
+        setsockopt_int(&s.fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)
+            .map_err(|e| anyhow::anyhow!("SO_RCVBUFFORCE on {ifname}: {e}"))?;
+        Ok(s)
+    }
+
+    /// The interface.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// Sends `frames` (in batches of [`BATCH`]); how many the kernel took.
+    pub fn send_frames(&self, frames: &[&[u8]]) -> usize {
+        let mut sent = 0;
+        for chunk in frames.chunks(BATCH) {
+            let mut iov: Vec<libc::iovec> = chunk
+                .iter()
+                .map(|f| libc::iovec {
+                    iov_base: f.as_ptr().cast_mut().cast(),
+                    iov_len: f.len(),
+                })
+                .collect();
+            let mut hdrs: Vec<libc::mmsghdr> = iov
+                .iter_mut()
+                .map(|v| mmsghdr(std::ptr::from_mut(v)))
+                .collect();
+            let mut done = 0;
+            // Bounded: every round either sends something or gives up.
+            while done < hdrs.len() {
+                match sendmmsg(&self.fd, &mut hdrs[done..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => done += n,
+                }
+            }
+            sent += done;
+        }
+        sent
+    }
+
+    /// Receives one frame within `timeout`: its length and `sll_pkttype`
+    /// (`PACKET_OUTGOING` for our own transmissions); `None` on timeout.
+    pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<(usize, u8)>> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+        if r <= 0 {
+            return Ok(None);
+        }
+        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: valid descriptor, buffer and address storage of the advertised sizes.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                (&raw mut sll).cast(),
+                &raw mut len,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => Ok(Some((n, sll.sll_pkttype))),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
+                    Ok(None)
+                } else {
+                    bail!("recv on {}: {e}", self.ifname)
+                }
+            }
+        }
+    }
+}
+
+fn mmsghdr(iov: *mut libc::iovec) -> libc::mmsghdr {
+    // SAFETY: msghdr is plain data; all-zero is valid (no name, no control).
+    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    h.msg_hdr.msg_iov = iov;
+    h.msg_hdr.msg_iovlen = 1;
+    h
+}
+
+fn sendmmsg(fd: &OwnedFd, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    let n = libc::c_uint::try_from(hdrs.len()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: `hdrs` are valid mmsghdrs whose iovecs point at live buffers.
+    let r = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), n, 0) };
+    usize::try_from(r).map_err(|_| io::Error::last_os_error())
+}
+
+/// Frames built once, sent in order over and over: `hdrs[j]` describes frame `j % n`, and
+/// there are `n + BATCH` of them, so any [`BATCH`] consecutive frames are one slice.
+pub struct FrameRing {
+    _frames: Vec<Vec<u8>>,
+    _iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    n: usize,
+    pos: usize,
+}
+
+impl std::fmt::Debug for FrameRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameRing")
+            .field("frames", &self.n)
+            .finish()
+    }
+}
+
+impl FrameRing {
+    /// A ring of `frames` (at least one).
+    pub fn new(frames: Vec<Vec<u8>>) -> Self {
+        assert!(!frames.is_empty(), "no frames");
+        let n = frames.len();
+        let mut iov: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr().cast_mut().cast(),
+                iov_len: f.len(),
+            })
+            .collect();
+        // The iovecs live on the heap and never move again: pointers into them stay valid
+        // when the ring is moved.
+        let base = iov.as_mut_ptr();
+        let hdrs = (0..n + BATCH)
+            .map(|j| {
+                // SAFETY: `j % n < iov.len()`: in bounds of the allocation.
+                mmsghdr(unsafe { base.add(j % n) })
+            })
+            .collect();
+        Self {
+            _frames: frames,
+            _iov: iov,
+            hdrs,
+            n,
+            pos: 0,
+        }
+    }
+
+    /// Number of distinct frames.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Always false (a ring has at least one frame).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Sends the next `count` (≤ [`BATCH`]) frames; how many the kernel took.
+    pub fn send(&mut self, sock: &PacketSocket, count: usize) -> io::Result<usize> {
+        let count = count.min(BATCH);
+        let r = sendmmsg(&sock.fd, &mut self.hdrs[self.pos..self.pos + count])?;
+        self.pos = (self.pos + r) % self.n;
+        Ok(r)
+    }
+}
+
+/// What one generator run offered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Offered {
+    /// Frames the kernel took.
+    pub sent: u64,
+    /// How long the run lasted (seconds).
+    pub secs: f64,
+    /// Failed `sendmmsg` calls.
+    pub errors: u64,
+}
+
+impl Offered {
+    /// Frames per second actually offered.
+    pub fn pps(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.sent as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Sends frames from `ring` for `duration`: as fast as possible (`rate` `None`) or paced at
+/// `rate` frames per second by a token bucket refilled continuously and spent in bursts of
+/// about one millisecond's worth (1..=[`BATCH`] frames). If the generator falls behind it
+/// does not catch up by more than a few bursts. Stops early when `stop` is set.
+pub fn blast(
+    sock: &PacketSocket,
+    ring: &mut FrameRing,
+    rate: Option<f64>,
+    duration: Duration,
+    stop: &AtomicBool,
+) -> Offered {
+    let start = Instant::now();
+    let burst = rate.map_or(BATCH as u64, |r| {
+        ((r / 1000.0) as u64).clamp(1, BATCH as u64)
+    });
+    let max_debt = 4 * BATCH as u64;
+    let mut sent = 0u64;
+    // Tokens forgiven when the generator fell behind.
+    let mut forgiven = 0u64;
+    let mut errors = 0u64;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let el = start.elapsed();
+        if el >= duration {
+            break;
+        }
+        let n = match rate {
+            None => BATCH as u64,
+            Some(r) => {
+                let due = ((r * el.as_secs_f64()) as u64).saturating_sub(forgiven);
+                let mut owed = due.saturating_sub(sent);
+                if owed > max_debt {
+                    forgiven += owed - max_debt;
+                    owed = max_debt;
+                }
+                if owed < burst {
+                    let wait = Duration::from_secs_f64((burst - owed) as f64 / r);
+                    if wait > Duration::from_micros(30) {
+                        std::thread::sleep(wait.min(duration.saturating_sub(el)));
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                    continue;
+                }
+                owed.min(BATCH as u64)
+            }
+        };
+        match ring.send(sock, n as usize) {
+            Ok(m) => sent += m as u64,
+            Err(_) => {
+                errors += 1;
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+    Offered {
+        sent,
+        secs: start.elapsed().as_secs_f64(),
+        errors,
+    }
+}

@@ -1,0 +1,596 @@
+//! `relay-bench`: our relay vs Miredo's relay (and a bare forwarder as the ceiling),
+//! Teredo→native and native→Teredo, with 1 / 100 / 10 000 peers, in network namespaces it
+//! builds itself, alternating devices in one run. Root required.
+//!
+//! ```sh
+//! cargo build --release -p teredo-relay -p teredo-bench
+//! sudo ./target/release/relay-bench            # 3 rounds, < 10 min
+//! sudo ./target/release/relay-bench --quick    # 1 round, < 3 min
+//! sudo ./target/release/relay-bench --json out.json
+//! ```
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Parser;
+use teredo_bench::afpacket::FrameRing;
+use teredo_bench::frames::{peers, MAX_PEERS};
+use teredo_bench::netns::{is_root, pin_current_thread, remove_stale, ReturnHere};
+use teredo_bench::procfs::{self, loadavg};
+use teredo_bench::report::{ratios, summarise, table, InstanceRun};
+use teredo_bench::runner::{
+    check_stop, establish_trust, frames, refresh_frames, run_cell, sleep, CellCtx, CellPlan,
+    Direction, Generator, STOP,
+};
+use teredo_bench::topo::{ns_usage, Binaries, Device, RunningDevice, Topology, GEN_CPU};
+
+/// Our relay vs Miredo's relay in network namespaces (see README.md, "Benchmarks").
+#[derive(Debug, Parser)]
+#[command(name = "relay-bench", version)]
+struct Args {
+    /// One round, shorter saturation and fewer search steps (< 3 min).
+    #[arg(long)]
+    quick: bool,
+    /// Rounds (devices alternate within each) [default: 3, --quick: 1].
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Peer counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,10000")]
+    peers: Vec<u32>,
+    /// Directions.
+    #[arg(long, value_delimiter = ',', default_value = "t2n,n2t")]
+    directions: Vec<String>,
+    /// Devices compared in every round (ours, miredo); miredo-gw runs for the largest peer
+    /// count, native→Teredo, unless --no-gw.
+    #[arg(long, value_delimiter = ',', default_value = "ours,miredo")]
+    devices: Vec<String>,
+    /// Skip Miredo with the route via fe80::1.
+    #[arg(long)]
+    no_gw: bool,
+    /// Peer counts for the bare forwarder (ceiling), first round only; empty to skip.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    bare_peers: Vec<u32>,
+    /// Skip the bare forwarder.
+    #[arg(long)]
+    no_bare: bool,
+    /// First rate of the first round's search (pps); later rounds start from the earlier
+    /// rounds' median.
+    #[arg(long, default_value_t = 100_000.0)]
+    start_rate: f64,
+    /// Skip the unpaced flood (1 s per cell in the first round).
+    #[arg(long)]
+    no_flood: bool,
+    /// Search step length, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    step_secs: f64,
+    /// Saturation run length, seconds [default: 5, --quick: 3].
+    #[arg(long)]
+    saturation_secs: Option<f64>,
+    /// Search steps in the first round [default: 7, --quick: 5]; later rounds use 5 steps
+    /// around the earlier result.
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Loss allowed at the throughput rate, percent.
+    #[arg(long, default_value_t = 1.0)]
+    max_loss: f64,
+    /// Workers of our relay (it is pinned to one CPU).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Wait until the 1-minute load average is at most this before starting...
+    #[arg(long, default_value_t = 1.0)]
+    max_load: f64,
+    /// ...for at most this many seconds (then start anyway, with a warning).
+    #[arg(long, default_value_t = 600)]
+    wait_quiet: u64,
+    /// Path of teredo-relay [default: next to this binary].
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
+    /// Path of bare-forwarder [default: next to this binary].
+    #[arg(long)]
+    bare_bin: Option<PathBuf>,
+    /// Path of miredo.
+    #[arg(long, default_value = "/usr/sbin/miredo")]
+    miredo_bin: PathBuf,
+    /// Write everything (every step) as JSON to this file (`-`: stdout).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay-bench: error: {e:#}");
+            if STOP.load(Ordering::Relaxed) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.with_file_name(name))
+}
+
+/// Copies `bin` into the run directory, so that a rebuild during the run changes nothing.
+fn snapshot(bin: &Path, dir: &Path, hint: &str) -> Result<PathBuf> {
+    if !bin.is_file() {
+        bail!("{} not found: {hint}", bin.display());
+    }
+    let to = dir.join(bin.file_name().context("binary path without a name")?);
+    fs::copy(bin, &to).with_context(|| format!("copy {}", bin.display()))?;
+    Ok(to)
+}
+
+/// Removes the run directory on drop.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn wait_quiet(max_load: f64, max_wait: u64) -> Result<(f64, f64)> {
+    let start = Instant::now();
+    let first = loadavg()[0];
+    let mut warned = false;
+    loop {
+        let l = loadavg()[0];
+        if l <= max_load {
+            return Ok((first, start.elapsed().as_secs_f64()));
+        }
+        if start.elapsed() >= Duration::from_secs(max_wait) {
+            eprintln!(
+                "relay-bench: warning: load average still {l:.2} after {max_wait} s; starting anyway \
+                 (results will be noisier)"
+            );
+            return Ok((first, start.elapsed().as_secs_f64()));
+        }
+        if !warned {
+            eprintln!("relay-bench: load average {l:.2} > {max_load}: waiting for a quiet machine (up to {max_wait} s)");
+            warned = true;
+        }
+        sleep(Duration::from_secs(5))?;
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Output<'a> {
+    config: Config,
+    load_at_start: [f64; 3],
+    waited_for_quiet_secs: f64,
+    load_at_end: [f64; 3],
+    elapsed_secs: f64,
+    runs: &'a [InstanceRun],
+    summary: Vec<teredo_bench::report::CellSummary>,
+    ratios: Vec<teredo_bench::report::Ratio>,
+    memory: Vec<Memory>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Config {
+    rounds: u32,
+    first_round: CellPlan,
+    later_rounds: CellPlan,
+    peers: Vec<u32>,
+    directions: Vec<Direction>,
+    devices: Vec<Device>,
+    workers: usize,
+    kernel: String,
+    cpus: usize,
+    miredo: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Memory {
+    device: Device,
+    peers: u32,
+    rss_kib_after_trust: Vec<u64>,
+    rss_kib_end: Vec<u64>,
+    rss_kib_end_largest: Vec<u64>,
+}
+
+fn run(args: &Args) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "relay-bench needs root: it creates network namespaces, veth links and TUN devices, \
+             and sends with AF_PACKET (run it with sudo)"
+        );
+    }
+    if procfs::cpu_count() < 2 {
+        bail!("relay-bench needs 2 CPUs (relay on CPU1, generator on CPU0)");
+    }
+    let dirs: Vec<Direction> = args
+        .directions
+        .iter()
+        .map(|d| match d.as_str() {
+            "t2n" => Ok(Direction::T2n),
+            "n2t" => Ok(Direction::N2t),
+            _ => bail!("unknown direction {d:?} (t2n, n2t)"),
+        })
+        .collect::<Result<_>>()?;
+    let devices: Vec<Device> = args
+        .devices
+        .iter()
+        .map(|d| {
+            Device::parse(d)
+                .filter(|d| matches!(d, Device::Ours | Device::Miredo))
+                .with_context(|| format!("unknown device {d:?} (ours, miredo)"))
+        })
+        .collect::<Result<_>>()?;
+    for &n in args.peers.iter().chain(&args.bare_peers) {
+        if n == 0 || n > MAX_PEERS {
+            bail!("peer counts must be 1..={MAX_PEERS}");
+        }
+    }
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    let first = CellPlan {
+        flood_secs: if args.no_flood { 0.0 } else { 1.0 },
+        start_rate: args.start_rate,
+        step_secs: args.step_secs,
+        steps: args.steps.unwrap_or(if args.quick { 5 } else { 7 }),
+        up: 1.6,
+        down: 0.625,
+        resolution: 0.01,
+        max_loss: args.max_loss / 100.0,
+        saturation_secs: args
+            .saturation_secs
+            .unwrap_or(if args.quick { 3.0 } else { 5.0 }),
+        saturation_factor: 2.0,
+    };
+    let later = CellPlan {
+        steps: 5,
+        up: 1.1,
+        down: 0.9,
+        ..first
+    };
+
+    // Binaries, snapshotted into a private run directory.
+    let dir = std::env::temp_dir().join(format!("relay-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let _dir_guard = RunDir(dir.clone());
+    let hint = "build with `cargo build --release -p teredo-relay -p teredo-bench`";
+    let relay_bin = match &args.relay_bin {
+        Some(p) => p.clone(),
+        None => sibling("teredo-relay")?,
+    };
+    let bare_bin = match &args.bare_bin {
+        Some(p) => p.clone(),
+        None => sibling("bare-forwarder")?,
+    };
+    let use_miredo = devices.contains(&Device::Miredo);
+    if use_miredo && !args.miredo_bin.is_file() {
+        bail!(
+            "{} not found (apt-get install miredo, or --devices ours)",
+            args.miredo_bin.display()
+        );
+    }
+    let bins = Binaries {
+        relay: snapshot(&relay_bin, &dir, hint)?,
+        bare: if args.no_bare || args.bare_peers.is_empty() {
+            bare_bin
+        } else {
+            snapshot(&bare_bin, &dir, hint)?
+        },
+        miredo: args.miredo_bin.clone(),
+        dir: dir.clone(),
+        workers: args.workers,
+    };
+
+    // SAFETY: installing an async-signal-safe handler (one atomic store).
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let load_at_start = loadavg();
+    let (_, waited) = wait_quiet(args.max_load, args.wait_quiet)?;
+    let started = Instant::now();
+
+    remove_stale();
+    let topo = Topology::build()?;
+    pin_current_thread(GEN_CPU)?;
+    // Declared after `topo`, so dropped before it: back in the original namespace before
+    // the namespaces are deleted.
+    let _back = ReturnHere::remember()?;
+    topo.gen.enter()?;
+    let gen = Generator::open()?;
+
+    // The schedule: per round, per peer count, ours then Miredo (then Miredo with the
+    // gateway route for the largest count); the bare forwarder after the first round.
+    let largest = args.peers.iter().copied().max().unwrap_or(1);
+    let mut schedule: Vec<(u32, Device, u32, Vec<Direction>)> = Vec::new();
+    for round in 1..=rounds {
+        for &n in &args.peers {
+            for &d in &devices {
+                schedule.push((round, d, n, dirs.clone()));
+            }
+            if use_miredo && !args.no_gw && n == largest && dirs.contains(&Direction::N2t) {
+                schedule.push((round, Device::MiredoGw, n, vec![Direction::N2t]));
+            }
+        }
+        if round == 1 && !args.no_bare {
+            for &n in &args.bare_peers {
+                schedule.push((round, Device::Bare, n, dirs.clone()));
+            }
+        }
+    }
+
+    eprintln!(
+        "relay-bench: {} instances, {rounds} round(s); load average at start {:.2} {:.2} {:.2}",
+        schedule.len(),
+        load_at_start[0],
+        load_at_start[1],
+        load_at_start[2]
+    );
+    let mut runs: Vec<InstanceRun> = Vec::new();
+    let mut estimates: HashMap<(Device, u32, Direction), Vec<f64>> = HashMap::new();
+    let mut gen_max: HashMap<Direction, f64> = HashMap::new();
+    for (round, device, n, dirs) in schedule {
+        check_stop()?;
+        let r = run_instance(
+            &topo,
+            &gen,
+            &bins,
+            round,
+            device,
+            n,
+            &dirs,
+            if round == 1 { &first } else { &later },
+            &mut estimates,
+            &mut gen_max,
+        );
+        match r {
+            Ok(run) => {
+                eprint!("{}", progress(&run));
+                runs.push(run);
+            }
+            Err(e) => {
+                check_stop()?;
+                eprintln!(
+                    "relay-bench: round {round} {} {n} peers failed: {e:#}",
+                    device.name()
+                );
+                runs.push(InstanceRun {
+                    round,
+                    device,
+                    peers: n,
+                    trust: None,
+                    rss_kib_after_trust: 0,
+                    rss_kib_end: 0,
+                    rss_kib_end_largest: 0,
+                    cells: vec![],
+                    error: Some(format!("{e:#}")),
+                    load1: loadavg()[0],
+                });
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let load_at_end = loadavg();
+
+    let sums = summarise(&runs);
+    let mut ratio_rows = ratios(&sums, Device::Ours, Device::Miredo);
+    ratio_rows.extend(ratios(&sums, Device::Ours, Device::MiredoGw));
+    ratio_rows.extend(ratios(&sums, Device::Ours, Device::Bare));
+    let mut memory: Vec<Memory> = Vec::new();
+    for r in runs.iter().filter(|r| r.error.is_none()) {
+        let m = match memory
+            .iter_mut()
+            .position(|m| m.device == r.device && m.peers == r.peers)
+        {
+            Some(i) => &mut memory[i],
+            None => {
+                memory.push(Memory {
+                    device: r.device,
+                    peers: r.peers,
+                    rss_kib_after_trust: vec![],
+                    rss_kib_end: vec![],
+                    rss_kib_end_largest: vec![],
+                });
+                memory.last_mut().expect("just pushed")
+            }
+        };
+        m.rss_kib_after_trust.push(r.rss_kib_after_trust);
+        m.rss_kib_end.push(r.rss_kib_end);
+        m.rss_kib_end_largest.push(r.rss_kib_end_largest);
+    }
+
+    println!(
+        "relay-bench: 100-byte inner IPv6/UDP; device on CPU1, generator + sink on CPU0; \
+         median [min–max] of {rounds} round(s)"
+    );
+    println!("{}", table(&sums, &ratio_rows));
+    println!("memory (RSS of the device's processes after the traffic; largest process):");
+    for m in &memory {
+        let mib = |v: &[u64]| {
+            v.iter()
+                .map(|k| format!("{:.1}", *k as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        println!(
+            "  {:<10} {:>6} peers: {} MiB ({} MiB largest process)",
+            m.device.name(),
+            m.peers,
+            mib(&m.rss_kib_end),
+            mib(&m.rss_kib_end_largest)
+        );
+    }
+    println!(
+        "load average: {:.2} {:.2} {:.2} before (waited {waited:.0} s for ≤ {}), {:.2} {:.2} {:.2} \
+         at the end (includes the bench's own 2 busy CPUs); {:.0} s",
+        load_at_start[0],
+        load_at_start[1],
+        load_at_start[2],
+        args.max_load,
+        load_at_end[0],
+        load_at_end[1],
+        load_at_end[2],
+        elapsed
+    );
+    let failed: Vec<&InstanceRun> = runs.iter().filter(|r| r.error.is_some()).collect();
+    for f in &failed {
+        println!(
+            "FAILED: round {} {} {} peers: {}",
+            f.round,
+            f.device.name(),
+            f.peers,
+            f.error.as_deref().unwrap_or("")
+        );
+    }
+
+    if let Some(path) = &args.json {
+        let out = Output {
+            config: Config {
+                rounds,
+                first_round: first,
+                later_rounds: later,
+                peers: args.peers.clone(),
+                directions: dirs,
+                devices,
+                workers: args.workers,
+                kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+                cpus: procfs::cpu_count(),
+                miredo: args.miredo_bin.display().to_string(),
+            },
+            load_at_start,
+            waited_for_quiet_secs: waited,
+            load_at_end,
+            elapsed_secs: elapsed,
+            runs: &runs,
+            summary: sums,
+            ratios: ratio_rows,
+            memory,
+        };
+        let text = serde_json::to_string_pretty(&out)?;
+        if path.as_os_str() == "-" {
+            println!("{text}");
+        } else {
+            fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{} instance(s) failed", failed.len());
+    }
+    Ok(())
+}
+
+fn progress(r: &InstanceRun) -> String {
+    let mut s = String::new();
+    for (d, c) in &r.cells {
+        s.push_str(&format!(
+            "relay-bench: round {} {:<9} {:>5} peers {}: saturation {:.1} k pps (offered {:.1} k, CPU {:.0} %), \
+             throughput {} ({} steps), load {:.2}\n",
+            r.round,
+            r.device.name(),
+            r.peers,
+            d.name(),
+            c.saturation.received_pps / 1e3,
+            c.saturation.offered.pps() / 1e3,
+            c.saturation.device_cpu,
+            c.throughput
+                .map_or_else(|| "-".to_owned(), |t| format!("{:.1} k", t / 1e3)),
+            c.steps.len(),
+            c.load1
+        ));
+    }
+    s
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_instance(
+    topo: &Topology,
+    gen: &Generator,
+    bins: &Binaries,
+    round: u32,
+    device: Device,
+    n: u32,
+    dirs: &[Direction],
+    plan: &CellPlan,
+    estimates: &mut HashMap<(Device, u32, Direction), Vec<f64>>,
+    gen_max: &mut HashMap<Direction, f64>,
+) -> Result<InstanceRun> {
+    let load1 = loadavg()[0];
+    let ps = peers(n);
+    let mut dev = RunningDevice::start(device, topo, bins, n)?;
+    let result = (|| {
+        let trust = if device.needs_trust() {
+            Some(establish_trust(gen, &ps)?)
+        } else {
+            None
+        };
+        dev.ensure_running()?;
+        let (_, rss_after_trust, _) = ns_usage(&topo.relay);
+        let refresh = refresh_frames(&ps);
+        let mut cells = Vec::new();
+        for &d in dirs {
+            let mut ctx = CellCtx {
+                topo,
+                gen,
+                dir: d,
+                ring: FrameRing::new(frames(d, &ps)),
+                refresh: refresh.clone(),
+            };
+            let key = (device, n, d);
+            let estimate = estimates
+                .get(&key)
+                .and_then(|v| teredo_bench::search::Summary::of(v).map(|s| s.median));
+            let max = gen_max.get(&d).copied().unwrap_or(5e6);
+            let cell = run_cell(&mut ctx, plan, estimate, max)?;
+            dev.ensure_running()?;
+            if let Some(p) = &cell.flood {
+                let m = gen_max.entry(d).or_insert(0.0);
+                *m = m.max(p.offered.pps());
+            }
+            if let Some(t) = cell.throughput {
+                estimates.entry(key).or_default().push(t);
+            }
+            cells.push((d, cell));
+        }
+        let (_, rss_end, largest) = ns_usage(&topo.relay);
+        Ok(InstanceRun {
+            round,
+            device,
+            peers: n,
+            trust,
+            rss_kib_after_trust: rss_after_trust,
+            rss_kib_end: rss_end,
+            rss_kib_end_largest: largest,
+            cells,
+            error: None,
+            load1,
+        })
+    })();
+    let tail = result
+        .as_ref()
+        .err()
+        .map(|_| dev.log_tail(10))
+        .unwrap_or_default();
+    let stopped = dev.stop(topo);
+    let run = result.map_err(|e: anyhow::Error| {
+        if tail.is_empty() {
+            e
+        } else {
+            e.context(format!("device log:\n{tail}"))
+        }
+    })?;
+    stopped?;
+    Ok(run)
+}

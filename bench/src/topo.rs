@@ -1,0 +1,446 @@
+//! The bench topology and the devices under test.
+//!
+//! ```text
+//!  namespace gen (CPU0)                               namespace relay (CPU1)
+//!  inet0 198.51.100.2/24  ---- veth (IPv4 Internet) ---- inet0 198.51.100.20/24
+//!    plays the server .1:3544 and the peers .10:20000+i    device under test :3545
+//!  nat0 2001:db8::2/64    ---- veth (native IPv6)   ---- nat0 2001:db8::1/64, forwarding
+//!    plays the native host 2001:db8::99                   teredo0 (TUN): 2001::/32
+//!    2001::/32 via 2001:db8::1
+//! ```
+//!
+//! The relay reaches the server, the peers and the native host through permanent
+//! neighbour entries (the generator's MACs); RPS sends each namespace's receive processing
+//! to its own side's CPU (`rps_cpus`: gen 1, relay 2). Devices: our `teredo-relay`
+//! (route 2001::/32 via fe80::1), Debian's `miredo` in relay (`cone`) mode (route on-link, as
+//! it installs it), the same with the route replaced by `via fe80::1`, and the
+//! `bare-forwarder` ceiling; each runs pinned to CPU1 (`taskset -c 1`).
+
+use std::fs;
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::frames::{
+    GEN_INET_MAC, GEN_NATIVE_MAC, GEN_V4, GEN_V6, NATIVE_HOST, PEER_V4, RELAY_INET_MAC,
+    RELAY_NATIVE_MAC, RELAY_PORT, RELAY_V4, RELAY_V6, SERVER_V4,
+};
+use crate::netns::{signal, Netns};
+use crate::procfs;
+
+/// The IPv4 Internet link's interface (same name on both sides).
+pub const INET_IF: &str = "inet0";
+/// The native IPv6 link's interface (same name on both sides).
+pub const NATIVE_IF: &str = "nat0";
+/// The devices' TUN.
+pub const TUN_IF: &str = "teredo0";
+/// CPU of the generator and sink.
+pub const GEN_CPU: usize = 0;
+/// CPU of the device under test.
+pub const RELAY_CPU: usize = 1;
+
+/// The two namespaces and their links.
+#[derive(Debug)]
+pub struct Topology {
+    /// Generator and sink.
+    pub gen: Netns,
+    /// Device under test.
+    pub relay: Netns,
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl Topology {
+    /// Creates the namespaces, links, addresses, neighbours, routes and RPS masks.
+    pub fn build() -> Result<Self> {
+        let gen = Netns::create("gen")?;
+        let relay = Netns::create("relay")?;
+        for (ifname, gmac, rmac) in [
+            (INET_IF, GEN_INET_MAC, RELAY_INET_MAC),
+            (NATIVE_IF, GEN_NATIVE_MAC, RELAY_NATIVE_MAC),
+        ] {
+            crate::netns::run(Command::new("ip").args([
+                "link",
+                "add",
+                ifname,
+                "netns",
+                gen.name(),
+                "address",
+                &mac(gmac),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ifname,
+                "netns",
+                relay.name(),
+                "address",
+                &mac(rmac),
+            ]))?;
+        }
+        for ns in [&gen, &relay] {
+            // No IPv6 chatter (MLD, router solicitations) on the IPv4 link.
+            ns.sysctl(&format!("net.ipv6.conf.{INET_IF}.disable_ipv6"), "1")?;
+            for ifname in [INET_IF, NATIVE_IF] {
+                ns.ip(&["link", "set", ifname, "up"])?;
+            }
+        }
+        gen.ip(&["addr", "add", &format!("{GEN_V4}/24"), "dev", INET_IF])?;
+        gen.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{GEN_V6}/64"),
+            "dev",
+            NATIVE_IF,
+            "nodad",
+        ])?;
+        gen.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001::/32",
+            "via",
+            &RELAY_V6.to_string(),
+        ])?;
+        relay.ip(&["addr", "add", &format!("{RELAY_V4}/24"), "dev", INET_IF])?;
+        relay.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{RELAY_V6}/64"),
+            "dev",
+            NATIVE_IF,
+            "nodad",
+        ])?;
+        relay.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        for v4 in [SERVER_V4, PEER_V4] {
+            relay.ip(&[
+                "neigh",
+                "replace",
+                &v4.to_string(),
+                "lladdr",
+                &mac(GEN_INET_MAC),
+                "dev",
+                INET_IF,
+                "nud",
+                "permanent",
+            ])?;
+        }
+        relay.ip(&[
+            "-6",
+            "neigh",
+            "replace",
+            &NATIVE_HOST.to_string(),
+            "lladdr",
+            &mac(GEN_NATIVE_MAC),
+            "dev",
+            NATIVE_IF,
+            "nud",
+            "permanent",
+        ])?;
+        for (ns, cpu) in [(&gen, GEN_CPU), (&relay, RELAY_CPU)] {
+            let mask = format!("{:x}", 1u64 << cpu);
+            ns.sh(&format!(
+                "echo {mask} > /sys/class/net/{INET_IF}/queues/rx-0/rps_cpus && \
+                 echo {mask} > /sys/class/net/{NATIVE_IF}/queues/rx-0/rps_cpus"
+            ))
+            .context("setting RPS masks")?;
+        }
+        Ok(Self { gen, relay })
+    }
+}
+
+/// A device under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Device {
+    /// Our `teredo-relay` (route via fe80::1).
+    Ours,
+    /// Debian's Miredo relay, route on-link as it installs it.
+    Miredo,
+    /// Miredo with the route replaced by `2001::/32 via fe80::1`.
+    MiredoGw,
+    /// The bare per-packet forwarder (ceiling).
+    Bare,
+}
+
+impl Device {
+    /// Its name in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ours => "ours",
+            Self::Miredo => "miredo",
+            Self::MiredoGw => "miredo-gw",
+            Self::Bare => "bare",
+        }
+    }
+
+    /// Parses [`Device::name`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Ours, Self::Miredo, Self::MiredoGw, Self::Bare]
+            .into_iter()
+            .find(|d| d.name() == s)
+    }
+
+    /// True when peers must be made trusted through the bubble exchange.
+    pub fn needs_trust(self) -> bool {
+        self != Self::Bare
+    }
+}
+
+/// Where the device binaries are.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// `teredo-relay`.
+    pub relay: PathBuf,
+    /// `bare-forwarder`.
+    pub bare: PathBuf,
+    /// `miredo`.
+    pub miredo: PathBuf,
+    /// Run directory (configuration files, logs).
+    pub dir: PathBuf,
+    /// Workers of our relay.
+    pub workers: usize,
+}
+
+/// A running device.
+#[derive(Debug)]
+pub struct RunningDevice {
+    /// Which.
+    pub device: Device,
+    child: Child,
+    log: PathBuf,
+    started: Instant,
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let t = fs::read_to_string(path).unwrap_or_default();
+    let v: Vec<&str> = t.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `198.51.100.20:3545` as `/proc/net/udp` writes a local address.
+fn proc_net_udp_key(a: SocketAddrV4) -> String {
+    format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(a.ip().octets()),
+        a.port()
+    )
+}
+
+impl RunningDevice {
+    /// Starts `device` in `topo.relay`, pinned to [`RELAY_CPU`], and waits (≤ 10 s) until it
+    /// listens on the relay address and 2001::/32 is routed into its TUN (for
+    /// [`Device::MiredoGw`], then replaces the route). `peers` sizes the bare forwarder's
+    /// table.
+    pub fn start(device: Device, topo: &Topology, bins: &Binaries, peers: u32) -> Result<Self> {
+        let bind = SocketAddrV4::new(RELAY_V4, RELAY_PORT);
+        let log = bins.dir.join(format!("{}-{peers}.log", device.name()));
+        let mut cmd = topo.relay.command("taskset");
+        cmd.args(["-c", &RELAY_CPU.to_string()]);
+        match device {
+            Device::Ours => {
+                cmd.arg(&bins.relay).args([
+                    "--bind",
+                    &bind.to_string(),
+                    "--native",
+                    &format!("tun:{TUN_IF}"),
+                    "--trust",
+                    "strict",
+                    "--workers",
+                    &bins.workers.to_string(),
+                    "--metrics-addr",
+                    "127.0.0.1:9100",
+                ]);
+                cmd.env("RUST_LOG", "warn");
+            }
+            Device::Miredo | Device::MiredoGw => {
+                let conf = bins.dir.join("miredo-relay.conf");
+                fs::write(
+                    &conf,
+                    format!(
+                        "# relay-bench: Miredo as a Teredo relay\n\
+                         RelayType cone\n\
+                         InterfaceName {TUN_IF}\n\
+                         BindAddress {RELAY_V4}\n\
+                         BindPort {RELAY_PORT}\n"
+                    ),
+                )?;
+                cmd.arg(&bins.miredo)
+                    .args(["-f", "-c"])
+                    .arg(&conf)
+                    .arg("-p")
+                    .arg(bins.dir.join("miredo.pid"));
+            }
+            Device::Bare => {
+                cmd.arg(&bins.bare).args([
+                    "--bind",
+                    &bind.to_string(),
+                    "--tun",
+                    TUN_IF,
+                    "--peers",
+                    &peers.to_string(),
+                ]);
+            }
+        }
+        let out = fs::File::create(&log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {}", device.name()))?;
+        let mut d = Self {
+            device,
+            child,
+            log,
+            started: Instant::now(),
+        };
+        d.wait_ready(topo, bind)?;
+        if device == Device::MiredoGw {
+            topo.relay.ip(&[
+                "-6",
+                "route",
+                "replace",
+                "2001::/32",
+                "via",
+                "fe80::1",
+                "dev",
+                TUN_IF,
+            ])?;
+            let routes = topo.relay.ip(&["-6", "route", "show", "2001::/32"])?;
+            if routes.lines().count() != 1 || !routes.contains("via fe80::1") {
+                bail!("could not replace Miredo's route: {routes}");
+            }
+        }
+        Ok(d)
+    }
+
+    fn wait_ready(&mut self, topo: &Topology, bind: SocketAddrV4) -> Result<()> {
+        let key = proc_net_udp_key(bind);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                bail!(
+                    "{} exited ({st}) while starting:\n{}",
+                    self.device.name(),
+                    tail(&self.log, 20)
+                );
+            }
+            let route = topo
+                .relay
+                .ip(&["-6", "route", "show", "2001::/32", "dev", TUN_IF])
+                .unwrap_or_default();
+            let bound = topo.relay.run_in(|| {
+                Ok(fs::read_to_string("/proc/thread-self/net/udp")
+                    .unwrap_or_default()
+                    .contains(&key))
+            })?;
+            if !route.trim().is_empty() && bound {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} not ready after 10 s (route {route:?}, UDP bound {bound}):\n{}",
+                    self.device.name(),
+                    tail(&self.log, 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Fails if the device has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        if let Some(st) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({st}) after {:.1} s:\n{}",
+                self.device.name(),
+                self.started.elapsed().as_secs_f64(),
+                tail(&self.log, 20)
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops it (SIGTERM, ≤ 3 s, then SIGKILL; then whatever it left in the namespace) and
+    /// waits (≤ 3 s) until its TUN is gone, so that the next device can create it.
+    pub fn stop(mut self, topo: &Topology) -> Result<()> {
+        signal(self.child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.child.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.child.try_wait()?.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        topo.relay.stop_all(Duration::from_secs(2));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while topo.relay.ip(&["link", "show", TUN_IF]).is_ok() {
+            if Instant::now() > deadline {
+                bail!("{TUN_IF} still exists after {} stopped", self.device.name());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// The log's last lines.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+}
+
+impl Drop for RunningDevice {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Total CPU ticks and RSS (KiB, and the largest process's) of every process in `ns`.
+pub fn ns_usage(ns: &Netns) -> (u64, u64, u64) {
+    let mut ticks = 0;
+    let mut rss = 0;
+    let mut largest = 0;
+    for pid in ns.pids() {
+        ticks += procfs::process_cpu_ticks(pid).unwrap_or(0);
+        let r = procfs::vm_rss_kib(pid).unwrap_or(0);
+        rss += r;
+        largest = largest.max(r);
+    }
+    (ticks, rss, largest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_keys() {
+        for d in [Device::Ours, Device::Miredo, Device::MiredoGw, Device::Bare] {
+            assert_eq!(Device::parse(d.name()), Some(d));
+        }
+        assert_eq!(Device::parse("x"), None);
+        assert_eq!(mac(GEN_INET_MAC), "02:00:00:00:01:01");
+        // /proc/net/udp: 198.51.100.20:3545 on a little-endian host.
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                proc_net_udp_key(SocketAddrV4::new(RELAY_V4, RELAY_PORT)),
+                "146433C6:0DD9"
+            );
+        }
+    }
+}
