@@ -92,7 +92,10 @@ pub struct CellPlan {
     pub max_loss: f64,
     /// Saturation run, seconds.
     pub saturation_secs: f64,
-    /// Saturation load as a multiple of the throughput.
+    /// Saturation load (pps), the same for every device of a cell so that their results
+    /// compare; `None`: `saturation_factor` × the device's own throughput.
+    pub saturation_rate: Option<f64>,
+    /// Saturation load as a multiple of the device's throughput (when no fixed rate).
     pub saturation_factor: f64,
 }
 
@@ -462,7 +465,8 @@ pub struct CellRun {
 }
 
 /// Runs one cell: flood (if `estimate` is `None`), throughput search (from `estimate`, or
-/// the plan's start rate), saturation at the plan's factor × the throughput.
+/// the plan's start rate), saturation (at the plan's fixed rate, or its factor × the
+/// throughput).
 /// `gen_max` is the generator's ceiling for this direction (pps).
 pub fn run_cell(
     ctx: &mut CellCtx<'_>,
@@ -505,7 +509,9 @@ pub fn run_cell(
     let throughput = best.map(|(r, _)| r);
     // "About twice what the device takes".
     let base = throughput.or(search.lowest_failure()).unwrap_or(start);
-    let sat_rate = plan.saturation_factor * base;
+    let sat_rate = plan
+        .saturation_rate
+        .unwrap_or(plan.saturation_factor * base);
     let saturation = ctx.step(Some(sat_rate), plan.saturation_secs, true)?;
     Ok(CellRun {
         flood,

@@ -75,6 +75,11 @@ struct Args {
     /// around the earlier result.
     #[arg(long)]
     steps: Option<u32>,
+    /// Offered load of the saturation runs (pps), the same for every device (PERF.md: about
+    /// twice what the devices take; they take ~100 k here); 0: twice each device's own
+    /// throughput.
+    #[arg(long, default_value_t = 200_000.0)]
+    saturation_rate: f64,
     /// Loss allowed at the throughput rate, percent.
     #[arg(long, default_value_t = 1.0)]
     max_loss: f64,
@@ -250,6 +255,7 @@ fn run(args: &Args) -> Result<()> {
         saturation_secs: args
             .saturation_secs
             .unwrap_or(if args.quick { 3.0 } else { 5.0 }),
+        saturation_rate: (args.saturation_rate > 0.0).then_some(args.saturation_rate),
         saturation_factor: 2.0,
     };
     let later = CellPlan {
