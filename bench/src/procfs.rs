@@ -138,26 +138,49 @@ pub fn parse_cpu_times(text: &str, cpu: usize) -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
-/// Process-context ticks (user + nice + system) of every CPU, in a `/proc/stat` text.
-pub fn parse_process_ticks(text: &str) -> Option<u64> {
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some("cpu"))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(3)
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (v.len() == 3).then(|| v.iter().sum())
+/// CPU ticks (utime + stime) of every user-space process except `exclude` (kernel threads,
+/// children of kthreadd, are left out), by pid.
+pub fn user_process_ticks(exclude: &[u32]) -> std::collections::HashMap<u32, u64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == 2 || exclude.contains(&pid) {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if parse_stat_ppid(&text) == Some(2) {
+            continue;
+        }
+        if let Some(t) = parse_stat_cpu_ticks(&text) {
+            out.insert(pid, t);
+        }
+    }
+    out
 }
 
-/// Process-context ticks (user + nice + system) of all CPUs so far.
-pub fn process_ticks() -> u64 {
-    fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|t| parse_process_ticks(&t))
-        .unwrap_or(0)
+/// The parent pid in a `/proc/<pid>/stat` text.
+pub fn parse_stat_ppid(text: &str) -> Option<u32> {
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Ticks used between two [`user_process_ticks`] snapshots (processes that appeared
+/// count from zero; those that exited are lost).
+pub fn ticks_between(
+    before: &std::collections::HashMap<u32, u64>,
+    after: &std::collections::HashMap<u32, u64>,
+) -> u64 {
+    after
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// (busy, total) ticks of `cpu` so far.
@@ -222,7 +245,10 @@ mod tests {
         let cpus = "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 5 0 5 50 0 0 0 0 0 0\n\
                     cpu1 5 0 3 50 2 0 2 0 0 0\n";
         assert_eq!(parse_cpu_times(cpus, 1), Some((10, 62)));
-        assert_eq!(parse_process_ticks(cpus), Some(20));
+        assert_eq!(parse_stat_ppid(stat), Some(1));
+        let a = std::collections::HashMap::from([(1, 10), (2, 5)]);
+        let b = std::collections::HashMap::from([(1, 15), (3, 7)]);
+        assert_eq!(ticks_between(&a, &b), 12);
         assert!(parse_cpu_times(cpus, 2).is_none());
     }
 }

@@ -58,7 +58,7 @@ pub struct CellSummary {
     pub flood_pps: Option<Summary>,
     /// Offered pps of the flood.
     pub flood_offered_pps: Option<Summary>,
-    /// CPU used by other processes during the saturation runs (100 = one core).
+    /// CPU used by other processes during the cells (100 = one core).
     pub other_cpu: Option<Summary>,
     /// Per-round values (saturation pps, throughput pps), in round order.
     pub rounds: Vec<RoundValues>,
@@ -100,7 +100,7 @@ pub fn summarise(runs: &[InstanceRun]) -> Vec<CellSummary> {
                 throughput_cpu: of(&|c| c.throughput_cpu),
                 flood_pps: of(&|c| c.flood.as_ref().map(|f| f.received_pps)),
                 flood_offered_pps: of(&|c| c.flood.as_ref().map(|f| f.offered.pps())),
-                other_cpu: of(&|c| Some(c.saturation.other_cpu)),
+                other_cpu: of(&|c| Some(c.other_cpu)),
                 rounds: cells
                     .iter()
                     .map(|(r, c)| (*r, c.saturation.received_pps, c.throughput))
@@ -305,6 +305,7 @@ mod tests {
             generator_shortfall: false,
             saturation: step(sat),
             load1: 0.5,
+            other_cpu: 0.0,
         }
     }
 

@@ -118,8 +118,8 @@ pub struct Step {
     pub relay_cpu_busy: f64,
     /// Busy share of the generator's CPU, percent.
     pub gen_cpu_busy: f64,
-    /// CPU used by other processes on the machine meanwhile (user + system time of all
-    /// CPUs minus the bench's and the device's; 100 = one core): how quiet it was.
+    /// CPU used by other user-space processes on the machine meanwhile (100 = one core;
+    /// processes that exited during the step are missed): how quiet it was.
     pub other_cpu: f64,
     /// Passed the loss criterion (search steps only).
     pub pass: Option<bool>,
@@ -360,10 +360,10 @@ impl CellCtx<'_> {
         let sink = self.dir.sink_if();
         let relay_before = with_drops.then(|| relay_ns_counters(self.topo));
         let before = procfs::dev_counters(sink);
+        let mut exclude = self.topo.relay.pids();
+        exclude.push(std::process::id());
+        let others0 = procfs::user_process_ticks(&exclude);
         let (ticks0, _, _) = ns_usage(&self.topo.relay);
-        let me = std::process::id();
-        let mine0 = procfs::process_cpu_ticks(me).unwrap_or(0);
-        let all0 = procfs::process_ticks();
         let cpu1_0 = procfs::cpu_times(RELAY_CPU);
         let cpu0_0 = procfs::cpu_times(GEN_CPU);
         let offered = blast(
@@ -374,10 +374,9 @@ impl CellCtx<'_> {
             &STOP,
         );
         let (ticks1, _, _) = ns_usage(&self.topo.relay);
-        let mine1 = procfs::process_cpu_ticks(me).unwrap_or(0);
-        let all1 = procfs::process_ticks();
         let cpu1_1 = procfs::cpu_times(RELAY_CPU);
         let cpu0_1 = procfs::cpu_times(GEN_CPU);
+        let others1 = procfs::user_process_ticks(&exclude);
         check_stop()?;
         // Drain: wait until the sink counter stops moving.
         let mut last = procfs::dev_counters(sink);
@@ -406,10 +405,7 @@ impl CellCtx<'_> {
         let secs_run = offered.secs.max(1e-9);
         let per_core = |ticks: u64| 100.0 * ticks as f64 / procfs::ticks_per_second() / secs_run;
         let device_ticks = ticks1.saturating_sub(ticks0);
-        let other = all1
-            .saturating_sub(all0)
-            .saturating_sub(device_ticks)
-            .saturating_sub(mine1.saturating_sub(mine0));
+        let other = procfs::ticks_between(&others0, &others1);
         let busy = |a: (u64, u64), b: (u64, u64)| {
             let total = b.1.saturating_sub(a.1);
             if total == 0 {
@@ -462,6 +458,9 @@ pub struct CellRun {
     pub saturation: Step,
     /// 1-minute load average when the cell started.
     pub load1: f64,
+    /// CPU used by other processes during the cell's steps (time-weighted mean; 100 = one
+    /// core).
+    pub other_cpu: f64,
 }
 
 /// Runs one cell: flood (if `estimate` is `None`), throughput search (from `estimate`, or
@@ -513,7 +512,19 @@ pub fn run_cell(
         .saturation_rate
         .unwrap_or(plan.saturation_factor * base);
     let saturation = ctx.step(Some(sat_rate), plan.saturation_secs, true)?;
+    let all: Vec<&Step> = flood
+        .iter()
+        .chain(&steps)
+        .chain(std::iter::once(&saturation))
+        .collect();
+    let secs: f64 = all.iter().map(|s| s.offered.secs).sum();
+    let other_cpu = all
+        .iter()
+        .map(|s| s.other_cpu * s.offered.secs)
+        .sum::<f64>()
+        / secs.max(1e-9);
     Ok(CellRun {
+        other_cpu,
         flood,
         search_start: start,
         steps,
