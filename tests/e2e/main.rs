@@ -6,6 +6,9 @@
 //! them). Each test builds its own topology (its own "Internet" bridge namespace), so the tests
 //! run in parallel.
 //!
+//! * `bad_input`: the bad-input corpus (`teredo_tests::bad_input`) against the running server
+//!   and relay over real sockets: one verdict per kind (drop reason, nothing sent, still
+//!   answering).
 //! * `netns`: the harness itself (namespaces, bridge, NAT router, cleanup).
 //! * `tshark`: the tshark dissection checker, on hand-made captures.
 //! * `client_interop`: `client-sim qualify` (every client profile) behind real Linux NATs
@@ -23,6 +26,7 @@
 //! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
 //!   the full run is `.ci/run`'s "Container lab" step.
 
+mod bad_input;
 mod client_interop;
 mod compose;
 mod conformance;

@@ -45,6 +45,11 @@ fn netns_path(ns: &Netns) -> PathBuf {
     PathBuf::from("/run/netns").join(ns.name())
 }
 
+/// Moves the calling thread into the network namespace at `path` (`/run/netns/NAME`).
+pub fn enter_netns(path: &PathBuf) -> Result<()> {
+    enter(path)
+}
+
 /// Moves the calling thread into the network namespace at `path`.
 fn enter(path: &PathBuf) -> Result<()> {
     let file = File::open(path).with_context(|| format!("open {}", path.display()))?;

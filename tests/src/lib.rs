@@ -2,6 +2,9 @@
 //!
 //! * [`inproc`]: the server library run in-process inside a namespace; sockets, raw IPv4
 //!   sends with forged sources and a packet sniffer inside a namespace.
+//! * [`bad_input`]: the bad-input corpus (kinds, builders, expected drop reasons).
+//! * [`inproc_relay`]: the relay library run in-process in a namespace, native side a
+//!   channel.
 //! * [`netns`]: network namespaces that delete themselves (and kill what runs in them) on drop,
 //!   an "IPv4 Internet" bridge, veth pairs, addresses, routes, sysctls, nftables.
 //! * [`process`]: child processes with log files, stopped on drop; a per-test work directory
@@ -29,10 +32,12 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
+pub mod bad_input;
 pub mod bins;
 pub mod client_ping;
 pub mod client_sim;
 pub mod inproc;
+pub mod inproc_relay;
 pub mod miredo;
 pub mod miredo_relay;
 pub mod nat_recipes;
