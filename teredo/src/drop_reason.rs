@@ -22,6 +22,7 @@ macro_rules! drop_reasons {
                 Self::NonGlobalSource, Self::Loop, Self::UnexpectedOrigin, Self::NotBubbleOrIcmpv6,
                 Self::TooLarge, Self::SpoofedSource, Self::NotAllowed, Self::NonGlobalDestination,
                 Self::NonGlobalMappedAddress, Self::NativeDisabled, Self::NotForUs, Self::SendFailed,
+                Self::RateLimited,
             ];
 
             /// The reasons a relay can report, to zero-initialise its metric series.
@@ -108,6 +109,9 @@ drop_reasons! {
     NotForUs => "not_for_us",
     /// The driver could not send (socket error).
     SendFailed => "send_failed",
+    /// Server: a router solicitation over the per-source rate limit (`--rs-rate-limit`): its
+    /// source, which may be spoofed, already got its share of router advertisements.
+    RateLimited => "rate_limited",
     /// Client: a datagram not from the configured server (primary or secondary IPv4, UDP
     /// port 3544) where only a router advertisement is expected.
     UnexpectedSource => "unexpected_source",

@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod client;
 pub mod drop_reason;
+pub mod rate_limit;
 pub mod relay;
 pub mod server;
 pub mod wire;

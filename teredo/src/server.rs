@@ -2,7 +2,9 @@
 //! router advertisements that reveal the client's NAT mapping, and relays bubbles and ICMPv6
 //! between Teredo clients and to native IPv6.
 //!
-//! The server is stateless per client: one input produces at most one output. Outputs are
+//! The server is stateless per client: one input produces at most one output. The optional
+//! per-source RS rate limit ([`ServerConfig::rs_rate_limit`]) keeps a fixed-size table of
+//! token buckets allocated once, never state per client. Outputs are
 //! described by a small pending record and written straight into the caller's buffer by
 //! [`Server::poll_output`], so the RS → RA path does not allocate.
 
@@ -13,6 +15,7 @@ use crate::addr::{
     is_ipv4_global_unicast, is_ipv6_non_global, is_link_local, server_link_local, TeredoAddr,
     ALL_ROUTERS, TEREDO_PORT,
 };
+use crate::rate_limit::RateLimiter;
 use crate::wire::auth::Auth;
 use crate::wire::ndp::{RaParams, RouterSolicitation, ICMPV6_ROUTER_SOLICITATION};
 use crate::wire::origin::{OriginIndication, ORIGIN_LEN};
@@ -64,6 +67,17 @@ pub struct ServerConfig {
     pub native: bool,
     /// The UDP port both addresses listen on (3544); the loop guard compares against it.
     pub port: u16,
+    /// Router solicitations answered per second per source IPv4 address, in bursts of up to
+    /// as many; 0 = no limit (the default). Over the limit an RS is dropped as
+    /// `rate_limited`. Each [`Server`] instance has its own table (the server binary runs one
+    /// per address).
+    pub rs_rate_limit: u32,
+    /// Buckets of the rate-limit table (16 bytes each; sources hashing to the same bucket
+    /// share it). Only allocated when the limit is on.
+    pub rs_rate_buckets: usize,
+    /// Key of the rate-limit table's hash; drivers draw it at random so that an attacker
+    /// cannot aim at another source's bucket.
+    pub rs_rate_key: u64,
 }
 
 impl ServerConfig {
@@ -77,6 +91,9 @@ impl ServerConfig {
             max_icmpv6_payload: 1240,
             native: true,
             port: TEREDO_PORT,
+            rs_rate_limit: 0,
+            rs_rate_buckets: crate::rate_limit::DEFAULT_BUCKETS,
+            rs_rate_key: 0,
         }
     }
 }
@@ -152,6 +169,8 @@ pub struct Server {
     /// Bytes kept between `handle_udp` and `poll_output`: the echoed auth header or the
     /// packet being relayed. Allocated once.
     scratch: Box<[u8]>,
+    /// The per-source RS limit, when configured.
+    rs_limit: Option<RateLimiter>,
 }
 
 impl Server {
@@ -162,6 +181,14 @@ impl Server {
             cfg,
             pending: Pending::None,
             scratch: vec![0u8; MAX_UDP_PAYLOAD].into_boxed_slice(),
+            rs_limit: (cfg.rs_rate_limit > 0).then(|| {
+                RateLimiter::new(
+                    cfg.rs_rate_limit,
+                    cfg.rs_rate_limit,
+                    cfg.rs_rate_buckets,
+                    cfg.rs_rate_key,
+                )
+            }),
         }
     }
 
@@ -182,13 +209,13 @@ impl Server {
     /// for counting. Any output not yet polled is discarded.
     pub fn handle_udp(
         &mut self,
-        _now: Instant,
+        now: Instant,
         local: Local,
         from: SocketAddrV4,
         data: &[u8],
     ) -> Result<Handled, DropReason> {
         self.pending = Pending::None;
-        let r = self.classify(local, from, data);
+        let r = self.classify(now, local, from, data);
         if let Err(reason) = r {
             tracing::debug!(%from, local = local.as_str(), reason = reason.as_str(), len = data.len(), "server drop");
         }
@@ -197,6 +224,7 @@ impl Server {
 
     fn classify(
         &mut self,
+        now: Instant,
         local: Local,
         from: SocketAddrV4,
         data: &[u8],
@@ -228,7 +256,7 @@ impl Server {
                 && nh == NEXT_HEADER_ICMPV6
                 && pkt.ipv6_payload().first() == Some(&ICMPV6_ROUTER_SOLICITATION)
             {
-                return self.router_solicitation(local, from, &pkt);
+                return self.router_solicitation(now, local, from, &pkt);
             }
             return Err(DropReason::NotForUs);
         }
@@ -309,11 +337,18 @@ impl Server {
 
     fn router_solicitation(
         &mut self,
+        now: Instant,
         local: Local,
         from: SocketAddrV4,
         pkt: &TeredoPacket<'_>,
     ) -> Result<Handled, DropReason> {
         let rs = RouterSolicitation::parse(pkt.ipv6)?;
+        // Only well-formed RSs take a token: junk is dropped for what it is.
+        if let Some(limit) = &mut self.rs_limit {
+            if !limit.allow(now, *from.ip()) {
+                return Err(DropReason::RateLimited);
+            }
+        }
         let reply_from = if rs.cone { local.other() } else { local };
         // Echo the client's own auth header only; an RS without one gets an RA without one,
         // so no other client's nonce can ever leak (Miredo does leak it).
@@ -1814,5 +1849,55 @@ mod tests {
             .filter(|l| !tally.contains_key(*l))
             .collect();
         assert!(missing.is_empty(), "never reached: {missing:?}\n{tally:#?}");
+    }
+
+    /// `--rs-rate-limit`: per source address, well-formed RSs only, other sources and other
+    /// traffic untouched, tokens back with time; off by default.
+    #[test]
+    fn rs_rate_limit_per_source() {
+        use std::time::Duration;
+        let t0 = now();
+        let mut s = Server::new(ServerConfig {
+            rs_rate_limit: 2,
+            rs_rate_key: 99,
+            ..ServerConfig::new(P)
+        });
+        let good = rs(None, LL_WINDOWS_RESTRICTED, false);
+        let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
+        let mut feed = |s: &mut Server, t: Instant, from: SocketAddrV4, d: &[u8]| {
+            let r = s.handle_udp(t, Local::Primary, from, d);
+            let out = s.poll_output(&mut buf);
+            assert_eq!(r.is_ok(), out.is_some());
+            r
+        };
+        // A burst of 2, then dropped, from the same address whatever the port.
+        for port in [40000, 40001] {
+            let from = SocketAddrV4::new(*a().ip(), port);
+            assert!(feed(&mut s, t0, from, &good).is_ok());
+        }
+        assert_eq!(feed(&mut s, t0, a(), &good), Err(DropReason::RateLimited));
+        // Malformed RSs are dropped for what they are and take no token.
+        let mut bad = good.clone();
+        bad[42] ^= 0xff;
+        assert_eq!(feed(&mut s, t0, a(), &bad), Err(DropReason::BadChecksum));
+        // Another source is not affected (its own bucket, almost surely: 65536 of them).
+        assert!(feed(&mut s, t0, b(), &good).is_ok());
+        // Relaying is not limited: a bubble from A to B still goes through.
+        let bubble_ab = {
+            let mut v = vec![0u8; 40];
+            emit_bubble(&mut v, ours(a()), ours(b()), 255).unwrap();
+            v
+        };
+        assert!(feed(&mut s, t0, a(), &bubble_ab).is_ok());
+        // Half a second later one token is back (2 per second).
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(feed(&mut s, t1, a(), &good).is_ok());
+        assert_eq!(feed(&mut s, t1, a(), &good), Err(DropReason::RateLimited));
+
+        // Off by default: a hundred RSs from one source, a hundred RAs.
+        let mut free = server();
+        for _ in 0..100 {
+            assert!(feed(&mut free, t0, a(), &good).is_ok());
+        }
     }
 }
