@@ -49,6 +49,18 @@ pub struct Args {
     )]
     pub icmpv6_max_payload: usize,
 
+    /// Answer at most N router solicitations per second from any one source IPv4 address
+    /// (bursts of up to N), per server address; the rest are dropped as rate_limited. RS
+    /// sources can be spoofed, so this bounds the RAs a flood can aim at one victim. Memory
+    /// is a fixed 1 MiB table per address. 0 = no limit.
+    #[arg(
+        long,
+        env = "TEREDO_SERVER_RS_RATE_LIMIT",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub rs_rate_limit: u32,
+
     /// Log format on stderr (the filter comes from RUST_LOG, default info).
     #[arg(long, env = "TEREDO_SERVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -79,6 +91,7 @@ impl Args {
         };
         o.mtu = (self.mtu != 0).then_some(self.mtu);
         o.icmpv6_max_payload = self.icmpv6_max_payload;
+        o.rs_rate_limit = self.rs_rate_limit;
         o
     }
 }
@@ -129,6 +142,7 @@ mod tests {
         assert!(matches!(o.native, NativeSide::Raw));
         assert_eq!(o.mtu, Some(1280));
         assert_eq!(o.icmpv6_max_payload, 1240);
+        assert_eq!(o.rs_rate_limit, 0, "no RS rate limit by default");
         assert_eq!(a.log_format, LogFormat::Text);
     }
 
@@ -150,6 +164,8 @@ mod tests {
             "0",
             "--icmpv6-max-payload",
             "88",
+            "--rs-rate-limit",
+            "5",
             "--log-format",
             "json",
         ])
@@ -162,6 +178,8 @@ mod tests {
         assert!(!o.core_config().native);
         assert_eq!(o.mtu, None);
         assert_eq!(o.icmpv6_max_payload, 88);
+        assert_eq!(o.rs_rate_limit, 5);
+        assert_eq!(o.core_config().rs_rate_limit, 5);
         assert_eq!(a.log_format, LogFormat::Json);
     }
 
@@ -173,6 +191,8 @@ mod tests {
             &["--primary", "198.51.100.1", "--native", "tun"],
             &["--primary", "198.51.100.1", "--port", "70000"],
             &["--primary", "198.51.100.1", "--metrics-addr", "localhost"],
+            &["--primary", "198.51.100.1", "--rs-rate-limit", "5/s"],
+            &["--primary", "198.51.100.1", "--rs-rate-limit", "-1"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

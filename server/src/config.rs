@@ -65,6 +65,11 @@ pub struct ServerOptions {
     pub mtu: Option<u32>,
     /// Largest ICMPv6 payload relayed (bubbles are exempt); Miredo's policy is 88.
     pub icmpv6_max_payload: usize,
+    /// Router solicitations answered per second per source IPv4 address (bursts of as
+    /// many), per server address; 0 = no limit. Over it an RS is dropped as `rate_limited`.
+    pub rs_rate_limit: u32,
+    /// Key of the rate-limit table's hash; `None` draws one at random (the default).
+    pub rs_rate_key: Option<u64>,
     /// Socket options of the two UDP sockets (e.g. `freebind` to bind an address that is
     /// not configured yet).
     pub udp: UdpOptions,
@@ -86,6 +91,8 @@ impl ServerOptions {
             native: NativeSide::Raw,
             mtu: core.mtu,
             icmpv6_max_payload: core.max_icmpv6_payload,
+            rs_rate_limit: core.rs_rate_limit,
+            rs_rate_key: None,
             udp: UdpOptions::default(),
             registry: Registry::new(),
         }
@@ -130,8 +137,19 @@ impl ServerOptions {
             max_icmpv6_payload: self.icmpv6_max_payload,
             native: !matches!(self.native, NativeSide::Disabled),
             port: self.port,
+            rs_rate_limit: self.rs_rate_limit,
+            rs_rate_key: self.rs_rate_key.unwrap_or_else(random_key),
+            ..ServerConfig::new(self.primary)
         }
     }
+}
+
+/// A hash key from the process's random hasher keys (drawn from the OS).
+fn random_key() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x7465_7265_646f);
+    h.finish()
 }
 
 /// A configuration [`ServerOptions::validate`] refuses.
@@ -170,7 +188,19 @@ mod tests {
         assert!(matches!(o.native, NativeSide::Raw));
         assert_eq!(o.validate(), Ok(vec![]));
         let core = o.core_config();
-        assert_eq!(core, ServerConfig::new(ip("198.51.100.1")));
+        // The rate-limit key is drawn at random unless given.
+        assert_eq!(
+            core,
+            ServerConfig {
+                rs_rate_key: core.rs_rate_key,
+                ..ServerConfig::new(ip("198.51.100.1"))
+            }
+        );
+        let keyed = ServerOptions {
+            rs_rate_key: Some(5),
+            ..o
+        };
+        assert_eq!(keyed.core_config().rs_rate_key, 5);
     }
 
     #[test]

@@ -111,6 +111,7 @@ pub async fn start(options: ServerOptions, shutdown: Shutdown) -> anyhow::Result
         native = options.native.as_str(),
         mtu = ?options.mtu,
         icmpv6_max_payload = options.icmpv6_max_payload,
+        rs_rate_limit = options.rs_rate_limit,
         "teredo server listening"
     );
     Ok(RunningServer {

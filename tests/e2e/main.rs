@@ -16,6 +16,8 @@
 //!   address and exit status.
 //! * `conformance`: TEREDO.md (b) server checks 1–15 against the in-process server over real
 //!   sockets in a namespace, and tshark's view of that traffic.
+//! * `floods`: spoofed-source RS floods against the server: one RA per RS, no more bytes
+//!   than the RA/RS ratio, and the per-source rate limit.
 //! * `interop`: Debian's Miredo client against a Teredo server in namespaces — ours
 //!   (`teredo-server`) and, as the reference, Debian's `miredo-server`.
 //! * `relay_interop`: Debian's Miredo client through our server and our relay (TUN) to a
@@ -30,6 +32,7 @@ mod bad_input;
 mod client_interop;
 mod compose;
 mod conformance;
+mod floods;
 mod interop;
 mod miredo_relay;
 mod netns;
