@@ -76,6 +76,29 @@ pub struct Args {
     #[arg(long, env = "TEREDO_RELAY_METRICS_ADDR", value_name = "IP:PORT")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// When the peer table is full of trusted peers, evict the least recently used one to
+    /// make room (true), or refuse the new peer, counted as peer_table_full (false).
+    /// Untrusted peers are always evicted first.
+    #[arg(
+        long,
+        env = "TEREDO_RELAY_EVICT_TRUSTED",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub evict_trusted: bool,
+
+    /// Bubble rounds per second over all peers (each new destination costs a bubble to the
+    /// server its address names), in bursts of up to 100 per shard; rounds over the limit
+    /// are skipped (the exchange still gives up on time). 0 = no limit.
+    #[arg(
+        long,
+        env = "TEREDO_RELAY_BUBBLE_RATE",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub bubble_rate: u32,
+
     /// Log format on stderr (the filter comes from RUST_LOG, default info).
     #[arg(long, env = "TEREDO_RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -144,6 +167,8 @@ impl Args {
         o.core.max_peers = self.max_peers;
         o.core.queue_bytes_per_peer = self.queue_bytes;
         o.core.icmp_source = self.icmp_source;
+        o.core.evict_trusted = self.evict_trusted;
+        o.core.bubble_rate = self.bubble_rate;
         o
     }
 }
@@ -195,6 +220,8 @@ mod tests {
         assert_eq!(o.core.max_peers, 1 << 20);
         assert_eq!(o.core.queue_bytes_per_peer, 4096);
         assert_eq!(o.core.icmp_source, None);
+        assert!(o.core.evict_trusted);
+        assert_eq!(o.core.bubble_rate, 0, "no bubble limit by default");
         assert_eq!(o.workers, default_workers());
         assert_eq!(o.metrics_addr, None);
         assert_eq!(a.log_format, LogFormat::Text);
@@ -220,6 +247,10 @@ mod tests {
             "2001:db8::1",
             "--metrics-addr",
             "127.0.0.1:9101",
+            "--evict-trusted",
+            "false",
+            "--bubble-rate",
+            "5000",
             "--log-format",
             "json",
         ])
@@ -233,6 +264,8 @@ mod tests {
         assert_eq!(o.workers, 3);
         assert_eq!(o.core.icmp_source, Some("2001:db8::1".parse().unwrap()));
         assert_eq!(o.metrics_addr, Some("127.0.0.1:9101".parse().unwrap()));
+        assert!(!o.core.evict_trusted);
+        assert_eq!(o.core.bubble_rate, 5000);
         assert_eq!(a.log_format, LogFormat::Json);
         assert!(o.validate().unwrap().is_empty());
 
@@ -253,6 +286,8 @@ mod tests {
             &["--native", "tun:"],
             &["--trust", "maybe"],
             &["--max-peers", "-1"],
+            &["--evict-trusted", "sometimes"],
+            &["--bubble-rate", "10/s"],
             &["--icmp-source", "198.51.100.1"],
             &["--metrics-addr", "localhost"],
         ] {

@@ -217,6 +217,7 @@ impl RelayOptions {
         let mut c = self.core;
         c.max_peers = self.core.max_peers.div_ceil(shards).max(1);
         c.global_queue_bytes = self.core.global_queue_bytes.div_ceil(shards);
+        c.bubble_rate = self.core.bubble_rate.div_ceil(shards as u32);
         c
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Every series is created (at zero) when the metrics are registered, so a scrape shows the
 //! full set from the start. Labels are bounded: `direction` (2 values), `reason` (the
-//! relay's [`DropReason`]s), `state` (2), `kind` (2).
+//! relay's [`DropReason`]s; of evictions, 2), `state` (2), `kind` (2), `what` (2).
 //!
 //! Two sources feed them:
 //! * the **drivers** count what they hand to the kernel (`packets_total`, `bytes_total`) and
@@ -39,8 +39,16 @@ pub const QUEUE_BYTES: &str = "teredo_relay_queue_bytes";
 pub const BUBBLES_SENT: &str = "teredo_relay_bubbles_sent_total";
 /// `teredo_relay_icmp_errors_sent_total`.
 pub const ICMP_ERRORS_SENT: &str = "teredo_relay_icmp_errors_sent_total";
-/// `teredo_relay_peer_evictions_total`.
+/// `teredo_relay_peer_evictions_total{reason}`: peers evicted from the full table.
 pub const PEER_EVICTIONS: &str = "teredo_relay_peer_evictions_total";
+/// `reason` label values of [`PEER_EVICTIONS`]: an untrusted peer (first choice) or, when
+/// none is left, the least recently used trusted one.
+pub const EVICTION_REASONS: [&str; 2] = ["untrusted", "trusted"];
+/// `teredo_relay_rate_limited_total{what}`: bubble rounds and ICMPv6 errors not sent
+/// because of their rate limits.
+pub const RATE_LIMITED: &str = "teredo_relay_rate_limited_total";
+/// `what` label values of [`RATE_LIMITED`].
+pub const RATE_LIMITED_WHAT: [&str; 2] = ["bubble", "icmp_error"];
 /// `teredo_relay_peers_unreachable_total`: bubble exchanges that got no answer.
 pub const PEERS_UNREACHABLE: &str = "teredo_relay_peers_unreachable_total";
 /// `teredo_relay_connectivity_test_duration_seconds` histogram.
@@ -91,7 +99,8 @@ pub struct RelayMetrics {
     queue_bytes: IntGauge,
     bubbles: [IntCounter; 2],
     icmp_errors: IntCounter,
-    evictions: IntCounter,
+    evictions: [IntCounter; 2],
+    rate_limited: [IntCounter; 2],
     unreachable: IntCounter,
     /// Time from a peer's first queued packet to its trust.
     pub(crate) connectivity: Histogram,
@@ -145,9 +154,16 @@ impl RelayMetrics {
             ICMP_ERRORS_SENT,
             "ICMPv6 destination unreachable errors sent to native hosts.",
         )?;
-        let evictions = counter(
+        let evictions = counter_vec(
             PEER_EVICTIONS,
-            "Untrusted peers evicted to make room in the full peer table.",
+            "Peers evicted to make room in the full peer table: untrusted ones first, then \
+             the least recently used trusted one.",
+            "reason",
+        )?;
+        let rate_limited = counter_vec(
+            RATE_LIMITED,
+            "Bubble rounds and ICMPv6 errors not sent because of their rate limits.",
+            "what",
         )?;
         let unreachable = counter(
             PEERS_UNREACHABLE,
@@ -191,7 +207,8 @@ impl RelayMetrics {
             queue_bytes,
             bubbles: BUBBLE_KINDS.map(|k| bubbles.with_label_values(&[k])),
             icmp_errors,
-            evictions,
+            evictions: EVICTION_REASONS.map(|r| evictions.with_label_values(&[r])),
+            rate_limited: RATE_LIMITED_WHAT.map(|w| rate_limited.with_label_values(&[w])),
             unreachable,
             connectivity,
         })
@@ -238,7 +255,14 @@ impl RelayMetrics {
         self.bubbles[1].inc_by(d(last.direct_bubbles_sent, now.direct_bubbles_sent));
         self.icmp_errors
             .inc_by(d(last.icmp_errors_sent, now.icmp_errors_sent));
-        self.evictions.inc_by(d(last.evictions, now.evictions));
+        let trusted = d(last.trusted_evictions, now.trusted_evictions);
+        self.evictions[0].inc_by(d(last.evictions, now.evictions).saturating_sub(trusted));
+        self.evictions[1].inc_by(trusted);
+        self.rate_limited[0].inc_by(d(last.bubbles_rate_limited, now.bubbles_rate_limited));
+        self.rate_limited[1].inc_by(d(
+            last.icmp_errors_rate_limited,
+            now.icmp_errors_rate_limited,
+        ));
         self.unreachable.inc_by(d(last.give_ups, now.give_ups));
         let set = |g: &IntGauge, v: usize| g.set(i64::try_from(v).unwrap_or(i64::MAX));
         set(&self.peers[0], g.peers_trusted);
@@ -262,6 +286,8 @@ pub fn add_counters(a: &mut RelayCounters, b: &RelayCounters) {
     a.icmp_errors_rate_limited += b.icmp_errors_rate_limited;
     a.peers_created += b.peers_created;
     a.evictions += b.evictions;
+    a.trusted_evictions += b.trusted_evictions;
+    a.bubbles_rate_limited += b.bubbles_rate_limited;
     a.expirations += b.expirations;
     a.lenient_accepts += b.lenient_accepts;
     for (x, y) in a
@@ -325,11 +351,22 @@ mod tests {
                 "{k}"
             );
         }
+        for r in EVICTION_REASONS {
+            assert!(
+                t.contains(&format!("{PEER_EVICTIONS}{{reason=\"{r}\"}} 0\n")),
+                "{r}"
+            );
+        }
+        for w in RATE_LIMITED_WHAT {
+            assert!(
+                t.contains(&format!("{RATE_LIMITED}{{what=\"{w}\"}} 0\n")),
+                "{w}"
+            );
+        }
         for name in [
             QUEUE_PACKETS,
             QUEUE_BYTES,
             ICMP_ERRORS_SENT,
-            PEER_EVICTIONS,
             PEERS_UNREACHABLE,
         ] {
             assert!(t.contains(&format!("\n{name} 0\n")), "{name}");
@@ -361,6 +398,9 @@ mod tests {
             direct_bubbles_sent: 1,
             icmp_errors_sent: 2,
             evictions: 5,
+            trusted_evictions: 2,
+            bubbles_rate_limited: 9,
+            icmp_errors_rate_limited: 11,
             give_ups: 6,
             ..RelayCounters::default()
         };
@@ -390,7 +430,10 @@ mod tests {
             format!("{BUBBLES_SENT}{{kind=\"indirect\"}} 4\n"),
             format!("{BUBBLES_SENT}{{kind=\"direct\"}} 1\n"),
             format!("{ICMP_ERRORS_SENT} 2\n"),
-            format!("{PEER_EVICTIONS} 5\n"),
+            format!("{PEER_EVICTIONS}{{reason=\"untrusted\"}} 3\n"),
+            format!("{PEER_EVICTIONS}{{reason=\"trusted\"}} 2\n"),
+            format!("{RATE_LIMITED}{{what=\"bubble\"}} 9\n"),
+            format!("{RATE_LIMITED}{{what=\"icmp_error\"}} 11\n"),
             format!("{PEERS_UNREACHABLE} 6\n"),
             format!("{PEERS}{{state=\"trusted\"}} 1\n"),
             format!("{PEERS}{{state=\"untrusted\"}} 2\n"),

@@ -80,7 +80,12 @@
 //!   bubble exchange runs first (TEREDO.md check 20; Miredo does the same).
 //! * **Peer table**: at most [`RelayConfig::max_peers`] entries. When full, the least
 //!   recently used *untrusted* peer is evicted (approximately: see below); when every peer is
-//!   trusted the new one is refused (`peer_table_full`). Peers unused for
+//!   trusted the least recently used trusted one is ([`RelayConfig::evict_trusted`]; off,
+//!   the new one is refused: `peer_table_full`). Evictions are counted by kind
+//!   ([`RelayCounters::trusted_evictions`]).
+//! * **Bubble rate** ([`RelayConfig::bubble_rate`], off by default): a token bucket over all
+//!   peers caps the bubble rounds per second, so that a flood of distinct destinations
+//!   cannot turn the relay into a reflector towards the servers those addresses name. Peers unused for
 //!   [`RelayConfig::idle_timeout`] (default 2 × validity) are removed.
 //! * **Expiry in O(1) amortized**: each peer has exactly one record `(stamp, slot)` in one
 //!   of two FIFO queues (untrusted, trusted). Records are not moved when a peer is used;
@@ -136,6 +141,8 @@ use crate::wire::trailer::{Trailers, TYPE_NONCE};
 use crate::wire::TeredoPacket;
 use crate::DropReason;
 
+/// Default [`RelayConfig::bubble_burst`].
+pub const DEFAULT_BUBBLE_BURST: u32 = 100;
 /// Default [`RelayConfig::max_peers`] (Miredo with libJudy).
 pub const DEFAULT_MAX_PEERS: usize = 1 << 20;
 /// Default [`RelayConfig::queue_bytes_per_peer`].
@@ -281,6 +288,19 @@ pub struct RelayConfig {
     pub max_outputs: usize,
     /// Bytes of outputs waiting in [`Relay::poll_output`] (default 1 MiB).
     pub max_output_bytes: usize,
+    /// When the table is full and no untrusted peer can be evicted, evict the least
+    /// recently used trusted peer (default true); false refuses the new peer
+    /// (`peer_table_full`). A host that answers bubbles from its own address can fill the
+    /// table with trusted peers; evicting them keeps the relay usable for everyone else.
+    pub evict_trusted: bool,
+    /// Bubble rounds (an indirect bubble, plus the direct one if enabled) per second over
+    /// all peers, long-run; 0 = no limit (the default). Each new destination costs a bubble
+    /// to the server its address names, so a flood of destinations would otherwise make the
+    /// relay a packet reflector. A round over the limit is skipped but counts as sent, so
+    /// the exchange gives up on schedule.
+    pub bubble_rate: u32,
+    /// Bubble rounds that may be sent back to back (token bucket depth; default 100).
+    pub bubble_burst: u32,
 }
 
 impl Default for RelayConfig {
@@ -305,6 +325,9 @@ impl Default for RelayConfig {
             icmp_burst: DEFAULT_ICMP_BURST,
             max_outputs: DEFAULT_MAX_OUTPUTS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            evict_trusted: true,
+            bubble_rate: 0,
+            bubble_burst: DEFAULT_BUBBLE_BURST,
         }
     }
 }
@@ -431,8 +454,12 @@ pub struct RelayCounters {
     pub icmp_errors_rate_limited: u64,
     /// Peer entries created.
     pub peers_created: u64,
-    /// Peers evicted because the table was full.
+    /// Peers evicted because the table was full (trusted ones included).
     pub evictions: u64,
+    /// Of those, trusted peers ([`RelayConfig::evict_trusted`]).
+    pub trusted_evictions: u64,
+    /// Bubble rounds skipped by [`RelayConfig::bubble_rate`].
+    pub bubbles_rate_limited: u64,
     /// Peers removed after the idle timeout.
     pub expirations: u64,
     /// Datagrams accepted only thanks to [`TrustPolicy::Lenient`].
@@ -459,6 +486,8 @@ impl Default for RelayCounters {
             icmp_errors_rate_limited: 0,
             peers_created: 0,
             evictions: 0,
+            trusted_evictions: 0,
+            bubbles_rate_limited: 0,
             expirations: 0,
             lenient_accepts: 0,
             dropped_by_reason: [0; DropReason::ALL.len()],
@@ -542,6 +571,24 @@ const F_TRUSTED: u8 = 1;
 const F_FREE: u8 = 2;
 const X_NONCE: u8 = 1;
 const X_PREV_NONCE: u8 = 2;
+
+/// Takes one token from a bucket of `burst` tokens refilled at `rate` per second, kept in
+/// thousandths; `now` in ms. False (nothing taken) when empty or when `rate` is 0.
+fn take_token(tokens: &mut u64, last: &mut u64, rate: u32, burst: u32, now: u64) -> bool {
+    let rate = u64::from(rate);
+    let elapsed = now.saturating_sub(*last);
+    *last = (*last).max(now);
+    // `rate` tokens per second = `rate` thousandths of a token per millisecond.
+    *tokens = tokens
+        .saturating_add(elapsed.saturating_mul(rate))
+        .min(u64::from(burst) * 1000);
+    if rate > 0 && *tokens >= 1000 {
+        *tokens -= 1000;
+        true
+    } else {
+        false
+    }
+}
 
 /// One peer: 40 bytes in the peer slab, found through the [`Index`]. Times are 32-bit
 /// millisecond offsets from [`Relay::base`]. What only a peer in a bubble exchange needs
@@ -1183,6 +1230,9 @@ pub struct Relay {
     /// ICMPv6 token bucket, in thousandths of a token.
     icmp_tokens: u64,
     icmp_last: u64,
+    /// Bubble token bucket, in thousandths of a token.
+    bubble_tokens: u64,
+    bubble_last: u64,
     counters: RelayCounters,
 }
 
@@ -1234,6 +1284,8 @@ impl Relay {
             out: OutQueue::new(config.max_outputs, config.max_output_bytes),
             icmp_tokens: u64::from(config.icmp_burst) * 1000,
             icmp_last: 0,
+            bubble_tokens: u64::from(config.bubble_burst) * 1000,
+            bubble_last: 0,
             counters: RelayCounters::default(),
             cfg: config,
         }
@@ -1852,6 +1904,21 @@ impl Relay {
             nonce: Some(nonce),
             hop_limit,
         };
+        let (rate, burst) = (self.cfg.bubble_rate, self.cfg.bubble_burst);
+        if rate > 0
+            && !take_token(
+                &mut self.bubble_tokens,
+                &mut self.bubble_last,
+                rate,
+                burst,
+                now,
+            )
+        {
+            // Skipped, but counted in the exchange: it still gives up on schedule.
+            self.counters.bubbles_rate_limited += 1;
+            self.arm(i, now.saturating_add(interval));
+            return;
+        }
         if self.out.push_bubble(indirect) {
             self.counters.bubbles_sent += 1;
         } else {
@@ -1960,21 +2027,8 @@ impl Relay {
     // ---- ICMPv6 errors ------------------------------------------------------------------
 
     fn icmp_take(&mut self, now: u64) -> bool {
-        let rate = u64::from(self.cfg.icmp_rate);
-        let cap = u64::from(self.cfg.icmp_burst) * 1000;
-        let elapsed = now.saturating_sub(self.icmp_last);
-        self.icmp_last = now;
-        // `rate` tokens per second = `rate` thousandths of a token per millisecond.
-        self.icmp_tokens = self
-            .icmp_tokens
-            .saturating_add(elapsed.saturating_mul(rate))
-            .min(cap);
-        if rate > 0 && self.icmp_tokens >= 1000 {
-            self.icmp_tokens -= 1000;
-            true
-        } else {
-            false
-        }
+        let (rate, burst) = (self.cfg.icmp_rate, self.cfg.icmp_burst);
+        take_token(&mut self.icmp_tokens, &mut self.icmp_last, rate, burst, now)
     }
 
     /// Queues an ICMPv6 Destination Unreachable (address unreachable) about `invoking` for
@@ -2368,6 +2422,28 @@ impl Relay {
             let now = self.now;
             self.remove_peer(now, i, DropReason::PeerEvicted);
             self.counters.evictions += 1;
+            return true;
+        }
+        self.cfg.evict_trusted && self.evict_trusted()
+    }
+
+    /// Evicts the least recently used trusted peer (approximately, as [`Self::evict_one`]).
+    /// False when there is none.
+    fn evict_trusted(&mut self) -> bool {
+        let mut scanned = 0;
+        while let Some((stamp, i)) = self.lru[1].pop_front() {
+            let Some(p) = self.peers.get(i as usize).copied().filter(Peer::live) else {
+                continue;
+            };
+            scanned += 1;
+            if p.last_used > stamp && scanned < EVICT_SCAN {
+                self.push_lru(usize::from(p.trusted()), p.last_used, i);
+                continue;
+            }
+            let now = self.now;
+            self.remove_peer(now, i, DropReason::PeerEvicted);
+            self.counters.evictions += 1;
+            self.counters.trusted_evictions += 1;
             return true;
         }
         false
@@ -3455,6 +3531,7 @@ mod tests {
     fn eviction_prefers_least_recently_used_untrusted_peers() {
         let mut lab = Lab::new(RelayConfig {
             max_peers: 3,
+            evict_trusted: false,
             ..cfg()
         });
         for n in 0..3 {
@@ -3487,6 +3564,84 @@ mod tests {
         lab.run_to(20.0);
         let (r, _) = lab.native(&echo(H, peer_n(4), false, 4, 20));
         assert_eq!(r, Ok(Handled::Encapsulated { to: mapping_n(4) }));
+    }
+
+    #[test]
+    fn with_only_trusted_peers_the_least_recently_used_one_is_evicted() {
+        let mut lab = Lab::new(RelayConfig {
+            max_peers: 3,
+            ..cfg()
+        });
+        assert!(lab.relay.config().evict_trusted, "the default");
+        for n in 0..3 {
+            lab.at(f64::from(n) * 0.1);
+            assert!(send_to(&mut lab, n).0.is_ok());
+            answer(&mut lab, n);
+        }
+        // All trusted: the oldest (peer 0) makes room, and the newcomer bubbles.
+        lab.at(1.0);
+        let (r, bubbled) = send_to(&mut lab, 3);
+        assert!(r.is_ok(), "{r:?}");
+        assert!(bubbled.is_some(), "the new peer bubbles");
+        assert!(lab.relay.peer(&peer_n(0)).is_none());
+        let c = lab.relay.counters();
+        assert_eq!((c.evictions, c.trusted_evictions), (1, 1));
+        let g = lab.relay.gauges();
+        assert_eq!((g.peers, g.peers_trusted, g.peers_untrusted), (3, 2, 1));
+        // Peer 1 is now the oldest, but used again: peer 2 goes next.
+        answer(&mut lab, 3);
+        lab.at(2.0);
+        let (r, _) = lab.native(&echo(H, peer_n(1), false, 1, 20));
+        assert_eq!(r, Ok(Handled::Encapsulated { to: mapping_n(1) }));
+        lab.at(2.5);
+        assert!(send_to(&mut lab, 4).0.is_ok());
+        assert!(lab.relay.peer(&peer_n(2)).is_none());
+        for n in [1, 3, 4] {
+            assert!(lab.relay.peer(&peer_n(n)).is_some(), "peer {n}");
+        }
+        assert_eq!(lab.relay.counters().trusted_evictions, 2);
+        // An untrusted peer is still preferred: peer 5 evicts the untrusted peer 4.
+        lab.at(3.0);
+        assert!(send_to(&mut lab, 5).0.is_ok());
+        assert!(lab.relay.peer(&peer_n(4)).is_none());
+        assert_eq!(lab.relay.counters().trusted_evictions, 2);
+        assert_eq!(lab.relay.counters().evictions, 3);
+    }
+
+    #[test]
+    fn bubble_rate_caps_bubbles_over_all_peers_and_exchanges_still_give_up() {
+        let mut lab = Lab::new(RelayConfig {
+            bubble_rate: 2,
+            bubble_burst: 2,
+            max_outputs: 10_000,
+            ..cfg()
+        });
+        let mut bubbles = 0;
+        for n in 0..10 {
+            let (r, src) = send_to(&mut lab, n);
+            assert!(matches!(r, Ok(Handled::Queued { .. })), "{r:?}");
+            bubbles += usize::from(src.is_some());
+        }
+        assert_eq!(bubbles, 2, "the burst");
+        assert_eq!(lab.relay.counters().bubbles_rate_limited, 8);
+        assert_eq!(lab.relay.counters().bubbles_sent, 2);
+        // Over the whole exchange (4 rounds each, 2 s apart, then give-up) no more than the
+        // burst plus the rate per second of virtual time go out.
+        let out = lab.run_to(30.0);
+        let sent = out
+            .iter()
+            .filter(|(_, (o, _))| matches!(o, Output::Udp { to, .. } if *to == SX_3544))
+            .count();
+        let c = lab.relay.counters();
+        assert_eq!(c.bubbles_sent as usize, 2 + sent);
+        assert!(c.bubbles_sent <= 2 + 2 * 30, "{}", c.bubbles_sent);
+        assert_eq!(
+            c.bubbles_sent + c.bubbles_rate_limited,
+            40,
+            "4 rounds x 10 peers"
+        );
+        assert_eq!(c.give_ups, 10);
+        assert_eq!(c.dropped(DropReason::PeerUnreachable), 10);
     }
 
     #[test]
