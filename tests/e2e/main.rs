@@ -20,6 +20,8 @@
 //!   than the RA/RS ratio, and the per-source rate limit.
 //! * `interop`: Debian's Miredo client against a Teredo server in namespaces — ours
 //!   (`teredo-server`) and, as the reference, Debian's `miredo-server`.
+//! * `relay_flood`: the relay binary flooded with distinct Teredo destinations (ten times its
+//!   `--max-peers`): table within its cap, evictions, resident memory bounded and measured.
 //! * `relay_interop`: Debian's Miredo client through our server and our relay (TUN) to a
 //!   native IPv6 host, behind every Linux NAT kind (`nat_recipes`), strict and lenient.
 //! * `miredo_relay`: our client (`client-sim ping`) through Debian's Miredo relay
@@ -36,5 +38,6 @@ mod floods;
 mod interop;
 mod miredo_relay;
 mod netns;
+mod relay_flood;
 mod relay_interop;
 mod tshark;
