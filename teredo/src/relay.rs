@@ -4536,23 +4536,30 @@ mod tests {
             100usize..1500,
             200usize..3000,
             1u32..20,
+            any::<bool>(),
+            prop_oneof![2 => Just(0u32), 1 => 1u32..4],
         )
-            .prop_map(|(lenient, direct, max_peers, per_peer, global, burst)| {
-                RelayConfig {
-                    trust: if lenient {
-                        TrustPolicy::Lenient
-                    } else {
-                        TrustPolicy::Strict
-                    },
-                    direct_bubbles: direct,
-                    max_peers,
-                    queue_bytes_per_peer: per_peer,
-                    global_queue_bytes: global,
-                    icmp_burst: burst,
-                    max_outputs: 64,
-                    ..cfg()
-                }
-            })
+            .prop_map(
+                |(lenient, direct, max_peers, per_peer, global, burst, evict_trusted, bubbles)| {
+                    RelayConfig {
+                        trust: if lenient {
+                            TrustPolicy::Lenient
+                        } else {
+                            TrustPolicy::Strict
+                        },
+                        direct_bubbles: direct,
+                        max_peers,
+                        queue_bytes_per_peer: per_peer,
+                        global_queue_bytes: global,
+                        icmp_burst: burst,
+                        max_outputs: 64,
+                        evict_trusted,
+                        bubble_rate: bubbles,
+                        bubble_burst: bubbles,
+                        ..cfg()
+                    }
+                },
+            )
     }
 
     fn at(now: Instant, out: Vec<Out>) -> Vec<(Instant, Out)> {
@@ -4724,6 +4731,8 @@ mod tests {
             total.icmp_errors_sent += c.icmp_errors_sent;
             total.icmp_errors_rate_limited += c.icmp_errors_rate_limited;
             total.evictions += c.evictions;
+            total.trusted_evictions += c.trusted_evictions;
+            total.bubbles_rate_limited += c.bubbles_rate_limited;
             total.expirations += c.expirations;
             total.lenient_accepts += c.lenient_accepts;
             for (t, n) in total.dropped_by_reason.iter_mut().zip(c.dropped_by_reason) {
@@ -4741,6 +4750,8 @@ mod tests {
             ("icmp", c.icmp_errors_sent),
             ("icmp rate limited", c.icmp_errors_rate_limited),
             ("evictions", c.evictions),
+            ("trusted evictions", c.trusted_evictions),
+            ("bubbles rate limited", c.bubbles_rate_limited),
             ("expirations", c.expirations),
             ("lenient", c.lenient_accepts),
         ] {
