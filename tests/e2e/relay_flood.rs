@@ -102,11 +102,11 @@ fn evictions(text: &str) -> u64 {
         .sum()
 }
 
-/// The i-th distinct destination: a client of server P at 198.51.100.(1 + i / 65000) and
-/// port 1000 + i % 65000 (all global, all distinct for i below 16 million).
+/// The i-th distinct destination: a client of server P at 198.51.100.(1 + i / 64000) and
+/// port 1024 + i % 64000 (all global, all distinct for i below 16 million).
 fn destination(i: usize) -> Ipv6Addr {
-    let ip = Ipv4Addr::new(198, 51, 100, 1 + (i / 65_000 % 250) as u8);
-    let port = 1000 + (i % 65_000) as u16;
+    let ip = Ipv4Addr::new(198, 51, 100, 1 + (i / 64_000 % 250) as u8);
+    let port = 1024 + (i % 64_000) as u16;
     TeredoAddr {
         server: P,
         flags: 0,
