@@ -4,6 +4,7 @@
 //! The protocol itself lives in the sans-IO `teredo` crate; everything here is the thin,
 //! runtime-specific layer around it that every binary would otherwise copy:
 //!
+//! - [`batch`]: `recvmmsg`/`sendmmsg` (and UDP GSO) with buffers allocated once;
 //! - [`udp`]: UDP sockets configured the way RFC 4380 wants them (never set DF), with
 //!   optional `SO_REUSEPORT` for multi-worker relays and large kernel buffers;
 //! - [`metrics`]: the Prometheus `/metrics` HTTP endpoint and the standard `process_*` metrics;
@@ -14,6 +15,7 @@
 //!
 //! Linux only: it relies on `/proc`, `IP_MTU_DISCOVER` and `IP_FREEBIND`.
 
+pub mod batch;
 pub mod clock;
 pub mod logging;
 pub mod metrics;
