@@ -9,7 +9,9 @@ use clap::{Parser, ValueEnum};
 use teredo::relay::{TrustPolicy, DEFAULT_MAX_PEERS, DEFAULT_QUEUE_BYTES_PER_PEER};
 use teredo_rt::LogFormat;
 
-use crate::config::{default_workers, NativeSide, RelayOptions, DEFAULT_TUN_NAME, MAX_WORKERS};
+use crate::config::{
+    default_workers, NativeSide, Offload, RelayOptions, DEFAULT_TUN_NAME, MAX_WORKERS,
+};
 
 /// Most runtime threads the binary starts (the worker count, capped).
 pub const MAX_THREADS: usize = MAX_WORKERS;
@@ -71,6 +73,12 @@ pub struct Args {
     /// errors are sent at all.
     #[arg(long, env = "TEREDO_RELAY_ICMP_SOURCE", value_name = "IPV6")]
     pub icmp_source: Option<Ipv6Addr>,
+
+    /// Kernel offloads: `all` (default), `udp` (UDP GSO: a run of equal-length datagrams to
+    /// one peer in one send), `tun` (TUN GSO: a run of same-flow packets written to the
+    /// TUN as one), `none` (one packet per system call, as measured without offload).
+    #[arg(long, env = "TEREDO_RELAY_OFFLOAD", value_enum, default_value_t = OffloadMode::All)]
+    pub offload: OffloadMode,
 
     /// Serve Prometheus metrics on http://IP:PORT/metrics.
     #[arg(long, env = "TEREDO_RELAY_METRICS_ADDR", value_name = "IP:PORT")]
@@ -146,6 +154,19 @@ pub enum TrustMode {
     Lenient,
 }
 
+/// The `--offload` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OffloadMode {
+    /// UDP GSO and TUN GSO
+    All,
+    /// UDP GSO only (native→Teredo)
+    Udp,
+    /// TUN GSO only (Teredo→native)
+    Tun,
+    /// Neither: one packet per system call on the TUN, plain sendmmsg on UDP
+    None,
+}
+
 impl Args {
     /// The library configuration these flags describe (validated later, by
     /// [`start`](crate::start)).
@@ -169,6 +190,10 @@ impl Args {
         o.core.icmp_source = self.icmp_source;
         o.core.evict_trusted = self.evict_trusted;
         o.core.bubble_rate = self.bubble_rate;
+        o.offload = Offload {
+            udp_gso: matches!(self.offload, OffloadMode::All | OffloadMode::Udp),
+            tun_gso: matches!(self.offload, OffloadMode::All | OffloadMode::Tun),
+        };
         o
     }
 }

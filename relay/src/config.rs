@@ -128,6 +128,31 @@ pub struct RelayOptions {
     pub udp: UdpOptions,
     /// Registry the relay's metrics (and the process metrics) are registered in.
     pub registry: Registry,
+    /// Kernel offloads used to forward with fewer system calls (see [`Offload`]).
+    pub offload: Offload,
+}
+
+/// Kernel offloads the workers use. Both are on by default; a kernel or route that refuses
+/// one falls back to one packet per system call by itself, so turning them off is only
+/// for measurements and debugging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offload {
+    /// Native→Teredo: send a run of equal-length datagrams to one peer as one UDP GSO
+    /// (`UDP_SEGMENT`) send; the kernel routes it once and splits it on the way out.
+    pub udp_gso: bool,
+    /// Teredo→native: write a run of same-flow inner UDP packets to the TUN as one
+    /// `IFF_VNET_HDR` GSO packet (USO); the kernel forwards it once and splits it on the
+    /// way out.
+    pub tun_gso: bool,
+}
+
+impl Default for Offload {
+    fn default() -> Self {
+        Self {
+            udp_gso: true,
+            tun_gso: true,
+        }
+    }
 }
 
 impl Default for RelayOptions {
@@ -144,6 +169,7 @@ impl Default for RelayOptions {
             metrics_addr: None,
             udp: UdpOptions::default(),
             registry: Registry::new(),
+            offload: Offload::default(),
         }
     }
 }

@@ -47,6 +47,7 @@
 
 pub mod cli;
 mod config;
+mod gso;
 pub mod metrics;
 mod native;
 pub mod shards;
@@ -61,7 +62,7 @@ use teredo_rt::{bind_udp, Shutdown, UdpOptions};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use config::{
-    default_workers, ConfigError, NativeChannel, NativeEnds, NativeSide, RelayOptions,
+    default_workers, ConfigError, NativeChannel, NativeEnds, NativeSide, Offload, RelayOptions,
     DEFAULT_BIND, DEFAULT_TUN_NAME, MAX_IFNAME_LEN, MAX_WORKERS, TUN_MTU,
 };
 pub use tun::{ROUTE_GATEWAY, TEREDO_ROUTE, TUN_LINK_LOCAL};
@@ -92,7 +93,7 @@ pub async fn start(options: RelayOptions, shutdown: Shutdown) -> anyhow::Result<
     let shard_count = options.shard_count();
     let metrics =
         RelayMetrics::register(&options.registry).context("cannot register the relay metrics")?;
-    let (sinks, source) = native::open(&options.native, workers)?;
+    let (sinks, source) = native::open(&options.native, workers, options.offload.tun_gso)?;
 
     // Every worker's socket on the same address; with port 0 the first one picks it.
     let udp = UdpOptions {
@@ -159,6 +160,7 @@ pub async fn start(options: RelayOptions, shutdown: Shutdown) -> anyhow::Result<
                     queue,
                     Arc::clone(socket),
                     sink.clone(),
+                    options.offload.udp_gso,
                     shutdown.clone(),
                 ));
             }
@@ -169,6 +171,7 @@ pub async fn start(options: RelayOptions, shutdown: Shutdown) -> anyhow::Result<
                 rx,
                 Arc::clone(&sockets[0]),
                 sinks[0].clone(),
+                options.offload.udp_gso,
                 shutdown.clone(),
             ));
         }

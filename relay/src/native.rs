@@ -36,10 +36,11 @@ pub(crate) enum NativeSource {
 pub(crate) fn open(
     side: &NativeSide,
     workers: usize,
+    tun_gso: bool,
 ) -> anyhow::Result<(Vec<NativeSink>, NativeSource)> {
     Ok(match side {
         NativeSide::Tun { name } => {
-            let queues: Vec<Arc<TunQueue>> = tun::create(name, workers)?
+            let queues: Vec<Arc<TunQueue>> = tun::create(name, workers, tun_gso)?
                 .into_iter()
                 .map(Arc::new)
                 .collect();
@@ -71,6 +72,23 @@ pub(crate) fn open(
 }
 
 impl NativeSink {
+    /// Writes a batch of IPv6 packets (a TUN may merge same-flow runs into one write);
+    /// reports each packet's length, or the reason it was dropped, to `done`.
+    pub(crate) async fn send_many<'a>(
+        &self,
+        packets: impl Iterator<Item = &'a [u8]>,
+        mut done: impl FnMut(Result<usize, DropReason>),
+    ) {
+        match self {
+            Self::Tun(q) => q.write_many(packets, &mut done).await,
+            _ => {
+                for p in packets {
+                    done(self.send(p).await.map(|()| p.len()));
+                }
+            }
+        }
+    }
+
     /// Writes one IPv6 packet to the native side; the reason to count if it was dropped.
     pub(crate) async fn send(&self, packet: &[u8]) -> Result<(), DropReason> {
         match self {
@@ -94,17 +112,17 @@ mod tests {
     #[tokio::test]
     async fn channel_and_disabled_sinks() {
         let (side, mut ends) = NativeSide::channel(1);
-        let (sinks, source) = open(&side, 2).unwrap();
+        let (sinks, source) = open(&side, 2, true).unwrap();
         assert_eq!(sinks.len(), 2);
         assert!(matches!(source, NativeSource::Channel(_)));
         sinks[1].send(&[6; 40]).await.unwrap();
         assert_eq!(sinks[0].send(&[6; 40]).await, Err(DropReason::SendFailed));
         assert_eq!(ends.received.recv().await.unwrap(), vec![6; 40]);
         // The receiving end can be taken once only.
-        let e = open(&side, 1).unwrap_err();
+        let e = open(&side, 1, true).unwrap_err();
         assert!(e.to_string().contains("already used"), "{e}");
 
-        let (sinks, source) = open(&NativeSide::Disabled, 1).unwrap();
+        let (sinks, source) = open(&NativeSide::Disabled, 1, true).unwrap();
         assert!(matches!(source, NativeSource::Disabled));
         assert_eq!(
             sinks[0].send(&[6; 40]).await,

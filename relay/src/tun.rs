@@ -20,6 +20,10 @@
 //! A netlink crate would avoid the subprocess, but `ip` is what the operator would type,
 //! is present wherever the relay can create a TUN, and fails with a readable message.
 //! The device is not persistent: it disappears (with its route) when the relay exits.
+//!
+//! With TUN GSO (`--offload all|tun`, the default) the queues are opened with
+//! `IFF_VNET_HDR`, and a run of same-flow UDP packets is written as one GSO packet
+//! (`VIRTIO_NET_HDR_GSO_UDP_L4`), see [`crate::gso`].
 
 use std::io;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
@@ -29,6 +33,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::config::TUN_MTU;
+use crate::gso;
 
 /// Link-local address put on the TUN (Miredo's relay uses the same).
 pub const TUN_LINK_LOCAL: &str = "fe80::ffff:ffff:ffff/64";
@@ -42,12 +47,94 @@ pub const ROUTE_GATEWAY: &str = "fe80::1";
 #[derive(Debug)]
 pub(crate) struct TunQueue {
     fd: AsyncFd<OwnedFd>,
+    /// Opened with `IFF_VNET_HDR`: every read and write starts with a `virtio_net_hdr`, and
+    /// writes may be GSO packets (see [`gso`]).
+    vnet: bool,
 }
 
 impl TunQueue {
-    /// Reads one packet without waiting; `WouldBlock` when the queue is empty.
+    /// Reads one packet without waiting; `WouldBlock` when the queue is empty. With a
+    /// virtio-net header, the header is read aside: no offload was negotiated
+    /// (`TUNSETOFFLOAD` is never called), so the kernel hands over complete, checksummed,
+    /// unsegmented packets and the header carries nothing we need.
     pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        read_fd(self.fd.get_ref().as_raw_fd(), buf)
+        let fd = self.fd.get_ref().as_raw_fd();
+        if !self.vnet {
+            return read_fd(fd, buf);
+        }
+        let mut hdr = [0u8; gso::VNET_HDR_LEN];
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_mut_ptr().cast(),
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            },
+        ];
+        // SAFETY: both iovecs describe live, writable buffers of the given lengths.
+        let n = unsafe { libc::readv(fd, iov.as_ptr(), 2) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        Ok(n.saturating_sub(gso::VNET_HDR_LEN))
+    }
+
+    /// Writes a batch of IPv6 packets, reporting each packet's length (or the reason it was
+    /// dropped) to `done`. With a virtio-net header, runs of same-flow UDP packets
+    /// ([`gso::Runs`]) go out as one GSO write each: one system call and one pass through
+    /// IPv6 forwarding per run; the kernel splits it into the original packets (checksums
+    /// recomputed, which is why only packets whose checksum verifies are merged).
+    pub(crate) async fn write_many<'a>(
+        &self,
+        packets: impl Iterator<Item = &'a [u8]>,
+        done: &mut impl FnMut(Result<usize, teredo::DropReason>),
+    ) {
+        if !self.vnet {
+            for p in packets {
+                done(self.write(p).await.map(|()| p.len()).map_err(|e| {
+                    tracing::debug!(error = %e, len = p.len(), "TUN write failed");
+                    teredo::DropReason::SendFailed
+                }));
+            }
+            return;
+        }
+        let mut runs = gso::Runs::new(packets);
+        while let Some(run) = runs.next_run() {
+            let r = self.write_run(&run).await;
+            for p in run.packets() {
+                done(match &r {
+                    Ok(()) => Ok(p.len()),
+                    Err(_) => Err(teredo::DropReason::SendFailed),
+                });
+            }
+            if let Err(e) = r {
+                tracing::debug!(error = %e, packets = run.len(), "TUN write failed");
+            }
+        }
+    }
+
+    /// Writes one run (one packet, or a GSO packet made of several), waiting if needed.
+    async fn write_run(&self, run: &gso::Run<'_>) -> io::Result<()> {
+        let mut iov = gso::IoVecs::default();
+        let total = run.iovecs(&mut iov);
+        let fd = self.fd.get_ref().as_raw_fd();
+        let n = match writev_fd(fd, iov.as_slice()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.fd
+                    .async_io(Interest::WRITABLE, |f| {
+                        writev_fd(f.as_raw_fd(), iov.as_slice())
+                    })
+                    .await?
+            }
+            r => r?,
+        };
+        if n == total {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "short TUN write: {n} of {total} bytes"
+            )))
+        }
     }
 
     /// Waits until the queue may be readable.
@@ -60,6 +147,9 @@ impl TunQueue {
     /// Writes one IPv6 packet, waiting if the queue is full (rare: a TUN write injects the
     /// packet into the stack).
     pub(crate) async fn write(&self, packet: &[u8]) -> io::Result<()> {
+        if self.vnet {
+            return self.write_run(&gso::Run::single(packet)).await;
+        }
         let fd = self.fd.get_ref().as_raw_fd();
         let n = match write_fd(fd, packet) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -78,6 +168,12 @@ impl TunQueue {
             )))
         }
     }
+}
+
+fn writev_fd(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: every iovec describes a live buffer valid for reads of its length.
+    let n = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
@@ -109,8 +205,9 @@ fn ifreq(name: &str) -> libc::ifreq {
     req
 }
 
-/// Opens one queue of the multi-queue TUN `name` (creating the device with the first).
-fn open_queue(name: &str) -> io::Result<OwnedFd> {
+/// Opens one queue of the multi-queue TUN `name` (creating the device with the first),
+/// with a virtio-net header if `vnet`.
+fn open_queue(name: &str, vnet: bool) -> io::Result<OwnedFd> {
     let path = c"/dev/net/tun";
     // SAFETY: a NUL-terminated path and plain flags.
     let fd = unsafe {
@@ -129,8 +226,9 @@ fn open_queue(name: &str) -> io::Result<OwnedFd> {
     // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut req = ifreq(name);
+    let vnet_flag = if vnet { libc::IFF_VNET_HDR } else { 0 };
     req.ifr_ifru.ifru_flags =
-        (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as libc::c_short;
+        (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | vnet_flag) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `req` is.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &raw mut req) };
     if rc < 0 {
@@ -176,11 +274,12 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Creates the TUN device `name` with `queues` queues, sets MTU 1280, brings it up, adds
-/// the link-local address and the 2001::/32 route. Must run inside a tokio runtime.
-pub(crate) fn create(name: &str, queues: usize) -> anyhow::Result<Vec<TunQueue>> {
+/// the link-local address and the 2001::/32 route. With `gso`, the queues carry virtio-net
+/// headers so that writes can be GSO packets. Must run inside a tokio runtime.
+pub(crate) fn create(name: &str, queues: usize, gso: bool) -> anyhow::Result<Vec<TunQueue>> {
     let mut fds = Vec::with_capacity(queues);
     for _ in 0..queues.max(1) {
-        let fd = open_queue(name).map_err(|e| {
+        let fd = open_queue(name, gso).map_err(|e| {
             let hint = if e.kind() == io::ErrorKind::PermissionDenied {
                 " (needs CAP_NET_ADMIN; use --native none to run without it)"
             } else if e.raw_os_error() == Some(libc::EBUSY) {
@@ -229,7 +328,7 @@ pub(crate) fn create(name: &str, queues: usize) -> anyhow::Result<Vec<TunQueue>>
             // SAFETY: `OwnedFd` owns its descriptor, which stays open and unchanged until
             // the `AsyncFd` drops it; we are inside a tokio runtime (`start` runs on it).
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
-                .map(|fd| TunQueue { fd })
+                .map(|fd| TunQueue { fd, vnet: gso })
                 .map_err(|e| anyhow::anyhow!("cannot register TUN device {name} with tokio: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -15,12 +15,17 @@
 //! buffer. Other outputs (bubbles, flushed queues, ICMPv6 errors) are copied out of the
 //! core into the task's [`OutBatch`] under the shard lock and sent after it is released.
 //!
-//! Batching: after a readiness event a task drains its socket or queue with non-blocking
-//! reads (up to [`BATCH`] before giving the runtime a turn), takes the clock once per batch
-//! and adds its packet and byte counts to the metrics once per batch.
+//! Batching: after a readiness event the UDP task takes up to [`BATCH`] datagrams in one
+//! `recvmmsg`, runs them all through the cores, then writes the IPv6 packets to the native
+//! side and sends the other outputs in one `sendmmsg`. The TUN task drains its queue with
+//! non-blocking reads (up to [`BATCH`]), then sends everything (data, bubbles, flushed
+//! queues) in one `sendmmsg`, runs to one peer of equal-length datagrams as one UDP GSO
+//! send when enabled. Each task handles one batch per turn, so neither direction starves
+//! the other; the clock is read and the metrics updated once per batch.
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd as _;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use teredo::relay::{InPlace, Output, RelayCounters};
 use teredo::DropReason;
+use teredo_rt::batch::{RecvBatch, SendBatch, Sent};
 use teredo_rt::{Shutdown, MAX_DATAGRAM};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::Notify;
@@ -40,6 +47,14 @@ use crate::tun::TunQueue;
 
 /// Packets handled per readiness event before yielding to the runtime.
 pub const BATCH: usize = 64;
+/// Arena bytes per [`SendBatch`] entry: room for a full batch of 1280-byte packets with
+/// their trailers, and for larger outputs as long as the total fits.
+const SEND_ARENA_PER_ENTRY: usize = 2048;
+
+/// A send batch for [`BATCH`] datagrams (at least one of any size).
+fn new_send_batch(gso: bool) -> SendBatch {
+    SendBatch::new(BATCH, (BATCH * SEND_ARENA_PER_ENTRY).max(MAX_DATAGRAM), gso)
+}
 /// Longest sleep of the timer task (gauges are refreshed at least this often).
 pub const TICK: Duration = Duration::from_secs(1);
 /// Pause after an unexpected receive error, so a persistent one cannot spin a core.
@@ -121,6 +136,34 @@ impl OutBatch {
         self.items.is_empty()
     }
 
+    /// Moves the UDP outputs into `sb` (sending it first when full) and writes the IPv6
+    /// outputs (ICMPv6 errors) to `native`.
+    async fn stage(
+        &mut self,
+        socket: &UdpSocket,
+        sb: &mut SendBatch,
+        native: &NativeSink,
+        ctx: &Ctx,
+        stats: &mut Stats,
+    ) {
+        for &(to, start, len) in &self.items {
+            let data = &self.arena[start..start + len];
+            match to {
+                Some(to) => {
+                    let class = if is_bubble(data) { UNCOUNTED } else { DATA };
+                    push_udp(socket, sb, data, to, class, ctx, stats).await;
+                }
+                None => {
+                    if let Err(reason) = native.send(data).await {
+                        ctx.metrics.dropped(reason);
+                    }
+                }
+            }
+        }
+        self.items.clear();
+        self.arena.clear();
+    }
+
     /// Sends everything: UDP outputs from `socket`, IPv6 outputs (ICMPv6 errors) to
     /// `native`. Data packets (not bubbles) count as relayed in `stats`.
     async fn send(
@@ -151,6 +194,66 @@ impl OutBatch {
         }
         self.items.clear();
         self.arena.clear();
+    }
+}
+
+/// [`SendBatch`] class of data packets (counted as relayed when sent).
+const DATA: u8 = 0;
+/// [`SendBatch`] class of bubbles (not counted as relayed).
+const UNCOUNTED: u8 = 1;
+
+/// Adds one datagram to `sb`, sending the batch first if it is full.
+async fn push_udp(
+    socket: &UdpSocket,
+    sb: &mut SendBatch,
+    data: &[u8],
+    to: SocketAddrV4,
+    class: u8,
+    ctx: &Ctx,
+    stats: &mut Stats,
+) {
+    let to = SocketAddr::V4(to);
+    if !sb.push(data, to, class) {
+        flush_udp(socket, sb, ctx, stats).await;
+        if !sb.push(data, to, class) {
+            // Larger than the whole batch: cannot happen with MAX_DATAGRAM-sized arenas.
+            ctx.metrics.dropped(DropReason::Oversized);
+        }
+    }
+}
+
+/// Sends everything in `sb`, waiting for room in the socket buffer if needed; counts data
+/// as relayed and failures as `SendFailed`.
+async fn flush_udp(socket: &UdpSocket, sb: &mut SendBatch, ctx: &Ctx, stats: &mut Stats) {
+    let fd = socket.as_raw_fd();
+    while !sb.is_empty() {
+        let r = socket.try_io(Interest::WRITABLE, || {
+            sb.send(fd, |s: Sent| match s.error {
+                None if s.class == DATA => {
+                    stats.add_many(Direction::Ipv6ToIpv4, s.datagrams, s.bytes);
+                }
+                None => {}
+                Some(e) => {
+                    tracing::debug!(error = %e, datagrams = s.datagrams, "UDP send failed");
+                    for _ in 0..s.datagrams {
+                        ctx.metrics.dropped(DropReason::SendFailed);
+                    }
+                }
+            })
+        });
+        match r {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = socket.writable().await {
+                    tracing::warn!(error = %e, "UDP socket not writable; batch dropped");
+                    sb.clear();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "UDP batch send failed; batch dropped");
+                sb.clear();
+            }
+        }
     }
 }
 
@@ -185,8 +288,12 @@ struct Stats {
 
 impl Stats {
     fn add(&mut self, d: Direction, len: usize) {
-        self.packets[d as usize] += 1;
-        self.bytes[d as usize] += len as u64;
+        self.add_many(d, 1, len);
+    }
+
+    fn add_many(&mut self, d: Direction, packets: usize, bytes: usize) {
+        self.packets[d as usize] += packets as u64;
+        self.bytes[d as usize] += bytes as u64;
     }
 
     fn flush(&mut self, m: &RelayMetrics) {
@@ -221,33 +328,55 @@ pub(crate) async fn udp_task(
     native: NativeSink,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    // `MAX_DATAGRAM + 1` bytes: a read that fills it may have been truncated.
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice();
+    // Slots of `MAX_DATAGRAM + 1` bytes: a datagram that fills one may have been truncated
+    // (the pages are only touched as far as datagrams reach).
+    let mut rb = RecvBatch::new(BATCH, MAX_DATAGRAM + 1);
+    let mut sb = new_send_batch(false);
+    let mut writes: Vec<(usize, usize, usize)> = Vec::with_capacity(BATCH);
     let mut out = OutBatch::new();
     let mut stats = Stats::default();
     let mut stop = pin!(shutdown.wait());
+    let fd = socket.as_raw_fd();
     loop {
         tokio::select! {
             biased;
             () = &mut stop => break,
             r = socket.readable() => r?,
         }
-        let now = teredo_rt::now();
-        for _ in 0..BATCH {
-            let (n, from) = match socket.try_recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    if recv_error(&e, "UDP") {
-                        tokio::time::sleep(RECV_ERROR_BACKOFF).await;
-                    }
-                    break;
+        let n = match socket.try_io(Interest::READABLE, || rb.recv(fd, BATCH)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                if recv_error(&e, "UDP") {
+                    tokio::time::sleep(RECV_ERROR_BACKOFF).await;
                 }
-            };
-            handle_datagram(&ctx, &buf, n, from, now, &native, &mut out, &mut stats).await;
-            if !out.is_empty() {
-                out.send(&socket, &native, &ctx, &mut stats).await;
+                continue;
             }
+        };
+        let now = teredo_rt::now();
+        for i in 0..n {
+            let d = rb.get(i);
+            if let Some((off, len)) =
+                handle_datagram(&ctx, d.data, d.truncated, d.from, now, &mut out)
+            {
+                writes.push((i, off, len));
+            }
+        }
+        native
+            .send_many(
+                writes
+                    .iter()
+                    .map(|&(i, off, len)| &rb.get(i).data[off..off + len]),
+                |r| match r {
+                    Ok(len) => stats.add(Direction::Ipv4ToIpv6, len),
+                    Err(reason) => ctx.metrics.dropped(reason),
+                },
+            )
+            .await;
+        writes.clear();
+        if !out.is_empty() {
+            out.stage(&socket, &mut sb, &native, &ctx, &mut stats).await;
+            flush_udp(&socket, &mut sb, &ctx, &mut stats).await;
         }
         stats.flush(&ctx.metrics);
     }
@@ -255,28 +384,26 @@ pub(crate) async fn udp_task(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handle_datagram(
+/// Runs one datagram through its shard's core. Returns the range of `data` to write to the
+/// native side, if any; other outputs are copied to `out`.
+fn handle_datagram(
     ctx: &Ctx,
-    buf: &[u8],
-    n: usize,
-    from: SocketAddr,
+    data: &[u8],
+    truncated: bool,
+    from: Option<SocketAddr>,
     now: Instant,
-    native: &NativeSink,
     out: &mut OutBatch,
-    stats: &mut Stats,
-) {
-    if n >= buf.len() {
-        tracing::debug!(%from, "oversized datagram");
+) -> Option<(usize, usize)> {
+    if truncated || data.len() > MAX_DATAGRAM {
+        tracing::debug!(?from, "oversized datagram");
         ctx.metrics.dropped(DropReason::Oversized);
-        return;
+        return None;
     }
-    let SocketAddr::V4(from) = from else {
+    let Some(SocketAddr::V4(from)) = from else {
         // Cannot happen on an IPv4 socket; count it as the source check it fails.
         ctx.metrics.dropped(DropReason::NonGlobalSource);
-        return;
+        return None;
     };
-    let data = &buf[..n];
     let src = udp_ipv6_src(data);
     let i = src.map_or(0, |a| ctx.shards.shard_of(&a));
     let (r, took) = {
@@ -295,22 +422,23 @@ async fn handle_datagram(
     if let Some(d) = took {
         ctx.metrics.connectivity.observe(d.as_secs_f64());
     }
-    if let Ok(InPlace::Ipv6 { offset, len, .. }) = r {
-        match native.send(&data[offset..offset + len]).await {
-            Ok(()) => stats.add(Direction::Ipv4ToIpv6, len),
-            Err(reason) => ctx.metrics.dropped(reason),
-        }
+    match r {
+        Ok(InPlace::Ipv6 { offset, len, .. }) => Some((offset, len)),
+        _ => None,
     }
 }
 
-/// Handles one native packet: encapsulates it for a trusted peer (sent here, from the
-/// caller's buffer) or lets the core queue it and bubble.
+/// Handles one native packet: encapsulates it for a trusted peer (added to `sb`) or lets
+/// the core queue it and bubble (outputs copied to `out`).
+#[allow(clippy::too_many_arguments)]
 async fn handle_native(
     ctx: &Ctx,
     packet: &[u8],
     now: Instant,
     socket: &UdpSocket,
+    sb: &mut SendBatch,
     out: &mut OutBatch,
+    native: &NativeSink,
     stats: &mut Stats,
 ) {
     let dst = ipv6_dst(packet);
@@ -330,11 +458,10 @@ async fn handle_native(
         r
     };
     if let Ok(InPlace::Udp { to }) = r {
-        if send_udp(socket, packet, to).await {
-            stats.add(Direction::Ipv6ToIpv4, packet.len());
-        } else {
-            ctx.metrics.dropped(DropReason::SendFailed);
-        }
+        push_udp(socket, sb, packet, to, DATA, ctx, stats).await;
+    }
+    if !out.is_empty() {
+        out.stage(socket, sb, native, ctx, stats).await;
     }
 }
 
@@ -344,9 +471,11 @@ pub(crate) async fn tun_task(
     queue: Arc<TunQueue>,
     socket: Arc<UdpSocket>,
     native: NativeSink,
+    gso: bool,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice();
+    let mut sb = new_send_batch(gso);
     let mut out = OutBatch::new();
     let mut stats = Stats::default();
     let mut stop = pin!(shutdown.wait());
@@ -373,11 +502,20 @@ pub(crate) async fn tun_task(
                 ctx.metrics.dropped(DropReason::Oversized);
                 continue;
             }
-            handle_native(&ctx, &buf[..n], now, &socket, &mut out, &mut stats).await;
-            if !out.is_empty() {
-                out.send(&socket, &native, &ctx, &mut stats).await;
-            }
+            handle_native(
+                &ctx,
+                &buf[..n],
+                now,
+                &socket,
+                &mut sb,
+                &mut out,
+                &native,
+                &mut stats,
+            )
+            .await;
         }
+        drop(guard);
+        flush_udp(&socket, &mut sb, &ctx, &mut stats).await;
         stats.flush(&ctx.metrics);
     }
     tracing::debug!("relay TUN task stopped");
@@ -390,8 +528,10 @@ pub(crate) async fn channel_task(
     mut rx: Receiver<Vec<u8>>,
     socket: Arc<UdpSocket>,
     native: NativeSink,
+    gso: bool,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let mut sb = new_send_batch(gso);
     let mut out = OutBatch::new();
     let mut stats = Stats::default();
     let mut stop = pin!(shutdown.wait());
@@ -409,15 +549,16 @@ pub(crate) async fn channel_task(
         let mut next = Some(first);
         let mut n = 0;
         while let Some(packet) = next.take() {
-            handle_native(&ctx, &packet, now, &socket, &mut out, &mut stats).await;
-            if !out.is_empty() {
-                out.send(&socket, &native, &ctx, &mut stats).await;
-            }
+            handle_native(
+                &ctx, &packet, now, &socket, &mut sb, &mut out, &native, &mut stats,
+            )
+            .await;
             n += 1;
             if n < BATCH {
                 next = rx.try_recv().ok();
             }
         }
+        flush_udp(&socket, &mut sb, &ctx, &mut stats).await;
         stats.flush(&ctx.metrics);
     }
     tracing::debug!("relay native channel task stopped");

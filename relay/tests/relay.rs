@@ -675,13 +675,54 @@ mod netns {
 
             let answer = udp6(x6_port, native_addr, b"pong via tun");
             x.send_to(&answer, relay_addr).await.unwrap();
-            let mut buf = [0u8; 64];
+            let mut buf = [0u8; 256];
             let (n, from) = timeout(LIMIT, native.recv_from(&mut buf))
                 .await
                 .expect("the answer did not come out of the TUN")
                 .unwrap();
             assert_eq!(&buf[..n], b"pong via tun");
             assert_eq!(from, x6_port);
+
+            // A burst of one flow in one sendmmsg: equal payloads (merged into TUN GSO
+            // writes when they arrive in one batch), a shorter one, one with a corrupt
+            // checksum (must stay corrupt: the native host drops it), then a last one.
+            let mut burst: Vec<Vec<u8>> = (0..40u8)
+                .map(|i| udp6(x6_port, native_addr, &[i; 100]))
+                .collect();
+            burst.push(udp6(x6_port, native_addr, &[200; 30]));
+            let mut corrupt = udp6(x6_port, native_addr, &[201; 100]);
+            corrupt[60] ^= 0xff;
+            burst.insert(20, corrupt);
+            burst.push(udp6(x6_port, native_addr, b"last"));
+            let mut sb = teredo_rt::batch::SendBatch::new(64, 64 * 200, false);
+            for p in &burst {
+                assert!(sb.push(p, relay_addr, 0));
+            }
+            let xs = x.into_std().unwrap();
+            xs.set_nonblocking(false).unwrap();
+            sb.send(xs.as_raw_fd(), |s| {
+                assert!(s.error.is_none(), "{:?}", s.error)
+            })
+            .unwrap();
+            let mut got = Vec::new();
+            loop {
+                let (n, from) = timeout(LIMIT, native.recv_from(&mut buf))
+                    .await
+                    .expect("the burst did not come out of the TUN")
+                    .unwrap();
+                assert_eq!(from, x6_port);
+                got.push(buf[..n].to_vec());
+                if &buf[..n] == b"last" {
+                    break;
+                }
+            }
+            let mut want: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100]).collect();
+            want.push(vec![200; 30]);
+            want.push(b"last".to_vec());
+            assert_eq!(
+                got, want,
+                "every packet intact, in order, the corrupt one dropped"
+            );
         });
 
         // SIGTERM: clean exit, and the device (with its route) is gone.

@@ -115,6 +115,8 @@ pub struct RecvBatch {
 // SAFETY: the raw pointers in `iovs` and `hdrs` only ever point into this batch's own heap
 // buffers (refreshed before each call); nothing is shared with another thread.
 unsafe impl Send for RecvBatch {}
+// SAFETY: `&RecvBatch` only reads (no interior mutability).
+unsafe impl Sync for RecvBatch {}
 
 impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -264,6 +266,8 @@ pub struct SendBatch {
 
 // SAFETY: as for `RecvBatch`: the raw pointers only point into this batch's own buffers.
 unsafe impl Send for SendBatch {}
+// SAFETY: `&SendBatch` only reads (no interior mutability).
+unsafe impl Sync for SendBatch {}
 
 impl std::fmt::Debug for SendBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
