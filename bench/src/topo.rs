@@ -86,6 +86,13 @@ impl Topology {
                 &mac(rmac),
             ]))?;
         }
+        // The relay's side segments GSO packets (TUN GSO, UDP GSO) in software before they
+        // cross the veth, so the generator counts real datagrams, not super-packets.
+        for ifname in [INET_IF, NATIVE_IF] {
+            relay
+                .exec("ethtool", &["-K", ifname, "tx-udp-segmentation", "off"])
+                .context("ethtool -K tx-udp-segmentation off (apt-get install ethtool)")?;
+        }
         for ns in [&gen, &relay] {
             // No IPv6 chatter (MLD, router solicitations) on the IPv4 link.
             ns.sysctl(&format!("net.ipv6.conf.{INET_IF}.disable_ipv6"), "1")?;
@@ -163,8 +170,11 @@ impl Topology {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Device {
-    /// Our `teredo-relay` (route via fe80::1).
+    /// Our `teredo-relay` (route via fe80::1), kernel offloads on (its default).
     Ours,
+    /// Our relay with `--offload none`: batched system calls, one packet per TUN write and
+    /// per UDP datagram (what the offloads add is the difference to `ours`).
+    OursPlain,
     /// Debian's Miredo relay, route on-link as it installs it.
     Miredo,
     /// Miredo with the route replaced by `2001::/32 via fe80::1`.
@@ -178,6 +188,7 @@ impl Device {
     pub fn name(self) -> &'static str {
         match self {
             Self::Ours => "ours",
+            Self::OursPlain => "ours-plain",
             Self::Miredo => "miredo",
             Self::MiredoGw => "miredo-gw",
             Self::Bare => "bare",
@@ -186,7 +197,13 @@ impl Device {
 
     /// Parses [`Device::name`].
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Ours, Self::Miredo, Self::MiredoGw, Self::Bare]
+        [
+            Self::Ours,
+            Self::OursPlain,
+            Self::Miredo,
+            Self::MiredoGw,
+            Self::Bare,
+        ]
             .into_iter()
             .find(|d| d.name() == s)
     }
@@ -248,8 +265,11 @@ impl RunningDevice {
         let mut cmd = topo.relay.command("taskset");
         cmd.args(["-c", &RELAY_CPU.to_string()]);
         match device {
-            Device::Ours => {
+            Device::Ours | Device::OursPlain => {
+                let offload = if device == Device::Ours { "all" } else { "none" };
                 cmd.arg(&bins.relay).args([
+                    "--offload",
+                    offload,
                     "--bind",
                     &bind.to_string(),
                     "--native",

@@ -45,7 +45,8 @@ struct Args {
     /// Directions.
     #[arg(long, value_delimiter = ',', default_value = "t2n,n2t")]
     directions: Vec<String>,
-    /// Devices compared in every round (ours, miredo); miredo-gw runs for the largest peer
+    /// Devices compared in every round (ours, ours-plain = ours with --offload none,
+    /// miredo); miredo-gw runs for the largest peer
     /// count, native→Teredo, unless --no-gw.
     #[arg(long, value_delimiter = ',', default_value = "ours,miredo")]
     devices: Vec<String>,
@@ -233,8 +234,8 @@ fn run(args: &Args) -> Result<()> {
         .iter()
         .map(|d| {
             Device::parse(d)
-                .filter(|d| matches!(d, Device::Ours | Device::Miredo))
-                .with_context(|| format!("unknown device {d:?} (ours, miredo)"))
+                .filter(|d| matches!(d, Device::Ours | Device::OursPlain | Device::Miredo))
+                .with_context(|| format!("unknown device {d:?} (ours, ours-plain, miredo)"))
         })
         .collect::<Result<_>>()?;
     for &n in args.peers.iter().chain(&args.bare_peers) {
@@ -392,6 +393,7 @@ fn run(args: &Args) -> Result<()> {
     let mut ratio_rows = ratios(&sums, Device::Ours, Device::Miredo);
     ratio_rows.extend(ratios(&sums, Device::Ours, Device::MiredoGw));
     ratio_rows.extend(ratios(&sums, Device::Ours, Device::Bare));
+    ratio_rows.extend(ratios(&sums, Device::OursPlain, Device::Miredo));
     let mut memory: Vec<Memory> = Vec::new();
     for r in runs.iter().filter(|r| r.error.is_none()) {
         let m = match memory
