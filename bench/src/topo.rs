@@ -204,8 +204,8 @@ impl Device {
             Self::MiredoGw,
             Self::Bare,
         ]
-            .into_iter()
-            .find(|d| d.name() == s)
+        .into_iter()
+        .find(|d| d.name() == s)
     }
 
     /// True when peers must be made trusted through the bubble exchange.
@@ -266,7 +266,11 @@ impl RunningDevice {
         cmd.args(["-c", &RELAY_CPU.to_string()]);
         match device {
             Device::Ours | Device::OursPlain => {
-                let offload = if device == Device::Ours { "all" } else { "none" };
+                let offload = if device == Device::Ours {
+                    "all"
+                } else {
+                    "none"
+                };
                 cmd.arg(&bins.relay).args([
                     "--offload",
                     offload,
