@@ -58,22 +58,25 @@ fn pseudo_sum(packet: &[u8], len: usize) -> u64 {
     acc + (len as u64 >> 16) + (len as u64 & 0xffff) + u64::from(UDP)
 }
 
-/// An IPv6 packet with UDP right after the header, consistent lengths, a non-empty
-/// payload and a checksum that verifies: the kind of packet a run may contain.
-fn mergeable(p: &[u8]) -> bool {
+/// An IPv6 packet with UDP right after the header, consistent lengths and a non-empty
+/// payload: the kind of packet a run may contain (if its checksum verifies, [`csum_ok`]).
+fn shaped(p: &[u8]) -> bool {
     if p.len() <= HEAD || p.len() - 40 > MAX_PAYLOAD || p[0] >> 4 != 6 || p[6] != UDP {
         return false;
     }
     let len = p.len() - 40;
     let payload_len = usize::from(u16::from_be_bytes([p[4], p[5]]));
     let udp_len = usize::from(u16::from_be_bytes([p[44], p[45]]));
-    if payload_len != len || udp_len != len || p[46] == 0 && p[47] == 0 {
-        return false;
-    }
-    fold(sum16(&p[40..], pseudo_sum(p, len))) == 0xffff
+    payload_len == len && udp_len == len
 }
 
-/// `b` belongs to the same flow as `a` (both [`mergeable`]): the split of a super-packet
+/// The UDP checksum of a [`shaped`] packet is present and verifies.
+fn csum_ok(p: &[u8]) -> bool {
+    let len = p.len() - 40;
+    (p[46] != 0 || p[47] != 0) && fold(sum16(&p[40..], pseudo_sum(p, len))) == 0xffff
+}
+
+/// `b` belongs to the same flow as `a` (both [`shaped`]): the split of a super-packet
 /// made from `a`'s header gives `b`'s header back.
 fn same_flow(a: &[u8], b: &[u8]) -> bool {
     a[..4] == b[..4] && a[7] == b[7] && a[8..44] == b[8..44]
@@ -162,22 +165,26 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Runs<'a, I> {
         }
     }
 
-    /// The next run: the longest mergeable prefix of what is left.
+    /// The next run: the longest mergeable prefix of what is left. Checksums are only
+    /// verified when a second packet could join, so lone packets cost a few comparisons.
     pub(crate) fn next_run(&mut self) -> Option<Run<'a>> {
         let first = self.pending.take().or_else(|| self.packets.next())?;
         let mut run = Run::single(first);
-        if !mergeable(first) {
+        if !shaped(first) {
             return Some(run);
         }
         let seg = first.len() - HEAD;
         let mut total = first.len() - 40;
+        let mut first_ok = None;
         while run.len < MAX_RUN {
             let Some(p) = self.packets.next() else { break };
             let fits = p.len() > HEAD
                 && p.len() - HEAD <= seg
                 && total + p.len() - HEAD <= MAX_PAYLOAD
                 && same_flow(first, p)
-                && mergeable(p);
+                && shaped(p)
+                && *first_ok.get_or_insert_with(|| csum_ok(first))
+                && csum_ok(p);
             if !fits {
                 self.pending = Some(p);
                 break;
