@@ -154,14 +154,16 @@ impl<'a> Run<'a> {
 pub(crate) struct Runs<'a, I: Iterator<Item = &'a [u8]>> {
     packets: I,
     pending: Option<&'a [u8]>,
+    merge: bool,
 }
 
 impl<'a, I: Iterator<Item = &'a [u8]>> Runs<'a, I> {
-    /// Runs over `packets`.
-    pub(crate) fn new(packets: I) -> Self {
+    /// Runs over `packets`; with `merge` false every packet is a run of its own.
+    pub(crate) fn new(packets: I, merge: bool) -> Self {
         Self {
             packets,
             pending: None,
+            merge,
         }
     }
 
@@ -170,7 +172,7 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Runs<'a, I> {
     pub(crate) fn next_run(&mut self) -> Option<Run<'a>> {
         let first = self.pending.take().or_else(|| self.packets.next())?;
         let mut run = Run::single(first);
-        if !shaped(first) {
+        if !self.merge || !shaped(first) {
             return Some(run);
         }
         let seg = first.len() - HEAD;
@@ -267,7 +269,7 @@ mod tests {
     ];
 
     fn shapes(packets: &[Vec<u8>]) -> Vec<usize> {
-        let mut runs = Runs::new(packets.iter().map(Vec::as_slice));
+        let mut runs = Runs::new(packets.iter().map(Vec::as_slice), true);
         let mut out = Vec::new();
         while let Some(r) = runs.next_run() {
             out.push(r.len());
@@ -331,7 +333,7 @@ mod tests {
         packets.push(udp6(A, B, 1001, 63, &[13; 60])); // longer than the first
         assert_eq!(shapes(&packets), [6, 1, 1, 1, 1]);
 
-        let mut runs = Runs::new(packets.iter().map(Vec::as_slice));
+        let mut runs = Runs::new(packets.iter().map(Vec::as_slice), true);
         let mut back = Vec::new();
         while let Some(r) = runs.next_run() {
             back.extend(split(&gather(&r)));
@@ -362,7 +364,7 @@ mod tests {
             vec![0x60; 10],
         ];
         assert_eq!(shapes(&packets), [1, 1, 1, 1, 1, 1, 2, 1]);
-        let mut runs = Runs::new(packets.iter().map(Vec::as_slice));
+        let mut runs = Runs::new(packets.iter().map(Vec::as_slice), true);
         let mut back = Vec::new();
         while let Some(r) = runs.next_run() {
             back.extend(split(&gather(&r)));
@@ -379,5 +381,12 @@ mod tests {
         let big: Vec<Vec<u8>> = (0..60).map(|_| udp6(A, B, 1, 64, &[7; 1232])).collect();
         // 53 × 1232 payload bytes + 8 fit in 65,535; 54 do not.
         assert_eq!(shapes(&big), [53, 7]);
+        let mut runs = Runs::new(small.iter().map(Vec::as_slice), false);
+        let mut n = 0;
+        while let Some(r) = runs.next_run() {
+            assert_eq!(r.len(), 1, "merging off");
+            n += 1;
+        }
+        assert_eq!(n, MAX_RUN + 3);
     }
 }

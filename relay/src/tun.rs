@@ -28,6 +28,7 @@
 use std::io;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -50,6 +51,9 @@ pub(crate) struct TunQueue {
     /// Opened with `IFF_VNET_HDR`: every read and write starts with a `virtio_net_hdr`, and
     /// writes may be GSO packets (see [`gso`]).
     vnet: bool,
+    /// GSO writes work (cleared for good when the kernel refuses one: before Linux 6.2 a
+    /// TUN takes no USO packets).
+    gso_ok: AtomicBool,
 }
 
 impl TunQueue {
@@ -98,9 +102,23 @@ impl TunQueue {
             }
             return;
         }
-        let mut runs = gso::Runs::new(packets);
+        let mut runs = gso::Runs::new(packets, self.gso_ok.load(Ordering::Relaxed));
         while let Some(run) = runs.next_run() {
-            let r = self.write_run(&run).await;
+            let mut r = self.write_run(&run).await;
+            if run.len() > 1
+                && r.as_ref()
+                    .is_err_and(|e| e.raw_os_error() == Some(libc::EINVAL))
+            {
+                if self.gso_ok.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("the kernel refuses GSO writes to the TUN; TUN GSO off");
+                }
+                r = Ok(());
+                for p in run.packets() {
+                    if let Err(e) = self.write_run(&gso::Run::single(p)).await {
+                        r = Err(e);
+                    }
+                }
+            }
             for p in run.packets() {
                 done(match &r {
                     Ok(()) => Ok(p.len()),
@@ -328,7 +346,11 @@ pub(crate) fn create(name: &str, queues: usize, gso: bool) -> anyhow::Result<Vec
             // SAFETY: `OwnedFd` owns its descriptor, which stays open and unchanged until
             // the `AsyncFd` drops it; we are inside a tokio runtime (`start` runs on it).
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
-                .map(|fd| TunQueue { fd, vnet: gso })
+                .map(|fd| TunQueue {
+                    fd,
+                    vnet: gso,
+                    gso_ok: AtomicBool::new(gso),
+                })
                 .map_err(|e| anyhow::anyhow!("cannot register TUN device {name} with tokio: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
