@@ -10,9 +10,10 @@
 //!   to refresh the gauges), runs `handle_timeout` on the due shards and exports the cores'
 //!   counters.
 //!
-//! Each task owns its buffers, allocated once. On the trusted path nothing is copied or
-//! allocated: the zero-copy entry points tell the task to send straight from its receive
-//! buffer. Other outputs (bubbles, flushed queues, ICMPv6 errors) are copied out of the
+//! Each task owns its buffers, allocated once. On the trusted path nothing is allocated:
+//! Teredo→native packets are written to the TUN straight from the `recvmmsg` slots;
+//! native→Teredo packets are copied once into the send batch so that one `sendmmsg` carries
+//! the whole batch. Other outputs (bubbles, flushed queues, ICMPv6 errors) are copied out of the
 //! core into the task's [`OutBatch`] under the shard lock and sent after it is released.
 //!
 //! Batching: after a readiness event the UDP task takes up to [`BATCH`] datagrams in one
