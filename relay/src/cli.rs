@@ -296,6 +296,21 @@ mod tests {
 
         let a = parse(&["--native", "none"]).unwrap();
         assert!(matches!(a.to_options().native, NativeSide::Disabled));
+        assert_eq!(
+            a.to_options().offload,
+            Offload::default(),
+            "both on by default"
+        );
+        for (mode, udp_gso, tun_gso) in [
+            ("all", true, true),
+            ("udp", true, false),
+            ("tun", false, true),
+            ("none", false, false),
+        ] {
+            let o = parse(&["--offload", mode]).unwrap().to_options();
+            assert_eq!(o.offload, Offload { udp_gso, tun_gso }, "{mode}");
+        }
+        assert!(parse(&["--offload", "gro"]).is_err());
         let a = parse(&["--native", "tun"]).unwrap();
         assert_eq!(a.native, NativeMode::Tun("teredo0".to_owned()));
         assert_eq!(a.native.to_string(), "tun:teredo0");
