@@ -118,6 +118,77 @@ impl PacketSocket {
         Ok(s)
     }
 
+    /// A socket receiving the IPv4 frames on `ifname` with a `rcvbuf`-byte buffer and kernel
+    /// receive timestamps ([`Self::recv_timestamped`]).
+    pub fn timestamped_receiver(ifname: &str, rcvbuf: usize) -> Result<Self> {
+        let s = Self::open(ifname, libc::ETH_P_IP as u16)?;
+        let size = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX);
+        setsockopt_int(&s.fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)
+            .map_err(|e| anyhow::anyhow!("SO_RCVBUFFORCE on {ifname}: {e}"))?;
+        setsockopt_int(&s.fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+            .map_err(|e| anyhow::anyhow!("SO_TIMESTAMPNS on {ifname}: {e}"))?;
+        Ok(s)
+    }
+
+    /// Receives one frame within `timeout` (`None` on timeout): its length, `sll_pkttype`,
+    /// and the kernel's receive time (CLOCK_REALTIME, ns) when the socket asked for one.
+    pub fn recv_timestamped(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<Option<(usize, u8, Option<u64>)>> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+        if r <= 0 {
+            return Ok(None);
+        }
+        // SAFETY: plain data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // Room for one timespec control message (and some to spare), 8-byte aligned.
+        let mut control = [0u64; 16];
+        // SAFETY: plain data; all-zero is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&raw mut sll).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of_val(&control);
+        // SAFETY: every pointer in `msg` points at live storage of the advertised size.
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
+        let Ok(n) = usize::try_from(n) else {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
+                return Ok(None);
+            }
+            bail!("recv on {}: {e}", self.ifname);
+        };
+        let mut stamp = None;
+        // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+        // msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                }
+                c = libc::CMSG_NXTHDR(&raw const msg, c);
+            }
+        }
+        Ok(Some((n, sll.sll_pkttype, stamp)))
+    }
+
     /// The interface.
     pub fn ifname(&self) -> &str {
         &self.ifname

@@ -1,6 +1,6 @@
 //! `relay-bench`: our Teredo relay against Debian's Miredo relay, Teredo→native and
-//! native→Teredo, in network namespaces, with one AF_PACKET generator, alternating in one
-//! run (see README.md "Benchmarks" and /work/shared/PERF.md for the method).
+//! native→Teredo; `server-bench`: our server against `miredo-server`, RS→RA. In network
+//! namespaces, with one AF_PACKET generator, alternating in one run (see README.md "Benchmarks" and /work/shared/PERF.md for the method).
 //!
 //! * [`frames`]: addresses and frames (etherparse, correct checksums).
 //! * [`afpacket`]: the generator (AF_PACKET, PACKET_QDISC_BYPASS, sendmmsg × 64, token
@@ -9,14 +9,20 @@
 //! * [`netns`], [`topo`]: namespaces, links, devices under test.
 //! * [`runner`]: trust set-up, steps, cells.
 //! * [`procfs`]: the counters read from /proc.
+//! * [`setup`]: binaries, run directory, signals, waiting for a quiet machine.
 //! * [`tun`]: the bare forwarder's TUN.
+//! * [`rs`], [`latency`]: `server-bench`'s router solicitations, and the RS→RA latency
+//!   run matched by nonce.
 
 pub mod afpacket;
 pub mod frames;
+pub mod latency;
 pub mod netns;
 pub mod procfs;
 pub mod report;
+pub mod rs;
 pub mod runner;
 pub mod search;
+pub mod setup;
 pub mod topo;
 pub mod tun;

@@ -50,6 +50,9 @@ pub enum Direction {
     T2n,
     /// Native host → Teredo peers.
     N2t,
+    /// Router solicitations → router advertisements (`server-bench`: the "peers" are the
+    /// clients).
+    RsRa,
 }
 
 impl Direction {
@@ -58,6 +61,7 @@ impl Direction {
         match self {
             Self::T2n => "t2n",
             Self::N2t => "n2t",
+            Self::RsRa => "rs-ra",
         }
     }
 
@@ -65,7 +69,7 @@ impl Direction {
     pub fn sink_if(self) -> &'static str {
         match self {
             Self::T2n => NATIVE_IF,
-            Self::N2t => INET_IF,
+            Self::N2t | Self::RsRa => INET_IF,
         }
     }
 }
@@ -196,9 +200,10 @@ impl Generator {
         })
     }
 
-    fn socket(&self, d: Direction) -> &PacketSocket {
+    /// The socket that sends `d`'s traffic.
+    pub fn socket(&self, d: Direction) -> &PacketSocket {
         match d {
-            Direction::T2n => &self.inet,
+            Direction::T2n | Direction::RsRa => &self.inet,
             Direction::N2t => &self.native,
         }
     }
@@ -319,6 +324,10 @@ pub fn frames(dir: Direction, peers: &[Peer]) -> Vec<Vec<u8>> {
     match dir {
         Direction::T2n => peers.iter().map(|p| t2n_frame(p, RELAY)).collect(),
         Direction::N2t => peers.iter().map(n2t_frame).collect(),
+        Direction::RsRa => crate::rs::rs_frames(
+            (peers.len() as u32).min(crate::rs::MAX_SOURCES),
+            crate::rs::RsKind::Mix,
+        ),
     }
 }
 

@@ -30,6 +30,7 @@ use crate::frames::{
 };
 use crate::netns::{signal, Netns};
 use crate::procfs;
+use crate::rs::{SERVER_PRIMARY, SERVER_SECONDARY};
 
 /// The IPv4 Internet link's interface (same name on both sides).
 pub const INET_IF: &str = "inet0";
@@ -47,7 +48,7 @@ pub const RELAY_CPU: usize = 1;
 pub struct Topology {
     /// Generator and sink.
     pub gen: Netns,
-    /// Device under test.
+    /// Device under test (the relay, or the server in [`Topology::build_server`]).
     pub relay: Netns,
 }
 
@@ -58,48 +59,67 @@ fn mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
+/// Creates the two veth links between `gen` and `dut` (fixed MACs, IPv6 off on the
+/// Internet link, both up).
+fn create_links(gen: &Netns, dut: &Netns) -> Result<()> {
+    for (ifname, gmac, rmac) in [
+        (INET_IF, GEN_INET_MAC, RELAY_INET_MAC),
+        (NATIVE_IF, GEN_NATIVE_MAC, RELAY_NATIVE_MAC),
+    ] {
+        crate::netns::run(Command::new("ip").args([
+            "link",
+            "add",
+            ifname,
+            "netns",
+            gen.name(),
+            "address",
+            &mac(gmac),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ifname,
+            "netns",
+            dut.name(),
+            "address",
+            &mac(rmac),
+        ]))?;
+    }
+    // The device's side segments GSO packets (TUN GSO, UDP GSO) in software before they
+    // cross the veth, so the generator counts real datagrams, not super-packets.
+    for ifname in [INET_IF, NATIVE_IF] {
+        dut.exec("ethtool", &["-K", ifname, "tx-udp-segmentation", "off"])
+            .context("ethtool -K tx-udp-segmentation off (apt-get install ethtool)")?;
+    }
+    for ns in [gen, dut] {
+        // No IPv6 chatter (MLD, router solicitations) on the IPv4 link.
+        ns.sysctl(&format!("net.ipv6.conf.{INET_IF}.disable_ipv6"), "1")?;
+        for ifname in [INET_IF, NATIVE_IF] {
+            ns.ip(&["link", "set", ifname, "up"])?;
+        }
+    }
+    Ok(())
+}
+
+/// Steers each namespace's receive processing to its own side's CPU.
+fn set_rps(gen: &Netns, dut: &Netns) -> Result<()> {
+    for (ns, cpu) in [(gen, GEN_CPU), (dut, RELAY_CPU)] {
+        let mask = format!("{:x}", 1u64 << cpu);
+        ns.sh(&format!(
+            "echo {mask} > /sys/class/net/{INET_IF}/queues/rx-0/rps_cpus && \
+             echo {mask} > /sys/class/net/{NATIVE_IF}/queues/rx-0/rps_cpus"
+        ))
+        .context("setting RPS masks")?;
+    }
+    Ok(())
+}
+
 impl Topology {
     /// Creates the namespaces, links, addresses, neighbours, routes and RPS masks.
     pub fn build() -> Result<Self> {
         let gen = Netns::create("gen")?;
         let relay = Netns::create("relay")?;
-        for (ifname, gmac, rmac) in [
-            (INET_IF, GEN_INET_MAC, RELAY_INET_MAC),
-            (NATIVE_IF, GEN_NATIVE_MAC, RELAY_NATIVE_MAC),
-        ] {
-            crate::netns::run(Command::new("ip").args([
-                "link",
-                "add",
-                ifname,
-                "netns",
-                gen.name(),
-                "address",
-                &mac(gmac),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                ifname,
-                "netns",
-                relay.name(),
-                "address",
-                &mac(rmac),
-            ]))?;
-        }
-        // The relay's side segments GSO packets (TUN GSO, UDP GSO) in software before they
-        // cross the veth, so the generator counts real datagrams, not super-packets.
-        for ifname in [INET_IF, NATIVE_IF] {
-            relay
-                .exec("ethtool", &["-K", ifname, "tx-udp-segmentation", "off"])
-                .context("ethtool -K tx-udp-segmentation off (apt-get install ethtool)")?;
-        }
-        for ns in [&gen, &relay] {
-            // No IPv6 chatter (MLD, router solicitations) on the IPv4 link.
-            ns.sysctl(&format!("net.ipv6.conf.{INET_IF}.disable_ipv6"), "1")?;
-            for ifname in [INET_IF, NATIVE_IF] {
-                ns.ip(&["link", "set", ifname, "up"])?;
-            }
-        }
+        create_links(&gen, &relay)?;
         gen.ip(&["addr", "add", &format!("{GEN_V4}/24"), "dev", INET_IF])?;
         gen.ip(&[
             "-6",
@@ -154,15 +174,37 @@ impl Topology {
             "nud",
             "permanent",
         ])?;
-        for (ns, cpu) in [(&gen, GEN_CPU), (&relay, RELAY_CPU)] {
-            let mask = format!("{:x}", 1u64 << cpu);
-            ns.sh(&format!(
-                "echo {mask} > /sys/class/net/{INET_IF}/queues/rx-0/rps_cpus && \
-                 echo {mask} > /sys/class/net/{NATIVE_IF}/queues/rx-0/rps_cpus"
-            ))
-            .context("setting RPS masks")?;
-        }
+        set_rps(&gen, &relay)?;
         Ok(Self { gen, relay })
+    }
+
+    /// The `server-bench` topology: the same namespaces and links (the device's namespace is
+    /// `srv`), the server's two addresses ([`SERVER_PRIMARY`], [`SERVER_SECONDARY`]) on its
+    /// Internet link, and a default route via the generator (a permanent neighbour entry),
+    /// so that RAs to any client reach the generator's interface. The native link stays
+    /// unused.
+    pub fn build_server() -> Result<Self> {
+        let gen = Netns::create("gen")?;
+        let srv = Netns::create("srv")?;
+        create_links(&gen, &srv)?;
+        gen.ip(&["addr", "add", &format!("{GEN_V4}/24"), "dev", INET_IF])?;
+        for a in [SERVER_PRIMARY, SERVER_SECONDARY] {
+            srv.ip(&["addr", "add", &format!("{a}/24"), "dev", INET_IF])?;
+        }
+        srv.ip(&[
+            "neigh",
+            "replace",
+            &GEN_V4.to_string(),
+            "lladdr",
+            &mac(GEN_INET_MAC),
+            "dev",
+            INET_IF,
+            "nud",
+            "permanent",
+        ])?;
+        srv.ip(&["route", "add", "default", "via", &GEN_V4.to_string()])?;
+        set_rps(&gen, &srv)?;
+        Ok(Self { gen, relay: srv })
     }
 }
 
@@ -316,20 +358,8 @@ impl RunningDevice {
                 ]);
             }
         }
-        let out = fs::File::create(&log)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("cannot start {}", device.name()))?;
-        let mut d = Self {
-            device,
-            child,
-            log,
-            started: Instant::now(),
-        };
-        d.wait_ready(topo, bind)?;
+        let mut d = Self::spawn(device, &mut cmd, log)?;
+        d.wait_ready(topo, &[bind], true)?;
         if device == Device::MiredoGw {
             topo.relay.ip(&[
                 "-6",
@@ -349,8 +379,33 @@ impl RunningDevice {
         Ok(d)
     }
 
-    fn wait_ready(&mut self, topo: &Topology, bind: SocketAddrV4) -> Result<()> {
-        let key = proc_net_udp_key(bind);
+    /// Spawns `cmd` (a command in the device's namespace) as `device`, its stdout and
+    /// stderr going to `log`.
+    pub fn spawn(device: Device, cmd: &mut Command, log: PathBuf) -> Result<Self> {
+        let out = fs::File::create(&log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {}", device.name()))?;
+        Ok(Self {
+            device,
+            child,
+            log,
+            started: Instant::now(),
+        })
+    }
+
+    /// Waits (≤ 10 s) until the device listens on every address of `binds` (UDP, in
+    /// `topo.relay`) and, with `route`, 2001::/32 is routed into its TUN.
+    pub fn wait_ready(
+        &mut self,
+        topo: &Topology,
+        binds: &[SocketAddrV4],
+        route: bool,
+    ) -> Result<()> {
+        let keys: Vec<String> = binds.iter().map(|b| proc_net_udp_key(*b)).collect();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(st) = self.child.try_wait()? {
@@ -360,21 +415,23 @@ impl RunningDevice {
                     tail(&self.log, 20)
                 );
             }
-            let route = topo
-                .relay
-                .ip(&["-6", "route", "show", "2001::/32", "dev", TUN_IF])
-                .unwrap_or_default();
-            let bound = topo.relay.run_in(|| {
-                Ok(fs::read_to_string("/proc/thread-self/net/udp")
+            let routed = if route {
+                topo.relay
+                    .ip(&["-6", "route", "show", "2001::/32", "dev", TUN_IF])
                     .unwrap_or_default()
-                    .contains(&key))
+            } else {
+                "not needed".to_owned()
+            };
+            let bound = topo.relay.run_in(|| {
+                let t = fs::read_to_string("/proc/thread-self/net/udp").unwrap_or_default();
+                Ok(keys.iter().all(|k| t.contains(k.as_str())))
             })?;
-            if !route.trim().is_empty() && bound {
+            if !routed.trim().is_empty() && bound {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "{} not ready after 10 s (route {route:?}, UDP bound {bound}):\n{}",
+                    "{} not ready after 10 s (route {routed:?}, UDP bound {bound}):\n{}",
                     self.device.name(),
                     tail(&self.log, 20)
                 );

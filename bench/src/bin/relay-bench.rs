@@ -11,10 +11,10 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
@@ -24,9 +24,10 @@ use teredo_bench::netns::{is_root, pin_current_thread, remove_stale, ReturnHere}
 use teredo_bench::procfs::{self, loadavg};
 use teredo_bench::report::{ratios, summarise, table, InstanceRun};
 use teredo_bench::runner::{
-    check_stop, establish_trust, frames, refresh_frames, run_cell, sleep, CellCtx, CellPlan,
-    Direction, Generator, STOP,
+    check_stop, establish_trust, frames, refresh_frames, run_cell, CellCtx, CellPlan, Direction,
+    Generator, STOP,
 };
+use teredo_bench::setup::{sibling, snapshot, stop_on_signals, wait_quiet, RunDir};
 use teredo_bench::topo::{ns_usage, Binaries, Device, RunningDevice, Topology, GEN_CPU};
 
 /// Our relay vs Miredo's relay in network namespaces (see README.md, "Benchmarks").
@@ -107,10 +108,6 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -123,54 +120,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    }
-}
-
-fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(exe.with_file_name(name))
-}
-
-/// Copies `bin` into the run directory, so that a rebuild during the run changes nothing.
-fn snapshot(bin: &Path, dir: &Path, hint: &str) -> Result<PathBuf> {
-    if !bin.is_file() {
-        bail!("{} not found: {hint}", bin.display());
-    }
-    let to = dir.join(bin.file_name().context("binary path without a name")?);
-    fs::copy(bin, &to).with_context(|| format!("copy {}", bin.display()))?;
-    Ok(to)
-}
-
-/// Removes the run directory on drop.
-struct RunDir(PathBuf);
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn wait_quiet(max_load: f64, max_wait: u64) -> Result<(f64, f64)> {
-    let start = Instant::now();
-    let first = loadavg()[0];
-    let mut warned = false;
-    loop {
-        let l = loadavg()[0];
-        if l <= max_load {
-            return Ok((first, start.elapsed().as_secs_f64()));
-        }
-        if start.elapsed() >= Duration::from_secs(max_wait) {
-            eprintln!(
-                "relay-bench: warning: load average still {l:.2} after {max_wait} s; starting anyway \
-                 (results will be noisier)"
-            );
-            return Ok((first, start.elapsed().as_secs_f64()));
-        }
-        if !warned {
-            eprintln!("relay-bench: load average {l:.2} > {max_load}: waiting for a quiet machine (up to {max_wait} s)");
-            warned = true;
-        }
-        sleep(Duration::from_secs(5))?;
     }
 }
 
@@ -267,9 +216,8 @@ fn run(args: &Args) -> Result<()> {
     };
 
     // Binaries, snapshotted into a private run directory.
-    let dir = std::env::temp_dir().join(format!("relay-bench-{}", std::process::id()));
-    fs::create_dir_all(&dir)?;
-    let _dir_guard = RunDir(dir.clone());
+    let run_dir = RunDir::create("relay-bench")?;
+    let dir = run_dir.path().to_path_buf();
     let hint = "build with `cargo build --release -p teredo-relay -p teredo-bench`";
     let relay_bin = match &args.relay_bin {
         Some(p) => p.clone(),
@@ -298,13 +246,9 @@ fn run(args: &Args) -> Result<()> {
         workers: args.workers,
     };
 
-    // SAFETY: installing an async-signal-safe handler (one atomic store).
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    stop_on_signals();
     let load_at_start = loadavg();
-    let (_, waited) = wait_quiet(args.max_load, args.wait_quiet)?;
+    let (_, waited) = wait_quiet("relay-bench", args.max_load, args.wait_quiet)?;
     let started = Instant::now();
 
     remove_stale();
