@@ -127,6 +127,48 @@ impl Peer {
     }
 }
 
+/// Ports per mapping address of the [`Peer::wide`] peers.
+pub const WIDE_PORTS: u32 = 40_000;
+/// Most [`Peer::wide`] peers (203.0.113.1..=254, [`WIDE_PORTS`] ports each).
+pub const MAX_WIDE_PEERS: u32 = 254 * WIDE_PORTS;
+/// The network of the [`Peer::wide`] mappings (routed via the generator).
+pub const WIDE_NET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 0);
+
+impl Peer {
+    /// Peer `index` of the memory step, out of millions: mapping
+    /// `203.0.113.(1 + index / WIDE_PORTS):(PORT_BASE + index % WIDE_PORTS)`, server
+    /// [`SERVER_V4`], no flags.
+    ///
+    /// # Panics
+    /// If `index >= MAX_WIDE_PEERS`.
+    pub fn wide(index: u32) -> Self {
+        assert!(index < MAX_WIDE_PEERS, "peer index {index} out of range");
+        let w = WIDE_NET.octets();
+        let ip = Ipv4Addr::new(w[0], w[1], w[2], 1 + (index / WIDE_PORTS) as u8);
+        let mapped = SocketAddrV4::new(ip, PORT_BASE + (index % WIDE_PORTS) as u16);
+        Self {
+            index,
+            addr: teredo_addr(SERVER_V4, 0, mapped),
+            mapped,
+        }
+    }
+
+    /// The [`Peer::wide`] peer whose Teredo address is `addr`, if it is one.
+    pub fn wide_from_addr(addr: &Ipv6Addr) -> Option<Self> {
+        let (server, mapped) = teredo_parts(addr)?;
+        let o = mapped.ip().octets();
+        if server != SERVER_V4 || o[..3] != WIDE_NET.octets()[..3] || o[3] == 0 {
+            return None;
+        }
+        let port = u32::from(mapped.port()).checked_sub(u32::from(PORT_BASE))?;
+        if port >= WIDE_PORTS || o[3] == 255 {
+            return None;
+        }
+        let p = Self::wide(u32::from(o[3] - 1) * WIDE_PORTS + port);
+        (p.addr == *addr).then_some(p)
+    }
+}
+
 /// The first `n` peers.
 pub fn peers(n: u32) -> Vec<Peer> {
     (0..n).map(Peer::new).collect()
@@ -335,6 +377,33 @@ mod tests {
         mappings.sort();
         mappings.dedup();
         assert_eq!(mappings.len(), 10_000, "distinct mappings");
+    }
+
+    #[test]
+    fn wide_peers_are_distinct_and_round_trip() {
+        let first = Peer::wide(0);
+        assert_eq!(first.mapped, "203.0.113.1:20000".parse().unwrap());
+        assert_eq!(
+            Peer::wide(999_999).mapped,
+            "203.0.113.25:59999".parse().unwrap()
+        );
+        for i in [
+            0,
+            1,
+            WIDE_PORTS - 1,
+            WIDE_PORTS,
+            999_999,
+            MAX_WIDE_PEERS - 1,
+        ] {
+            let p = Peer::wide(i);
+            assert_eq!(Peer::wide_from_addr(&p.addr), Some(p));
+            assert_eq!(Peer::from_addr(&p.addr), None, "not a narrow peer");
+        }
+        assert_eq!(Peer::wide_from_addr(&Peer::new(5).addr), None);
+        let mut m: Vec<_> = (0..200_000).map(|i| Peer::wide(i).mapped).collect();
+        m.sort();
+        m.dedup();
+        assert_eq!(m.len(), 200_000);
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct LatencyRun {
     pub mean_us: f64,
 }
 
+/// An RA seen: (nonce, receive time in ns, from the secondary address).
+type Seen = (u64, u64, bool);
+
 /// CLOCK_REALTIME in ns (the clock of the kernel's receive timestamps).
 fn realtime_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -92,8 +95,8 @@ pub fn measure(
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000u64, 0u64, 0u64, 0u64) };
 
     let (received, stamped, secs) = std::thread::scope(|s| -> Result<_> {
-        let receiver = s.spawn(|| -> Result<(Vec<(u64, u64, bool)>, bool)> {
-            let mut seen: Vec<(u64, u64, bool)> = Vec::with_capacity(planned + 1024);
+        let receiver = s.spawn(|| -> Result<(Vec<Seen>, bool)> {
+            let mut seen: Vec<Seen> = Vec::with_capacity(planned + 1024);
             let mut buf = vec![0u8; 2048];
             let mut all_stamped = true;
             let mut quiet_since: Option<Instant> = None;
@@ -108,7 +111,7 @@ pub fn measure(
                 match rx.recv_timestamped(&mut buf, Duration::from_millis(20))? {
                     Some((n, pkttype, stamp)) => {
                         quiet_since = None;
-                        if pkttype == libc::PACKET_OUTGOING as u8 {
+                        if pkttype == libc::PACKET_OUTGOING {
                             continue;
                         }
                         let Some(ra) = parse_ra_frame(&buf[..n]) else {

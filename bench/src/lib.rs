@@ -9,6 +9,7 @@
 //! * [`netns`], [`topo`]: namespaces, links, devices under test.
 //! * [`runner`]: trust set-up, steps, cells.
 //! * [`procfs`]: the counters read from /proc.
+//! * [`memory`]: `relay-bench --memory`, a peer table filled through the real path.
 //! * [`setup`]: binaries, run directory, signals, waiting for a quiet machine.
 //! * [`tun`]: the bare forwarder's TUN.
 //! * [`rs`], [`latency`]: `server-bench`'s router solicitations, and the RS→RA latency
@@ -17,6 +18,7 @@
 pub mod afpacket;
 pub mod frames;
 pub mod latency;
+pub mod memory;
 pub mod netns;
 pub mod procfs;
 pub mod report;

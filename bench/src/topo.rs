@@ -26,7 +26,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::frames::{
     GEN_INET_MAC, GEN_NATIVE_MAC, GEN_V4, GEN_V6, NATIVE_HOST, PEER_V4, RELAY_INET_MAC,
-    RELAY_NATIVE_MAC, RELAY_PORT, RELAY_V4, RELAY_V6, SERVER_V4,
+    RELAY_NATIVE_MAC, RELAY_PORT, RELAY_V4, RELAY_V6, SERVER_V4, WIDE_NET,
 };
 use crate::netns::{signal, Netns};
 use crate::procfs;
@@ -162,6 +162,26 @@ impl Topology {
                 "permanent",
             ])?;
         }
+        // The memory step's peers (203.0.113.0/24, see `Peer::wide`) are reached via the
+        // generator's address: one neighbour entry for all of them.
+        relay.ip(&[
+            "neigh",
+            "replace",
+            &GEN_V4.to_string(),
+            "lladdr",
+            &mac(GEN_INET_MAC),
+            "dev",
+            INET_IF,
+            "nud",
+            "permanent",
+        ])?;
+        relay.ip(&[
+            "route",
+            "add",
+            &format!("{WIDE_NET}/24"),
+            "via",
+            &GEN_V4.to_string(),
+        ])?;
         relay.ip(&[
             "-6",
             "neigh",
@@ -269,6 +289,8 @@ pub struct Binaries {
     pub dir: PathBuf,
     /// Workers of our relay.
     pub workers: usize,
+    /// Our relay's `--max-peers` (its default when `None`).
+    pub max_peers: Option<u32>,
 }
 
 /// A running device.
@@ -327,6 +349,9 @@ impl RunningDevice {
                     "--metrics-addr",
                     "127.0.0.1:9100",
                 ]);
+                if let Some(n) = bins.max_peers {
+                    cmd.args(["--max-peers", &n.to_string()]);
+                }
                 cmd.env("RUST_LOG", "warn");
             }
             Device::Miredo | Device::MiredoGw => {

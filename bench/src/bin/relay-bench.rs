@@ -19,7 +19,8 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
-use teredo_bench::frames::{peers, MAX_PEERS};
+use teredo_bench::frames::{peers, MAX_PEERS, MAX_WIDE_PEERS};
+use teredo_bench::memory::{self, FillReport};
 use teredo_bench::netns::{is_root, pin_current_thread, remove_stale, ReturnHere};
 use teredo_bench::procfs::{self, loadavg};
 use teredo_bench::report::{ratios, summarise, table, InstanceRun};
@@ -106,6 +107,15 @@ struct Args {
     /// Write everything (every step) as JSON to this file (`-`: stdout).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Instead of the forwarding benchmark: fill each device's peer table with N trusted
+    /// peers through the real path (distinct mappings in 203.0.113.0/24) and report its
+    /// resident memory before and after (our relay runs with --max-peers N; Miredo with
+    /// 2001::/32 via fe80::1).
+    #[arg(long, value_name = "N")]
+    memory: Option<u32>,
+    /// Native packets per second while filling the table (--memory).
+    #[arg(long, default_value_t = 25_000.0)]
+    memory_rate: f64,
 }
 
 fn main() -> ExitCode {
@@ -187,6 +197,11 @@ fn run(args: &Args) -> Result<()> {
                 .with_context(|| format!("unknown device {d:?} (ours, ours-plain, miredo)"))
         })
         .collect::<Result<_>>()?;
+    if let Some(n) = args.memory {
+        if n == 0 || n > MAX_WIDE_PEERS {
+            bail!("--memory must be 1..={MAX_WIDE_PEERS}");
+        }
+    }
     for &n in args.peers.iter().chain(&args.bare_peers) {
         if n == 0 || n > MAX_PEERS {
             bail!("peer counts must be 1..={MAX_PEERS}");
@@ -244,6 +259,7 @@ fn run(args: &Args) -> Result<()> {
         miredo: args.miredo_bin.clone(),
         dir: dir.clone(),
         workers: args.workers,
+        max_peers: args.memory,
     };
 
     stop_on_signals();
@@ -259,6 +275,9 @@ fn run(args: &Args) -> Result<()> {
     let _back = ReturnHere::remember()?;
     topo.gen.enter()?;
     let gen = Generator::open()?;
+    if let Some(n) = args.memory {
+        return run_memory(args, &topo, &gen, &bins, &devices, n);
+    }
 
     // The schedule: per round, per peer count, ours then Miredo (then Miredo with the
     // gateway route for the largest count); the bare forwarder after the first round.
@@ -545,4 +564,132 @@ fn run_instance(
     })?;
     stopped?;
     Ok(run)
+}
+
+/// One device's peer table filled (`--memory`).
+#[derive(Debug, serde::Serialize)]
+struct MemoryRun {
+    device: Device,
+    fill: FillReport,
+    /// Trusted peers by the relay's own gauge (ours).
+    trusted_gauge: Option<f64>,
+    /// RSS of the device's largest process (the one holding the peer table), KiB.
+    rss_kib_before: u64,
+    rss_kib_after: u64,
+    /// RSS of all its processes, KiB.
+    rss_kib_total_after: u64,
+    /// (after − before) / trusted peers.
+    bytes_per_peer: Option<f64>,
+}
+
+fn run_memory(
+    args: &Args,
+    topo: &Topology,
+    gen: &Generator,
+    bins: &Binaries,
+    devices: &[Device],
+    n: u32,
+) -> Result<()> {
+    let load_at_start = loadavg();
+    let mut rows = Vec::new();
+    for &d in devices {
+        check_stop()?;
+        // Miredo installs 2001::/32 on-link: a million destinations would overflow the
+        // kernel's neighbour table; the gateway route keeps one entry.
+        let device = if d == Device::Miredo {
+            Device::MiredoGw
+        } else {
+            d
+        };
+        let mut dev = RunningDevice::start(device, topo, bins, 1)?;
+        let result = (|| -> Result<MemoryRun> {
+            teredo_bench::runner::sleep(std::time::Duration::from_millis(500))?;
+            let (_, _, before) = ns_usage(&topo.relay);
+            let fill = memory::fill(gen, n, args.memory_rate)?;
+            dev.ensure_running()?;
+            let (_, total, after) = ns_usage(&topo.relay);
+            let trusted_gauge = (device == Device::Ours)
+                .then(|| {
+                    memory::scrape(&topo.relay, "127.0.0.1:9100".parse().expect("address"))
+                        .ok()
+                        .and_then(|t| {
+                            memory::metric_value(&t, "teredo_relay_peers{state=\"trusted\"}")
+                        })
+                })
+                .flatten();
+            let peers = trusted_gauge.unwrap_or(fill.confirmed as f64);
+            Ok(MemoryRun {
+                device,
+                trusted_gauge,
+                rss_kib_before: before,
+                rss_kib_after: after,
+                rss_kib_total_after: total,
+                bytes_per_peer: (peers > 0.0)
+                    .then(|| after.saturating_sub(before) as f64 * 1024.0 / peers),
+                fill,
+            })
+        })();
+        let tail = result
+            .as_ref()
+            .err()
+            .map(|_| dev.log_tail(10))
+            .unwrap_or_default();
+        dev.stop(topo)?;
+        match result {
+            Ok(r) => {
+                eprintln!(
+                    "relay-bench: memory: {}: {} of {n} peers trusted in {:.0} s; RSS {:.1} → {:.1} MiB",
+                    device.name(),
+                    r.fill.confirmed,
+                    r.fill.secs,
+                    r.rss_kib_before as f64 / 1024.0,
+                    r.rss_kib_after as f64 / 1024.0
+                );
+                rows.push(r);
+            }
+            Err(e) => eprintln!(
+                "relay-bench: memory: {} failed: {e:#}\n{tail}",
+                device.name()
+            ),
+        }
+    }
+    println!(
+        "relay-bench --memory {n}: peers made trusted through the real path (native packet, \
+         indirect bubble, direct bubble from a distinct mapping); RSS of the relay process"
+    );
+    println!(
+        "  {:<10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "device", "trusted", "gauge", "RSS before", "RSS after", "B/peer", "fill s"
+    );
+    for r in &rows {
+        println!(
+            "  {:<10} {:>10} {:>12} {:>8.1} M {:>8.1} M {:>10} {:>8.0}",
+            r.device.name(),
+            r.fill.confirmed,
+            r.trusted_gauge
+                .map_or("-".to_owned(), |g| format!("{g:.0}")),
+            r.rss_kib_before as f64 / 1024.0,
+            r.rss_kib_after as f64 / 1024.0,
+            r.bytes_per_peer
+                .map_or("-".to_owned(), |b| format!("{b:.0}")),
+            r.fill.secs
+        );
+    }
+    let load = loadavg();
+    println!(
+        "load average: {:.2} {:.2} {:.2} before, {:.2} {:.2} {:.2} after",
+        load_at_start[0], load_at_start[1], load_at_start[2], load[0], load[1], load[2]
+    );
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&rows)?;
+        if path.as_os_str() == "-" {
+            println!("{text}");
+        } else {
+            fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+        }
+    }
+    if rows.len() < devices.len() {
+        bail!("{} device(s) failed", devices.len() - rows.len());
+    }
+    Ok(())
 }

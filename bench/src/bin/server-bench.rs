@@ -298,7 +298,7 @@ fn run(args: &Args) -> Result<()> {
             sources: args.sources,
         };
         let latency_plan =
-            (args.latency_rate > 0.0).then(|| (args.latency_rate, latency_secs, args.burst_us));
+            (args.latency_rate > 0.0).then_some((args.latency_rate, latency_secs, args.burst_us));
         match inst.run(
             round,
             device,
@@ -400,8 +400,8 @@ fn run(args: &Args) -> Result<()> {
             args.burst_us
         );
         println!(
-            "  {:<8} {:<22} {:<22} {:<22} {:<22} {}",
-            "device", "p50", "p90", "p99", "p99.9", "loss %"
+            "  {:<8} {:<22} {:<22} {:<22} {:<22} loss %",
+            "device", "p50", "p90", "p99", "p99.9"
         );
         let fmt = |s: Option<Summary>| match s {
             None => "-".to_owned(),
