@@ -52,6 +52,10 @@ pub struct LatencyRun {
     pub max_us: f64,
     /// Mean.
     pub mean_us: f64,
+    /// CPU of the server's processes during the run (100 = one core).
+    pub device_cpu: f64,
+    /// CPU other processes on the machine used meanwhile (100 = one core): how quiet it was.
+    pub other_cpu: f64,
 }
 
 /// An RA seen: (nonce, receive time in ns, from the secondary address).

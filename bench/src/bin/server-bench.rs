@@ -134,6 +134,8 @@ struct LatencySummary {
     p99_us: Option<Summary>,
     p999_us: Option<Summary>,
     loss: Option<Summary>,
+    offered_pps: Option<Summary>,
+    other_cpu: Option<Summary>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -369,6 +371,8 @@ fn run(args: &Args) -> Result<()> {
                 p99_us: of(&|l| l.p99_us),
                 p999_us: of(&|l| l.p999_us),
                 loss: of(&|l| 100.0 * l.loss),
+                offered_pps: of(&|l| l.offered_pps),
+                other_cpu: of(&|l| l.other_cpu),
             }
         })
         .collect();
@@ -400,8 +404,8 @@ fn run(args: &Args) -> Result<()> {
             args.burst_us
         );
         println!(
-            "  {:<8} {:<22} {:<22} {:<22} {:<22} loss %",
-            "device", "p50", "p90", "p99", "p99.9"
+            "  {:<8} {:<22} {:<22} {:<22} {:<22} {:<8} {:<12} others' CPU",
+            "device", "p50", "p90", "p99", "p99.9", "loss %", "offered"
         );
         let fmt = |s: Option<Summary>| match s {
             None => "-".to_owned(),
@@ -410,14 +414,18 @@ fn run(args: &Args) -> Result<()> {
         };
         for l in &lat {
             println!(
-                "  {:<8} {:<22} {:<22} {:<22} {:<22} {}",
+                "  {:<8} {:<22} {:<22} {:<22} {:<22} {:<8} {:<12} {}",
                 l.device.name(),
                 fmt(l.p50_us),
                 fmt(l.p90_us),
                 fmt(l.p99_us),
                 fmt(l.p999_us),
                 l.loss
-                    .map_or("-".to_owned(), |s| format!("{:.2}", s.median))
+                    .map_or("-".to_owned(), |s| format!("{:.2}", s.median)),
+                l.offered_pps
+                    .map_or("-".to_owned(), |s| teredo_bench::report::kpps(s.median)),
+                l.other_cpu
+                    .map_or("-".to_owned(), |s| format!("{:.0} %", s.median)),
             );
         }
         if let (Some(a), Some(b)) = (
@@ -532,7 +540,8 @@ fn progress(r: &ServerRun) -> String {
     if let Some(l) = &r.latency {
         s.push_str(&format!(
             "server-bench: round {} {:<6}: latency at {:.1} k RS/s: p50 {:.0} µs, p90 {:.0}, p99 \
-             {:.0}, p99.9 {:.0}; loss {:.2} %, {} of {} from the secondary\n",
+             {:.0}, p99.9 {:.0}; loss {:.2} %, {} of {} from the secondary; server CPU {:.0} %, \
+             others {:.0} %\n",
             r.run.round,
             r.run.device.name(),
             l.offered_pps / 1e3,
@@ -542,7 +551,9 @@ fn progress(r: &ServerRun) -> String {
             l.p999_us,
             100.0 * l.loss,
             l.from_secondary,
-            l.answered
+            l.answered,
+            l.device_cpu,
+            l.other_cpu
         ));
     }
     s
@@ -582,7 +593,13 @@ impl Instance<'_> {
             dev.ensure_running()?;
             let latency = match latency_plan {
                 Some((rate, secs, burst_us)) => {
-                    let l = latency::measure(
+                    // Let whatever the saturation run queued drain first.
+                    teredo_bench::runner::sleep(Duration::from_millis(300))?;
+                    let mut exclude = self.topo.relay.pids();
+                    exclude.push(std::process::id());
+                    let others0 = procfs::user_process_ticks(&exclude);
+                    let (ticks0, _, _) = ns_usage(&self.topo.relay);
+                    let mut l = latency::measure(
                         self.gen.socket(Direction::RsRa),
                         INET_IF,
                         self.templates,
@@ -591,6 +608,12 @@ impl Instance<'_> {
                         burst_us,
                         &STOP,
                     )?;
+                    let (ticks1, _, _) = ns_usage(&self.topo.relay);
+                    let others1 = procfs::user_process_ticks(&exclude);
+                    let per_core =
+                        |t: u64| 100.0 * t as f64 / procfs::ticks_per_second() / l.secs.max(1e-9);
+                    l.device_cpu = per_core(ticks1.saturating_sub(ticks0));
+                    l.other_cpu = per_core(procfs::ticks_between(&others0, &others1));
                     check_stop()?;
                     dev.ensure_running()?;
                     Some(l)
