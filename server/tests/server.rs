@@ -476,6 +476,81 @@ mod netns {
         SocketAddr::V4(SocketAddrV4::new(ip(a), 3544))
     }
 
+    /// A burst of solicitations (more than one receive batch, queued before the server
+    /// reads them) from several clients, cone and restricted: every one is answered once,
+    /// with its own nonce and mapping, from the right address, and counted.
+    #[test]
+    fn bursts_of_solicitations_are_all_answered() {
+        if !root_or_skip("bursts_of_solicitations_are_all_answered") {
+            return;
+        }
+        const CLIENTS: u16 = 4;
+        const PER_CLIENT: u16 = 150;
+        let ns = Netns::create("burst");
+        ns.run(|| async {
+            let mut o = ServerOptions::new(ip(PRIMARY));
+            o.native = NativeSide::Disabled;
+            let registry = o.registry.clone();
+            let (trigger, shutdown) = Shutdown::new();
+            let server = start(o, shutdown).await.unwrap();
+            let mut clients = Vec::new();
+            for c in 0..CLIENTS {
+                let addr = SocketAddrV4::new(ip(CLIENT), 41000 + c);
+                clients.push((addr, UdpSocket::bind(addr).await.unwrap()));
+            }
+            // Send everything first (the answers wait in the clients' buffers).
+            for i in 0..PER_CLIENT {
+                for (c, (_, sock)) in clients.iter().enumerate() {
+                    let nonce = (u64::from(i) << 8 | c as u64).to_be_bytes();
+                    let src = if i % 2 == 0 {
+                        LL_TEREDO_CONE
+                    } else {
+                        LL_WINDOWS_RESTRICTED
+                    };
+                    sock.send_to(&rs(Some(nonce), src), server_addr(PRIMARY))
+                        .await
+                        .unwrap();
+                }
+            }
+            for (c, (addr, sock)) in clients.iter().enumerate() {
+                let mut seen = vec![false; usize::from(PER_CLIENT)];
+                for _ in 0..PER_CLIENT {
+                    let (ra, from) = recv(sock).await;
+                    let pkt = TeredoPacket::parse(&ra).unwrap();
+                    assert_eq!(pkt.origin, Some(OriginIndication(*addr)));
+                    let nonce = u64::from_be_bytes(pkt.auth.expect("auth echoed").nonce);
+                    assert_eq!(nonce & 0xff, c as u64, "another client's nonce");
+                    let i = usize::try_from(nonce >> 8).unwrap();
+                    assert!(!seen[i], "RS {i} of client {c} answered twice");
+                    seen[i] = true;
+                    let want = if i % 2 == 0 { SECONDARY } else { PRIMARY };
+                    assert_eq!(from, server_addr(want), "RS {i} answered from {from}");
+                }
+            }
+            let total = f64::from(CLIENTS * PER_CLIENT);
+            wait_metric(
+                &registry,
+                "teredo_server_router_advertisements_total{address=\"primary\"}",
+                total / 2.0,
+            )
+            .await;
+            wait_metric(
+                &registry,
+                "teredo_server_router_advertisements_total{address=\"secondary\"}",
+                total / 2.0,
+            )
+            .await;
+            wait_metric(
+                &registry,
+                "teredo_server_handling_duration_seconds_count",
+                total,
+            )
+            .await;
+            trigger.trigger();
+            server.wait().await.unwrap();
+        });
+    }
+
     #[test]
     fn router_advertisements_and_relaying() {
         if !root_or_skip("router_advertisements_and_relaying") {
