@@ -104,7 +104,7 @@ impl ServerMetrics {
             Histogram::with_opts(
                 HistogramOpts::new(
                     HANDLING_DURATION,
-                    "Time from receiving a datagram to having sent the answer (or dropped it).",
+                    "Time from receiving a datagram (its receive batch) to having sent the answer (its send batch), or dropped it.",
                 )
                 .buckets(DURATION_BUCKETS.to_vec()),
             )?,
