@@ -156,8 +156,9 @@ loadgen_qualifications_total{result}, loadgen_qualification_duration_seconds,
 loadgen_clients{state}, loadgen_offered_packets_per_second, loadgen_build_info, natsim_*
 (summed over every simulated NAT), process_*.
 
-One socket per client (plus one per extra NAT mapping): the open-file limit is raised as
-needed (an error if it cannot be).
+One socket per client (plus one per extra NAT mapping): the open-file limit is raised toward
+3 per client behind a NAT, 1 without, as far as the hard limit allows (an error if not even
+one per client is possible). The report ends with the process's peak RSS.
 
 Exit status:
   0  completed: every client qualified (phases qualify and all), every qualified client

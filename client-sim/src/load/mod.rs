@@ -202,9 +202,10 @@ impl LoadOptions {
     }
 }
 
-/// Raises the open-file limit to what `needed` descriptors take; a clear error when the
-/// hard limit cannot be raised that far.
-pub fn raise_nofile(needed: u64) -> anyhow::Result<u64> {
+/// Raises the open-file limit toward `wanted` descriptors (the soft limit up to the hard
+/// one, the hard one too when allowed); an error only when fewer than `needed` are possible.
+/// Returns the limit in force.
+pub fn raise_nofile(needed: u64, wanted: u64) -> anyhow::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -216,24 +217,53 @@ pub fn raise_nofile(needed: u64) -> anyhow::Result<u64> {
             std::io::Error::last_os_error()
         );
     }
+    if lim.rlim_cur >= wanted {
+        return Ok(lim.rlim_cur);
+    }
+    for target in [wanted, wanted.min(lim.rlim_max)] {
+        if target < needed.max(lim.rlim_cur) {
+            continue;
+        }
+        let want = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: lim.rlim_max.max(target),
+        };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            if target < wanted {
+                tracing::warn!(
+                    limit = target,
+                    wanted,
+                    "open-file limit below what every NAT mapping could take"
+                );
+            }
+            return Ok(target);
+        }
+    }
     if lim.rlim_cur >= needed {
         return Ok(lim.rlim_cur);
     }
-    let want = libc::rlimit {
-        rlim_cur: needed,
-        rlim_max: lim.rlim_max.max(needed),
-    };
-    // SAFETY: setrlimit reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-        return Ok(needed);
-    }
     bail!(
-        "{needed} open files are needed (one socket per client and NAT mapping) but the limit \
-         is {} (hard {}) and cannot be raised: {}; run as root or raise `ulimit -n`",
+        "{needed} open files are needed (one socket per client) but the limit is {} (hard \
+         {}) and cannot be raised: {}; raise `ulimit -n` (or run with CAP_SYS_RESOURCE)",
         lim.rlim_cur,
         lim.rlim_max,
         std::io::Error::last_os_error()
     )
+}
+
+/// The process's peak resident memory (`VmHWM`), bytes; `None` when unreadable.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// A trivial UDP echo on loopback in its own thread, for `--ceiling`.
@@ -315,7 +345,8 @@ pub async fn run_load(
     let started = Instant::now();
     let seed = opts.seed.unwrap_or_else(|| rand::rng().random());
     let nat_sockets: u64 = if opts.nat == NatChoice::None { 1 } else { 3 };
-    raise_nofile(u64::from(opts.clients) * nat_sockets + 1024)?;
+    let clients = u64::from(opts.clients);
+    raise_nofile(clients + 256, clients * nat_sockets + 1024)?;
 
     let echo = if opts.ceiling {
         Some(Echo::start()?)
@@ -458,6 +489,7 @@ pub async fn run_load(
         data,
         find_max,
         elapsed_s: started.elapsed().as_secs_f64(),
+        peak_rss_bytes: peak_rss_bytes(),
         exit_code,
     };
     let metrics = metrics_task.map(|task| MetricsServer {
@@ -816,5 +848,57 @@ impl Run {
             if passed { "pass" } else { "FAIL" }
         ));
         Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nofile_and_peak_rss() {
+        // What we already have is always fine.
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(raise_nofile(1, lim.rlim_cur).unwrap(), lim.rlim_cur);
+        // Beyond the kernel's ceiling: a clear error (or, as root, a raised limit).
+        match raise_nofile(u64::MAX / 2, u64::MAX / 2) {
+            Ok(l) => assert!(l >= u64::MAX / 2),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("open files are needed") && !e.contains('\n'),
+                    "{e}"
+                );
+            }
+        }
+        assert!(peak_rss_bytes().is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn option_checks() {
+        let mut o = LoadOptions::new(Some(Ipv4Addr::new(198, 51, 100, 1)));
+        o.target = Some(Target::Pairs);
+        assert!(o.check().is_ok());
+        o.clients = 1;
+        assert!(o.check().unwrap_err().to_string().contains("at least 2"));
+        o.clients = 10;
+        o.target = None;
+        assert!(o.check().unwrap_err().to_string().contains("--target"));
+        o.phase = Phase::Qualify;
+        assert!(o.check().is_ok());
+        o.size = HEADER_LEN - 1;
+        assert!(o.check().is_err());
+        let mut c = LoadOptions::new(None);
+        assert!(c.check().unwrap_err().to_string().contains("--server"));
+        c.ceiling = true;
+        assert!(c.check().is_ok());
+        assert_eq!(c.threshold(), 0.0);
+        c.find_max = true;
+        assert_eq!(c.threshold(), 0.1);
     }
 }

@@ -194,6 +194,8 @@ pub struct LoadReport {
     pub find_max: Option<FindMaxSummary>,
     /// Wall time, seconds.
     pub elapsed_s: f64,
+    /// Peak resident memory of the process (`VmHWM`), bytes.
+    pub peak_rss_bytes: Option<u64>,
     /// The exit status.
     pub exit_code: u8,
 }
@@ -319,8 +321,13 @@ impl fmt::Display for LoadReport {
         }
         let _ = write!(
             s,
-            "elapsed {:.1} s, exit status {}",
-            self.elapsed_s, self.exit_code
+            "elapsed {:.1} s, peak RSS {}, exit status {}",
+            self.elapsed_s,
+            self.peak_rss_bytes.map_or("-".to_owned(), |b| format!(
+                "{:.1} MiB",
+                b as f64 / 1048576.0
+            )),
+            self.exit_code
         );
         writeln!(f, "{s}")
     }
