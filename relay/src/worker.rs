@@ -179,6 +179,7 @@ async fn send_udp(socket: &UdpSocket, data: &[u8], to: SocketAddrV4) -> bool {
 /// Per-batch packet and byte counts, added to the metrics once per batch.
 #[derive(Debug, Default)]
 struct Stats {
+    received: [u64; 2],
     packets: [u64; 2],
     bytes: [u64; 2],
 }
@@ -189,9 +190,14 @@ impl Stats {
         self.bytes[d as usize] += len as u64;
     }
 
+    fn receive(&mut self, d: Direction) {
+        self.received[d as usize] += 1;
+    }
+
     fn flush(&mut self, m: &RelayMetrics) {
         for d in [Direction::Ipv4ToIpv6, Direction::Ipv6ToIpv4] {
             let i = d as usize;
+            m.received(d, self.received[i]);
             m.relayed(d, self.packets[i], self.bytes[i]);
         }
         *self = Self::default();
@@ -244,6 +250,7 @@ pub(crate) async fn udp_task(
                     break;
                 }
             };
+            stats.receive(Direction::Ipv4ToIpv6);
             handle_datagram(&ctx, &buf, n, from, now, &native, &mut out, &mut stats).await;
             if !out.is_empty() {
                 out.send(&socket, &native, &ctx, &mut stats).await;
@@ -369,6 +376,7 @@ pub(crate) async fn tun_task(
                 // Would block: readiness cleared, wait for the next event.
                 Err(_) => break,
             };
+            stats.receive(Direction::Ipv6ToIpv4);
             if n >= buf.len() {
                 ctx.metrics.dropped(DropReason::Oversized);
                 continue;
@@ -409,6 +417,7 @@ pub(crate) async fn channel_task(
         let mut next = Some(first);
         let mut n = 0;
         while let Some(packet) = next.take() {
+            stats.receive(Direction::Ipv6ToIpv4);
             handle_native(&ctx, &packet, now, &socket, &mut out, &mut stats).await;
             if !out.is_empty() {
                 out.send(&socket, &native, &ctx, &mut stats).await;
