@@ -20,6 +20,8 @@
 //! * `miredo_relay`: our client (`client-sim ping`) through Debian's Miredo relay
 //!   (`RelayType cone`) and `miredo-server` to a native IPv6 host, without NAT and behind a
 //!   port-restricted and a symmetric NAT, checked in the report and on the wire.
+//! * `promtool`: `promtool check metrics` on the server's and the relay's `/metrics`, and the
+//!   series a load test reads.
 //! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
 //!   the full run is `.ci/run`'s "Container lab" step.
 
@@ -29,5 +31,6 @@ mod conformance;
 mod interop;
 mod miredo_relay;
 mod netns;
+mod promtool;
 mod relay_interop;
 mod tshark;
