@@ -10,6 +10,8 @@
 //! * `promtool_flags_a_bad_exposition`: promtool itself, on a counter without `_total`: the
 //!   check below can fail.
 //! * `server_and_relay_endpoints_pass_promtool`: the two endpoints.
+//! * `loadgen_endpoint_passes_promtool`: `client-sim load --ceiling` (its own echo on
+//!   loopback) with `--metrics-addr`, scraped while it lingers after the run.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -270,4 +272,63 @@ fn server_and_relay_endpoints_pass_promtool() {
     );
     check(relay.stop().map(drop));
     check(server.stop().map(drop));
+}
+
+#[test]
+fn loadgen_endpoint_passes_promtool() {
+    require_tools!("promtool");
+    let dir = check(TestDir::new("promtool_loadgen"));
+    let addr: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
+    let mut cmd = Command::new(check(bin_path("client-sim")));
+    cmd.args([
+        "load",
+        "--ceiling",
+        "--clients",
+        "10",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+    ])
+    .args(["--quiet", "--metrics-linger", "60s"])
+    .args(["--metrics-addr", &addr.to_string()]);
+    let mut loadgen = check(Proc::spawn(cmd, "client-sim-load", dir.path()));
+    // Until the run is over: every client qualified and every packet sent is accounted for.
+    let (text, _) = check(
+        wait_for("the end of the load run", LIMIT, || {
+            loadgen.ensure_running()?;
+            Ok(scrape(addr).ok().filter(|t| {
+                let v = |s: &str| metric_value(t, s).unwrap_or(0.0);
+                v("loadgen_packets_sent_total") > 0.0
+                    && v("loadgen_packets_sent_total")
+                        == v("loadgen_packets_received_total") + v("loadgen_packets_lost_total")
+                    && v("loadgen_qualifications_total{result=\"qualified\"}") == 10.0
+            }))
+        })
+        .with_context(|| format!("client-sim load stderr:\n{}", tail(&loadgen.stderr(), 30))),
+    );
+    assert_clean(
+        "client-sim load",
+        &text,
+        &[
+            "loadgen_packets_sent_total",
+            "loadgen_packets_received_total",
+            "loadgen_packets_lost_total",
+            "loadgen_packets_out_of_order_total",
+            "loadgen_packets_duplicated_total",
+            "loadgen_rtt_seconds_count",
+            "loadgen_qualifications_total{result=\"timeout\"}",
+            "loadgen_qualification_duration_seconds_count",
+            "loadgen_clients{state=\"qualified\"}",
+            &format!(
+                "loadgen_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ],
+    );
+    assert_eq!(
+        metric_value(&text, "loadgen_rtt_seconds_count"),
+        metric_value(&text, "loadgen_packets_received_total")
+    );
+    check(loadgen.stop().map(drop));
 }
