@@ -61,10 +61,14 @@ problems=()
 [ "$load_rc" = 0 ] || { rc=1; problems+=("client-sim load exited $load_rc"); }
 [ -s "$RESULTS/load.json" ] || { rc=1; problems+=("no load report"); }
 [ "$prom_rc" = 0 ] || { rc=1; problems+=("Prometheus did not scrape every job"); }
+headline=$(jq -r '"\(.qualified)/\(.clients) clients qualified (\(.qualified_per_s | floor)/s), "
+    + "\(.senders) sending \(.sent_pps * 10 | round / 10) pps: lost \(.lost)/\(.sent) "
+    + "(\(.loss_percent) %), RTT p50 \(.rtt_p50_ms) ms p99 \(.rtt_p99_ms) ms"' \
+  <<<"$figures" 2>/dev/null) || headline="no figures"
 if [ "$rc" = 0 ]; then
-  summary="load ok: $clients clients, report $figures, Prometheus scraped server, relay and loadgen"
+  summary="load ok: $headline; Prometheus scraped server, relay and loadgen"
 else
-  summary="load FAILED: $(IFS=';'; echo "${problems[*]}")"
+  summary="load FAILED: $(IFS=';'; echo "${problems[*]}"); $headline"
 fi
 jq -n --argjson ok "$([ "$rc" = 0 ] && echo true || echo false)" --arg summary "$summary" \
   --argjson figures "${figures:-null}" --argjson load_rc "$load_rc" --argjson prom_rc "$prom_rc" \

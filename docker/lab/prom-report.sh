@@ -2,7 +2,8 @@
 # Asks the lab's Prometheus (HTTP API, /api/v1/query) for the key series of a run and prints
 # them, so that one sees that scraping worked and what the components did: RAs, relay
 # packets by direction, drops by reason, peers, process RSS and CPU, the load generator's
-# counters and RTT quantiles. Also writes $RESULTS/prometheus.txt and prometheus.json.
+# counters and RTT quantiles. Series of a target that is gone by now (the load generator
+# exits at the end of its run) are read with last_over_time over the run. Also writes $RESULTS/prometheus.txt and prometheus.json.
 #
 #   prom-report.sh [HOST:PORT]      default $PROMETHEUS4:9090 (inside the prometheus
 #                                   container: 127.0.0.1:9090)
@@ -45,15 +46,16 @@ QUERIES=(
   "relay: peak peers, by state|max_over_time(teredo_relay_peers[$RANGE])"
   "relay: bubbles sent|teredo_relay_bubbles_sent_total"
   "relay: connectivity tests (count)|teredo_relay_connectivity_test_duration_seconds_count"
-  "process: resident memory now (bytes)|process_resident_memory_bytes"
+  "process: resident memory at the end (bytes)|last_over_time(process_resident_memory_bytes[$RANGE])"
   "process: peak resident memory (bytes)|max_over_time(process_resident_memory_bytes[$RANGE])"
-  "process: CPU time (seconds)|process_cpu_seconds_total"
-  "loadgen: packets sent|loadgen_packets_sent_total"
-  "loadgen: packets received|loadgen_packets_received_total"
-  "loadgen: packets lost|loadgen_packets_lost_total"
-  "loadgen: qualifications, by result|loadgen_qualifications_total"
-  "loadgen: RTT p50 (seconds)|histogram_quantile(0.5, sum by (le) (loadgen_rtt_seconds_bucket))"
-  "loadgen: RTT p99 (seconds)|histogram_quantile(0.99, sum by (le) (loadgen_rtt_seconds_bucket))"
+  "process: CPU time (seconds)|last_over_time(process_cpu_seconds_total[$RANGE])"
+  "loadgen: packets sent|last_over_time(loadgen_packets_sent_total[$RANGE])"
+  "loadgen: packets received|last_over_time(loadgen_packets_received_total[$RANGE])"
+  "loadgen: packets lost|last_over_time(loadgen_packets_lost_total[$RANGE])"
+  "loadgen: peak rate received over 5 s windows (packets/s)|max_over_time(rate(loadgen_packets_received_total[5s])[$RANGE:1s])"
+  "loadgen: qualifications, by result (non-zero)|last_over_time(loadgen_qualifications_total[$RANGE]) > 0"
+  "loadgen: RTT p50 (seconds)|histogram_quantile(0.5, sum by (le) (last_over_time(loadgen_rtt_seconds_bucket[$RANGE])))"
+  "loadgen: RTT p99 (seconds)|histogram_quantile(0.99, sum by (le) (last_over_time(loadgen_rtt_seconds_bucket[$RANGE])))"
 )
 
 ready=false
