@@ -35,7 +35,7 @@ use prometheus::Registry;
 use rand::Rng as _;
 use teredo::client::Profile;
 use teredo_rt::Shutdown;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use self::findmax::FindMax;
@@ -404,7 +404,6 @@ pub async fn run_load(
         last_qualified_ns: AtomicU64::new(0),
         warm_ok: AtomicUsize::new(0),
         warm_failed: AtomicUsize::new(0),
-        notify: Notify::new(),
         addresses: (0..n).map(|_| OnceLock::new()).collect(),
         control: control_rx,
     });
@@ -559,8 +558,7 @@ impl Run {
         let data = best.and_then(|b| {
             trials
                 .iter()
-                .filter(|t| t.passed && t.offered_pps == b)
-                .next_back()
+                .rfind(|t| t.passed && t.offered_pps == b)
                 .cloned()
         });
         Ok((
@@ -757,8 +755,8 @@ impl Run {
                     .unwrap_or(0.0);
                 self.progress(&format!(
                     "data trial {no} at {rate:.0} pps: sent {:.0}/s, received {:.0}/s, rtt p50 {p50:.3} ms",
-                    (sent - last.1) as f64 / dt,
-                    (recv - last.2).min(u64::MAX) as f64 / dt,
+                    sent.saturating_sub(last.1) as f64 / dt,
+                    recv.saturating_sub(last.2) as f64 / dt,
                 ));
                 last = (now, sent, recv);
             }
