@@ -5,7 +5,10 @@
 #   2. our binaries: cargo build --release --bins of the server, relay and client-sim
 #      packages (glibc-linked; the base is bookworm, the same glibc as a Debian 12 host:
 #      checked below),
-#   3. the image teredo-lab/lab:latest (docker/lab.Dockerfile, classic builder, --pull=false).
+#   3. the image teredo-lab/lab:latest (docker/lab.Dockerfile, classic builder, --pull=false),
+#   4. the image teredo-lab/prometheus:latest (docker/prometheus.Dockerfile: Debian's
+#      prometheus package on the same base, for the compose profiles `monitoring` and `load`;
+#      Docker's layer cache makes it free after the first build).
 # Idempotent: a second run rebuilds only what changed. Prints each step's time and the sizes.
 # --no-cargo packs the release binaries already built instead of running cargo.
 set -euo pipefail
@@ -13,6 +16,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 BASE_IMAGE=${BASE_IMAGE:-teredo-lab/base:bookworm}
 IMAGE=${TEREDO_LAB_IMAGE:-teredo-lab/lab:latest}
+PROM_IMAGE=${TEREDO_LAB_PROMETHEUS_IMAGE:-teredo-lab/prometheus:latest}
 BINS=(teredo-server teredo-relay client-sim)
 export BASE_IMAGE
 no_cargo=false
@@ -72,10 +76,22 @@ t_image=$(($(date +%s) - t))
 # Earlier builds of the lab image, now untagged.
 docker image prune -f --filter "label=org.opencontainers.image.title=teredo-lab" >/dev/null
 
+step "image $PROM_IMAGE"
+t=$(date +%s)
+# Nothing from the build context is used: an empty one.
+pctx=$target/docker-context-prometheus
+rm -rf "$pctx"
+mkdir -p "$pctx"
+DOCKER_BUILDKIT=0 docker build --pull=false --build-arg "BASE=$BASE_IMAGE" \
+  -f "$here/prometheus.Dockerfile" -t "$PROM_IMAGE" "$pctx"
+t_prom=$(($(date +%s) - t))
+docker image prune -f --filter "label=org.opencontainers.image.title=teredo-lab-prometheus" >/dev/null
+
 step "summary"
 size() { docker image inspect -f '{{.Size}}' "$1" | awk '{ printf "%.0f MB", $1 / 1e6 }'; }
 printf 'base image   %-28s %8s  (step %s s)\n' "$BASE_IMAGE" "$(size "$BASE_IMAGE")" "$t_base"
 printf 'cargo build  %-28s %8s  (step %s s)\n' "release, 3 binaries" \
   "$(du -cb "$ctx"/bin/* | awk 'END { printf "%.0f MB", $1 / 1e6 }')" "$t_cargo"
 printf 'lab image    %-28s %8s  (step %s s)\n' "$IMAGE" "$(size "$IMAGE")" "$t_image"
+printf 'prometheus   %-28s %8s  (step %s s)\n' "$PROM_IMAGE" "$(size "$PROM_IMAGE")" "$t_prom"
 printf 'total %s s\n' "$(($(date +%s) - t0))"

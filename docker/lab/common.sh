@@ -12,6 +12,8 @@
   RELAY4=198.51.100.20
   RELAY6=2001:db8:1::20
   V6HOST=2001:db8:1::100
+  PROMETHEUS4=198.51.100.50
+  LOADGEN4=198.51.100.60
   RESULTS=${RESULTS:-/results}
 }
 
@@ -50,14 +52,24 @@ idle() {
   while :; do sleep 3600 & wait $!; done
 }
 
-# metric HOST PORT NAME{LABELS}: one sample of a /metrics endpoint (bash's /dev/tcp: no
-# HTTP client in the image), empty when unreachable or absent.
+# http_get HOST PORT PATH: the body of an HTTP/1.0 GET (bash's /dev/tcp: no HTTP client in
+# the image); fails when unreachable or the status is not 200.
+http_get() {
+  local host=$1 port=$2 path=$3 raw
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  raw=$(timeout 5 bash -c '
+    exec 3<>"/dev/tcp/$1/$2" || exit 1
+    printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$3" "$1" >&3
+    cat <&3' _ "$host" "$port" "$path" 2>/dev/null) || return 1
+  [[ $raw == "HTTP/1."[01]" 200"* ]] || return 1
+  # Everything after the first empty line (headers end with CRLF CRLF).
+  printf '%s\n' "${raw#*$'\r\n\r\n'}"
+}
+
+# metric HOST PORT NAME{LABELS}: one sample of a /metrics endpoint, empty when unreachable or
+# absent.
 metric() {
   local host=$1 port=$2 name=$3 body
-  # shellcheck disable=SC2016 # expanded by the inner bash
-  body=$(timeout 3 bash -c '
-    exec 3<>"/dev/tcp/$1/$2" || exit 1
-    printf "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n" "$1" >&3
-    cat <&3' _ "$host" "$port" 2>/dev/null) || return 0
+  body=$(http_get "$host" "$port" /metrics) || return 0
   awk -v n="$name" '$1 == n { print $2; exit }' <<<"$body"
 }

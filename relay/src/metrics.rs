@@ -22,6 +22,10 @@ use teredo::relay::{RelayCounters, RelayGauges};
 use teredo::DropReason;
 use teredo_rt::register;
 
+/// `teredo_relay_packets_received_total{direction}`: datagrams read from clients
+/// (`ipv4_to_ipv6`, bubbles included) and packets read from the native side
+/// (`ipv6_to_ipv4`): the attempts against which relayed and dropped packets are ratios.
+pub const RECEIVED: &str = "teredo_relay_packets_received_total";
 /// `teredo_relay_packets_total{direction}`: packets relayed (handed to the kernel).
 pub const PACKETS: &str = "teredo_relay_packets_total";
 /// `teredo_relay_bytes_total{direction}`: bytes of those packets (the IPv6 packet, without
@@ -90,6 +94,7 @@ pub enum Direction {
 /// The registered metric families, with resolved handles.
 #[derive(Clone, Debug)]
 pub struct RelayMetrics {
+    received: [IntCounter; 2],
     packets: [IntCounter; 2],
     bytes: [IntCounter; 2],
     dropped: Arc<[Option<IntCounter>]>,
@@ -117,6 +122,12 @@ impl RelayMetrics {
                 IntCounterVec::new(Opts::new(name, help), &[label])?,
             )
         };
+        let received = counter_vec(
+            RECEIVED,
+            "Packets received, by direction: datagrams from Teredo clients (ipv4_to_ipv6, \
+             bubbles included) and packets from the native side (ipv6_to_ipv4).",
+            "direction",
+        )?;
         let packets = counter_vec(
             PACKETS,
             "Packets relayed, by direction (ipv4_to_ipv6: from Teredo clients to native IPv6).",
@@ -198,6 +209,7 @@ impl RelayMetrics {
             by_reason[r as usize] = Some(dropped.with_label_values(&[r.as_str()]));
         }
         Ok(Self {
+            received: DIRECTIONS.map(|d| received.with_label_values(&[d])),
             packets: DIRECTIONS.map(|d| packets.with_label_values(&[d])),
             bytes: DIRECTIONS.map(|d| bytes.with_label_values(&[d])),
             dropped: by_reason.into(),
@@ -219,6 +231,13 @@ impl RelayMetrics {
         if packets > 0 {
             self.packets[direction as usize].inc_by(packets);
             self.bytes[direction as usize].inc_by(bytes);
+        }
+    }
+
+    /// Adds `packets` packets received in `direction`.
+    pub(crate) fn received(&self, direction: Direction, packets: u64) {
+        if packets > 0 {
+            self.received[direction as usize].inc_by(packets);
         }
     }
 
@@ -328,6 +347,10 @@ mod tests {
         let t = text(&registry);
         for d in DIRECTIONS {
             assert!(
+                t.contains(&format!("{RECEIVED}{{direction=\"{d}\"}} 0\n")),
+                "{d}"
+            );
+            assert!(
                 t.contains(&format!("{PACKETS}{{direction=\"{d}\"}} 0\n")),
                 "{d}"
             );
@@ -391,6 +414,7 @@ mod tests {
         let registry = Registry::new();
         let m = RelayMetrics::register(&registry).unwrap();
         m.relayed(Direction::Ipv6ToIpv4, 3, 300);
+        m.received(Direction::Ipv4ToIpv6, 5);
         m.dropped(DropReason::SendFailed);
         let last = RelayCounters::default();
         let mut now = RelayCounters {
@@ -423,6 +447,8 @@ mod tests {
         let t = text(&registry);
         for want in [
             format!("{PACKETS}{{direction=\"ipv6_to_ipv4\"}} 3\n"),
+            format!("{RECEIVED}{{direction=\"ipv4_to_ipv6\"}} 5\n"),
+            format!("{RECEIVED}{{direction=\"ipv6_to_ipv4\"}} 0\n"),
             format!("{PACKETS}{{direction=\"ipv4_to_ipv6\"}} 0\n"),
             format!("{BYTES}{{direction=\"ipv6_to_ipv4\"}} 300\n"),
             format!("{DROPPED}{{reason=\"send_failed\"}} 1\n"),

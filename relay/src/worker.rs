@@ -283,6 +283,7 @@ async fn send_udp(socket: &UdpSocket, data: &[u8], to: SocketAddrV4) -> bool {
 /// Per-batch packet and byte counts, added to the metrics once per batch.
 #[derive(Debug, Default)]
 struct Stats {
+    received: [u64; 2],
     packets: [u64; 2],
     bytes: [u64; 2],
 }
@@ -297,9 +298,14 @@ impl Stats {
         self.bytes[d as usize] += bytes as u64;
     }
 
+    fn receive(&mut self, d: Direction) {
+        self.received[d as usize] += 1;
+    }
+
     fn flush(&mut self, m: &RelayMetrics) {
         for d in [Direction::Ipv4ToIpv6, Direction::Ipv6ToIpv4] {
             let i = d as usize;
+            m.received(d, self.received[i]);
             m.relayed(d, self.packets[i], self.bytes[i]);
         }
         *self = Self::default();
@@ -354,6 +360,7 @@ pub(crate) async fn udp_task(
                 continue;
             }
         };
+        stats.received[Direction::Ipv4ToIpv6 as usize] += n as u64;
         let now = teredo_rt::now();
         for i in 0..n {
             let d = rb.get(i);
@@ -499,6 +506,7 @@ pub(crate) async fn tun_task(
                 // Would block: readiness cleared, wait for the next event.
                 Err(_) => break,
             };
+            stats.receive(Direction::Ipv6ToIpv4);
             if n >= buf.len() {
                 ctx.metrics.dropped(DropReason::Oversized);
                 continue;
@@ -550,6 +558,7 @@ pub(crate) async fn channel_task(
         let mut next = Some(first);
         let mut n = 0;
         while let Some(packet) = next.take() {
+            stats.receive(Direction::Ipv6ToIpv4);
             handle_native(
                 &ctx, &packet, now, &socket, &mut sb, &mut out, &native, &mut stats,
             )

@@ -7,7 +7,8 @@
 //! - [`batch`]: `recvmmsg`/`sendmmsg` (and UDP GSO) with buffers allocated once;
 //! - [`udp`]: UDP sockets configured the way RFC 4380 wants them (never set DF), with
 //!   optional `SO_REUSEPORT` for multi-worker relays and large kernel buffers;
-//! - [`metrics`]: the Prometheus `/metrics` HTTP endpoint and the standard `process_*` metrics;
+//! - [`metrics`]: the Prometheus `/metrics` HTTP endpoint;
+//! - [`process`]: the standard `process_*` metrics (CPU time, memory, file descriptors);
 //! - [`logging`]: `tracing` initialisation honouring `RUST_LOG`, text or JSON;
 //! - [`shutdown`]: SIGINT/SIGTERM handling and a cloneable shutdown handle that in-process
 //!   callers (the lab, tests) can trigger;
@@ -19,6 +20,7 @@ pub mod batch;
 pub mod clock;
 pub mod logging;
 pub mod metrics;
+pub mod process;
 pub mod shutdown;
 pub mod udp;
 

@@ -9,8 +9,8 @@
 //! clients, and on shutdown it stops accepting and drops open connections (a scrape in flight
 //! is simply lost; Prometheus retries).
 //!
-//! `process_*` metrics come from the prometheus crate's own `ProcessCollector` (feature
-//! `process`, which reads `/proc/self` via `procfs`); it refreshes at scrape time.
+//! `process_*` metrics come from [`crate::process::ProcessMetrics`] (sub-second CPU time,
+//! `/proc/self`); they refresh at scrape time.
 
 use std::convert::Infallible;
 use std::future::{ready, Future};
@@ -27,7 +27,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::core::Collector;
-use prometheus::process_collector::ProcessCollector;
 use prometheus::{Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -61,9 +60,10 @@ where
 /// `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`,
 /// `process_start_time_seconds` and `process_threads`, read from `/proc/self` at each scrape.
 ///
-/// Note: the prometheus crate counts CPU time in whole seconds.
+/// Fails with `AlreadyReg` when `registry` has them already (components sharing a registry
+/// ignore that error).
 pub fn register_process_metrics(registry: &Registry) -> prometheus::Result<()> {
-    registry.register(Box::new(ProcessCollector::for_self()))
+    registry.register(Box::new(crate::process::ProcessMetrics::for_self()?))
 }
 
 /// Serves `registry` on `http://addr/metrics` until `shutdown` completes.

@@ -2,8 +2,10 @@
 //! "Container lab" step (`docker/build.sh` then `docker/up.sh`), where its table is seen.
 //!
 //! * `compose_file_is_accepted_by_docker_compose`: `docker-compose config` (v1, Debian 12's)
-//!   accepts `docker/compose.yml` with and without the `miredo` profile, and the services are
-//!   the documented ones.
+//!   accepts `docker/compose.yml` with and without the `miredo`, `monitoring` and `load`
+//!   profiles, and the services are the documented ones.
+//! * `prometheus_config_is_valid`: `promtool check config` on `docker/lab/prometheus.yml`,
+//!   which scrapes the server's, the relay's and the load generator's compose addresses.
 //! * `matrix_rows_have_a_container_and_a_lab_expectation`: every row of `docker/lab/matrix.tsv`
 //!   names a compose service that runs it, and `client-sim lab` has an expected outcome for its
 //!   profile × NAT kind (the runner takes its expectations from there).
@@ -96,10 +98,12 @@ const SERVICES: [&str; 13] = [
 fn compose_file_is_accepted_by_docker_compose() {
     require_tools!("docker-compose");
     compose(None, &["config", "-q"]);
-    compose(Some("miredo"), &["config", "-q"]);
+    for profile in ["miredo", "monitoring", "load"] {
+        compose(Some(profile), &["config", "-q"]);
+    }
     // (docker-compose 1.29's `config --services` lists profiled services too.)
     let mut all: BTreeSet<String> = SERVICES.iter().map(|s| (*s).to_owned()).collect();
-    all.insert("miredo".to_owned());
+    all.extend(["miredo", "prometheus", "loadgen"].map(str::to_owned));
     assert_eq!(services(Some("miredo")), all);
     let config = compose(Some("miredo"), &["config"]);
     // The Miredo client runs only with its profile (docker/up.sh enables it by default).
@@ -114,16 +118,58 @@ fn compose_file_is_accepted_by_docker_compose() {
         miredo.contains("profiles:\n    - miredo"),
         "miredo service without `profiles: [miredo]`:\n{miredo}"
     );
-    // No image is ever pulled: every service runs the locally built lab image.
+    // Prometheus comes with `monitoring` and `load`, the load generator with `load` only.
+    let config = compose(Some("load"), &["config"]);
+    let service = |name: &str| -> String {
+        config
+            .lines()
+            .skip_while(|l| *l != format!("  {name}:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("    "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    assert!(
+        service("prometheus").contains("profiles:\n    - monitoring\n    - load\n"),
+        "{config}"
+    );
+    assert!(
+        service("loadgen").contains("profiles:\n    - load\n"),
+        "{config}"
+    );
+    // No image is ever pulled: every service runs a locally built image (docker/build.sh).
     let images: BTreeSet<&str> = config
         .lines()
         .filter_map(|l| l.trim().strip_prefix("image: "))
         .collect();
     assert_eq!(
         images,
-        BTreeSet::from(["teredo-lab/lab:latest"]),
+        BTreeSet::from(["teredo-lab/lab:latest", "teredo-lab/prometheus:latest"]),
         "{config}"
     );
+}
+
+#[test]
+fn prometheus_config_is_valid() {
+    require_tools!("promtool");
+    let file = docker_dir().join("lab/prometheus.yml");
+    let out = check(run(Command::new("promtool")
+        .arg("check")
+        .arg("config")
+        .arg(&file)));
+    assert!(out.contains("SUCCESS"), "{out}");
+    let text = std::fs::read_to_string(&file).expect("read prometheus.yml");
+    // The compose addresses and metrics ports of docker/lab/{server,relay,loadgen}.sh.
+    for target in [
+        "198.51.100.10:9101",
+        "198.51.100.20:9102",
+        "198.51.100.60:9103",
+    ] {
+        assert!(
+            text.contains(&format!("\"{target}\"")),
+            "{target} not scraped"
+        );
+    }
 }
 
 #[test]

@@ -27,6 +27,8 @@
 //! * `miredo_relay`: our client (`client-sim ping`) through Debian's Miredo relay
 //!   (`RelayType cone`) and `miredo-server` to a native IPv6 host, without NAT and behind a
 //!   port-restricted and a symmetric NAT, checked in the report and on the wire.
+//! * `promtool`: `promtool check metrics` on the `/metrics` of the server, the relay and
+//!   `client-sim load`, and the series a load test reads.
 //! * `load`: `client-sim load`, the load generator: its `--ceiling` on loopback, a
 //!   qualification storm against `teredo-server`, and 1000 clients through our server and
 //!   relay to a native host with no loss, the report checked against its /metrics.
@@ -42,6 +44,7 @@ mod interop;
 mod load;
 mod miredo_relay;
 mod netns;
+mod promtool;
 mod relay_flood;
 mod relay_interop;
 mod tshark;
