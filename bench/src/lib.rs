@@ -10,6 +10,7 @@
 //! * [`runner`]: trust set-up, steps, cells.
 //! * [`procfs`]: the counters read from /proc.
 //! * [`tun`]: the bare forwarder's TUN.
+//! * [`soak`]: the soak's server load, samples and table.
 
 pub mod afpacket;
 pub mod frames;
@@ -18,5 +19,6 @@ pub mod procfs;
 pub mod report;
 pub mod runner;
 pub mod search;
+pub mod soak;
 pub mod topo;
 pub mod tun;
