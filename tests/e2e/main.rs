@@ -27,6 +27,9 @@
 //! * `miredo_relay`: our client (`client-sim ping`) through Debian's Miredo relay
 //!   (`RelayType cone`) and `miredo-server` to a native IPv6 host, without NAT and behind a
 //!   port-restricted and a symmetric NAT, checked in the report and on the wire.
+//! * `faults`: server killed and restarted or dead, relay restarted, NAT mappings flushed
+//!   and the NAT "rebooted" with new ports, 10 % loss — around a long `client-sim ping`
+//!   session behind a kernel NAT, through our server and relay.
 //! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
 //!   the full run is `.ci/run`'s "Container lab" step.
 
@@ -34,6 +37,7 @@ mod bad_input;
 mod client_interop;
 mod compose;
 mod conformance;
+mod faults;
 mod floods;
 mod interop;
 mod miredo_relay;

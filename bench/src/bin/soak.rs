@@ -66,6 +66,14 @@ struct Args {
     /// Also write the samples and the measured maxima as JSON to this file (`-`: stdout).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Fail (exit 1) if either process's RSS grew by more than this many KiB between the
+    /// first sample under load and the end (CI's flatness check).
+    #[arg(long)]
+    max_rss_growth_kib: Option<u64>,
+    /// Fail (exit 1) if either process's open descriptors grew by more than this from the
+    /// start to the end.
+    #[arg(long)]
+    max_fd_growth: Option<usize>,
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -481,7 +489,7 @@ fn run(args: &Args) -> Result<()> {
             server_rate,
             load_at_start,
             load_at_end,
-            samples,
+            samples: samples.clone(),
         };
         let text = serde_json::to_string_pretty(&out)?;
         if path.as_os_str() == "-" {
@@ -491,6 +499,32 @@ fn run(args: &Args) -> Result<()> {
         }
     }
     relay.stop(&topo)?;
+    check_growth(args, &samples)
+}
+
+/// The flatness checks of `--max-rss-growth-kib` and `--max-fd-growth`.
+fn check_growth(args: &Args, samples: &[Sample]) -> Result<()> {
+    let (Some(first), Some(loaded), Some(last)) = (samples.first(), samples.get(1), samples.last())
+    else {
+        return Ok(());
+    };
+    for (name, a, b, c) in [
+        ("relay", &first.relay, &loaded.relay, &last.relay),
+        ("server", &first.server, &loaded.server, &last.server),
+    ] {
+        if let Some(max) = args.max_rss_growth_kib {
+            let grew = c.rss_kib.saturating_sub(b.rss_kib);
+            if grew > max {
+                bail!("{name}: RSS grew by {grew} KiB under steady load (limit {max})");
+            }
+        }
+        if let Some(max) = args.max_fd_growth {
+            let grew = c.fds.saturating_sub(a.fds);
+            if grew > max {
+                bail!("{name}: {grew} more open descriptors at the end (limit {max})");
+            }
+        }
+    }
     Ok(())
 }
 
