@@ -3,7 +3,7 @@
 //! a command in-process.
 
 use std::io::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use teredo::client::{ClientType, Profile};
 use teredo_rt::{LogFormat, Shutdown};
 
 use crate::lab::{run_lab, LabOptions};
+use crate::load::{run_load, LoadOptions, Phase, Target, EXIT_LOSS, EXIT_NOT_ALL_CLIENTS};
 use crate::nat::{NatPreset, SPEC_KEYS};
 use crate::ping::{ping, PingOptions, Probe, MAX_SIZE};
 use crate::qualify::{qualify, NatChoice, QualifyOptions};
@@ -112,7 +113,59 @@ pub enum Command {
     /// `[IPv6]:port`, expecting each one back.
     #[command(name = "udp-echo", after_help = format!("{PING_AFTER}\n\n{PROFILES_HELP}\n\n{NATS_HELP}"))]
     UdpEcho(UdpEchoArgs),
+    /// Load generator: many simulated clients from one process, each with its own Teredo
+    /// client state machine, NAT model and UDP sockets. Phases: `qualify` (clients start at
+    /// --qualify-rate and qualify: an RS/RA storm), then `data` (a warm-up through the relay
+    /// or the peers, then paced echo traffic with sequence numbers and timestamps). A
+    /// progress line every second on stderr, a report at the end (text, or JSON with
+    /// --json), loadgen_* metrics on --metrics-addr.
+    #[command(after_help = format!("{LOAD_AFTER}\n\n{PROFILES_HELP}\n\n{NATS_HELP}"))]
+    Load(LoadArgs),
 }
+
+const LOAD_AFTER: &str = "\
+Examples:
+  client-sim load --server 198.51.100.1 --bind 198.51.100.10 --clients 10000 --phase qualify
+  client-sim load --server 198.51.100.1 --target 2001:db8::99 --clients 1000 --rate 5000
+  client-sim load --server 198.51.100.1 --udp-echo '[2001:db8::99]:7' --find-max
+  client-sim load --ceiling --clients 100 --find-max
+
+Data phase: every qualified client first sends warm-up probes (one a second, client i
+starting i/--qualify-rate seconds in) until one is answered: that runs the direct IPv6
+connectivity test and the relay's bubbles (or the peers' bubbles with --pairs). Clients
+without an answer after --warmup-timeout do not send. Then a trial: --rate packets per
+second in total, spread evenly over the sending clients (a token bucket each), for
+--duration, then --drain to collect the last answers. Each packet carries the run, client,
+trial, sequence number and send time in its first 24 bytes; answers are tracked per client
+(loss, duplicates, reordering within a 128-packet window, RFC 3550 jitter) and their RTT
+goes into an HDR histogram. --size counts ICMPv6 data or UDP payload bytes; Mbit/s count
+inner IPv6 packets (size + 48; with --ceiling, IPv4 packets: size + 28).
+
+--find-max: trials of --duration from --rate, doubling until one fails or --max-rate,
+then a binary search to within 2 % (RFC 2544 style, at most 24 trials). A trial passes when
+its loss is within --loss-threshold (default 0.1 % here, 0 for a fixed rate) and at least
+90 % of the offered rate was really sent.
+
+--ceiling: the same sockets, pacing and accounting as plain UDP between 127.0.0.1 sockets
+and a trivial echo thread in this process (no Teredo, no server): the generator's own
+ceiling on this machine.
+
+Metrics (--metrics-addr): loadgen_packets_{sent,received,lost,out_of_order,duplicated}_total
+(lost: added when a trial ends), loadgen_send_errors_total, loadgen_rtt_seconds,
+loadgen_qualifications_total{result}, loadgen_qualification_duration_seconds,
+loadgen_clients{state}, loadgen_offered_packets_per_second, loadgen_build_info, natsim_*
+(summed over every simulated NAT), process_*.
+
+One socket per client (plus one per extra NAT mapping): the open-file limit is raised as
+needed (an error if it cannot be).
+
+Exit status:
+  0  completed: every client qualified (phases qualify and all), every qualified client
+     answered in the warm-up, and loss within the threshold (--find-max: a rate passed)
+  1  any other error (bad address, sockets, open-file limit, interrupted)
+  2  usage error
+  3  some client did not qualify, or got no answer in the warm-up
+  4  loss above the threshold (--find-max: no rate passed)";
 
 /// A client profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -240,6 +293,211 @@ pub struct UdpEchoArgs {
     /// of ping-like lines.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--phase`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PhaseArg {
+    /// Qualification only.
+    Qualify,
+    /// Qualify (not part of the verdict), then data.
+    Data,
+    /// Qualification and data, both part of the verdict.
+    All,
+}
+
+/// `client-sim load` flags.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The Teredo server's primary IPv4 address (not with --ceiling).
+    #[arg(long, env = "CLIENT_SIM_SERVER", required_unless_present = "ceiling")]
+    pub server: Option<Ipv4Addr>,
+
+    /// The server's secondary IPv4 address (default: primary + 1).
+    #[arg(long)]
+    pub secondary: Option<Ipv4Addr>,
+
+    /// Simulated clients.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: u32,
+
+    /// Clients starting (sending their first RS) per second, e.g. 1000 or 1000/s.
+    #[arg(long, default_value = "1000", value_parser = parse_rate)]
+    pub qualify_rate: f64,
+
+    /// Phases to run.
+    #[arg(long, value_enum, default_value = "all")]
+    pub phase: PhaseArg,
+
+    /// Data: ICMPv6 echo requests to this IPv6 host (e.g. a native host behind the relay).
+    #[arg(long, conflicts_with_all = ["udp_echo", "pairs"])]
+    pub target: Option<Ipv6Addr>,
+
+    /// Data: UDP datagrams to this echo service, `[IPv6]:port`.
+    #[arg(long, value_name = "[IPv6]:PORT", conflicts_with = "pairs")]
+    pub udp_echo: Option<SocketAddrV6>,
+
+    /// Data: Teredo to Teredo, client i pings client i+1 (the last the first); every
+    /// client answers.
+    #[arg(long)]
+    pub pairs: bool,
+
+    /// Total packets per second of a trial (the first trial's with --find-max).
+    #[arg(long, default_value = "1000", value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// ICMPv6 data or UDP payload bytes per packet (24 to 1232).
+    #[arg(long, default_value_t = 100, value_parser = parse_size)]
+    pub size: usize,
+
+    /// Length of a trial, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Wait for the last answers after each trial.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub drain: Duration,
+
+    /// Search the highest rate whose loss stays within --loss-threshold.
+    #[arg(long)]
+    pub find_max: bool,
+
+    /// Loss allowed, percent, e.g. 0.1% or 0 (default: 0, or 0.1 % with --find-max).
+    #[arg(long, value_parser = parse_percent)]
+    pub loss_threshold: Option<f64>,
+
+    /// Highest rate --find-max tries, packets per second.
+    #[arg(long, default_value = "1000000", value_parser = parse_rate)]
+    pub max_rate: f64,
+
+    /// Local IPv4 address of every client socket (behind a NAT: the NAT's external
+    /// address). 0.0.0.0 = the address of the route toward the server.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: Ipv4Addr,
+
+    /// NAT preset in front of each client, each its own NAT (see below).
+    #[arg(long, value_enum, default_value = "none", hide_possible_values = true)]
+    pub nat: NatArg,
+
+    /// Client profile (see below).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "vista",
+        env = "CLIENT_SIM_PROFILE",
+        hide_possible_values = true
+    )]
+    pub profile: ProfileArg,
+
+    /// A client still probing after this long counts as `timeout`.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// A client without an answer to its warm-up probes after this long does not send.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub warmup_timeout: Duration,
+
+    /// Serve loadgen_* metrics on http://IP:PORT/metrics during the run.
+    #[arg(long, value_name = "IP:PORT", env = "CLIENT_SIM_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Keep serving /metrics this long after the run (for a last scrape), e.g. 30s.
+    #[arg(long, value_parser = parse_duration)]
+    pub metrics_linger: Option<Duration>,
+
+    /// Write the report as JSON: to FILE (the text report still goes to stdout), or
+    /// without FILE to stdout instead of the text.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub json: Option<Option<PathBuf>>,
+
+    /// Seed of the clients and NATs (client i uses seed + i; default random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// No progress line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    /// Measure the generator itself: plain UDP against an in-process echo on loopback.
+    #[arg(long, conflicts_with_all = ["target", "udp_echo", "pairs", "nat"])]
+    pub ceiling: bool,
+}
+
+impl LoadArgs {
+    /// The options of [`run_load`].
+    pub fn load_options(&self) -> LoadOptions {
+        let mut o = LoadOptions::new(self.server);
+        o.secondary = self.secondary;
+        o.clients = self.clients;
+        o.qualify_rate = self.qualify_rate;
+        o.phase = match self.phase {
+            PhaseArg::Qualify => Phase::Qualify,
+            PhaseArg::Data => Phase::Data,
+            PhaseArg::All => Phase::All,
+        };
+        o.target = match (self.target, self.udp_echo, self.pairs) {
+            (Some(a), _, _) => Some(Target::Icmp(a)),
+            (None, Some(u), _) => Some(Target::Udp(u)),
+            (None, None, true) => Some(Target::Pairs),
+            (None, None, false) => None,
+        };
+        o.rate = self.rate;
+        o.size = self.size;
+        o.duration = self.duration;
+        o.drain = self.drain;
+        o.find_max = self.find_max;
+        o.loss_threshold = self.loss_threshold;
+        o.max_rate = self.max_rate;
+        o.bind = self.bind;
+        o.nat = match self.nat {
+            NatArg::None => NatChoice::None,
+            n => NatChoice::Preset(n.into()),
+        };
+        o.profile = self.profile.into();
+        o.qualify_timeout = self.timeout;
+        o.warmup_timeout = self.warmup_timeout;
+        o.metrics_addr = self.metrics_addr;
+        o.metrics_linger = self.metrics_linger.unwrap_or_default();
+        o.seed = self.seed;
+        o.quiet = self.quiet;
+        o.ceiling = self.ceiling;
+        o
+    }
+}
+
+/// A rate: `1000`, `1000/s`, `2.5k`, `1M` (per second, more than 0).
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let t = t.strip_suffix("pps").unwrap_or(t).trim();
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('M') => (&t[..t.len() - 1], 1e6),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a rate like 1000, 1000/s or 2.5k"))?;
+    let v = v * mult;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err("the rate must be more than 0".to_owned());
+    }
+    Ok(v)
+}
+
+/// A percentage: `0.1%`, `0.1` or `0`, between 0 and 100.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v: f64 = t
+        .strip_suffix('%')
+        .unwrap_or(t)
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a percentage like 0.1%"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err("the percentage must be between 0 and 100".to_owned());
+    }
+    Ok(v)
 }
 
 /// The data session of `ping` and `udp-echo`.
@@ -431,7 +689,36 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Probe::Udp(args.destination),
             args.json,
         ),
+        Command::Load(args) => run_load_command(&args),
     }
+}
+
+fn run_load_command(args: &LoadArgs) -> anyhow::Result<u8> {
+    let opts = args.load_options();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let report = rt.block_on(async { run_load(opts, Shutdown::on_signals()).await })?;
+    let json = || -> anyhow::Result<String> {
+        let mut j = serde_json::to_string_pretty(&report).context("cannot encode JSON")?;
+        j.push('\n');
+        Ok(j)
+    };
+    match &args.json {
+        Some(None) => write_stdout(&json()?)?,
+        Some(Some(path)) => {
+            std::fs::write(path, json()?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            write_stdout(&report.to_string())?;
+        }
+        None => write_stdout(&report.to_string())?,
+    }
+    debug_assert!(matches!(
+        report.exit_code,
+        0 | EXIT_NOT_ALL_CLIENTS | EXIT_LOSS
+    ));
+    Ok(report.exit_code)
 }
 
 impl ClientArgs {

@@ -3,6 +3,8 @@
 //!
 //! * [`nat`]: the RFC 4787 NAT model (a pure state machine).
 //! * [`sim`]: a simulated IPv4 Internet in one process (virtual time, no sockets).
+//! * [`load`]: `client-sim load`, many clients from one process (qualify storm, data
+//!   trials, `--find-max`, `--ceiling`), with a report and `loadgen_*` metrics.
 //! * [`lab`]: every profile × NAT preset and named scenarios on [`sim`], with expected
 //!   outcomes; `client-sim lab`.
 //! * [`qualify`]: one client over real UDP sockets, optionally behind the NAT model;
@@ -16,6 +18,7 @@
 pub mod cli;
 pub mod faults;
 pub mod lab;
+pub mod load;
 pub mod nat;
 pub mod packets;
 pub mod pcap;

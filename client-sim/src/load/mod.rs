@@ -1,0 +1,803 @@
+//! `client-sim load`: many simulated Teredo clients from one process, each with its own
+//! client state machine, NAT model and sockets ([`worker`]), driven through phases by one
+//! coordinator (here):
+//!
+//! 1. **qualify**: clients start at `--qualify-rate` (a token bucket), each qualifies against
+//!    the server; success, outcome and latency are counted.
+//! 2. **data**: a warm-up (each qualified client sends stamped probes until one is answered,
+//!    which sets up the relay or peer path), then trials at a fixed total rate spread evenly
+//!    over the clients, each followed by a drain time; with `--find-max`, a search for the
+//!    highest rate whose loss stays within the threshold ([`findmax`]).
+//!
+//! `--ceiling` runs the same sockets, pacing and accounting as plain UDP against an
+//! in-process echo on loopback, to show what the generator itself can do.
+//!
+//! Every packet carries a [`payload::Stamp`] (run, client, trial, sequence number, send
+//! time); answers are tracked per client ([`seq`]) for loss, duplicates and reordering, RTTs
+//! go into an HDR histogram, and everything is also exported as `loadgen_*` metrics.
+
+pub mod findmax;
+pub mod metrics;
+pub mod pacing;
+pub mod payload;
+pub mod report;
+pub mod seq;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use prometheus::Registry;
+use rand::Rng as _;
+use teredo::client::Profile;
+use teredo_rt::Shutdown;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use self::findmax::FindMax;
+use self::metrics::{LoadMetrics, QUALIFY_RESULTS};
+use self::pacing::TokenBucket;
+use self::payload::HEADER_LEN;
+use self::report::{
+    loss_percent, mbit_per_s, micros_histogram, DataSummary, FindMaxSummary, LoadReport,
+    Percentiles, QualifySummary,
+};
+use self::worker::{run_client, ClientSetup, Control, Dest, Shared};
+use crate::qualify::{local_ip_toward, nat_config, NatChoice};
+
+/// Exit status: some client did not qualify, or got no answer in the warm-up.
+pub const EXIT_NOT_ALL_CLIENTS: u8 = 3;
+/// Exit status: loss above the threshold (or `--find-max` found no passing rate).
+pub const EXIT_LOSS: u8 = 4;
+
+/// Largest `--size` (the 1280-byte Teredo MTU less IPv6 and ICMPv6/UDP headers).
+pub const MAX_SIZE: usize = crate::ping::MAX_SIZE;
+
+/// Which phases run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Qualification only.
+    Qualify,
+    /// Qualification as a prerequisite (not part of the verdict), then data.
+    Data,
+    /// Both, both part of the verdict.
+    All,
+}
+
+/// The data destination chosen on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// ICMPv6 echo to this host.
+    Icmp(std::net::Ipv6Addr),
+    /// UDP echo service.
+    Udp(SocketAddrV6),
+    /// Teredo to Teredo, client `i` to `i + 1`.
+    Pairs,
+}
+
+/// Everything `load` needs.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Teredo server (not needed with `ceiling`).
+    pub server: Option<Ipv4Addr>,
+    /// Secondary server address (default primary + 1).
+    pub secondary: Option<Ipv4Addr>,
+    /// Clients.
+    pub clients: u32,
+    /// Clients started per second.
+    pub qualify_rate: f64,
+    /// Phases.
+    pub phase: Phase,
+    /// Data destination (`None` only for the qualify phase and `ceiling`).
+    pub target: Option<Target>,
+    /// Total packets per second (the first trial's with `find_max`).
+    pub rate: f64,
+    /// ICMPv6 data / UDP payload bytes (at least [`HEADER_LEN`]).
+    pub size: usize,
+    /// Length of a trial.
+    pub duration: Duration,
+    /// Search the highest passing rate.
+    pub find_max: bool,
+    /// Loss threshold, percent (default 0, or 0.1 with `find_max`).
+    pub loss_threshold: Option<f64>,
+    /// Ceiling of the search, pps.
+    pub max_rate: f64,
+    /// Local address of every socket (0.0.0.0: toward the server).
+    pub bind: Ipv4Addr,
+    /// NAT in front of each client.
+    pub nat: NatChoice,
+    /// Client behaviour.
+    pub profile: Profile,
+    /// Serve `/metrics` here.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Keep serving `/metrics` this long after the run.
+    pub metrics_linger: Duration,
+    /// Seed of the clients and NATs (default random).
+    pub seed: Option<u64>,
+    /// No progress line.
+    pub quiet: bool,
+    /// Plain UDP against an in-process echo instead of Teredo.
+    pub ceiling: bool,
+    /// Per-client qualification timeout.
+    pub qualify_timeout: Duration,
+    /// Per-client warm-up timeout.
+    pub warmup_timeout: Duration,
+    /// Wait for answers after each trial.
+    pub drain: Duration,
+}
+
+impl LoadOptions {
+    /// Defaults of the command line.
+    pub fn new(server: Option<Ipv4Addr>) -> Self {
+        Self {
+            server,
+            secondary: None,
+            clients: 1000,
+            qualify_rate: 1000.0,
+            phase: Phase::All,
+            target: None,
+            rate: 1000.0,
+            size: 100,
+            duration: Duration::from_secs(10),
+            find_max: false,
+            loss_threshold: None,
+            max_rate: 1_000_000.0,
+            bind: Ipv4Addr::UNSPECIFIED,
+            nat: NatChoice::None,
+            profile: Profile::Vista,
+            metrics_addr: None,
+            metrics_linger: Duration::ZERO,
+            seed: None,
+            quiet: false,
+            ceiling: false,
+            qualify_timeout: Duration::from_secs(30),
+            warmup_timeout: Duration::from_secs(15),
+            drain: Duration::from_secs(2),
+        }
+    }
+
+    fn threshold(&self) -> f64 {
+        self.loss_threshold
+            .unwrap_or(if self.find_max { 0.1 } else { 0.0 })
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.clients > 0, "--clients must be at least 1");
+        anyhow::ensure!(
+            self.qualify_rate > 0.0 && self.qualify_rate.is_finite(),
+            "--qualify-rate must be more than 0"
+        );
+        anyhow::ensure!(
+            self.rate > 0.0 && self.rate.is_finite(),
+            "--rate must be more than 0"
+        );
+        anyhow::ensure!(
+            (HEADER_LEN..=MAX_SIZE).contains(&self.size),
+            "--size must be {HEADER_LEN} to {MAX_SIZE} bytes (the load header is {HEADER_LEN})"
+        );
+        anyhow::ensure!(
+            (0.0..=100.0).contains(&self.threshold()),
+            "--loss-threshold must be 0 to 100 %"
+        );
+        if !self.ceiling {
+            let Some(server) = self.server else {
+                bail!("--server is required (unless --ceiling)");
+            };
+            anyhow::ensure!(
+                !(server.is_unspecified() || server.is_multicast() || server.is_broadcast()),
+                "server address {server} is not a unicast address"
+            );
+            if self.phase != Phase::Qualify && self.target.is_none() {
+                bail!("the data phase needs --target, --udp-echo or --pairs (or --phase qualify)");
+            }
+            if self.target == Some(Target::Pairs) {
+                anyhow::ensure!(self.clients >= 2, "--pairs needs at least 2 clients");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Raises the open-file limit to what `needed` descriptors take; a clear error when the
+/// hard limit cannot be raised that far.
+pub fn raise_nofile(needed: u64) -> anyhow::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        bail!(
+            "cannot read the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    if lim.rlim_cur >= needed {
+        return Ok(lim.rlim_cur);
+    }
+    let want = libc::rlimit {
+        rlim_cur: needed,
+        rlim_max: lim.rlim_max.max(needed),
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+        return Ok(needed);
+    }
+    bail!(
+        "{needed} open files are needed (one socket per client and NAT mapping) but the limit \
+         is {} (hard {}) and cannot be raised: {}; run as root or raise `ulimit -n`",
+        lim.rlim_cur,
+        lim.rlim_max,
+        std::io::Error::last_os_error()
+    )
+}
+
+/// A trivial UDP echo on loopback in its own thread, for `--ceiling`.
+struct Echo {
+    addr: SocketAddrV4,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Echo {
+    fn start() -> anyhow::Result<Self> {
+        let opts = teredo_rt::UdpOptions::default();
+        let socket: UdpSocket =
+            teredo_rt::bind_udp_std(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), &opts)
+                .context("cannot open the echo socket")?;
+        socket
+            .set_nonblocking(false)
+            .context("cannot configure the echo socket")?;
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .context("cannot configure the echo socket")?;
+        let addr = match socket.local_addr()? {
+            SocketAddr::V4(a) => a,
+            other => bail!("echo socket bound to {other}"),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("load-echo".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; teredo_rt::MAX_DATAGRAM + 1];
+                let mut echoed = 0u64;
+                while !flag.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                        if n < buf.len() && socket.send_to(&buf[..n], from).is_ok() {
+                            echoed += 1;
+                        }
+                    }
+                }
+                echoed
+            })
+            .context("cannot start the echo thread")?;
+        Ok(Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The coordinator's view of the run.
+struct Run {
+    opts: LoadOptions,
+    shared: Arc<Shared>,
+    control: watch::Sender<Control>,
+    shutdown: Shutdown,
+    started: Instant,
+    packet_bytes: usize,
+}
+
+/// Runs the load; see the module documentation. Errors are configuration, socket and
+/// interruption errors (one line); every measured outcome is in the report, with the exit
+/// status it calls for.
+pub async fn run_load(opts: LoadOptions, shutdown: Shutdown) -> anyhow::Result<LoadReport> {
+    opts.check()?;
+    let started = Instant::now();
+    let seed = opts.seed.unwrap_or_else(|| rand::rng().random());
+    let nat_sockets: u64 = if opts.nat == NatChoice::None { 1 } else { 3 };
+    raise_nofile(u64::from(opts.clients) * nat_sockets + 1024)?;
+
+    let echo = if opts.ceiling {
+        Some(Echo::start()?)
+    } else {
+        None
+    };
+    let bind = if opts.ceiling {
+        Ipv4Addr::LOCALHOST
+    } else if opts.bind.is_unspecified() {
+        local_ip_toward(opts.server.unwrap_or(Ipv4Addr::LOCALHOST))?
+    } else {
+        opts.bind
+    };
+    let nat = if opts.ceiling {
+        None
+    } else {
+        nat_config(&opts.nat, bind, seed)?
+    };
+    let nat_name = nat
+        .as_ref()
+        .map_or("none".to_owned(), crate::nat::NatConfig::to_spec);
+    let dest = match (&echo, opts.phase, opts.target) {
+        (Some(e), _, _) => Dest::Ceiling(e.addr),
+        (None, Phase::Qualify, _) | (None, _, None) => Dest::None,
+        (None, _, Some(Target::Icmp(a))) => Dest::Icmp(a),
+        (None, _, Some(Target::Udp(a))) => Dest::Udp(a),
+        (None, _, Some(Target::Pairs)) => Dest::Pairs,
+    };
+    let target = match dest {
+        Dest::Icmp(a) => format!("ICMPv6 echo {a}"),
+        Dest::Udp(a) => format!("UDP echo {a}"),
+        Dest::Pairs => "Teredo peers (client i -> i+1)".to_owned(),
+        Dest::Ceiling(a) => format!("in-process UDP echo {a}"),
+        Dest::None => "none (qualify only)".to_owned(),
+    };
+    let packet_bytes = if opts.ceiling {
+        opts.size + 28
+    } else {
+        opts.size + 48
+    };
+
+    let registry = Registry::new();
+    let metrics = LoadMetrics::register(&registry).context("cannot register the metrics")?;
+    metrics
+        .clients
+        .with_label_values(&["pending"])
+        .set(i64::from(opts.clients));
+    let (metrics_stop, metrics_shutdown) = Shutdown::new();
+    let metrics_task = match opts.metrics_addr {
+        Some(addr) => {
+            let (local, task) =
+                teredo_rt::spawn_metrics(addr, registry.clone(), metrics_shutdown.wait_owned())
+                    .await?;
+            tracing::info!(%local, "load metrics on /metrics");
+            Some(task)
+        }
+        None => None,
+    };
+
+    let (control, control_rx) = watch::channel(Control::Qualify);
+    let n = opts.clients as usize;
+    let shared = Arc::new(Shared {
+        setup: ClientSetup {
+            server: opts.server.unwrap_or(Ipv4Addr::LOCALHOST),
+            secondary: opts.secondary,
+            profile: opts.profile,
+            nat,
+            bind,
+            qualify_timeout: opts.qualify_timeout,
+            dest,
+            size: opts.size,
+            run_tag: rand::rng().random(),
+            seed,
+            socket_buffer: (64 << 20) / n.max(1),
+            warmup_timeout: opts.warmup_timeout,
+        },
+        epoch: Instant::now(),
+        metrics,
+        trial: worker::TrialCounters::default(),
+        trial_no: AtomicU32::new(0),
+        rtt: Mutex::new(micros_histogram()),
+        jitter: Mutex::new((0.0, 0)),
+        qualify_latency: Mutex::new(micros_histogram()),
+        outcomes: QUALIFY_RESULTS.iter().map(|_| AtomicU64::new(0)).collect(),
+        qualify_done: AtomicUsize::new(0),
+        last_qualified_ns: AtomicU64::new(0),
+        warm_ok: AtomicUsize::new(0),
+        warm_failed: AtomicUsize::new(0),
+        notify: Notify::new(),
+        addresses: (0..n).map(|_| OnceLock::new()).collect(),
+        control: control_rx,
+    });
+    let mut run = Run {
+        opts: opts.clone(),
+        shared: Arc::clone(&shared),
+        control,
+        shutdown: shutdown.clone(),
+        started,
+        packet_bytes,
+    };
+    let mut tasks = JoinSet::new();
+    let result = run.phases(&mut tasks).await;
+    let _ = run.control.send(Control::Stop);
+    let stop_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::timeout_at(stop_deadline, tasks.join_next())
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+    {}
+    tasks.abort_all();
+    drop(echo);
+    let (qualify, warmup_failed, data, find_max) = result?;
+    let qualify_ok = qualify
+        .as_ref()
+        .is_none_or(|q| q.qualified == q.clients || opts.phase == Phase::Data);
+    let warm_ok = warmup_failed.is_none_or(|w| w == 0);
+    let loss_ok = match (&find_max, &data) {
+        (Some(f), _) => f.best_rate.is_some(),
+        (None, Some(d)) => d.passed,
+        (None, None) => opts.phase == Phase::Qualify,
+    };
+    let exit_code = if !qualify_ok || !warm_ok {
+        EXIT_NOT_ALL_CLIENTS
+    } else if !loss_ok {
+        EXIT_LOSS
+    } else {
+        0
+    };
+    let report = LoadReport {
+        mode: if opts.ceiling { "ceiling" } else { "teredo" },
+        target,
+        clients: u64::from(opts.clients),
+        profile: (!opts.ceiling).then(|| opts.profile.to_string()),
+        nat: nat_name,
+        size: opts.size,
+        packet_bytes,
+        seed,
+        qualify,
+        warmup_failed,
+        data,
+        find_max,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        exit_code,
+    };
+    if let Some(task) = metrics_task {
+        if !opts.metrics_linger.is_zero() {
+            tracing::info!(linger = ?opts.metrics_linger, "run finished; still serving /metrics");
+            tokio::select! {
+                () = tokio::time::sleep(opts.metrics_linger) => {}
+                () = shutdown.wait() => {}
+            }
+        }
+        metrics_stop.trigger();
+        let _ = task.await;
+    }
+    Ok(report)
+}
+
+type Phases = (
+    Option<QualifySummary>,
+    Option<u64>,
+    Option<DataSummary>,
+    Option<FindMaxSummary>,
+);
+
+impl Run {
+    fn progress(&self, line: &str) {
+        if !self.opts.quiet {
+            eprintln!("[{:>7.1}s] {line}", self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    fn interrupted(&self) -> anyhow::Result<()> {
+        if self.shutdown.is_triggered() {
+            bail!("interrupted");
+        }
+        Ok(())
+    }
+
+    fn count(&self, result: &str) -> u64 {
+        QUALIFY_RESULTS
+            .iter()
+            .position(|r| *r == result)
+            .and_then(|i| self.shared.outcomes.get(i))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    async fn phases(&mut self, tasks: &mut JoinSet<()>) -> anyhow::Result<Phases> {
+        let qualify = self.qualify(tasks).await?;
+        let qualified = if self.opts.ceiling {
+            u64::from(self.opts.clients)
+        } else {
+            self.count("qualified")
+        };
+        if self.opts.phase == Phase::Qualify || self.shared.setup.dest == Dest::None {
+            return Ok((qualify, None, None, None));
+        }
+        let warmup_failed = if self.opts.ceiling {
+            None
+        } else {
+            Some(self.warmup(qualified).await?)
+        };
+        let senders = self.shared.warm_ok.load(Ordering::Relaxed) as u32;
+        if senders == 0 {
+            self.progress("data: no client can send; no trial");
+            return Ok((qualify, warmup_failed, None, None));
+        }
+        let threshold = self.opts.threshold();
+        if !self.opts.find_max {
+            let d = self
+                .trial(1, self.opts.rate, senders, threshold, false)
+                .await?;
+            return Ok((qualify, warmup_failed, Some(d), None));
+        }
+        let mut search = FindMax::new(self.opts.rate, self.opts.max_rate, 0.02, 24);
+        let mut trials: Vec<DataSummary> = Vec::new();
+        let mut no = 0;
+        while let Some(rate) = search.next_rate() {
+            no += 1;
+            let d = self.trial(no, rate, senders, threshold, true).await?;
+            search.record(rate, d.passed);
+            trials.push(d);
+        }
+        let best = search.best();
+        let data = best.and_then(|b| {
+            trials
+                .iter()
+                .filter(|t| t.passed && t.offered_pps == b)
+                .next_back()
+                .cloned()
+        });
+        Ok((
+            qualify,
+            warmup_failed,
+            data,
+            Some(FindMaxSummary {
+                loss_threshold_percent: threshold,
+                max_rate: self.opts.max_rate,
+                best_rate: best,
+                trials,
+            }),
+        ))
+    }
+
+    /// Starts the clients at the qualify rate and waits for every outcome.
+    async fn qualify(&mut self, tasks: &mut JoinSet<()>) -> anyhow::Result<Option<QualifySummary>> {
+        let n = self.opts.clients;
+        let rate = if self.opts.ceiling {
+            f64::from(n).max(1.0) * 100.0
+        } else {
+            self.opts.qualify_rate
+        };
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(rate, TokenBucket::default_burst(rate), 1.0, t0);
+        let mut next = 0u32;
+        let mut last_line = t0;
+        while next < n {
+            self.interrupted()?;
+            let now = Instant::now();
+            for _ in 0..bucket.take(now, n - next) {
+                tasks.spawn(run_client(
+                    next,
+                    Arc::clone(&self.shared),
+                    self.shutdown.clone(),
+                ));
+                next += 1;
+            }
+            if now.duration_since(last_line) >= Duration::from_secs(1) {
+                last_line = now;
+                self.qualify_line(next);
+            }
+            if next < n {
+                let wake = bucket.next_at().min(now + Duration::from_millis(100));
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake.into()) => {}
+                    () = self.shutdown.wait() => {}
+                }
+            }
+        }
+        let spawned_in = t0.elapsed();
+        let deadline = Instant::now() + self.opts.qualify_timeout + Duration::from_secs(1);
+        while self.shared.qualify_done.load(Ordering::Relaxed) < n as usize
+            && Instant::now() < deadline
+        {
+            self.interrupted()?;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                () = self.shutdown.wait() => {}
+            }
+            if last_line.elapsed() >= Duration::from_secs(1) {
+                last_line = Instant::now();
+                self.qualify_line(n);
+            }
+        }
+        self.qualify_line(n);
+        if self.opts.ceiling {
+            return Ok(None);
+        }
+        let duration = t0.elapsed();
+        let qualified = self.count("qualified");
+        let results: BTreeMap<&'static str, u64> = QUALIFY_RESULTS
+            .iter()
+            .map(|r| (*r, self.count(r)))
+            .collect();
+        let last_ns = self.shared.last_qualified_ns.load(Ordering::Relaxed);
+        let until_last = Duration::from_nanos(last_ns)
+            .saturating_sub(t0.saturating_duration_since(self.shared.epoch))
+            .as_secs_f64();
+        let latency = self
+            .shared
+            .qualify_latency
+            .lock()
+            .map(|h| Percentiles::of_micros(&h))
+            .unwrap_or_default();
+        Ok(Some(QualifySummary {
+            clients: u64::from(n),
+            qualified,
+            success_percent: 100.0 * qualified as f64 / f64::from(n.max(1)),
+            results,
+            offered_rate: self.opts.qualify_rate,
+            achieved_rate: f64::from(n) / spawned_in.as_secs_f64().max(1e-9),
+            qualified_rate: if until_last > 0.0 {
+                qualified as f64 / until_last
+            } else {
+                0.0
+            },
+            duration_s: duration.as_secs_f64(),
+            latency_ms: latency,
+        }))
+    }
+
+    fn qualify_line(&self, started: u32) {
+        let done = self.shared.qualify_done.load(Ordering::Relaxed);
+        self.progress(&format!(
+            "qualify: {started}/{} started, {} qualified, {} finished otherwise, {} pending",
+            self.opts.clients,
+            self.count("qualified"),
+            done as u64 - self.count("qualified").min(done as u64),
+            started as usize - done.min(started as usize),
+        ));
+    }
+
+    /// Every qualified client probes until answered; returns how many gave up.
+    async fn warmup(&mut self, qualified: u64) -> anyhow::Result<u64> {
+        let start = Instant::now();
+        let rate = self.opts.qualify_rate;
+        let _ = self.control.send(Control::Warmup { start, rate });
+        let spread = Duration::from_secs_f64(f64::from(self.opts.clients) / rate);
+        let deadline = start + spread + self.opts.warmup_timeout + Duration::from_secs(2);
+        let mut last_line = start;
+        loop {
+            self.interrupted()?;
+            let ok = self.shared.warm_ok.load(Ordering::Relaxed) as u64;
+            let failed = self.shared.warm_failed.load(Ordering::Relaxed) as u64;
+            if ok + failed >= qualified || Instant::now() >= deadline {
+                self.progress(&format!(
+                    "warm-up: {ok}/{qualified} clients answered, {failed} gave up"
+                ));
+                let _ = self.control.send(Control::Drain);
+                return Ok(qualified.saturating_sub(ok));
+            }
+            if last_line.elapsed() >= Duration::from_secs(1) {
+                last_line = Instant::now();
+                self.progress(&format!(
+                    "warm-up: {ok}/{qualified} clients answered, {failed} gave up"
+                ));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                () = self.shutdown.wait() => {}
+            }
+        }
+    }
+
+    /// One trial at `rate` pps in total.
+    async fn trial(
+        &mut self,
+        no: u32,
+        rate: f64,
+        senders: u32,
+        threshold: f64,
+        must_offer: bool,
+    ) -> anyhow::Result<DataSummary> {
+        let sh = &self.shared;
+        sh.trial.reset();
+        if let Ok(mut h) = sh.rtt.lock() {
+            h.reset();
+        }
+        if let Ok(mut j) = sh.jitter.lock() {
+            *j = (0.0, 0);
+        }
+        sh.trial_no.store(no, Ordering::Relaxed);
+        sh.metrics.offered_rate.set(rate.round() as i64);
+        let start = Instant::now();
+        let _ = self.control.send(Control::Run {
+            trial: no,
+            rate: rate / f64::from(senders),
+            start,
+            senders,
+        });
+        let end = start + self.opts.duration;
+        let mut last = (start, 0u64, 0u64);
+        loop {
+            self.interrupted()?;
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            let wake = end.min(last.0 + Duration::from_secs(1));
+            tokio::select! {
+                () = tokio::time::sleep_until(wake.into()) => {}
+                () = self.shutdown.wait() => {}
+            }
+            let now = Instant::now();
+            if now.duration_since(last.0) >= Duration::from_secs(1) {
+                let sent = sh.trial.sent.load(Ordering::Relaxed);
+                let recv = sh.trial.received.load(Ordering::Relaxed);
+                let dt = now.duration_since(last.0).as_secs_f64();
+                let p50 = sh
+                    .rtt
+                    .lock()
+                    .map(|h| h.value_at_quantile(0.5) as f64 / 1000.0)
+                    .unwrap_or(0.0);
+                self.progress(&format!(
+                    "data trial {no} at {rate:.0} pps: sent {:.0}/s, received {:.0}/s, rtt p50 {p50:.3} ms",
+                    (sent - last.1) as f64 / dt,
+                    (recv - last.2).min(u64::MAX) as f64 / dt,
+                ));
+                last = (now, sent, recv);
+            }
+        }
+        let _ = self.control.send(Control::Drain);
+        let duration = start.elapsed().as_secs_f64();
+        sh.metrics.offered_rate.set(0);
+        tokio::select! {
+            () = tokio::time::sleep(self.opts.drain) => {}
+            () = self.shutdown.wait() => {}
+        }
+        self.interrupted()?;
+        let t = &sh.trial;
+        let sent = t.sent.load(Ordering::Relaxed);
+        let received = t.received.load(Ordering::Relaxed);
+        sh.trial_no.store(0, Ordering::Relaxed);
+        let lost = sent.saturating_sub(received);
+        sh.metrics.lost.inc_by(lost);
+        let rtt = sh
+            .rtt
+            .lock()
+            .map(|h| Percentiles::of_micros(&h))
+            .unwrap_or_default();
+        let jitter = sh
+            .jitter
+            .lock()
+            .ok()
+            .and_then(|j| (j.1 > 0).then(|| j.0 / j.1 as f64 / 1e6));
+        let sent_pps = sent as f64 / duration;
+        let received_pps = received as f64 / duration;
+        let loss = loss_percent(sent, received);
+        let passed = loss <= threshold && (!must_offer || sent_pps >= 0.9 * rate);
+        let d = DataSummary {
+            trial: no,
+            senders: u64::from(senders),
+            offered_pps: rate,
+            offered_mbit_s: mbit_per_s(rate, self.packet_bytes),
+            sent,
+            sent_pps,
+            sent_mbit_s: mbit_per_s(sent_pps, self.packet_bytes),
+            received,
+            received_pps,
+            received_mbit_s: mbit_per_s(received_pps, self.packet_bytes),
+            lost,
+            loss_percent: loss,
+            duplicates: t.duplicates.load(Ordering::Relaxed),
+            out_of_order: t.out_of_order.load(Ordering::Relaxed),
+            send_errors: t.send_errors.load(Ordering::Relaxed),
+            late: t.late.load(Ordering::Relaxed),
+            duration_s: duration,
+            rtt_ms: rtt,
+            jitter_ms: jitter,
+            passed,
+        };
+        self.progress(&format!(
+            "data trial {no} at {rate:.0} pps: lost/total {lost}/{sent} ({loss:.3} %), {}",
+            if passed { "pass" } else { "FAIL" }
+        ));
+        Ok(d)
+    }
+}

@@ -1,0 +1,366 @@
+//! The load report: offered vs achieved rates, loss, duplicates, reordering, RTT percentiles
+//! and jitter, qualification success and latency, the `--find-max` trials; as text or JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Percentiles of a histogram of microseconds, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Smallest.
+    pub min: Option<f64>,
+    /// Mean.
+    pub mean: Option<f64>,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// 99.9th percentile.
+    pub p99_9: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+}
+
+impl Percentiles {
+    /// From a histogram recorded in microseconds.
+    pub fn of_micros(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| Some(us as f64 / 1000.0);
+        Self {
+            count: h.len(),
+            min: ms(h.min()),
+            mean: Some(h.mean() / 1000.0),
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p99_9: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+
+    /// `min/p50/p90/p99/p99.9/max = a/b/c/d/e/f ms`, or `-` without samples.
+    pub fn line(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+        if self.count == 0 {
+            return "-".to_owned();
+        }
+        format!(
+            "min/p50/p90/p99/p99.9/max = {}/{}/{}/{}/{}/{} ms",
+            f(self.min),
+            f(self.p50),
+            f(self.p90),
+            f(self.p99),
+            f(self.p99_9),
+            f(self.max)
+        )
+    }
+}
+
+/// A histogram for microseconds from 1 µs to 100 s, 3 significant figures.
+pub fn micros_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("constant, valid bounds")
+}
+
+/// 100 × lost / sent (0 when nothing was sent); answers beyond `sent` do not make it negative.
+pub fn loss_percent(sent: u64, received: u64) -> f64 {
+    if sent == 0 {
+        return 0.0;
+    }
+    100.0 * sent.saturating_sub(received) as f64 / sent as f64
+}
+
+/// Megabits per second of `pps` packets of `bytes` bytes.
+pub fn mbit_per_s(pps: f64, bytes: usize) -> f64 {
+    pps * bytes as f64 * 8.0 / 1e6
+}
+
+/// How qualification went.
+#[derive(Clone, Debug, Serialize)]
+pub struct QualifySummary {
+    /// Clients started.
+    pub clients: u64,
+    /// Of those, qualified.
+    pub qualified: u64,
+    /// 100 × qualified / clients.
+    pub success_percent: f64,
+    /// Clients per outcome (`qualified`, `timeout`, `symmetric_nat`, `error`...).
+    pub results: BTreeMap<&'static str, u64>,
+    /// `--qualify-rate`, clients per second.
+    pub offered_rate: f64,
+    /// Clients started per second, measured.
+    pub achieved_rate: f64,
+    /// Qualifications per second: qualified / time until the last one.
+    pub qualified_rate: f64,
+    /// Wall time of the phase, seconds.
+    pub duration_s: f64,
+    /// Time from first RS to qualification.
+    pub latency_ms: Percentiles,
+}
+
+/// One data trial at a fixed offered rate.
+#[derive(Clone, Debug, Serialize)]
+pub struct DataSummary {
+    /// Trial number (from 1).
+    pub trial: u32,
+    /// Clients sending (qualified and through the warm-up).
+    pub senders: u64,
+    /// Offered rate, packets per second.
+    pub offered_pps: f64,
+    /// Offered, Mbit/s of inner IPv6 packets.
+    pub offered_mbit_s: f64,
+    /// Packets sent.
+    pub sent: u64,
+    /// Sent per second, measured.
+    pub sent_pps: f64,
+    /// Sent, Mbit/s.
+    pub sent_mbit_s: f64,
+    /// Distinct answers.
+    pub received: u64,
+    /// Answers per second.
+    pub received_pps: f64,
+    /// Answers, Mbit/s.
+    pub received_mbit_s: f64,
+    /// Sent without an answer after the drain time.
+    pub lost: u64,
+    /// 100 × lost / sent.
+    pub loss_percent: f64,
+    /// Answers seen twice or more.
+    pub duplicates: u64,
+    /// Answers below the highest sequence number already seen from their client.
+    pub out_of_order: u64,
+    /// Sends that failed (socket errors, or refused by the client; they count as lost).
+    pub send_errors: u64,
+    /// Answers to an earlier trial that arrived during this one (not counted above).
+    pub late: u64,
+    /// Sending time, seconds.
+    pub duration_s: f64,
+    /// Round-trip times.
+    pub rtt_ms: Percentiles,
+    /// Mean over clients of the RFC 3550 interarrival jitter estimate, milliseconds.
+    pub jitter_ms: Option<f64>,
+    /// Whether loss stayed within the threshold (and, for `--find-max`, the rate was
+    /// really offered: at least 90 % of it sent).
+    pub passed: bool,
+}
+
+/// The `--find-max` search.
+#[derive(Clone, Debug, Serialize)]
+pub struct FindMaxSummary {
+    /// The loss threshold, percent.
+    pub loss_threshold_percent: f64,
+    /// The search's ceiling, pps.
+    pub max_rate: f64,
+    /// Highest passing offered rate, pps.
+    pub best_rate: Option<f64>,
+    /// Every trial, in order.
+    pub trials: Vec<DataSummary>,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadReport {
+    /// `teredo`, or `ceiling` (plain UDP against an in-process echo).
+    pub mode: &'static str,
+    /// What the clients talk to.
+    pub target: String,
+    /// Clients.
+    pub clients: u64,
+    /// Client profile (Teredo mode).
+    pub profile: Option<String>,
+    /// NAT in front of each client.
+    pub nat: String,
+    /// ICMPv6 data / UDP payload bytes per packet.
+    pub size: usize,
+    /// Inner IPv6 packet bytes (what the Mbit/s figures count).
+    pub packet_bytes: usize,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Qualification (Teredo mode).
+    pub qualify: Option<QualifySummary>,
+    /// Clients that qualified but got no answer during the warm-up.
+    pub warmup_failed: Option<u64>,
+    /// The fixed-rate trial, or the best `--find-max` trial.
+    pub data: Option<DataSummary>,
+    /// The `--find-max` search.
+    pub find_max: Option<FindMaxSummary>,
+    /// Wall time, seconds.
+    pub elapsed_s: f64,
+    /// The exit status.
+    pub exit_code: u8,
+}
+
+impl DataSummary {
+    fn lines(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "  offered {:.0} pps ({:.2} Mbit/s) from {} clients for {:.1} s",
+            self.offered_pps, self.offered_mbit_s, self.senders, self.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "  sent    {} ({:.1} pps, {:.2} Mbit/s), received {} ({:.1} pps, {:.2} Mbit/s)",
+            self.sent,
+            self.sent_pps,
+            self.sent_mbit_s,
+            self.received,
+            self.received_pps,
+            self.received_mbit_s
+        );
+        let _ = writeln!(
+            out,
+            "  lost/total {}/{} ({:.3} %), duplicates {}, out-of-order {}, send errors {}, late {}",
+            self.lost,
+            self.sent,
+            self.loss_percent,
+            self.duplicates,
+            self.out_of_order,
+            self.send_errors,
+            self.late
+        );
+        let _ = writeln!(
+            out,
+            "  rtt {}, jitter {}",
+            self.rtt_ms.line(),
+            self.jitter_ms
+                .map_or("-".to_owned(), |j| format!("{j:.3} ms"))
+        );
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "load ({}): {} clients, {}, NAT {}, {} B per packet ({} B on the wire inside), target {}",
+            self.mode,
+            self.clients,
+            self.profile.as_deref().unwrap_or("no Teredo"),
+            self.nat,
+            self.size,
+            self.packet_bytes,
+            self.target
+        );
+        if let Some(q) = &self.qualify {
+            let results: Vec<String> = q
+                .results
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "qualify: {}/{} qualified ({:.2} %) [{}] in {:.1} s",
+                q.qualified,
+                q.clients,
+                q.success_percent,
+                results.join(", "),
+                q.duration_s
+            );
+            let _ = writeln!(
+                s,
+                "  offered {:.0} clients/s, started {:.1}/s, qualified {:.1}/s",
+                q.offered_rate, q.achieved_rate, q.qualified_rate
+            );
+            let _ = writeln!(s, "  latency {}", q.latency_ms.line());
+        }
+        if let Some(w) = self.warmup_failed {
+            if w > 0 {
+                let _ = writeln!(s, "warm-up: {w} qualified clients got no answer");
+            }
+        }
+        if let Some(m) = &self.find_max {
+            let _ = writeln!(
+                s,
+                "find-max (loss ≤ {} %, up to {:.0} pps):",
+                m.loss_threshold_percent, m.max_rate
+            );
+            for t in &m.trials {
+                let _ = writeln!(
+                    s,
+                    "  trial {:>2}: offered {:>9.0} pps, sent {:>9.1} pps, received {:>9.1} pps, loss {:>7.3} %, rtt p99 {} -> {}",
+                    t.trial,
+                    t.offered_pps,
+                    t.sent_pps,
+                    t.received_pps,
+                    t.loss_percent,
+                    t.rtt_ms.p99.map_or("-".to_owned(), |v| format!("{v:.3} ms")),
+                    if t.passed { "pass" } else { "FAIL" }
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  highest rate with loss ≤ {} %: {}",
+                m.loss_threshold_percent,
+                m.best_rate
+                    .map_or("none".to_owned(), |r| format!("{r:.0} pps"))
+            );
+        }
+        if let Some(d) = &self.data {
+            let _ = writeln!(
+                s,
+                "data{}:",
+                if self.find_max.is_some() {
+                    format!(" (best trial, {})", d.trial)
+                } else {
+                    String::new()
+                }
+            );
+            d.lines(&mut s);
+        }
+        let _ = write!(
+            s,
+            "elapsed {:.1} s, exit status {}",
+            self.elapsed_s, self.exit_code
+        );
+        writeln!(f, "{s}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maths() {
+        assert_eq!(loss_percent(0, 0), 0.0);
+        assert_eq!(loss_percent(1000, 1000), 0.0);
+        assert_eq!(loss_percent(1000, 999), 0.1);
+        assert_eq!(loss_percent(4, 0), 100.0);
+        assert_eq!(loss_percent(4, 9), 0.0);
+        // 1000 pps of 148-byte packets: 1.184 Mbit/s.
+        assert!((mbit_per_s(1000.0, 148) - 1.184).abs() < 1e-12);
+    }
+
+    #[test]
+    fn percentiles_from_an_hdr_histogram() {
+        let mut h = micros_histogram();
+        assert_eq!(Percentiles::of_micros(&h), Percentiles::default());
+        assert_eq!(Percentiles::of_micros(&h).line(), "-");
+        for us in 1..=1000u64 {
+            h.record(us).unwrap();
+        }
+        let p = Percentiles::of_micros(&h);
+        assert_eq!(p.count, 1000);
+        assert_eq!(p.min, Some(0.001));
+        assert_eq!(p.max, Some(1.0));
+        assert_eq!(p.p50, Some(0.5));
+        assert_eq!(p.p90, Some(0.9));
+        assert_eq!(p.p99, Some(0.99));
+        assert_eq!(p.p99_9, Some(0.999));
+        assert!((p.mean.unwrap() - 0.5005).abs() < 1e-3);
+        assert_eq!(
+            p.line(),
+            "min/p50/p90/p99/p99.9/max = 0.001/0.500/0.900/0.990/0.999/1.000 ms"
+        );
+    }
+}
