@@ -724,7 +724,6 @@ impl Worker {
 
     /// Reads what socket `i` has (a batch) and handles it.
     fn receive(&mut self, i: usize) {
-        tracing::trace!(client = self.id, socket = i, "readable");
         for _ in 0..RECV_BATCH {
             let now = teredo_rt::now();
             let got = RX.with_borrow_mut(|buf| {
@@ -797,6 +796,13 @@ impl Worker {
     }
 }
 
+/// Sends a datagram with one `sendto` call. Not `try_send_to`: tokio refuses that with
+/// `WouldBlock` until its reactor has seen the new socket's first writable event, which
+/// would lose a client's first router solicitation.
+fn send_now(socket: &UdpSocket, to: SocketAddrV4, data: &[u8]) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(data, &SocketAddr::V4(to).into())
+}
+
 /// Sends one datagram of the client through its NAT (translation, filtering state, a
 /// socket per external mapping, bound on first use).
 fn send_through_nat(
@@ -863,7 +869,7 @@ fn send_through_nat(
         }
     };
     if let Some((_, s)) = end.sockets.get(idx) {
-        if s.try_send_to(data, to.into()).is_err() {
+        if send_now(s, to, data).is_err() {
             m.send_errors.inc();
         }
     }
