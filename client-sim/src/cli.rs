@@ -699,7 +699,10 @@ fn run_load_command(args: &LoadArgs) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let report = rt.block_on(async { run_load(opts, Shutdown::on_signals()).await })?;
+    let linger = opts.metrics_linger;
+    let _guard = rt.enter();
+    let shutdown = Shutdown::on_signals();
+    let (report, metrics) = rt.block_on(run_load(opts, shutdown.clone()))?;
     let json = || -> anyhow::Result<String> {
         let mut j = serde_json::to_string_pretty(&report).context("cannot encode JSON")?;
         j.push('\n');
@@ -713,6 +716,9 @@ fn run_load_command(args: &LoadArgs) -> anyhow::Result<u8> {
             write_stdout(&report.to_string())?;
         }
         None => write_stdout(&report.to_string())?,
+    }
+    if let Some(m) = metrics {
+        rt.block_on(m.linger(linger, &shutdown));
     }
     debug_assert!(matches!(
         report.exit_code,

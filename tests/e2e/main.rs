@@ -30,6 +30,9 @@
 //! * `faults`: server killed and restarted or dead, relay restarted, NAT mappings flushed
 //!   and the NAT "rebooted" with new ports, 10 % loss — around a long `client-sim ping`
 //!   session behind a kernel NAT, through our server and relay.
+//! * `load`: `client-sim load`, the load generator: its `--ceiling` on loopback, a
+//!   qualification storm against `teredo-server`, and 1000 clients through our server and
+//!   relay to a native host with no loss, the report checked against its /metrics.
 //! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
 //!   the full run is `.ci/run`'s "Container lab" step.
 
@@ -40,6 +43,7 @@ mod conformance;
 mod faults;
 mod floods;
 mod interop;
+mod load;
 mod miredo_relay;
 mod netns;
 mod relay_flood;

@@ -305,8 +305,12 @@ struct Run {
 
 /// Runs the load; see the module documentation. Errors are configuration, socket and
 /// interruption errors (one line); every measured outcome is in the report, with the exit
-/// status it calls for.
-pub async fn run_load(opts: LoadOptions, shutdown: Shutdown) -> anyhow::Result<LoadReport> {
+/// status it calls for. The metrics endpoint (with `metrics_addr`) is returned still
+/// serving, so that the caller can print the report first and then linger.
+pub async fn run_load(
+    opts: LoadOptions,
+    shutdown: Shutdown,
+) -> anyhow::Result<(LoadReport, Option<MetricsServer>)> {
     opts.check()?;
     let started = Instant::now();
     let seed = opts.seed.unwrap_or_else(|| rand::rng().random());
@@ -457,18 +461,33 @@ pub async fn run_load(opts: LoadOptions, shutdown: Shutdown) -> anyhow::Result<L
         elapsed_s: started.elapsed().as_secs_f64(),
         exit_code,
     };
-    if let Some(task) = metrics_task {
-        if !opts.metrics_linger.is_zero() {
-            tracing::info!(linger = ?opts.metrics_linger, "run finished; still serving /metrics");
+    let metrics = metrics_task.map(|task| MetricsServer {
+        stop: metrics_stop,
+        task,
+    });
+    Ok((report, metrics))
+}
+
+/// The `/metrics` endpoint of a finished run, still serving the final values.
+#[derive(Debug)]
+pub struct MetricsServer {
+    stop: teredo_rt::ShutdownTrigger,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl MetricsServer {
+    /// Keeps serving for `linger` (or until `shutdown`), then stops.
+    pub async fn linger(self, linger: Duration, shutdown: &Shutdown) {
+        if !linger.is_zero() {
+            tracing::info!(?linger, "run finished; still serving /metrics");
             tokio::select! {
-                () = tokio::time::sleep(opts.metrics_linger) => {}
+                () = tokio::time::sleep(linger) => {}
                 () = shutdown.wait() => {}
             }
         }
-        metrics_stop.trigger();
-        let _ = task.await;
+        self.stop.trigger();
+        let _ = self.task.await;
     }
-    Ok(report)
 }
 
 type Phases = (
