@@ -559,8 +559,7 @@ impl Run {
         let data = best.and_then(|b| {
             trials
                 .iter()
-                .filter(|t| t.passed && t.offered_pps == b)
-                .next_back()
+                .rfind(|t| t.passed && t.offered_pps == b)
                 .cloned()
         });
         Ok((
@@ -757,8 +756,8 @@ impl Run {
                     .unwrap_or(0.0);
                 self.progress(&format!(
                     "data trial {no} at {rate:.0} pps: sent {:.0}/s, received {:.0}/s, rtt p50 {p50:.3} ms",
-                    (sent - last.1) as f64 / dt,
-                    (recv - last.2).min(u64::MAX) as f64 / dt,
+                    sent.saturating_sub(last.1) as f64 / dt,
+                    recv.saturating_sub(last.2) as f64 / dt,
                 ));
                 last = (now, sent, recv);
             }

@@ -747,32 +747,30 @@ impl Worker {
                     self.on_answer(data, now);
                     return Some(());
                 };
-                match (&mut self.transport, from) {
-                    (Transport::Teredo(end), SocketAddr::V4(from)) => {
-                        if let Some(nat) = end.nat.as_mut() {
-                            match nat.inbound(now, at, from) {
-                                Ok(t) if t.internal == end.internal => {
-                                    self.shared
-                                        .metrics
-                                        .nat_packets
-                                        .with_label_values(&["inbound", "translated"])
-                                        .inc();
-                                }
-                                Ok(_) => return Some(()),
-                                Err(reason) => {
-                                    let m = &self.shared.metrics;
-                                    m.nat_packets
-                                        .with_label_values(&["inbound", "dropped"])
-                                        .inc();
-                                    m.nat_dropped.with_label_values(&[reason.as_str()]).inc();
-                                    return Some(());
-                                }
+                if let (Transport::Teredo(end), SocketAddr::V4(from)) = (&mut self.transport, from)
+                {
+                    if let Some(nat) = end.nat.as_mut() {
+                        match nat.inbound(now, at, from) {
+                            Ok(t) if t.internal == end.internal => {
+                                self.shared
+                                    .metrics
+                                    .nat_packets
+                                    .with_label_values(&["inbound", "translated"])
+                                    .inc();
+                            }
+                            Ok(_) => return Some(()),
+                            Err(reason) => {
+                                let m = &self.shared.metrics;
+                                m.nat_packets
+                                    .with_label_values(&["inbound", "dropped"])
+                                    .inc();
+                                m.nat_dropped.with_label_values(&[reason.as_str()]).inc();
+                                return Some(());
                             }
                         }
-                        // Refusals are counted by the client.
-                        let _ = end.client.handle_udp(now, from, data);
                     }
-                    _ => {}
+                    // Refusals are counted by the client.
+                    let _ = end.client.handle_udp(now, from, data);
                 }
                 Some(())
             });
