@@ -879,6 +879,77 @@ mod tests {
     }
 
     #[test]
+    fn load_arguments() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            let mut all = vec!["client-sim", "load"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|c| match c.command {
+                Command::Load(a) => a,
+                other => panic!("not load: {other:?}"),
+            })
+        };
+        let a = parse(&[
+            "--server",
+            "198.51.100.1",
+            "--clients",
+            "10000",
+            "--qualify-rate",
+            "2k/s",
+            "--target",
+            "2001:db8::99",
+            "--rate",
+            "5000pps",
+            "--find-max",
+            "--loss-threshold",
+            "0.5%",
+            "--json",
+        ])
+        .unwrap();
+        let o = a.load_options();
+        assert_eq!(o.clients, 10_000);
+        assert_eq!(o.qualify_rate, 2000.0);
+        assert_eq!(o.rate, 5000.0);
+        assert_eq!(o.loss_threshold, Some(0.5));
+        assert_eq!(o.phase, Phase::All);
+        assert_eq!(
+            o.target,
+            Some(Target::Icmp("2001:db8::99".parse().unwrap()))
+        );
+        assert!(o.find_max);
+        assert_eq!(a.json, Some(None));
+        let a = parse(&["--ceiling", "--json", "/tmp/x.json"]).unwrap();
+        assert!(a.load_options().ceiling);
+        assert_eq!(a.json, Some(Some(PathBuf::from("/tmp/x.json"))));
+        let a = parse(&["--server", "198.51.100.1", "--pairs", "--phase", "data"]).unwrap();
+        assert_eq!(a.load_options().target, Some(Target::Pairs));
+        // Usage errors.
+        assert!(parse(&[]).is_err(), "--server or --ceiling");
+        assert!(parse(&["--server", "198.51.100.1", "--target", "::1", "--pairs"]).is_err());
+        assert!(parse(&["--ceiling", "--target", "::1"]).is_err());
+        assert!(parse(&["--server", "198.51.100.1", "--clients", "0"]).is_err());
+        assert!(parse(&["--server", "198.51.100.1", "--rate", "0"]).is_err());
+        assert!(parse(&["--server", "198.51.100.1", "--size", "2000"]).is_err());
+        assert!(parse(&["--server", "198.51.100.1", "--loss-threshold", "120%"]).is_err());
+    }
+
+    #[test]
+    fn rates_and_percentages() {
+        assert_eq!(parse_rate("1000"), Ok(1000.0));
+        assert_eq!(parse_rate("1000/s"), Ok(1000.0));
+        assert_eq!(parse_rate("2.5k"), Ok(2500.0));
+        assert_eq!(parse_rate("1M"), Ok(1e6));
+        assert_eq!(parse_rate("300pps"), Ok(300.0));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("-1").is_err());
+        assert!(parse_rate("inf").is_err());
+        assert_eq!(parse_percent("0.1%"), Ok(0.1));
+        assert_eq!(parse_percent("0"), Ok(0.0));
+        assert!(parse_percent("101").is_err());
+        assert!(parse_percent("x%").is_err());
+    }
+
+    #[test]
     fn ping_and_udp_echo_arguments() {
         use clap::Parser as _;
         let cli = Cli::try_parse_from([
