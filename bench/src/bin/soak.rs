@@ -13,13 +13,13 @@ use std::fs;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode, Stdio};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use teredo_bench::afpacket::{blast, FrameRing};
-use teredo_bench::frames::{peers, MAX_PEERS, TEREDO_PORT};
+use teredo_bench::frames::{peers, GEN_V4, MAX_PEERS, NATIVE_HOST, TEREDO_PORT};
 use teredo_bench::netns::{is_root, pin_current_thread, remove_stale, signal, ReturnHere};
 use teredo_bench::procfs::{self, loadavg};
 use teredo_bench::runner::{
@@ -28,14 +28,38 @@ use teredo_bench::runner::{
 };
 use teredo_bench::search::{passes, RateSearch};
 use teredo_bench::soak::{
-    fetch_metrics, interleave, rs_frame, table, ProcSample, Sample, MAX_RS_CLIENTS, SOAK_SERVER_V4,
+    fetch_metrics, interleave, rs_frame, sum_all, table, ProcSample, Sample, MAX_RS_CLIENTS,
+    SOAK_SERVER_V4,
 };
 use teredo_bench::topo::{Binaries, Device, RunningDevice, Topology, GEN_CPU, INET_IF, NATIVE_IF};
+
+/// What drives the load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Driver {
+    /// `client-sim load`: real Teredo clients (qualification, refreshes, echo tests,
+    /// bubbles) pinging the native host through our server and relay; its `--find-max`
+    /// measures the maximum first.
+    Load,
+    /// The bench's AF_PACKET generator: ready-made Teredo→native frames of trusted peers to
+    /// the relay and router solicitations to the server, each at half its own measured
+    /// maximum.
+    Afpacket,
+}
 
 /// Our server and relay under steady load for minutes; RSS, descriptors and drops over time.
 #[derive(Debug, Parser)]
 #[command(name = "soak", version)]
 struct Args {
+    /// What drives the load.
+    #[arg(long, value_enum, default_value = "load")]
+    driver: Driver,
+    /// Simulated clients of `--driver load`.
+    #[arg(long, default_value_t = 100)]
+    clients: u32,
+    /// Path of client-sim [default: next to this binary].
+    #[arg(long)]
+    client_sim_bin: Option<PathBuf>,
     /// How long the load runs, seconds.
     #[arg(long, default_value_t = 600)]
     duration_secs: u64,
@@ -151,7 +175,12 @@ const SERVER_METRICS: &str = "127.0.0.1:9101";
 const RELAY_DROPPED: &str = "teredo_relay_packets_dropped_total";
 const SERVER_DROPPED: &str = "teredo_server_packets_dropped_total";
 
-fn start_server(topo: &Topology, bin: &Path, dir: &Path) -> Result<(ServerProc, u32)> {
+fn start_server(
+    topo: &Topology,
+    bin: &Path,
+    dir: &Path,
+    native: &str,
+) -> Result<(ServerProc, u32)> {
     let log = dir.join("server.log");
     let out = fs::File::create(&log)?;
     let child = topo
@@ -161,7 +190,7 @@ fn start_server(topo: &Topology, bin: &Path, dir: &Path) -> Result<(ServerProc, 
             "--primary",
             &SOAK_SERVER_V4.to_string(),
             "--native",
-            "none",
+            native,
             "--metrics-addr",
             SERVER_METRICS,
         ])
@@ -316,8 +345,34 @@ fn run(args: &Args) -> Result<()> {
     let gen = Generator::open()?;
 
     let mut relay = RunningDevice::start(Device::Ours, &topo, &bins, args.peers)?;
-    let (_server, server_pid) = start_server(&topo, &server_bin, &dir)?;
+    let native = match args.driver {
+        Driver::Load => "raw",
+        Driver::Afpacket => "none",
+    };
+    let (_server, server_pid) = start_server(&topo, &server_bin, &dir, native)?;
     let relay_pid = pid_of(&topo, "teredo-relay")?;
+    if args.driver == Driver::Load {
+        let client_sim = snapshot(
+            &args
+                .client_sim_bin
+                .clone()
+                .map_or_else(|| sibling("client-sim"), Ok)?,
+            &dir,
+        )?;
+        let pids = (relay_pid, server_pid);
+        let samples = run_load(
+            args,
+            &topo,
+            &gen,
+            &mut relay,
+            pids,
+            &client_sim,
+            &dir,
+            load_at_start,
+        )?;
+        relay.stop(&topo)?;
+        return check_growth(args, &samples);
+    }
     let ps = peers(args.peers);
     let trust = establish_trust(&gen, &ps)?;
     eprintln!(
@@ -357,25 +412,7 @@ fn run(args: &Args) -> Result<()> {
     let rs: Vec<Vec<u8>> = (0..args.rs_clients).map(rs_frame).collect();
     let server_max = match args.server_max {
         Some(r) => r,
-        None => {
-            let mut ring = FrameRing::new(rs.clone());
-            let mut search = RateSearch::new(100_000.0, 6, 1.6, 0.625, 600_000.0, 0.02);
-            let mut best: Option<f64> = None;
-            while let Some(rate) = search.next_rate() {
-                let (sent, got, achieved) = server_step(&gen, &mut ring, rate, 1.0)?;
-                let ok = passes(sent, got, 0.01);
-                eprintln!(
-                    "soak: server step {:.1} k RS/s: {got} of {sent} answered{}",
-                    rate / 1e3,
-                    if ok { "" } else { " (fail)" }
-                );
-                if ok && best.is_none_or(|b| achieved > b) {
-                    best = Some(achieved);
-                }
-                search.record(achieved, ok);
-            }
-            best.context("the server passed no step of the throughput search")?
-        }
+        None => measure_server_max(&gen, &rs)?,
     };
     relay.ensure_running()?;
     let relay_rate = args.fraction * relay_max;
@@ -526,6 +563,361 @@ fn check_growth(args: &Args, samples: &[Sample]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `client-sim load` in the generator's namespace against the soak's server (bound to the
+/// generator's own address); waits at most `limit` for it and returns its JSON report,
+/// calling `tick` about every `every` meanwhile.
+#[allow(clippy::too_many_arguments)]
+fn client_sim_load(
+    topo: &Topology,
+    bin: &Path,
+    dir: &Path,
+    label: &str,
+    args: &[String],
+    limit: Duration,
+    every: Duration,
+    tick: &mut dyn FnMut() -> Result<()>,
+) -> Result<serde_json::Value> {
+    let json = dir.join(format!("{label}.json"));
+    let log = dir.join(format!("{label}.log"));
+    let out = fs::File::create(&log)?;
+    let mut child = topo
+        .gen
+        .command(&bin.display().to_string())
+        .arg("load")
+        .args([
+            "--server",
+            &SOAK_SERVER_V4.to_string(),
+            "--bind",
+            &GEN_V4.to_string(),
+            "--target",
+            &NATIVE_HOST.to_string(),
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("cannot start client-sim load")?;
+    let start = Instant::now();
+    let mut next_tick = start + every;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if STOP.load(Ordering::Relaxed) || start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "client-sim load ({label}) stopped after {:.0} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        if Instant::now() >= next_tick {
+            tick()?;
+            next_tick += every;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = fs::read_to_string(&json).with_context(|| {
+        format!(
+            "client-sim load ({label}, {status}) wrote no report: {}",
+            fs::read_to_string(&log).unwrap_or_default()
+        )
+    })?;
+    serde_json::from_str(&text).context("client-sim load's report")
+}
+
+/// The `--driver load` soak: `client-sim load --find-max` for the maximum (unless
+/// `--relay-max`), then `client-sim load --phase all` at `--fraction` of it for the
+/// duration, sampling both processes every interval.
+#[allow(clippy::too_many_arguments)]
+fn run_load(
+    args: &Args,
+    topo: &Topology,
+    gen: &Generator,
+    relay: &mut RunningDevice,
+    (relay_pid, server_pid): (u32, u32),
+    client_sim: &Path,
+    dir: &Path,
+    load_at_start: [f64; 3],
+) -> Result<Vec<Sample>> {
+    // The native host is the generator's own kernel (it answers the echo requests).
+    topo.gen.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{NATIVE_HOST}/64"),
+        "dev",
+        NATIVE_IF,
+        "nodad",
+    ])?;
+    let clients = args.clients.to_string();
+    let measured = args.relay_max.is_none();
+    let (max, find_max) = match args.relay_max {
+        Some(m) => (m, serde_json::Value::Null),
+        None => {
+            let a: Vec<String> = [
+                "--clients",
+                &clients,
+                "--phase",
+                "data",
+                "--find-max",
+                "--loss-threshold",
+                "1%",
+                "--rate",
+                "20000",
+                "--max-rate",
+                "400000",
+                "--duration",
+                "3s",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            let r = client_sim_load(
+                topo,
+                client_sim,
+                dir,
+                "find-max",
+                &a,
+                Duration::from_secs(600),
+                Duration::from_secs(3600),
+                &mut || Ok(()),
+            )?;
+            let best = r["find_max"]["best_rate"]
+                .as_f64()
+                .with_context(|| format!("no passing rate: {}", r["find_max"]))?;
+            (best, r["find_max"].clone())
+        }
+    };
+    // The clients alone solicit the server only to qualify and refresh: the server gets
+    // router solicitations from the AF_PACKET generator too, at the same fraction of its
+    // own maximum.
+    let rs: Vec<Vec<u8>> = (0..args.rs_clients).map(rs_frame).collect();
+    let server_max = match args.server_max {
+        Some(r) => r,
+        None => measure_server_max(gen, &rs)?,
+    };
+    let server_rate = args.fraction * server_max;
+    relay.ensure_running()?;
+    let rate = (args.fraction * max).round().max(1.0);
+    eprintln!(
+        "soak: client-sim load maximum {:.1} k pps ({}), {} clients at {:.1} k pps for {} s; \
+         server maximum {:.1} k RS/s, {:.1} k RS/s from the generator",
+        max / 1e3,
+        if measured { "measured" } else { "given" },
+        args.clients,
+        rate / 1e3,
+        args.duration_secs,
+        server_max / 1e3,
+        server_rate / 1e3
+    );
+    let take = |at: f64, secs: f64, d: (u64, u64, u64, u64)| -> Sample {
+        let secs = secs.max(1e-9);
+        Sample {
+            at_secs: at,
+            offered: d.0,
+            offered_relay_pps: d.0 as f64 / secs,
+            offered_server_pps: d.2 as f64 / secs,
+            relay_out_pps: d.1 as f64 / secs,
+            server_out_pps: d.3 as f64 / secs,
+            relay: ProcSample::take(relay_pid, || metrics(topo, RELAY_METRICS), RELAY_DROPPED),
+            server: ProcSample::take(server_pid, || metrics(topo, SERVER_METRICS), SERVER_DROPPED),
+            kernel_rcvbuf_errors: topo
+                .relay
+                .run_in(|| Ok(procfs::udp_rcvbuf_errors()))
+                .unwrap_or(0),
+        }
+    };
+    let server_counts = || {
+        metrics(topo, SERVER_METRICS).map_or((0, 0), |m| {
+            (
+                sum_all(&m, "teredo_server_router_solicitations_total"),
+                sum_all(&m, "teredo_server_router_advertisements_total"),
+            )
+        })
+    };
+    let mut samples = vec![take(0.0, 1.0, (0, 0, 0, 0))];
+    eprint!("{}", table(&samples));
+    let start = Instant::now();
+    let mut last = (
+        Instant::now(),
+        procfs::dev_counters(INET_IF),
+        procfs::dev_counters(NATIVE_IF),
+        server_counts(),
+    );
+    let a: Vec<String> = [
+        "--clients".to_owned(),
+        clients.clone(),
+        "--phase".to_owned(),
+        "all".to_owned(),
+        "--rate".to_owned(),
+        format!("{rate}"),
+        "--duration".to_owned(),
+        format!("{}s", args.duration_secs),
+    ]
+    .to_vec();
+    let mut tick = || -> Result<()> {
+        relay.ensure_running()?;
+        let now = (
+            Instant::now(),
+            procfs::dev_counters(INET_IF),
+            procfs::dev_counters(NATIVE_IF),
+            server_counts(),
+        );
+        let inet = now.1.since(&last.1);
+        let native = now.2.since(&last.2);
+        let s = take(
+            start.elapsed().as_secs_f64(),
+            now.0.duration_since(last.0).as_secs_f64(),
+            (
+                inet.tx_packets,
+                native.rx_packets + native.rx_dropped,
+                now.3 .0.saturating_sub(last.3 .0),
+                now.3 .1.saturating_sub(last.3 .1),
+            ),
+        );
+        eprintln!(
+            "soak: {:>4.0} s: clients sent {:.0}/s, relay -> native {:.0}/s, RS/RA {:.0}/{:.0} per s, \
+             RSS {} / {} KiB, fds {} / {}",
+            s.at_secs,
+            s.offered_relay_pps,
+            s.relay_out_pps,
+            s.offered_server_pps,
+            s.server_out_pps,
+            s.relay.rss_kib,
+            s.server.rss_kib,
+            s.relay.fds,
+            s.server.fds
+        );
+        samples.push(s);
+        last = now;
+        Ok(())
+    };
+    let done = AtomicBool::new(false);
+    let (report, rs_offered) = std::thread::scope(|sc| {
+        let blaster = sc.spawn(|| {
+            let mut ring = FrameRing::new(rs.clone());
+            blast(
+                &gen.inet,
+                &mut ring,
+                Some(server_rate),
+                Duration::from_secs(args.duration_secs + 300),
+                &done,
+            )
+        });
+        let report = client_sim_load(
+            topo,
+            client_sim,
+            dir,
+            "soak",
+            &a,
+            Duration::from_secs(args.duration_secs + 300),
+            Duration::from_secs(args.interval_secs),
+            &mut tick,
+        );
+        done.store(true, Ordering::Relaxed);
+        let offered = blaster.join().unwrap_or_default();
+        (report, offered)
+    });
+    let report = report?;
+    tick()?;
+    let load_at_end = loadavg();
+    let data = &report["data"];
+    println!(
+        "soak: {} s of client-sim load, {} clients at {:.0} % of the measured maximum ({:.1} k \
+         pps through server and relay to the native host, <= 1 % loss), plus {:.1} k RS/s \
+         ({:.0} % of the server's {:.1} k) from the generator ({:.1} k/s offered)",
+        args.duration_secs,
+        args.clients,
+        args.fraction * 100.0,
+        max / 1e3,
+        server_rate / 1e3,
+        args.fraction * 100.0,
+        server_max / 1e3,
+        rs_offered.pps() / 1e3
+    );
+    println!(
+        "client-sim load: qualified {}/{}; data sent {} received {} lost {} ({:.3} %), \
+         rtt p50 {} ms p99 {} ms",
+        report["qualify"]["qualified"],
+        report["qualify"]["clients"],
+        data["sent"],
+        data["received"],
+        data["lost"],
+        data["loss_percent"].as_f64().unwrap_or(f64::NAN),
+        data["rtt_ms"]["p50"],
+        data["rtt_ms"]["p99"]
+    );
+    println!(
+        "columns: relay in = datagrams the clients and the generator sent (to relay and \
+         server), out = packets the relay forwarded to the native host; server = RSs / RAs \
+         per second (/metrics)"
+    );
+    print!("{}", table(&samples));
+    println!(
+        "load average {:.2} {:.2} {:.2} before, {:.2} {:.2} {:.2} at the end",
+        load_at_start[0],
+        load_at_start[1],
+        load_at_start[2],
+        load_at_end[0],
+        load_at_end[1],
+        load_at_end[2]
+    );
+    if let Some(path) = &args.json {
+        let out = serde_json::json!({
+            "driver": args.driver,
+            "duration_secs": args.duration_secs,
+            "interval_secs": args.interval_secs,
+            "fraction": args.fraction,
+            "clients": args.clients,
+            "max_pps": max,
+            "max_measured": measured,
+            "server_max_per_s": server_max,
+            "server_rate": server_rate,
+            "generator_rs_offered": rs_offered,
+            "find_max": find_max,
+            "rate": rate,
+            "load_at_start": load_at_start,
+            "load_at_end": load_at_end,
+            "samples": samples,
+            "client_sim_load": report,
+        });
+        let text = serde_json::to_string_pretty(&out)?;
+        if path.as_os_str() == "-" {
+            println!("{text}");
+        } else {
+            fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+        }
+    }
+    Ok(samples)
+}
+
+/// The server's RS→RA maximum: the highest paced rate of `rs` frames (1 s steps) with at
+/// most 1 % unanswered.
+fn measure_server_max(gen: &Generator, rs: &[Vec<u8>]) -> Result<f64> {
+    let mut ring = FrameRing::new(rs.to_vec());
+    let mut search = RateSearch::new(100_000.0, 6, 1.6, 0.625, 600_000.0, 0.02);
+    let mut best: Option<f64> = None;
+    while let Some(rate) = search.next_rate() {
+        let (sent, got, achieved) = server_step(gen, &mut ring, rate, 1.0)?;
+        let ok = passes(sent, got, 0.01);
+        eprintln!(
+            "soak: server step {:.1} k RS/s: {got} of {sent} answered{}",
+            rate / 1e3,
+            if ok { "" } else { " (fail)" }
+        );
+        if ok && best.is_none_or(|b| achieved > b) {
+            best = Some(achieved);
+        }
+        search.record(achieved, ok);
+    }
+    best.context("the server passed no step of the throughput search")
 }
 
 fn next(a: std::net::Ipv4Addr) -> std::net::Ipv4Addr {
