@@ -35,7 +35,7 @@ use prometheus::Registry;
 use rand::Rng as _;
 use teredo::client::Profile;
 use teredo_rt::Shutdown;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use self::findmax::FindMax;
@@ -404,7 +404,6 @@ pub async fn run_load(
         last_qualified_ns: AtomicU64::new(0),
         warm_ok: AtomicUsize::new(0),
         warm_failed: AtomicUsize::new(0),
-        notify: Notify::new(),
         addresses: (0..n).map(|_| OnceLock::new()).collect(),
         control: control_rx,
     });

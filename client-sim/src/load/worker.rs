@@ -22,7 +22,7 @@ use teredo::client::{Client, ClientConfig, Profile, State};
 use teredo::wire::packet::MAX_UDP_PAYLOAD;
 use teredo_rt::{bind_udp, Shutdown, UdpOptions, MAX_DATAGRAM};
 use tokio::net::UdpSocket;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use super::metrics::LoadMetrics;
 use super::pacing::TokenBucket;
@@ -190,8 +190,6 @@ pub struct Shared {
     pub warm_ok: AtomicUsize,
     /// Clients that gave up during the warm-up.
     pub warm_failed: AtomicUsize,
-    /// Woken when a client finishes qualifying or warming up.
-    pub notify: Notify,
     /// Each client's Teredo address once qualified (for `--pairs`).
     pub addresses: Vec<OnceLock<Ipv6Addr>>,
     /// The coordinator's orders.
@@ -213,7 +211,6 @@ impl Shared {
             .with_label_values(&[result])
             .inc();
         self.qualify_done.fetch_add(1, Ordering::Relaxed);
-        self.notify.notify_waiters();
     }
 
     fn ns_since_epoch(&self, t: Instant) -> u64 {
@@ -485,8 +482,7 @@ impl Worker {
                     self.warm = Warm::Failed;
                     self.next_probe = None;
                     self.shared.warm_failed.fetch_add(1, Ordering::Relaxed);
-                    self.shared.notify.notify_waiters();
-                } else {
+                    } else {
                     self.send_one(0, now);
                     self.next_probe = Some(now + WARMUP_RETRY);
                 }
@@ -679,7 +675,6 @@ impl Worker {
                 self.warm = Warm::Ok;
                 self.next_probe = None;
                 self.shared.warm_ok.fetch_add(1, Ordering::Relaxed);
-                self.shared.notify.notify_waiters();
             }
             return;
         }
