@@ -246,7 +246,7 @@ fn data_through_relay() {
             "--target",
             &target,
             "--rate",
-            "2000",
+            "1000",
             "--duration",
             "3s",
         ],
