@@ -482,7 +482,7 @@ impl Worker {
                     self.warm = Warm::Failed;
                     self.next_probe = None;
                     self.shared.warm_failed.fetch_add(1, Ordering::Relaxed);
-                    } else {
+                } else {
                     self.send_one(0, now);
                     self.next_probe = Some(now + WARMUP_RETRY);
                 }
