@@ -14,6 +14,7 @@
 //! * [`tun`]: the bare forwarder's TUN.
 //! * [`rs`], [`latency`]: `server-bench`'s router solicitations, and the RS→RA latency
 //!   run matched by nonce.
+//! * [`soak`]: the soak's server load, samples and table.
 
 pub mod afpacket;
 pub mod frames;
@@ -26,5 +27,6 @@ pub mod rs;
 pub mod runner;
 pub mod search;
 pub mod setup;
+pub mod soak;
 pub mod topo;
 pub mod tun;

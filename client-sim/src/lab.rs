@@ -53,6 +53,7 @@ use teredo::wire::ndp::RaParams;
 use teredo::wire::TeredoPacket;
 use teredo::DropReason;
 
+use crate::faults::{run_fault, FaultExpect, FaultObserved};
 use crate::nat::{Nat, NatConfigError, NatDrop, NatPreset, PortAllocation};
 use crate::packets;
 use crate::report::StatusReport;
@@ -102,6 +103,27 @@ pub const SCENARIO_TIME: Duration = Duration::from_secs(90);
 pub const IDLE_TIME: Duration = Duration::from_secs(62 * 60);
 /// Mapping timeout of [`Variant::MappingTimeout`]: shorter than any refresh interval.
 pub const SHORT_MAPPING_TIMEOUT: Duration = Duration::from_secs(20);
+/// When the fault of a fault scenario strikes: after the first refresh of every profile
+/// (22.5–30 s after the first RA), before the second.
+pub const FAULT_AT: Duration = Duration::from_secs(40);
+/// How long a restarted server is gone ([`Variant::ServerRestart`]): shorter than the
+/// retransmissions of one refresh (3 RSs 4 s apart), as a process restart is.
+pub const RESTART_DOWNTIME: Duration = Duration::from_secs(5);
+/// Loss on the client's NAT link in [`Variant::LossReorder`], per datagram and direction.
+pub const FAULT_LOSS: f64 = 0.10;
+/// Largest extra delay per datagram on the Internet in [`Variant::LossReorder`] (on top of
+/// the 10 ms latency): datagrams sent within 30 ms of each other may arrive swapped.
+pub const FAULT_JITTER: Duration = Duration::from_millis(30);
+/// Longest virtual time [`Variant::LossReorder`] waits for qualification before its pings:
+/// two offline retries (100 s each) fit, so a qualification whose RSs were all lost is
+/// retried.
+pub const LOSSY_TIME: Duration = Duration::from_secs(240);
+/// Echo requests of the [`Variant::LossReorder`] data path.
+pub const LOSSY_PINGS: u16 = 20;
+/// Their spacing: within [`FAULT_JITTER`], so that they overtake each other.
+pub const LOSSY_PING_INTERVAL: Duration = Duration::from_millis(10);
+/// Time the client of [`Variant::RelayRestart`] runs before its first pings.
+pub const RELAY_RESTART_AT: Duration = Duration::from_secs(30);
 
 /// What a scenario changes on top of "this profile behind this NAT".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,6 +145,19 @@ pub enum Variant {
     /// The server never answers; an on-path attacker answers every RS with broken or
     /// spoofed router advertisements.
     SpoofedRa,
+    /// Fault: the server process restarts at [`FAULT_AT`] (down for [`RESTART_DOWNTIME`],
+    /// every piece of its state lost).
+    ServerRestart,
+    /// Fault: the server dies at [`FAULT_AT`] and stays dead.
+    ServerDies,
+    /// Fault: the relay restarts (peer table lost) between two rounds of pings.
+    RelayRestart,
+    /// Fault: the NAT reboots at [`FAULT_AT`]: every mapping lost, random port allocation
+    /// so that the new mapping has another port.
+    NatReboot,
+    /// Fault: [`FAULT_LOSS`] loss each way on the client's NAT link and [`FAULT_JITTER`]
+    /// on the Internet (reordering), for [`LOSSY_TIME`], then [`LOSSY_PINGS`] pings.
+    LossReorder,
 }
 
 impl Variant {
@@ -137,13 +172,34 @@ impl Variant {
             Self::MappingTimeout => "mapping-timeout-20s",
             Self::ServerDown => "server-down",
             Self::SpoofedRa => "spoofed-ra",
+            Self::ServerRestart => "server-restart",
+            Self::ServerDies => "server-dies",
+            Self::RelayRestart => "relay-restart",
+            Self::NatReboot => "nat-reboot",
+            Self::LossReorder => "loss-10pct-reorder",
         }
+    }
+
+    /// Whether the scenario injects a fault (and is run by the fault driver, with a
+    /// [`FaultExpect`]).
+    pub fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Self::ServerDown
+                | Self::ServerRestart
+                | Self::ServerDies
+                | Self::RelayRestart
+                | Self::NatReboot
+                | Self::LossReorder
+        )
     }
 
     /// Virtual time the scenario runs.
     pub fn duration(self) -> Duration {
         match self {
             Self::Idle | Self::DefaultQualified => IDLE_TIME,
+            Self::LossReorder => LOSSY_TIME,
+            Self::RelayRestart => RELAY_RESTART_AT,
             _ => SCENARIO_TIME,
         }
     }
@@ -446,12 +502,35 @@ pub struct Scenario {
     pub why: &'static str,
     /// The data-path outcomes to reach (matrix cells only).
     pub data: DataExpect,
+    /// What the fault must show (fault scenarios only).
+    pub fault: FaultExpect,
 }
 
 impl Scenario {
     /// The same scenario with data-path expectations.
     pub const fn data(self, data: DataExpect) -> Self {
         Self { data, ..self }
+    }
+
+    /// A fault scenario: `profile` behind `nat`, the fault `variant`, its final state
+    /// `expect` and what the fault must show.
+    pub const fn fault(
+        profile: Profile,
+        nat: NatPreset,
+        variant: Variant,
+        expect: Expect,
+        fault: FaultExpect,
+        why: &'static str,
+    ) -> Self {
+        Self {
+            profile,
+            nat,
+            variant,
+            expect,
+            why,
+            data: DATA_NOT_RUN,
+            fault,
+        }
     }
 
     /// `<profile>__<nat>` for matrix cells, `<profile>__<nat>__<variant>` otherwise; also the
@@ -472,6 +551,7 @@ const fn cell(profile: Profile, nat: NatPreset, expect: Expect, why: &'static st
         expect,
         why,
         data: DATA_NOT_RUN,
+        fault: FaultExpect::None,
     }
 }
 
@@ -724,6 +804,7 @@ pub const EXTRAS: &[Scenario] = &[
         why: "Windows 7 goes dormant after 60 minutes without Teredo traffic (lab assumption \
               WIN7_DORMANT_AFTER): no refresh, no address, the NAT type is remembered",
         data: DATA_NOT_RUN,
+        fault: FaultExpect::None,
     },
     Scenario {
         profile: P::Win7,
@@ -733,6 +814,7 @@ pub const EXTRAS: &[Scenario] = &[
         why: "DefaultQualified (the how-to's fix for Windows 7) never goes dormant: it keeps \
               refreshing every ~30 s for the whole hour",
         data: DATA_NOT_RUN,
+        fault: FaultExpect::None,
     },
     Scenario {
         profile: P::Win7,
@@ -742,6 +824,7 @@ pub const EXTRAS: &[Scenario] = &[
         why: "type `client` is disabled on a managed (domain) network (RFC 5991 App. A, the \
               how-to): offline at once, no RS ever sent",
         data: DATA_NOT_RUN,
+        fault: FaultExpect::None,
     },
     Scenario {
         profile: P::Win7,
@@ -750,6 +833,7 @@ pub const EXTRAS: &[Scenario] = &[
         expect: Expect::qualified(T::Restricted),
         why: "`enterpriseclient` runs on managed networks -> qualifies as usual",
         data: DATA_NOT_RUN,
+        fault: FaultExpect::None,
     },
     Scenario {
         profile: P::Rfc5991,
@@ -760,6 +844,7 @@ pub const EXTRAS: &[Scenario] = &[
               30 s after the RA: the refresh RS opens a new mapping (next sequential port), \
               its RA reveals it -> new address, AddressChanged (RFC 4380 §5.2.5)",
         data: DATA_NOT_RUN,
+        fault: FaultExpect::None,
     },
     Scenario {
         profile: P::Miredo,
@@ -769,6 +854,7 @@ pub const EXTRAS: &[Scenario] = &[
         why: "Miredo refreshes every 30 s fixed, still after the 20 s mapping timeout -> new \
               mapping, new address",
         data: DATA_NOT_RUN,
+        fault: FaultExpect::None,
     },
     Scenario {
         profile: P::Rfc5991,
@@ -778,6 +864,7 @@ pub const EXTRAS: &[Scenario] = &[
         why: "3 RSs 4 s apart and no answer -> offline after 12 s, 'cannot reach primary \
               Teredo server over UDP' (RFC 4380 §5.2.1)",
         data: DATA_NOT_RUN,
+        fault: FaultExpect::OfflineAfter(Duration::from_secs(12)),
     },
     Scenario {
         profile: P::Rfc5991,
@@ -789,7 +876,97 @@ pub const EXTRAS: &[Scenario] = &[
               foreign source address); the full-cone NAT lets all 21 through and the client \
               refuses every one -> never qualified, offline like with no server",
         data: DATA_NOT_RUN,
+        fault: FaultExpect::None,
     },
+    // ---- faults (issue 7 part 4): see crate::faults for what is done when.
+    Scenario::fault(
+        P::XpSp2,
+        N::PortRestricted,
+        Variant::ServerDown,
+        Expect::offline(T::Unknown, E::PrimaryUnreachable),
+        FaultExpect::OfflineAfter(Duration::from_secs(24)),
+        "dead server: XP's cone phase (3 RSs, 4 s apart) then its restricted phase (3 more) \
+         go unanswered -> offline 24 s after the first RS, 'cannot reach primary Teredo \
+         server over UDP'",
+    ),
+    Scenario::fault(
+        P::Miredo,
+        N::PortRestricted,
+        Variant::ServerDown,
+        Expect::offline(T::Unknown, E::PrimaryUnreachable),
+        FaultExpect::OfflineAfter(Duration::from_secs(12)),
+        "dead server: Miredo's 3 restricted RSs 4 s apart go unanswered -> down 12 s after the \
+         first ('No reply from Teredo server'; Windows wording in the status)",
+    ),
+    Scenario::fault(
+        P::Rfc5991,
+        N::PortRestricted,
+        Variant::ServerDies,
+        Expect::offline(T::Restricted, E::PrimaryUnreachable),
+        FaultExpect::OfflineAfter(Duration::from_secs(12)),
+        "qualified, then the server dies at 40 s: the next refresh RS and its 2 \
+         retransmissions go unanswered -> offline 12 s after that refresh (RFC 4380 §5.2.5 \
+         with §5.2.1's T and N), address withdrawn, NAT type remembered",
+    ),
+    Scenario::fault(
+        P::Rfc5991,
+        N::PortRestricted,
+        Variant::ServerRestart,
+        Expect::qualified(T::Restricted),
+        FaultExpect::AddressKept,
+        "the server restarts at 40 s (5 s down, state lost): the server keeps no per-client \
+         state, so the next refresh (or its retransmission) is answered by the new process \
+         with the same mapping -> same address, no failure; data through the relay flows",
+    ),
+    Scenario::fault(
+        P::Miredo,
+        N::PortRestricted,
+        Variant::ServerRestart,
+        Expect::qualified(T::Restricted),
+        FaultExpect::AddressKept,
+        "Miredo's fixed 30 s refresh after the restart is answered by the new server -> same \
+         address",
+    ),
+    Scenario::fault(
+        P::Rfc5991,
+        N::PortRestricted,
+        Variant::NatReboot,
+        Expect::qualified(T::Restricted).address_changes(1),
+        FaultExpect::AddressChanged,
+        "the NAT reboots at 40 s (mappings lost, random ports): the next refresh RS gets a new \
+         mapping, its RA's origin indication shows it -> AddressChanged, the new address \
+         embeds the new mapping (RFC 4380 §5.2.5); pings flow from the new address",
+    ),
+    Scenario::fault(
+        P::Vista,
+        N::PortRestricted,
+        Variant::NatReboot,
+        Expect::qualified(T::Restricted).address_changes(1),
+        FaultExpect::AddressChanged,
+        "as rfc5991: Vista refreshes to the primary only, sees the new mapping, new address",
+    ),
+    Scenario::fault(
+        P::Rfc5991,
+        N::PortRestricted,
+        Variant::RelayRestart,
+        Expect::qualified(T::Restricted),
+        FaultExpect::DataResumes,
+        "the relay restarts with an empty peer table: the native host's echo request to the \
+         client finds no peer -> queued, indirect bubble through the server and a direct one \
+         (RFC 4380 §5.4.1); the client's direct bubble makes it trusted, the queue is \
+         flushed, the client answers; its own pings flow too",
+    ),
+    Scenario::fault(
+        P::Rfc5991,
+        N::PortRestricted,
+        Variant::LossReorder,
+        Expect::qualified(T::Restricted),
+        FaultExpect::Lossy { min_replies: 5 },
+        "10 % loss each way and reordering: an exchange fails only if 3 RSs or their RAs are \
+         all lost (0.19^3 = 0.7 %), retransmissions cover the rest, and a failed \
+         qualification is retried within the 240 s; each ping survives 4 crossings of the \
+         lossy link (0.9^4 = 66 %), so at least 5 of 10 are answered",
+    ),
 ];
 
 /// Every scenario, matrix first.
@@ -864,6 +1041,8 @@ pub struct Observed {
     pub data_rejected: u64,
     /// The data-path runs (matrix cells whose client qualified).
     pub data: DataObserved,
+    /// What was measured around the fault (fault scenarios).
+    pub fault: Option<FaultObserved>,
 }
 
 /// One data-path run: echo requests sent, replies received, and the drops during the run.
@@ -906,7 +1085,8 @@ impl PathObserved {
         s
     }
 
-    fn json(&self) -> serde_json::Value {
+    /// As JSON.
+    pub fn json(&self) -> serde_json::Value {
         json!({
             "sent": self.sent,
             "refused": self.refused,
@@ -942,6 +1122,16 @@ impl DataExpect {
         .into_iter()
         .flatten()
         .collect()
+    }
+}
+
+/// The `expected` cell: the final state, and for faults what the fault must show.
+fn expected_summary(s: &Scenario) -> String {
+    let f = s.fault.summary();
+    if f.is_empty() {
+        s.expect.summary()
+    } else {
+        format!("{}; {f}", s.expect.summary())
     }
 }
 
@@ -1004,16 +1194,26 @@ pub fn run_scenario(
     capture: bool,
 ) -> Result<ScenarioResult, NatConfigError> {
     let (mut sim, seed) = build(s, lab_seed, capture)?;
-    let mut run_error = sim
-        .run_for(s.variant.duration())
-        .err()
-        .map(|e| e.to_string());
+    let mut fault = None;
+    let mut run_error = if s.variant.is_fault() {
+        match run_fault(s, lab_seed, &mut sim) {
+            Ok(f) => {
+                fault = Some(f);
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        }
+    } else {
+        sim.run_for(s.variant.duration())
+            .err()
+            .map(|e| e.to_string())
+    };
     let mut data = DataObserved::default();
     if run_error.is_none() && s.variant == Variant::Matrix && qualified(&sim) {
         let mut strict = || -> Result<(), SimError> {
-            data.ping_strict = ping_run(&mut sim, ECHO_HOST)?;
+            data.ping_strict = ping_run(&mut sim, ECHO_HOST, PINGS)?;
             if let Some(peer) = sim.client(1).and_then(|n| n.client.address()) {
-                data.teredo = ping_run(&mut sim, peer)?;
+                data.teredo = ping_run(&mut sim, peer, PINGS)?;
             }
             Ok(())
         };
@@ -1022,7 +1222,7 @@ pub fn run_scenario(
         let mut run = || -> Result<(), SimError> {
             lenient.run_for(s.variant.duration())?;
             if qualified(&lenient) {
-                data.ping_lenient = ping_run(&mut lenient, ECHO_HOST)?;
+                data.ping_lenient = ping_run(&mut lenient, ECHO_HOST, PINGS)?;
             }
             Ok(())
         };
@@ -1031,9 +1231,11 @@ pub fn run_scenario(
         }
     }
     let pcap = sim.take_pcap();
-    let observed = observe(&sim, run_error, data);
+    let mut observed = observe(&sim, run_error, data);
+    observed.fault = fault;
     let mut mismatches = s.expect.check(&observed);
     mismatches.extend(s.data.check(&observed.data));
+    mismatches.extend(s.fault.check(observed.fault.as_ref()));
     Ok(ScenarioResult {
         scenario: *s,
         seed,
@@ -1096,18 +1298,29 @@ pub fn build_with(
                 c.timeout = SHORT_MAPPING_TIMEOUT;
                 c.ports = PortAllocation::Sequential;
             }
+            if s.variant == Variant::NatReboot {
+                // A rebooted port-preserving NAT would hand out the same port again.
+                c.ports = PortAllocation::Random;
+            }
+            if s.variant == Variant::LossReorder {
+                c.loss = FAULT_LOSS;
+            }
             (SocketAddrV4::new(CLIENT_INTERNAL, port), Some(Nat::new(c)))
         }
     };
     let client = Client::new(cfg, ChaCha8Rng::seed_from_u64(client_seed), local, t0);
     sim.add_client(client, nat);
-    let relay_cfg = RelayConfig {
-        trust,
-        icmp_source: Some(RELAY_NATIVE),
-        ..RelayConfig::default()
-    };
-    let relay = Relay::new(relay_cfg, ChaCha8Rng::seed_from_u64(relay_seed), t0);
-    sim.add_native(relay, RELAY_ADDR, EchoHost::new(ECHO_HOST));
+    sim.add_native(
+        lab_relay(trust, relay_seed, t0),
+        RELAY_ADDR,
+        EchoHost::new(ECHO_HOST),
+    );
+    if s.variant == Variant::LossReorder {
+        sim.set_jitter(
+            FAULT_JITTER,
+            scenario_seed(lab_seed, &format!("{}/jitter", s.name())),
+        );
+    }
     if s.variant == Variant::Matrix {
         let peer_nat = PEER_NAT.config(vec![PEER_NAT_EXTERNAL], peer_nat_seed)?;
         let peer_local = SocketAddrV4::new(PEER_INTERNAL, peer_port);
@@ -1129,6 +1342,17 @@ pub fn build_with(
         sim.set_observer(spoofer(SERVER));
     }
     Ok((sim, seed))
+}
+
+/// The lab's relay core: `trust`, ICMPv6 errors from [`RELAY_NATIVE`], its RNG seeded with
+/// `seed`.
+pub fn lab_relay(trust: TrustPolicy, seed: u64, now: Instant) -> Relay {
+    let cfg = RelayConfig {
+        trust,
+        icmp_source: Some(RELAY_NATIVE),
+        ..RelayConfig::default()
+    };
+    Relay::new(cfg, ChaCha8Rng::seed_from_u64(seed), now)
 }
 
 fn qualified(sim: &Sim) -> bool {
@@ -1176,9 +1400,23 @@ fn delta(
         .collect()
 }
 
-/// Client 0 sends [`PINGS`] echo requests to `dst`, [`PING_INTERVAL`] apart, then waits
+/// Client 0 sends `count` echo requests to `dst`, [`PING_INTERVAL`] apart, then waits
 /// [`PING_WAIT`]; `None` when it has no address.
-fn ping_run(sim: &mut Sim, dst: Ipv6Addr) -> Result<Option<PathObserved>, SimError> {
+pub fn ping_run(
+    sim: &mut Sim,
+    dst: Ipv6Addr,
+    count: u16,
+) -> Result<Option<PathObserved>, SimError> {
+    ping_run_every(sim, dst, count, PING_INTERVAL)
+}
+
+/// [`ping_run`] with echo requests `interval` apart.
+pub fn ping_run_every(
+    sim: &mut Sim,
+    dst: Ipv6Addr,
+    count: u16,
+    interval: Duration,
+) -> Result<Option<PathObserved>, SimError> {
     let Some((src, mark)) = sim
         .client(0)
         .and_then(|n| Some((n.client.address()?, n.delivered.len())))
@@ -1187,7 +1425,7 @@ fn ping_run(sim: &mut Sim, dst: Ipv6Addr) -> Result<Option<PathObserved>, SimErr
     };
     let before = drop_counters(sim);
     let mut o = PathObserved::default();
-    for seq in 0..PINGS {
+    for seq in 0..count {
         let Some(pkt) = packets::echo_request(src, dst, PING_ID, seq, PING_DATA) else {
             continue;
         };
@@ -1195,7 +1433,7 @@ fn ping_run(sim: &mut Sim, dst: Ipv6Addr) -> Result<Option<PathObserved>, SimErr
         if sim.send_ipv6(0, &pkt).is_err() {
             o.refused += 1;
         }
-        sim.run_for(PING_INTERVAL)?;
+        sim.run_for(interval)?;
     }
     sim.run_for(PING_WAIT)?;
     let mut seqs: Vec<u16> = sim
@@ -1275,6 +1513,7 @@ fn observe(sim: &Sim, run_error: Option<String>, data: DataObserved) -> Observed
         run_error,
         data_rejected: counters.data_rejected,
         data,
+        fault: None,
     }
 }
 
@@ -1421,9 +1660,10 @@ impl LabReport {
             "ping (strict)",
             "ping (lenient)",
             "teredo↔teredo",
+            "fault",
             "result",
         ];
-        let rows: Vec<[String; 13]> = self
+        let rows: Vec<[String; 14]> = self
             .results
             .iter()
             .map(|r| {
@@ -1433,7 +1673,7 @@ impl LabReport {
                     r.scenario.profile.to_string(),
                     r.scenario.nat.to_string(),
                     r.scenario.variant.as_str().to_owned(),
-                    r.scenario.expect.summary(),
+                    expected_summary(&r.scenario),
                     o.state.to_string(),
                     o.nat.to_string(),
                     o.address.map_or("-".to_owned(), |a| a.to_string()),
@@ -1442,6 +1682,9 @@ impl LabReport {
                     data_cell(d.ping_strict, o.data.ping_strict.as_ref()),
                     data_cell(d.ping_lenient, o.data.ping_lenient.as_ref()),
                     data_cell(d.teredo, o.data.teredo.as_ref()),
+                    o.fault
+                        .as_ref()
+                        .map_or("-".to_owned(), |f| f.summary(r.scenario.variant)),
                     if r.ok() { "ok" } else { "MISMATCH" }.to_owned(),
                 ]
             })
@@ -1555,6 +1798,10 @@ impl LabReport {
                             "ping_lenient": o.data.ping_lenient.as_ref().map(PathObserved::json),
                             "teredo": o.data.teredo.as_ref().map(PathObserved::json),
                         },
+                    },
+                    "fault": {
+                        "expected": s.fault.summary(),
+                        "observed": o.fault.as_ref().map(FaultObserved::json),
                     },
                     "ok": r.ok(),
                     "mismatches": r.mismatches,

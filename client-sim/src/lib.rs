@@ -16,6 +16,7 @@
 //! * [`cli`]: the command line (`src/main.rs` only parses it and calls [`cli::run`]).
 
 pub mod cli;
+pub mod faults;
 pub mod lab;
 pub mod load;
 pub mod nat;

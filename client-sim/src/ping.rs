@@ -147,6 +147,10 @@ pub struct PingReport {
     pub replies: Vec<PingReply>,
     /// The client's refusals and drops, per reason (non-zero only).
     pub client_drops: BTreeMap<&'static str, u64>,
+    /// What the client went through during the session (after qualifying): refreshes
+    /// answered, address changes, failures, and its state at the end. Long sessions
+    /// (`--count` × `--interval` beyond the 30 s refresh interval) show the maintenance.
+    pub session: SessionLog,
     /// Wall time of the whole run, milliseconds.
     pub elapsed_ms: u128,
     /// The process exit status for this outcome.
@@ -185,6 +189,26 @@ impl PingReport {
         if let Some(v) = &self.via {
             let _ = writeln!(s, "via {v}");
         }
+        let changes = self
+            .session
+            .events
+            .iter()
+            .filter(|e| e.kind != "qualified")
+            .count();
+        if !self.session.ra_accepted_at_ms.is_empty() || changes > 0 {
+            let _ = writeln!(
+                s,
+                "session: {} router advertisements accepted, {} address change(s) or failure(s); \
+                 state at the end {}{}",
+                self.session.ra_accepted_at_ms.len(),
+                changes,
+                self.session.final_state,
+                self.session
+                    .final_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" ({e})"))
+            );
+        }
         if !self.client_drops.is_empty() {
             let d: Vec<String> = self
                 .client_drops
@@ -194,6 +218,95 @@ impl PingReport {
             let _ = writeln!(s, "client drops: {}", d.join(", "));
         }
         s
+    }
+}
+
+/// Most entries kept per list of a [`SessionLog`] (later ones are counted only).
+pub const MAX_SESSION_LOG: usize = 1024;
+
+/// One change of the client during a ping session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionEvent {
+    /// Milliseconds since the command started.
+    pub at_ms: u128,
+    /// `qualified`, `address_changed` or `offline`.
+    pub kind: &'static str,
+    /// The address after the change (qualified, address_changed).
+    pub address: Option<String>,
+    /// The address before it (address_changed).
+    pub old: Option<String>,
+    /// Why the client went offline (the Windows-style `Error` line).
+    pub error: Option<String>,
+}
+
+/// The client's maintenance during a ping session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SessionLog {
+    /// When a router advertisement was accepted after the qualification (refreshes
+    /// answered, re-qualifications), milliseconds since the command started.
+    pub ra_accepted_at_ms: Vec<u128>,
+    /// Qualifications, address changes and failures, in order.
+    pub events: Vec<SessionEvent>,
+    /// Entries not kept (beyond [`MAX_SESSION_LOG`] per list).
+    pub unlogged: u64,
+    /// The client's state at the end (`qualified`, `offline`, …).
+    pub final_state: String,
+    /// Its Teredo address at the end.
+    pub final_address: Option<String>,
+    /// Its NAT mapping at the end (or the last one learned).
+    pub final_mapping: Option<String>,
+    /// Its `Error` line at the end.
+    pub final_error: Option<String>,
+}
+
+impl SessionLog {
+    fn push_event(&mut self, e: SessionEvent) {
+        if self.events.len() < MAX_SESSION_LOG {
+            self.events.push(e);
+        } else {
+            self.unlogged += 1;
+        }
+    }
+
+    fn note(&mut self, at_ms: u128, e: &Event) {
+        let ev = |kind| SessionEvent {
+            at_ms,
+            kind,
+            address: None,
+            old: None,
+            error: None,
+        };
+        match e {
+            Event::Qualified { address, .. } => self.push_event(SessionEvent {
+                address: Some(address.to_string()),
+                ..ev("qualified")
+            }),
+            Event::AddressChanged { old, new } => self.push_event(SessionEvent {
+                address: Some(new.to_string()),
+                old: Some(old.to_string()),
+                ..ev("address_changed")
+            }),
+            Event::Failed { error } => self.push_event(SessionEvent {
+                error: Some(error.to_string()),
+                ..ev("offline")
+            }),
+            _ => {}
+        }
+    }
+
+    fn ra_accepted(&mut self, at_ms: u128) {
+        if self.ra_accepted_at_ms.len() < MAX_SESSION_LOG {
+            self.ra_accepted_at_ms.push(at_ms);
+        } else {
+            self.unlogged += 1;
+        }
+    }
+
+    fn finish(&mut self, c: &teredo::client::Client) {
+        self.final_state = c.state().to_string();
+        self.final_address = c.address().map(|a| a.to_string());
+        self.final_mapping = c.mapping().map(|m| m.to_string());
+        self.final_error = c.error().map(|e| e.to_string());
     }
 }
 
@@ -246,6 +359,7 @@ pub async fn ping(
         rtt_max_ms: None,
         replies: Vec::new(),
         client_drops: BTreeMap::new(),
+        session: SessionLog::default(),
         elapsed_ms: 0,
     };
     if report.qualify.outcome != Outcome::Qualified {
@@ -256,7 +370,7 @@ pub async fn ping(
         report.elapsed_ms = started.elapsed().as_millis();
         return Ok(report);
     }
-    let Some(src) = driver.client.address() else {
+    let Some(mut src) = driver.client.address() else {
         anyhow::bail!("qualified without a Teredo address");
     };
     on_line(&report.header(popts.size));
@@ -269,14 +383,26 @@ pub async fn ping(
     let mut answered: BTreeMap<u16, f64> = BTreeMap::new();
     let mut next_send = tokio::time::Instant::now();
     let mut last_sent: Option<tokio::time::Instant> = None;
+    let mut ras = driver.client.counters().ra_accepted;
     loop {
+        let at_ms = started.elapsed().as_millis();
         for e in driver.take_events() {
-            if let Event::PeerTrusted { peer, mapping } = e {
-                if peer == popts.probe.addr() {
+            match e {
+                Event::PeerTrusted { peer, mapping } if peer == popts.probe.addr() => {
                     report.via = Some(mapping.to_string());
                 }
+                // A new mapping, a new address (RFC 4380 §5.2.5): later requests leave
+                // from it and answers come back to it.
+                Event::AddressChanged { new, .. } => src = new,
+                _ => {}
             }
+            report.session.note(at_ms, &e);
         }
+        let now_ras = driver.client.counters().ra_accepted;
+        for _ in ras..now_ras {
+            report.session.ra_accepted(at_ms);
+        }
+        ras = now_ras;
         for (at, packet) in driver.take_delivered() {
             let Some((seq, bytes)) = match_answer(&packet, popts.probe, src, id, sport) else {
                 continue;
@@ -350,6 +476,7 @@ pub async fn ping(
         })
         .filter(|(_, v)| *v > 0)
         .collect();
+    report.session.finish(&driver.client);
     report.qualify.counters = merge(report.qualify.counters.clone(), driver.counters());
     report.exit_code = if report.received > 0 {
         0
@@ -471,6 +598,7 @@ mod tests {
             rtt_max_ms: Some(2.0),
             replies: Vec::new(),
             client_drops: BTreeMap::from([("peer_unreachable", 1)]),
+            session: SessionLog::default(),
             elapsed_ms: 0,
             exit_code: 0,
         };
@@ -484,6 +612,27 @@ mod tests {
             r.header(56),
             format!("PING 2001:db8::99 from {A} (Teredo): 56 data bytes")
         );
+        // A session with a change says so.
+        let mut r = r;
+        r.session.note(
+            5,
+            &Event::Failed {
+                error: teredo::client::ClientError::PrimaryUnreachable,
+            },
+        );
+        r.session.ra_accepted(3);
+        r.session.final_state = "offline".into();
+        r.session.final_error = Some("cannot reach primary Teredo server over UDP".into());
+        assert!(
+            r.summary().contains(
+                "session: 1 router advertisements accepted, 1 address change(s) or \
+                 failure(s); state at the end offline (cannot reach primary Teredo server \
+                 over UDP)\n"
+            ),
+            "{}",
+            r.summary()
+        );
+        assert_eq!(r.session.events[0].kind, "offline");
         assert_eq!(fmt_percent(0.0), "0");
         assert_eq!(fmt_percent(100.0), "100");
         let line = PingReply {

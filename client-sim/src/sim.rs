@@ -17,7 +17,12 @@
 //!   [`Nat::outbound`] (mapping, hairpinning, loss), inbound ones through [`Nat::inbound`]
 //!   (filtering!). Its drops are counted by the NAT itself ([`Nat::counters`]).
 //! * The **server** is [`teredo::server::Server`]; it can be switched off
-//!   ([`Sim::set_server_up`]) to model an unreachable server.
+//!   ([`Sim::set_server_up`]) to model an unreachable server, and restarted with its state
+//!   lost ([`Sim::restart_server`]).
+//! * **Faults** on the path: optional jitter ([`Sim::set_jitter`]) adds a random extra delay
+//!   per datagram, so datagrams overtake each other (counted as `reordered`); loss is the
+//!   NATs' (`NatConfig::loss`); a relay restart replaces the relay core
+//!   ([`Sim::replace_relay`]).
 //! * An optional **native IPv6 segment** ([`Sim::add_native`]) carries what the server
 //!   forwards natively: an [`EchoHost`] (e.g. 2001:db8::99) answers ICMPv6 echo and UDP echo
 //!   (port 7), and the segment routes 2001::/32 to a sans-IO [`teredo::relay::Relay`] that
@@ -42,6 +47,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
 use teredo::addr::is_teredo;
 use teredo::client::{Client, Event};
 use teredo::relay::{Output as RelayOutput, Relay};
@@ -128,6 +135,12 @@ pub struct SimCounters {
     /// Observer injections refused because they exceeded [`MAX_INJECTED_PER_DATAGRAM`] or
     /// 65,507 bytes.
     pub injections_refused: u64,
+    /// Datagrams that arrived after one put on the Internet later than them (jitter).
+    pub reordered: u64,
+    /// Server restarts ([`Sim::restart_server`]).
+    pub server_restarts: u64,
+    /// Relay restarts ([`Sim::replace_relay`]).
+    pub relay_restarts: u64,
 }
 
 /// Why a run stopped early.
@@ -175,6 +188,8 @@ pub struct EchoHost {
     pub udp_datagrams: u64,
     /// Packets answered.
     pub answered: u64,
+    /// Echo replies received (answers to [`Sim::send_native`] echo requests).
+    pub echo_replies: u64,
 }
 
 impl EchoHost {
@@ -186,6 +201,7 @@ impl EchoHost {
             echo_requests: 0,
             udp_datagrams: 0,
             answered: 0,
+            echo_replies: 0,
         }
     }
 }
@@ -210,8 +226,8 @@ pub type Observer = Box<dyn FnMut(Duration, &Datagram) -> Vec<Datagram> + Send>;
 enum Delivery {
     /// Put a datagram on the Internet (a delayed send).
     Launch(Sender, Datagram),
-    /// A datagram reaches its destination on the Internet.
-    Arrive(Datagram),
+    /// A datagram reaches its destination on the Internet; the number is its launch order.
+    Arrive(Datagram, u64),
     /// A datagram reaches a client behind its NAT.
     Inside {
         node: usize,
@@ -268,6 +284,11 @@ pub struct Sim {
     server_buf: Vec<u8>,
     relay: Option<RelayNode>,
     echo_host: Option<EchoHost>,
+    /// Largest extra delay per datagram, and the RNG drawing it.
+    jitter: Option<(Duration, ChaCha8Rng)>,
+    /// Datagrams launched so far, and the latest launch number that arrived.
+    launched: u64,
+    latest_arrived: u64,
 }
 
 impl std::fmt::Debug for Sim {
@@ -302,6 +323,40 @@ impl Sim {
             server_buf: vec![0; MAX_UDP_PAYLOAD],
             relay: None,
             echo_host: None,
+            jitter: None,
+            launched: 0,
+            latest_arrived: 0,
+        }
+    }
+
+    /// Restarts the server: a fresh core with the same configuration (every piece of state
+    /// lost), up or down as before. Use with [`Self::set_server_up`] for the downtime.
+    pub fn restart_server(&mut self) {
+        self.server = Server::new(*self.server.config());
+        self.counters.server_restarts += 1;
+    }
+
+    /// Restarts the relay: `relay` (a fresh core) replaces the current one at the same
+    /// address; no effect without a native segment.
+    pub fn replace_relay(&mut self, relay: Relay) {
+        if let Some(r) = self.relay.as_mut() {
+            r.relay = relay;
+            self.counters.relay_restarts += 1;
+        }
+    }
+
+    /// Adds a uniformly drawn extra delay in `0..=max` to every datagram put on the
+    /// Internet from now on (drawn from an RNG seeded with `seed`), so that datagrams sent
+    /// close together may overtake each other. A zero `max` turns it off.
+    pub fn set_jitter(&mut self, max: Duration, seed: u64) {
+        self.jitter = (!max.is_zero()).then(|| (max, ChaCha8Rng::seed_from_u64(seed)));
+    }
+
+    /// The native host sends `packet` (an IPv6 packet) now on the native segment: to a
+    /// Teredo address it goes through the relay. Nothing without a native segment.
+    pub fn send_native(&mut self, packet: Vec<u8>) {
+        if self.relay.is_some() {
+            self.native_send(packet);
         }
     }
 
@@ -554,8 +609,16 @@ impl Sim {
                 }
             }
         }
-        let arrive = self.now + self.latency;
-        self.push(arrive, Delivery::Arrive(d));
+        let extra = match self.jitter.as_mut() {
+            Some((max, rng)) => {
+                let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+                Duration::from_nanos(rng.random_range(0..=nanos))
+            }
+            None => Duration::ZERO,
+        };
+        self.launched += 1;
+        let arrive = self.now + self.latency + extra;
+        self.push(arrive, Delivery::Arrive(d, self.launched));
     }
 
     /// Sends `d` at `at`: now, or queued for later.
@@ -570,7 +633,13 @@ impl Sim {
     fn process(&mut self, what: Delivery) {
         match what {
             Delivery::Launch(sender, d) => self.launch(sender, d),
-            Delivery::Arrive(d) => self.arrive(d),
+            Delivery::Arrive(d, n) => {
+                if n < self.latest_arrived {
+                    self.counters.reordered += 1;
+                }
+                self.latest_arrived = self.latest_arrived.max(n);
+                self.arrive(d);
+            }
             Delivery::Inside {
                 node,
                 from,
@@ -604,6 +673,7 @@ impl Sim {
         if let Some(h) = self.echo_host.as_mut().filter(|h| h.addr == dst) {
             match packets::parse(packet) {
                 Some(packets::Parsed::Echo { reply: false, .. }) => h.echo_requests += 1,
+                Some(packets::Parsed::Echo { reply: true, .. }) => h.echo_replies += 1,
                 Some(packets::Parsed::Udp { .. }) => h.udp_datagrams += 1,
                 _ => {}
             }
@@ -869,11 +939,14 @@ mod tests {
         let t = Instant::now();
         let mut heap = BinaryHeap::new();
         let d = || {
-            Delivery::Arrive(Datagram {
-                from: SocketAddrV4::new(P, 1),
-                to: SocketAddrV4::new(P, 2),
-                payload: vec![],
-            })
+            Delivery::Arrive(
+                Datagram {
+                    from: SocketAddrV4::new(P, 1),
+                    to: SocketAddrV4::new(P, 2),
+                    payload: vec![],
+                },
+                0,
+            )
         };
         for (at, seq) in [(3, 1), (1, 2), (1, 3), (2, 4)] {
             heap.push(Queued {
@@ -987,5 +1060,50 @@ mod tests {
         );
         s.run_for(Duration::from_secs(1)).unwrap();
         assert_eq!(s.counters().server_dropped.values().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn jitter_reorders_and_is_reproducible() {
+        let run = |jitter: Duration| {
+            let mut s = sim();
+            s.set_jitter(jitter, 7);
+            let t0 = s.now();
+            for k in 0..100u64 {
+                s.inject(
+                    t0 + Duration::from_millis(k),
+                    Datagram {
+                        from: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1),
+                        to: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 2),
+                        payload: vec![1],
+                    },
+                );
+            }
+            s.run_for(Duration::from_secs(1)).unwrap();
+            assert_eq!(s.counters().no_route, 100, "every datagram arrives once");
+            s.counters().reordered
+        };
+        assert_eq!(run(Duration::ZERO), 0);
+        let r = run(Duration::from_millis(30));
+        assert!(
+            r > 10,
+            "30 ms of jitter on datagrams 1 ms apart: {r} reordered"
+        );
+        assert_eq!(run(Duration::from_millis(30)), r, "same seed, same order");
+    }
+
+    #[test]
+    fn restarts_keep_the_address_and_count() {
+        let mut s = sim();
+        s.restart_server();
+        assert_eq!(s.counters().server_restarts, 1);
+        assert_eq!(s.server().config().primary, P);
+        // Without a native segment there is no relay to replace.
+        let relay = Relay::new(
+            teredo::relay::RelayConfig::default(),
+            ChaCha8Rng::seed_from_u64(1),
+            s.now(),
+        );
+        s.replace_relay(relay);
+        assert_eq!(s.counters().relay_restarts, 0);
     }
 }

@@ -213,12 +213,13 @@ fn lab_prints_the_table_and_is_byte_identical_per_seed() {
         "NAT type",
         "Teredo address",
         "error",
+        "fault",
         "result",
     ] {
         assert!(header.contains(col), "{header}");
     }
     assert!(
-        text.contains("38 scenarios, 38 ok, 0 mismatches (seed 9)"),
+        text.contains("47 scenarios, 47 ok, 0 mismatches (seed 9)"),
         "{text}"
     );
     assert!(!text.contains("MISMATCH"));

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use client_sim::faults::FaultExpect;
 use client_sim::lab::{
     self, run_lab, run_scenario, Expect, LabOptions, Scenario, Variant, ATTACKER, SERVER,
 };
-use client_sim::nat::NatPreset;
+use client_sim::nat::{NatDrop, NatPreset};
 use client_sim::sim::{Datagram, Sender};
 use teredo::addr::{TeredoAddr, LL_TEREDO_CONE, LL_WINDOWS_RESTRICTED, LL_XP_RESTRICTED};
 use teredo::client::{ClientError, Event, NatType, Profile, State};
@@ -38,6 +39,7 @@ fn custom(profile: Profile, nat: NatPreset, variant: Variant) -> Scenario {
         expect: Expect::qualified(NatType::Unknown),
         why: "test",
         data: lab::DATA_NOT_RUN,
+        fault: FaultExpect::None,
     }
 }
 
@@ -604,4 +606,164 @@ fn udp_echo_through_server_and_relay() {
     assert_eq!((h.echo_requests, h.udp_datagrams, h.answered), (1, 3, 4));
     let c = sim.client(0).unwrap().client.counters();
     assert_eq!((c.echo_tests_sent, c.echo_tests_ok), (1, 1));
+}
+
+#[test]
+fn server_restart_keeps_the_address() {
+    for name in [
+        "rfc5991__port-restricted__server-restart",
+        "miredo__port-restricted__server-restart",
+    ] {
+        let r = run_scenario(&find(name), 1, false).unwrap();
+        assert!(r.ok(), "{name}: {:?}", r.mismatches);
+        let f = r.observed.fault.as_ref().unwrap();
+        assert!(f.address_before.is_some());
+        assert_eq!(f.address_before, r.observed.address, "{name}");
+        assert!(
+            f.ras_after >= 1,
+            "{name}: the new server answered a refresh"
+        );
+        assert_eq!(f.failures_after, 0);
+        assert_eq!(r.observed.address_changes, 0);
+        assert_eq!(r.observed.net.server_restarts, 1);
+        assert!(
+            r.observed.net.server_unreachable == 0 || r.observed.net.server_unreachable <= 2,
+            "at most 2 RSs fall into the 5 s downtime"
+        );
+        let p = f.outbound.as_ref().unwrap();
+        assert_eq!((p.sent, p.received), (3, 3));
+    }
+}
+
+#[test]
+fn dead_server_goes_offline_after_the_profiles_retries() {
+    let cases = [
+        ("rfc5991__port-restricted__server-down", 0, 12),
+        ("xp-sp2__port-restricted__server-down", 0, 24),
+        ("miredo__port-restricted__server-down", 0, 12),
+        ("rfc5991__port-restricted__server-dies", 40, 12),
+    ];
+    for (name, fault_at, after) in cases {
+        let r = run_scenario(&find(name), 1, false).unwrap();
+        assert!(r.ok(), "{name}: {:?}", r.mismatches);
+        let o = &r.observed;
+        assert_eq!(o.state, State::Offline, "{name}");
+        assert_eq!(
+            o.status.error.as_deref(),
+            Some("cannot reach primary Teredo server over UDP"),
+            "{name}"
+        );
+        assert_eq!(o.address, None);
+        let f = o.fault.as_ref().unwrap();
+        let lost = f.first_lost_rs.unwrap();
+        assert!(lost >= secs(fault_at), "{name}: {lost:?}");
+        assert_eq!(f.offline_at.unwrap() - lost, secs(after), "{name}");
+    }
+    // Mid-session: the failing exchange is a refresh (after the fault, within one refresh
+    // interval of it).
+    let r = run_scenario(&find("rfc5991__port-restricted__server-dies"), 1, false).unwrap();
+    let f = r.observed.fault.unwrap();
+    assert!(f.first_lost_rs.unwrap() < secs(40 + 30));
+    assert_eq!(r.observed.nat, NatType::Restricted, "NAT type remembered");
+}
+
+#[test]
+fn nat_reboot_gives_a_new_address_with_the_new_mapping() {
+    for name in [
+        "rfc5991__port-restricted__nat-reboot",
+        "vista__port-restricted__nat-reboot",
+    ] {
+        let s = find(name);
+        let (mut sim, _) = lab::build(&s, 1, false).unwrap();
+        let f = client_sim::faults::run_fault(&s, 1, &mut sim).unwrap();
+        let node = sim.client(0).unwrap();
+        let nat = node.nat.as_ref().unwrap();
+        assert_eq!(nat.counters().reboots, 1);
+        assert!(nat.counters().mappings_flushed >= 1);
+        let before = TeredoAddr::from_ipv6(&f.address_before.unwrap()).unwrap();
+        let after = TeredoAddr::from_ipv6(&f.address_after.unwrap()).unwrap();
+        assert_ne!(before.mapped, after.mapped, "{name}");
+        assert_eq!(Some(after.mapped), f.nat_mapping, "{name}");
+        let changed: Vec<_> = node
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::AddressChanged { .. }))
+            .collect();
+        assert_eq!(changed.len(), 1, "{name}: {changed:?}");
+        assert!(changed[0].0 > secs(40), "{name}: detected after the reboot");
+        let p = f.outbound.unwrap();
+        assert_eq!((p.sent, p.received), (3, 3), "{name}");
+    }
+}
+
+#[test]
+fn relay_restart_bubbles_again_and_data_resumes() {
+    let s = find("rfc5991__port-restricted__relay-restart");
+    let (mut sim, _) = lab::build(&s, 1, false).unwrap();
+    let f = client_sim::faults::run_fault(&s, 1, &mut sim).unwrap();
+    assert_eq!(sim.counters().relay_restarts, 1);
+    let relay = sim.relay().unwrap().counters();
+    assert!(f.relay_bubbles_after >= 1);
+    assert_eq!(relay.bubbles_sent, f.relay_bubbles_after, "a fresh relay");
+    assert!(relay.peers_created >= 1, "the peer was learned again");
+    for p in [&f.before, &f.inbound, &f.outbound] {
+        let p = p.as_ref().unwrap();
+        assert_eq!((p.sent, p.received), (3, 3));
+    }
+    assert_eq!(sim.echo_host().unwrap().echo_replies, 3);
+    let r = run_scenario(&s, 1, false).unwrap();
+    assert!(r.ok(), "{:?}", r.mismatches);
+}
+
+#[test]
+fn loss_and_reordering_still_qualify_and_ping() {
+    let s = find("rfc5991__port-restricted__loss-10pct-reorder");
+    let (mut lost, mut reordered, mut retransmitted) = (0, 0, 0);
+    for seed in 1..=20 {
+        let r = run_scenario(&s, seed, false).unwrap();
+        assert!(r.ok(), "seed {seed}: {:?}", r.mismatches);
+        assert_eq!(r.observed.state, State::Qualified);
+        let f = r.observed.fault.unwrap();
+        assert!(f.outbound.unwrap().received >= 5);
+        lost += f.nat_lost;
+        reordered += f.reordered;
+        retransmitted += f.rs_retransmissions;
+        assert_eq!(
+            f.nat_lost,
+            r.observed.nat_drops[NatDrop::Lost.as_str()],
+            "seed {seed}"
+        );
+    }
+    assert!(lost > 20, "10 % loss happened: {lost}");
+    assert!(reordered > 20, "reordering happened: {reordered}");
+    assert!(
+        retransmitted > 0,
+        "some RS was retransmitted: {retransmitted}"
+    );
+}
+
+#[test]
+fn a_wrong_fault_expectation_is_a_mismatch() {
+    // Claim the NAT reboot keeps the address.
+    let s = Scenario {
+        fault: FaultExpect::AddressKept,
+        ..find("rfc5991__port-restricted__nat-reboot")
+    };
+    let r = run_scenario(&s, 1, false).unwrap();
+    assert!(!r.ok());
+    assert!(
+        r.mismatches[0].contains("(expected unchanged)"),
+        "{:?}",
+        r.mismatches
+    );
+    // And that a dead server takes 24 s for rfc5991.
+    let s = Scenario {
+        fault: FaultExpect::OfflineAfter(secs(24)),
+        ..find("rfc5991__port-restricted__server-down")
+    };
+    let r = run_scenario(&s, 1, false).unwrap();
+    assert_eq!(
+        r.mismatches,
+        ["offline at 12.0 s after the first unanswered RS at 0.0 s (expected 24 s later)"]
+    );
 }

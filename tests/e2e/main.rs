@@ -29,6 +29,9 @@
 //!   port-restricted and a symmetric NAT, checked in the report and on the wire.
 //! * `promtool`: `promtool check metrics` on the `/metrics` of the server, the relay and
 //!   `client-sim load`, and the series a load test reads.
+//! * `faults`: server killed and restarted or dead, relay restarted, NAT mappings flushed
+//!   and the NAT "rebooted" with new ports, 10 % loss — around a long `client-sim ping`
+//!   session behind a kernel NAT, through our server and relay.
 //! * `load`: `client-sim load`, the load generator: its `--ceiling` on loopback, a
 //!   qualification storm against `teredo-server`, and 1000 clients through our server and
 //!   relay to a native host with no loss, the report checked against its /metrics.
@@ -39,6 +42,7 @@ mod bad_input;
 mod client_interop;
 mod compose;
 mod conformance;
+mod faults;
 mod floods;
 mod interop;
 mod load;

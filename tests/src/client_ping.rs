@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::bins::bin_path;
 use crate::client_sim::QualifyReport;
 use crate::netns::Netns;
-use crate::process::{tail, TestDir};
+use crate::process::{tail, Proc, TestDir};
 use crate::wait::wait_for;
 
 /// `client-sim ping --json`, the fields the tests look at.
@@ -40,10 +40,46 @@ pub struct PingReport {
     pub replies: Vec<PingReply>,
     /// The client's refusals and drops, per reason (non-zero only).
     pub client_drops: std::collections::BTreeMap<String, u64>,
+    /// The client's maintenance during the session.
+    #[serde(default)]
+    pub session: Session,
     /// Wall time of the whole run (qualification included), milliseconds.
     pub elapsed_ms: u64,
     /// The exit status the process should have returned.
     pub exit_code: i32,
+}
+
+/// What the client went through during a ping session (client-sim `SessionLog`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct Session {
+    /// When router advertisements were accepted after the qualification, milliseconds
+    /// since the command started.
+    pub ra_accepted_at_ms: Vec<u64>,
+    /// Qualifications, address changes and failures.
+    pub events: Vec<SessionEvent>,
+    /// The state at the end.
+    pub final_state: String,
+    /// The Teredo address at the end.
+    pub final_address: Option<Ipv6Addr>,
+    /// The NAT mapping at the end.
+    pub final_mapping: Option<std::net::SocketAddrV4>,
+    /// The `Error` line at the end.
+    pub final_error: Option<String>,
+}
+
+/// One change of the client during a session.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct SessionEvent {
+    /// Milliseconds since the command started.
+    pub at_ms: u64,
+    /// `qualified`, `address_changed` or `offline`.
+    pub kind: String,
+    /// The address after the change.
+    pub address: Option<Ipv6Addr>,
+    /// The address before it.
+    pub old: Option<Ipv6Addr>,
+    /// The `Error` line, when offline.
+    pub error: Option<String>,
 }
 
 /// One answer.
@@ -92,7 +128,7 @@ pub struct PingSpec<'a> {
 }
 
 /// Runs `client-sim ping --server <server> <destination> -c <count> --profile <profile>
-/// --nat none --json <extra…>` inside `ns` to completion (at most `--timeout` 30 s of
+/// --nat none --json <extra…>` (without `--nat none` when `extra` has a `--nat-spec`) inside `ns` to completion (at most `--timeout` 30 s of
 /// qualification, `count` requests 1 s apart and 10 s of wait, plus slack); stdout and
 /// stderr go to `<label>.stdout.log` / `<label>.stderr.log` in `dir`.
 pub fn ping(
@@ -102,6 +138,20 @@ pub fn ping(
     spec: PingSpec<'_>,
     extra: &[&str],
 ) -> Result<PingRun> {
+    let proc = spawn_ping(ns, dir, label, spec, extra)?;
+    let limit = Duration::from_secs(50) + Duration::from_secs(u64::from(spec.count));
+    finish_ping(proc, label, limit)
+}
+
+/// Starts the `client-sim ping` of [`ping`] in the background (for a test that does
+/// something to the network meanwhile); [`finish_ping`] collects it.
+pub fn spawn_ping(
+    ns: &Netns,
+    dir: &TestDir,
+    label: &str,
+    spec: PingSpec<'_>,
+    extra: &[&str],
+) -> Result<Proc> {
     let bin = bin_path("client-sim")?;
     let server = spec.server.to_string();
     let destination = spec.destination.to_string();
@@ -115,20 +165,25 @@ pub fn ping(
         &count,
         "--profile",
         spec.profile,
-        "--nat",
-        "none",
         "--timeout",
         "30s",
         "--json",
     ];
+    if !extra.contains(&"--nat-spec") {
+        args.extend_from_slice(&["--nat", "none"]);
+    }
     args.extend_from_slice(extra);
-    let mut proc = ns.spawn(
+    ns.spawn(
         label,
         dir.path(),
         bin.to_str().context("non-UTF-8 binary path")?,
         &args,
-    )?;
-    let limit = Duration::from_secs(50) + Duration::from_secs(u64::from(spec.count));
+    )
+}
+
+/// Waits (at most `limit`) for a `client-sim ping` started by [`spawn_ping`] and parses its
+/// report.
+pub fn finish_ping(mut proc: Proc, label: &str, limit: Duration) -> Result<PingRun> {
     let (status, _) = wait_for(&format!("{label} to finish"), limit, || proc.try_status())
         .with_context(|| format!("{label} stderr:\n{}", tail(&proc.stderr(), 30)))?;
     let stdout = proc.stdout();

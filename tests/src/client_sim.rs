@@ -42,6 +42,19 @@ pub struct QualifyReport {
     pub teredo_address: Option<Ipv6Addr>,
     /// Wall time of the run.
     pub elapsed_ms: u64,
+    /// The counters (RSs sent, RAs accepted, …).
+    #[serde(default)]
+    pub counters: Option<Counters>,
+}
+
+/// The counters of a `qualify` report that the tests look at.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    /// Router solicitations sent.
+    pub rs_sent: u64,
+    /// Router advertisements accepted.
+    #[serde(default)]
+    pub ra_accepted: u64,
 }
 
 /// `NAT Special Behaviour`.
