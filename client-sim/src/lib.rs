@@ -17,6 +17,8 @@
 
 pub mod cli;
 pub mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lab;
 pub mod load;
 pub mod nat;

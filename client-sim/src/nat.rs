@@ -1578,6 +1578,45 @@ fn paired_index(seed: u64, internal: Ipv4Addr, n: usize) -> usize {
     (z % n as u64) as usize
 }
 
+/// Asserts the internal consistency of the tables: both indexes agree, pool and port
+/// bookkeeping, expiry records, permit caps, counters. Used by the unit tests and the fuzz
+/// harness.
+pub(crate) fn check_invariants(nat: &Nat) {
+    let c = &nat.config;
+    let n = c.external_ips.len();
+    assert!(nat.mappings() <= c.max_mappings);
+    assert_eq!(nat.by_key.len(), nat.by_external.len());
+    let mut deadlines = 0;
+    let mut used = vec![0; n];
+    let mut per_endpoint: HashMap<SocketAddrV4, Vec<u32>> = HashMap::new();
+    for (external, m) in &nat.by_external {
+        assert_eq!(nat.by_key.get(&m.key), Some(external));
+        assert_eq!(c.external_ips[m.pool_idx], *external.ip());
+        assert!(external.port() != 0 && c.port_range.contains(&external.port()));
+        assert!(m.permits.len() <= MAX_REMOTES_PER_MAPPING);
+        if let Some(deadline) = m.expires {
+            deadlines += 1;
+            assert!(nat.expiry.contains(&(deadline, *external)));
+        }
+        used[m.pool_idx] += 1;
+        if c.pooling == Pooling::Paired {
+            assert_eq!(m.pool_idx, paired_index(c.seed, *m.key.internal.ip(), n));
+        } else if n >= 2 {
+            per_endpoint
+                .entry(m.key.internal)
+                .or_insert_with(|| vec![0; n])[m.pool_idx] += 1;
+        }
+    }
+    assert_eq!(nat.expiry.len(), deadlines);
+    assert_eq!(nat.used, used);
+    assert_eq!(nat.endpoint_pool, per_endpoint);
+    let k = &nat.counters;
+    assert_eq!(
+        k.mappings_created,
+        k.mappings_expired + k.mappings_flushed + nat.mappings() as u64
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2364,42 +2403,6 @@ mod tests {
     }
 
     // ---- property tests ----
-
-    fn check_invariants(nat: &Nat) {
-        let c = &nat.config;
-        let n = c.external_ips.len();
-        assert!(nat.mappings() <= c.max_mappings);
-        assert_eq!(nat.by_key.len(), nat.by_external.len());
-        let mut deadlines = 0;
-        let mut used = vec![0; n];
-        let mut per_endpoint: HashMap<SocketAddrV4, Vec<u32>> = HashMap::new();
-        for (external, m) in &nat.by_external {
-            assert_eq!(nat.by_key.get(&m.key), Some(external));
-            assert_eq!(c.external_ips[m.pool_idx], *external.ip());
-            assert!(external.port() != 0 && c.port_range.contains(&external.port()));
-            assert!(m.permits.len() <= MAX_REMOTES_PER_MAPPING);
-            if let Some(deadline) = m.expires {
-                deadlines += 1;
-                assert!(nat.expiry.contains(&(deadline, *external)));
-            }
-            used[m.pool_idx] += 1;
-            if c.pooling == Pooling::Paired {
-                assert_eq!(m.pool_idx, paired_index(c.seed, *m.key.internal.ip(), n));
-            } else if n >= 2 {
-                per_endpoint
-                    .entry(m.key.internal)
-                    .or_insert_with(|| vec![0; n])[m.pool_idx] += 1;
-            }
-        }
-        assert_eq!(nat.expiry.len(), deadlines);
-        assert_eq!(nat.used, used);
-        assert_eq!(nat.endpoint_pool, per_endpoint);
-        let k = &nat.counters;
-        assert_eq!(
-            k.mappings_created,
-            k.mappings_expired + k.mappings_flushed + nat.mappings() as u64
-        );
-    }
 
     #[derive(Debug, Clone)]
     enum Remote {

@@ -8,6 +8,8 @@
 pub mod addr;
 pub mod client;
 pub mod drop_reason;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod rate_limit;
 pub mod relay;
 pub mod server;
