@@ -3,7 +3,7 @@
 //! documentation.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use teredo::fuzzing::{advance, Input, MAX_OPS};
 
@@ -14,12 +14,18 @@ use crate::nat::{
 
 /// Internal hosts of the harness: 10.0.0.1–4, ports 5000–5003.
 fn internal(b: u8) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1 + (b & 3)), 5000 + u16::from(b >> 2 & 3))
+    SocketAddrV4::new(
+        Ipv4Addr::new(10, 0, 0, 1 + (b & 3)),
+        5000 + u16::from(b >> 2 & 3),
+    )
 }
 
 /// Remote Internet endpoints: 198.51.100.0–7, ports 3544–3547.
 fn remote(b: u8) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, b & 7), 3544 + u16::from(b >> 3 & 3))
+    SocketAddrV4::new(
+        Ipv4Addr::new(198, 51, 100, b & 7),
+        3544 + u16::from(b >> 3 & 3),
+    )
 }
 
 /// Input: a spec string `[len: u8][bytes]` (parsed with [`NatConfig::from_spec`]; what
@@ -57,7 +63,7 @@ pub fn nat(data: &[u8]) {
     cfg.timeout = Duration::from_secs(u64::from(c[3]));
     let (lo, hi) = (*cfg.port_range.start(), *cfg.port_range.end());
     let mut nat = Nat::new(cfg);
-    let mut now = Instant::now();
+    let mut now = teredo::fuzzing::epoch();
     let mut externals: Vec<SocketAddrV4> = Vec::new();
     for _ in 0..MAX_OPS {
         if input.is_empty() {
@@ -101,14 +107,22 @@ pub fn nat(data: &[u8]) {
                 };
                 let from = remote(input.u8());
                 if let Ok(t) = nat.inbound(now, SocketAddrV4::new(ip, port), from) {
-                    assert_eq!(t.internal.ip().octets()[..3], [10, 0, 0], "inbound to {}", t.internal);
+                    assert_eq!(
+                        t.internal.ip().octets()[..3],
+                        [10, 0, 0],
+                        "inbound to {}",
+                        t.internal
+                    );
                 }
             }
             2 => {
                 now = advance(now, input.step());
                 if nat.poll_timeout().is_some_and(|t| t <= now) {
                     nat.expire(now);
-                    assert!(nat.poll_timeout().is_none_or(|t| t > now), "expired everything due");
+                    assert!(
+                        nat.poll_timeout().is_none_or(|t| t > now),
+                        "expired everything due"
+                    );
                 }
             }
             3 => nat.expire(now),
@@ -130,13 +144,21 @@ pub fn nat(data: &[u8]) {
 
 fn check_external(ips: &[Ipv4Addr], lo: u16, hi: u16, x: SocketAddrV4) {
     assert!(ips.contains(x.ip()), "external address {x}");
-    assert!((lo..=hi).contains(&x.port()) && x.port() != 0, "external port {x}");
+    assert!(
+        (lo..=hi).contains(&x.port()) && x.port() != 0,
+        "external port {x}"
+    );
 }
 
 /// A spec string: parse errors are fine; what parses must round-trip through `to_spec`.
 fn spec(s: &str) {
     if let Ok(c) = NatConfig::from_spec(s) {
         let again = NatConfig::from_spec(&c.to_spec());
-        assert_eq!(again.as_ref(), Ok(&c), "spec {s:?} printed as {:?}", c.to_spec());
+        assert_eq!(
+            again.as_ref(),
+            Ok(&c),
+            "spec {s:?} printed as {:?}",
+            c.to_spec()
+        );
     }
 }

@@ -71,7 +71,8 @@ fn main() {
         let name = f.file_stem().expect("name").to_string_lossy().into_owned();
         let dgs = read_pcap(f);
         for d in &dgs {
-            wire.entry(shape(&d.payload)).or_insert_with(|| d.payload.clone());
+            wire.entry(shape(&d.payload))
+                .or_insert_with(|| d.payload.clone());
         }
         write(&out, "server", &name, server(&dgs));
         write(&out, "relay_udp", &name, relay(&dgs, false));
@@ -151,7 +152,11 @@ fn shape(d: &[u8]) -> String {
             if p.origin.is_some() { "origin-" } else { "" },
             p.next_header(),
             p.ipv6_payload().first().copied().unwrap_or(0),
-            if p.trailers.is_empty() { "" } else { "-trailers" },
+            if p.trailers.is_empty() {
+                ""
+            } else {
+                "-trailers"
+            },
         ),
         Err(e) => format!("invalid-{e}"),
     }
@@ -201,7 +206,9 @@ fn relay(dgs: &[Datagram], ipv6_side: bool) -> Option<Vec<u8>> {
             encode::addr(&mut out, d.from);
             encode::chunk(&mut out, &d.payload);
         } else if d.from == RELAY {
-            let Ok(p) = TeredoPacket::parse(&d.payload) else { continue };
+            let Ok(p) = TeredoPacket::parse(&d.payload) else {
+                continue;
+            };
             if p.is_bubble() {
                 continue;
             }

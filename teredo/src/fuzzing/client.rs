@@ -11,9 +11,7 @@ use crate::wire::ipv6::{finish_icmpv6, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST};
 use crate::wire::packet::{IPV6_HEADER_LEN, MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6};
 use crate::wire::TeredoPacket;
 
-use super::{
-    advance, assert_complete_ipv6, fix_payload_len, patch_addr, FuzzRng, Input, MAX_OPS,
-};
+use super::{advance, assert_complete_ipv6, fix_payload_len, patch_addr, FuzzRng, Input, MAX_OPS};
 
 /// The server (the lab's primary address; secondary = primary + 1).
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -55,7 +53,7 @@ pub fn client_udp(data: &[u8]) {
     cfg.max_peers = 1 + usize::from(c >> 4 & 3);
     cfg.queue_packets_per_peer = 1 + usize::from(c >> 6);
     let mut h = Harness {
-        now: Instant::now(),
+        now: super::epoch(),
         server: Server::new(ServerConfig::new(SERVER)),
         client: None,
         pending: Vec::new(),
@@ -63,12 +61,7 @@ pub fn client_udp(data: &[u8]) {
         buf: vec![0u8; MAX_UDP_PAYLOAD],
         max_peers: cfg.max_peers,
     };
-    h.client = Some(Client::new(
-        cfg,
-        FuzzRng::new(u64::from(c)),
-        LOCAL,
-        h.now,
-    ));
+    h.client = Some(Client::new(cfg, FuzzRng::new(u64::from(c)), LOCAL, h.now));
     h.drain();
     for _ in 0..MAX_OPS {
         if input.is_empty() {
@@ -237,8 +230,7 @@ impl Harness {
         let (src, dst) = (p.src(), p.dst());
         patch_addr(&mut pkt, 8, dst);
         patch_addr(&mut pkt, 24, src);
-        if pkt[6] == NEXT_HEADER_ICMPV6 && pkt.get(IPV6_HEADER_LEN) == Some(&ICMPV6_ECHO_REQUEST)
-        {
+        if pkt[6] == NEXT_HEADER_ICMPV6 && pkt.get(IPV6_HEADER_LEN) == Some(&ICMPV6_ECHO_REQUEST) {
             pkt[IPV6_HEADER_LEN] = ICMPV6_ECHO_REPLY;
             finish_icmpv6(&mut pkt);
         }
@@ -267,7 +259,10 @@ impl Harness {
             };
             let dg = &buf[..t.len];
             let p = TeredoPacket::parse(dg).expect("client datagram re-parses");
-            assert!(p.origin.is_none(), "client datagrams carry no origin indication");
+            assert!(
+                p.origin.is_none(),
+                "client datagrams carry no origin indication"
+            );
             if self.is_server(t.to) {
                 if self.pending.len() < MAX_PENDING {
                     self.pending.push((t.to, dg.to_vec()));
@@ -296,7 +291,10 @@ impl Harness {
         let c = self.client();
         assert!(c.peer_count() <= self.max_peers, "peer table over its cap");
         if c.state() == State::Qualified {
-            assert!(c.address().is_some() && c.mapping().is_some(), "qualified without address");
+            assert!(
+                c.address().is_some() && c.mapping().is_some(),
+                "qualified without address"
+            );
         }
     }
 }

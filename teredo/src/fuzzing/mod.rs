@@ -165,3 +165,10 @@ impl rand::RngCore for FuzzRng {
         }
     }
 }
+
+/// The start of an input's virtual time. The harness is the driver, so it reads the clock
+/// once; every later instant is this plus steps decoded from the input.
+#[allow(clippy::disallowed_methods)]
+pub fn epoch() -> Instant {
+    Instant::now()
+}

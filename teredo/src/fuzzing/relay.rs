@@ -11,9 +11,7 @@ use crate::wire::packet::{IPV6_HEADER_LEN, MAX_UDP_PAYLOAD};
 use crate::wire::trailer::TYPE_NONCE;
 use crate::wire::{TeredoPacket, Trailers};
 
-use super::{
-    advance, assert_complete_ipv6, fix_payload_len, patch_addr, FuzzRng, Input, MAX_OPS,
-};
+use super::{advance, assert_complete_ipv6, fix_payload_len, patch_addr, FuzzRng, Input, MAX_OPS};
 
 /// The Teredo server of the harness's clients (the lab's).
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -103,7 +101,7 @@ fn run(data: &[u8], side: Side) {
     let mut input = Input::new(data);
     let (a, b) = (input.u8(), input.u8());
     let cfg = config(a, b);
-    let now = Instant::now();
+    let now = super::epoch();
     let mut h = Harness {
         relay: Relay::new(cfg, FuzzRng::new(u64::from(a) << 8 | u64::from(b)), now),
         cfg,
@@ -201,7 +199,10 @@ impl Harness {
         let mut n = 0;
         while let Some(o) = self.relay.poll_output(&mut self.buf) {
             n += 1;
-            assert!(n <= self.cfg.max_outputs, "more outputs than the queue holds");
+            assert!(
+                n <= self.cfg.max_outputs,
+                "more outputs than the queue holds"
+            );
             match o {
                 Output::Udp { to, len } => self.check_udp(to, len),
                 Output::Ipv6 { len } => {

@@ -1,7 +1,6 @@
 //! The server's only input: a UDP datagram ([`Server::handle_udp`] + [`Server::poll_output`]).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Instant;
 
 use crate::addr::{is_ipv4_global_unicast, TeredoAddr, TEREDO_PORT};
 use crate::server::{Handled, Local, Output, Server, ServerConfig};
@@ -31,7 +30,7 @@ pub fn server_datagram(data: &[u8]) {
     }
     let mut server = Server::new(cfg);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
-    let now = Instant::now();
+    let now = super::epoch();
     for _ in 0..MAX_OPS {
         if input.is_empty() {
             break;
@@ -51,7 +50,11 @@ pub fn server_datagram(data: &[u8]) {
             (Ok(h), None) => panic!("accepted ({h:?}) but no output"),
             (Ok(h), Some(o)) => check_output(&cfg, from, datagram, h, o, &buf),
         }
-        assert_eq!(server.poll_output(&mut buf), None, "one output per datagram");
+        assert_eq!(
+            server.poll_output(&mut buf),
+            None,
+            "one output per datagram"
+        );
     }
 }
 
@@ -71,7 +74,9 @@ fn check_output(
         (
             Handled::RouterSolicitation { reply_from, .. },
             Output::Udp {
-                from_local, to, len,
+                from_local,
+                to,
+                len,
             },
         ) => {
             assert_eq!(from_local, reply_from);
@@ -86,7 +91,9 @@ fn check_output(
         (
             Handled::ForwardedToClient { with_origin, .. },
             Output::Udp {
-                from_local, to, len,
+                from_local,
+                to,
+                len,
             },
         ) => {
             assert_eq!(from_local, Local::Primary);
@@ -111,7 +118,11 @@ fn check_output(
             assert!(cfg.native);
             assert_complete_ipv6(&buf[..len], "native packet");
             let orig = TeredoPacket::parse(datagram).expect("accepted datagram parses");
-            assert_eq!(&buf[..len], orig.ipv6, "forwarded unchanged, trailers stripped");
+            assert_eq!(
+                &buf[..len],
+                orig.ipv6,
+                "forwarded unchanged, trailers stripped"
+            );
         }
         (h, o) => panic!("{h:?} produced {o:?}"),
     }

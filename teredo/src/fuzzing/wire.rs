@@ -26,7 +26,10 @@ pub fn wire(data: &[u8]) {
             "parts do not cover the datagram"
         );
         assert_eq!(&data[p.ipv6_offset..p.ipv6_offset + p.ipv6.len()], p.ipv6);
-        assert_eq!(p.ipv6_and_trailers(data).len(), p.ipv6.len() + p.trailers.len());
+        assert_eq!(
+            p.ipv6_and_trailers(data).len(),
+            p.ipv6.len() + p.trailers.len()
+        );
         let mut pos = 0;
         if let Some(a) = p.auth {
             let (again, len) = Auth::parse(data).expect("auth parsed within the packet");
@@ -41,7 +44,13 @@ pub fn wire(data: &[u8]) {
         for t in Trailers::new(p.trailers) {
             assert_ne!(t.kind(), TrailerKind::Discard, "validated trailers");
         }
-        let _ = (p.src(), p.dst(), p.hop_limit(), p.is_bubble(), p.ipv6_payload());
+        let _ = (
+            p.src(),
+            p.dst(),
+            p.hop_limit(),
+            p.is_bubble(),
+            p.ipv6_payload(),
+        );
         ipv6_parsers(p.ipv6);
     }
 }
@@ -60,7 +69,11 @@ fn origin(data: &[u8]) {
     if let Ok(o) = OriginIndication::parse(data) {
         let mut out = [0u8; ORIGIN_LEN];
         assert_eq!(o.emit(&mut out), Ok(ORIGIN_LEN));
-        assert_eq!(&out[..], &data[..ORIGIN_LEN], "origin re-emits to the same bytes");
+        assert_eq!(
+            &out[..],
+            &data[..ORIGIN_LEN],
+            "origin re-emits to the same bytes"
+        );
     }
 }
 
