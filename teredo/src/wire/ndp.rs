@@ -353,4 +353,38 @@ mod tests {
         let n2 = emit_rs(&mut buf, None, "2001:db8::1".parse().unwrap(), false).unwrap();
         assert!(RouterSolicitation::parse(&buf[..n2]).is_err());
     }
+
+    /// Found by the `wire` fuzz target (fuzz/regressions/wire/echo-parse-accepted-ip-version-15):
+    /// the echo, RS and RA parsers checked the length of "a complete IPv6 packet" but not its
+    /// version, so an IPv4 or version-15 header with the right bytes behind it parsed as IPv6.
+    #[test]
+    fn fuzz_wire_parsers_accepted_a_non_ipv6_version() {
+        use crate::wire::ipv6::Echo;
+        let mut echo = [0u8; 56];
+        let e = Echo {
+            reply: true,
+            id: 1,
+            seq: 2,
+            data: b"12345678",
+        };
+        let n = e
+            .emit(&mut echo, "2001:db8::1".parse().unwrap(), "2001::1".parse().unwrap(), 64)
+            .unwrap();
+        let mut rs = [0u8; 48];
+        emit_rs(&mut rs, None, LL_WINDOWS_RESTRICTED, false).unwrap();
+        let mut ra = miredo_ra("1122334455667788");
+        let ra = &mut ra[21..];
+        assert!(Echo::parse(&echo[..n]).is_ok());
+        assert!(RouterSolicitation::parse(&rs).is_ok());
+        assert!(RouterAdvertisement::parse(ra).is_ok());
+        for version in [0u8, 4, 15] {
+            echo[0] = version << 4;
+            rs[0] = version << 4;
+            ra[0] = version << 4;
+            let err = WireError::BadVersion(version);
+            assert_eq!(Echo::parse(&echo[..n]), Err(err));
+            assert_eq!(RouterSolicitation::parse(&rs), Err(err));
+            assert_eq!(RouterAdvertisement::parse(ra), Err(err));
+        }
+    }
 }

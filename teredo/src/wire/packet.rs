@@ -113,10 +113,15 @@ impl<'a> TeredoPacket<'a> {
     }
 }
 
-/// Checks that a complete IPv6 packet is exactly as long as its payload length field says,
-/// so a truncated packet is never taken for a shorter valid one.
+/// Checks that a complete IPv6 packet is IP version 6 and exactly as long as its payload
+/// length field says, so a truncated packet is never taken for a shorter valid one (nor
+/// another IP version for IPv6: the echo, RS and RA parsers rely on this).
 pub(crate) fn check_ipv6_exact_len(ipv6: &[u8]) -> Result<(), WireError> {
     check_len("IPv6 header", ipv6, IPV6_HEADER_LEN)?;
+    let version = ipv6[0] >> 4;
+    if version != 6 {
+        return Err(WireError::BadVersion(version));
+    }
     let payload_len = usize::from(u16::from_be_bytes([ipv6[4], ipv6[5]]));
     let available = ipv6.len() - IPV6_HEADER_LEN;
     if payload_len > available {
