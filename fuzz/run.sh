@@ -31,7 +31,8 @@ for t in "${targets[@]}"; do
   if ! cargo fuzz run "$t" -s none "$scratch/$t" "corpus/$t" "regressions/$t" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     >"$log" 2>&1; then
-    tail -n 60 "$log"
+    grep -A 4 -m 1 'panicked at' "$log" || true
+    tail -n 25 "$log"
     echo "fuzz target $t FAILED (input in fuzz/artifacts/$t/)"
     exit 1
   fi

@@ -46,6 +46,17 @@ fn peer(k: usize) -> TeredoAddr {
 /// every packet it delivers is a complete IPv6 packet to its own address; the peer table
 /// stays under its cap; a qualified client has an address and a mapping.
 pub fn client_udp(data: &[u8]) {
+    let _ = run(data);
+}
+
+/// What a run reached, for the harness's own tests.
+#[derive(Debug, Default)]
+struct Reached {
+    qualified: bool,
+    delivered: usize,
+}
+
+fn run(data: &[u8]) -> Reached {
     let mut input = Input::new(data);
     let c = input.u8();
     let profile = Profile::ALL[usize::from(c) % Profile::ALL.len()];
@@ -60,6 +71,7 @@ pub fn client_udp(data: &[u8]) {
         last_other: None,
         buf: vec![0u8; MAX_UDP_PAYLOAD],
         max_peers: cfg.max_peers,
+        reached: Reached::default(),
     };
     h.client = Some(Client::new(cfg, FuzzRng::new(u64::from(c)), LOCAL, h.now));
     h.drain();
@@ -137,7 +149,9 @@ pub fn client_udp(data: &[u8]) {
         }
         h.drain();
         h.check();
+        h.reached.qualified |= h.client().state() == State::Qualified;
     }
+    h.reached
 }
 
 struct Harness {
@@ -150,6 +164,7 @@ struct Harness {
     last_other: Option<(SocketAddrV4, Vec<u8>)>,
     buf: Vec<u8>,
     max_peers: usize,
+    reached: Reached,
 }
 
 /// Where the IPv6 header starts, skipping an auth header and an origin indication.
@@ -278,6 +293,7 @@ impl Harness {
             assert_complete_ipv6(&buf[..len], "delivered packet");
             let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&buf[24..40]).expect("16"));
             assert_eq!(Some(dst), self.client().address(), "delivered to us");
+            self.reached.delivered += 1;
         }
         self.buf = buf;
         for _ in 0..100_000 {
@@ -295,6 +311,32 @@ impl Harness {
                 c.address().is_some() && c.mapping().is_some(),
                 "qualified without address"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzzing::encode;
+
+    /// The operations reach the client's deep states: every profile qualifies through the
+    /// server in the loop, and a bubble then a packet from a Teredo peer are delivered.
+    #[test]
+    fn harness_reaches_qualification_and_delivery() {
+        for (i, p) in Profile::ALL.iter().enumerate() {
+            let mut v = vec![i as u8, 0];
+            let mut bubble = vec![0u8; IPV6_HEADER_LEN];
+            bubble[6] = 59;
+            v.extend_from_slice(&[3, 0, 1]);
+            encode::chunk(&mut v, &bubble);
+            let mut data = vec![0u8; IPV6_HEADER_LEN + 8];
+            data[6] = 59;
+            v.extend_from_slice(&[3, 0, 1]);
+            encode::chunk(&mut v, &data);
+            let r = run(&v);
+            assert!(r.qualified, "{p:?}: {r:?}");
+            assert_eq!(r.delivered, 1, "{p:?}: {r:?}");
         }
     }
 }

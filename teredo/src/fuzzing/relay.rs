@@ -5,7 +5,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use crate::addr::{is_ipv4_global_unicast, is_teredo, TeredoAddr, TEREDO_PORT};
-use crate::relay::{check_invariants, BubbleSource, Output, Relay, RelayConfig, TrustPolicy};
+use crate::relay::{
+    check_invariants, BubbleSource, Output, Relay, RelayConfig, RelayCounters, TrustPolicy,
+};
 use crate::wire::ipv6::emit_bubble;
 use crate::wire::packet::{IPV6_HEADER_LEN, MAX_UDP_PAYLOAD};
 use crate::wire::trailer::TYPE_NONCE;
@@ -32,19 +34,19 @@ enum Side {
 /// Relay UDP side: raw operations are datagrams `[from: 6 bytes][len: u16][bytes]`, mixed
 /// with native packets, bubble answers and clock steps (see [`relay_ipv6`] for the format).
 pub fn relay_udp(data: &[u8]) {
-    run(data, Side::Udp);
+    let _ = run(data, Side::Udp);
 }
 
 /// Relay IPv6 side. Input: two config bytes, then operations `[op: u8][args]`; `op % 8`:
 /// 0–2 raw input of this side (IPv6 packet `[len: u16][bytes]`), 3 IPv6 packet to client
 /// `k` (`[k][len][bytes]`, destination and length patched), 4 datagram from client `k`
-/// (`[k][flags][len][bytes]`: source address patched, sent from its embedded mapping or
-/// another one), 5 answer the last bubble to client `k` (`[k][flags]`), 6 clock step, 7 raw
+/// (`[k][flags][len][bytes]`: source address patched, destination too with flag bit 2,
+/// length with bit 0, sent from its embedded mapping or another one with bit 1), 5 answer the last bubble to client `k` (`[k][flags]`), 6 clock step, 7 raw
 /// input of the other side. After every operation all outputs are drained and checked:
 /// UDP payloads re-parse, IPv6 packets are complete, the gauges respect the caps and the
 /// peer table is internally consistent.
 pub fn relay_ipv6(data: &[u8]) {
-    run(data, Side::Ipv6);
+    let _ = run(data, Side::Ipv6);
 }
 
 struct Harness {
@@ -97,7 +99,7 @@ fn config(a: u8, b: u8) -> RelayConfig {
     cfg
 }
 
-fn run(data: &[u8], side: Side) {
+fn run(data: &[u8], side: Side) -> RelayCounters {
     let mut input = Input::new(data);
     let (a, b) = (input.u8(), input.u8());
     let cfg = config(a, b);
@@ -140,6 +142,9 @@ fn run(data: &[u8], side: Side) {
                     fix_payload_len(&mut dg);
                 }
                 patch_addr(&mut dg, 8, client_addr(k).to_ipv6());
+                if flags & 4 != 0 {
+                    patch_addr(&mut dg, 24, NATIVE);
+                }
                 let from = if flags & 2 == 0 {
                     client_mapping(k)
                 } else {
@@ -161,6 +166,7 @@ fn run(data: &[u8], side: Side) {
         h.drain();
         h.check();
     }
+    h.relay.counters().clone()
 }
 
 impl Harness {
@@ -248,6 +254,35 @@ impl Harness {
         assert_eq!(g.peers, g.peers_trusted + g.peers_untrusted);
         if let Err(e) = check_invariants(&self.relay) {
             panic!("relay invariant: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzzing::encode;
+
+    /// The operations reach the relay's deep states: a native packet to a client is queued
+    /// behind a bubble, the client's answer makes it trusted and the packet is delivered,
+    /// then the client's own packet goes native. Without this the fuzzer would only ever
+    /// exercise the drop paths.
+    #[test]
+    fn harness_reaches_trust_and_forwarding() {
+        for side in [Side::Udp, Side::Ipv6] {
+            let mut v = vec![14, 0xff];
+            let mut pkt = vec![0u8; IPV6_HEADER_LEN + 8];
+            pkt[6] = 58;
+            pkt[7] = 64;
+            v.extend_from_slice(&[3, 0]);
+            encode::chunk(&mut v, &pkt);
+            v.extend_from_slice(&[5, 0, 1]);
+            v.extend_from_slice(&[4, 0, 5]);
+            encode::chunk(&mut v, &pkt);
+            let c = run(&v, side);
+            assert_eq!(c.bubbles_sent, 1, "{c:?}");
+            assert_eq!(c.flushed, 1, "{c:?}");
+            assert_eq!(c.forwarded, 1, "{c:?}");
         }
     }
 }
