@@ -15,12 +15,14 @@ use std::time::Duration;
 
 use client_sim::nat::NatPreset;
 use pcap_file::pcap::PcapReader;
+use pcap_file::DataLink;
 use teredo::client::Profile;
 use teredo::fuzzing::encode;
 use teredo::wire::TeredoPacket;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const SERVER2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// The lab's relay.
 const RELAY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 20), 3545);
 /// The addresses behind which the lab's client sits (NAT externals, or itself without NAT).
 const CLIENT_SIDE: [Ipv4Addr; 3] = [
@@ -28,6 +30,38 @@ const CLIENT_SIDE: [Ipv4Addr; 3] = [
     Ipv4Addr::new(203, 0, 113, 2),
     Ipv4Addr::new(203, 0, 113, 10),
 ];
+/// The namespace tests' relay (tests/src/relay.rs), any port: Miredo's relay picks its own.
+const NETNS_RELAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 30);
+/// The namespace tests' client addresses: public client, NAT WAN (tests/src/topo.rs).
+const NETNS_CLIENT_SIDE: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(198, 51, 100, 10),
+    Ipv4Addr::new(198, 51, 100, 20),
+];
+
+/// Where the parties of a capture are: the lab's addresses, or the namespace tests' for a
+/// capture whose name contains `__netns`.
+#[derive(Clone, Copy)]
+struct Site {
+    netns: bool,
+}
+
+impl Site {
+    fn is_relay(self, a: SocketAddrV4) -> bool {
+        if self.netns {
+            *a.ip() == NETNS_RELAY
+        } else {
+            a == RELAY
+        }
+    }
+
+    fn is_client_side(self, ip: Ipv4Addr) -> bool {
+        if self.netns {
+            NETNS_CLIENT_SIDE.contains(&ip)
+        } else {
+            CLIENT_SIDE.contains(&ip)
+        }
+    }
+}
 /// Operations per sequence kept from one capture (keeps files at a few KB).
 const MAX_EVENTS: usize = 48;
 /// Wire seeds kept.
@@ -70,14 +104,18 @@ fn main() {
     for f in &files {
         let name = f.file_stem().expect("name").to_string_lossy().into_owned();
         let dgs = read_pcap(f);
+        let site = Site {
+            netns: name.contains("__netns"),
+        };
         for d in &dgs {
-            wire.entry(shape(&d.payload))
+            let site_tag = if site.netns { "netns-" } else { "" };
+            wire.entry(format!("{site_tag}{}", shape(&d.payload)))
                 .or_insert_with(|| d.payload.clone());
         }
         write(&out, "server", &name, server(&dgs));
-        write(&out, "relay_udp", &name, relay(&dgs, false));
-        write(&out, "relay_ipv6", &name, relay(&dgs, true));
-        write(&out, "client", &name, client(&name, &dgs, &miredo_ra));
+        write(&out, "relay_udp", &name, relay(&dgs, site, false));
+        write(&out, "relay_ipv6", &name, relay(&dgs, site, true));
+        write(&out, "client", &name, client(&name, site, &dgs, &miredo_ra));
         n += 1;
     }
     for (i, (k, v)) in wire.into_iter().take(MAX_WIRE).enumerate() {
@@ -118,15 +156,23 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Raw IPv4 (link type 101) UDP datagrams of a lab capture.
+/// UDP datagrams of a capture: raw IPv4 (link type 101, the lab's) or Ethernet (tshark's in
+/// the namespace tests, converted to pcap with `editcap -F pcap`).
 fn read_pcap(path: &Path) -> Vec<Datagram> {
     let mut r = PcapReader::new(fs::File::open(path).expect("open pcap")).expect("pcap header");
+    // Ethernet captures (tshark on a bridge) carry a 14-byte header before IPv4.
+    let skip = match r.header().datalink {
+        DataLink::ETHERNET => 14,
+        _ => 0,
+    };
     let mut v = Vec::new();
     let mut first = None;
     while let Some(p) = r.next_packet() {
         let p = p.expect("pcap record");
         let at = *first.get_or_insert(p.timestamp);
-        let d = &p.data;
+        let Some(d) = p.data.get(skip..) else {
+            continue;
+        };
         if d.len() < 28 || d[0] >> 4 != 4 || d[9] != 17 {
             continue;
         }
@@ -193,19 +239,19 @@ fn server(dgs: &[Datagram]) -> Option<Vec<u8>> {
 
 /// What the relay received: datagrams to it, and (as native input) the IPv6 packets it sent
 /// on to clients, with the clock steps in between.
-fn relay(dgs: &[Datagram], ipv6_side: bool) -> Option<Vec<u8>> {
+fn relay(dgs: &[Datagram], site: Site, ipv6_side: bool) -> Option<Vec<u8>> {
     let (udp_op, ipv6_op) = if ipv6_side { (7, 0) } else { (0, 7) };
     // Lenient, 8 peers, per-peer bubble sources, ICMPv6 errors; 8-packet queues, 32 outputs.
     let mut out = vec![14u8, 0xff];
     let mut last = Duration::ZERO;
     let mut n = 0;
     for d in dgs {
-        if d.to == RELAY {
+        if site.is_relay(d.to) {
             step(&mut out, 6, &mut last, d.at);
             out.push(udp_op);
             encode::addr(&mut out, d.from);
             encode::chunk(&mut out, &d.payload);
-        } else if d.from == RELAY {
+        } else if site.is_relay(d.from) {
             let Ok(p) = TeredoPacket::parse(&d.payload) else {
                 continue;
             };
@@ -228,7 +274,7 @@ fn relay(dgs: &[Datagram], ipv6_side: bool) -> Option<Vec<u8>> {
 
 /// What the client received, after qualifying through the harness's own server (op 0),
 /// with the clock steps in between; then the Miredo RA as if from the server.
-fn client(name: &str, dgs: &[Datagram], miredo_ra: &[u8]) -> Option<Vec<u8>> {
+fn client(name: &str, site: Site, dgs: &[Datagram], miredo_ra: &[u8]) -> Option<Vec<u8>> {
     let profile = Profile::ALL
         .iter()
         .position(|p| name.starts_with(&format!("{}__", p.as_str())))?;
@@ -243,7 +289,7 @@ fn client(name: &str, dgs: &[Datagram], miredo_ra: &[u8]) -> Option<Vec<u8>> {
         .iter()
         .map(|ip| SocketAddrV4::new(*ip, 3544))
         .collect();
-    for d in dgs.iter().filter(|d| CLIENT_SIDE.contains(d.to.ip())) {
+    for d in dgs.iter().filter(|d| site.is_client_side(*d.to.ip())) {
         step(&mut out, 6, &mut last, d.at);
         if servers.contains(&d.from) {
             // From the server, destination patched to the harness client's address.

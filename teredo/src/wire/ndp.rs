@@ -368,7 +368,12 @@ mod tests {
             data: b"12345678",
         };
         let n = e
-            .emit(&mut echo, "2001:db8::1".parse().unwrap(), "2001::1".parse().unwrap(), 64)
+            .emit(
+                &mut echo,
+                "2001:db8::1".parse().unwrap(),
+                "2001::1".parse().unwrap(),
+                64,
+            )
             .unwrap();
         let mut rs = [0u8; 48];
         emit_rs(&mut rs, None, LL_WINDOWS_RESTRICTED, false).unwrap();
