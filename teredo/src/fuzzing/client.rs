@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Instant;
 
-use crate::addr::{TeredoAddr, TEREDO_PORT};
+use crate::addr::{TeredoAddr, ALL_ROUTERS, TEREDO_PORT};
 use crate::client::{Client, ClientConfig, Profile, State};
 use crate::server::{Local, Output, Server, ServerConfig};
 use crate::wire::ipv6::{finish_icmpv6, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST};
@@ -278,6 +278,9 @@ impl Harness {
                 p.origin.is_none(),
                 "client datagrams carry no origin indication"
             );
+            if p.dst() == ALL_ROUTERS {
+                assert!(self.is_server(t.to), "RS sent to {}", t.to);
+            }
             if self.is_server(t.to) {
                 if self.pending.len() < MAX_PENDING {
                     self.pending.push((t.to, dg.to_vec()));

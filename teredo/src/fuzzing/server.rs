@@ -48,7 +48,7 @@ pub fn server_datagram(data: &[u8]) {
             (Err(_), None) => {}
             (Err(reason), Some(o)) => panic!("dropped ({reason:?}) but output {o:?}"),
             (Ok(h), None) => panic!("accepted ({h:?}) but no output"),
-            (Ok(h), Some(o)) => check_output(&cfg, from, datagram, h, o, &buf),
+            (Ok(h), Some(o)) => check_output(&cfg, local, from, datagram, h, o, &buf),
         }
         assert_eq!(
             server.poll_output(&mut buf),
@@ -60,6 +60,7 @@ pub fn server_datagram(data: &[u8]) {
 
 fn check_output(
     cfg: &ServerConfig,
+    local: Local,
     from: SocketAddrV4,
     datagram: &[u8],
     h: Handled,
@@ -72,7 +73,7 @@ fn check_output(
     assert!(!ours(from), "a datagram from ourselves was accepted");
     match (h, o) {
         (
-            Handled::RouterSolicitation { reply_from, .. },
+            Handled::RouterSolicitation { cone, reply_from },
             Output::Udp {
                 from_local,
                 to,
@@ -80,6 +81,8 @@ fn check_output(
             },
         ) => {
             assert_eq!(from_local, reply_from);
+            // RFC 4380 §5.3.2: a cone RS is answered from the other address.
+            assert_eq!(reply_from, if cone { local.other() } else { local });
             assert_eq!(to, from, "RA goes back to the RS's source");
             let p = TeredoPacket::parse(&buf[..len]).expect("RA re-parses");
             assert_eq!(p.origin.map(|o| o.0), Some(from), "RA origin = RS source");
