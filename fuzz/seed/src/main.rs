@@ -241,8 +241,9 @@ fn server(dgs: &[Datagram]) -> Option<Vec<u8>> {
 /// on to clients, with the clock steps in between.
 fn relay(dgs: &[Datagram], site: Site, ipv6_side: bool) -> Option<Vec<u8>> {
     let (udp_op, ipv6_op) = if ipv6_side { (7, 0) } else { (0, 7) };
-    // Lenient, 8 peers, per-peer bubble sources, ICMPv6 errors; 8-packet queues, 32 outputs.
-    let mut out = vec![14u8, 0xff];
+    // Lenient, 8 peers, per-peer bubble sources, ICMPv6 errors; 8-packet queues, 32 outputs;
+    // trusted peers evicted when full, no bubble rate limit.
+    let mut out = vec![14u8, 0xff, 0];
     let mut last = Duration::ZERO;
     let mut n = 0;
     for d in dgs {

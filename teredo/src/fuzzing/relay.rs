@@ -37,7 +37,8 @@ pub fn relay_udp(data: &[u8]) {
     let _ = run(data, Side::Udp);
 }
 
-/// Relay IPv6 side. Input: two config bytes, then operations `[op: u8][args]`; `op % 8`:
+/// Relay IPv6 side. Input: three config bytes (trust policy, caps, bubble source, ICMPv6
+/// errors, trusted eviction, bubble rate), then operations `[op: u8][args]`; `op % 8`:
 /// 0–2 raw input of this side (IPv6 packet `[len: u16][bytes]`), 3 IPv6 packet to client
 /// `k` (`[k][len][bytes]`, destination and length patched), 4 datagram from client `k`
 /// (`[k][flags][len][bytes]`: source address patched, destination too with flag bit 2,
@@ -70,7 +71,7 @@ fn client_mapping(k: usize) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10 + k as u8), 40_000 + k as u16)
 }
 
-fn config(a: u8, b: u8) -> RelayConfig {
+fn config(a: u8, b: u8, c: u8) -> RelayConfig {
     let mut cfg = RelayConfig {
         trust: if a & 1 == 0 {
             TrustPolicy::Lenient
@@ -90,6 +91,9 @@ fn config(a: u8, b: u8) -> RelayConfig {
         icmp_source: (a & 0x40 == 0).then_some(ICMP_SOURCE),
         max_outputs: 4 + usize::from(b >> 5) * 4,
         max_output_bytes: 16 << 10,
+        evict_trusted: c & 1 == 0,
+        bubble_rate: u32::from(c >> 1 & 1),
+        bubble_burst: 1 + u32::from(c >> 2 & 3),
         ..RelayConfig::default()
     };
     if a & 0x80 != 0 {
@@ -101,11 +105,15 @@ fn config(a: u8, b: u8) -> RelayConfig {
 
 fn run(data: &[u8], side: Side) -> RelayCounters {
     let mut input = Input::new(data);
-    let (a, b) = (input.u8(), input.u8());
-    let cfg = config(a, b);
+    let (a, b, c) = (input.u8(), input.u8(), input.u8());
+    let cfg = config(a, b, c);
     let now = super::epoch();
     let mut h = Harness {
-        relay: Relay::new(cfg, FuzzRng::new(u64::from(a) << 8 | u64::from(b)), now),
+        relay: Relay::new(
+            cfg,
+            FuzzRng::new(u64::from(a) << 16 | u64::from(b) << 8 | u64::from(c)),
+            now,
+        ),
         cfg,
         now,
         buf: vec![0u8; MAX_UDP_PAYLOAD],
@@ -270,7 +278,7 @@ mod tests {
     #[test]
     fn harness_reaches_trust_and_forwarding() {
         for side in [Side::Udp, Side::Ipv6] {
-            let mut v = vec![14, 0xff];
+            let mut v = vec![14, 0xff, 0];
             let mut pkt = vec![0u8; IPV6_HEADER_LEN + 8];
             pkt[6] = 58;
             pkt[7] = 64;

@@ -14,7 +14,7 @@ use super::{assert_complete_ipv6, Input, MAX_OPS};
 pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 
 /// Input: one config byte (bit 0: no MTU option, bit 1: native forwarding off, bit 2: Miredo's
-/// 88-byte ICMPv6 cap), then records `[local: u8][from: 6 bytes][len: u16][datagram]`.
+/// 88-byte ICMPv6 cap, bit 3: RS rate limit of 1/s in a 4-bucket table), then records `[local: u8][from: 6 bytes][len: u16][datagram]`.
 /// Every datagram either yields exactly one output that re-parses as what was accepted, or
 /// an error and no output.
 pub fn server_datagram(data: &[u8]) {
@@ -27,6 +27,10 @@ pub fn server_datagram(data: &[u8]) {
     cfg.native = flags & 2 == 0;
     if flags & 4 != 0 {
         cfg.max_icmpv6_payload = 88;
+    }
+    if flags & 8 != 0 {
+        cfg.rs_rate_limit = 1;
+        cfg.rs_rate_buckets = 4;
     }
     let mut server = Server::new(cfg);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
