@@ -1,6 +1,6 @@
 //! Measurement: trust set-up, steps (one paced or unpaced generator run and what came
 //! out), cells (flood, throughput search, saturation) — all on the calling thread, which
-//! must be inside the `gen` namespace and pinned to [`GEN_CPU`](crate::topo::GEN_CPU).
+//! must be inside the `gen` namespace and pinned to [`crate::topo::GEN_CPU`].
 
 use std::collections::HashSet;
 use std::net::{Ipv6Addr, SocketAddrV4};

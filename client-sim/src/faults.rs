@@ -11,7 +11,7 @@
 //! * `relay-restart`: qualified, pings (the relay trusts the client), the relay is replaced by
 //!   a fresh core, the native host pings the client, the client pings the native host;
 //! * `loss-10pct-reorder`: 10 % loss each way on the client's NAT link and up to 30 ms of
-//!   jitter on the Internet from the start; once qualified (within [`LOSSY_TIME`]),
+//!   jitter on the Internet from the start; once qualified (within [`LOSSY_TIME`](crate::lab::LOSSY_TIME)),
 //!   [`LOSSY_PINGS`] pings 10 ms apart (so that they overtake each other).
 
 use std::fmt::Write as _;

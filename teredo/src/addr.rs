@@ -127,7 +127,7 @@ pub fn server_link_local(primary: Ipv4Addr) -> Ipv6Addr {
     .with_prefix([0xfe, 0x80, 0, 0])
 }
 
-/// The /64 prefix a server advertises: 2001:0:<primary IPv4>::/64.
+/// The /64 prefix a server advertises: `2001:0:<primary IPv4>::/64`.
 pub fn server_prefix(primary: Ipv4Addr) -> Ipv6Addr {
     let mut o = [0u8; 16];
     o[..4].copy_from_slice(&TEREDO_PREFIX);

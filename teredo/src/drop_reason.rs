@@ -127,7 +127,7 @@ drop_reasons! {
     NotRouterAdvertisement => "not_router_advertisement",
     /// Client: an RA whose IPv6 destination is not the link-local source of the RS.
     WrongDestination => "wrong_destination",
-    /// Client: an RA whose prefix is not 2001:0:<server IPv4>::/64 (or the obsolete
+    /// Client: an RA whose prefix is not `2001:0:<server IPv4>::/64` (or the obsolete
     /// 3ffe:831f form) for the configured server.
     ForeignPrefix => "foreign_prefix",
     /// Client: an RA whose MTU option lies outside 1280..=65535.

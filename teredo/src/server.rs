@@ -53,7 +53,7 @@ impl Local {
 /// Server settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Primary IPv4 address; the advertised prefix is 2001:0:<primary>::/64.
+    /// Primary IPv4 address; the advertised prefix is `2001:0:<primary>::/64`.
     pub primary: Ipv4Addr,
     /// Secondary IPv4 address, answering cone RSs received on the primary and vice versa.
     pub secondary: Ipv4Addr,
