@@ -10,6 +10,7 @@ pub mod client;
 pub mod drop_reason;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod io;
 pub mod rate_limit;
 pub mod relay;
 pub mod server;
@@ -17,3 +18,4 @@ pub mod wire;
 
 pub use addr::TeredoAddr;
 pub use drop_reason::DropReason;
+pub use io::{InPlace, Kind, Local, Output};
