@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod faults;
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod lab;
 pub mod load;

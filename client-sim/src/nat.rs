@@ -1581,6 +1581,7 @@ fn paired_index(seed: u64, internal: Ipv4Addr, n: usize) -> usize {
 /// Asserts the internal consistency of the tables: both indexes agree, pool and port
 /// bookkeeping, expiry records, permit caps, counters. Used by the unit tests and the fuzz
 /// harness.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn check_invariants(nat: &Nat) {
     let c = &nat.config;
     let n = c.external_ips.len();

@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod client;
 pub mod drop_reason;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;

@@ -2512,6 +2512,7 @@ enum Start {
 /// Checks the internal consistency of the peer table: slab and free list, index,
 /// exactly one expiry record per live peer, exchanges and their back links, the timer
 /// heap, the counts.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn check_invariants(r: &Relay) -> Result<(), String> {
     let live: Vec<u32> = (0..r.peers.len() as u32)
         .filter(|&i| r.peers[i as usize].live())
@@ -2604,6 +2605,7 @@ pub(crate) fn check_invariants(r: &Relay) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 fn check_heap(t: &Timers, xs: &[Exchange]) -> Result<(), String> {
     for (pos, e) in t.heap.iter().enumerate() {
         if pos > 0 && t.heap[(pos - 1) / 2] > *e {
