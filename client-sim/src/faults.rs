@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
+use netsim::NatDrop;
 use serde_json::json;
 use teredo::addr::{TeredoAddr, TEREDO_PORT};
 use teredo::client::{Event, State};
@@ -28,7 +29,6 @@ use crate::lab::{
     FAULT_AT, LOSSY_PINGS, LOSSY_PING_INTERVAL, PINGS, PING_DATA, PING_INTERVAL, PING_WAIT,
     RELAY_RESTART_AT, RESTART_DOWNTIME, SCENARIO_TIME, SERVER,
 };
-use crate::nat::NatDrop;
 use crate::packets;
 use crate::sim::{Sender, Sim, SimError};
 

@@ -39,6 +39,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use netsim::{Nat, NatConfigError, NatDrop, NatPreset, PortAllocation};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -54,7 +55,6 @@ use teredo::wire::TeredoPacket;
 use teredo::DropReason;
 
 use crate::faults::{run_fault, FaultExpect, FaultObserved};
-use crate::nat::{Nat, NatConfigError, NatDrop, NatPreset, PortAllocation};
 use crate::packets;
 use crate::report::StatusReport;
 use crate::sim::{Datagram, EchoHost, Observer, Sim, SimCounters, SimError, DEFAULT_LATENCY};

@@ -1,7 +1,7 @@
 //! Teredo client simulator: client profiles behind a simulated NAT, the in-process lab, and a
 //! real-socket qualification driver.
 //!
-//! * [`nat`]: the RFC 4787 NAT model (a pure state machine).
+//! * The RFC 4787 NAT model (a pure state machine) is the `netsim` crate (`teredo-netsim`).
 //! * [`sim`]: a simulated IPv4 Internet in one process (virtual time, no sockets).
 //! * [`load`]: `client-sim load`, many clients from one process (qualify storm, data
 //!   trials, `--find-max`, `--ceiling`), with a report and `loadgen_*` metrics.
@@ -17,14 +17,16 @@
 
 pub mod cli;
 pub mod faults;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod lab;
 pub mod load;
-pub mod nat;
 pub mod packets;
 pub mod pcap;
 pub mod ping;
 pub mod qualify;
 pub mod report;
 pub mod sim;
+
+/// The NAT model, which moved to the `netsim` crate. Kept so that code still naming
+/// `crate::nat::…` / `client_sim::nat::…` builds; new code imports `netsim` directly.
+#[doc(hidden)]
+pub use netsim as nat;
