@@ -6,7 +6,8 @@
 //! * [`load`]: `client-sim load`, many clients from one process (qualify storm, data
 //!   trials, `--find-max`, `--ceiling`), with a report and `loadgen_*` metrics.
 //! * [`lab`]: every profile × NAT preset and named scenarios on [`sim`], with expected
-//!   outcomes; `client-sim lab`.
+//!   outcomes; `client-sim lab`. [`scenario`] holds what a scenario is and must show,
+//!   [`labnet`] the relay and ping runs the lab and its [`faults`] share.
 //! * [`qualify`]: one client over real UDP sockets, optionally behind the NAT model;
 //!   `client-sim qualify`.
 //! * [`ping`]: `client-sim ping` / `udp-echo`: qualify, then echo through the data path.
@@ -18,12 +19,14 @@
 pub mod cli;
 pub mod faults;
 pub mod lab;
+pub mod labnet;
 pub mod load;
 pub mod packets;
 pub mod pcap;
 pub mod ping;
 pub mod qualify;
 pub mod report;
+pub mod scenario;
 pub mod sim;
 
 /// The NAT model, which moved to the `netsim` crate. Kept so that code still naming
