@@ -14,6 +14,7 @@ use crate::NatConfig;
 /// existing mapping? This decides whether a Teredo client sees one mapping for both server
 /// addresses (EIM) or a fresh one per destination (the "symmetric" NATs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MappingBehavior {
     /// Same external endpoint for every remote (REQ-1; spec name `ei`).
     EndpointIndependent,
@@ -66,6 +67,7 @@ impl FromStr for MappingBehavior {
 /// This decides whether a Teredo client's cone probe (an answer from the server's *other*
 /// address) gets through, and whether peers need a bubble from the client first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FilteringBehavior {
     /// Anyone may send to a live mapping (spec name `ei`).
     EndpointIndependent,
@@ -129,6 +131,7 @@ fn parse_behavior(s: &str) -> Option<u8> {
 /// How a new mapping's external port is chosen (RFC 4787 §4.2.1). Never "port overloading"
 /// (REQ-3): two live mappings never share an external IP:port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PortAllocation {
     /// Port preservation: the internal port if it is in range and free on the chosen external
     /// address, else the next free port as for [`PortAllocation::Sequential`]. What Linux
@@ -179,6 +182,7 @@ impl FromStr for PortAllocation {
 
 /// IP address pooling over [`NatConfig::external_ips`] (RFC 4787 §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Pooling {
     /// One internal IP always gets the same external IP (REQ-2), chosen by a seeded hash of the
     /// internal IP, so it stays the same even across mapping expiry and reboots.

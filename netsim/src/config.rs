@@ -16,6 +16,7 @@ use crate::{Nat, NatDrop};
 /// Why a configuration or a spec string was refused. Spec errors name the offending key so a
 /// bad `--nat` flag is one clear line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NatConfigError {
     /// A spec item without `=`.
     #[error("NAT spec item `{item}` is not `key=value`")]

@@ -5,6 +5,7 @@ use crate::{Nat, NatConfig};
 
 /// Why the NAT dropped a datagram. `Copy`, and [`NatDrop::as_str`] is the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum NatDrop {
     /// Inbound to a live mapping from a remote its filtering does not admit (RFC 4787 §5).
     #[error("filtered by the NAT")]

@@ -43,13 +43,13 @@
 //!
 //! # Presets and what they are meant to match
 //!
-//! | [`NatPreset`] | mapping | filtering | ports | matches |
+//! | [`NatPreset`] | mapping | filtering | ports | what it models |
 //! |---|---|---|---|---|
-//! | `full-cone` | EIM | EIF | preserving | the only preset a Teredo cone probe passes |
-//! | `restricted` | EIM | ADF | preserving | (address-)restricted cone |
+//! | `full-cone` | EIM | EIF | preserving | full cone: the only preset where a Teredo client's cone probe succeeds |
+//! | `restricted` | EIM | ADF | preserving | (address-)restricted cone: the client qualifies as restricted |
 //! | `port-restricted` | EIM | APDF | preserving | Linux masquerade, the most common home NAT ([`NatConfig::new`]'s base) |
-//! | `symmetric` | APDM | APDF | random | Windows' "symmetric (port)" |
-//! | `symmetric-address` | ADM | APDF | preserving, arbitrary pooling over ≥ 2 addresses | Windows' "symmetric (address)" |
+//! | `symmetric` | APDM | APDF | random | symmetric: Windows reports "symmetric (port)" |
+//! | `symmetric-address` | ADM | APDF | preserving, arbitrary pooling over ≥ 2 addresses | Windows reports "symmetric (address)" |
 //!
 //! All presets use the REQ-5 minimum timeout of 120 s, outbound-only refresh (Linux conntrack
 //! also refreshes on inbound: [`NatConfig::inbound_refresh`]) and hairpinning.

@@ -15,6 +15,7 @@ use crate::{
 /// The doc of each variant says what a Teredo client (RFC 4380 qualification: optional cone
 /// probe, then restricted RS to the primary and the secondary server address) sees behind it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum NatPreset {
     /// No NAT: the client's own address is global. [`NatPreset::config`] returns `None`; the
     /// lab bypasses the model. A Teredo client reports NAT type none (its mapping equals its
