@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use netsim::{NatPreset, SPEC_KEYS};
 use teredo::client::{ClientType, Profile};
 use teredo_rt::{LogFormat, Shutdown};
 
 use crate::lab::{run_lab, LabOptions};
 use crate::load::{run_load, LoadOptions, Phase, Target, EXIT_LOSS, EXIT_NOT_ALL_CLIENTS};
-use crate::nat::{NatPreset, SPEC_KEYS};
 use crate::ping::{ping, PingOptions, Probe, MAX_SIZE};
 use crate::qualify::{qualify, NatChoice, QualifyOptions};
 

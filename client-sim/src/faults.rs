@@ -1,5 +1,6 @@
 //! The lab's fault scenarios ([`Variant::is_fault`]): what is done to the simulated network
-//! and when, what is measured around the fault, and the fault-specific expectation.
+//! and when, and what is measured around the fault (checked against the fault-specific
+//! expectation of [`crate::scenario::FaultExpect`]).
 //!
 //! Each fault runs on the scenario's own network ([`crate::lab::build`]), in virtual time,
 //! deterministic from the lab seed:
@@ -11,278 +12,28 @@
 //! * `relay-restart`: qualified, pings (the relay trusts the client), the relay is replaced by
 //!   a fresh core, the native host pings the client, the client pings the native host;
 //! * `loss-10pct-reorder`: 10 % loss each way on the client's NAT link and up to 30 ms of
-//!   jitter on the Internet from the start; once qualified (within [`LOSSY_TIME`](crate::lab::LOSSY_TIME)),
+//!   jitter on the Internet from the start; once qualified (within [`LOSSY_TIME`](crate::scenario::LOSSY_TIME)),
 //!   [`LOSSY_PINGS`] pings 10 ms apart (so that they overtake each other).
 
-use std::fmt::Write as _;
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
-use serde_json::json;
-use teredo::addr::{TeredoAddr, TEREDO_PORT};
+use netsim::NatDrop;
+use teredo::addr::TEREDO_PORT;
 use teredo::client::{Event, State};
 use teredo::relay::{Relay, TrustPolicy};
 
-use crate::lab::{
-    lab_relay, ping_run, ping_run_every, scenario_seed, PathObserved, Scenario, Variant, ECHO_HOST,
-    FAULT_AT, LOSSY_PINGS, LOSSY_PING_INTERVAL, PINGS, PING_DATA, PING_INTERVAL, PING_WAIT,
-    RELAY_RESTART_AT, RESTART_DOWNTIME, SCENARIO_TIME, SERVER,
-};
-use crate::nat::NatDrop;
+use crate::labnet::{lab_relay, ping_run, ping_run_every, PING_DATA};
 use crate::packets;
+use crate::scenario::{
+    scenario_seed, FaultObserved, PathObserved, Scenario, Variant, ECHO_HOST, FAULT_AT,
+    LOSSY_PINGS, LOSSY_PING_INTERVAL, PINGS, PING_INTERVAL, PING_WAIT, RELAY_RESTART_AT,
+    RESTART_DOWNTIME, SCENARIO_TIME, SERVER,
+};
 use crate::sim::{Sender, Sim, SimError};
 
 /// Identifier of the native host's echo requests to the client.
 pub const NATIVE_PING_ID: u16 = 0x7e1b;
-
-/// What a fault scenario must show besides its final state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultExpect {
-    /// Not a fault scenario.
-    None,
-    /// Offline exactly this long after the first RS that got no answer (the profile's
-    /// retransmissions: `attempts × retransmit` per phase).
-    OfflineAfter(Duration),
-    /// The same Teredo address as before the fault, at least one RA accepted after it, no
-    /// failure, and every ping through the relay answered afterwards.
-    AddressKept,
-    /// Another Teredo address than before the fault, carrying the NAT's new mapping, and
-    /// every ping answered afterwards.
-    AddressChanged,
-    /// After the relay lost its peers: the relay bubbles again, every echo request of the
-    /// native host reaches the client and is answered, and so are the client's.
-    DataResumes,
-    /// The client qualified despite loss and reordering, and at least this many of the
-    /// [`LOSSY_PINGS`] pings were answered (losses and reorderings are reported; over a
-    /// short run either may happen not to occur for some seed).
-    Lossy {
-        /// Replies required.
-        min_replies: u16,
-    },
-}
-
-impl FaultExpect {
-    /// Compact text for the table's `expected` column (empty for [`Self::None`]).
-    pub fn summary(self) -> String {
-        match self {
-            Self::None => String::new(),
-            Self::OfflineAfter(d) => format!("offline {}s after 1st lost RS", d.as_secs()),
-            Self::AddressKept => "same address, RA after fault".to_owned(),
-            Self::AddressChanged => "new address = new mapping".to_owned(),
-            Self::DataResumes => "relay bubbles again, pings n/n".to_owned(),
-            Self::Lossy { min_replies } => {
-                format!("ping>={min_replies}/{LOSSY_PINGS}")
-            }
-        }
-    }
-
-    /// Every way `o` differs from this expectation.
-    pub fn check(self, o: Option<&FaultObserved>) -> Vec<String> {
-        let mut d = Vec::new();
-        let Some(o) = o else {
-            if self != Self::None {
-                d.push("fault not run".to_owned());
-            }
-            return d;
-        };
-        let all = |what: &str, p: &Option<PathObserved>, d: &mut Vec<String>| match p {
-            Some(p) if p.sent > 0 && p.received == p.sent => {}
-            Some(p) => d.push(format!("{what}: {} (expected all)", p.cell(None))),
-            None => d.push(format!("{what}: not run")),
-        };
-        match self {
-            Self::None => {}
-            Self::OfflineAfter(want) => match (o.first_lost_rs, o.offline_at) {
-                (Some(rs), Some(off)) if off.saturating_sub(rs) == want => {}
-                (rs, off) => d.push(format!(
-                    "offline at {} after the first unanswered RS at {} (expected {} s later)",
-                    secs_opt(off),
-                    secs_opt(rs),
-                    want.as_secs()
-                )),
-            },
-            Self::AddressKept => {
-                if o.address_before.is_none() || o.address_after != o.address_before {
-                    d.push(format!(
-                        "address {} -> {} (expected unchanged)",
-                        addr_opt(o.address_before),
-                        addr_opt(o.address_after)
-                    ));
-                }
-                if o.ras_after == 0 {
-                    d.push("no RA accepted after the fault".to_owned());
-                }
-                if o.failures_after > 0 {
-                    d.push(format!("{} failures after the fault", o.failures_after));
-                }
-                all("ping after", &o.outbound, &mut d);
-            }
-            Self::AddressChanged => {
-                if o.address_after.is_none() || o.address_after == o.address_before {
-                    d.push(format!(
-                        "address {} -> {} (expected a new one)",
-                        addr_opt(o.address_before),
-                        addr_opt(o.address_after)
-                    ));
-                }
-                let embedded = o
-                    .address_after
-                    .and_then(|a| TeredoAddr::from_ipv6(&a))
-                    .map(|t| t.mapped);
-                if embedded.is_none() || embedded != o.nat_mapping {
-                    d.push(format!(
-                        "address carries {embedded:?}, the NAT maps {:?}",
-                        o.nat_mapping
-                    ));
-                }
-                all("ping after", &o.outbound, &mut d);
-            }
-            Self::DataResumes => {
-                if o.relay_bubbles_after == 0 {
-                    d.push("the restarted relay sent no bubble".to_owned());
-                }
-                all("ping before", &o.before, &mut d);
-                all("native host -> client", &o.inbound, &mut d);
-                all("client -> native host", &o.outbound, &mut d);
-            }
-            Self::Lossy { min_replies } => match &o.outbound {
-                Some(p) if p.received >= min_replies => {}
-                Some(p) => d.push(format!(
-                    "ping {} (expected at least {min_replies} replies)",
-                    p.cell(None)
-                )),
-                None => d.push("no ping (not qualified)".to_owned()),
-            },
-        }
-        d
-    }
-}
-
-fn secs_opt(d: Option<Duration>) -> String {
-    d.map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
-}
-
-fn addr_opt(a: Option<Ipv6Addr>) -> String {
-    a.map_or("none".to_owned(), |a| a.to_string())
-}
-
-/// What was measured around a fault.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FaultObserved {
-    /// When the fault struck (virtual time).
-    pub fault_at: Duration,
-    /// The Teredo address just before it.
-    pub address_before: Option<Ipv6Addr>,
-    /// The Teredo address at the end.
-    pub address_after: Option<Ipv6Addr>,
-    /// RAs the client accepted after it.
-    pub ras_after: u64,
-    /// Transitions to offline after it.
-    pub failures_after: u64,
-    /// The first RS the client sent at or after the fault that got no answer.
-    pub first_lost_rs: Option<Duration>,
-    /// When the client first went offline after the fault.
-    pub offline_at: Option<Duration>,
-    /// The NAT's mapping toward the server's primary address at the end.
-    pub nat_mapping: Option<SocketAddrV4>,
-    /// RSs sent, RAs accepted (whole run).
-    pub rs_sent: u64,
-    /// RAs accepted (whole run).
-    pub ra_accepted: u64,
-    /// RSs sent beyond one per accepted RA: retransmissions (and unanswered probes).
-    pub rs_retransmissions: u64,
-    /// Bubbles (direct and indirect) and echo tests the client sent (whole run).
-    pub client_probes: u64,
-    /// Datagrams the client's NAT lost.
-    pub nat_lost: u64,
-    /// Datagrams that arrived out of order on the Internet.
-    pub reordered: u64,
-    /// Bubbles the (restarted) relay sent after the restart.
-    pub relay_bubbles_after: u64,
-    /// Pings before the fault ([`Variant::RelayRestart`]).
-    pub before: Option<PathObserved>,
-    /// The native host's pings to the client after the fault.
-    pub inbound: Option<PathObserved>,
-    /// The client's pings to the native host after the fault.
-    pub outbound: Option<PathObserved>,
-}
-
-impl FaultObserved {
-    /// Compact text for the table's `fault` column.
-    pub fn summary(&self, variant: Variant) -> String {
-        let mut s = String::new();
-        let p = |p: &Option<PathObserved>| p.as_ref().map_or("-".to_owned(), |p| p.cell(None));
-        match variant {
-            Variant::ServerDown | Variant::ServerDies => {
-                let _ = write!(
-                    s,
-                    "RS lost {} offline {}",
-                    secs_opt(self.first_lost_rs),
-                    secs_opt(self.offline_at)
-                );
-            }
-            Variant::ServerRestart | Variant::NatReboot => {
-                let same =
-                    self.address_before.is_some() && self.address_before == self.address_after;
-                let _ = write!(
-                    s,
-                    "addr {} RA after {} ping {}",
-                    if same { "kept" } else { "changed" },
-                    self.ras_after,
-                    p(&self.outbound)
-                );
-            }
-            Variant::RelayRestart => {
-                let _ = write!(
-                    s,
-                    "before {} bubbles {} in {} out {}",
-                    p(&self.before),
-                    self.relay_bubbles_after,
-                    p(&self.inbound),
-                    p(&self.outbound)
-                );
-            }
-            Variant::LossReorder => {
-                let _ = write!(
-                    s,
-                    "RS {} retx {} lost {} reord {} ping {}",
-                    self.rs_sent,
-                    self.rs_retransmissions,
-                    self.nat_lost,
-                    self.reordered,
-                    p(&self.outbound)
-                );
-            }
-            _ => {}
-        }
-        s
-    }
-
-    /// As JSON.
-    pub fn json(&self) -> serde_json::Value {
-        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
-        json!({
-            "fault_at_secs": self.fault_at.as_secs_f64(),
-            "address_before": self.address_before.map(|a| a.to_string()),
-            "address_after": self.address_after.map(|a| a.to_string()),
-            "ras_after": self.ras_after,
-            "failures_after": self.failures_after,
-            "first_lost_rs_secs": secs(self.first_lost_rs),
-            "offline_at_secs": secs(self.offline_at),
-            "nat_mapping": self.nat_mapping.map(|m| m.to_string()),
-            "rs_sent": self.rs_sent,
-            "ra_accepted": self.ra_accepted,
-            "rs_retransmissions": self.rs_retransmissions,
-            "client_probes": self.client_probes,
-            "nat_lost": self.nat_lost,
-            "reordered": self.reordered,
-            "relay_bubbles_after": self.relay_bubbles_after,
-            "before": self.before.as_ref().map(PathObserved::json),
-            "inbound": self.inbound.as_ref().map(PathObserved::json),
-            "outbound": self.outbound.as_ref().map(PathObserved::json),
-        })
-    }
-}
 
 /// Runs the fault of `s` on `sim` (built by [`crate::lab::build`]) and measures around it.
 pub fn run_fault(s: &Scenario, lab_seed: u64, sim: &mut Sim) -> Result<FaultObserved, SimError> {

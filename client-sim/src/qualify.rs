@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use netsim::{Nat, NatConfig, NatConfigError, NatDrop, NatPreset, Outbound};
 use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -39,7 +40,6 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::nat::{Nat, NatConfig, NatConfigError, NatDrop, NatPreset, Outbound};
 use crate::report::{Outcome, StatusReport};
 
 /// How many times qualification starts over after a mapping's port could not be bound.

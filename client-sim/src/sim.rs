@@ -47,6 +47,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use netsim::{Nat, Outbound};
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use teredo::addr::is_teredo;
@@ -55,7 +56,6 @@ use teredo::relay::{Output as RelayOutput, Relay};
 use teredo::server::{Local, Output, Server, ServerConfig};
 use teredo::DropReason;
 
-use crate::nat::{Nat, Outbound};
 use crate::packets;
 use crate::pcap::{PcapLog, MAX_UDP_PAYLOAD};
 
@@ -926,7 +926,7 @@ mod tests {
     use teredo::client::{ClientConfig, Profile, State};
 
     use super::*;
-    use crate::nat::NatPreset;
+    use netsim::NatPreset;
 
     const P: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use client_sim::faults::FaultExpect;
 use client_sim::lab::{
     self, run_lab, run_scenario, Expect, LabOptions, Scenario, Variant, ATTACKER, SERVER,
 };
-use client_sim::nat::{NatDrop, NatPreset};
+use client_sim::scenario::FaultExpect;
 use client_sim::sim::{Datagram, Sender};
+use netsim::{NatDrop, NatPreset};
 use teredo::addr::{TeredoAddr, LL_TEREDO_CONE, LL_WINDOWS_RESTRICTED, LL_XP_RESTRICTED};
 use teredo::client::{ClientError, Event, NatType, Profile, State};
 use teredo::wire::TeredoPacket;

@@ -16,9 +16,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use client_sim::nat::NatPreset;
 use client_sim::qualify::{qualify, NatChoice, QualifyOptions, QualifyReport};
 use client_sim::report::Outcome;
+use netsim::NatPreset;
 use teredo::client::Profile;
 use teredo_rt::Shutdown;
 use teredo_server::{start, NativeSide, ServerOptions};

@@ -1,4 +1,4 @@
-//! cargo-fuzz target `nat`: see `client_sim::fuzzing::nat`.
+//! cargo-fuzz target `nat`: see `netsim::fuzzing::nat`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| client_sim::fuzzing::nat(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| netsim::fuzzing::nat(data));

@@ -2,12 +2,11 @@
 //! simulated NAT). Every series exists at zero from the start; workers increment plain
 //! handles resolved once here, never looking a label up per packet.
 
+use netsim::NatDrop;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use teredo_rt::register;
-
-use crate::nat::NatDrop;
 
 /// Labels of `loadgen_qualifications_total{result}`: the qualification outcomes, plus
 /// `error` (a socket could not be opened).

@@ -3,7 +3,7 @@
 //! router advertisement captured in TEREDO.md §4.3.
 //!
 //! Usage: `seed-corpus PCAP_DIR CORPUS_DIR`. Each target gets inputs in its harness format
-//! (see `teredo::fuzzing` and `client_sim::fuzzing`): the wire target raw datagrams of every
+//! (see `teredo::fuzzing` and `netsim::fuzzing`): the wire target raw datagrams of every
 //! distinct shape, the state-machine targets one operation sequence per captured scenario,
 //! replaying what that party received, with the clock steps in between.
 
@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use client_sim::nat::NatPreset;
+use netsim::NatPreset;
 use pcap_file::pcap::PcapReader;
 use pcap_file::DataLink;
 use teredo::client::Profile;

@@ -17,7 +17,7 @@ fn nat_corpus() {
     assert!(!files.is_empty(), "no corpus for fuzz target nat");
     for f in files {
         let data = std::fs::read(&f).expect("read corpus file");
-        let r = std::panic::catch_unwind(|| client_sim::fuzzing::nat(&data));
+        let r = std::panic::catch_unwind(|| netsim::fuzzing::nat(&data));
         assert!(r.is_ok(), "fuzz target nat fails on {}", f.display());
     }
 }

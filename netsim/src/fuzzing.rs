@@ -1,5 +1,5 @@
 //! Fuzzing harness of the NAT model, shared by the cargo-fuzz target `nat` (`fuzz/`) and the
-//! corpus replay test (`client-sim/tests/corpus.rs`). Not a stable API: hidden from the
+//! corpus replay test (`netsim/tests/corpus.rs`). Not a stable API: hidden from the
 //! documentation.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use teredo::fuzzing::{advance, Input, MAX_OPS};
 
-use crate::nat::{
-    check_invariants, FilteringBehavior, MappingBehavior, Nat, NatConfig, Outbound, Pooling,
-    PortAllocation,
+use crate::nat::check_invariants;
+use crate::{
+    FilteringBehavior, MappingBehavior, Nat, NatConfig, Outbound, Pooling, PortAllocation,
 };
 
 /// Internal hosts of the harness: 10.0.0.1–4, ports 5000–5003.

@@ -1,0 +1,384 @@
+//! [`Nat`], the state machine of one NAT device, and what its two entry points return.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::loss::lose;
+use crate::ports::Ports;
+use crate::table::{passed, Dest, MappingKey, Table};
+use crate::{
+    FilteringBehavior, MappingBehavior, NatConfig, NatConfigError, NatCounters, NatDrop, Pooling,
+};
+
+/// An outbound datagram translated for the Internet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Translation {
+    /// The source the remote sees: the mapping's external IP:port.
+    pub external: SocketAddrV4,
+    /// Latency to add before delivering it ([`NatConfig::delay`]).
+    pub delay: Duration,
+}
+
+/// An inbound datagram translated for the inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InboundTranslation {
+    /// The internal endpoint to deliver to (the source stays the remote's address).
+    pub internal: SocketAddrV4,
+    /// Latency to add before delivering it ([`NatConfig::delay`]).
+    pub delay: Duration,
+}
+
+/// A datagram from one internal endpoint to one of the NAT's own external endpoints, turned
+/// back inside (RFC 4787 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hairpin {
+    /// The source the receiver sees: the *sender's* external mapping (REQ-9a, "external source
+    /// IP address and port"), so it looks like any datagram from the Internet.
+    pub from: SocketAddrV4,
+    /// The internal endpoint behind the destination mapping.
+    pub to: SocketAddrV4,
+    /// Latency to add before delivering it ([`NatConfig::delay`], once).
+    pub delay: Duration,
+}
+
+/// What [`Nat::outbound`] did with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outbound {
+    /// Send it to the remote, from the translated source.
+    Forward(Translation),
+    /// The remote was the NAT's own external endpoint: deliver it inside instead.
+    Hairpin(Hairpin),
+}
+
+impl Outbound {
+    /// The latency to add, whichever way the datagram goes.
+    pub fn delay(&self) -> Duration {
+        match self {
+            Self::Forward(t) => t.delay,
+            Self::Hairpin(h) => h.delay,
+        }
+    }
+}
+
+/// One simulated NAT device. See the crate docs for the model; all methods are
+/// deterministic functions of the config, the seed and the inputs so far.
+#[derive(Debug, Clone)]
+pub struct Nat {
+    config: NatConfig,
+    rng: ChaCha8Rng,
+    /// The mappings.
+    pub(crate) table: Table,
+    /// Port allocation state.
+    ports: Ports,
+    counters: NatCounters,
+}
+
+impl Nat {
+    /// A NAT with an empty table. Never panics, whatever the config: without external
+    /// addresses or free ports every new mapping is [`NatDrop::NoPort`], a loss outside
+    /// `0.0..=1.0` saturates, and a timeout too large for `Instant` never expires. Use
+    /// [`Nat::try_new`] (or [`NatConfig::validate`]) to refuse such configs instead.
+    pub fn new(config: NatConfig) -> Self {
+        let n = config.external_ips.len();
+        let track_endpoints = config.pooling == Pooling::Arbitrary && n >= 2;
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            table: Table::new(n, track_endpoints),
+            ports: Ports::new(&config),
+            counters: NatCounters::default(),
+            config,
+        }
+    }
+
+    /// [`NatConfig::validate`], then [`Nat::new`].
+    pub fn try_new(config: NatConfig) -> Result<Self, NatConfigError> {
+        config.validate()?;
+        Ok(Self::new(config))
+    }
+
+    /// The configuration this NAT runs.
+    pub fn config(&self) -> &NatConfig {
+        &self.config
+    }
+
+    /// Whether `ip` is one of this NAT's external addresses: where a lab routes inbound
+    /// datagrams for this NAT, and what [`Nat::outbound`] hairpins.
+    pub fn is_external(&self, ip: Ipv4Addr) -> bool {
+        self.config.external_ips.contains(&ip)
+    }
+
+    /// An outbound datagram from `internal` to `remote` at `now`.
+    ///
+    /// Finds or creates the mapping the mapping behaviour selects, refreshes it, records
+    /// `remote` for filtering, then draws loss. If `remote` is one of the NAT's own external
+    /// addresses the datagram is hairpinned instead (see [`Hairpin`]): with hairpinning off it
+    /// is dropped as [`NatDrop::HairpinOff`] without creating a mapping; otherwise the
+    /// sender's mapping is created/refreshed as for any remote, and the destination mapping's
+    /// filtering (and inbound refresh, if configured) applies as for an inbound datagram from
+    /// the sender's external endpoint — so hole punching between two clients behind the same
+    /// NAT works as it would across NATs.
+    pub fn outbound(
+        &mut self,
+        now: Instant,
+        internal: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Result<Outbound, NatDrop> {
+        if self.is_external(*remote.ip()) {
+            return self.hairpin(now, internal, remote).map(Outbound::Hairpin);
+        }
+        let external = self.map_outbound(now, internal, remote)?;
+        if self.lose() {
+            return self.reject(NatDrop::Lost);
+        }
+        self.counters.outbound_translated += 1;
+        Ok(Outbound::Forward(Translation {
+            external,
+            delay: self.config.delay,
+        }))
+    }
+
+    /// An inbound datagram from `remote` to the NAT's `external` endpoint at `now`.
+    ///
+    /// Draws loss first (the datagram crosses the WAN link before the NAT), then looks the
+    /// mapping up by `external` (expired mappings are removed on the spot: [`NatDrop::NoMapping`])
+    /// and applies filtering: EIF admits anyone, ADF a remote IP this mapping has sent to, APDF
+    /// a remote IP:port it has sent to, each permit lasting `timeout` after the last outbound
+    /// datagram to that remote. Refreshes the mapping only with [`NatConfig::inbound_refresh`].
+    pub fn inbound(
+        &mut self,
+        now: Instant,
+        external: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Result<InboundTranslation, NatDrop> {
+        if self.lose() {
+            return self.reject(NatDrop::Lost);
+        }
+        let internal = self.deliver(now, external, remote)?;
+        self.counters.inbound_translated += 1;
+        Ok(InboundTranslation {
+            internal,
+            delay: self.config.delay,
+        })
+    }
+
+    /// Removes every mapping whose timer has run out at `now` (lookups also do this lazily for
+    /// the mapping they meet). Call it when [`Nat::poll_timeout`] is reached.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some((deadline, external)) = self.table.next_expiry() {
+            if deadline > now {
+                break;
+            }
+            self.table.remove(external);
+            self.counters.mappings_expired += 1;
+            tracing::debug!(%external, "nat mapping expired");
+        }
+    }
+
+    /// When the next mapping expires, if any: the instant to call [`Nat::expire`] at.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.table.next_expiry().map(|(deadline, _)| deadline)
+    }
+
+    /// The "NAT reboot" fault: forgets every mapping (counted in `mappings_flushed`) and
+    /// restarts sequential allocation from the bottom of the port range. The RNG is not
+    /// reseeded, so a run stays a deterministic function of its seed.
+    pub fn reboot(&mut self) {
+        self.counters.mappings_flushed += self.table.len() as u64;
+        self.counters.reboots += 1;
+        self.table.clear();
+        self.ports.reset(&self.config);
+        tracing::debug!("nat rebooted");
+    }
+
+    /// Mappings in the table, including expired ones not yet removed (call [`Nat::expire`]
+    /// first for an exact live count).
+    pub fn mappings(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The external endpoint an outbound datagram from `internal` to `remote` would use now,
+    /// if the mapping exists (it may be expired but not yet removed; call [`Nat::expire`]
+    /// first). Does not create anything. What a test compares with a Teredo client's mapped
+    /// address.
+    pub fn mapping_for(
+        &self,
+        internal: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Option<SocketAddrV4> {
+        self.table.lookup(&self.key_for(internal, remote))
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> &NatCounters {
+        &self.counters
+    }
+
+    fn hairpin(
+        &mut self,
+        now: Instant,
+        internal: SocketAddrV4,
+        dst: SocketAddrV4,
+    ) -> Result<Hairpin, NatDrop> {
+        if !self.config.hairpinning {
+            return self.reject(NatDrop::HairpinOff);
+        }
+        let from = self.map_outbound(now, internal, dst)?;
+        if self.lose() {
+            return self.reject(NatDrop::Lost);
+        }
+        let to = self.deliver(now, dst, from)?;
+        self.counters.hairpinned += 1;
+        Ok(Hairpin {
+            from,
+            to,
+            delay: self.config.delay,
+        })
+    }
+
+    fn reject<T>(&mut self, reason: NatDrop) -> Result<T, NatDrop> {
+        let c = &mut self.counters;
+        match reason {
+            NatDrop::Filtered => c.inbound_filtered += 1,
+            NatDrop::NoMapping => c.inbound_no_mapping += 1,
+            NatDrop::Lost => c.lost += 1,
+            NatDrop::TableFull => c.table_full += 1,
+            NatDrop::NoPort => c.no_port += 1,
+            NatDrop::HairpinOff => c.hairpin_off += 1,
+        }
+        tracing::trace!(reason = reason.as_str(), "nat drop");
+        Err(reason)
+    }
+
+    fn lose(&mut self) -> bool {
+        lose(&mut self.rng, self.config.loss)
+    }
+
+    fn key_for(&self, internal: SocketAddrV4, remote: SocketAddrV4) -> MappingKey {
+        let dest = match self.config.mapping {
+            MappingBehavior::EndpointIndependent => Dest::Any,
+            MappingBehavior::AddressDependent => Dest::Ip(*remote.ip()),
+            MappingBehavior::AddressAndPortDependent => Dest::IpPort(remote),
+        };
+        MappingKey { internal, dest }
+    }
+
+    fn permit_key(&self, remote: SocketAddrV4) -> Option<SocketAddrV4> {
+        match self.config.filtering {
+            FilteringBehavior::EndpointIndependent => None,
+            FilteringBehavior::AddressDependent => Some(SocketAddrV4::new(*remote.ip(), 0)),
+            FilteringBehavior::AddressAndPortDependent => Some(remote),
+        }
+    }
+
+    /// Finds or creates the mapping for an outbound datagram, refreshes it and records the
+    /// remote; returns its external endpoint.
+    fn map_outbound(
+        &mut self,
+        now: Instant,
+        internal: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Result<SocketAddrV4, NatDrop> {
+        let key = self.key_for(internal, remote);
+        let external = match self.table.lookup(&key) {
+            Some(external) if !self.table.is_expired(external, now) => external,
+            Some(external) => {
+                self.table.remove(external);
+                self.counters.mappings_expired += 1;
+                self.create(now, key)?
+            }
+            None => self.create(now, key)?,
+        };
+        let until = now.checked_add(self.config.timeout);
+        self.table.refresh(external, until);
+        if let Some(permit) = self.permit_key(remote) {
+            if let Some(m) = self.table.get_mut(external) {
+                m.record_permit(permit, until);
+            }
+        }
+        Ok(external)
+    }
+
+    /// Lookup and filtering of a datagram arriving at `external` from `remote`; returns the
+    /// internal endpoint.
+    fn deliver(
+        &mut self,
+        now: Instant,
+        external: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Result<SocketAddrV4, NatDrop> {
+        if !self.table.contains(external) {
+            return self.reject(NatDrop::NoMapping);
+        }
+        if self.table.is_expired(external, now) {
+            self.table.remove(external);
+            self.counters.mappings_expired += 1;
+            return self.reject(NatDrop::NoMapping);
+        }
+        let permit = self.permit_key(remote);
+        let refresh = self.config.inbound_refresh;
+        let until = now.checked_add(self.config.timeout);
+        let Some(m) = self.table.get_mut(external) else {
+            return self.reject(NatDrop::NoMapping);
+        };
+        let internal = m.key.internal;
+        if let Some(permit) = permit {
+            let Some(pos) = m
+                .permits
+                .iter()
+                .position(|(r, lapses)| *r == permit && !passed(*lapses, now))
+            else {
+                return self.reject(NatDrop::Filtered);
+            };
+            if refresh {
+                m.permits.remove(pos);
+                m.permits.push_back((permit, until));
+            }
+        }
+        if refresh {
+            self.table.refresh(external, until);
+        }
+        Ok(internal)
+    }
+
+    fn create(&mut self, now: Instant, key: MappingKey) -> Result<SocketAddrV4, NatDrop> {
+        // Reclaim expired mappings first: they must not hold table slots or ports that a
+        // real NAT would already have freed. Amortised, each mapping expires once.
+        self.expire(now);
+        if self.table.len() >= self.config.max_mappings {
+            return self.reject(NatDrop::TableFull);
+        }
+        let allocated = self
+            .ports
+            .allocate(&self.config, &mut self.rng, &self.table, key.internal);
+        let Some((pool_idx, port)) = allocated else {
+            return self.reject(NatDrop::NoPort);
+        };
+        let external = SocketAddrV4::new(self.config.external_ips[pool_idx], port);
+        let expires = now.checked_add(self.config.timeout);
+        self.table.insert(external, key, pool_idx, expires);
+        self.counters.mappings_created += 1;
+        tracing::debug!(internal = %key.internal, %external, "nat mapping created");
+        Ok(external)
+    }
+}
+
+/// Asserts the internal consistency of the tables: both indexes agree, pool and port
+/// bookkeeping, expiry records, permit caps, counters. Used by the unit tests and the fuzz
+/// harness.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn check_invariants(nat: &Nat) {
+    let c = &nat.config;
+    let n = c.external_ips.len();
+    let paired = |ip: Ipv4Addr| {
+        (c.pooling == Pooling::Paired).then(|| crate::ports::paired_index(c.seed, ip, n))
+    };
+    nat.table.check_invariants(c, paired);
+    let k = &nat.counters;
+    assert_eq!(
+        k.mappings_created,
+        k.mappings_expired + k.mappings_flushed + nat.mappings() as u64
+    );
+}

@@ -1,0 +1,136 @@
+//! Choosing a new mapping's external address (pooling, RFC 4787 §4.1) and port (§4.2.1).
+//! Never "port overloading" (REQ-3): a port is only handed out if no mapping holds it on that
+//! address.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::table::Table;
+use crate::{NatConfig, Pooling, PortAllocation};
+
+/// How often random port allocation re-draws on a collision before scanning for a free port.
+const RANDOM_PORT_TRIES: usize = 16;
+
+/// The allocator's own state: the sequential cursor of each pool address.
+#[derive(Debug, Clone)]
+pub(crate) struct Ports {
+    /// Sequential allocation cursor per pool address.
+    cursors: Vec<u16>,
+}
+
+impl Ports {
+    pub(crate) fn new(config: &NatConfig) -> Self {
+        let lo = (*config.port_range.start()).max(1);
+        Self {
+            cursors: vec![lo; config.external_ips.len()],
+        }
+    }
+
+    /// Restarts sequential allocation from the bottom of the port range (a NAT reboot).
+    pub(crate) fn reset(&mut self, config: &NatConfig) {
+        let lo = (*config.port_range.start()).max(1);
+        self.cursors.iter_mut().for_each(|c| *c = lo);
+    }
+
+    /// Picks a pool address and a free port on it for a new mapping of `internal`.
+    pub(crate) fn allocate(
+        &mut self,
+        config: &NatConfig,
+        rng: &mut ChaCha8Rng,
+        table: &Table,
+        internal: SocketAddrV4,
+    ) -> Option<(usize, u16)> {
+        let n = config.external_ips.len();
+        if n == 0 {
+            return None;
+        }
+        match config.pooling {
+            Pooling::Paired => {
+                let idx = paired_index(config.seed, *internal.ip(), n);
+                self.allocate_port(config, rng, table, idx, internal.port())
+                    .map(|p| (idx, p))
+            }
+            Pooling::Arbitrary => {
+                let first = pick_arbitrary(rng, table, internal, n);
+                (0..n).map(|k| (first + k) % n).find_map(|idx| {
+                    self.allocate_port(config, rng, table, idx, internal.port())
+                        .map(|port| (idx, port))
+                })
+            }
+        }
+    }
+
+    fn allocate_port(
+        &mut self,
+        config: &NatConfig,
+        rng: &mut ChaCha8Rng,
+        table: &Table,
+        idx: usize,
+        internal_port: u16,
+    ) -> Option<u16> {
+        let (lo, hi) = port_bounds(config)?;
+        if table.used(idx) > usize::from(hi - lo) {
+            return None;
+        }
+        let ip = config.external_ips[idx];
+        match config.ports {
+            PortAllocation::Preserving
+                if (lo..=hi).contains(&internal_port) && table.port_free(ip, internal_port) =>
+            {
+                Some(internal_port)
+            }
+            PortAllocation::Preserving | PortAllocation::Sequential => {
+                let port = table.scan_free(ip, self.cursors[idx], lo, hi)?;
+                self.cursors[idx] = if port == hi { lo } else { port + 1 };
+                Some(port)
+            }
+            PortAllocation::Random => {
+                for _ in 0..RANDOM_PORT_TRIES {
+                    let port = rng.random_range(lo..=hi);
+                    if table.port_free(ip, port) {
+                        return Some(port);
+                    }
+                }
+                let start = rng.random_range(lo..=hi);
+                table.scan_free(ip, start, lo, hi)
+            }
+        }
+    }
+}
+
+/// The allocatable ports, without port 0; `None` if empty.
+fn port_bounds(config: &NatConfig) -> Option<(u16, u16)> {
+    let lo = (*config.port_range.start()).max(1);
+    let hi = *config.port_range.end();
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// A uniformly random pool index among those `internal` has no live mapping on (all of
+/// them if it has mappings everywhere).
+fn pick_arbitrary(rng: &mut ChaCha8Rng, table: &Table, internal: SocketAddrV4, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let counts = table.endpoint_counts(internal);
+    let is_free = |i: usize| counts.is_none_or(|c| c.get(i).is_none_or(|n| *n == 0));
+    let free = (0..n).filter(|i| is_free(*i)).count();
+    if free == 0 {
+        return rng.random_range(0..n);
+    }
+    let nth = rng.random_range(0..free);
+    (0..n).filter(|i| is_free(*i)).nth(nth).unwrap_or(0)
+}
+
+/// Paired pooling's address for an internal IP: a seeded hash, so it is stable for the whole
+/// run (REQ-2 "always the same") without any per-host state.
+pub(crate) fn paired_index(seed: u64, internal: Ipv4Addr, n: usize) -> usize {
+    // splitmix64 finaliser.
+    let mut z = (seed ^ u64::from(u32::from(internal))).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    // The remainder is below `n`, which is a usize.
+    (z % n as u64) as usize
+}
