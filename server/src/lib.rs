@@ -34,7 +34,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use teredo::server::Local;
+use teredo::io::Local;
 use teredo_rt::{bind_udp, Shutdown};
 use tokio::task::{JoinHandle, JoinSet};
 

@@ -7,7 +7,7 @@
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
-use teredo::server::Local;
+use teredo::io::Local;
 use teredo::DropReason;
 use teredo_rt::register;
 
@@ -32,7 +32,8 @@ pub const DURATION_BUCKETS: &[f64] = &[
     5e-2, 0.1,
 ];
 
-const LOCALS: [Local; 2] = [Local::Primary, Local::Secondary];
+/// The server's addresses, in [`Local::index`] order.
+pub(crate) const LOCALS: [Local; 2] = [Local::Primary, Local::Secondary];
 const DIRECTIONS: [&str; 2] = ["to_client", "to_native"];
 const KINDS: [&str; 2] = ["bubble", "icmpv6"];
 
@@ -184,7 +185,7 @@ pub(crate) struct WorkerMetrics {
     pub(crate) received: IntCounter,
     /// Router solicitations on this worker's address, indexed by the cone flag.
     solicitations: [IntCounter; 2],
-    /// Router advertisements, indexed by [`local_index`].
+    /// Router advertisements, indexed by [`Local::index`].
     advertisements: [IntCounter; 2],
     /// Forwarded packets, `[direction][kind]`.
     forwarded: [[IntCounter; 2]; 2],
@@ -211,7 +212,7 @@ impl WorkerMetrics {
     }
 
     pub(crate) fn advertisement(&self, from: Local) {
-        self.advertisements[local_index(from)].inc();
+        self.advertisements[from.index()].inc();
     }
 
     pub(crate) fn forwarded(&self, direction: Direction, bubble: bool) {
@@ -223,14 +224,6 @@ impl WorkerMetrics {
             Some(Some(c)) => c.inc(),
             _ => self.dropped_vec.with_label_values(&[reason.as_str()]).inc(),
         }
-    }
-}
-
-/// Index of a local address in per-address arrays: primary 0, secondary 1.
-pub(crate) fn local_index(l: Local) -> usize {
-    match l {
-        Local::Primary => 0,
-        Local::Secondary => 1,
     }
 }
 

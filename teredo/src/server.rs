@@ -7,6 +7,15 @@
 //! token buckets allocated once, never state per client. Outputs are
 //! described by a small pending record and written straight into the caller's buffer by
 //! [`Server::poll_output`], so the RS → RA path does not allocate.
+//!
+//! It speaks the cores' one vocabulary ([`crate::io`]): [`Server::handle_udp`] in,
+//! [`Server::poll_output`] out, an [`Output`] whose [`Kind`] says what it is (an RA, a
+//! relayed bubble or ICMPv6 message), so the driver never parses what it sends. Of the rest of
+//! that vocabulary it has only [`Server::poll_timeout`], always `None`: nothing the server
+//! does waits for time (the RS rate limit refills its buckets from the `now` of the next
+//! input), and it has no state whose changes a driver would want to hear of, so there is no
+//! `handle_timeout` and no `poll_event`. Nor is there a `handle_ipv6`: the native side is
+//! send-only (RFC 4380 §5.3 relays towards native IPv6; replies come back through relays).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
@@ -15,40 +24,17 @@ use crate::addr::{
     is_ipv4_global_unicast, is_ipv6_non_global, is_link_local, server_link_local, TeredoAddr,
     ALL_ROUTERS, TEREDO_PORT,
 };
+use crate::io::Kind;
 use crate::rate_limit::RateLimiter;
 use crate::wire::auth::Auth;
 use crate::wire::ndp::{RaParams, RouterSolicitation, ICMPV6_ROUTER_SOLICITATION};
 use crate::wire::origin::{OriginIndication, ORIGIN_LEN};
 use crate::wire::packet::{MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6, NEXT_HEADER_NONE};
 use crate::wire::TeredoPacket;
+// Temporary: `client.rs`'s tests still import these from here; removed once they use
+// `crate::io` (the server's own callers already do).
+pub use crate::io::{Local, Output};
 use crate::DropReason;
-
-/// Which of the server's two addresses a datagram arrived on or leaves from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Local {
-    /// The primary address (the one embedded in the prefix).
-    Primary,
-    /// The secondary address (conventionally primary + 1).
-    Secondary,
-}
-
-impl Local {
-    /// The other address: where a cone RS is answered from.
-    pub fn other(self) -> Self {
-        match self {
-            Self::Primary => Self::Secondary,
-            Self::Secondary => Self::Primary,
-        }
-    }
-
-    /// Metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Primary => "primary",
-            Self::Secondary => "secondary",
-        }
-    }
-}
 
 /// Server settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +86,7 @@ impl ServerConfig {
 
 /// What an accepted datagram was, for metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Handled {
     /// A router solicitation, answered with an RA from `reply_from`.
     RouterSolicitation {
@@ -122,25 +109,6 @@ pub enum Handled {
     },
 }
 
-/// A datagram or IPv6 packet for the driver to send; the bytes are in the poll buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Send `len` bytes over UDP from the given local address (port 3544) to `to`.
-    Udp {
-        /// Local address to send from.
-        from_local: Local,
-        /// Destination.
-        to: SocketAddrV4,
-        /// Bytes written to the buffer.
-        len: usize,
-    },
-    /// Send `len` bytes as a native IPv6 packet.
-    Ipv6 {
-        /// Bytes written to the buffer.
-        len: usize,
-    },
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Pending {
     None,
@@ -154,9 +122,11 @@ enum Pending {
         to: SocketAddrV4,
         origin: Option<SocketAddrV4>,
         len: usize,
+        kind: Kind,
     },
     Native {
         len: usize,
+        kind: Kind,
     },
 }
 
@@ -267,6 +237,7 @@ impl Server {
 
         // Case 2: only bubbles and ICMPv6.
         let bubble = pkt.is_bubble();
+        let kind = if bubble { Kind::Bubble } else { Kind::Icmpv6 };
         if !bubble {
             if nh != NEXT_HEADER_ICMPV6 {
                 return Err(DropReason::NotBubbleOrIcmpv6);
@@ -315,6 +286,7 @@ impl Server {
                     to: d.mapped,
                     origin: with_origin.then_some(from),
                     len: relayed.len(),
+                    kind,
                 };
                 Ok(Handled::ForwardedToClient {
                     bubble,
@@ -329,6 +301,7 @@ impl Server {
                 self.scratch[..pkt.ipv6.len()].copy_from_slice(pkt.ipv6);
                 self.pending = Pending::Native {
                     len: pkt.ipv6.len(),
+                    kind,
                 };
                 Ok(Handled::ForwardedNative { bubble })
             }
@@ -400,12 +373,18 @@ impl Server {
                     mtu: self.cfg.mtu,
                 };
                 p.emit(buf).map(|len| Output::Udp {
-                    from_local: reply_from,
+                    local: reply_from,
                     to,
                     len,
+                    kind: Kind::RouterAdvertisement,
                 })
             }
-            Pending::Udp { to, origin, len } => {
+            Pending::Udp {
+                to,
+                origin,
+                len,
+                kind,
+            } => {
                 let oi = usize::from(origin.is_some()) * 8;
                 if buf.len() < oi + len {
                     Err(crate::wire::WireError::BufferTooSmall { need: oi + len })
@@ -415,18 +394,19 @@ impl Server {
                     }
                     buf[oi..oi + len].copy_from_slice(&self.scratch[..len]);
                     Ok(Output::Udp {
-                        from_local: Local::Primary,
+                        local: Local::Primary,
                         to,
                         len: oi + len,
+                        kind,
                     })
                 }
             }
-            Pending::Native { len } => {
+            Pending::Native { len, kind } => {
                 if buf.len() < len {
                     Err(crate::wire::WireError::BufferTooSmall { need: len })
                 } else {
                     buf[..len].copy_from_slice(&self.scratch[..len]);
-                    Ok(Output::Ipv6 { len })
+                    Ok(Output::Ipv6 { len, kind })
                 }
             }
         };
@@ -437,6 +417,12 @@ impl Server {
                 None
             }
         }
+    }
+
+    /// When the server next wants to be woken without input: never, as it has no timers (see
+    /// the module documentation). It is here so a driver can treat the three cores alike.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        None
     }
 
     /// The address a [`Local`] stands for.

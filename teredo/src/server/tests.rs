@@ -14,6 +14,7 @@ use crate::addr::{
     is_teredo, server_prefix, LL_MIREDO_RESTRICTED, LL_TEREDO_CONE, LL_WINDOWS_CONE,
     LL_WINDOWS_RESTRICTED, LL_XP_RESTRICTED,
 };
+use crate::io::Kind;
 use crate::wire::ipv6::{emit_bubble, emit_ipv6_header, finish_icmpv6, Echo};
 use crate::wire::ndp::{emit_rs, RouterAdvertisement};
 use crate::wire::packet::NEXT_HEADER_UDP;
@@ -71,7 +72,7 @@ fn run(s: &mut Server, local: Local, from: SocketAddrV4, data: &[u8]) -> Outcome
     let r = s.handle_udp(now(), local, from, data);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
     let out = s.poll_output(&mut buf).map(|o| {
-        let (Output::Udp { len, .. } | Output::Ipv6 { len }) = o;
+        let len = o.len();
         (o, buf[..len].to_vec())
     });
     assert_eq!(s.poll_output(&mut buf), None, "second poll");
@@ -149,9 +150,10 @@ fn check_ra(
     assert_eq!(
         *o,
         Output::Udp {
-            from_local,
+            local: from_local,
             to,
-            len: bytes.len()
+            len: bytes.len(),
+            kind: Kind::RouterAdvertisement,
         }
     );
     let p = TeredoPacket::parse(bytes).unwrap();
@@ -486,9 +488,10 @@ fn indirect_bubble_relayed_with_oi_and_trailer() {
         assert_eq!(
             o,
             Output::Udp {
-                from_local: Local::Primary,
+                local: Local::Primary,
                 to: b(),
-                len: 8 + 40 + 6
+                len: 8 + 40 + 6,
+                kind: Kind::Bubble,
             }
         );
         assert_eq!(bytes, cat(&[&oi(a()), &ipv6, &NONCE_TRAILER]));
@@ -599,9 +602,10 @@ fn valid_client_to_foreign_server_destination_forwarded_without_oi() {
     assert_eq!(
         o,
         Output::Udp {
-            from_local: Local::Primary,
+            local: Local::Primary,
             to: b(),
-            len: 46
+            len: 46,
+            kind: Kind::Bubble,
         }
     );
     assert_eq!(bytes, d);
@@ -756,7 +760,13 @@ fn echo_forwarded_natively_unchanged() {
         let (r, out) = run(&mut s, Local::Secondary, a(), &d);
         assert_eq!(r, Ok(Handled::ForwardedNative { bubble: false }));
         let (o, bytes) = out.unwrap();
-        assert_eq!(o, Output::Ipv6 { len: ipv6.len() });
+        assert_eq!(
+            o,
+            Output::Ipv6 {
+                len: ipv6.len(),
+                kind: Kind::Icmpv6
+            }
+        );
         // Identical bytes: hop limit not decremented (as Miredo), trailers stripped.
         assert_eq!(bytes, ipv6);
     }
@@ -871,7 +881,9 @@ fn output_protocol() {
     s.handle_udp(now(), Local::Primary, b(), &rs(None, LLC, false))
         .unwrap();
     let o = s.poll_output(&mut buf).unwrap();
-    assert!(matches!(o, Output::Udp { from_local: Local::Secondary, to, len: 104 } if to == b()));
+    assert!(
+        matches!(o, Output::Udp { local: Local::Secondary, to, len: 104, kind: Kind::RouterAdvertisement } if to == b())
+    );
     // ... and discarded by a dropped one.
     s.handle_udp(now(), Local::Primary, a(), &rs_n(LLR))
         .unwrap();
@@ -1220,7 +1232,16 @@ fn check_invariants(
     let input = TeredoPacket::parse(data).expect("accepted input is well formed");
     prop_assert!(input.origin.is_none());
     match (*handled, *o) {
-        (Handled::RouterSolicitation { cone, reply_from }, Output::Udp { from_local, to, .. }) => {
+        (
+            Handled::RouterSolicitation { cone, reply_from },
+            Output::Udp {
+                local: from_local,
+                to,
+                kind,
+                ..
+            },
+        ) => {
+            prop_assert_eq!(kind, Kind::RouterAdvertisement);
             prop_assert_eq!(to, from, "an RA goes back to the RS's source");
             prop_assert_eq!(from_local, reply_from);
             prop_assert_eq!(reply_from, if cone { local.other() } else { local });
@@ -1244,9 +1265,15 @@ fn check_invariants(
                 bubble,
                 with_origin,
             },
-            Output::Udp { from_local, to, .. },
+            Output::Udp {
+                local: from_local,
+                to,
+                kind,
+                ..
+            },
         ) => {
             prop_assert_eq!(from_local, Local::Primary);
+            prop_assert_eq!(kind, if bubble { Kind::Bubble } else { Kind::Icmpv6 });
             prop_assert!(is_ipv4_global_unicast(*to.ip()), "to {}", to);
             prop_assert!(!own(&to), "to {}", to);
             let d = TeredoAddr::from_ipv6(&input.dst()).expect("Teredo destination");
@@ -1269,8 +1296,9 @@ fn check_invariants(
                 prop_assert_eq!(&bytes[..], relayed);
             }
         }
-        (Handled::ForwardedNative { bubble }, Output::Ipv6 { .. }) => {
+        (Handled::ForwardedNative { bubble }, Output::Ipv6 { kind, .. }) => {
             prop_assert!(cfg.native);
+            prop_assert_eq!(kind, if bubble { Kind::Bubble } else { Kind::Icmpv6 });
             prop_assert_eq!(bubble, input.is_bubble());
             prop_assert_eq!(&bytes[..], input.ipv6);
             let dst = input.dst();
