@@ -96,13 +96,13 @@ pub async fn spawn_metrics(
     Ok((local, tokio::spawn(serve(listener, registry, shutdown))))
 }
 
-async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind metrics endpoint {addr}"))
 }
 
-async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     registry: Registry,
     shutdown: impl Future<Output = ()>,
