@@ -272,14 +272,10 @@ pub fn add_gauges(a: &mut RelayGauges, b: &RelayGauges) {
 
 #[cfg(test)]
 mod tests {
-    use prometheus::TextEncoder;
-
     use super::*;
 
     fn text(registry: &Registry) -> String {
-        TextEncoder::new()
-            .encode_to_string(&registry.gather())
-            .unwrap()
+        teredo_rt::metrics::render(registry).unwrap()
     }
 
     #[test]

@@ -170,14 +170,10 @@ impl WorkerMetrics {
 
 #[cfg(test)]
 mod tests {
-    use prometheus::TextEncoder;
-
     use super::*;
 
     fn text(registry: &Registry) -> String {
-        TextEncoder::new()
-            .encode_to_string(&registry.gather())
-            .unwrap()
+        teredo_rt::metrics::render(registry).unwrap()
     }
 
     #[test]

@@ -239,14 +239,10 @@ impl Tasks {
 mod tests {
     use std::time::Duration;
 
-    use prometheus::TextEncoder;
-
     use super::*;
 
     fn text(registry: &Registry) -> String {
-        TextEncoder::new()
-            .encode_to_string(&registry.gather())
-            .unwrap()
+        crate::metrics::render(registry).unwrap()
     }
 
     #[test]

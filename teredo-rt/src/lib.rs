@@ -30,6 +30,6 @@ pub mod udp;
 pub use clock::now;
 pub use component::{ComponentMetrics, DropCounters, Tasks};
 pub use logging::{init_tracing, LogFormat};
-pub use metrics::{register, register_process_metrics, serve_metrics, spawn_metrics};
+pub use metrics::{register, register_process_metrics, render, serve_metrics, spawn_metrics};
 pub use shutdown::{shutdown_signal, Shutdown, ShutdownTrigger};
 pub use udp::{bind_udp, bind_udp_std, bound_v4, UdpOptions, MAX_DATAGRAM};

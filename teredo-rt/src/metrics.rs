@@ -66,6 +66,11 @@ pub fn register_process_metrics(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(crate::process::ProcessMetrics::for_self()?))
 }
 
+/// `registry` in the text exposition format: what a scrape of `/metrics` returns.
+pub fn render(registry: &Registry) -> prometheus::Result<String> {
+    TextEncoder::new().encode_to_string(&registry.gather())
+}
+
 /// Serves `registry` on `http://addr/metrics` until `shutdown` completes.
 ///
 /// Fails only if the address cannot be bound, with the address in the message
@@ -164,7 +169,7 @@ fn respond(method: &Method, path: &str, registry: &Registry) -> Response<Full<By
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    match TextEncoder::new().encode_to_string(&registry.gather()) {
+    match render(registry) {
         Ok(body) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(
