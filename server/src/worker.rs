@@ -142,9 +142,8 @@ impl Worker {
         let (from, handled) = {
             let d = self.recv.get(i);
             let Some(from) = d.from else {
-                // No source address: nothing to answer; count it as the source check it
-                // fails.
-                m.dropped(DropReason::NonGlobalSource);
+                // No source address: nothing to answer.
+                m.dropped(DropReason::NoSourceAddress);
                 return;
             };
             if d.truncated || d.data.len() > MAX_DATAGRAM {
@@ -153,8 +152,8 @@ impl Worker {
                 return;
             }
             let SocketAddr::V4(from) = from else {
-                // Cannot happen on an IPv4 socket; count it as the source check it fails.
-                m.dropped(DropReason::NonGlobalSource);
+                // Cannot happen on an IPv4 socket.
+                m.dropped(DropReason::NoSourceAddress);
                 return;
             };
             match self

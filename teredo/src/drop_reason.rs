@@ -22,7 +22,7 @@ macro_rules! drop_reasons {
                 Self::NonGlobalSource, Self::Loop, Self::UnexpectedOrigin, Self::NotBubbleOrIcmpv6,
                 Self::TooLarge, Self::SpoofedSource, Self::NotAllowed, Self::NonGlobalDestination,
                 Self::NonGlobalMappedAddress, Self::NativeDisabled, Self::NotForUs, Self::SendFailed,
-                Self::RateLimited,
+                Self::RateLimited, Self::NoSourceAddress,
             ];
 
             /// The reasons a relay can report, to zero-initialise its metric series.
@@ -35,7 +35,7 @@ macro_rules! drop_reasons {
                 Self::UnknownPeer, Self::TeredoDestination, Self::QueueFull,
                 Self::GlobalQueueFull, Self::PeerTableFull, Self::PeerUnreachable,
                 Self::PeerEvicted, Self::PeerExpired, Self::OutputQueueFull,
-                Self::OutputBufferTooSmall,
+                Self::OutputBufferTooSmall, Self::NoSourceAddress,
             ];
 
             /// The reasons a client can report, to zero-initialise its metric series. Some
@@ -85,6 +85,9 @@ drop_reasons! {
     Oversized => "oversized",
     /// Outer IPv4 source is not global unicast (RFC 4380 §5.3.1 case 3).
     NonGlobalSource => "non_global_source",
+    /// The OS gave no IPv4 source address for a datagram (none at all, or not IPv4): there
+    /// is nobody to answer and nothing to check. Counted by drivers; the cores never see it.
+    NoSourceAddress => "no_source_address",
     /// Packet came from one of the server's own addresses and port (forwarding loop).
     Loop => "loop",
     /// An origin indication in a packet sent to the server: only servers insert them.
