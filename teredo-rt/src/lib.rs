@@ -7,6 +7,7 @@
 //! - [`batch`]: `recvmmsg`/`sendmmsg` (and UDP GSO) with buffers allocated once;
 //! - [`udp`]: UDP sockets configured the way RFC 4380 wants them (never set DF), with
 //!   optional `SO_REUSEPORT` for multi-worker relays and large kernel buffers;
+//! - [`cli`]: the conventions every command line follows (help and env fallback per flag);
 //! - [`component`]: what the server and the relay build the same way around their cores:
 //!   metric families with every series at zero, drop counters by reason, their tasks;
 //! - [`metrics`]: the Prometheus `/metrics` HTTP endpoint;
@@ -19,6 +20,7 @@
 //! Linux only: it relies on `/proc`, `IP_MTU_DISCOVER` and `IP_FREEBIND`.
 
 pub mod batch;
+pub mod cli;
 pub mod clock;
 pub mod component;
 pub mod logging;
