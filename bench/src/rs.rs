@@ -194,7 +194,8 @@ mod tests {
     use std::time::Instant;
 
     use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
-    use teredo::server::{Local, Server, ServerConfig};
+    use teredo::io::{Kind, Local, Output};
+    use teredo::server::{Server, ServerConfig};
 
     use super::*;
 
@@ -227,10 +228,11 @@ mod tests {
             assert_eq!(u.src, client(j as u32 % 100));
             core.handle_udp(Instant::now(), Local::Primary, u.src, u.payload)
                 .unwrap();
-            let teredo::server::Output::Udp {
-                from_local,
+            let Output::Udp {
+                local: from_local,
                 to,
                 len,
+                kind: Kind::RouterAdvertisement,
             } = core.poll_output(&mut buf).unwrap()
             else {
                 panic!("not UDP")

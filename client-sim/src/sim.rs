@@ -52,8 +52,9 @@ use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use teredo::addr::is_teredo;
 use teredo::client::{Client, Event};
+use teredo::io::{Local, Output};
 use teredo::relay::{Output as RelayOutput, Relay};
-use teredo::server::{Local, Output, Server, ServerConfig};
+use teredo::server::{Server, ServerConfig};
 use teredo::DropReason;
 
 use crate::packets;
@@ -747,18 +748,21 @@ impl Sim {
                     while let Some(out) = self.server.poll_output(&mut buf) {
                         match out {
                             Output::Udp {
-                                from_local,
+                                local: from_local,
                                 to,
                                 len,
+                                ..
                             } => {
                                 let from = SocketAddrV4::new(self.server.address(from_local), port);
                                 let payload = buf[..len].to_vec();
                                 self.launch(Sender::Server, Datagram { from, to, payload });
                             }
-                            Output::Ipv6 { len } if self.relay.is_some() => {
+                            Output::Ipv6 { len, .. } if self.relay.is_some() => {
                                 self.native_send(buf[..len].to_vec());
                             }
                             Output::Ipv6 { .. } => self.counters.native_discarded += 1,
+                            // The server emits no other output.
+                            _ => {}
                         }
                     }
                     self.server_buf = buf;

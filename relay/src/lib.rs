@@ -58,8 +58,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use teredo_rt::{bind_udp, Shutdown, UdpOptions};
-use tokio::task::{JoinHandle, JoinSet};
+use teredo_rt::{bind_udp, bound_v4, Shutdown, Tasks, UdpOptions};
 
 pub use config::{
     default_workers, ConfigError, NativeChannel, NativeEnds, NativeSide, Offload, RelayOptions,
@@ -104,13 +103,7 @@ pub async fn start(options: RelayOptions, shutdown: Shutdown) -> anyhow::Result<
     let mut bound = options.bind;
     for _ in 0..workers {
         let s = bind_udp(bound, &udp)?;
-        bound = match s
-            .local_addr()
-            .with_context(|| format!("cannot read the address of UDP socket {bound}"))?
-        {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(a) => anyhow::bail!("UDP socket {bound} bound to IPv6 address {a}"),
-        };
+        bound = bound_v4(&s, bound)?;
         sockets.push(Arc::new(s));
     }
 
@@ -123,24 +116,13 @@ pub async fn start(options: RelayOptions, shutdown: Shutdown) -> anyhow::Result<
     ));
     let ctx = Arc::new(Ctx::new(Arc::clone(&shards), metrics, now));
 
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks::new();
     let metrics_addr = match options.metrics_addr {
-        Some(addr) => {
-            let (bound, handle) = teredo_rt::spawn_metrics(
-                addr,
-                options.registry.clone(),
-                shutdown.clone().wait_owned(),
-            )
-            .await?;
-            let guard = AbortOnDrop(handle);
-            tasks.spawn(async move {
-                let mut guard = guard;
-                (&mut guard.0)
-                    .await
-                    .context("metrics endpoint task failed")?
-            });
-            Some(bound)
-        }
+        Some(addr) => Some(
+            tasks
+                .serve_metrics(addr, options.registry.clone(), &shutdown)
+                .await?,
+        ),
         None => None,
     };
 
@@ -211,7 +193,7 @@ pub struct RunningRelay {
     local: SocketAddrV4,
     metrics_addr: Option<SocketAddr>,
     shards: Arc<ShardedRelay>,
-    tasks: JoinSet<anyhow::Result<()>>,
+    tasks: Tasks,
 }
 
 impl RunningRelay {
@@ -232,27 +214,9 @@ impl RunningRelay {
 
     /// Waits until every task has stopped after shutdown. If a task fails (or panics)
     /// first, the others are stopped and its error is returned.
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        while let Some(joined) = self.tasks.join_next().await {
-            let result = match joined {
-                Ok(r) => r,
-                Err(e) => Err(anyhow::anyhow!("relay task failed: {e}")),
-            };
-            if let Err(e) = result {
-                self.tasks.shutdown().await;
-                return Err(e);
-            }
-        }
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.tasks.wait("relay").await?;
         tracing::info!(addr = %self.local, "teredo relay stopped");
         Ok(())
-    }
-}
-
-/// Aborts a spawned task when dropped (the metrics endpoint is spawned by teredo-rt).
-struct AbortOnDrop(JoinHandle<anyhow::Result<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -13,14 +13,10 @@
 //!   drops by reason, bubbles, ICMPv6 errors, evictions, give-ups) and sets the gauges
 //!   from their `gauges()`, at least once a second.
 
-use std::sync::Arc;
-
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Histogram, IntCounter, IntGauge, Registry};
 use teredo::relay::{RelayCounters, RelayGauges};
 use teredo::DropReason;
-use teredo_rt::register;
+use teredo_rt::{ComponentMetrics, DropCounters};
 
 /// `teredo_relay_packets_received_total{direction}`: datagrams read from clients
 /// (`ipv4_to_ipv6`, bubbles included) and packets read from the native side
@@ -97,8 +93,7 @@ pub struct RelayMetrics {
     received: [IntCounter; 2],
     packets: [IntCounter; 2],
     bytes: [IntCounter; 2],
-    dropped: Arc<[Option<IntCounter>]>,
-    dropped_vec: IntCounterVec,
+    dropped: DropCounters,
     peers: [IntGauge; 2],
     queue_packets: IntGauge,
     queue_bytes: IntGauge,
@@ -116,113 +111,69 @@ impl RelayMetrics {
     /// process metrics in `registry`. The process metrics may already be there (several
     /// components sharing one registry in the lab); the relay's own may not.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let counter_vec = |name: &str, help: &str, label: &str| {
-            register(
-                registry,
-                IntCounterVec::new(Opts::new(name, help), &[label])?,
-            )
-        };
-        let received = counter_vec(
-            RECEIVED,
-            "Packets received, by direction: datagrams from Teredo clients (ipv4_to_ipv6, \
-             bubbles included) and packets from the native side (ipv6_to_ipv4).",
-            "direction",
-        )?;
-        let packets = counter_vec(
-            PACKETS,
-            "Packets relayed, by direction (ipv4_to_ipv6: from Teredo clients to native IPv6).",
-            "direction",
-        )?;
-        let bytes = counter_vec(
-            BYTES,
-            "Bytes of the IPv6 packets relayed, by direction.",
-            "direction",
-        )?;
-        let dropped = counter_vec(DROPPED, "Packets dropped, by reason.", "reason")?;
-        let bubbles = counter_vec(
-            BUBBLES_SENT,
-            "Bubbles sent: indirect (through the peer's server) or direct (to its mapping).",
-            "kind",
-        )?;
-        let peers = register(
-            registry,
-            IntGaugeVec::new(
-                Opts::new(PEERS, "Peer table entries, by trust."),
-                &["state"],
-            )?,
-        )?;
-        let gauge = |name: &str, help: &str| register(registry, IntGauge::new(name, help)?);
-        let queue_packets = gauge(
-            QUEUE_PACKETS,
-            "Packets queued for peers that are not trusted yet.",
-        )?;
-        let queue_bytes = gauge(
-            QUEUE_BYTES,
-            "Bytes queued for peers that are not trusted yet.",
-        )?;
-        let counter = |name: &str, help: &str| register(registry, IntCounter::new(name, help)?);
-        let icmp_errors = counter(
-            ICMP_ERRORS_SENT,
-            "ICMPv6 destination unreachable errors sent to native hosts.",
-        )?;
-        let evictions = counter_vec(
-            PEER_EVICTIONS,
-            "Peers evicted to make room in the full peer table: untrusted ones first, then \
-             the least recently used trusted one.",
-            "reason",
-        )?;
-        let rate_limited = counter_vec(
-            RATE_LIMITED,
-            "Bubble rounds and ICMPv6 errors not sent because of their rate limits.",
-            "what",
-        )?;
-        let unreachable = counter(
-            PEERS_UNREACHABLE,
-            "Bubble exchanges that got no answer (queued packets dropped as peer_unreachable).",
-        )?;
-        let connectivity = register(
-            registry,
-            Histogram::with_opts(
-                HistogramOpts::new(
-                    CONNECTIVITY_TEST_DURATION,
-                    "Time from a peer's first queued packet to its trust (bubble exchange).",
-                )
-                .buckets(CONNECTIVITY_BUCKETS.to_vec()),
-            )?,
-        )?;
-        let build = register(
-            registry,
-            IntGaugeVec::new(
-                Opts::new(BUILD_INFO, "Build information; the value is always 1."),
-                &["version"],
-            )?,
-        )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        match teredo_rt::register_process_metrics(registry) {
-            Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
-            Err(e) => return Err(e),
-        }
-
-        let max = drop_reasons().map(|r| r as usize).max().unwrap_or(0);
-        let mut by_reason = vec![None; max + 1];
-        for r in drop_reasons() {
-            by_reason[r as usize] = Some(dropped.with_label_values(&[r.as_str()]));
-        }
+        let m = ComponentMetrics::new(registry, BUILD_INFO, env!("CARGO_PKG_VERSION"))?;
         Ok(Self {
-            received: DIRECTIONS.map(|d| received.with_label_values(&[d])),
-            packets: DIRECTIONS.map(|d| packets.with_label_values(&[d])),
-            bytes: DIRECTIONS.map(|d| bytes.with_label_values(&[d])),
-            dropped: by_reason.into(),
-            dropped_vec: dropped,
-            peers: PEER_STATES.map(|s| peers.with_label_values(&[s])),
-            queue_packets,
-            queue_bytes,
-            bubbles: BUBBLE_KINDS.map(|k| bubbles.with_label_values(&[k])),
-            icmp_errors,
-            evictions: EVICTION_REASONS.map(|r| evictions.with_label_values(&[r])),
-            rate_limited: RATE_LIMITED_WHAT.map(|w| rate_limited.with_label_values(&[w])),
-            unreachable,
-            connectivity,
+            received: m.counters(
+                RECEIVED,
+                "Packets received, by direction: datagrams from Teredo clients (ipv4_to_ipv6, \
+                 bubbles included) and packets from the native side (ipv6_to_ipv4).",
+                "direction",
+                DIRECTIONS,
+            )?,
+            packets: m.counters(
+                PACKETS,
+                "Packets relayed, by direction (ipv4_to_ipv6: from Teredo clients to native IPv6).",
+                "direction",
+                DIRECTIONS,
+            )?,
+            bytes: m.counters(
+                BYTES,
+                "Bytes of the IPv6 packets relayed, by direction.",
+                "direction",
+                DIRECTIONS,
+            )?,
+            dropped: m.drops(DROPPED, "Packets dropped, by reason.", drop_reasons())?,
+            bubbles: m.counters(
+                BUBBLES_SENT,
+                "Bubbles sent: indirect (through the peer's server) or direct (to its mapping).",
+                "kind",
+                BUBBLE_KINDS,
+            )?,
+            peers: m.gauges(PEERS, "Peer table entries, by trust.", "state", PEER_STATES)?,
+            queue_packets: m.gauge(
+                QUEUE_PACKETS,
+                "Packets queued for peers that are not trusted yet.",
+            )?,
+            queue_bytes: m.gauge(
+                QUEUE_BYTES,
+                "Bytes queued for peers that are not trusted yet.",
+            )?,
+            icmp_errors: m.counter(
+                ICMP_ERRORS_SENT,
+                "ICMPv6 destination unreachable errors sent to native hosts.",
+            )?,
+            evictions: m.counters(
+                PEER_EVICTIONS,
+                "Peers evicted to make room in the full peer table: untrusted ones first, then \
+                 the least recently used trusted one.",
+                "reason",
+                EVICTION_REASONS,
+            )?,
+            rate_limited: m.counters(
+                RATE_LIMITED,
+                "Bubble rounds and ICMPv6 errors not sent because of their rate limits.",
+                "what",
+                RATE_LIMITED_WHAT,
+            )?,
+            unreachable: m.counter(
+                PEERS_UNREACHABLE,
+                "Bubble exchanges that got no answer (queued packets dropped as peer_unreachable).",
+            )?,
+            connectivity: m.histogram(
+                CONNECTIVITY_TEST_DURATION,
+                "Time from a peer's first queued packet to its trust (bubble exchange).",
+                CONNECTIVITY_BUCKETS,
+            )?,
         })
     }
 
@@ -247,16 +198,7 @@ impl RelayMetrics {
     }
 
     fn dropped_n(&self, reason: DropReason, n: u64) {
-        if n == 0 {
-            return;
-        }
-        match self.dropped.get(reason as usize) {
-            Some(Some(c)) => c.inc_by(n),
-            _ => self
-                .dropped_vec
-                .with_label_values(&[reason.as_str()])
-                .inc_by(n),
-        }
+        self.dropped.inc_by(reason, n);
     }
 
     /// Adds what the cores counted since `last` (both summed over shards) and sets the
@@ -330,14 +272,10 @@ pub fn add_gauges(a: &mut RelayGauges, b: &RelayGauges) {
 
 #[cfg(test)]
 mod tests {
-    use prometheus::TextEncoder;
-
     use super::*;
 
     fn text(registry: &Registry) -> String {
-        TextEncoder::new()
-            .encode_to_string(&registry.gather())
-            .unwrap()
+        teredo_rt::metrics::render(registry).unwrap()
     }
 
     #[test]

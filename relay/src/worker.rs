@@ -408,8 +408,8 @@ fn handle_datagram(
         return None;
     }
     let Some(SocketAddr::V4(from)) = from else {
-        // Cannot happen on an IPv4 socket; count it as the source check it fails.
-        ctx.metrics.dropped(DropReason::NonGlobalSource);
+        // No IPv4 source address (cannot happen on an IPv4 socket): nothing to check.
+        ctx.metrics.dropped(DropReason::NoSourceAddress);
         return None;
     };
     let src = udp_ipv6_src(data);

@@ -116,18 +116,7 @@ mod tests {
 
     #[test]
     fn command_is_consistent_and_every_flag_is_documented() {
-        Args::command().debug_assert();
-        for arg in Args::command().get_arguments() {
-            if arg.get_id() == "help" || arg.get_id() == "version" {
-                continue;
-            }
-            assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
-            assert!(
-                arg.get_env().is_some(),
-                "--{} has no env fallback",
-                arg.get_id()
-            );
-        }
+        teredo_rt::cli::assert_conventions(Args::command());
     }
 
     #[test]

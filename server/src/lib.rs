@@ -34,9 +34,8 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use teredo::server::Local;
-use teredo_rt::{bind_udp, Shutdown};
-use tokio::task::{JoinHandle, JoinSet};
+use teredo::io::Local;
+use teredo_rt::{bind_udp, bound_v4, Shutdown, Tasks};
 
 pub use config::{ConfigError, NativeSide, ServerOptions};
 
@@ -73,24 +72,13 @@ pub async fn start(options: ServerOptions, shutdown: Shutdown) -> anyhow::Result
     let metrics =
         ServerMetrics::register(&options.registry).context("cannot register the server metrics")?;
 
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks::new();
     let metrics_addr = match options.metrics_addr {
-        Some(addr) => {
-            let (bound, handle) = teredo_rt::spawn_metrics(
-                addr,
-                options.registry.clone(),
-                shutdown.clone().wait_owned(),
-            )
-            .await?;
-            let guard = AbortOnDrop(handle);
-            tasks.spawn(async move {
-                let mut guard = guard;
-                (&mut guard.0)
-                    .await
-                    .context("metrics endpoint task failed")?
-            });
-            Some(bound)
-        }
+        Some(addr) => Some(
+            tasks
+                .serve_metrics(addr, options.registry.clone(), &shutdown)
+                .await?,
+        ),
         None => None,
     };
 
@@ -131,7 +119,7 @@ pub struct RunningServer {
     primary: SocketAddrV4,
     secondary: SocketAddrV4,
     metrics_addr: Option<SocketAddr>,
-    tasks: JoinSet<anyhow::Result<()>>,
+    tasks: Tasks,
 }
 
 impl RunningServer {
@@ -152,37 +140,9 @@ impl RunningServer {
 
     /// Waits until every task has stopped after shutdown. If a task fails (or panics)
     /// first, the others are stopped and its error is returned.
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        while let Some(joined) = self.tasks.join_next().await {
-            let result = match joined {
-                Ok(r) => r,
-                Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
-            };
-            if let Err(e) = result {
-                self.tasks.shutdown().await;
-                return Err(e);
-            }
-        }
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.tasks.wait("server").await?;
         tracing::info!(primary = %self.primary, secondary = %self.secondary, "teredo server stopped");
         Ok(())
-    }
-}
-
-/// Aborts a spawned task when dropped (the metrics endpoint is spawned by teredo-rt).
-struct AbortOnDrop(JoinHandle<anyhow::Result<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn bound_v4(socket: &tokio::net::UdpSocket, asked: SocketAddrV4) -> anyhow::Result<SocketAddrV4> {
-    match socket
-        .local_addr()
-        .with_context(|| format!("cannot read the address of UDP socket {asked}"))?
-    {
-        SocketAddr::V4(a) => Ok(a),
-        SocketAddr::V6(a) => anyhow::bail!("UDP socket {asked} bound to IPv6 address {a}"),
     }
 }

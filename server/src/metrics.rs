@@ -4,12 +4,10 @@
 //! full set from the start. The drivers never look a label up on the hot path: each worker
 //! resolves its handles once (`ServerMetrics::worker`) and increments plain atomics.
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-};
-use teredo::server::Local;
+use prometheus::{Histogram, IntCounter, IntCounterVec, Registry};
+use teredo::io::Local;
 use teredo::DropReason;
-use teredo_rt::register;
+use teredo_rt::{ComponentMetrics, DropCounters};
 
 /// `teredo_server_packets_received_total{address}`.
 pub const PACKETS_RECEIVED: &str = "teredo_server_packets_received_total";
@@ -32,18 +30,19 @@ pub const DURATION_BUCKETS: &[f64] = &[
     5e-2, 0.1,
 ];
 
-const LOCALS: [Local; 2] = [Local::Primary, Local::Secondary];
+/// The server's addresses, in [`Local::index`] order.
+pub(crate) const LOCALS: [Local; 2] = [Local::Primary, Local::Secondary];
 const DIRECTIONS: [&str; 2] = ["to_client", "to_native"];
 const KINDS: [&str; 2] = ["bubble", "icmpv6"];
 
 /// The registered metric families.
 #[derive(Clone, Debug)]
 pub(crate) struct ServerMetrics {
-    received: IntCounterVec,
+    received: [IntCounter; 2],
     solicitations: IntCounterVec,
-    advertisements: IntCounterVec,
+    advertisements: [IntCounter; 2],
     forwarded: IntCounterVec,
-    dropped: IntCounterVec,
+    dropped: DropCounters,
     duration: Histogram,
 }
 
@@ -52,90 +51,49 @@ impl ServerMetrics {
     /// process metrics in `registry`. The process metrics may already be there (several
     /// components sharing one registry in the lab); the server's own may not.
     pub(crate) fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let received = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    PACKETS_RECEIVED,
-                    "UDP datagrams received, by local address.",
-                ),
-                &["address"],
-            )?,
+        let m = ComponentMetrics::new(registry, BUILD_INFO, env!("CARGO_PKG_VERSION"))?;
+        let addresses = LOCALS.map(Local::as_str);
+        let received = m.counters(
+            PACKETS_RECEIVED,
+            "UDP datagrams received, by local address.",
+            "address",
+            addresses,
         )?;
-        let solicitations = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    ROUTER_SOLICITATIONS,
-                    "Valid router solicitations received, by local address and cone flag.",
-                ),
-                &["address", "cone"],
-            )?,
+        let solicitations = m.counter_vec(
+            ROUTER_SOLICITATIONS,
+            "Valid router solicitations received, by local address and cone flag.",
+            &["address", "cone"],
         )?;
-        let advertisements = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    ROUTER_ADVERTISEMENTS,
-                    "Router advertisements sent, by the local address they left from.",
-                ),
-                &["address"],
-            )?,
+        let advertisements = m.counters(
+            ROUTER_ADVERTISEMENTS,
+            "Router advertisements sent, by the local address they left from.",
+            "address",
+            addresses,
         )?;
-        let forwarded = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    PACKETS_FORWARDED,
-                    "Bubbles and ICMPv6 packets relayed to Teredo clients or to native IPv6.",
-                ),
-                &["direction", "kind"],
-            )?,
+        let forwarded = m.counter_vec(
+            PACKETS_FORWARDED,
+            "Bubbles and ICMPv6 packets relayed to Teredo clients or to native IPv6.",
+            &["direction", "kind"],
         )?;
-        let dropped = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(PACKETS_DROPPED, "Datagrams dropped, by reason."),
-                &["reason"],
-            )?,
+        let dropped = m.drops(
+            PACKETS_DROPPED,
+            "Datagrams dropped, by reason.",
+            DropReason::SERVER.iter().copied(),
         )?;
-        let duration = register(
-            registry,
-            Histogram::with_opts(
-                HistogramOpts::new(
-                    HANDLING_DURATION,
-                    "Time from receiving a datagram (its receive batch) to having sent the answer (its send batch), or dropped it.",
-                )
-                .buckets(DURATION_BUCKETS.to_vec()),
-            )?,
+        let duration = m.histogram(
+            HANDLING_DURATION,
+            "Time from receiving a datagram (its receive batch) to having sent the answer (its send batch), or dropped it.",
+            DURATION_BUCKETS,
         )?;
-        let build = register(
-            registry,
-            IntGaugeVec::new(
-                Opts::new(BUILD_INFO, "Build information; the value is always 1."),
-                &["version"],
-            )?,
-        )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        match teredo_rt::register_process_metrics(registry) {
-            Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
-            Err(e) => return Err(e),
-        }
-
-        for l in LOCALS {
-            received.with_label_values(&[l.as_str()]);
-            advertisements.with_label_values(&[l.as_str()]);
+        for l in addresses {
             for cone in ["true", "false"] {
-                solicitations.with_label_values(&[l.as_str(), cone]);
+                solicitations.with_label_values(&[l, cone]);
             }
         }
         for d in DIRECTIONS {
             for k in KINDS {
                 forwarded.with_label_values(&[d, k]);
             }
-        }
-        for r in DropReason::SERVER {
-            dropped.with_label_values(&[r.as_str()]);
         }
         Ok(Self {
             received,
@@ -149,29 +107,18 @@ impl ServerMetrics {
 
     /// Pre-resolved handles for the worker receiving on `local`.
     pub(crate) fn worker(&self, local: Local) -> WorkerMetrics {
-        let by_local = |v: &IntCounterVec| LOCALS.map(|l| v.with_label_values(&[l.as_str()]));
         let solicitations = [false, true].map(|cone| {
             self.solicitations
                 .with_label_values(&[local.as_str(), if cone { "true" } else { "false" }])
         });
         let forwarded =
             DIRECTIONS.map(|d| KINDS.map(|k| self.forwarded.with_label_values(&[d, k])));
-        let max = DropReason::SERVER
-            .iter()
-            .map(|&r| r as usize)
-            .max()
-            .unwrap_or(0);
-        let mut dropped = vec![None; max + 1];
-        for &r in DropReason::SERVER {
-            dropped[r as usize] = Some(self.dropped.with_label_values(&[r.as_str()]));
-        }
         WorkerMetrics {
-            received: self.received.with_label_values(&[local.as_str()]),
+            received: self.received[local.index()].clone(),
             solicitations,
-            advertisements: by_local(&self.advertisements),
+            advertisements: self.advertisements.clone(),
             forwarded,
-            dropped: dropped.into_boxed_slice(),
-            dropped_vec: self.dropped.clone(),
+            dropped: self.dropped.clone(),
             duration: self.duration.clone(),
         }
     }
@@ -184,14 +131,12 @@ pub(crate) struct WorkerMetrics {
     pub(crate) received: IntCounter,
     /// Router solicitations on this worker's address, indexed by the cone flag.
     solicitations: [IntCounter; 2],
-    /// Router advertisements, indexed by [`local_index`].
+    /// Router advertisements, indexed by [`Local::index`].
     advertisements: [IntCounter; 2],
     /// Forwarded packets, `[direction][kind]`.
     forwarded: [[IntCounter; 2]; 2],
-    /// Drops, indexed by `DropReason as usize`.
-    dropped: Box<[Option<IntCounter>]>,
-    /// For a reason outside [`DropReason::SERVER`] (not expected from the core): resolved lazily.
-    dropped_vec: IntCounterVec,
+    /// Drops by reason.
+    dropped: DropCounters,
     /// Handling duration.
     pub(crate) duration: Histogram,
 }
@@ -211,7 +156,7 @@ impl WorkerMetrics {
     }
 
     pub(crate) fn advertisement(&self, from: Local) {
-        self.advertisements[local_index(from)].inc();
+        self.advertisements[from.index()].inc();
     }
 
     pub(crate) fn forwarded(&self, direction: Direction, bubble: bool) {
@@ -219,31 +164,16 @@ impl WorkerMetrics {
     }
 
     pub(crate) fn dropped(&self, reason: DropReason) {
-        match self.dropped.get(reason as usize) {
-            Some(Some(c)) => c.inc(),
-            _ => self.dropped_vec.with_label_values(&[reason.as_str()]).inc(),
-        }
-    }
-}
-
-/// Index of a local address in per-address arrays: primary 0, secondary 1.
-pub(crate) fn local_index(l: Local) -> usize {
-    match l {
-        Local::Primary => 0,
-        Local::Secondary => 1,
+        self.dropped.inc(reason);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use prometheus::TextEncoder;
-
     use super::*;
 
     fn text(registry: &Registry) -> String {
-        TextEncoder::new()
-            .encode_to_string(&registry.gather())
-            .unwrap()
+        teredo_rt::metrics::render(registry).unwrap()
     }
 
     #[test]

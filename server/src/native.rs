@@ -5,6 +5,7 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use teredo::wire::Ipv6Header;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc::error::TrySendError;
@@ -98,16 +99,11 @@ fn open_raw() -> io::Result<AsyncFd<Socket>> {
     unsafe { AsyncFd::register_with_interest(socket, Interest::WRITABLE) }.map_err(io::Error::from)
 }
 
+/// The destination of an IPv6 packet, which selects the raw socket's route.
 fn ipv6_dst(packet: &[u8]) -> io::Result<Ipv6Addr> {
-    let Some(bytes) = packet.get(24..40) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "IPv6 packet shorter than its header",
-        ));
-    };
-    let mut o = [0u8; 16];
-    o.copy_from_slice(bytes);
-    Ok(Ipv6Addr::from(o))
+    Ipv6Header::new_checked(packet)
+        .map(|h| h.dst_addr())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 #[cfg(test)]
@@ -134,12 +130,11 @@ mod tests {
 
     #[test]
     fn destination_comes_from_the_header() {
+        let dst = "2001:db8::1".parse::<Ipv6Addr>().unwrap();
         let mut p = [0u8; 40];
-        p[24..40].copy_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
-        assert_eq!(
-            ipv6_dst(&p).unwrap(),
-            "2001:db8::1".parse::<Ipv6Addr>().unwrap()
-        );
-        assert!(ipv6_dst(&p[..39]).is_err());
+        teredo::wire::ipv6::emit_bubble(&mut p, Ipv6Addr::UNSPECIFIED, dst, 0).unwrap();
+        assert_eq!(ipv6_dst(&p).unwrap(), dst);
+        let e = ipv6_dst(&p[..39]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 }

@@ -14,14 +14,15 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use teredo::server::{Handled, Local, Output, Server, ServerConfig};
+use teredo::io::{Kind, Local, Output};
+use teredo::server::{Handled, Server, ServerConfig};
 use teredo::DropReason;
 use teredo_rt::batch::{RecvBatch, SendBatch, Sent};
 use teredo_rt::{Shutdown, MAX_DATAGRAM};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::metrics::{local_index, Direction, WorkerMetrics};
+use crate::metrics::{Direction, WorkerMetrics, LOCALS};
 use crate::native::NativeSink;
 
 /// Pause after an unexpected receive error, so a persistent one cannot spin a core.
@@ -42,7 +43,18 @@ const CLASS_BUBBLE: u8 = 1;
 /// Another (ICMPv6) packet relayed to a client.
 const CLASS_PACKET: u8 = 2;
 
-/// The two UDP sockets, indexed by [`local_index`].
+/// The send-batch class of an output of the given kind.
+fn class_of(kind: Kind) -> u8 {
+    if kind == Kind::RouterAdvertisement {
+        CLASS_RA
+    } else if kind.is_bubble() {
+        CLASS_BUBBLE
+    } else {
+        CLASS_PACKET
+    }
+}
+
+/// The two UDP sockets, indexed by [`Local::index`].
 pub(crate) type Sockets = Arc<[UdpSocket; 2]>;
 
 pub(crate) struct Worker {
@@ -56,7 +68,7 @@ pub(crate) struct Worker {
     recv: RecvBatch,
     /// Where the core writes one answer.
     send_buf: Box<[u8]>,
-    /// Answers leaving from each local address, indexed by [`local_index`].
+    /// Answers leaving from each local address, indexed by [`Local::index`].
     out: [SendBatch; 2],
 }
 
@@ -86,7 +98,7 @@ impl Worker {
     /// Receives and handles batches of datagrams until `shutdown`.
     pub(crate) async fn run(mut self, shutdown: Shutdown) -> anyhow::Result<()> {
         let sockets = Arc::clone(&self.sockets);
-        let socket = &sockets[local_index(self.local)];
+        let socket = &sockets[self.local.index()];
         let fd = socket.as_raw_fd();
         let mut stop = pin!(shutdown.wait());
         loop {
@@ -130,9 +142,8 @@ impl Worker {
         let (from, handled) = {
             let d = self.recv.get(i);
             let Some(from) = d.from else {
-                // No source address: nothing to answer; count it as the source check it
-                // fails.
-                m.dropped(DropReason::NonGlobalSource);
+                // No source address: nothing to answer.
+                m.dropped(DropReason::NoSourceAddress);
                 return;
             };
             if d.truncated || d.data.len() > MAX_DATAGRAM {
@@ -141,8 +152,8 @@ impl Worker {
                 return;
             }
             let SocketAddr::V4(from) = from else {
-                // Cannot happen on an IPv4 socket; count it as the source check it fails.
-                m.dropped(DropReason::NonGlobalSource);
+                // Cannot happen on an IPv4 socket.
+                m.dropped(DropReason::NoSourceAddress);
                 return;
             };
             match self
@@ -166,19 +177,13 @@ impl Worker {
         };
         match output {
             Output::Udp {
-                from_local,
+                local: from_local,
                 to,
                 len,
+                kind,
             } => {
-                let class = match handled {
-                    Handled::RouterSolicitation { .. } => CLASS_RA,
-                    Handled::ForwardedToClient { bubble: true, .. }
-                    | Handled::ForwardedNative { bubble: true } => CLASS_BUBBLE,
-                    Handled::ForwardedToClient { .. } | Handled::ForwardedNative { .. } => {
-                        CLASS_PACKET
-                    }
-                };
-                let k = local_index(from_local);
+                let class = class_of(kind);
+                let k = from_local.index();
                 let data = &self.send_buf[..len];
                 if !self.out[k].push(data, to.into(), class) {
                     self.flush_one(k).await;
@@ -190,12 +195,8 @@ impl Worker {
                 }
                 tracing::trace!(%from, %to, ?handled, len, "answer queued");
             }
-            Output::Ipv6 { len } => {
-                let bubble = match handled {
-                    Handled::ForwardedNative { bubble }
-                    | Handled::ForwardedToClient { bubble, .. } => bubble,
-                    Handled::RouterSolicitation { .. } => false,
-                };
+            Output::Ipv6 { len, kind } => {
+                let bubble = kind.is_bubble();
                 match self.native.send(&self.send_buf[..len]).await {
                     Ok(()) => {
                         m.forwarded(Direction::ToNative, bubble);
@@ -210,6 +211,11 @@ impl Worker {
                         m.dropped(DropReason::SendFailed);
                     }
                 }
+            }
+            // The server core emits nothing else.
+            other => {
+                tracing::debug!(%from, ?other, "unexpected server output dropped");
+                m.dropped(DropReason::SendFailed);
             }
         }
     }
@@ -226,11 +232,7 @@ impl Worker {
     async fn flush_one(&mut self, k: usize) {
         let socket = &self.sockets[k];
         let fd = socket.as_raw_fd();
-        let from_local = if k == local_index(Local::Primary) {
-            Local::Primary
-        } else {
-            Local::Secondary
-        };
+        let from_local = LOCALS[k];
         let m = &self.metrics;
         let out = &mut self.out[k];
         while !out.is_empty() {

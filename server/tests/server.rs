@@ -358,7 +358,7 @@ mod netns {
     use teredo::addr::{server_link_local, LL_TEREDO_CONE};
     use teredo::wire::ipv6::{emit_bubble, Echo};
     use teredo::wire::ndp::RouterAdvertisement;
-    use teredo::wire::origin::OriginIndication;
+    use teredo::wire::origin::{OriginIndication, ORIGIN_LEN};
     use teredo::wire::TeredoPacket;
     use tokio::sync::mpsc;
 
@@ -652,10 +652,10 @@ mod netns {
             a.send_to(&bubble, server_addr(SECONDARY)).await.unwrap();
             let (got, from) = recv(&b).await;
             assert_eq!(from, server_addr(PRIMARY));
-            let mut want = [0u8; 8];
+            let mut want = [0u8; ORIGIN_LEN];
             OriginIndication(a_addr).emit(&mut want).unwrap();
-            assert_eq!(&got[..8], want);
-            assert_eq!(&got[8..], bubble);
+            assert_eq!(&got[..ORIGIN_LEN], want);
+            assert_eq!(&got[ORIGIN_LEN..], bubble);
 
             // A bubble whose Teredo source does not match the outer source: dropped.
             emit_bubble(&mut bubble, b_teredo, native, 0).unwrap();

@@ -66,6 +66,11 @@ pub fn register_process_metrics(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(crate::process::ProcessMetrics::for_self()?))
 }
 
+/// `registry` in the text exposition format: what a scrape of `/metrics` returns.
+pub fn render(registry: &Registry) -> prometheus::Result<String> {
+    TextEncoder::new().encode_to_string(&registry.gather())
+}
+
 /// Serves `registry` on `http://addr/metrics` until `shutdown` completes.
 ///
 /// Fails only if the address cannot be bound, with the address in the message
@@ -96,13 +101,13 @@ pub async fn spawn_metrics(
     Ok((local, tokio::spawn(serve(listener, registry, shutdown))))
 }
 
-async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind metrics endpoint {addr}"))
 }
 
-async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     registry: Registry,
     shutdown: impl Future<Output = ()>,
@@ -164,7 +169,7 @@ fn respond(method: &Method, path: &str, registry: &Registry) -> Response<Full<By
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    match TextEncoder::new().encode_to_string(&registry.gather()) {
+    match render(registry) {
         Ok(body) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(

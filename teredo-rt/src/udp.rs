@@ -85,6 +85,23 @@ pub fn bind_udp(addr: SocketAddrV4, opts: &UdpOptions) -> io::Result<tokio::net:
         .map_err(|e| annotate(e, &format!("cannot register UDP socket {addr} with tokio")))
 }
 
+/// The address `socket` is bound to (with the real port when port 0 was `asked` for), as
+/// the IPv4 address it must be; errors name the address asked for.
+pub fn bound_v4(
+    socket: &tokio::net::UdpSocket,
+    asked: SocketAddrV4,
+) -> anyhow::Result<SocketAddrV4> {
+    match socket
+        .local_addr()
+        .map_err(|e| annotate(e, &format!("cannot read the address of UDP socket {asked}")))?
+    {
+        std::net::SocketAddr::V4(a) => Ok(a),
+        std::net::SocketAddr::V6(a) => {
+            anyhow::bail!("UDP socket {asked} bound to IPv6 address {a}")
+        }
+    }
+}
+
 /// The same as [`bind_udp`] but returns the (already non-blocking) `std` socket, for callers
 /// that register it with a runtime later or elsewhere.
 pub fn bind_udp_std(addr: SocketAddrV4, opts: &UdpOptions) -> io::Result<std::net::UdpSocket> {

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use teredo::addr::{TeredoAddr, LL_WINDOWS_RESTRICTED};
-use teredo::server::{Local, Server, ServerConfig};
+use teredo::io::Local;
+use teredo::server::{Server, ServerConfig};
 use teredo::wire::ipv6::emit_bubble;
 use teredo::wire::ndp::emit_rs;
 use teredo::wire::packet::MAX_UDP_PAYLOAD;

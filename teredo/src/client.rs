@@ -2633,9 +2633,10 @@ mod tests {
                 }
                 while let Some(out) = self.server.poll_output(&mut sbuf) {
                     let Output::Udp {
-                        from_local,
+                        local: from_local,
                         to,
                         len,
+                        ..
                     } = out
                     else {
                         continue;
@@ -3629,15 +3630,16 @@ mod tests {
                     while let Some(out) = self.server.poll_output(&mut b) {
                         match out {
                             Output::Udp {
-                                from_local,
+                                local: from_local,
                                 to,
                                 len,
+                                ..
                             } => {
                                 let from =
                                     SocketAddrV4::new(self.server.address(from_local), TEREDO_PORT);
                                 self.send(from, to, b[..len].to_vec());
                             }
-                            Output::Ipv6 { len } => self.native.push_back(b[..len].to_vec()),
+                            Output::Ipv6 { len, .. } => self.native.push_back(b[..len].to_vec()),
                         }
                     }
                 }

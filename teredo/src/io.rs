@@ -171,7 +171,11 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for k in Kind::ALL {
             let s = k.as_str();
-            assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s}");
+            assert!(
+                s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{s}"
+            );
             assert!(seen.insert(s), "duplicate label {s}");
         }
     }

@@ -8,7 +8,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
 use teredo::addr::{LL_TEREDO_CONE, LL_WINDOWS_RESTRICTED};
-use teredo::server::{Local, Output, Server, ServerConfig};
+use teredo::io::{Kind, Local, Output};
+use teredo::server::{Server, ServerConfig};
 use teredo::wire::ndp::emit_rs;
 use teredo::wire::packet::MAX_UDP_PAYLOAD;
 use teredo::wire::Auth;
@@ -94,7 +95,12 @@ fn rs_to_ra_and_bubble_forwarding_do_not_allocate() {
         let data = &inputs[usize::from(i) % inputs.len()];
         server.handle_udp(now, Local::Primary, from, data).unwrap();
         match server.poll_output(buf) {
-            Some(Output::Udp { to, len, .. }) if to == from => sent += len,
+            Some(Output::Udp {
+                to,
+                len,
+                kind: Kind::RouterAdvertisement,
+                ..
+            }) if to == from => sent += len,
             other => panic!("unexpected output {other:?}"),
         }
     };
@@ -130,7 +136,7 @@ fn rs_to_ra_and_bubble_forwarding_do_not_allocate() {
             .unwrap();
         assert!(matches!(
             server.poll_output(&mut buf),
-            Some(Output::Udp { to, len: 54, .. }) if to == b
+            Some(Output::Udp { to, len: 54, kind: Kind::Bubble, .. }) if to == b
         ));
     }
     let after = allocations();

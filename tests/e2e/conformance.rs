@@ -39,7 +39,8 @@ use teredo::addr::{
     server_link_local, LL_MIREDO_RESTRICTED, LL_TEREDO_CONE, LL_WINDOWS_CONE,
     LL_WINDOWS_RESTRICTED, LL_XP_RESTRICTED,
 };
-use teredo::server::{Local, Server, ServerConfig};
+use teredo::io::Local;
+use teredo::server::{Server, ServerConfig};
 use teredo::wire::ipv6::{emit_bubble, emit_ipv6_header, Echo};
 use teredo::wire::ndp::emit_rs;
 use teredo::wire::trailer::{Trailers, TYPE_NONCE};

@@ -672,7 +672,8 @@ mod tests {
     use std::collections::HashSet;
     use std::time::Instant;
 
-    use teredo::server::{Local, Server, ServerConfig};
+    use teredo::io::Local;
+    use teredo::server::{Server, ServerConfig};
 
     use super::*;
 

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use crate::addr::{TeredoAddr, ALL_ROUTERS, TEREDO_PORT};
 use crate::client::{Client, ClientConfig, Profile, State};
-use crate::server::{Local, Output, Server, ServerConfig};
+use crate::io::{Local, Output};
+use crate::server::{Server, ServerConfig};
 use crate::wire::ipv6::{finish_icmpv6, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST};
 use crate::wire::packet::{IPV6_HEADER_LEN, MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6};
 use crate::wire::TeredoPacket;
@@ -215,9 +216,10 @@ impl Harness {
                     continue;
                 }
                 if let Some(Output::Udp {
-                    from_local,
+                    local: from_local,
                     to,
                     len,
+                    ..
                 }) = self.server.poll_output(&mut self.buf)
                 {
                     if to == LOCAL {

@@ -3,7 +3,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::addr::{is_ipv4_global_unicast, TeredoAddr, TEREDO_PORT};
-use crate::server::{Handled, Local, Output, Server, ServerConfig};
+use crate::io::{Kind, Local, Output};
+use crate::server::{Handled, Server, ServerConfig};
 use crate::wire::ndp::RouterAdvertisement;
 use crate::wire::packet::MAX_UDP_PAYLOAD;
 use crate::wire::TeredoPacket;
@@ -79,12 +80,14 @@ fn check_output(
         (
             Handled::RouterSolicitation { cone, reply_from },
             Output::Udp {
-                from_local,
+                local: from_local,
                 to,
                 len,
+                kind,
             },
         ) => {
             assert_eq!(from_local, reply_from);
+            assert_eq!(kind, Kind::RouterAdvertisement);
             // RFC 4380 §5.3.2: a cone RS is answered from the other address.
             assert_eq!(reply_from, if cone { local.other() } else { local });
             assert_eq!(to, from, "RA goes back to the RS's source");
@@ -96,14 +99,19 @@ fn check_output(
             assert_eq!(ra.dst, rs.src());
         }
         (
-            Handled::ForwardedToClient { with_origin, .. },
+            Handled::ForwardedToClient {
+                bubble,
+                with_origin,
+            },
             Output::Udp {
-                from_local,
+                local: from_local,
                 to,
                 len,
+                kind,
             },
         ) => {
             assert_eq!(from_local, Local::Primary);
+            assert_eq!(kind, relayed_kind(bubble));
             assert!(is_ipv4_global_unicast(*to.ip()), "relayed to {to}");
             assert!(!ours(to), "relayed to ourselves");
             let p = TeredoPacket::parse(&buf[..len]).expect("relayed packet re-parses");
@@ -121,8 +129,9 @@ fn check_output(
                 "relayed unchanged"
             );
         }
-        (Handled::ForwardedNative { .. }, Output::Ipv6 { len }) => {
+        (Handled::ForwardedNative { bubble }, Output::Ipv6 { len, kind }) => {
             assert!(cfg.native);
+            assert_eq!(kind, relayed_kind(bubble));
             assert_complete_ipv6(&buf[..len], "native packet");
             let orig = TeredoPacket::parse(datagram).expect("accepted datagram parses");
             assert_eq!(
@@ -132,5 +141,14 @@ fn check_output(
             );
         }
         (h, o) => panic!("{h:?} produced {o:?}"),
+    }
+}
+
+/// The kind of a relayed packet: the server relays only bubbles and ICMPv6.
+fn relayed_kind(bubble: bool) -> Kind {
+    if bubble {
+        Kind::Bubble
+    } else {
+        Kind::Icmpv6
     }
 }

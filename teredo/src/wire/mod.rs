@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod ipv6;
+pub mod ipv6_header;
 pub mod ndp;
 pub mod origin;
 pub mod packet;
@@ -13,6 +14,7 @@ pub mod trailer;
 mod proptests;
 
 pub use auth::{Auth, AuthRepr};
+pub use ipv6_header::Ipv6Header;
 pub use origin::OriginIndication;
 pub use packet::TeredoPacket;
 pub use trailer::{Trailer, TrailerKind, Trailers};
