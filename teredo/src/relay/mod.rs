@@ -13,19 +13,19 @@
 //!   §5.4.2).
 //! * [`Relay::handle_timeout`] at [`Relay::poll_timeout`]: bubble retransmissions, give-ups,
 //!   peer expiry.
-//! * After every input drain [`Relay::poll_output`] until it returns `None`. Outputs may be
-//!   waiting even when an input returned `Err` (the packet was dropped, but e.g. a bubble or
-//!   an ICMPv6 error was still produced).
+//! * After every input drain [`Relay::poll_output`] until it returns `None`, and
+//!   [`Relay::poll_event`] for peer state changes (trusted, unreachable, expired,
+//!   evicted). Outputs may be waiting even when an input returned `Err` (the packet was
+//!   dropped, but e.g. a bubble or an ICMPv6 error was still produced).
 //!
-//! Zero-copy fast path: [`Relay::handle_ipv6_in_place`] and [`Relay::handle_udp_in_place`]
-//! do the same work but, when the input itself is what must be sent (a packet for a trusted
-//! peer is sent as the UDP payload unchanged; a client's packet goes native as the IPv6 part
-//! of the datagram), they say so ([`InPlace`]) instead of copying it into the output queue.
-//! The driver then sends straight from its receive buffer: no copy and no allocation on the
-//! trusted path. To keep packets to a peer in order, the transmit variant only does this when
-//! no output is pending (otherwise it falls back to queueing the copy).
-//! [`Relay::handle_ipv6`] / [`Relay::handle_udp`] copy the bytes once into a reused output
-//! arena, so they do not allocate either once warmed up.
+//! Zero-copy forwarding: when the input itself is what must be sent (a packet for a
+//! trusted peer goes as the UDP payload unchanged; a client's packet goes native as the
+//! IPv6 part of its datagram), the result carries an [`InPlace`] ([`Handled::in_place`])
+//! instead of a copy in the output queue, and the driver sends straight from its receive
+//! buffer: no copy and no allocation on the trusted path. To keep packets to a peer in
+//! order, transmit only does this when no output is pending (otherwise the copy is queued
+//! and `in_place` is `None`). Other outputs are written into a reused arena, so they do not
+//! allocate either once warmed up. See [`Handled`] for the caller's side of the contract.
 //!
 //! # Choices (and where they differ from Miredo, TEREDO.md §6.5, §6.6, §7.2)
 //! * **Cone bit ignored** (RFC 5991 §3.2, RFC 4380 §5.4.1 "MAY ... always perform case 3"):
@@ -131,6 +131,7 @@ mod output;
 mod peers;
 mod queue;
 mod receive;
+mod shard_key;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -142,6 +143,7 @@ use self::{config::*, hash::*, output::*, peers::*, queue::*, table::*, timers::
 pub use config::{BubbleSource, RelayConfig, TrustPolicy};
 pub use counters::{PeerInfo, PeerPhase, RelayCounters, RelayGauges};
 pub(crate) use invariants::check_invariants;
+pub use shard_key::{shard_key_ipv6, shard_key_udp};
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -154,6 +156,7 @@ use rand::RngCore;
 use crate::addr::{
     is_ipv4_global_unicast, is_ipv6_non_global, is_link_local, is_teredo, TeredoAddr, TEREDO_PORT,
 };
+use crate::io::{InPlace, Kind, Local, Output};
 use crate::wire::ipv6::{emit_bubble, emit_ipv6_header, finish_icmpv6, ICMPV6_DEST_UNREACHABLE};
 use crate::wire::packet::{
     check_ipv6_exact_len, ipv6_dst, ipv6_src, IPV6_HEADER_LEN, MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6,
@@ -196,6 +199,8 @@ pub const ICMP_ERROR_MAX_LEN: usize = 1280;
 pub const ICMPV6_ADDRESS_UNREACHABLE: u8 = 3;
 /// Size of an indirect bubble: IPv6 header + 6-byte Nonce trailer.
 pub const INDIRECT_BUBBLE_LEN: usize = IPV6_HEADER_LEN + 6;
+/// Events kept for [`Relay::poll_event`]; beyond this the oldest is dropped.
+pub const MAX_EVENTS: usize = 1024;
 /// Default [`RelayConfig::max_outputs`].
 pub const DEFAULT_MAX_OUTPUTS: usize = 4096;
 /// Default [`RelayConfig::max_output_bytes`]: 1 MiB.
@@ -257,12 +262,25 @@ impl Acceptance {
 }
 
 /// What an accepted input did.
+///
+/// **Contract**: when a result carries an [`InPlace`] ([`Handled::in_place`]), the core
+/// queued nothing for that packet: the caller must send `in_place.bytes(input)` as
+/// `in_place.output` says, or the packet is lost. Everything else the input produced waits
+/// in [`Relay::poll_output`] (drain it after every input, `Ok` or `Err`). A driver that
+/// forwards in place keeps the per-peer order by sending the in-place bytes after the
+/// outputs it drained for the same input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use = "an in-place result is sent by the caller or lost"]
 pub enum Handled {
     /// A native packet for a trusted, valid peer, sent over UDP to its mapping.
     Encapsulated {
         /// The peer's mapping.
         to: SocketAddrV4,
+        /// `Some`: the caller sends the input packet itself, unchanged, as the UDP payload
+        /// (zero copy). `None` (an output was already pending, so order to the peer is
+        /// kept): a copy waits in [`Relay::poll_output`].
+        in_place: Option<InPlace>,
     },
     /// A native packet queued while a bubble exchange with the peer runs.
     Queued {
@@ -276,54 +294,69 @@ pub enum Handled {
         /// Queued packets released to the client.
         flushed: usize,
     },
-    /// A packet from a client forwarded to the native side.
+    /// A packet from a client forwarded to the native side: always in place, the caller
+    /// writes the IPv6 part of its datagram (trailers excluded) to the native side.
     Forwarded {
-        /// How it was authenticated.
-        via: Acceptance,
-        /// Queued packets released to the client.
-        flushed: usize,
-    },
-}
-
-/// Result of the zero-copy entry points: what the caller sends from its own input buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InPlace {
-    /// Send the IPv6 packet passed to [`Relay::handle_ipv6_in_place`], unchanged, as the
-    /// payload of a UDP datagram to `to`.
-    Udp {
-        /// The peer's mapping.
-        to: SocketAddrV4,
-    },
-    /// Write `data[offset..offset + len]` of the datagram passed to
-    /// [`Relay::handle_udp_in_place`] to the native side.
-    Ipv6 {
-        /// Start of the IPv6 packet in the datagram.
-        offset: usize,
-        /// Its length (trailers excluded).
-        len: usize,
         /// How it was authenticated.
         via: Acceptance,
         /// Queued packets released to the client (waiting in [`Relay::poll_output`]).
         flushed: usize,
+        /// The IPv6 packet inside the input datagram.
+        in_place: InPlace,
     },
-    /// Nothing to send from the input; any output waits in [`Relay::poll_output`].
-    Done(Handled),
 }
 
-/// An output written into the caller's buffer by [`Relay::poll_output`].
+impl Handled {
+    /// What the caller must send out of its own input buffer, if anything.
+    pub fn in_place(&self) -> Option<InPlace> {
+        match *self {
+            Self::Encapsulated { in_place, .. } => in_place,
+            Self::Forwarded { in_place, .. } => Some(in_place),
+            _ => None,
+        }
+    }
+}
+
+/// A state change of a peer, polled with [`Relay::poll_event`]. Events are kept in a
+/// bounded queue ([`MAX_EVENTS`]); when it is full the oldest is dropped and counted
+/// ([`Relay::events_lost`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Send `len` bytes from the relay's Teredo UDP socket to `to`.
-    Udp {
-        /// Destination.
-        to: SocketAddrV4,
-        /// Bytes written.
-        len: usize,
+#[non_exhaustive]
+pub enum Event {
+    /// A peer proved its mapping: it became trusted, or its bubble exchange was answered,
+    /// or its recorded mapping changed.
+    PeerTrusted {
+        /// Its Teredo address.
+        peer: Ipv6Addr,
+        /// The mapping packets now go to.
+        mapping: SocketAddrV4,
+        /// How it was authenticated.
+        via: Acceptance,
+        /// How long the bubble exchange this ends took (from the packet that started it),
+        /// if one ran: the connectivity-test time drivers put in a histogram.
+        exchange: Option<Duration>,
     },
-    /// Write `len` bytes (an IPv6 packet) to the native side.
-    Ipv6 {
-        /// Bytes written.
-        len: usize,
+    /// A bubble exchange got no answer (RFC 4380 §5.4.1): queued packets were dropped and
+    /// packets to the peer are refused until the bubble window is over.
+    PeerUnreachable {
+        /// Its Teredo address.
+        peer: Ipv6Addr,
+        /// Queued packets dropped.
+        dropped: usize,
+    },
+    /// A peer unused for [`RelayConfig::idle_timeout`] was removed.
+    PeerExpired {
+        /// Its Teredo address.
+        peer: Ipv6Addr,
+        /// It was trusted.
+        trusted: bool,
+    },
+    /// A peer was evicted because the table was full.
+    PeerEvicted {
+        /// Its Teredo address.
+        peer: Ipv6Addr,
+        /// It was trusted ([`RelayConfig::evict_trusted`]).
+        trusted: bool,
     },
 }
 
@@ -367,6 +400,10 @@ pub struct Relay {
     bubble_tokens: u64,
     bubble_last: u64,
     counters: RelayCounters,
+    /// Events for [`Relay::poll_event`], at most [`MAX_EVENTS`] (allocated once).
+    events: VecDeque<Event>,
+    /// Events dropped because the queue was full.
+    events_lost: u64,
 }
 
 impl fmt::Debug for Relay {
@@ -420,6 +457,8 @@ impl Relay {
             bubble_tokens: u64::from(config.bubble_burst) * 1000,
             bubble_last: 0,
             counters: RelayCounters::default(),
+            events: VecDeque::with_capacity(MAX_EVENTS),
+            events_lost: 0,
             cfg: config,
         }
     }
@@ -494,6 +533,26 @@ impl Relay {
         self.now
     }
 
+    /// The next peer state change, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Events dropped because nobody polled them before [`MAX_EVENTS`] more arrived.
+    pub fn events_lost(&self) -> u64 {
+        self.events_lost
+    }
+
+    /// Queues an event, dropping the oldest when full (no allocation: the queue was sized
+    /// at construction).
+    fn emit(&mut self, e: Event) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+            self.events_lost += 1;
+        }
+        self.events.push_back(e);
+    }
+
     fn count_drop(&mut self, reason: DropReason) {
         self.counters.drop_n(reason, 1);
     }
@@ -530,6 +589,7 @@ impl Relay {
         }
         for x in &mut self.exchanges {
             shift_back(&mut x.window_start, d);
+            shift_back(&mut x.started, d);
         }
         // Monotonic: the queues stay ordered and the heap stays a heap.
         for q in &mut self.lru {

@@ -163,17 +163,37 @@ impl Relay {
                 if let Some(n) = nonce {
                     len += Trailers::emit(TYPE_NONCE, &n, buf.get_mut(len..)?).ok()?;
                 }
-                Some(Output::Udp { to, len })
+                // Only indirect bubbles carry a nonce (direct ones carry no trailer).
+                let kind = if nonce.is_some() {
+                    Kind::IndirectBubble
+                } else {
+                    Kind::Bubble
+                };
+                Some(Output::Udp {
+                    local: Local::Primary,
+                    to,
+                    len,
+                    kind,
+                })
             }
             Pending::Udp { to, off, len } => {
                 let data = self.out.data(off, len)?;
                 buf.get_mut(..len)?.copy_from_slice(data);
-                Some(Output::Udp { to, len })
+                Some(Output::Udp {
+                    local: Local::Primary,
+                    to,
+                    len,
+                    kind: Kind::Data,
+                })
             }
             Pending::Ipv6 { off, len } => {
                 let data = self.out.data(off, len)?;
                 buf.get_mut(..len)?.copy_from_slice(data);
-                Some(Output::Ipv6 { len })
+                // The only native output the relay makes itself is an ICMPv6 error.
+                Some(Output::Ipv6 {
+                    len,
+                    kind: Kind::Icmpv6Error,
+                })
             }
         }
     }

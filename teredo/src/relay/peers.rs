@@ -51,6 +51,8 @@ pub(super) struct Exchange {
     pub(super) timer: u32,
     /// Slot in the queue slab, or [`NO_QUEUE`].
     pub(super) queue: u32,
+    /// When the current exchange started (the packet that opened it), a time offset.
+    pub(super) started: u32,
     /// Start of the bubble window (first bubble since the last answer), a time offset.
     pub(super) window_start: u32,
     /// Nonce of the latest indirect bubble (valid with [`X_NONCE`]).
@@ -160,6 +162,12 @@ impl Relay {
         let Some(p) = self.peers.get(i as usize).copied().filter(Peer::live) else {
             return;
         };
+        let (peer, trusted) = (p.addr, p.trusted());
+        match reason {
+            DropReason::PeerExpired => self.emit(Event::PeerExpired { peer, trusted }),
+            DropReason::PeerEvicted => self.emit(Event::PeerEvicted { peer, trusted }),
+            _ => {}
+        }
         let hash = self.hash(&p.addr);
         if let Some(b) = self.index.find(hash, |s| s == i) {
             self.index.remove_at(b);
@@ -192,6 +200,7 @@ impl Relay {
             timer: NONE,
             queue: NO_QUEUE,
             window_start: now32,
+            started: now32,
             nonce: [0; 4],
             prev_nonce: [0; 4],
             nonces: 0,

@@ -6,47 +6,21 @@ use super::*;
 impl Relay {
     // ---- receive: Teredo client → native (RFC 4380 §5.4.2) -------------------------------
 
-    /// Handles a datagram received on the relay's Teredo port from `from`. A packet for the
-    /// native side waits in [`Self::poll_output`] as [`Output::Ipv6`] (trailers stripped);
-    /// queued packets released by the new trust wait there as [`Output::Udp`].
+    /// Handles a datagram received on the relay's Teredo port (`local`: the relay has one,
+    /// [`Local::Primary`]) from `from`. A packet for the native side is not copied: the
+    /// caller writes it from `data` ([`Handled::Forwarded`]'s `in_place`, trailers
+    /// excluded). Queued packets released by the new trust wait in [`Self::poll_output`] as
+    /// UDP data.
     pub fn handle_udp(
         &mut self,
         now: Instant,
+        local: Local,
         from: SocketAddrV4,
         data: &[u8],
     ) -> Result<Handled, DropReason> {
-        self.receive(now, from, data, false).map(|(h, _)| h)
-    }
-
-    /// As [`Self::handle_udp`], but a packet for the native side is not copied: the caller
-    /// writes `data[offset..offset + len]` ([`InPlace::Ipv6`]).
-    pub fn handle_udp_in_place(
-        &mut self,
-        now: Instant,
-        from: SocketAddrV4,
-        data: &[u8],
-    ) -> Result<InPlace, DropReason> {
-        self.receive(now, from, data, true)
-            .map(|(h, range)| match (h, range) {
-                (Handled::Forwarded { via, flushed }, Some((offset, len))) => InPlace::Ipv6 {
-                    offset,
-                    len,
-                    via,
-                    flushed,
-                },
-                (h, _) => InPlace::Done(h),
-            })
-    }
-
-    pub(super) fn receive(
-        &mut self,
-        now: Instant,
-        from: SocketAddrV4,
-        data: &[u8],
-        in_place: bool,
-    ) -> Result<(Handled, Option<(usize, usize)>), DropReason> {
+        let _ = local;
         let now = self.tick(now);
-        let r = self.receive_inner(now, from, data, in_place);
+        let r = self.receive_inner(now, from, data);
         if let Err(reason) = r {
             self.count_drop(reason);
             tracing::debug!(%from, reason = reason.as_str(), len = data.len(), "relay receive drop");
@@ -59,8 +33,7 @@ impl Relay {
         now: u64,
         from: SocketAddrV4,
         data: &[u8],
-        in_place: bool,
-    ) -> Result<(Handled, Option<(usize, usize)>), DropReason> {
+    ) -> Result<Handled, DropReason> {
         if data.len() > MAX_UDP_PAYLOAD {
             return Err(DropReason::Oversized);
         }
@@ -76,7 +49,7 @@ impl Relay {
         let flushed = self.accept(now, i, from, via);
         if bubble {
             self.counters.bubbles_received += 1;
-            return Ok((Handled::Bubble { via, flushed }, None));
+            return Ok(Handled::Bubble { via, flushed });
         }
         if is_teredo(&dst) {
             return Err(DropReason::TeredoDestination);
@@ -85,20 +58,19 @@ impl Relay {
         if is_ipv6_non_global(&dst) {
             return Err(DropReason::NonGlobalDestination);
         }
-        let handled = Handled::Forwarded { via, flushed };
-        if in_place {
-            self.counters.forwarded += 1;
-            return Ok((handled, Some((pkt.ipv6_offset, pkt.ipv6.len()))));
-        }
-        let len = pkt.ipv6.len();
-        if !self
-            .out
-            .push_copy(pkt.ipv6, |off| Pending::Ipv6 { off, len })
-        {
-            return Err(DropReason::OutputQueueFull);
-        }
         self.counters.forwarded += 1;
-        Ok((handled, None))
+        let output = Output::Ipv6 {
+            len: pkt.ipv6.len(),
+            kind: Kind::Data,
+        };
+        Ok(Handled::Forwarded {
+            via,
+            flushed,
+            in_place: InPlace {
+                offset: pkt.ipv6_offset,
+                output,
+            },
+        })
     }
 
     /// RFC 4380 §5.4.2 source check, plus the [`TrustPolicy::Lenient`] exceptions. Returns
@@ -177,11 +149,13 @@ impl Relay {
         let Some(p) = self.peers.get_mut(i as usize) else {
             return 0;
         };
-        if !p.trusted() {
+        let was_trusted = p.trusted();
+        let moved = p.mapping != from;
+        if !was_trusted {
             p.flags |= F_TRUSTED;
             self.trusted += 1;
         }
-        if p.mapping != from {
+        if moved {
             tracing::debug!(peer = %p.addr, old = %p.mapping, new = %from, via = via.as_str(), "relay peer mapping");
         }
         p.mapping = from;
@@ -189,8 +163,21 @@ impl Relay {
         p.last_used = now32;
         p.phase = PeerPhase::Idle;
         let s = std::mem::replace(&mut p.xchg, NONE);
+        let peer = p.addr;
         if matches!(via, Acceptance::Nonce | Acceptance::LinkLocal) {
             self.counters.lenient_accepts += 1;
+        }
+        let exchange = self
+            .exchanges
+            .get(s as usize)
+            .map(|x| Duration::from_millis(now.saturating_sub(self.abs(x.started))));
+        if !was_trusted || moved || exchange.is_some() {
+            self.emit(Event::PeerTrusted {
+                peer,
+                mapping: from,
+                via,
+                exchange,
+            });
         }
         if s == NONE {
             return 0;

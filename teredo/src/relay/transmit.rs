@@ -45,35 +45,13 @@ impl Relay {
     // ---- transmit: native IPv6 → Teredo client (RFC 4380 §5.4.1) ------------------------
 
     /// Handles a native IPv6 packet routed to the relay (destination in 2001::/32). On
-    /// `Ok(Encapsulated)` the UDP datagram waits in [`Self::poll_output`]; on `Ok(Queued)`
-    /// the packet is held and a bubble may be waiting. On `Err` the packet was dropped (and
+    /// `Ok(Encapsulated)` the caller sends the packet itself when `in_place` is `Some` (zero
+    /// copy), else the UDP datagram waits in [`Self::poll_output`]; on `Ok(Queued)` the
+    /// packet is held and a bubble may be waiting. On `Err` the packet was dropped (and
     /// counted); an ICMPv6 error or a bubble may still be waiting.
     pub fn handle_ipv6(&mut self, now: Instant, ipv6: &[u8]) -> Result<Handled, DropReason> {
-        self.transmit(now, ipv6, false).map(|(h, _)| h)
-    }
-
-    /// As [`Self::handle_ipv6`], but for a trusted, valid peer with no output pending it
-    /// returns [`InPlace::Udp`]: the caller sends `ipv6` itself (zero copy).
-    pub fn handle_ipv6_in_place(
-        &mut self,
-        now: Instant,
-        ipv6: &[u8],
-    ) -> Result<InPlace, DropReason> {
-        self.transmit(now, ipv6, true)
-            .map(|(h, caller_sends)| match h {
-                Handled::Encapsulated { to } if caller_sends => InPlace::Udp { to },
-                h => InPlace::Done(h),
-            })
-    }
-
-    pub(super) fn transmit(
-        &mut self,
-        now: Instant,
-        ipv6: &[u8],
-        in_place: bool,
-    ) -> Result<(Handled, bool), DropReason> {
         let now = self.tick(now);
-        let r = self.transmit_inner(now, ipv6, in_place);
+        let r = self.transmit_inner(now, ipv6);
         if let Err(reason) = r {
             self.count_drop(reason);
             tracing::debug!(
@@ -85,12 +63,7 @@ impl Relay {
         r
     }
 
-    pub(super) fn transmit_inner(
-        &mut self,
-        now: u64,
-        ipv6: &[u8],
-        in_place: bool,
-    ) -> Result<(Handled, bool), DropReason> {
+    pub(super) fn transmit_inner(&mut self, now: u64, ipv6: &[u8]) -> Result<Handled, DropReason> {
         if ipv6.len() < IPV6_HEADER_LEN {
             return Err(DropReason::Truncated);
         }
@@ -130,9 +103,16 @@ impl Relay {
                 if p.trusted() && now.saturating_sub(base + u64::from(p.last_rx)) < validity {
                     p.last_used = now32;
                     let to = p.mapping;
-                    if in_place && self.out.items.is_empty() {
+                    if self.out.items.is_empty() {
                         self.counters.encapsulated += 1;
-                        return Ok((Handled::Encapsulated { to }, true));
+                        let output = Output::Udp {
+                            local: Local::Primary,
+                            to,
+                            len: ipv6.len(),
+                            kind: Kind::Data,
+                        };
+                        let in_place = Some(InPlace { offset: 0, output });
+                        return Ok(Handled::Encapsulated { to, in_place });
                     }
                     if !self.out.push_copy(ipv6, |off| Pending::Udp {
                         to,
@@ -142,7 +122,7 @@ impl Relay {
                         return Err(DropReason::OutputQueueFull);
                     }
                     self.counters.encapsulated += 1;
-                    return Ok((Handled::Encapsulated { to }, false));
+                    return Ok(Handled::Encapsulated { to, in_place: None });
                 }
             }
         }
@@ -158,7 +138,7 @@ impl Relay {
         addr: Ipv6Addr,
         t: TeredoAddr,
         ipv6: &[u8],
-    ) -> Result<(Handled, bool), DropReason> {
+    ) -> Result<Handled, DropReason> {
         let i = match found {
             Some(i) => i,
             None => self.insert_peer(now, hash, addr, t.mapped)?,
@@ -200,7 +180,7 @@ impl Relay {
         }
         // A packet that does not fit is dropped, but the exchange runs anyway.
         self.enqueue(i, ipv6)?;
-        Ok((Handled::Queued { bubble_sent }, false))
+        Ok(Handled::Queued { bubble_sent })
     }
 
     pub(super) fn enqueue(&mut self, i: u32, ipv6: &[u8]) -> Result<(), DropReason> {
@@ -268,9 +248,12 @@ impl Relay {
 
     pub(super) fn start_exchange(&mut self, now: u64, i: u32) -> Start {
         let now32 = self.rel(now);
-        self.open_exchange(i, now32);
+        let s = self.open_exchange(i, now32);
         if let Some(p) = self.peers.get_mut(i as usize) {
             p.phase = PeerPhase::Bubbling;
+        }
+        if let Some(x) = self.exchanges.get_mut(s as usize) {
+            x.started = now32;
         }
         match self.gate(i, now) {
             Gate::Now => {
@@ -392,6 +375,15 @@ impl Relay {
         let slot = std::mem::replace(&mut x.queue, NO_QUEUE);
         self.counters.give_ups += 1;
         tracing::debug!(peer = %addr, "relay bubble exchange gave up");
+        let dropped = self
+            .queues
+            .slots
+            .get(slot as usize)
+            .map_or(0, |q| q.packets);
+        self.emit(Event::PeerUnreachable {
+            peer: addr,
+            dropped,
+        });
         self.discard_queue(now, slot, DropReason::PeerUnreachable, true);
     }
 

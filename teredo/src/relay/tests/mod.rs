@@ -91,6 +91,63 @@ fn nonce_trailer(n: [u8; 4]) -> Vec<u8> {
 
 type Out = (Output, Vec<u8>);
 
+/// The tests' view of an output: where it goes and how long it is. The [`Kind`] of every
+/// output is checked by the `Lab` itself against its bytes, so the assertions below only
+/// say what matters to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    Udp { to: SocketAddrV4, len: usize },
+    Ipv6 { len: usize },
+}
+
+impl Output {
+    fn of(o: crate::io::Output, bytes: &[u8]) -> Self {
+        let bubble = TeredoPacket::parse(bytes).is_ok_and(|p| p.is_bubble());
+        match o {
+            crate::io::Output::Udp {
+                local,
+                to,
+                len,
+                kind,
+            } => {
+                assert_eq!(local, Local::Primary);
+                assert_eq!(kind.is_bubble(), bubble, "{kind:?}");
+                // Indirect bubbles go to the peer's server, at port 3544.
+                if bubble {
+                    assert_eq!(kind == Kind::IndirectBubble, to.port() == TEREDO_PORT);
+                }
+                Self::Udp { to, len }
+            }
+            crate::io::Output::Ipv6 { len, kind } => {
+                let own = bytes.len() >= 40 && ipv6_src(bytes) == RELAY_V6;
+                assert_eq!(kind == Kind::Icmpv6Error, own, "{kind:?}");
+                Self::Ipv6 { len }
+            }
+        }
+    }
+}
+
+/// The tests' view of [`super::Handled`]: the in-place part is turned into an output by the
+/// `Lab` (after the queued ones, as a driver sends them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handled {
+    Encapsulated { to: SocketAddrV4 },
+    Queued { bubble_sent: bool },
+    Bubble { via: Acceptance, flushed: usize },
+    Forwarded { via: Acceptance, flushed: usize },
+}
+
+impl From<super::Handled> for Handled {
+    fn from(h: super::Handled) -> Self {
+        match h {
+            super::Handled::Encapsulated { to, .. } => Self::Encapsulated { to },
+            super::Handled::Queued { bubble_sent } => Self::Queued { bubble_sent },
+            super::Handled::Bubble { via, flushed } => Self::Bubble { via, flushed },
+            super::Handled::Forwarded { via, flushed, .. } => Self::Forwarded { via, flushed },
+        }
+    }
+}
+
 /// A relay in virtual time.
 struct Lab {
     relay: Relay,
@@ -126,19 +183,33 @@ impl Lab {
 
     fn native(&mut self, pkt: &[u8]) -> (Result<Handled, DropReason>, Vec<Out>) {
         let r = self.relay.handle_ipv6(self.now, pkt);
-        (r, self.drain())
+        self.outputs(r, pkt)
     }
 
     fn udp(&mut self, from: SocketAddrV4, data: &[u8]) -> (Result<Handled, DropReason>, Vec<Out>) {
-        let r = self.relay.handle_udp(self.now, from, data);
-        (r, self.drain())
+        let r = self.relay.handle_udp(self.now, Local::Primary, from, data);
+        self.outputs(r, data)
+    }
+
+    /// The queued outputs, then what the caller sends in place.
+    fn outputs(
+        &mut self,
+        r: Result<super::Handled, DropReason>,
+        input: &[u8],
+    ) -> (Result<Handled, DropReason>, Vec<Out>) {
+        let mut out = self.drain();
+        if let Some(ip) = r.as_ref().ok().and_then(super::Handled::in_place) {
+            let bytes = ip.bytes(input);
+            out.push((Output::of(ip.output, bytes), bytes.to_vec()));
+        }
+        (r.map(Handled::from), out)
     }
 
     fn drain(&mut self) -> Vec<Out> {
         let mut v = Vec::new();
         while let Some(o) = self.relay.poll_output(&mut self.buf) {
-            let (Output::Udp { len, .. } | Output::Ipv6 { len }) = o;
-            v.push((o, self.buf[..len].to_vec()));
+            let bytes = &self.buf[..o.len()];
+            v.push((Output::of(o, bytes), bytes.to_vec()));
         }
         v
     }
@@ -979,4 +1050,5 @@ fn indirect_bubble_fixed(out: &[Out]) -> [u8; 4] {
     Trailers::new(p.trailers).next().unwrap().nonce().unwrap()
 }
 
+mod events;
 mod table;

@@ -6,7 +6,7 @@ use crate::relay::invariants::check_heap;
 
 // ---- peer table -------------------------------------------------------------------
 
-fn peer_n(n: u16) -> Ipv6Addr {
+pub(super) fn peer_n(n: u16) -> Ipv6Addr {
     teredo(
         SX,
         0,
@@ -19,7 +19,7 @@ fn mapping_n(n: u16) -> SocketAddrV4 {
 }
 
 /// Sends one packet to peer `n`; returns the bubble source if a bubble went out.
-fn send_to(lab: &mut Lab, n: u16) -> (Result<Handled, DropReason>, Option<Ipv6Addr>) {
+pub(super) fn send_to(lab: &mut Lab, n: u16) -> (Result<Handled, DropReason>, Option<Ipv6Addr>) {
     let (r, out) = lab.native(&echo(H, peer_n(n), false, n, 20));
     let src = out.iter().find_map(|(o, b)| {
         matches!(o, Output::Udp { to, .. } if *to == SX_3544)
@@ -598,6 +598,7 @@ proptest! {
             timer: NONE,
             queue: NO_QUEUE,
             window_start: 0,
+            started: 0,
             nonce: [0; 4],
             prev_nonce: [0; 4],
             nonces: 0,
@@ -639,18 +640,36 @@ fn zero_copy_entry_points() {
     let mut lab = Lab::new(cfg());
     lab.trust_x();
     let p = ping(7);
+    let r = lab.relay.handle_ipv6(lab.now, &p).unwrap();
+    let crate::relay::Handled::Encapsulated {
+        to: XMAP,
+        in_place: Some(ip),
+    } = r
+    else {
+        panic!("{r:?}");
+    };
+    assert_eq!(ip.bytes(&p), &p[..]);
     assert_eq!(
-        lab.relay.handle_ipv6_in_place(lab.now, &p),
-        Ok(InPlace::Udp { to: XMAP })
+        ip.output,
+        crate::io::Output::Udp {
+            local: Local::Primary,
+            to: XMAP,
+            len: 148,
+            kind: Kind::Data
+        }
     );
     assert!(lab.drain().is_empty());
     // With an output pending, the packet is queued behind it (order to a peer is kept).
-    lab.relay
+    let _ = lab
+        .relay
         .handle_ipv6(lab.now, &echo(H, peer_n(2), false, 1, 8))
         .unwrap();
     assert_eq!(
-        lab.relay.handle_ipv6_in_place(lab.now, &p),
-        Ok(InPlace::Done(Handled::Encapsulated { to: XMAP }))
+        lab.relay.handle_ipv6(lab.now, &p),
+        Ok(crate::relay::Handled::Encapsulated {
+            to: XMAP,
+            in_place: None
+        })
     );
     let out = lab.drain();
     assert_eq!(out.len(), 2);
@@ -662,25 +681,29 @@ fn zero_copy_entry_points() {
     dgram.extend_from_slice(&[0x01, 4, 1, 1, 1, 1]);
     let r = lab
         .relay
-        .handle_udp_in_place(lab.now, XMAP, &dgram)
+        .handle_udp(lab.now, Local::Primary, XMAP, &dgram)
         .unwrap();
-    let InPlace::Ipv6 {
-        offset,
-        len,
+    let crate::relay::Handled::Forwarded {
         via,
         flushed,
+        in_place,
     } = r
     else {
         panic!("{r:?}");
     };
-    assert_eq!((offset, via, flushed), (13, Acceptance::EmbeddedMapping, 0));
-    assert_eq!(&dgram[offset..offset + len], &reply[..]);
+    assert_eq!(
+        (in_place.offset, via, flushed),
+        (13, Acceptance::EmbeddedMapping, 0)
+    );
+    assert_eq!(in_place.bytes(&dgram), &reply[..]);
+    assert_eq!(in_place.output.kind(), Kind::Data);
     assert!(lab.drain().is_empty());
     let r = lab
         .relay
-        .handle_udp_in_place(lab.now, XMAP, &bubble(x(), H, &[]))
+        .handle_udp(lab.now, Local::Primary, XMAP, &bubble(x(), H, &[]))
         .unwrap();
-    assert!(matches!(r, InPlace::Done(Handled::Bubble { .. })));
+    assert!(matches!(r, crate::relay::Handled::Bubble { .. }));
+    assert_eq!(r.in_place(), None);
     let c = lab.relay.counters();
     assert_eq!((c.encapsulated, c.forwarded), (3, 1));
 }
@@ -688,7 +711,7 @@ fn zero_copy_entry_points() {
 #[test]
 fn small_poll_buffer_discards_and_counts() {
     let mut lab = Lab::new(cfg());
-    lab.relay.handle_ipv6(lab.now, &ping(1)).unwrap();
+    let _ = lab.relay.handle_ipv6(lab.now, &ping(1)).unwrap();
     let mut small = [0u8; 20];
     assert_eq!(lab.relay.poll_output(&mut small), None);
     assert_eq!(
@@ -708,7 +731,8 @@ fn output_queue_is_bounded_and_timers_wait_for_room() {
     });
     // Without draining, only 8 bubbles fit; the rest are counted.
     for n in 0..10 {
-        lab.relay
+        let _ = lab
+            .relay
             .handle_ipv6(lab.now, &echo(H, peer_n(n), false, n, 8))
             .unwrap();
     }
@@ -736,7 +760,7 @@ fn time_going_backwards_is_harmless() {
     lab.native(&ping(1)).0.unwrap();
     let before = lab.t0; // earlier than the relay's latest time
     assert_eq!(
-        lab.relay.handle_ipv6(before, &ping(2)),
+        lab.relay.handle_ipv6(before, &ping(2)).map(Handled::from),
         Ok(Handled::Encapsulated { to: XMAP })
     );
     lab.relay.handle_timeout(before);
@@ -825,12 +849,13 @@ proptest! {
                 data[0] = 0x60 | (data[0] & 0x0f);
             }
             let _ = if udp {
-                lab.relay.handle_udp(lab.now, from, &data)
+                lab.udp(from, &data)
             } else {
-                lab.relay.handle_ipv6(lab.now, &data)
+                lab.native(&data)
             };
-            let _ = lab.relay.handle_udp_in_place(lab.now, from, &data);
-            let _ = lab.relay.handle_ipv6_in_place(lab.now, &data);
+            // The same bytes through both inputs (once the zero-copy variants).
+            let _ = lab.udp(from, &data);
+            let _ = lab.native(&data);
             lab.relay.handle_timeout(lab.now);
             lab.drain();
         }
@@ -872,15 +897,15 @@ proptest! {
         let ipv6_end = d.len();
         d.extend_from_slice(&trailer);
         for n in 0..ipv6_end {
-            prop_assert!(lab.relay.handle_udp(lab.now, XMAP, &d[..n]).is_err(), "udp {}", n);
+            prop_assert!(lab.relay.handle_udp(lab.now, Local::Primary, XMAP, &d[..n]).is_err(), "udp {}", n);
             prop_assert!(lab.drain().is_empty());
         }
         // Cutting inside the trailers only shortens them.
         for n in ipv6_end..=d.len() {
-            let r = lab.relay.handle_udp(lab.now, XMAP, &d[..n]);
+            let (r, out) = lab.udp(XMAP, &d[..n]);
             prop_assert!(r.is_ok() || r == Err(DropReason::MandatoryTrailer), "{:?}", r);
             if r.is_ok() {
-                prop_assert_eq!(lab.drain(), vec![(Output::Ipv6 { len: reply.len() }, reply.clone())]);
+                prop_assert_eq!(out, vec![(Output::Ipv6 { len: reply.len() }, reply.clone())]);
             }
         }
     }
