@@ -69,11 +69,7 @@ impl Relay {
     }
 
     pub(super) fn retransmit(&mut self, now: u64, i: u32) {
-        let limit = self
-            .cfg
-            .bubble_retries
-            .saturating_add(1)
-            .min(self.cfg.max_bubbles_per_window);
+        let limit = peer::attempt_limit(self.cfg.bubble_retries, self.cfg.max_bubbles_per_window);
         let Some(p) = self.peers.get(i as usize) else {
             return;
         };

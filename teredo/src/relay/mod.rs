@@ -139,7 +139,7 @@ mod timers;
 mod transmit;
 
 #[allow(clippy::wildcard_imports)]
-use self::{config::*, hash::*, output::*, peers::*, queue::*, table::*, timers::*, transmit::*};
+use self::{config::*, hash::*, output::*, peers::*, queue::*, table::*, timers::*};
 pub use config::{BubbleSource, RelayConfig, TrustPolicy};
 pub use counters::{PeerInfo, PeerPhase, RelayCounters, RelayGauges};
 pub(crate) use invariants::check_invariants;
@@ -157,6 +157,7 @@ use crate::addr::{
     is_ipv4_global_unicast, is_ipv6_non_global, is_link_local, is_teredo, TeredoAddr, TEREDO_PORT,
 };
 use crate::io::{InPlace, Kind, Local, Output};
+use crate::peer::{self, take_token, Gate, Pacing};
 use crate::wire::ipv6::{emit_bubble, emit_ipv6_header, finish_icmpv6, ICMPV6_DEST_UNREACHABLE};
 use crate::wire::packet::{
     check_ipv6_exact_len, ipv6_dst, ipv6_src, IPV6_HEADER_LEN, MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6,
@@ -175,16 +176,9 @@ pub const DEFAULT_QUEUE_BYTES_PER_PEER: usize = 4096;
 pub const DEFAULT_QUEUE_PACKETS_PER_PEER: usize = 32;
 /// Default [`RelayConfig::global_queue_bytes`]: 16 MiB.
 pub const DEFAULT_GLOBAL_QUEUE_BYTES: usize = 16 << 20;
-/// Peer validity (RFC 4380 §5.2.4): 30 s since the last reception.
-pub const VALIDITY: Duration = Duration::from_secs(30);
-/// Bubble spacing and retransmission timeout (RFC 4380 §5.2.6, §5.4.1): 2 s.
-pub const BUBBLE_INTERVAL: Duration = Duration::from_secs(2);
-/// Bubble repetitions after the first (RFC 4380 §5.4.1): 3.
-pub const BUBBLE_RETRIES: u8 = 3;
-/// Window of the bubble cap (RFC 4380 §5.2.6): 300 s.
-pub const BUBBLE_WINDOW: Duration = Duration::from_secs(300);
-/// Bubbles allowed per window without an answer (RFC 4380 §5.2.6): 4.
-pub const MAX_BUBBLES_PER_WINDOW: u8 = 4;
+pub use crate::peer::{
+    BUBBLE_INTERVAL, BUBBLE_RETRIES, BUBBLE_WINDOW, MAX_BUBBLES_PER_WINDOW, VALIDITY,
+};
 /// Default hop limit of the relay's bubbles (see the module documentation).
 pub const DEFAULT_BUBBLE_HOP_LIMIT: u8 = 255;
 /// Default ICMPv6 error rate (Miredo: one per 100 ms).

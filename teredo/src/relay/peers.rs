@@ -108,7 +108,7 @@ impl Relay {
     }
 
     pub(super) fn valid(&self, p: &Peer, now: u64) -> bool {
-        p.trusted() && now.saturating_sub(self.abs(p.last_rx)) < self.t.validity
+        peer::is_valid(now, p.trusted(), Some(self.abs(p.last_rx)), self.t.validity)
     }
 
     pub(super) fn insert_peer(

@@ -3,37 +3,6 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// Takes one token from a bucket of `burst` tokens refilled at `rate` per second, kept in
-/// thousandths; `now` in ms. False (nothing taken) when empty or when `rate` is 0.
-pub(super) fn take_token(
-    tokens: &mut u64,
-    last: &mut u64,
-    rate: u32,
-    burst: u32,
-    now: u64,
-) -> bool {
-    let rate = u64::from(rate);
-    let elapsed = now.saturating_sub(*last);
-    *last = (*last).max(now);
-    // `rate` tokens per second = `rate` thousandths of a token per millisecond.
-    *tokens = tokens
-        .saturating_add(elapsed.saturating_mul(rate))
-        .min(u64::from(burst) * 1000);
-    if rate > 0 && *tokens >= 1000 {
-        *tokens -= 1000;
-        true
-    } else {
-        false
-    }
-}
-
-/// What the pacing rules allow now.
-pub(super) enum Gate {
-    Now,
-    At(u64),
-    Exhausted,
-}
-
 /// Outcome of starting a bubble exchange.
 pub(super) enum Start {
     Sent,
@@ -100,7 +69,8 @@ impl Relay {
         if let Some(i) = found {
             let (now32, base, validity) = (self.rel(now), self.base, self.t.validity);
             if let Some(p) = self.peers.get_mut(i as usize) {
-                if p.trusted() && now.saturating_sub(base + u64::from(p.last_rx)) < validity {
+                let last_rx = base.saturating_add(u64::from(p.last_rx));
+                if peer::is_valid(now, p.trusted(), Some(last_rx), validity) {
                     p.last_used = now32;
                     let to = p.mapping;
                     if self.out.items.is_empty() {
@@ -151,9 +121,7 @@ impl Relay {
         if p.phase == PeerPhase::Failed {
             let x = self.exchanges.get_mut(p.xchg as usize);
             let over = x.as_ref().is_none_or(|x| {
-                now >= base
-                    .saturating_add(u64::from(x.window_start))
-                    .saturating_add(window)
+                peer::window_over(now, base.saturating_add(u64::from(x.window_start)), window)
             });
             if over {
                 p.phase = PeerPhase::Idle;
@@ -220,30 +188,23 @@ impl Relay {
 
     // ---- bubbles ----------------------------------------------------------------------
 
-    pub(super) fn gate(&mut self, i: u32, now: u64) -> Gate {
-        let (window, interval, max, base) = (
-            self.t.window,
-            self.t.interval,
-            self.cfg.max_bubbles_per_window,
-            self.base,
-        );
+    /// The pacing rules (shared with the client, [`crate::peer::pacing`]) for peer `i`.
+    pub(super) fn gate(&mut self, i: u32, now: u64) -> Gate<u64> {
+        let rules = Pacing {
+            interval: self.t.interval,
+            window: self.t.window,
+            max_per_window: self.cfg.max_bubbles_per_window,
+        };
+        let base = self.base;
         let Some(p) = self.peers.get(i as usize) else {
             return Gate::Exhausted;
         };
         let Some(x) = self.exchanges.get_mut(p.xchg as usize) else {
             return Gate::Exhausted;
         };
-        let at = |r: u32, d: u64| base.saturating_add(u64::from(r)).saturating_add(d);
-        if x.bubbles > 0 && now >= at(x.window_start, window) {
-            x.bubbles = 0;
-        }
-        if x.bubbles >= max {
-            Gate::Exhausted
-        } else if p.last_bubble != NEVER32 && now < at(p.last_bubble, interval) {
-            Gate::At(at(p.last_bubble, interval))
-        } else {
-            Gate::Now
-        }
+        let at = |r: u32| base.saturating_add(u64::from(r));
+        let last = (p.last_bubble != NEVER32).then(|| at(p.last_bubble));
+        peer::gate(now, &rules, at(x.window_start), &mut x.bubbles, last)
     }
 
     pub(super) fn start_exchange(&mut self, now: u64, i: u32) -> Start {
