@@ -13,8 +13,10 @@
 //! Each task owns its buffers, allocated once. On the trusted path nothing is allocated:
 //! Teredo→native packets are written to the TUN straight from the `recvmmsg` slots;
 //! native→Teredo packets are copied once into the send batch so that one `sendmmsg` carries
-//! the whole batch. Other outputs (bubbles, flushed queues, ICMPv6 errors) are copied out of the
-//! core into the task's [`OutBatch`] under the shard lock and sent after it is released.
+//! the whole batch. Other outputs (bubbles, flushed queues, ICMPv6 errors) are written by
+//! the core's `poll_output` straight into the task's [`OutBatch`] under the shard lock
+//! (bubbles are emitted there directly; data is copied once from the core's arena) and sent
+//! after the lock is released (one more copy into the send batch).
 //!
 //! Batching: after a readiness event the UDP task takes up to [`BATCH`] datagrams in one
 //! `recvmmsg`, runs them all through the cores, then writes the IPv6 packets to the native
@@ -117,11 +119,13 @@ impl Ctx {
     }
 }
 
-/// Outputs copied out of a core, sent after the shard lock is released.
+/// Outputs copied out of a core, sent after the shard lock is released. The core writes
+/// each one straight into the arena (no scratch buffer in between).
 pub(crate) struct OutBatch {
-    /// Where `poll_output` writes (`MAX_DATAGRAM` bytes).
-    scratch: Box<[u8]>,
+    /// Initialised bytes, kept at their high-water mark so that it never reallocates once
+    /// warmed up; `used` of them hold this batch's outputs.
     arena: Vec<u8>,
+    used: usize,
     /// Destination (`None`: the native side), kind, start in the arena, length.
     items: Vec<(Option<SocketAddrV4>, Kind, usize, usize)>,
 }
@@ -129,22 +133,28 @@ pub(crate) struct OutBatch {
 impl OutBatch {
     pub(crate) fn new() -> Self {
         Self {
-            scratch: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
-            arena: Vec::new(),
-            items: Vec::new(),
+            arena: vec![0u8; BATCH * SEND_ARENA_PER_ENTRY],
+            used: 0,
+            items: Vec::with_capacity(BATCH),
         }
     }
 
     /// Copies every pending output of `shard`'s core.
     fn drain(&mut self, shard: &mut Shard) {
-        while let Some(o) = shard.core.poll_output(&mut self.scratch) {
+        while let Some(need) = shard.core.next_output_len() {
+            let start = self.used;
+            if self.arena.len() < start + need {
+                self.arena.resize(start + need, 0);
+            }
+            let Some(o) = shard.core.poll_output(&mut self.arena[start..start + need]) else {
+                break;
+            };
             let to = match o {
                 Output::Udp { to, .. } => Some(to),
                 _ => None,
             };
-            let (len, start) = (o.len(), self.arena.len());
-            self.arena.extend_from_slice(&self.scratch[..len]);
-            self.items.push((to, o.kind(), start, len));
+            self.used += o.len();
+            self.items.push((to, o.kind(), start, o.len()));
         }
     }
 
@@ -177,7 +187,7 @@ impl OutBatch {
             }
         }
         self.items.clear();
-        self.arena.clear();
+        self.used = 0;
     }
 
     /// Sends everything: UDP outputs from `socket`, IPv6 outputs (ICMPv6 errors) to
@@ -209,7 +219,7 @@ impl OutBatch {
             }
         }
         self.items.clear();
-        self.arena.clear();
+        self.used = 0;
     }
 }
 

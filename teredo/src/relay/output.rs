@@ -128,6 +128,12 @@ impl OutQueue {
 impl Relay {
     // ---- outputs ------------------------------------------------------------------------
 
+    /// The length of the next output, so that a driver can let [`Self::poll_output`] write
+    /// it straight where it will be sent from, in a buffer of just that size.
+    pub fn next_output_len(&self) -> Option<usize> {
+        self.out.items.front().map(Pending::wire_len)
+    }
+
     /// Writes the next output into `buf` ([`MAX_UDP_PAYLOAD`] bytes always suffice).
     /// `None` when there is nothing to send. An output that does not fit in `buf` is
     /// discarded and counted (`output_buffer_too_small`).

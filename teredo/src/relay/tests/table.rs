@@ -712,6 +712,8 @@ fn zero_copy_entry_points() {
 fn small_poll_buffer_discards_and_counts() {
     let mut lab = Lab::new(cfg());
     let _ = lab.relay.handle_ipv6(lab.now, &ping(1)).unwrap();
+    // The indirect bubble: header and Nonce trailer.
+    assert_eq!(lab.relay.next_output_len(), Some(INDIRECT_BUBBLE_LEN));
     let mut small = [0u8; 20];
     assert_eq!(lab.relay.poll_output(&mut small), None);
     assert_eq!(
