@@ -25,9 +25,10 @@ pub enum Gate<T> {
     Exhausted,
 }
 
-/// Whether the window that started at `start` is over at `now`.
+/// Whether the window that started at `start` is over at `now` (never, if its end is past
+/// the representable times).
 pub fn window_over<T: Time>(now: T, start: T, window: T::Span) -> bool {
-    start.after(window).is_none_or(|end| now >= end)
+    start.after(window).is_some_and(|end| now >= end)
 }
 
 /// May a bubble go to the peer now? `sent` (bubbles in the window that started at
@@ -99,7 +100,7 @@ mod tests {
         assert_eq!(gate(t0, &p, t0, &mut sent, Some(t0)), Gate::At(at));
         let mut sent = 1;
         assert_eq!(gate(5, &P, 0, &mut sent, Some(u64::MAX)), Gate::Exhausted);
-        assert!(window_over(5u64, u64::MAX, 1));
+        assert!(!window_over(5u64, u64::MAX, 1));
         assert!(!window_over(5u64, 0, 10));
     }
 
