@@ -53,7 +53,7 @@ use rand_chacha::ChaCha8Rng;
 use teredo::addr::is_teredo;
 use teredo::client::{Client, Event};
 use teredo::io::{Local, Output};
-use teredo::relay::{Output as RelayOutput, Relay};
+use teredo::relay::{Handled as RelayHandled, Relay};
 use teredo::server::{Server, ServerConfig};
 use teredo::DropReason;
 
@@ -693,8 +693,9 @@ impl Sim {
         match self.relay.as_mut() {
             Some(r) if is_teredo(&dst) => {
                 // Refusals are counted by the relay (`RelayCounters::dropped`).
-                let _ = r.relay.handle_ipv6(now, packet);
+                let r = r.relay.handle_ipv6(now, packet);
                 self.drain_relay();
+                self.relay_in_place(r, packet);
             }
             _ => self.counters.native_no_route += 1,
         }
@@ -709,18 +710,37 @@ impl Sim {
             let Some(out) = r.relay.poll_output(&mut buf) else {
                 break;
             };
-            match out {
-                RelayOutput::Udp { to, len } => {
-                    let payload = buf.get(..len).unwrap_or_default().to_vec();
-                    self.launch(Sender::Relay, Datagram { from, to, payload });
-                }
-                RelayOutput::Ipv6 { len } => {
-                    let packet = buf.get(..len).unwrap_or_default().to_vec();
-                    self.native_send(packet);
-                }
-            }
+            let bytes = buf.get(..out.len()).unwrap_or_default().to_vec();
+            self.relay_send(from, out, bytes);
         }
         self.server_buf = buf;
+    }
+
+    /// Sends what the relay forwards out of the input itself (zero copy in a driver; the
+    /// contract of [`RelayHandled`]), after its queued outputs.
+    fn relay_in_place(&mut self, r: Result<RelayHandled, DropReason>, input: &[u8]) {
+        let Some(ip) = r.ok().and_then(|h| h.in_place()) else {
+            return;
+        };
+        if let Some(from) = self.relay.as_ref().map(|r| r.addr) {
+            self.relay_send(from, ip.output, ip.bytes(input).to_vec());
+        }
+    }
+
+    fn relay_send(&mut self, from: SocketAddrV4, out: Output, bytes: Vec<u8>) {
+        match out {
+            Output::Udp { to, .. } => {
+                self.launch(
+                    Sender::Relay,
+                    Datagram {
+                        from,
+                        to,
+                        payload: bytes,
+                    },
+                );
+            }
+            _ => self.native_send(bytes),
+        }
     }
 
     fn server_local(&self, ip: Ipv4Addr) -> Option<Local> {
@@ -779,8 +799,9 @@ impl Sim {
         }
         if let Some(r) = self.relay.as_mut().filter(|r| r.addr == d.to) {
             // Refusals are counted by the relay (`RelayCounters::dropped`).
-            let _ = r.relay.handle_udp(now, d.from, &d.payload);
+            let r = r.relay.handle_udp(now, Local::Primary, d.from, &d.payload);
             self.drain_relay();
+            self.relay_in_place(r, &d.payload);
             return;
         }
         let ip = *d.to.ip();

@@ -25,7 +25,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use teredo::addr::is_teredo;
 use teredo::client::Profile;
-use teredo::relay::{Output, Relay, RelayConfig, RelayCounters, TrustPolicy};
+use teredo::relay::{Relay, RelayConfig, RelayCounters, TrustPolicy};
+use teredo::{Local, Output};
 use teredo_rt::Shutdown;
 use teredo_server::{start, NativeSide, ServerOptions};
 use tokio::sync::mpsc;
@@ -176,10 +177,10 @@ async fn relay_loop(
         loop {
             while let Some(o) = relay.poll_output(&mut out) {
                 match o {
-                    Output::Udp { to, len } => {
+                    Output::Udp { to, len, .. } => {
                         let _ = sock.send_to(&out[..len], to).await;
                     }
-                    Output::Ipv6 { len } => native.push_back(out[..len].to_vec()),
+                    o => native.push_back(out[..o.len()].to_vec()),
                 }
             }
             let Some(p) = native.pop_front() else {
@@ -189,14 +190,27 @@ async fn relay_loop(
             if dst == ECHO_HOST {
                 native.extend(packets::answer(&p, true));
             } else if is_teredo(&dst) {
-                let _ = relay.handle_ipv6(teredo_rt::now(), &p);
+                // A trusted peer's packet is sent from `p` itself (zero copy).
+                if let Ok(h) = relay.handle_ipv6(teredo_rt::now(), &p) {
+                    if let Some(ip) = h.in_place() {
+                        if let Output::Udp { to, .. } = ip.output {
+                            let _ = sock.send_to(ip.bytes(&p), to).await;
+                        }
+                    }
+                }
             }
         }
         let timer = relay.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
                 if let Ok((n, SocketAddr::V4(from))) = r {
-                    let _ = relay.handle_udp(teredo_rt::now(), from, &buf[..n]);
+                    let d = &buf[..n];
+                    if let Ok(h) = relay.handle_udp(teredo_rt::now(), Local::Primary, from, d) {
+                        // Forwarded in place: the IPv6 part of the datagram goes native.
+                        if let Some(ip) = h.in_place() {
+                            native.push_back(ip.bytes(d).to_vec());
+                        }
+                    }
                 }
             }
             p = native_rx.recv() => match p {

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use teredo::addr::TeredoAddr;
-use teredo::relay::{InPlace, RelayConfig};
+use teredo::relay::{Handled, RelayConfig};
 use teredo::wire::ipv6::{emit_bubble, emit_ipv6_header};
+use teredo::Local;
 use teredo_relay::shards::ShardedRelay;
 
 /// IPv6 packet size of the forwarded traffic (PERF.md: 100-byte inner packets).
@@ -65,11 +66,14 @@ fn trusted(
     for &(addr, mapped) in &peers {
         let i = relay.shard_of(&addr);
         let mut s = relay.lock(i);
-        let r = s.core.handle_ipv6_in_place(now, &packet(NATIVE, addr));
-        assert!(matches!(r, Ok(InPlace::Done(_))), "{r:?}");
+        let r = s.core.handle_ipv6(now, &packet(NATIVE, addr));
+        assert!(matches!(r, Ok(Handled::Queued { .. })), "{r:?}");
         while s.core.poll_output(&mut out).is_some() {}
         emit_bubble(&mut bub, addr, "fe80::1".parse().unwrap(), 255).unwrap();
-        s.core.handle_udp(now, mapped, &bub).unwrap();
+        let _ = s
+            .core
+            .handle_udp(now, Local::Primary, mapped, &bub)
+            .unwrap();
         while s.core.poll_output(&mut out).is_some() {}
     }
     (relay, peers)
@@ -99,8 +103,17 @@ fn transmit<'a>(
     move |k| {
         let p = &packets[k % packets.len()];
         let i = relay.shard_of_ipv6(p);
-        let r = relay.lock(i).core.handle_ipv6_in_place(now, p);
-        assert!(matches!(r, Ok(InPlace::Udp { .. })), "{r:?}");
+        let r = relay.lock(i).core.handle_ipv6(now, p);
+        assert!(
+            matches!(
+                r,
+                Ok(Handled::Encapsulated {
+                    in_place: Some(_),
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
         black_box(r.ok());
     }
 }
@@ -113,8 +126,8 @@ fn receive<'a>(
     move |k| {
         let (from, d) = &datagrams[k % datagrams.len()];
         let i = relay.shard_of_udp(d);
-        let r = relay.lock(i).core.handle_udp_in_place(now, *from, d);
-        assert!(matches!(r, Ok(InPlace::Ipv6 { .. })), "{r:?}");
+        let r = relay.lock(i).core.handle_udp(now, Local::Primary, *from, d);
+        assert!(matches!(r, Ok(Handled::Forwarded { .. })), "{r:?}");
         black_box(r.ok());
     }
 }
@@ -195,7 +208,7 @@ fn memory_child(n: u32) {
     for i in 0..relay.len() {
         relay.lock(i).core.handle_timeout(later);
     }
-    let (_, g) = relay.totals(later);
+    let (_, g) = relay.totals();
     let after = rss_bytes();
     assert_eq!(g.peers_trusted, n as usize);
     println!(

@@ -17,14 +17,34 @@
 //! the checksum field holds the pseudo-header sum, as `VIRTIO_NET_HDR_F_NEEDS_CSUM` wants),
 //! then each packet's payload in place.
 
+use teredo::wire::packet::IPV6_HEADER_LEN;
+use teredo::wire::view::{udp_field, Ipv6Udp, IPV6_UDP_HEADERS_LEN};
+
 /// Bytes of `struct virtio_net_hdr` (no `num_buffers`: the TUN default).
 pub(crate) const VNET_HDR_LEN: usize = 10;
 /// Most packets merged into one write (the kernel accepts up to 128 UDP segments).
 pub(crate) const MAX_RUN: usize = 64;
 /// IPv6 + UDP header bytes.
-const HEAD: usize = 48;
+const HEAD: usize = IPV6_UDP_HEADERS_LEN;
 /// Largest IPv6 payload (UDP header included) of a super-packet.
 const MAX_PAYLOAD: usize = 65_535;
+
+/// Fields of `struct virtio_net_hdr` (native endianness: the legacy header).
+mod vnet {
+    use std::ops::Range;
+    /// `flags`.
+    pub(super) const FLAGS: usize = 0;
+    /// `gso_type`.
+    pub(super) const GSO_TYPE: usize = 1;
+    /// `hdr_len`: bytes of headers in front of the segmented payload.
+    pub(super) const HDR_LEN: Range<usize> = 2..4;
+    /// `gso_size`: payload bytes per segment.
+    pub(super) const GSO_SIZE: Range<usize> = 4..6;
+    /// `csum_start`: where the checksummed part starts.
+    pub(super) const CSUM_START: Range<usize> = 6..8;
+    /// `csum_offset`: where the checksum field is, from `csum_start`.
+    pub(super) const CSUM_OFFSET: Range<usize> = 8..10;
+}
 
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
 const F_NEEDS_CSUM: u8 = 1;
@@ -53,33 +73,40 @@ fn fold(mut acc: u64) -> u16 {
 }
 
 /// Sum of the IPv6 pseudo-header of `packet` for an upper-layer length `len`, protocol UDP.
-fn pseudo_sum(packet: &[u8], len: usize) -> u64 {
-    let acc = sum16(&packet[8..40], 0);
+fn pseudo_sum<T: AsRef<[u8]>>(packet: &Ipv6Udp<T>, len: usize) -> u64 {
+    let acc = sum16(packet.addresses(), 0);
     acc + (len as u64 >> 16) + (len as u64 & 0xffff) + u64::from(UDP)
 }
 
 /// An IPv6 packet with UDP right after the header, consistent lengths and a non-empty
 /// payload: the kind of packet a run may contain (if its checksum verifies, [`csum_ok`]).
 fn shaped(p: &[u8]) -> bool {
-    if p.len() <= HEAD || p.len() - 40 > MAX_PAYLOAD || p[0] >> 4 != 6 || p[6] != UDP {
+    let Ok(v) = Ipv6Udp::new_checked(p) else {
+        return false;
+    };
+    if p.len() <= HEAD || p.len() - IPV6_HEADER_LEN > MAX_PAYLOAD || !v.is_udp() {
         return false;
     }
-    let len = p.len() - 40;
-    let payload_len = usize::from(u16::from_be_bytes([p[4], p[5]]));
-    let udp_len = usize::from(u16::from_be_bytes([p[44], p[45]]));
-    payload_len == len && udp_len == len
+    let len = p.len() - IPV6_HEADER_LEN;
+    usize::from(v.ipv6().payload_len()) == len && usize::from(v.udp_len()) == len
 }
 
 /// The UDP checksum of a [`shaped`] packet is present and verifies.
 fn csum_ok(p: &[u8]) -> bool {
-    let len = p.len() - 40;
-    (p[46] != 0 || p[47] != 0) && fold(sum16(&p[40..], pseudo_sum(p, len))) == 0xffff
+    let Ok(v) = Ipv6Udp::new_checked(p) else {
+        return false;
+    };
+    let len = p.len() - IPV6_HEADER_LEN;
+    v.checksum() != 0 && fold(sum16(v.udp_segment(), pseudo_sum(&v, len))) == 0xffff
 }
 
 /// `b` belongs to the same flow as `a` (both [`shaped`]): the split of a super-packet
 /// made from `a`'s header gives `b`'s header back.
 fn same_flow(a: &[u8], b: &[u8]) -> bool {
-    a[..4] == b[..4] && a[7] == b[7] && a[8..44] == b[8..44]
+    match (Ipv6Udp::new_checked(a), Ipv6Udp::new_checked(b)) {
+        (Ok(a), Ok(b)) => a.same_flow(&b),
+        _ => false,
+    }
 }
 
 /// Packets written with one `writev`: one packet as is, or a GSO super-packet.
@@ -118,20 +145,24 @@ impl<'a> Run<'a> {
     fn seal(&mut self) {
         let first = self.packets[0];
         let seg = first.len() - HEAD;
-        let udp_len: usize = HEAD - 40 + self.packets().map(|p| p.len() - HEAD).sum::<usize>();
+        let udp_len: usize =
+            udp_field::HEADER_LEN + self.packets().map(|p| p.len() - HEAD).sum::<usize>();
         self.head.copy_from_slice(&first[..HEAD]);
-        let l = (udp_len as u16).to_be_bytes();
-        self.head[4..6].copy_from_slice(&l);
-        self.head[44..46].copy_from_slice(&l);
-        let pseudo = fold(pseudo_sum(first, udp_len));
-        self.head[46..48].copy_from_slice(&pseudo.to_be_bytes());
+        // `head` is exactly the two headers, so the view cannot fail.
+        if let Ok(mut h) = Ipv6Udp::new_checked(&mut self.head[..]) {
+            h.set_lengths(udp_len as u16);
+            let pseudo = fold(pseudo_sum(&h, udp_len));
+            h.set_checksum(pseudo);
+        }
         // Native endianness: the legacy virtio header (no TUNSETVNETLE/BE).
-        self.vnet[0] = F_NEEDS_CSUM;
-        self.vnet[1] = GSO_UDP_L4;
-        self.vnet[2..4].copy_from_slice(&(HEAD as u16).to_ne_bytes());
-        self.vnet[4..6].copy_from_slice(&(seg as u16).to_ne_bytes());
-        self.vnet[6..8].copy_from_slice(&40u16.to_ne_bytes());
-        self.vnet[8..10].copy_from_slice(&6u16.to_ne_bytes());
+        let v = &mut self.vnet;
+        v[vnet::FLAGS] = F_NEEDS_CSUM;
+        v[vnet::GSO_TYPE] = GSO_UDP_L4;
+        v[vnet::HDR_LEN].copy_from_slice(&(HEAD as u16).to_ne_bytes());
+        v[vnet::GSO_SIZE].copy_from_slice(&(seg as u16).to_ne_bytes());
+        // The UDP header, and its checksum field.
+        v[vnet::CSUM_START].copy_from_slice(&(IPV6_HEADER_LEN as u16).to_ne_bytes());
+        v[vnet::CSUM_OFFSET].copy_from_slice(&(udp_field::CHECKSUM.start as u16).to_ne_bytes());
     }
 
     /// The `writev` vector of this run; returns its total length.
@@ -176,7 +207,7 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Runs<'a, I> {
             return Some(run);
         }
         let seg = first.len() - HEAD;
-        let mut total = first.len() - 40;
+        let mut total = first.len() - IPV6_HEADER_LEN;
         let mut first_ok = None;
         while run.len < MAX_RUN {
             let Some(p) = self.packets.next() else { break };
@@ -291,7 +322,7 @@ mod tests {
         let total = pkt.len() - 40;
         assert_eq!(
             u16::from_be_bytes([pkt[46], pkt[47]]),
-            fold(pseudo_sum(pkt, total))
+            fold(pseudo_sum(&Ipv6Udp::new_checked(pkt).unwrap(), total))
         );
         pkt[HEAD..]
             .chunks(seg)
@@ -302,7 +333,10 @@ mod tests {
                 p[44..46].copy_from_slice(&l);
                 p[46..48].copy_from_slice(&[0, 0]);
                 p.extend_from_slice(payload);
-                let c = !fold(sum16(&p[40..], pseudo_sum(&p, payload.len() + 8)));
+                let c = !fold(sum16(
+                    &p[40..],
+                    pseudo_sum(&Ipv6Udp::new_checked(&p[..]).unwrap(), payload.len() + 8),
+                ));
                 p[46..48].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
                 p
             })

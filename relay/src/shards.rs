@@ -16,75 +16,30 @@
 //! Each shard gets `max_peers / shards` entries (rounded up) and its share of the global
 //! queue cap.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::Ipv6Addr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
-use teredo::relay::{Handled, InPlace, Relay, RelayConfig, RelayCounters, RelayGauges};
-use teredo::wire::TeredoPacket;
+use teredo::relay::{
+    shard_key_ipv6, shard_key_udp, Relay, RelayConfig, RelayCounters, RelayGauges,
+};
 
 use crate::metrics::{add_counters, add_gauges};
-
-/// Pending connectivity tests remembered per shard (for the duration histogram); beyond
-/// this, new ones are not timed.
-pub const MAX_TIMED_PER_SHARD: usize = 4096;
-/// A connectivity test still untimed after this long is forgotten (the core gives up after
-/// four bubbles 2 s apart).
-pub const TIMED_TEST_EXPIRY: Duration = Duration::from_secs(30);
 
 /// A cache-line-aligned cell, so two shards' locks never share a line.
 #[derive(Debug)]
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// One shard: a core and the driver's per-peer bookkeeping that must follow it.
+/// One shard: a core. All per-peer state (the connectivity-test timing included, through
+/// the core's events) lives in the core.
 #[derive(Debug)]
 pub struct Shard {
     /// The sans-IO relay.
     pub core: Relay,
-    /// When each peer's current bubble exchange started (first queued packet), to time it.
-    started: HashMap<Ipv6Addr, Instant>,
-}
-
-impl Shard {
-    /// Notes the result of a native packet: the start of a connectivity test.
-    pub fn note_transmit(&mut self, now: Instant, dst: Ipv6Addr, r: &InPlace) {
-        if matches!(r, InPlace::Done(Handled::Queued { .. }))
-            && self.started.len() < MAX_TIMED_PER_SHARD
-        {
-            self.started.entry(dst).or_insert(now);
-        }
-    }
-
-    /// Notes the result of a datagram from `src`: a peer that became trusted ends its test.
-    /// Returns the test's duration.
-    pub fn note_receive(&mut self, now: Instant, src: Ipv6Addr, r: &InPlace) -> Option<Duration> {
-        if self.started.is_empty() {
-            return None;
-        }
-        let trusted = matches!(
-            r,
-            InPlace::Ipv6 { .. }
-                | InPlace::Done(Handled::Bubble { .. } | Handled::Forwarded { .. })
-        );
-        if !trusted {
-            return None;
-        }
-        let started = self.started.remove(&src)?;
-        Some(now.saturating_duration_since(started))
-    }
-
-    /// Forgets tests that never ended.
-    fn expire_tests(&mut self, now: Instant) {
-        if !self.started.is_empty() {
-            self.started
-                .retain(|_, t| now.saturating_duration_since(*t) < TIMED_TEST_EXPIRY);
-        }
-    }
 }
 
 /// The sharded relay. See the module documentation.
@@ -107,7 +62,6 @@ impl ShardedRelay {
                 };
                 Padded(Mutex::new(Shard {
                     core: Relay::new(config, rng, now),
-                    started: HashMap::new(),
                 }))
             })
             .collect();
@@ -136,12 +90,12 @@ impl ShardedRelay {
 
     /// The shard of a native IPv6 packet (by destination; shard 0 if it has no header).
     pub fn shard_of_ipv6(&self, packet: &[u8]) -> usize {
-        ipv6_dst(packet).map_or(0, |a| self.shard_of(&a))
+        shard_key_ipv6(packet).map_or(0, |a| self.shard_of(&a))
     }
 
     /// The shard of a datagram from a client (by IPv6 source; shard 0 if malformed).
     pub fn shard_of_udp(&self, datagram: &[u8]) -> usize {
-        udp_ipv6_src(datagram).map_or(0, |a| self.shard_of(&a))
+        shard_key_udp(datagram).map_or(0, |a| self.shard_of(&a))
     }
 
     /// Locks shard `i`. A poisoned lock (a panic while handling a packet) is taken over: the
@@ -158,35 +112,17 @@ impl ShardedRelay {
             .min()
     }
 
-    /// Counters and gauges summed over the shards; also forgets stale connectivity tests.
-    pub fn totals(&self, now: Instant) -> (RelayCounters, RelayGauges) {
+    /// Counters and gauges summed over the shards.
+    pub fn totals(&self) -> (RelayCounters, RelayGauges) {
         let mut c = RelayCounters::default();
         let mut g = RelayGauges::default();
         for i in 0..self.len() {
-            let mut s = self.lock(i);
-            s.expire_tests(now);
+            let s = self.lock(i);
             add_counters(&mut c, s.core.counters());
             add_gauges(&mut g, &s.core.gauges());
         }
         (c, g)
     }
-}
-
-/// The destination of an IPv6 packet.
-pub fn ipv6_dst(packet: &[u8]) -> Option<Ipv6Addr> {
-    let b: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
-    Some(Ipv6Addr::from(b))
-}
-
-/// The IPv6 source inside a Teredo datagram (after any authentication header and origin
-/// indication).
-pub fn udp_ipv6_src(datagram: &[u8]) -> Option<Ipv6Addr> {
-    // Common case: the datagram starts with the IPv6 header.
-    if datagram.first().is_some_and(|b| b >> 4 == 6) {
-        let b: [u8; 16] = datagram.get(8..24)?.try_into().ok()?;
-        return Some(Ipv6Addr::from(b));
-    }
-    TeredoPacket::parse(datagram).ok().map(|p| p.src())
 }
 
 #[cfg(test)]

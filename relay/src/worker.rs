@@ -13,8 +13,10 @@
 //! Each task owns its buffers, allocated once. On the trusted path nothing is allocated:
 //! Teredo→native packets are written to the TUN straight from the `recvmmsg` slots;
 //! native→Teredo packets are copied once into the send batch so that one `sendmmsg` carries
-//! the whole batch. Other outputs (bubbles, flushed queues, ICMPv6 errors) are copied out of the
-//! core into the task's [`OutBatch`] under the shard lock and sent after it is released.
+//! the whole batch. Other outputs (bubbles, flushed queues, ICMPv6 errors) are written by
+//! the core's `poll_output` straight into the task's [`OutBatch`] under the shard lock
+//! (bubbles are emitted there directly; data is copied once from the core's arena) and sent
+//! after the lock is released (one more copy into the send batch).
 //!
 //! Batching: after a readiness event the UDP task takes up to [`BATCH`] datagrams in one
 //! `recvmmsg`, runs them all through the cores, then writes the IPv6 packets to the native
@@ -32,8 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use teredo::relay::{InPlace, Output, RelayCounters};
-use teredo::DropReason;
+use teredo::relay::{shard_key_ipv6, shard_key_udp, Event, Handled, RelayCounters};
+use teredo::{DropReason, Kind, Local, Output};
 use teredo_rt::batch::{RecvBatch, SendBatch, Sent};
 use teredo_rt::{Shutdown, MAX_DATAGRAM};
 use tokio::io::Interest;
@@ -43,7 +45,7 @@ use tokio::sync::Notify;
 
 use crate::metrics::{Direction, RelayMetrics};
 use crate::native::NativeSink;
-use crate::shards::{ipv6_dst, udp_ipv6_src, Shard, ShardedRelay};
+use crate::shards::{Shard, ShardedRelay};
 use crate::tun::TunQueue;
 
 /// Packets handled per readiness event before yielding to the runtime.
@@ -91,6 +93,20 @@ impl Ctx {
         u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Takes the core's events: a trusted peer ends a connectivity test, whose duration
+    /// (timed by the core) goes to the histogram. Called under the shard lock after every
+    /// input, so the core's bounded event queue never overflows.
+    fn take_events(&self, shard: &mut Shard) {
+        while let Some(e) = shard.core.poll_event() {
+            if let Event::PeerTrusted {
+                exchange: Some(d), ..
+            } = e
+            {
+                self.metrics.connectivity.observe(d.as_secs_f64());
+            }
+        }
+    }
+
     /// After an input that may have armed a timer: wakes the timer task if the shard's next
     /// deadline is earlier than its sleep.
     fn note_deadline(&self, shard: &Shard) {
@@ -103,33 +119,42 @@ impl Ctx {
     }
 }
 
-/// Outputs copied out of a core, sent after the shard lock is released.
+/// Outputs copied out of a core, sent after the shard lock is released. The core writes
+/// each one straight into the arena (no scratch buffer in between).
 pub(crate) struct OutBatch {
-    /// Where `poll_output` writes (`MAX_DATAGRAM` bytes).
-    scratch: Box<[u8]>,
+    /// Initialised bytes, kept at their high-water mark so that it never reallocates once
+    /// warmed up; `used` of them hold this batch's outputs.
     arena: Vec<u8>,
-    items: Vec<(Option<SocketAddrV4>, usize, usize)>,
+    used: usize,
+    /// Destination (`None`: the native side), kind, start in the arena, length.
+    items: Vec<(Option<SocketAddrV4>, Kind, usize, usize)>,
 }
 
 impl OutBatch {
     pub(crate) fn new() -> Self {
         Self {
-            scratch: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
-            arena: Vec::new(),
-            items: Vec::new(),
+            arena: vec![0u8; BATCH * SEND_ARENA_PER_ENTRY],
+            used: 0,
+            items: Vec::with_capacity(BATCH),
         }
     }
 
     /// Copies every pending output of `shard`'s core.
     fn drain(&mut self, shard: &mut Shard) {
-        while let Some(o) = shard.core.poll_output(&mut self.scratch) {
-            let (to, len) = match o {
-                Output::Udp { to, len } => (Some(to), len),
-                Output::Ipv6 { len } => (None, len),
+        while let Some(need) = shard.core.next_output_len() {
+            let start = self.used;
+            if self.arena.len() < start + need {
+                self.arena.resize(start + need, 0);
+            }
+            let Some(o) = shard.core.poll_output(&mut self.arena[start..start + need]) else {
+                break;
             };
-            let start = self.arena.len();
-            self.arena.extend_from_slice(&self.scratch[..len]);
-            self.items.push((to, start, len));
+            let to = match o {
+                Output::Udp { to, .. } => Some(to),
+                _ => None,
+            };
+            self.used += o.len();
+            self.items.push((to, o.kind(), start, o.len()));
         }
     }
 
@@ -147,11 +172,11 @@ impl OutBatch {
         ctx: &Ctx,
         stats: &mut Stats,
     ) {
-        for &(to, start, len) in &self.items {
+        for &(to, kind, start, len) in &self.items {
             let data = &self.arena[start..start + len];
             match to {
                 Some(to) => {
-                    let class = if is_bubble(data) { UNCOUNTED } else { DATA };
+                    let class = if kind.is_bubble() { UNCOUNTED } else { DATA };
                     push_udp(socket, sb, data, to, class, ctx, stats).await;
                 }
                 None => {
@@ -162,7 +187,7 @@ impl OutBatch {
             }
         }
         self.items.clear();
-        self.arena.clear();
+        self.used = 0;
     }
 
     /// Sends everything: UDP outputs from `socket`, IPv6 outputs (ICMPv6 errors) to
@@ -174,12 +199,12 @@ impl OutBatch {
         ctx: &Ctx,
         stats: &mut Stats,
     ) {
-        for &(to, start, len) in &self.items {
+        for &(to, kind, start, len) in &self.items {
             let data = &self.arena[start..start + len];
             match to {
                 Some(to) => {
                     if send_udp(socket, data, to).await {
-                        if !is_bubble(data) {
+                        if !kind.is_bubble() {
                             stats.add(Direction::Ipv6ToIpv4, len);
                         }
                     } else {
@@ -194,7 +219,7 @@ impl OutBatch {
             }
         }
         self.items.clear();
-        self.arena.clear();
+        self.used = 0;
     }
 }
 
@@ -256,11 +281,6 @@ async fn flush_udp(socket: &UdpSocket, sb: &mut SendBatch, ctx: &Ctx, stats: &mu
             }
         }
     }
-}
-
-/// A bubble: an IPv6 header with payload length 0 and next header 59 (plus trailers).
-fn is_bubble(data: &[u8]) -> bool {
-    data.len() >= 40 && data[4] == 0 && data[5] == 0 && data[6] == 59
 }
 
 /// Sends one datagram, waiting for room if the socket buffer is full. False on error
@@ -412,28 +432,23 @@ fn handle_datagram(
         ctx.metrics.dropped(DropReason::NoSourceAddress);
         return None;
     };
-    let src = udp_ipv6_src(data);
-    let i = src.map_or(0, |a| ctx.shards.shard_of(&a));
-    let (r, took) = {
+    // Only the IPv6 source field is read here; the core parses the datagram.
+    let i = shard_key_udp(data).map_or(0, |a| ctx.shards.shard_of(&a));
+    let r = {
         let mut s = ctx.shards.lock(i);
-        let r = s.core.handle_udp_in_place(now, from, data);
-        let took = match (&r, src) {
-            (Ok(ip), Some(src)) => s.note_receive(now, src, ip),
-            _ => None,
-        };
+        let r = s.core.handle_udp(now, Local::Primary, from, data);
         out.drain(&mut s);
-        if !matches!(r, Ok(InPlace::Ipv6 { flushed: 0, .. })) {
+        ctx.take_events(&mut s);
+        if !matches!(r, Ok(Handled::Forwarded { flushed: 0, .. })) {
             ctx.note_deadline(&s);
         }
-        (r, took)
+        r
     };
-    if let Some(d) = took {
-        ctx.metrics.connectivity.observe(d.as_secs_f64());
-    }
-    match r {
-        Ok(InPlace::Ipv6 { offset, len, .. }) => Some((offset, len)),
-        _ => None,
-    }
+    // Contract of `Handled`: an in-place result is ours to send (after the drained
+    // outputs: they go to the UDP side, the in-place packet to the native side).
+    r.ok()
+        .and_then(|h| h.in_place())
+        .map(|ip| (ip.offset, ip.output.len()))
 }
 
 /// Handles one native packet: encapsulates it for a trusted peer (added to `sb`) or lets
@@ -449,24 +464,29 @@ async fn handle_native(
     native: &NativeSink,
     stats: &mut Stats,
 ) {
-    let dst = ipv6_dst(packet);
-    let i = dst.map_or(0, |a| ctx.shards.shard_of(&a));
+    let i = shard_key_ipv6(packet).map_or(0, |a| ctx.shards.shard_of(&a));
     let r = {
         let mut s = ctx.shards.lock(i);
-        let r = s.core.handle_ipv6_in_place(now, packet);
-        match (&r, dst) {
-            (Ok(InPlace::Udp { .. }), _) => {}
-            (Ok(ip), Some(dst)) => {
-                s.note_transmit(now, dst, ip);
-                ctx.note_deadline(&s);
-            }
-            _ => ctx.note_deadline(&s),
+        let r = s.core.handle_ipv6(now, packet);
+        if !matches!(
+            r,
+            Ok(Handled::Encapsulated {
+                in_place: Some(_),
+                ..
+            })
+        ) {
+            ctx.note_deadline(&s);
         }
         out.drain(&mut s);
+        ctx.take_events(&mut s);
         r
     };
-    if let Ok(InPlace::Udp { to }) = r {
-        push_udp(socket, sb, packet, to, DATA, ctx, stats).await;
+    // Contract of `Handled`: an in-place result is ours to send. The core only answers in
+    // place when nothing was pending, so `out` is empty and the order to the peer is kept.
+    if let Some(ip) = r.ok().and_then(|h| h.in_place()) {
+        if let Output::Udp { to, .. } = ip.output {
+            push_udp(socket, sb, ip.bytes(packet), to, DATA, ctx, stats).await;
+        }
     }
     if !out.is_empty() {
         out.stage(socket, sb, native, ctx, stats).await;
@@ -614,6 +634,7 @@ pub(crate) async fn timer_task(
                         }
                         s.core.handle_timeout(now);
                         out.drain(&mut s);
+                        ctx.take_events(&mut s);
                     }
                     if out.is_empty() {
                         break;
@@ -623,7 +644,7 @@ pub(crate) async fn timer_task(
             }
             stats.flush(&ctx.metrics);
         }
-        let (counters, gauges) = ctx.shards.totals(now);
+        let (counters, gauges) = ctx.shards.totals();
         ctx.metrics.export_core(&last, &counters, gauges);
         last = counters;
         if stopping {
@@ -637,27 +658,6 @@ pub(crate) async fn timer_task(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bubbles_are_told_from_data() {
-        let mut b = [0u8; 46];
-        teredo::wire::ipv6::emit_bubble(
-            &mut b,
-            "fe80::1".parse().unwrap(),
-            "2001::1".parse().unwrap(),
-            255,
-        )
-        .unwrap();
-        assert!(is_bubble(&b[..40]));
-        assert!(is_bubble(&b), "with a trailer");
-        let mut d = b;
-        d[5] = 6;
-        assert!(!is_bubble(&d), "payload");
-        d = b;
-        d[6] = 17;
-        assert!(!is_bubble(&d), "next header");
-        assert!(!is_bubble(&b[..39]));
-    }
 
     #[test]
     fn stats_flush_into_the_metrics_once() {

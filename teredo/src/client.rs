@@ -3481,9 +3481,8 @@ mod tests {
     use std::collections::VecDeque as Fifo;
 
     use crate::addr::is_teredo;
-    use crate::relay::{
-        Acceptance, Handled as RelayHandled, Output as RelayOutput, Relay, RelayConfig, TrustPolicy,
-    };
+    use crate::io::Output as RelayOutput;
+    use crate::relay::{Acceptance, Handled as RelayHandled, Relay, RelayConfig, TrustPolicy};
 
     /// The relay, on the IPv4 Internet (port 3545, as in TEREDO.md §14).
     const RELAY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 250), 3545);
@@ -3646,7 +3645,11 @@ mod tests {
                 return;
             }
             if to == RELAY {
-                match self.relay.handle_udp(now, from, data) {
+                let r = self.relay.handle_udp(now, Local::Primary, from, data);
+                if let Some(ip) = r.as_ref().ok().and_then(RelayHandled::in_place) {
+                    self.native.push_back(ip.bytes(data).to_vec());
+                }
+                match r {
                     Ok(RelayHandled::Bubble { via, .. } | RelayHandled::Forwarded { via, .. }) => {
                         self.relay_accepts.push(via);
                     }
@@ -3676,7 +3679,13 @@ mod tests {
                     self.native.push_back(r);
                 }
             } else if is_teredo(&dst) {
-                let _ = self.relay.handle_ipv6(self.now, p);
+                if let Ok(RelayHandled::Encapsulated {
+                    to,
+                    in_place: Some(_),
+                }) = self.relay.handle_ipv6(self.now, p)
+                {
+                    self.send(RELAY, to, p.to_vec());
+                }
             }
         }
 
@@ -3704,8 +3713,8 @@ mod tests {
                 }
                 while let Some(o) = self.relay.poll_output(&mut b) {
                     match o {
-                        RelayOutput::Udp { to, len } => self.send(RELAY, to, b[..len].to_vec()),
-                        RelayOutput::Ipv6 { len } => self.native.push_back(b[..len].to_vec()),
+                        RelayOutput::Udp { to, len, .. } => self.send(RELAY, to, b[..len].to_vec()),
+                        RelayOutput::Ipv6 { len, .. } => self.native.push_back(b[..len].to_vec()),
                     }
                     busy = true;
                 }

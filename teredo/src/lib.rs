@@ -12,6 +12,7 @@ pub mod drop_reason;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
+pub mod peer;
 pub mod rate_limit;
 pub mod relay;
 pub mod server;

@@ -1,6 +1,6 @@
-//! Proves that the server's RS → RA path (and bubble forwarding) does not touch the heap: a
-//! counting global allocator around `System` counts this thread's allocations while 1000
-//! solicitations are answered, after a warm-up.
+//! Proves that the server's RS → RA path (and bubble forwarding) and the relay's trusted
+//! path in both directions do not touch the heap: a counting global allocator around
+//! `System` counts this thread's allocations while packets are handled, after a warm-up.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -145,4 +145,106 @@ fn rs_to_ra_and_bubble_forwarding_do_not_allocate() {
     let v = std::hint::black_box(vec![0u8; 16]);
     assert_eq!(allocations(), after + 1);
     drop(v);
+}
+
+/// The relay's trusted path in both directions: a native packet for a trusted, valid peer
+/// (sent in place as the UDP payload) and a datagram from it (its IPv6 part sent in place
+/// to the native side), over 100 peers, with the outputs and events polled as a driver
+/// does. Peers are trusted and every path is run once before counting.
+#[test]
+fn relay_trusted_path_does_not_allocate() {
+    use rand::SeedableRng as _;
+    use teredo::relay::{Handled, Relay, RelayConfig};
+    use teredo::wire::ipv6::{emit_bubble, Echo};
+    use teredo::{Local as IoLocal, TeredoAddr};
+
+    #[allow(clippy::disallowed_methods)] // the relay's epoch; time is advanced by hand
+    let t0 = Instant::now();
+    let native: std::net::Ipv6Addr = "2001:db8::99".parse().unwrap();
+    let server = Ipv4Addr::new(198, 51, 100, 1);
+    let mut relay = Relay::new(
+        RelayConfig::default(),
+        rand_chacha::ChaCha8Rng::seed_from_u64(1),
+        t0,
+    );
+    let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
+    let data = [0x5au8; 100];
+    let echo = |src, dst| {
+        let mut v = vec![0u8; 48 + data.len()];
+        Echo {
+            reply: false,
+            id: 1,
+            seq: 1,
+            data: &data,
+        }
+        .emit(&mut v, src, dst, 64)
+        .unwrap();
+        v
+    };
+    let peers: Vec<_> = (0..100u16)
+        .map(|k| {
+            let mapped = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 5), 40_000 + k);
+            let addr = TeredoAddr {
+                server,
+                flags: 0,
+                mapped,
+            }
+            .to_ipv6();
+            let mut bubble = [0u8; 40];
+            emit_bubble(&mut bubble, addr, native, 255).unwrap();
+            (mapped, echo(native, addr), echo(addr, native), bubble)
+        })
+        .collect();
+    let drain = |relay: &mut Relay, buf: &mut [u8]| {
+        let mut n = 0;
+        while relay.poll_output(buf).is_some() {
+            n += 1;
+        }
+        while relay.poll_event().is_some() {
+            n += 1;
+        }
+        n
+    };
+    // Trust every peer: a native packet starts the exchange, the peer's bubble answers it.
+    for (mapped, to_peer, _, bubble) in &peers {
+        let r = relay.handle_ipv6(t0, to_peer);
+        assert!(matches!(r, Ok(Handled::Queued { .. })), "{r:?}");
+        let r = relay.handle_udp(t0, IoLocal::Primary, *mapped, bubble);
+        assert!(matches!(r, Ok(Handled::Bubble { .. })), "{r:?}");
+        drain(&mut relay, &mut buf);
+    }
+    let round = |relay: &mut Relay, buf: &mut [u8], now: Instant| {
+        let mut sent = 0;
+        for (mapped, to_peer, from_peer, _) in &peers {
+            let h = relay.handle_ipv6(now, to_peer).unwrap();
+            let ip = h.in_place().expect("trusted: in place");
+            sent += ip.bytes(to_peer).len();
+            let h = relay
+                .handle_udp(now, IoLocal::Primary, *mapped, from_peer)
+                .unwrap();
+            let ip = h.in_place().expect("forwarded: in place");
+            sent += ip.bytes(from_peer).len();
+            assert_eq!(drain(relay, buf), 0);
+        }
+        sent
+    };
+    let now = t0 + std::time::Duration::from_millis(10);
+    round(&mut relay, &mut buf, now);
+    let before = allocations();
+    let mut sent = 0;
+    for i in 0..10u64 {
+        sent += round(
+            &mut relay,
+            &mut buf,
+            now + std::time::Duration::from_millis(i),
+        );
+    }
+    let allocated = allocations() - before;
+    assert_eq!(sent, 10 * 100 * 2 * 148);
+    assert_eq!(
+        allocated, 0,
+        "relay trusted path allocated {allocated} times"
+    );
+    let c = relay.counters();
+    assert_eq!((c.encapsulated, c.forwarded), (100 + 1100, 1100));
 }

@@ -5,8 +5,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use crate::addr::{is_ipv4_global_unicast, is_teredo, TeredoAddr, TEREDO_PORT};
+use crate::io::{Kind, Local, Output};
 use crate::relay::{
-    check_invariants, BubbleSource, Output, Relay, RelayConfig, RelayCounters, TrustPolicy,
+    check_invariants, BubbleSource, Event, Handled, Relay, RelayConfig, RelayCounters, TrustPolicy,
 };
 use crate::wire::ipv6::emit_bubble;
 use crate::wire::packet::{IPV6_HEADER_LEN, MAX_UDP_PAYLOAD};
@@ -127,12 +128,12 @@ fn run(data: &[u8], side: Side) -> RelayCounters {
         match (op, side) {
             (0..=2, Side::Ipv6) | (7, Side::Udp) => {
                 let pkt = input.chunk();
-                let _ = h.relay.handle_ipv6(h.now, pkt);
+                h.ipv6(pkt);
             }
             (0..=2, Side::Udp) | (7, Side::Ipv6) => {
                 let from = input.addr();
                 let dg = input.chunk();
-                let _ = h.relay.handle_udp(h.now, from, dg);
+                h.udp(from, dg);
             }
             (3, _) => {
                 let k = usize::from(input.u8()) % CLIENTS;
@@ -140,7 +141,7 @@ fn run(data: &[u8], side: Side) -> RelayCounters {
                 fix_payload_len(&mut pkt);
                 patch_addr(&mut pkt, 8, NATIVE);
                 patch_addr(&mut pkt, 24, client_addr(k).to_ipv6());
-                let _ = h.relay.handle_ipv6(h.now, &pkt);
+                h.ipv6(&pkt);
             }
             (4, _) => {
                 let k = usize::from(input.u8()) % CLIENTS;
@@ -158,7 +159,7 @@ fn run(data: &[u8], side: Side) -> RelayCounters {
                 } else {
                     client_mapping((k + 1) % CLIENTS)
                 };
-                let _ = h.relay.handle_udp(h.now, from, &dg);
+                h.udp(from, &dg);
             }
             (5, _) => {
                 let k = usize::from(input.u8()) % CLIENTS;
@@ -178,6 +179,33 @@ fn run(data: &[u8], side: Side) -> RelayCounters {
 }
 
 impl Harness {
+    /// A native packet; an in-place result is checked as the output it stands for.
+    fn ipv6(&mut self, pkt: &[u8]) {
+        if let Ok(h) = self.relay.handle_ipv6(self.now, pkt) {
+            self.in_place(h, pkt);
+        }
+    }
+
+    /// A datagram; an in-place result is checked as the output it stands for.
+    fn udp(&mut self, from: SocketAddrV4, dg: &[u8]) {
+        if let Ok(h) = self.relay.handle_udp(self.now, Local::Primary, from, dg) {
+            self.in_place(h, dg);
+        }
+    }
+
+    /// Checks what the caller would send out of its own buffer, after the queued outputs
+    /// (the order a driver uses).
+    fn in_place(&mut self, h: Handled, input: &[u8]) {
+        let Some(ip) = h.in_place() else {
+            return;
+        };
+        self.drain();
+        let bytes = ip.bytes(input);
+        assert_eq!(bytes.len(), ip.output.len());
+        self.buf[..bytes.len()].copy_from_slice(bytes);
+        self.check_output(ip.output);
+    }
+
     /// A direct bubble from client `k` to the source of the relay's last bubble to it, with
     /// its nonce echoed (flag bit 0), from the embedded mapping or another one (bit 1).
     fn answer_bubble(&mut self, k: usize, flags: u8) {
@@ -194,7 +222,7 @@ impl Harness {
         } else {
             SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 99), 50_000 + k as u16)
         };
-        let _ = self.relay.handle_udp(self.now, from, &dg[..len]);
+        self.udp(from, &dg[..len]);
     }
 
     fn run_timers(&mut self) {
@@ -217,24 +245,37 @@ impl Harness {
                 n <= self.cfg.max_outputs,
                 "more outputs than the queue holds"
             );
-            match o {
-                Output::Udp { to, len } => self.check_udp(to, len),
-                Output::Ipv6 { len } => {
-                    let pkt = &self.buf[..len];
-                    assert_complete_ipv6(pkt, "relay native output");
-                    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[8..24]).expect("16"));
-                    assert!(
-                        is_teredo(&src) || Some(src) == self.cfg.icmp_source,
-                        "native output from {src}"
-                    );
-                }
+            self.check_output(o);
+        }
+        while let Some(e) = self.relay.poll_event() {
+            if let Event::PeerTrusted { peer, .. } = e {
+                assert!(is_teredo(&peer), "{e:?}");
+            }
+        }
+        // Drained after every operation, so the bounded queue never overflows.
+        assert_eq!(self.relay.events_lost(), 0);
+    }
+
+    fn check_output(&mut self, o: Output) {
+        match o {
+            Output::Udp { to, len, kind, .. } => self.check_udp(to, len, kind),
+            Output::Ipv6 { len, kind } => {
+                let pkt = &self.buf[..len];
+                assert_complete_ipv6(pkt, "relay native output");
+                let src = Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[8..24]).expect("16"));
+                assert!(
+                    is_teredo(&src) || Some(src) == self.cfg.icmp_source,
+                    "native output from {src}"
+                );
+                assert_eq!(kind == Kind::Icmpv6Error, Some(src) == self.cfg.icmp_source);
             }
         }
     }
 
-    fn check_udp(&mut self, to: SocketAddrV4, len: usize) {
+    fn check_udp(&mut self, to: SocketAddrV4, len: usize, kind: Kind) {
         assert!(is_ipv4_global_unicast(*to.ip()), "UDP output to {to}");
         let p = TeredoPacket::parse(&self.buf[..len]).expect("UDP output re-parses");
+        assert_eq!(kind.is_bubble(), p.is_bubble(), "{kind:?}");
         assert!(p.auth.is_none() && p.origin.is_none());
         let dst = p.dst();
         let t = TeredoAddr::from_ipv6(&dst).expect("UDP output to a Teredo address");

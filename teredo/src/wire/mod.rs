@@ -9,6 +9,7 @@ pub mod ndp;
 pub mod origin;
 pub mod packet;
 pub mod trailer;
+pub mod view;
 
 #[cfg(test)]
 mod proptests;

@@ -1,0 +1,49 @@
+//! The peer rules the relay and the client share (RFC 4380 §5.2.4, §5.2.6, §5.4.1): bubble
+//! pacing, the per-window bubble cap, peer validity, and the token bucket that budgets
+//! bubbles over all peers. Small pure functions over a [`Time`] (an `Instant` for the
+//! client, a millisecond tick for the relay's compact table), so that a pacing fix is made
+//! once.
+
+pub mod budget;
+pub mod pacing;
+pub mod validity;
+
+use std::time::{Duration, Instant};
+
+pub use budget::take_token;
+pub use pacing::{attempt_limit, gate, window_over, Gate, Pacing};
+pub use validity::is_valid;
+
+/// Peer validity (RFC 4380 §5.2.4): 30 s since the last reception.
+pub const VALIDITY: Duration = Duration::from_secs(30);
+/// Bubble spacing and retransmission timeout (RFC 4380 §5.2.6, §5.4.1): 2 s.
+pub const BUBBLE_INTERVAL: Duration = Duration::from_secs(2);
+/// Bubble repetitions after the first (RFC 4380 §5.4.1): 3.
+pub const BUBBLE_RETRIES: u8 = 3;
+/// Window of the bubble cap (RFC 4380 §5.2.6): 300 s.
+pub const BUBBLE_WINDOW: Duration = Duration::from_secs(300);
+/// Bubbles allowed per window without an answer (RFC 4380 §5.2.6): 4.
+pub const MAX_BUBBLES_PER_WINDOW: u8 = 4;
+
+/// A point in time the rules can compare and move forward.
+pub trait Time: Copy + Ord {
+    /// A length of time.
+    type Span: Copy;
+    /// `self + d`, `None` on overflow (the rules then treat the deadline as never).
+    fn after(self, d: Self::Span) -> Option<Self>;
+}
+
+impl Time for Instant {
+    type Span = Duration;
+    fn after(self, d: Duration) -> Option<Self> {
+        self.checked_add(d)
+    }
+}
+
+/// Milliseconds on a monotonic tick (the relay's clock).
+impl Time for u64 {
+    type Span = Self;
+    fn after(self, d: Self) -> Option<Self> {
+        self.checked_add(d)
+    }
+}
