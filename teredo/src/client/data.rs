@@ -14,6 +14,7 @@ use crate::DropReason;
 
 use super::peers::{bubble_bytes, trailer_nonce, EchoTest, Gate};
 use super::*;
+use crate::io::Kind;
 
 /// ICMPv6 echo reply type.
 pub(super) const ICMPV6_ECHO_REPLY: u8 = 129;
@@ -59,16 +60,17 @@ pub(super) fn answers_echo_test(ipv6: &[u8], test: Option<EchoTest>) -> bool {
 
 impl Client {
     /// Sends an IPv6 packet of the application (RFC 4380 §5.2.4): `packet` is a complete
-    /// IPv6 packet whose source is the client's Teredo address. `Ok` when it was sent
-    /// (waiting in [`Self::poll_transmit`]) or queued while its destination is being reached
-    /// (see the module documentation); `Err` when it was dropped, with the counted reason:
+    /// IPv6 packet whose source is the client's Teredo address. `Ok(`[`Handled::Sent`]`)`
+    /// when it was sent (waiting in [`Self::poll_output`]), `Ok(`[`Handled::Queued`]`)` when
+    /// it was queued while its destination is being reached (see the module documentation);
+    /// `Err` when it was dropped, with the counted reason:
     /// `not_qualified` (no address; a dormant client wakes up and qualifies again),
     /// wire reasons, `too_large`, `wrong_source`, `not_allowed` (to our own address),
     /// `non_global_destination`, `non_global_mapped_address` / `non_global_server` (a Teredo
     /// destination embedding a non-global IPv4, RFC 4380 §5.2.4), `peer_unreachable` (no
     /// answer to the probes, until the window ends), `queue_full`, `global_queue_full`,
     /// `peer_table_full`, `output_queue_full`. Counts as activity ([`Self::note_activity`]).
-    pub fn send_ipv6(&mut self, now: Instant, packet: &[u8]) -> Result<(), DropReason> {
+    pub fn handle_ipv6(&mut self, now: Instant, packet: &[u8]) -> Result<Handled, DropReason> {
         let r = self.transmit_ipv6(now, packet);
         if let Err(reason) = r {
             self.counters.count_drop(reason, 1);
@@ -81,7 +83,7 @@ impl Client {
         r
     }
 
-    pub(super) fn transmit_ipv6(&mut self, now: Instant, packet: &[u8]) -> Result<(), DropReason> {
+    fn transmit_ipv6(&mut self, now: Instant, packet: &[u8]) -> Result<Handled, DropReason> {
         self.note_activity(now);
         let (State::Qualified, Some(own)) = (self.state, self.address) else {
             return Err(DropReason::NotQualified);
@@ -123,13 +125,14 @@ impl Client {
             if let (true, Some(to)) = (p.valid(now, validity), p.mapping) {
                 p.last_tx = Some(now);
                 p.last_used = now;
-                self.push_output(to, packet.to_vec())?;
+                self.push_output(to, Kind::Data, packet.to_vec())?;
                 self.counters.ipv6_sent += 1;
-                return Ok(());
+                return Ok(Handled::Sent);
             }
         }
         // Cases 2 and 5: queue, and reach the peer first.
-        self.hold(now, dst, teredo, packet)
+        self.hold(now, dst, teredo, packet)?;
+        Ok(Handled::Queued)
     }
 
     pub(super) fn take_reply_token(&mut self, now: Instant) -> bool {
@@ -155,7 +158,7 @@ impl Client {
         from: SocketAddrV4,
         pkt: &TeredoPacket<'_>,
         from_server: bool,
-    ) -> Result<(), DropReason> {
+    ) -> Result<Handled, DropReason> {
         let Some(own) = self.address else {
             return Err(DropReason::NotQualified);
         };
@@ -188,14 +191,16 @@ impl Client {
         pkt: &TeredoPacket<'_>,
         own: Ipv6Addr,
         bubble: bool,
-    ) -> Result<(), DropReason> {
+    ) -> Result<Handled, DropReason> {
         let src = pkt.src();
         let teredo = TeredoAddr::from_ipv6(&src);
         if !bubble {
             // The server checked that a Teredo source's embedded mapping is where the packet
             // came from (RFC 4380 §5.3.1 case 5) and told us where that was.
             return match (teredo, pkt.origin) {
-                (Some(t), Some(o)) if t.mapped == o.0 => self.deliver(now, pkt.ipv6),
+                (Some(t), Some(o)) if t.mapped == o.0 => {
+                    self.deliver(now, pkt.ipv6).map(|()| Handled::Delivered)
+                }
                 _ => Err(DropReason::UntrustedSource),
             };
         }
@@ -242,7 +247,7 @@ impl Client {
                 // The probe's direct bubble goes where the answer would, with the echo.
                 Gate::Now => {
                     self.send_probe(now, src);
-                    return Ok(());
+                    return Ok(Handled::RelayedBubble);
                 }
                 Gate::At(t) => self.set_deadline(src, Some(t)),
                 Gate::Exhausted => {
@@ -254,7 +259,7 @@ impl Client {
         }
         if !self.take_reply_token(now) {
             self.counters.reply_bubbles_suppressed += 1;
-            return Ok(());
+            return Ok(Handled::RelayedBubble);
         }
         // RFC 6081 §5.2.4.2: the answer to an indirect bubble echoes its nonce.
         let echo = if self.cfg.symmetric_support {
@@ -263,14 +268,14 @@ impl Client {
             None
         };
         if self
-            .push_output(reply_to, bubble_bytes(own, src, echo))
+            .push_output(reply_to, Kind::Bubble, bubble_bytes(own, src, echo))
             .is_ok()
         {
             self.counters.reply_bubbles_sent += 1;
         } else {
             self.counters.count_drop(DropReason::OutputQueueFull, 1);
         }
-        Ok(())
+        Ok(Handled::RelayedBubble)
     }
 
     /// A packet straight from a peer or a relay (RFC 4380 §5.2.3 cases 1–3, 6; RFC 6081
@@ -281,7 +286,7 @@ impl Client {
         from: SocketAddrV4,
         pkt: &TeredoPacket<'_>,
         bubble: bool,
-    ) -> Result<(), DropReason> {
+    ) -> Result<Handled, DropReason> {
         let src = pkt.src();
         if let Some(p) = self.peers.get(&src) {
             // Case 1: trusted, from its mapping.
@@ -292,10 +297,12 @@ impl Client {
                 if bubble {
                     self.counters.bubbles_received += 1;
                 }
-                return if swallow {
-                    Ok(())
+                return if bubble {
+                    Ok(Handled::Bubble)
+                } else if swallow {
+                    Ok(Handled::EchoReply)
                 } else {
-                    self.deliver(now, pkt.ipv6)
+                    self.deliver(now, pkt.ipv6).map(|()| Handled::Delivered)
                 };
             }
             // Case 2: the echo reply of our direct IPv6 connectivity test.
@@ -305,7 +312,7 @@ impl Client {
                 }
                 self.counters.echo_tests_ok += 1;
                 self.trust(now, src, from);
-                return Ok(());
+                return Ok(Handled::EchoReply);
             }
         }
         let Some(t) = TeredoAddr::from_ipv6(&src) else {
@@ -337,8 +344,8 @@ impl Client {
         self.trust(now, src, from);
         if bubble {
             self.counters.bubbles_received += 1;
-            return Ok(());
+            return Ok(Handled::Bubble);
         }
-        self.deliver(now, pkt.ipv6)
+        self.deliver(now, pkt.ipv6).map(|()| Handled::Delivered)
     }
 }

@@ -33,7 +33,8 @@
 //!
 //! # Data path (RFC 4380 §5.2.3, §5.2.4, §5.2.6, §5.2.9; RFC 6081 §5.2; TEREDO.md §6, §15)
 //! While qualified, the application hands IPv6 packets from the Teredo address to
-//! [`Client::send_ipv6`] and reads what arrives with [`Client::poll_ipv6`]. A bounded peer
+//! [`Client::handle_ipv6`] and reads what arrives from [`Client::poll_output`]
+//! ([`Output::Ipv6`](crate::io::Output::Ipv6)). A bounded peer
 //! table ([`ClientConfig::max_peers`], least recently used evicted) remembers per IPv6
 //! peer its mapping, whether it is trusted, the last reception/transmission, the probes
 //! sent in the current 300 s window, the nonces and a bounded FIFO queue.
@@ -78,8 +79,9 @@
 //! # Driving it
 //! Feed every datagram received on the client's socket to [`Client::handle_udp`], call
 //! [`Client::handle_timeout`] at [`Client::poll_timeout`], and drain
-//! [`Client::poll_transmit`] (router solicitations, bubbles, echo tests, data),
-//! [`Client::poll_ipv6`] and [`Client::poll_event`] after every input. Time and randomness
+//! [`Client::poll_output`] (datagrams: router solicitations, bubbles, echo tests, data,
+//! each with its [`Kind`](crate::io::Kind); then packets for the host) and [`Client::poll_event`] after
+//! every input. Time and randomness
 //! come from the caller.
 
 mod config;
@@ -98,6 +100,7 @@ pub use peers::{PeerInfo, PeerPhase};
 pub use state::*;
 
 use counters::Path;
+use outputs::Queued;
 use peers::Peer;
 use qualification::{Exchange, PendingRs, Step};
 
@@ -109,6 +112,7 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 
 use crate::addr::TEREDO_PORT;
+use crate::io::Local;
 use crate::wire::ndp::ICMPV6_ROUTER_ADVERTISEMENT;
 use crate::wire::packet::{MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6};
 use crate::wire::TeredoPacket;
@@ -153,15 +157,15 @@ pub const ECHO_HOP_LIMIT: u8 = 128;
 /// Hop limit of the client's bubbles: link-scope on the Teredo pseudo-link (as the relay's
 /// default; Miredo sends 0, every known receiver accepts both).
 pub const BUBBLE_HOP_LIMIT: u8 = 255;
-/// Datagrams waiting in [`Client::poll_transmit`]; beyond it outputs are dropped
+/// Datagrams waiting in [`Client::poll_output`]; beyond it outputs are dropped
 /// (`output_queue_full`).
 pub const MAX_OUTPUTS: usize = 256;
-/// Bytes waiting in [`Client::poll_transmit`].
+/// Bytes waiting in [`Client::poll_output`].
 pub const MAX_OUTPUT_BYTES: usize = 512 * 1024;
-/// Packets waiting in [`Client::poll_ipv6`]; beyond it deliveries are dropped
+/// Host packets waiting in [`Client::poll_output`]; beyond it deliveries are dropped
 /// (`output_queue_full`).
 pub const MAX_DELIVERIES: usize = 256;
-/// Bytes waiting in [`Client::poll_ipv6`].
+/// Bytes of host packets waiting in [`Client::poll_output`].
 pub const MAX_DELIVERY_BYTES: usize = 512 * 1024;
 /// Answers to relayed (indirect) bubbles per second, long-run.
 pub const REPLY_BUBBLE_RATE: u64 = 10;
@@ -170,6 +174,7 @@ pub const REPLY_BUBBLE_BURST: u64 = 10;
 
 /// Something the driver may want to log or act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The state changed (the first event is the initial probe state).
     StateChanged(State),
@@ -208,14 +213,42 @@ pub enum Event {
     },
 }
 
-/// A datagram written into the caller's buffer: send `len` bytes from the client's socket to
-/// `to`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// Destination: a server address (port 3544), a peer's or a relay's mapping.
-    pub to: SocketAddrV4,
-    /// Bytes written.
-    pub len: usize,
+/// What an input was accepted as: the `Ok` of [`Client::handle_udp`] and
+/// [`Client::handle_ipv6`]. What it produced waits in [`Client::poll_output`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Handled {
+    /// A router advertisement answering one of our RSs (qualification or refresh).
+    RouterAdvertisement,
+    /// A bubble the server relayed: answered with a direct bubble to its origin, unless
+    /// the answer rate limit held it back.
+    RelayedBubble,
+    /// A bubble straight from a peer: the peer is trusted.
+    Bubble,
+    /// The echo reply of our direct IPv6 connectivity test (or a late one): the relay that
+    /// brought it is trusted for the peer.
+    EchoReply,
+    /// An IPv6 packet for the host: it waits in [`Client::poll_output`] as [`Output::Ipv6`](crate::io::Output::Ipv6).
+    Delivered,
+    /// An application packet to a trusted peer: it waits in [`Client::poll_output`].
+    Sent,
+    /// An application packet held in its peer's queue while the peer is being reached.
+    Queued,
+}
+
+impl Handled {
+    /// snake_case label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RouterAdvertisement => "router_advertisement",
+            Self::RelayedBubble => "relayed_bubble",
+            Self::Bubble => "bubble",
+            Self::EchoReply => "echo_reply",
+            Self::Delivered => "delivered",
+            Self::Sent => "sent",
+            Self::Queued => "queued",
+        }
+    }
 }
 
 /// `now + d`, or `None` when that overflows `Instant` (the timer then never fires).
@@ -262,10 +295,10 @@ pub struct Client {
     timers: BTreeSet<(Instant, Ipv6Addr)>,
     /// Bytes in all peer queues.
     queued_bytes: usize,
-    /// Datagrams waiting in [`Self::poll_transmit`] after the RS.
-    outputs: VecDeque<(SocketAddrV4, Vec<u8>)>,
+    /// Datagrams waiting in [`Self::poll_output`] after the RS.
+    outputs: VecDeque<Queued>,
     output_bytes: usize,
-    /// Packets waiting in [`Self::poll_ipv6`].
+    /// Host packets waiting in [`Self::poll_output`], after the datagrams.
     deliveries: VecDeque<Vec<u8>>,
     delivery_bytes: usize,
     /// Token bucket of the answers to relayed bubbles, in thousandths of a token.
@@ -289,7 +322,7 @@ impl fmt::Debug for Client {
 impl Client {
     /// Creates a client bound to `local` (its own socket address, used to detect "no NAT"
     /// and port preservation: pass the real address, not 0.0.0.0) and starts qualifying:
-    /// the first RS is waiting in [`Self::poll_transmit`] — unless the managed-network rule
+    /// the first RS is waiting in [`Self::poll_output`] — unless the managed-network rule
     /// applies, in which case the client stays offline for good.
     pub fn new(
         config: ClientConfig,
@@ -483,13 +516,14 @@ impl Client {
         self.events.pop_front()
     }
 
-    /// Handles a datagram received on the client's socket from `from`: a router
-    /// advertisement (qualification path), or — while qualified — a packet of the data path
-    /// (see the module documentation; bubbles relayed by the server are answered, accepted
-    /// packets wait in [`Self::poll_ipv6`]). A refused datagram returns its counted
-    /// [`DropReason`] (`ra_rejected` or `data_rejected`) and changes nothing — except a
-    /// packet that proved its peer but did not fit the [`Self::poll_ipv6`] queue
-    /// (`output_queue_full`): the peer is trusted all the same.
+    /// Handles a datagram received from `from` on the client's socket (`local`: a client has
+    /// one, [`Local::Primary`]): a router advertisement (qualification path), or — while
+    /// qualified — a packet of the data path (see the module documentation; bubbles relayed
+    /// by the server are answered, accepted packets wait in [`Self::poll_output`]). `Ok`
+    /// says what it was accepted as. A refused datagram returns its counted [`DropReason`]
+    /// (`ra_rejected` or `data_rejected`) and changes nothing — except a packet that proved
+    /// its peer but did not fit the delivery queue (`output_queue_full`): the peer is
+    /// trusted all the same.
     ///
     /// Which path: an ICMPv6 router advertisement (from anyone) is checked as an RA below;
     /// anything else from the server while not qualified is `not_router_advertisement`, from
@@ -508,16 +542,17 @@ impl Client {
     pub fn handle_udp(
         &mut self,
         now: Instant,
+        local: Local,
         from: SocketAddrV4,
         data: &[u8],
-    ) -> Result<(), DropReason> {
+    ) -> Result<Handled, DropReason> {
         let (path, r) = self.dispatch(now, from, data);
         match (path, r) {
-            (Path::Qualification, Ok(())) => self.counters.ra_accepted += 1,
-            (Path::Data, Ok(())) => self.counters.data_accepted += 1,
+            (Path::Qualification, Ok(_)) => self.counters.ra_accepted += 1,
+            (Path::Data, Ok(_)) => self.counters.data_accepted += 1,
             (path, Err(reason)) => {
                 self.counters.count_reject(reason, path);
-                tracing::debug!(%from, reason = reason.as_str(), len = data.len(), state = %self.state, ?path, "client drop");
+                tracing::debug!(%from, local = local.as_str(), reason = reason.as_str(), len = data.len(), state = %self.state, ?path, "client drop");
             }
         }
         r
@@ -533,7 +568,7 @@ impl Client {
         now: Instant,
         from: SocketAddrV4,
         data: &[u8],
-    ) -> (Path, Result<(), DropReason>) {
+    ) -> (Path, Result<Handled, DropReason>) {
         let from_server = self.is_server(from);
         let qualified = self.state == State::Qualified && self.address.is_some();
         let malformed_path = if from_server || !qualified {
@@ -553,7 +588,8 @@ impl Client {
         if is_ra {
             return (
                 Path::Qualification,
-                self.router_advertisement(now, from, &pkt),
+                self.router_advertisement(now, from, &pkt)
+                    .map(|()| Handled::RouterAdvertisement),
             );
         }
         if !qualified {

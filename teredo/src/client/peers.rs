@@ -14,6 +14,7 @@ use crate::wire::trailer::{Trailers, TYPE_NONCE};
 use crate::DropReason;
 
 use super::*;
+use crate::io::Kind;
 
 /// Where a peer is in its reachability procedure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -341,7 +342,7 @@ impl Client {
         p.attempts = p.attempts.saturating_add(1);
         p.last_probe = Some(now);
         p.last_tx = Some(now);
-        let mut out: Vec<(SocketAddrV4, Vec<u8>)> = Vec::with_capacity(2);
+        let mut out: Vec<(SocketAddrV4, Kind, Vec<u8>)> = Vec::with_capacity(2);
         if p.teredo {
             let t = TeredoAddr::from_octets_unchecked(&addr.octets());
             // RFC 6081 §5.2.4.2: echo the peer's nonce once it sent us an indirect bubble.
@@ -350,9 +351,10 @@ impl Client {
                 p.nonce_sent = [Some(n), p.nonce_sent[0]];
             }
             let direct_to = p.mapping.unwrap_or(t.mapped);
-            out.push((direct_to, bubble_bytes(own, addr, echo)));
+            out.push((direct_to, Kind::Bubble, bubble_bytes(own, addr, echo)));
             out.push((
                 SocketAddrV4::new(t.server, TEREDO_PORT),
+                Kind::IndirectBubble,
                 bubble_bytes(own, addr, fresh),
             ));
         } else if let Some(test) = p.echo {
@@ -365,12 +367,16 @@ impl Client {
             let mut b = vec![0u8; IPV6_HEADER_LEN + 8 + ECHO_NONCE_LEN];
             if let Ok(len) = echo.emit(&mut b, own, addr, ECHO_HOP_LIMIT) {
                 b.truncate(len);
-                out.push((SocketAddrV4::new(self.cfg.server, TEREDO_PORT), b));
+                out.push((
+                    SocketAddrV4::new(self.cfg.server, TEREDO_PORT),
+                    Kind::EchoRequest,
+                    b,
+                ));
             }
         }
         let teredo = p.teredo;
-        for (to, bytes) in out {
-            if self.push_output(to, bytes).is_ok() {
+        for (to, kind, bytes) in out {
+            if self.push_output(to, kind, bytes).is_ok() {
                 if teredo {
                     self.counters.bubbles_sent += 1;
                 } else {
@@ -462,7 +468,7 @@ impl Client {
             });
         }
         for packet in queue {
-            match self.push_output(from, packet) {
+            match self.push_output(from, Kind::Data, packet) {
                 Ok(()) => {
                     self.counters.flushed += 1;
                     self.counters.ipv6_sent += 1;

@@ -49,7 +49,7 @@ impl Exchange {
     }
 }
 
-/// An RS waiting for [`Client::poll_transmit`].
+/// An RS waiting for [`Client::poll_output`].
 #[derive(Clone, Copy, Debug)]
 pub(super) struct PendingRs {
     pub(super) to: Ipv4Addr,

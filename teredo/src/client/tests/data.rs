@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::addr::{is_link_local, TeredoAddr};
 use crate::client::peers::*;
 use crate::client::*;
+use crate::io::{self, Local};
 use crate::wire::ipv6::finish_icmpv6;
 use crate::wire::ipv6::Echo;
 use crate::wire::TeredoPacket;
@@ -250,7 +251,7 @@ fn queues_are_bounded_and_dropped_on_give_up() {
     assert_eq!(net.ping(x, H, 30), Err(DropReason::PeerUnreachable));
     net.run_for(secs(30));
     net.h_up = true;
-    assert_eq!(net.ping(x, H, 31), Ok(()));
+    assert_eq!(net.ping(x, H, 31), Ok(Handled::Queued));
     net.run_for(secs(1));
     assert_eq!(net.replies(x, H), [31]);
 
@@ -263,7 +264,14 @@ fn queues_are_bounded_and_dropped_on_give_up() {
     net.run_for(secs(1));
     net.h_up = false;
     let r: Vec<_> = (0..3).map(|s| net.ping(x, H, s)).collect();
-    assert_eq!(r, [Ok(()), Ok(()), Err(DropReason::QueueFull)]);
+    assert_eq!(
+        r,
+        [
+            Ok(Handled::Queued),
+            Ok(Handled::Queued),
+            Err(DropReason::QueueFull)
+        ]
+    );
 }
 
 #[test]
@@ -412,13 +420,16 @@ fn reception_rules() {
         ),
     ];
     for (what, from, bytes, reason) in &cases {
-        assert_eq!(c.handle_udp(now, *from, bytes), Err(*reason), "{what}");
         assert_eq!(
-            c.poll_transmit(&mut [0u8; 2000]),
-            None,
-            "{what}: nothing sent"
+            c.handle_udp(now, Local::Primary, *from, bytes),
+            Err(*reason),
+            "{what}"
         );
-        assert_eq!(c.poll_ipv6(&mut [0u8; 2000]), None, "{what}");
+        assert_eq!(
+            c.poll_output(&mut [0u8; 2000]),
+            None,
+            "{what}: nothing sent or delivered"
+        );
     }
     assert_eq!(c.counters().data_rejected, cases.len() as u64);
     assert_eq!(
@@ -429,9 +440,12 @@ fn reception_rules() {
     assert_eq!(c.peer_count(), 0, "no entry for refused sources");
     // Case 3: a Teredo source at its embedded mapping is trusted and delivered.
     let req = echo_request(peer, xa, 2);
-    assert_eq!(c.handle_udp(now, peer_map, &datagram(None, &req)), Ok(()));
+    assert_eq!(
+        c.handle_udp(now, Local::Primary, peer_map, &datagram(None, &req)),
+        Ok(Handled::Delivered)
+    );
     let mut b = [0u8; 2000];
-    assert_eq!(c.poll_ipv6(&mut b), Some(req.len()));
+    assert_eq!(next_ipv6(c, &mut b), Some(req.len()));
     assert_eq!(&b[..req.len()], &req[..]);
     let p = c.peer(&peer, now).unwrap();
     assert!(p.trusted && p.valid && p.teredo);
@@ -439,16 +453,19 @@ fn reception_rules() {
     // the server vouches for it.
     let req = echo_request(peer, xa, 3);
     assert_eq!(
-        c.handle_udp(now, server, &datagram(Some(peer_map), &req)),
-        Ok(())
+        c.handle_udp(now, Local::Primary, server, &datagram(Some(peer_map), &req)),
+        Ok(Handled::Delivered)
     );
-    assert_eq!(c.poll_ipv6(&mut b), Some(req.len()));
+    assert_eq!(next_ipv6(c, &mut b), Some(req.len()));
     // A relay's indirect bubble: answered to the origin indication, dst = its source.
     let relay_ll: Ipv6Addr = "fe80::1234:5678".parse().unwrap();
     let relayed = datagram(Some(RELAY), &bubble_bytes(relay_ll, xa, Some([1, 2, 3, 4])));
-    assert_eq!(c.handle_udp(now, server, &relayed), Ok(()));
-    let t = c.poll_transmit(&mut b).unwrap();
-    assert_eq!(t.to, RELAY);
+    assert_eq!(
+        c.handle_udp(now, Local::Primary, server, &relayed),
+        Ok(Handled::RelayedBubble)
+    );
+    let t = next_udp(c, &mut b).unwrap();
+    assert_eq!((t.to, t.kind), (RELAY, io::Kind::Bubble));
     let answer = TeredoPacket::parse(&b[..t.len]).unwrap();
     assert!(answer.is_bubble());
     assert_eq!((answer.src(), answer.dst()), (xa, relay_ll));
@@ -457,10 +474,10 @@ fn reception_rules() {
     assert_eq!(c.counters().reply_bubbles_sent, 1);
     // Answers are rate-limited: a burst of 10, then 10 per second.
     for _ in 0..20 {
-        let _ = c.handle_udp(now, server, &relayed);
+        let _ = c.handle_udp(now, Local::Primary, server, &relayed);
     }
     let mut answered = 0;
-    while c.poll_transmit(&mut b).is_some() {
+    while next_udp(c, &mut b).is_some() {
         answered += 1;
     }
     assert_eq!(answered, 9);
@@ -468,11 +485,16 @@ fn reception_rules() {
     // Not qualified: the data path is closed.
     let (mut c, now, _, _) = probing(Profile::Miredo);
     assert_eq!(
-        c.handle_udp(now, peer_map, &datagram(None, &echo_request(peer, xa, 1))),
+        c.handle_udp(
+            now,
+            Local::Primary,
+            peer_map,
+            &datagram(None, &echo_request(peer, xa, 1))
+        ),
         Err(DropReason::NotQualified)
     );
     assert_eq!(
-        c.send_ipv6(now, &echo_request(xa, H, 1)),
+        c.handle_ipv6(now, &echo_request(xa, H, 1)),
         Err(DropReason::NotQualified)
     );
     assert_eq!(
@@ -524,10 +546,10 @@ fn send_validation() {
         (vec![0x45; 40], DropReason::BadIpVersion),
         (vec![0x60; 10], DropReason::Truncated),
     ] {
-        assert_eq!(c.send_ipv6(now, &pkt), Err(want));
+        assert_eq!(c.handle_ipv6(now, &pkt), Err(want));
     }
     assert_eq!(c.counters().dropped_total(), 9);
-    assert_eq!(c.poll_transmit(&mut [0u8; 100]), None);
+    assert_eq!(c.poll_output(&mut [0u8; 100]), None);
     assert_eq!(c.peer_count(), 0);
 }
 
@@ -544,7 +566,10 @@ fn peer_table_is_bounded() {
     for i in 1..=3u16 {
         let dst = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i);
         let c = &mut net.hosts[x].client;
-        assert_eq!(c.send_ipv6(net.now, &echo_request(xa, dst, i)), Ok(()));
+        assert_eq!(
+            c.handle_ipv6(net.now, &echo_request(xa, dst, i)),
+            Ok(Handled::Queued)
+        );
         net.run_for(secs(1));
     }
     let c = net.client(x);
@@ -562,7 +587,7 @@ fn losing_the_address_empties_the_peer_table() {
     // Miredo refreshes at 30 s, 60 s, ... after the first RS (t = 0).
     net.run_for(secs(3));
     net.h_up = false;
-    assert_eq!(net.ping(x, H, 1), Ok(()));
+    assert_eq!(net.ping(x, H, 1), Ok(Handled::Queued));
     net.hosts[x].nat.mapping =
         Mapping::Fixed(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 41000));
     net.run_for(secs(4));
@@ -580,7 +605,7 @@ fn traffic_is_activity_for_the_dormant_timer() {
     let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Win7, Kind::Cone);
     // A ping every 10 minutes keeps Windows 7 qualified for two hours.
     for s in 0..12 {
-        assert_eq!(net.ping(x, H, s), Ok(()));
+        assert_eq!(net.ping(x, H, s), Ok(Handled::Queued));
         net.run_for(secs(600));
     }
     assert_eq!(net.client(x).state(), State::Qualified);
@@ -596,7 +621,9 @@ fn traffic_is_activity_for_the_dormant_timer() {
     .to_ipv6();
     let now = net.now;
     assert_eq!(
-        net.hosts[x].client.send_ipv6(now, &echo_request(xa, H, 1)),
+        net.hosts[x]
+            .client
+            .handle_ipv6(now, &echo_request(xa, H, 1)),
         Err(DropReason::NotQualified)
     );
     assert!(matches!(net.client(x).state(), State::Probe(_)));

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::addr::server_link_local;
 use crate::addr::{TeredoAddr, TEREDO_PORT};
 use crate::client::*;
+use crate::io;
 use crate::server::{Local, Output, Server, ServerConfig};
 use crate::wire::auth::Auth;
 use crate::wire::ipv6::Echo;
@@ -184,7 +185,7 @@ impl Lab {
     pub(super) fn pump(&mut self) {
         let mut buf = [0u8; 1500];
         let mut sbuf = vec![0u8; MAX_UDP_PAYLOAD];
-        while let Some(t) = self.client.poll_transmit(&mut buf) {
+        while let Some(t) = next_udp(&mut self.client, &mut buf) {
             let pkt = TeredoPacket::parse(&buf[..t.len]).expect("RS parses");
             self.rs_log.push((self.elapsed(), t.to, pkt.src()));
             let src = self.nat.outbound(self.client.local(), t.to);
@@ -214,7 +215,10 @@ impl Lab {
                 };
                 let from = SocketAddrV4::new(self.server.address(from_local), TEREDO_PORT);
                 if self.nat.inbound(from, to) {
-                    if let Err(r) = self.client.handle_udp(self.now, from, &sbuf[..len]) {
+                    if let Err(r) =
+                        self.client
+                            .handle_udp(self.now, io::Local::Primary, from, &sbuf[..len])
+                    {
                         self.drops.push(r);
                     }
                 }
@@ -425,7 +429,7 @@ impl Net {
         for h in &mut self.hosts {
             if h.nat.owns(h.client.local(), to) {
                 if h.nat.inbound(from, to) {
-                    if let Err(r) = h.client.handle_udp(now, from, data) {
+                    if let Err(r) = h.client.handle_udp(now, io::Local::Primary, from, data) {
                         h.drops.push(r);
                     }
                 } else {
@@ -453,20 +457,26 @@ impl Net {
         for _ in 0..100_000 {
             let mut busy = false;
             for i in 0..self.hosts.len() {
-                while let Some(t) = self.hosts[i].client.poll_transmit(&mut b) {
-                    let h = &mut self.hosts[i];
-                    let ext = h.nat.outbound(h.client.local(), t.to);
-                    self.send(ext, t.to, b[..t.len].to_vec());
+                // Datagrams leave first, then the host answers what was delivered: what it
+                // sends in answer leaves on the next round.
+                let mut delivered = Vec::new();
+                while let Some(o) = self.hosts[i].client.poll_output(&mut b) {
+                    match o {
+                        io::Output::Udp { to, len, .. } => {
+                            let h = &mut self.hosts[i];
+                            let ext = h.nat.outbound(h.client.local(), to);
+                            self.send(ext, to, b[..len].to_vec());
+                        }
+                        io::Output::Ipv6 { len, .. } => delivered.push(b[..len].to_vec()),
+                    }
                     busy = true;
                 }
-                while let Some(n) = self.hosts[i].client.poll_ipv6(&mut b) {
-                    let pkt = b[..n].to_vec();
+                for pkt in delivered {
                     let h = &mut self.hosts[i];
                     if let Some(r) = echo_reply_for(&pkt).filter(|_| h.echo_responder) {
-                        let _ = h.client.send_ipv6(self.now, &r);
+                        let _ = h.client.handle_ipv6(self.now, &r);
                     }
                     h.inbox.push(pkt);
-                    busy = true;
                 }
             }
             while let Some(o) = self.relay.poll_output(&mut b) {
@@ -518,9 +528,14 @@ impl Net {
         panic!("timers do not advance");
     }
 
-    pub(super) fn ping(&mut self, i: usize, dst: Ipv6Addr, seq: u16) -> Result<(), DropReason> {
+    pub(super) fn ping(
+        &mut self,
+        i: usize,
+        dst: Ipv6Addr,
+        seq: u16,
+    ) -> Result<Handled, DropReason> {
         let pkt = echo_request(self.addr(i), dst, seq);
-        let r = self.hosts[i].client.send_ipv6(self.now, &pkt);
+        let r = self.hosts[i].client.handle_ipv6(self.now, &pkt);
         self.pump();
         r
     }
@@ -574,8 +589,9 @@ pub(super) fn probing(profile: Profile) -> (Client, Instant, [u8; 8], Ipv6Addr) 
         now,
     );
     let mut buf = [0u8; MAX_RS_LEN];
-    let t = c.poll_transmit(&mut buf).unwrap();
+    let t = next_udp(&mut c, &mut buf).unwrap();
     assert_eq!(t.to, SocketAddrV4::new(P, 3544));
+    assert_eq!(t.kind, io::Kind::RouterSolicitation);
     let pkt = TeredoPacket::parse(&buf[..t.len]).unwrap();
     (c, now, pkt.auth.unwrap().nonce, pkt.src())
 }
@@ -598,4 +614,39 @@ pub(super) fn ra(
     let n = p.emit(&mut buf).unwrap();
     buf.truncate(n);
     buf
+}
+
+/// A datagram the client emitted: the fields of [`io::Output::Udp`] the tests look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Sent {
+    pub(super) to: SocketAddrV4,
+    pub(super) len: usize,
+    pub(super) kind: io::Kind,
+}
+
+/// The client's next output, which must be a datagram; `None` when there is none.
+pub(super) fn next_udp(c: &mut Client, buf: &mut [u8]) -> Option<Sent> {
+    match c.poll_output(buf)? {
+        io::Output::Udp {
+            local,
+            to,
+            len,
+            kind,
+        } => {
+            assert_eq!(local, io::Local::Primary, "a client has one socket");
+            Some(Sent { to, len, kind })
+        }
+        other => panic!("expected a datagram, got {other:?}"),
+    }
+}
+
+/// The client's next output, which must be a packet for the host: its length.
+pub(super) fn next_ipv6(c: &mut Client, buf: &mut [u8]) -> Option<usize> {
+    match c.poll_output(buf)? {
+        io::Output::Ipv6 { len, kind } => {
+            assert_eq!(kind, io::Kind::Data);
+            Some(len)
+        }
+        other => panic!("expected a packet for the host, got {other:?}"),
+    }
 }

@@ -17,6 +17,7 @@ use crate::addr::{
 };
 use crate::client::counters::*;
 use crate::client::*;
+use crate::io::Local;
 use crate::wire::ipv6::emit_bubble;
 use crate::wire::ipv6::finish_icmpv6;
 use crate::wire::TeredoPacket;
@@ -470,7 +471,11 @@ fn bad_ras_are_rejected_with_their_reason() {
         Some(Event::StateChanged(State::Probe(ProbePhase::Restricted)))
     );
     for (what, from, bytes, reason) in &cases {
-        assert_eq!(c.handle_udp(now, *from, bytes), Err(*reason), "{what}");
+        assert_eq!(
+            c.handle_udp(now, Local::Primary, *from, bytes),
+            Err(*reason),
+            "{what}"
+        );
         assert_eq!(c.state(), State::Probe(ProbePhase::Restricted), "{what}");
         assert_eq!(c.address(), None);
         assert_eq!(c.poll_event(), None, "{what}");
@@ -481,7 +486,10 @@ fn bad_ras_are_rejected_with_their_reason() {
     assert_eq!(c.counters().ra_accepted, 0);
     // Truncations and garbage never panic and never qualify.
     for n in 0..good.len() {
-        assert!(c.handle_udp(now, from, &good[..n]).is_err(), "len {n}");
+        assert!(
+            c.handle_udp(now, Local::Primary, from, &good[..n]).is_err(),
+            "len {n}"
+        );
     }
     let mut rng = ChaCha8Rng::seed_from_u64(99);
     for _ in 0..2000 {
@@ -491,14 +499,20 @@ fn bad_ras_are_rejected_with_their_reason() {
         if len > 1 && rng.next_u32() % 2 == 0 {
             junk[..2].copy_from_slice(&[0, 1]);
         }
-        let _ = c.handle_udp(now, from, &junk);
+        let _ = c.handle_udp(now, Local::Primary, from, &junk);
     }
     assert_eq!(c.state(), State::Probe(ProbePhase::Restricted));
     // The genuine RA still qualifies; replaying it afterwards is refused.
-    assert_eq!(c.handle_udp(now, from, &good), Ok(()));
+    assert_eq!(
+        c.handle_udp(now, Local::Primary, from, &good),
+        Ok(Handled::RouterAdvertisement)
+    );
     assert_eq!(c.state(), State::Qualified);
     assert_eq!(c.mapping(), Some(EXT));
-    assert_eq!(c.handle_udp(now, from, &good), Err(DropReason::BadNonce));
+    assert_eq!(
+        c.handle_udp(now, Local::Primary, from, &good),
+        Err(DropReason::BadNonce)
+    );
 }
 
 #[test]
@@ -510,7 +524,10 @@ fn obsolete_prefix_is_accepted_and_rewritten() {
     assert_eq!(&v[at..at + 4], &TEREDO_PREFIX);
     v[at..at + 4].copy_from_slice(&TEREDO_PREFIX_OBSOLETE);
     finish_icmpv6(&mut v[21..]);
-    assert_eq!(c.handle_udp(now, SocketAddrV4::new(P, 3544), &v), Ok(()));
+    assert_eq!(
+        c.handle_udp(now, Local::Primary, SocketAddrV4::new(P, 3544), &v),
+        Ok(Handled::RouterAdvertisement)
+    );
     let a = c.address().unwrap();
     assert_eq!(a.octets()[..4], TEREDO_PREFIX);
     assert_eq!(TeredoAddr::from_ipv6(&a).unwrap().mapped, EXT);
@@ -524,10 +541,13 @@ fn cone_ra_from_the_same_address_is_not_cone() {
     assert_eq!(ll, LL_TEREDO_CONE);
     let v = ra(Some(nonce), ll, P, None);
     assert_eq!(
-        c.handle_udp(now, SocketAddrV4::new(P, 3544), &v),
+        c.handle_udp(now, Local::Primary, SocketAddrV4::new(P, 3544), &v),
         Err(DropReason::UnexpectedServerAddress)
     );
-    assert_eq!(c.handle_udp(now, SocketAddrV4::new(S, 3544), &v), Ok(()));
+    assert_eq!(
+        c.handle_udp(now, Local::Primary, SocketAddrV4::new(S, 3544), &v),
+        Ok(Handled::RouterAdvertisement)
+    );
     assert_eq!(c.nat_type(), NatType::Cone);
     assert!(TeredoAddr::from_ipv6(&c.address().unwrap())
         .unwrap()
@@ -539,7 +559,7 @@ fn every_rs_has_a_fresh_nonce_and_late_answers_count() {
     let (mut c, now, n1, ll) = probing(Profile::Miredo);
     c.handle_timeout(now + secs(4));
     let mut buf = [0u8; MAX_RS_LEN];
-    let t = c.poll_transmit(&mut buf).unwrap();
+    let t = next_udp(&mut c, &mut buf).unwrap();
     let n2 = TeredoPacket::parse(&buf[..t.len])
         .unwrap()
         .auth
@@ -550,8 +570,13 @@ fn every_rs_has_a_fresh_nonce_and_late_answers_count() {
     // The RA to the first RS arrives late: still the current phase, accepted.
     let v = ra(Some(n1), ll, P, None);
     assert_eq!(
-        c.handle_udp(now + secs(5), SocketAddrV4::new(P, 3544), &v),
-        Ok(())
+        c.handle_udp(
+            now + secs(5),
+            Local::Primary,
+            SocketAddrV4::new(P, 3544),
+            &v
+        ),
+        Ok(Handled::RouterAdvertisement)
     );
     assert_eq!(c.state(), State::Qualified);
 }
@@ -566,14 +591,14 @@ fn xp_rs_carries_slla() {
         now,
     );
     let mut buf = [0u8; MAX_RS_LEN];
-    let t = c.poll_transmit(&mut buf).unwrap();
+    let t = next_udp(&mut c, &mut buf).unwrap();
     assert_eq!(t.len, 13 + 40 + 24);
     let pkt = TeredoPacket::parse(&buf[..t.len]).unwrap();
     assert_eq!(pkt.src(), LL_TEREDO_CONE);
     crate::wire::ndp::RouterSolicitation::parse(pkt.ipv6).unwrap();
     // Too small a buffer loses the RS without panicking.
     c.handle_timeout(now + secs(4));
-    assert_eq!(c.poll_transmit(&mut buf[..10]), None);
+    assert_eq!(c.poll_output(&mut buf[..10]), None);
 }
 
 #[test]
