@@ -226,6 +226,7 @@ fn state_label(s: State) -> &'static str {
         State::Probe(_) => "probe",
         State::Qualified => "qualified",
         State::Dormant => "dormant",
+        _ => s.as_str(),
     }
 }
 

@@ -14,6 +14,7 @@ use super::*;
 /// A client behaviour preset. Each maps to a [`ClientConfig`] through
 /// [`ClientConfig::profile`]; see there for the knob table and its sources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Profile {
     /// Windows XP SP2 (RFC 4380 as written): cone probe, C=1 behind a cone NAT, secondary
     /// check, offline behind a symmetric NAT, no random flag bits, XP link-locals and SLLA
@@ -88,6 +89,7 @@ impl FromStr for Profile {
 /// Windows' Teredo client types that matter to the managed-network rule
 /// (`netsh interface teredo set state type=…`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ClientType {
     /// `client`: disabled on a managed (domain) network.
     #[default]

@@ -18,6 +18,7 @@ use crate::io::Kind;
 
 /// Where a peer is in its reachability procedure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PeerPhase {
     /// No probe running (trusted, or not contacted yet).
     Idle,

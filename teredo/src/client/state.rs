@@ -8,6 +8,7 @@ use super::*;
 
 /// Which RS the client is waiting on while qualifying.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProbePhase {
     /// Cone RS to the primary (RFC 4380 phase 1).
     Cone,
@@ -30,6 +31,7 @@ impl ProbePhase {
 
 /// The client's state, as `netsh interface teredo show state` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum State {
     /// Not usable: failed, or disabled by the managed-network rule ([`Client::error`] says why).
     Offline,
@@ -78,6 +80,7 @@ impl fmt::Display for State {
 /// a secondary check (miredo) a symmetric NAT is never detected and is reported as
 /// `restricted` too — the client reports what it can observe.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum NatType {
     /// Not determined (yet).
     #[default]
@@ -131,6 +134,7 @@ impl fmt::Display for NatType {
 /// Why the client is offline. The messages are Windows' `Error :` lines (TEREDO.md §12;
 /// exact English wording \[UNVERIFIED\]); the secondary one is this lab's wording.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The secondary check found a symmetric NAT and symmetric support is off.
     #[error("client behind symmetric NAT")]
