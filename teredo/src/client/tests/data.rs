@@ -15,11 +15,10 @@ use crate::wire::TeredoPacket;
 use crate::DropReason;
 
 use super::net::*;
-use crate::relay::{Acceptance, TrustPolicy};
 
 #[test]
 fn ping_native_host_through_server_and_relay() {
-    for kind in [Kind::NoNat, Kind::Cone, Kind::Restricted] {
+    for kind in [NatKind::NoNat, NatKind::Cone, NatKind::Restricted] {
         let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Rfc5991, kind);
         let xa = net.addr(x);
         let mark = net.log.len();
@@ -93,7 +92,7 @@ fn symmetric_nat_needs_a_lenient_relay() {
     // Strict relay (RFC 4380 §5.4.2): the direct bubble comes from the mapping the
     // symmetric NAT opened toward the relay, not the one embedded in the address.
     for p in [Profile::Vista, Profile::Miredo] {
-        let (mut net, x) = qualified_net(TrustPolicy::Strict, p, Kind::SymPort);
+        let (mut net, x) = qualified_net(TrustPolicy::Strict, p, NatKind::SymPort);
         assert!(net.ping_run(x, H, 3).is_empty(), "{p}");
         assert!(net.relay_drops.contains(&DropReason::SpoofedSource), "{p}");
         assert!(
@@ -124,7 +123,7 @@ fn symmetric_nat_needs_a_lenient_relay() {
         (Profile::Win7, Acceptance::Nonce),
         (Profile::Miredo, Acceptance::LinkLocal),
     ] {
-        let (mut net, x) = qualified_net(TrustPolicy::Lenient, p, Kind::SymPort);
+        let (mut net, x) = qualified_net(TrustPolicy::Lenient, p, NatKind::SymPort);
         assert_eq!(net.ping_run(x, H, 3), [0, 1, 2], "{p}");
         assert_eq!(net.relay_accepts.first(), Some(&via), "{p}");
         let m = net.client(x).mapping().unwrap();
@@ -146,10 +145,10 @@ fn symmetric_nat_needs_a_lenient_relay() {
 #[test]
 fn teredo_to_teredo() {
     let mut net = Net::new(TrustPolicy::Strict);
-    let x = net.add(Profile::Rfc5991, Kind::Restricted);
+    let x = net.add(Profile::Rfc5991, NatKind::Restricted);
     let y = net.add_host(
         ClientConfig::profile(Profile::Rfc5991, P),
-        Nat::new(Mapping::Fixed(EXT_Y), true),
+        Nat::restricted(EXT_Y),
         PRIVATE_Y,
     );
     net.run_for(secs(1));
@@ -183,12 +182,8 @@ fn teredo_to_teredo() {
 fn rfc6081_symmetric_support_between_clients() {
     let setup = |peer: Profile| {
         let mut net = Net::new(TrustPolicy::Strict);
-        let a = net.add(Profile::Vista, Kind::SymPort);
-        let b = net.add_host(
-            ClientConfig::profile(peer, P),
-            Nat::new(Mapping::Fixed(EXT_Y), false),
-            PRIVATE_Y,
-        );
+        let a = net.add(Profile::Vista, NatKind::SymPort);
+        let b = net.add_host(ClientConfig::profile(peer, P), Nat::cone(EXT_Y), PRIVATE_Y);
         net.run_for(secs(25));
         (net, a, b)
     };
@@ -218,7 +213,7 @@ fn rfc6081_symmetric_support_between_clients() {
 
 #[test]
 fn queues_are_bounded_and_dropped_on_give_up() {
-    let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Rfc5991, Kind::Cone);
+    let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Rfc5991, NatKind::Cone);
     net.h_up = false;
     let results: Vec<_> = (0..20).map(|s| net.ping(x, H, s)).collect();
     assert!(results[..16].iter().all(Result::is_ok));
@@ -259,7 +254,7 @@ fn queues_are_bounded_and_dropped_on_give_up() {
     let mut cfg = ClientConfig::profile(Profile::Rfc5991, P);
     cfg.queue_bytes_per_peer = 200;
     let mut net = Net::new(TrustPolicy::Strict);
-    let (nat, local) = nat_for(Kind::Cone);
+    let (nat, local) = nat_for(NatKind::Cone);
     let x = net.add_host(cfg, nat, local);
     net.run_for(secs(1));
     net.h_up = false;
@@ -284,7 +279,7 @@ fn bubble_pacing_and_nonce_trailers() {
     }
     .to_ipv6();
     for (p, nonces) in [(Profile::Vista, true), (Profile::Rfc5991, false)] {
-        let (mut net, x) = qualified_net(TrustPolicy::Strict, p, Kind::Restricted);
+        let (mut net, x) = qualified_net(TrustPolicy::Strict, p, NatKind::Restricted);
         let t = net.elapsed();
         // An application that keeps sending every second for 20 s.
         for s in 0..20 {
@@ -343,7 +338,7 @@ fn datagram(origin: Option<SocketAddrV4>, ipv6: &[u8]) -> Vec<u8> {
 
 #[test]
 fn reception_rules() {
-    let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Rfc5991, Kind::NoNat);
+    let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Rfc5991, NatKind::NoNat);
     let now = net.now;
     let xa = net.addr(x);
     let c = &mut net.hosts[x].client;
@@ -505,7 +500,7 @@ fn reception_rules() {
 
 #[test]
 fn send_validation() {
-    let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Rfc5991, Kind::Cone);
+    let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Rfc5991, NatKind::Cone);
     let xa = net.addr(x);
     let now = net.now;
     let c = &mut net.hosts[x].client;
@@ -558,7 +553,7 @@ fn peer_table_is_bounded() {
     let mut cfg = ClientConfig::profile(Profile::Rfc5991, P);
     cfg.max_peers = 2;
     let mut net = Net::new(TrustPolicy::Strict);
-    let (nat, local) = nat_for(Kind::Cone);
+    let (nat, local) = nat_for(NatKind::Cone);
     let x = net.add_host(cfg, nat, local);
     net.run_for(secs(1));
     net.h_up = false;
@@ -583,13 +578,14 @@ fn peer_table_is_bounded() {
 
 #[test]
 fn losing_the_address_empties_the_peer_table() {
-    let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Miredo, Kind::Cone);
+    let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Miredo, NatKind::Cone);
     // Miredo refreshes at 30 s, 60 s, ... after the first RS (t = 0).
     net.run_for(secs(3));
     net.h_up = false;
     assert_eq!(net.ping(x, H, 1), Ok(Handled::Queued));
-    net.hosts[x].nat.mapping =
-        Mapping::Fixed(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 41000));
+    net.hosts[x]
+        .nat
+        .rebind(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 41000));
     net.run_for(secs(4));
     let c = net.client(x);
     assert!(c
@@ -602,7 +598,7 @@ fn losing_the_address_empties_the_peer_table() {
 
 #[test]
 fn traffic_is_activity_for_the_dormant_timer() {
-    let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Win7, Kind::Cone);
+    let (mut net, x) = qualified_net(TrustPolicy::Strict, Profile::Win7, NatKind::Cone);
     // A ping every 10 minutes keeps Windows 7 qualified for two hours.
     for s in 0..12 {
         assert_eq!(net.ping(x, H, s), Ok(Handled::Queued));

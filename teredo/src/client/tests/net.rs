@@ -1,5 +1,8 @@
-//! Test scaffolding: a minimal NAT, the one-client lab and the multi-host network. Kept in
-//! one file so that the shared NAT/simulation crate can replace it.
+//! Test scaffolding: a minimal NAT ([`Nat`]), one client qualifying through the real
+//! server ([`Lab`]), and clients, the server, a relay and a native echo host exchanging
+//! datagrams in memory ([`Net`]), on virtual time. Everything the client tests know about
+//! the server, the relay and the NAT goes through this file, so that the shared NAT and
+//! simulation crate can replace it with a small edit.
 
 use std::collections::HashSet;
 
@@ -24,9 +27,8 @@ use crate::DropReason;
 use std::collections::VecDeque as Fifo;
 
 use crate::addr::is_teredo;
-use crate::relay::{
-    Acceptance, Handled as RelayHandled, Output as RelayOutput, Relay, RelayConfig, TrustPolicy,
-};
+pub(super) use crate::relay::{Acceptance, TrustPolicy};
+use crate::relay::{Handled as RelayHandled, Output as RelayOutput, Relay, RelayConfig};
 
 /// The relay, on the IPv4 Internet (port 3545, as in TEREDO.md §14).
 pub(super) const RELAY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 250), 3545);
@@ -85,6 +87,21 @@ impl Nat {
         }
     }
 
+    /// A full-cone NAT with one external address.
+    pub(super) fn cone(ext: SocketAddrV4) -> Self {
+        Self::new(Mapping::Fixed(ext), false)
+    }
+
+    /// An address-restricted NAT with one external address.
+    pub(super) fn restricted(ext: SocketAddrV4) -> Self {
+        Self::new(Mapping::Fixed(ext), true)
+    }
+
+    /// The NAT rebinds: from now on everything leaves from `ext` (filtering state is kept).
+    pub(super) fn rebind(&mut self, ext: SocketAddrV4) {
+        self.mapping = Mapping::Fixed(ext);
+    }
+
     pub(super) fn outbound(&mut self, local: SocketAddrV4, to: SocketAddrV4) -> SocketAddrV4 {
         let d = to.ip().octets()[3];
         let ext = match self.mapping {
@@ -109,7 +126,7 @@ impl Nat {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(super) enum NatKind {
     NoNat,
     Cone,
     Restricted,
@@ -117,21 +134,21 @@ pub(super) enum Kind {
     SymAddr,
 }
 
-pub(super) const KINDS: [Kind; 5] = [
-    Kind::NoNat,
-    Kind::Cone,
-    Kind::Restricted,
-    Kind::SymPort,
-    Kind::SymAddr,
+pub(super) const KINDS: [NatKind; 5] = [
+    NatKind::NoNat,
+    NatKind::Cone,
+    NatKind::Restricted,
+    NatKind::SymPort,
+    NatKind::SymAddr,
 ];
 
-pub(super) fn nat_for(kind: Kind) -> (Nat, SocketAddrV4) {
+pub(super) fn nat_for(kind: NatKind) -> (Nat, SocketAddrV4) {
     match kind {
-        Kind::NoNat => (Nat::new(Mapping::Identity, false), GLOBAL),
-        Kind::Cone => (Nat::new(Mapping::Fixed(EXT), false), PRIVATE),
-        Kind::Restricted => (Nat::new(Mapping::Fixed(EXT), true), PRIVATE),
-        Kind::SymPort => (Nat::new(Mapping::SymmetricPort(EXT), true), PRIVATE),
-        Kind::SymAddr => (Nat::new(Mapping::SymmetricAddress(EXT), true), PRIVATE),
+        NatKind::NoNat => (Nat::new(Mapping::Identity, false), GLOBAL),
+        NatKind::Cone => (Nat::new(Mapping::Fixed(EXT), false), PRIVATE),
+        NatKind::Restricted => (Nat::new(Mapping::Fixed(EXT), true), PRIVATE),
+        NatKind::SymPort => (Nat::new(Mapping::SymmetricPort(EXT), true), PRIVATE),
+        NatKind::SymAddr => (Nat::new(Mapping::SymmetricAddress(EXT), true), PRIVATE),
     }
 }
 
@@ -150,11 +167,16 @@ pub(super) struct Lab {
 }
 
 impl Lab {
-    pub(super) fn new(cfg: ClientConfig, kind: Kind, seed: u64) -> Self {
+    pub(super) fn new(cfg: ClientConfig, kind: NatKind, seed: u64) -> Self {
         Self::with_server(cfg, kind, seed, true)
     }
 
-    pub(super) fn with_server(cfg: ClientConfig, kind: Kind, seed: u64, server_up: bool) -> Self {
+    pub(super) fn with_server(
+        cfg: ClientConfig,
+        kind: NatKind,
+        seed: u64,
+        server_up: bool,
+    ) -> Self {
         let (nat, local) = nat_for(kind);
         let t0 = t0();
         let client = Client::new(cfg, ChaCha8Rng::seed_from_u64(seed), local, t0);
@@ -173,7 +195,7 @@ impl Lab {
         lab
     }
 
-    pub(super) fn profile(p: Profile, kind: Kind) -> Self {
+    pub(super) fn profile(p: Profile, kind: NatKind) -> Self {
         Self::new(ClientConfig::profile(p, P), kind, 7)
     }
 
@@ -367,7 +389,7 @@ impl Net {
         self.hosts.len() - 1
     }
 
-    pub(super) fn add(&mut self, p: Profile, kind: Kind) -> usize {
+    pub(super) fn add(&mut self, p: Profile, kind: NatKind) -> usize {
         let (nat, local) = nat_for(kind);
         self.add_host(ClientConfig::profile(p, P), nat, local)
     }
@@ -571,7 +593,7 @@ impl Net {
     }
 }
 
-pub(super) fn qualified_net(trust: TrustPolicy, p: Profile, kind: Kind) -> (Net, usize) {
+pub(super) fn qualified_net(trust: TrustPolicy, p: Profile, kind: NatKind) -> (Net, usize) {
     let mut net = Net::new(trust);
     let x = net.add(p, kind);
     net.run_for(secs(25));

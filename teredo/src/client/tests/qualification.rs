@@ -26,8 +26,8 @@ use crate::DropReason;
 use super::net::*;
 
 /// Expected outcome of qualification: (state, NAT type, C bit, error).
-fn expected(p: Profile, k: Kind) -> (State, NatType, bool, Option<ClientError>) {
-    use Kind::*;
+fn expected(p: Profile, k: NatKind) -> (State, NatType, bool, Option<ClientError>) {
+    use NatKind::*;
     use NatType as N;
     let q = State::Qualified;
     let sym_off = |n| (State::Offline, n, false, Some(ClientError::SymmetricNat));
@@ -81,11 +81,11 @@ fn profile_matrix() {
             assert_eq!(a.server, P, "{ctx}");
             assert_eq!(a.is_cone(), cone, "{ctx}");
             let want_mapping = match k {
-                Kind::NoNat => GLOBAL,
-                Kind::Cone | Kind::Restricted => EXT,
+                NatKind::NoNat => GLOBAL,
+                NatKind::Cone | NatKind::Restricted => EXT,
                 // M1 is the mapping towards the primary.
-                Kind::SymPort => SocketAddrV4::new(*EXT.ip(), EXT.port() + 1),
-                Kind::SymAddr => SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 6), 40000),
+                NatKind::SymPort => SocketAddrV4::new(*EXT.ip(), EXT.port() + 1),
+                NatKind::SymAddr => SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 6), 40000),
             };
             assert_eq!(a.mapped, want_mapping, "{ctx}");
             assert_eq!(lab.client.mapping(), Some(want_mapping), "{ctx}");
@@ -113,7 +113,7 @@ fn random_bits_are_random_and_deterministic() {
     let flags = |seed| {
         let mut lab = Lab::new(
             ClientConfig::profile(Profile::Rfc5991, P),
-            Kind::Restricted,
+            NatKind::Restricted,
             seed,
         );
         lab.run_for(secs(1));
@@ -128,7 +128,7 @@ fn random_bits_are_random_and_deterministic() {
 #[test]
 fn message_flow_timing() {
     // Vista behind a restricted NAT: 3 cone RSs 4 s apart, then restricted + secondary.
-    let mut lab = Lab::profile(Profile::Vista, Kind::Restricted);
+    let mut lab = Lab::profile(Profile::Vista, NatKind::Restricted);
     lab.run_for(secs(13));
     let log: Vec<_> = lab
         .rs_log
@@ -163,12 +163,12 @@ fn message_flow_timing() {
         ]
     );
     // Cone NAT: the cone RS is answered from the secondary address and qualifies at once.
-    let mut lab = Lab::profile(Profile::XpSp2, Kind::Cone);
+    let mut lab = Lab::profile(Profile::XpSp2, NatKind::Cone);
     lab.run_for(secs(1));
     assert_eq!(lab.rs_times(), vec![0]);
     assert_eq!(lab.client.state(), State::Qualified);
     // Miredo: a single restricted RS to the primary.
-    let mut lab = Lab::profile(Profile::Miredo, Kind::Restricted);
+    let mut lab = Lab::profile(Profile::Miredo, NatKind::Restricted);
     lab.run_for(secs(1));
     assert_eq!(
         lab.rs_log,
@@ -184,7 +184,7 @@ fn message_flow_timing() {
 fn unreachable_server_goes_offline_then_retries() {
     for &p in Profile::ALL {
         let cfg = ClientConfig::profile(p, P);
-        let mut lab = Lab::with_server(cfg.clone(), Kind::Restricted, 7, false);
+        let mut lab = Lab::with_server(cfg.clone(), NatKind::Restricted, 7, false);
         lab.run_for(secs(200));
         // 4 s × 3 per phase; the cone phase (if any) first.
         let phase = if cfg.cone_probe { 24 } else { 12 };
@@ -210,7 +210,7 @@ fn unreachable_server_goes_offline_then_retries() {
             "{p}"
         );
         // Observe the offline state between attempts.
-        let mut lab = Lab::with_server(cfg, Kind::Restricted, 7, false);
+        let mut lab = Lab::with_server(cfg, NatKind::Restricted, 7, false);
         lab.run_for(secs(phase + 1));
         assert_eq!(lab.client.state(), State::Offline, "{p}");
         assert_eq!(
@@ -235,7 +235,7 @@ fn unreachable_server_goes_offline_then_retries() {
 fn secondary_unreachable() {
     let mut cfg = ClientConfig::profile(Profile::Rfc5991, P);
     cfg.secondary = Some(Ipv4Addr::new(198, 51, 100, 99));
-    let mut lab = Lab::new(cfg, Kind::Restricted, 1);
+    let mut lab = Lab::new(cfg, NatKind::Restricted, 1);
     lab.run_for(secs(13));
     assert_eq!(lab.client.state(), State::Offline);
     assert_eq!(lab.client.error(), Some(ClientError::SecondaryUnreachable));
@@ -244,7 +244,7 @@ fn secondary_unreachable() {
 
 #[test]
 fn symmetric_offline_retries_and_miredo_never_probes_secondary() {
-    let mut lab = Lab::profile(Profile::XpSp2, Kind::SymPort);
+    let mut lab = Lab::profile(Profile::XpSp2, NatKind::SymPort);
     lab.run_for(secs(13));
     assert_eq!(lab.client.state(), State::Offline);
     assert_eq!(lab.client.nat_type(), NatType::SymmetricPort);
@@ -258,7 +258,7 @@ fn symmetric_offline_retries_and_miredo_never_probes_secondary() {
         .contains("NAT                     : symmetric (port)"));
     lab.run_for(secs(100));
     assert!(matches!(lab.client.state(), State::Probe(_)));
-    let mut lab = Lab::profile(Profile::Miredo, Kind::SymAddr);
+    let mut lab = Lab::profile(Profile::Miredo, NatKind::SymAddr);
     lab.run_for(secs(100));
     assert!(lab.rs_log.iter().all(|(_, to, _)| *to.ip() == P));
 }
@@ -280,7 +280,7 @@ fn refresh_gaps(lab: &Lab, qualified_at: Duration) -> Vec<f64> {
 #[test]
 fn refresh_intervals() {
     // Miredo: exactly 30 s after the previous RS.
-    let mut lab = Lab::profile(Profile::Miredo, Kind::Restricted);
+    let mut lab = Lab::profile(Profile::Miredo, NatKind::Restricted);
     lab.run_for(secs(301));
     assert_eq!(
         lab.rs_times(),
@@ -292,11 +292,11 @@ fn refresh_intervals() {
     // Randomized: within 75–100 % of 30 s, not all equal, refresh RS to the primary
     // with the link-local that qualified.
     for (p, kind, ll) in [
-        (Profile::Rfc5991, Kind::Restricted, LL_WINDOWS_RESTRICTED),
-        (Profile::Vista, Kind::Restricted, LL_WINDOWS_RESTRICTED),
-        (Profile::Vista, Kind::Cone, LL_WINDOWS_CONE),
-        (Profile::Win7, Kind::SymPort, LL_WINDOWS_RESTRICTED),
-        (Profile::XpSp2, Kind::Cone, LL_TEREDO_CONE),
+        (Profile::Rfc5991, NatKind::Restricted, LL_WINDOWS_RESTRICTED),
+        (Profile::Vista, NatKind::Restricted, LL_WINDOWS_RESTRICTED),
+        (Profile::Vista, NatKind::Cone, LL_WINDOWS_CONE),
+        (Profile::Win7, NatKind::SymPort, LL_WINDOWS_RESTRICTED),
+        (Profile::XpSp2, NatKind::Cone, LL_TEREDO_CONE),
     ] {
         let mut lab = Lab::profile(p, kind);
         lab.run_for(secs(25));
@@ -329,12 +329,12 @@ fn refresh_intervals() {
 #[test]
 fn mapping_change_gives_new_address() {
     for &p in Profile::ALL {
-        let mut lab = Lab::profile(p, Kind::Restricted);
+        let mut lab = Lab::profile(p, NatKind::Restricted);
         lab.run_for(secs(40));
         let old = lab.client.address().unwrap();
         let old_flags = lab.addr().flags;
         let ext2 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 41000);
-        lab.nat.mapping = Mapping::Fixed(ext2);
+        lab.nat.rebind(ext2);
         lab.run_for(secs(31));
         let new = lab.client.address().unwrap();
         assert_ne!(old, new, "{p}");
@@ -362,7 +362,7 @@ fn mapping_change_gives_new_address() {
 
 #[test]
 fn refresh_failure_goes_offline() {
-    let mut lab = Lab::profile(Profile::Miredo, Kind::Restricted);
+    let mut lab = Lab::profile(Profile::Miredo, NatKind::Restricted);
     lab.run_for(secs(1));
     lab.server_up = false;
     lab.run_for(secs(60));
@@ -603,7 +603,7 @@ fn xp_rs_carries_slla() {
 
 #[test]
 fn win7_goes_dormant_unless_default_qualified() {
-    let mut lab = Lab::profile(Profile::Win7, Kind::Restricted);
+    let mut lab = Lab::profile(Profile::Win7, NatKind::Restricted);
     lab.run_for(secs(59 * 60));
     assert_eq!(lab.client.state(), State::Qualified);
     lab.run_for(secs(2 * 60));
@@ -629,7 +629,7 @@ fn win7_goes_dormant_unless_default_qualified() {
     assert_eq!(lab.qualified_events().len(), 2);
 
     // Activity keeps it qualified.
-    let mut lab = Lab::profile(Profile::Win7, Kind::Restricted);
+    let mut lab = Lab::profile(Profile::Win7, NatKind::Restricted);
     for _ in 0..12 {
         lab.run_for(secs(10 * 60));
         let now = lab.now;
@@ -640,14 +640,14 @@ fn win7_goes_dormant_unless_default_qualified() {
     // default_qualified: never dormant; other profiles never dormant.
     let mut cfg = ClientConfig::profile(Profile::Win7, P);
     cfg.default_qualified = true;
-    let mut lab = Lab::new(cfg, Kind::Restricted, 5);
+    let mut lab = Lab::new(cfg, NatKind::Restricted, 5);
     lab.run_for(secs(3 * 3600));
     assert_eq!(lab.client.state(), State::Qualified);
-    let mut lab = Lab::profile(Profile::Vista, Kind::Restricted);
+    let mut lab = Lab::profile(Profile::Vista, NatKind::Restricted);
     lab.run_for(secs(3 * 3600));
     assert_eq!(lab.client.state(), State::Qualified);
     // wake() explicitly.
-    let mut lab = Lab::profile(Profile::Win7, Kind::Cone);
+    let mut lab = Lab::profile(Profile::Win7, NatKind::Cone);
     lab.run_for(secs(2 * 3600));
     assert_eq!(lab.client.state(), State::Dormant);
     let now = lab.now;
@@ -662,7 +662,7 @@ fn managed_network_rule() {
     for &p in Profile::ALL {
         let mut cfg = ClientConfig::profile(p, P);
         cfg.managed_network = true;
-        let mut lab = Lab::new(cfg.clone(), Kind::Restricted, 1);
+        let mut lab = Lab::new(cfg.clone(), NatKind::Restricted, 1);
         lab.run_for(secs(600));
         if p.is_windows() {
             assert_eq!(lab.client.state(), State::Offline, "{p}");
@@ -690,7 +690,7 @@ fn managed_network_rule() {
             assert_eq!(lab.client.state(), State::Qualified, "{p}");
         }
         cfg.client_type = ClientType::EnterpriseClient;
-        let mut lab = Lab::new(cfg, Kind::Restricted, 1);
+        let mut lab = Lab::new(cfg, NatKind::Restricted, 1);
         lab.run_for(secs(60));
         assert_eq!(lab.client.state(), State::Qualified, "{p}");
     }
@@ -698,7 +698,7 @@ fn managed_network_rule() {
 
 #[test]
 fn status_snapshot() {
-    let mut lab = Lab::profile(Profile::Rfc5991, Kind::Restricted);
+    let mut lab = Lab::profile(Profile::Rfc5991, NatKind::Restricted);
     lab.run_for(secs(1));
     let st = lab.client.status();
     assert_eq!(st.state, State::Qualified);
@@ -724,8 +724,8 @@ fn status_snapshot() {
     // Port-preserving NAT.
     let mut cfg = ClientConfig::profile(Profile::Vista, P);
     cfg.server_name = Some("teredo.example".into());
-    let mut lab = Lab::new(cfg, Kind::Restricted, 1);
-    lab.nat.mapping = Mapping::Fixed(SocketAddrV4::new(*EXT.ip(), PRIVATE.port()));
+    let mut lab = Lab::new(cfg, NatKind::Restricted, 1);
+    lab.nat.rebind(SocketAddrV4::new(*EXT.ip(), PRIVATE.port()));
     lab.run_for(secs(20));
     let st = lab.client.status();
     assert_eq!(st.port_preserving, Some(true));
@@ -788,14 +788,14 @@ fn hostile_config_does_not_panic() {
     cfg.offline_retry = Duration::MAX;
     cfg.dormant_after = Some(Duration::MAX);
     cfg.attempts = 0;
-    let mut lab = Lab::new(cfg.clone(), Kind::Restricted, 1);
+    let mut lab = Lab::new(cfg.clone(), NatKind::Restricted, 1);
     lab.run_for(secs(10));
     lab.client.handle_timeout(lab.now + secs(1_000_000));
     cfg.retransmit = Duration::ZERO;
     cfg.refresh_interval = Duration::ZERO;
     cfg.refresh_jitter = Some((9.0, f32::INFINITY));
     cfg.offline_retry = Duration::ZERO;
-    let mut lab = Lab::with_server(cfg, Kind::SymPort, 1, false);
+    let mut lab = Lab::with_server(cfg, NatKind::SymPort, 1, false);
     lab.run_for(secs(1));
     lab.server_up = true;
     lab.run_for(secs(1));
