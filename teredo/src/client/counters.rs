@@ -2,6 +2,9 @@
 
 use crate::DropReason;
 
+#[cfg(doc)]
+use super::Client;
+
 /// Counters for metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCounters {
@@ -9,26 +12,26 @@ pub struct ClientCounters {
     pub rs_sent: u64,
     /// RAs accepted.
     pub ra_accepted: u64,
-    /// Datagrams refused by [`Client::handle_udp`](super::Client::handle_udp) on the qualification path: router
+    /// Datagrams refused by [`Client::handle_udp`] on the qualification path: router
     /// advertisements (from anywhere), anything else from the server while not qualified,
     /// and malformed datagrams from the server or while not qualified.
     pub ra_rejected: u64,
-    /// Datagrams refused by [`Client::handle_udp`](super::Client::handle_udp) per reason, both paths, indexed like
+    /// Datagrams refused by [`Client::handle_udp`] per reason, both paths, indexed like
     /// [`DropReason::ALL`]; see [`Self::rejected`].
     pub rejected_by_reason: [u64; DropReason::ALL.len()],
     /// Datagrams accepted on the data path (delivered packets, bubbles, echo-test replies).
     pub data_accepted: u64,
-    /// Datagrams refused by [`Client::handle_udp`](super::Client::handle_udp) on the data path (everything that is
+    /// Datagrams refused by [`Client::handle_udp`] on the data path (everything that is
     /// not counted in `ra_rejected`).
     pub data_rejected: u64,
-    /// Packets dropped after [`Client::handle_udp`](super::Client::handle_udp) or [`Client::handle_ipv6`](super::Client::handle_ipv6) returned, and
-    /// application packets refused by [`Client::handle_ipv6`](super::Client::handle_ipv6), per reason, indexed like
+    /// Packets dropped after [`Client::handle_udp`] or [`Client::handle_ipv6`] returned, and
+    /// application packets refused by [`Client::handle_ipv6`], per reason, indexed like
     /// [`DropReason::ALL`]: queued packets discarded later (`peer_unreachable`,
     /// `peer_evicted`, `address_lost`), packets that did not fit the output queue when a
     /// queue was flushed or a bubble answered (`output_queue_full`), outputs larger than the
     /// caller's buffer (`output_buffer_too_small`). A received packet that does not fit the
-    /// delivery queue of [`Client::poll_output`](super::Client::poll_output) is a refusal of `handle_udp` (`output_queue_full`) and
-    /// counts in `rejected_by_reason`. See [`Self::dropped`].
+    /// delivery queue of [`Client::poll_output`] is a refusal of `handle_udp`
+    /// (`output_queue_full`) and counts in `rejected_by_reason`. See [`Self::dropped`].
     pub dropped_by_reason: [u64; DropReason::ALL.len()],
     /// Application packets sent over UDP (directly, or released from a queue).
     pub ipv6_sent: u64,
@@ -117,7 +120,7 @@ impl ClientCounters {
         self.dropped_by_reason.iter().sum()
     }
 
-    /// Datagrams refused by [`Client::handle_udp`](super::Client::handle_udp), both paths.
+    /// Datagrams refused by [`Client::handle_udp`], both paths.
     pub fn rejected_total(&self) -> u64 {
         self.ra_rejected + self.data_rejected
     }
@@ -139,7 +142,7 @@ impl ClientCounters {
     }
 }
 
-/// Which part of [`Client::handle_udp`](super::Client::handle_udp) handled a datagram (for the split counters).
+/// Which part of [`Client::handle_udp`] handled a datagram (for the split counters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Path {
     Qualification,

@@ -77,12 +77,18 @@
 //!   Windows 7 dormant timer. Losing or changing the address empties the peer table.
 //!
 //! # Driving it
-//! Feed every datagram received on the client's socket to [`Client::handle_udp`], call
-//! [`Client::handle_timeout`] at [`Client::poll_timeout`], and drain
-//! [`Client::poll_output`] (datagrams: router solicitations, bubbles, echo tests, data,
-//! each with its [`Kind`](crate::io::Kind); then packets for the host) and [`Client::poll_event`] after
-//! every input. Time and randomness
-//! come from the caller.
+//! Feed every datagram received on the client's socket to [`Client::handle_udp`] and every
+//! packet of the host to [`Client::handle_ipv6`], call [`Client::handle_timeout`] at
+//! [`Client::poll_timeout`], and after every input drain [`Client::poll_output`] (first
+//! the datagrams to send, each with its [`Kind`](crate::io::Kind): router solicitations,
+//! bubbles, echo tests, data; then the packets for the host) and [`Client::poll_event`].
+//! Time and randomness come from the caller.
+//!
+//! # Layout
+//! `config` (profiles and knobs), `state` (state, NAT type, errors, status), `counters`,
+//! `qualification` (RS/RA, probe phases, refresh, dormant), `peers` (peer table, probes,
+//! pacing, trust), `data` (sending and receiving IPv6), `outputs` (the output and delivery
+//! queues); tests in `tests/`, their NAT, server and relay scaffolding in `tests/net.rs`.
 
 mod config;
 mod counters;
@@ -228,7 +234,8 @@ pub enum Handled {
     /// The echo reply of our direct IPv6 connectivity test (or a late one): the relay that
     /// brought it is trusted for the peer.
     EchoReply,
-    /// An IPv6 packet for the host: it waits in [`Client::poll_output`] as [`Output::Ipv6`](crate::io::Output::Ipv6).
+    /// An IPv6 packet for the host: it waits in [`Client::poll_output`] as
+    /// [`Output::Ipv6`](crate::io::Output::Ipv6).
     Delivered,
     /// An application packet to a trusted peer: it waits in [`Client::poll_output`].
     Sent,
