@@ -443,7 +443,11 @@ pub async fn ping(
                 let packet = build(popts, src, id, sport, seq)?;
                 sent_at.insert(seq, Instant::now());
                 report.transmitted += 1;
-                if driver.client.send_ipv6(teredo_rt::now(), &packet).is_err() {
+                if driver
+                    .client
+                    .handle_ipv6(teredo_rt::now(), &packet)
+                    .is_err()
+                {
                     report.refused += 1;
                 }
                 driver.pump().await?;

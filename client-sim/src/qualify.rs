@@ -34,6 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use teredo::addr::TEREDO_PORT;
 use teredo::client::{Client, ClientConfig, ClientType, Event, Profile};
+use teredo::io::{Local, Output};
 use teredo::wire::packet::MAX_UDP_PAYLOAD;
 use teredo_rt::{bind_udp, Shutdown, UdpOptions, MAX_DATAGRAM};
 use tokio::net::UdpSocket;
@@ -543,22 +544,24 @@ impl Driver {
     async fn flush_with(&mut self, buf: &mut [u8]) -> Result<(), AttemptError> {
         // Bounded: the client's output queue holds at most 256 datagrams (plus an RS).
         for _ in 0..1024 {
-            let Some(t) = self.client.poll_transmit(buf) else {
-                let Some(n) = self.client.poll_ipv6(buf) else {
-                    break;
-                };
-                if self.delivered.len() >= MAX_DELIVERED {
-                    self.delivered.pop_front();
-                    self.delivered_dropped += 1;
+            let (to, len) = match self.client.poll_output(buf) {
+                Some(Output::Udp { to, len, .. }) => (to, len),
+                Some(Output::Ipv6 { len, .. }) => {
+                    if self.delivered.len() >= MAX_DELIVERED {
+                        self.delivered.pop_front();
+                        self.delivered_dropped += 1;
+                    }
+                    let packet = buf.get(..len).unwrap_or_default().to_vec();
+                    self.delivered.push_back((teredo_rt::now(), packet));
+                    continue;
                 }
-                let packet = buf.get(..n).unwrap_or_default().to_vec();
-                self.delivered.push_back((teredo_rt::now(), packet));
-                continue;
+                Some(_) => continue,
+                None => break,
             };
             let now = teredo_rt::now();
             let from = match self.nat.as_mut() {
                 None => self.internal,
-                Some(nat) => match nat.outbound(now, self.internal, t.to) {
+                Some(nat) => match nat.outbound(now, self.internal, to) {
                     Ok(Outbound::Forward(tr)) => {
                         if !tr.delay.is_zero() {
                             tokio::time::sleep(tr.delay).await;
@@ -571,10 +574,10 @@ impl Driver {
                 },
             };
             let socket = self.socket_for(from)?;
-            let data = buf.get(..t.len).unwrap_or_default();
-            if let Err(e) = socket.send_to(data, t.to).await {
+            let data = buf.get(..len).unwrap_or_default();
+            if let Err(e) = socket.send_to(data, to).await {
                 self.send_errors += 1;
-                tracing::warn!(%from, to = %t.to, error = %e, "send failed");
+                tracing::warn!(%from, %to, error = %e, "send failed");
             }
         }
         Ok(())
@@ -593,7 +596,7 @@ impl Driver {
             }
         }
         // Refusals are counted by the client.
-        let _ = self.client.handle_udp(now, from, &data);
+        let _ = self.client.handle_udp(now, Local::Primary, from, &data);
     }
 
     async fn run(

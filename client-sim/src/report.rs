@@ -148,6 +148,9 @@ impl Outcome {
             ) => Some(Self::ServerUnreachable),
             (State::Offline, Some(ClientError::ManagedNetwork)) => Some(Self::ManagedNetwork),
             (State::Probe(_), _) => None,
+            // A state or error added later: still running, as far as we know (the
+            // timeout ends the wait).
+            _ => None,
         }
     }
 

@@ -567,7 +567,7 @@ pub struct Observed {
 pub struct PathObserved {
     /// Echo requests the application sent.
     pub sent: u16,
-    /// Of those, refused at once by the client (`send_ipv6` errors).
+    /// Of those, refused at once by the client (`handle_ipv6` errors).
     pub refused: u16,
     /// Distinct echo replies delivered to the application.
     pub received: u16,

@@ -392,16 +392,16 @@ impl Sim {
     }
 
     /// The application of client `i` sends `packet` now (through
-    /// [`Client::send_ipv6`]); whatever the client emits leaves at once. `Err` is the
+    /// [`Client::handle_ipv6`]); whatever the client emits leaves at once. `Err` is the
     /// client's drop reason (`not_qualified` for an unknown client).
     pub fn send_ipv6(&mut self, i: usize, packet: &[u8]) -> Result<(), DropReason> {
         let now = self.now;
         let Some(node) = self.clients.get_mut(i) else {
             return Err(DropReason::NotQualified);
         };
-        let r = node.client.send_ipv6(now, packet);
+        let r = node.client.handle_ipv6(now, packet);
         self.pump_client(i);
-        r
+        r.map(|_| ())
     }
 
     /// Adds a client, behind `nat` or (with `None`) directly on the Internet at its own
@@ -844,7 +844,7 @@ impl Sim {
             return;
         };
         // Refusals are counted by the client (`ClientCounters::rejected`).
-        let _ = node.client.handle_udp(now, from, payload);
+        let _ = node.client.handle_udp(now, Local::Primary, from, payload);
         self.pump_client(i);
     }
 
@@ -863,19 +863,23 @@ impl Sim {
             buf.resize(MAX_UDP_PAYLOAD, 0);
             // Answers to deliveries may queue more datagrams: drain both until quiet.
             let mut transmits = Vec::new();
+            // The client hands out its datagrams before its deliveries, so an answer is
+            // sent before the next delivery is read.
             for _ in 0..MAX_DRAIN {
-                if let Some(t) = node.client.poll_transmit(&mut buf) {
-                    transmits.push((t, buf.get(..t.len).unwrap_or_default().to_vec()));
-                    continue;
-                }
-                let Some(n) = node.client.poll_ipv6(&mut buf) else {
-                    break;
+                let n = match node.client.poll_output(&mut buf) {
+                    Some(Output::Udp { to, len, .. }) => {
+                        transmits.push((to, buf.get(..len).unwrap_or_default().to_vec()));
+                        continue;
+                    }
+                    Some(Output::Ipv6 { len, .. }) => len,
+                    Some(_) => continue,
+                    None => break,
                 };
                 let packet = buf.get(..n).unwrap_or_default().to_vec();
                 if node.echo_responder {
                     if let Some(answer) = packets::answer(&packet, false) {
                         // Refusals are counted by the client.
-                        let _ = node.client.send_ipv6(now, &answer);
+                        let _ = node.client.handle_ipv6(now, &answer);
                     }
                 }
                 if node.delivered.len() < MAX_DELIVERED_LOG {
@@ -885,23 +889,23 @@ impl Sim {
                 }
             }
             self.server_buf = buf;
-            for (t, payload) in transmits {
+            for (to, payload) in transmits {
                 let local = node.client.local();
                 match node.nat.as_mut() {
                     None => out.push((
                         now,
                         Datagram {
                             from: local,
-                            to: t.to,
+                            to,
                             payload,
                         },
                     )),
-                    Some(nat) => match nat.outbound(now, local, t.to) {
+                    Some(nat) => match nat.outbound(now, local, to) {
                         Ok(Outbound::Forward(tr)) => out.push((
                             now + tr.delay,
                             Datagram {
                                 from: tr.external,
-                                to: t.to,
+                                to,
                                 payload,
                             },
                         )),

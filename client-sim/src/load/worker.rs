@@ -20,6 +20,7 @@ use netsim::{Nat, NatConfig, Outbound};
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
 use teredo::client::{Client, ClientConfig, Profile, State};
+use teredo::io::{Local, Output};
 use teredo::wire::packet::MAX_UDP_PAYLOAD;
 use teredo_rt::{bind_udp, Shutdown, UdpOptions, MAX_DATAGRAM};
 use tokio::net::UdpSocket;
@@ -225,6 +226,7 @@ fn state_label(s: State) -> &'static str {
         State::Probe(_) => "probe",
         State::Qualified => "qualified",
         State::Dormant => "dormant",
+        _ => s.as_str(),
     }
 }
 
@@ -547,7 +549,7 @@ impl Worker {
                     (_, None) => None,
                 };
                 match packet {
-                    Some(p) => end.client.send_ipv6(now, &p).is_ok(),
+                    Some(p) => end.client.handle_ipv6(now, &p).is_ok(),
                     None => false,
                 }
             }
@@ -621,14 +623,14 @@ impl Worker {
             let Transport::Teredo(end) = &mut self.transport else {
                 return;
             };
-            let delivered = TX.with_borrow_mut(|buf| {
-                if let Some(t) = end.client.poll_transmit(buf) {
-                    let data = buf.get(..t.len).unwrap_or_default();
-                    send_through_nat(end, &self.shared, now, t.to, data);
-                    return Some(None);
+            let delivered = TX.with_borrow_mut(|buf| match end.client.poll_output(buf)? {
+                Output::Udp { to, len, .. } => {
+                    let data = buf.get(..len).unwrap_or_default();
+                    send_through_nat(end, &self.shared, now, to, data);
+                    Some(None)
                 }
-                let n = end.client.poll_ipv6(buf)?;
-                Some(Some(buf.get(..n).unwrap_or_default().to_vec()))
+                Output::Ipv6 { len, .. } => Some(Some(buf.get(..len).unwrap_or_default().to_vec())),
+                _ => Some(None),
             });
             match delivered {
                 None => break,
@@ -651,7 +653,7 @@ impl Worker {
                 reply: false, dst, ..
             } if Some(dst) == end.client.address() => {
                 if let Some(answer) = packets::answer(pkt, false) {
-                    let _ = end.client.send_ipv6(now, &answer);
+                    let _ = end.client.handle_ipv6(now, &answer);
                 }
             }
             Parsed::Echo {
@@ -765,7 +767,7 @@ impl Worker {
                         }
                     }
                     // Refusals are counted by the client.
-                    let _ = end.client.handle_udp(now, from, data);
+                    let _ = end.client.handle_udp(now, Local::Primary, from, data);
                 }
                 Some(())
             });

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::addr::{TeredoAddr, ALL_ROUTERS, TEREDO_PORT};
 use crate::client::{Client, ClientConfig, Profile, State};
-use crate::io::{Local, Output};
+use crate::io::{Kind, Local, Output};
 use crate::server::{Server, ServerConfig};
 use crate::wire::ipv6::{finish_icmpv6, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST};
 use crate::wire::packet::{IPV6_HEADER_LEN, MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6};
@@ -131,7 +131,7 @@ fn run(data: &[u8]) -> Reached {
                 };
                 patch_addr(&mut pkt, 24, dst);
                 let now = h.now;
-                let _ = h.client_mut().send_ipv6(now, &pkt);
+                let _ = h.client_mut().handle_ipv6(now, &pkt);
             }
             5 => {
                 let flags = input.u8();
@@ -191,7 +191,7 @@ impl Harness {
 
     fn deliver(&mut self, from: SocketAddrV4, dg: &[u8]) {
         let now = self.now;
-        let _ = self.client_mut().handle_udp(now, from, dg);
+        let _ = self.client_mut().handle_udp(now, Local::Primary, from, dg);
     }
 
     fn is_server(&self, a: SocketAddrV4) -> bool {
@@ -271,34 +271,48 @@ impl Harness {
     fn drain(&mut self) {
         let mut buf = std::mem::take(&mut self.buf);
         for _ in 0..100_000 {
-            let Some(t) = self.client_mut().poll_transmit(&mut buf) else {
-                break;
-            };
-            let dg = &buf[..t.len];
-            let p = TeredoPacket::parse(dg).expect("client datagram re-parses");
-            assert!(
-                p.origin.is_none(),
-                "client datagrams carry no origin indication"
-            );
-            if p.dst() == ALL_ROUTERS {
-                assert!(self.is_server(t.to), "RS sent to {}", t.to);
-            }
-            if self.is_server(t.to) {
-                if self.pending.len() < MAX_PENDING {
-                    self.pending.push((t.to, dg.to_vec()));
+            match self.client_mut().poll_output(&mut buf) {
+                Some(Output::Udp {
+                    local,
+                    to,
+                    len,
+                    kind,
+                    ..
+                }) => {
+                    assert_eq!(local, Local::Primary, "a client has one socket");
+                    let dg = &buf[..len];
+                    let p = TeredoPacket::parse(dg).expect("client datagram re-parses");
+                    assert!(
+                        p.origin.is_none(),
+                        "client datagrams carry no origin indication"
+                    );
+                    assert_eq!(
+                        p.dst() == ALL_ROUTERS,
+                        kind == Kind::RouterSolicitation,
+                        "kind {kind:?} of a datagram to {}",
+                        p.dst()
+                    );
+                    assert_eq!(p.is_bubble(), kind.is_bubble(), "kind {kind:?}");
+                    if kind == Kind::RouterSolicitation {
+                        assert!(self.is_server(to), "RS sent to {to}");
+                    }
+                    if self.is_server(to) {
+                        if self.pending.len() < MAX_PENDING {
+                            self.pending.push((to, dg.to_vec()));
+                        }
+                    } else {
+                        self.last_other = Some((to, dg.to_vec()));
+                    }
                 }
-            } else {
-                self.last_other = Some((t.to, dg.to_vec()));
+                Some(Output::Ipv6 { len, kind, .. }) => {
+                    assert_eq!(kind, Kind::Data, "the client delivers data");
+                    assert_complete_ipv6(&buf[..len], "delivered packet");
+                    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&buf[24..40]).expect("16"));
+                    assert_eq!(Some(dst), self.client().address(), "delivered to us");
+                    self.reached.delivered += 1;
+                }
+                None => break,
             }
-        }
-        for _ in 0..100_000 {
-            let Some(len) = self.client_mut().poll_ipv6(&mut buf) else {
-                break;
-            };
-            assert_complete_ipv6(&buf[..len], "delivered packet");
-            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&buf[24..40]).expect("16"));
-            assert_eq!(Some(dst), self.client().address(), "delivered to us");
-            self.reached.delivered += 1;
         }
         self.buf = buf;
         for _ in 0..100_000 {

@@ -230,7 +230,7 @@ proptest! {
         let p = TeredoPacket::parse(buf).unwrap();
         prop_assert_eq!(p.auth, auth);
         prop_assert_eq!(p.origin, None);
-        prop_assert_eq!(p.trailers, &[][..]);
+        prop_assert!(p.trailers.is_empty());
         prop_assert_eq!(
             RouterSolicitation::parse(p.ipv6),
             Ok(RouterSolicitation { src, cone: link_local_is_cone(&src) })

@@ -1,0 +1,6 @@
+//! Tests of the client core: qualification against a real server over a fake NAT, and the
+//! data path between clients, the server, a relay and a native host.
+
+mod data;
+mod net;
+mod qualification;
