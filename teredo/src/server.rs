@@ -31,9 +31,7 @@ use crate::wire::ndp::{RaParams, RouterSolicitation, ICMPV6_ROUTER_SOLICITATION}
 use crate::wire::origin::{OriginIndication, ORIGIN_LEN};
 use crate::wire::packet::{MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6, NEXT_HEADER_NONE};
 use crate::wire::TeredoPacket;
-// Temporary: `client.rs`'s tests still import these from here; removed once they use
-// `crate::io` (the server's own callers already do).
-pub use crate::io::{Local, Output};
+use crate::io::{Local, Output};
 use crate::DropReason;
 
 /// Server settings.
