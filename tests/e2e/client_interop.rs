@@ -47,7 +47,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use teredo_tests::client_sim::{self, QualifyRun, TeredoFields};
 use teredo_tests::miredo::TEREDO_PORT;
-use teredo_tests::nat_recipes::NatKind;
+use teredo_tests::nft::NatKind;
 use teredo_tests::servers::ServerImpl;
 use teredo_tests::topo::{
     self, conntrack_udp_mapping, NatSite, LAN_GATEWAY, LAN_HOST, LAN_PREFIX_LEN, NAT_WAN,

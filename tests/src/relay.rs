@@ -15,14 +15,14 @@
 //! address detection is off in every namespace (`accept_dad = 0` before any interface is
 //! attached, `nodad` on the addresses) so the segment works at once.
 
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
 use crate::bins::bin_path;
-use crate::inproc::{in_netns, metric_value};
+use crate::inproc::in_netns;
+use crate::metrics::{self, value as metric_value};
 use crate::miredo::{self, TEREDO_PORT};
 use crate::netns::{Internet, Netns};
 use crate::process::{tail, Proc, TestDir};
@@ -181,17 +181,7 @@ impl RelayTopology {
 
     /// The relay's `/metrics` page.
     pub fn relay_metrics(&self) -> Result<String> {
-        in_netns(&self.rly, || {
-            let mut s = TcpStream::connect(RELAY_METRICS).context("connect to relay metrics")?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                s,
-                "GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        })
+        metrics::fetch_in(&self.rly, RELAY_METRICS.into())
     }
 
     /// One series of the relay's metrics (0 when absent).

@@ -1,5 +1,7 @@
-//! Kernel NAT kinds for a [`NatSite`](crate::topo::NatSite): the nftables recipes of NAT.md §9
-//! (R1, R3, R4, R5) as rulesets for the router's `wan0` / `lan0`.
+//! Kernel NAT kinds for a NAT router namespace: the nftables recipes of NAT.md §9 (R1, R3, R4,
+//! R5) as rulesets for the router's WAN and LAN interfaces (load one with [`Netns::nft`]).
+//!
+//! [`Netns::nft`]: crate::netns::Netns::nft
 //!
 //! # A Linux trap: unsolicited inbound datagrams reserve the external port
 //! A UDP datagram that reaches a Linux router from outside and matches no flow still gets a
