@@ -108,17 +108,19 @@ pub fn registry_value(registry: &Registry, series: &str) -> f64 {
 }
 
 /// Polls (every 5 ms, up to `timeout`) until `series` of an in-process registry reads `want`
-/// — a driver counts after it has read the datagram; panics with the last value otherwise.
+/// — a driver counts after it has read the datagram, and exports some counters only
+/// periodically, so the series may not exist yet; panics with the registry otherwise.
 pub async fn wait_registry_value(registry: &Registry, series: &str, want: f64, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let got = registry_value(registry, series);
-        if got == want {
+        let text = registry_text(registry);
+        let got = value(&text, series);
+        if got == Some(want) {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{series} = {got}, want {want}"
+            "{series} = {got:?}, want {want}\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

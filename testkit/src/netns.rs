@@ -120,13 +120,7 @@ impl Netns {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()>,
     {
-        let thread = self.thread(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a current-thread tokio runtime")
-                .block_on(f());
-        });
+        let thread = self.thread(move || runtime().block_on(f()));
         if let Err(panic) = thread.join() {
             std::panic::resume_unwind(panic);
         }
@@ -312,6 +306,15 @@ impl Drop for Netns {
             eprintln!("warning: {e:#}");
         }
     }
+}
+
+/// A current-thread tokio runtime with I/O and time, for a thread inside a namespace (a
+/// socket belongs to the namespace of the thread that creates it).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime")
 }
 
 /// Moves the calling thread into the network namespace at `path` (`/run/netns/NAME`).
