@@ -109,6 +109,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// The file its stderr goes to (with [`Proc::spawn_one_log`], its one log).
+    pub fn log_path(&self) -> &Path {
+        &self.stderr
+    }
+
     /// Everything the process wrote to stdout so far.
     pub fn stdout(&self) -> String {
         fs::read(&self.stdout)
