@@ -139,14 +139,7 @@ impl Topology {
             NATIVE_IF,
             "nodad",
         ])?;
-        gen.ip(&[
-            "-6",
-            "route",
-            "add",
-            "2001::/32",
-            "via",
-            &RELAY_V6.to_string(),
-        ])?;
+        gen.add_route("2001::/32", &RELAY_V6.to_string())?;
         relay.ip(&["addr", "add", &format!("{RELAY_V4}/24"), "dev", INET_IF])?;
         relay.ip(&[
             "-6",

@@ -36,17 +36,16 @@ const ECHO_HOST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99);
 
 /// A network namespace with the lab addresses on `lo`, deleted on drop.
 fn lab(tag: &str) -> Netns {
-    let ns = check(Netns::new("ping", tag));
-    check(ns.add_addrs(
-        "lo",
+    check(Netns::with_lo_addrs(
+        "ping",
+        tag,
         &[
             "198.51.100.1/24",
             "198.51.100.2/24",
             "198.51.100.10/24",
             "198.51.100.20/24",
         ],
-    ));
-    ns
+    ))
 }
 
 /// The server (native side: a channel) and the relay with the echo host behind it. Stop

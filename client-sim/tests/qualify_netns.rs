@@ -30,17 +30,16 @@ const NOBODY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 50);
 
 /// A network namespace with the lab addresses on `lo`, deleted on drop.
 fn lab(tag: &str) -> Netns {
-    let ns = check(Netns::new("qualify", tag));
-    check(ns.add_addrs(
-        "lo",
+    check(Netns::with_lo_addrs(
+        "qualify",
+        tag,
         &[
             "198.51.100.1/24",
             "198.51.100.2/24",
             "198.51.100.10/24",
             "198.51.100.11/24",
         ],
-    ));
-    ns
+    ))
 }
 
 /// Starts the server in the namespace; it runs until the returned sender is dropped or

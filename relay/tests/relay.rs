@@ -253,11 +253,9 @@ mod netns {
 
     /// A network namespace with the test's addresses on `lo`, deleted on drop.
     fn lab(tag: &str) -> Netns {
-        let ns = check(Netns::new("relay", tag));
-        for a in [SERVER, CLIENT, RELAY] {
-            check(ns.add_addr("lo", &format!("{a}/24")));
-        }
-        ns
+        let cidrs = [SERVER, CLIENT, RELAY].map(|a| format!("{a}/24"));
+        let cidrs = cidrs.each_ref().map(String::as_str);
+        check(Netns::with_lo_addrs("relay", tag, &cidrs))
     }
 
     fn ip4(s: &str) -> Ipv4Addr {

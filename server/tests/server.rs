@@ -339,11 +339,9 @@ mod netns {
     /// A network namespace with the server's and the client's addresses on `lo`, deleted on
     /// drop (also when the test panics).
     fn lab(tag: &str) -> Netns {
-        let ns = check(Netns::new("server", tag));
-        for a in [PRIMARY, SECONDARY, CLIENT] {
-            check(ns.add_addr("lo", &format!("{a}/24")));
-        }
-        ns
+        let cidrs = [PRIMARY, SECONDARY, CLIENT].map(|a| format!("{a}/24"));
+        let cidrs = cidrs.each_ref().map(String::as_str);
+        check(Netns::with_lo_addrs("server", tag, &cidrs))
     }
 
     fn teredo_addr(server: &str, mapped: SocketAddrV4) -> Ipv6Addr {

@@ -11,8 +11,9 @@ use prometheus::{Registry, TextEncoder};
 
 use crate::netns::Netns;
 
-/// How long a scrape may take to connect, and then to answer.
-pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a scrape may take to connect, and then to answer (generous: a relay under a
+/// flood answers late).
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The body of `GET /metrics` on `addr` (HTTP/1.0: the server closes after answering;
 /// bounded to 4 MiB and [`SCRAPE_TIMEOUT`]). Anything but `200` is an error.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::process::{run, sanitize, signal, Proc};
+use crate::process::{run, sanitize, signal, stdout_of, Proc};
 
 /// Prefix of every namespace the kit creates.
 pub const PREFIX: &str = "tt-";
@@ -41,6 +41,14 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// [`Netns::new`] with the addresses `cidrs` on `lo`: one namespace that holds a whole
+    /// small lab (server, relay and clients bound to their own documentation addresses).
+    pub fn with_lo_addrs(test: &str, role: &str, cidrs: &[&str]) -> Result<Self> {
+        let ns = Self::new(test, role)?;
+        ns.add_addrs("lo", cidrs)?;
+        Ok(ns)
+    }
+
     /// Creates `tt-<pid>-<n>-<test>-<role>` and brings `lo` up.
     pub fn new(test: &str, role: &str) -> Result<Self> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -150,14 +158,7 @@ impl Netns {
             input.write_all(stdin.as_bytes()).context("write stdin")?;
         }
         let out = child.wait_with_output().context("waitpid")?;
-        if !out.status.success() {
-            bail!(
-                "{cmd:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        stdout_of(&cmd, &out)
     }
 
     /// Starts `program args…` inside the namespace; logs go to `<label>.*.log` in `log_dir`.

@@ -4,7 +4,7 @@
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,12 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
+    stdout_of(cmd, &out)
+}
+
+/// The stdout of `cmd`, which ended with `out`; a non-zero exit is an error that quotes the
+/// command and its stderr.
+pub fn stdout_of(cmd: &Command, out: &Output) -> Result<String> {
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}",

@@ -98,14 +98,7 @@ impl RelayTopology {
         rly.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         native.attach(&h6, "eth0")?;
         add_v6(&h6, "eth0", &format!("{NATIVE_HOST}/64"))?;
-        h6.ip(&[
-            "-6",
-            "route",
-            "add",
-            "2001::/32",
-            "via",
-            &RELAY_V6.to_string(),
-        ])?;
+        h6.add_route("2001::/32", &RELAY_V6.to_string())?;
         Ok(Self {
             internet,
             native,
