@@ -129,7 +129,7 @@ impl Topology {
         let gen = bench_netns("gen")?;
         let relay = bench_netns("relay")?;
         create_links(&gen, &relay)?;
-        gen.ip(&["addr", "add", &format!("{GEN_V4}/24"), "dev", INET_IF])?;
+        gen.add_addr(INET_IF, &format!("{GEN_V4}/24"))?;
         gen.ip(&[
             "-6",
             "addr",
@@ -140,7 +140,7 @@ impl Topology {
             "nodad",
         ])?;
         gen.add_route("2001::/32", &RELAY_V6.to_string())?;
-        relay.ip(&["addr", "add", &format!("{RELAY_V4}/24"), "dev", INET_IF])?;
+        relay.add_addr(INET_IF, &format!("{RELAY_V4}/24"))?;
         relay.ip(&[
             "-6",
             "addr",
@@ -152,50 +152,13 @@ impl Topology {
         ])?;
         relay.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         for v4 in [SERVER_V4, PEER_V4] {
-            relay.ip(&[
-                "neigh",
-                "replace",
-                &v4.to_string(),
-                "lladdr",
-                &mac(GEN_INET_MAC),
-                "dev",
-                INET_IF,
-                "nud",
-                "permanent",
-            ])?;
+            relay.neigh_permanent(INET_IF, &v4.to_string(), &mac(GEN_INET_MAC))?;
         }
         // The memory step's peers (203.0.113.0/24, see `Peer::wide`) are reached via the
         // generator's address: one neighbour entry for all of them.
-        relay.ip(&[
-            "neigh",
-            "replace",
-            &GEN_V4.to_string(),
-            "lladdr",
-            &mac(GEN_INET_MAC),
-            "dev",
-            INET_IF,
-            "nud",
-            "permanent",
-        ])?;
-        relay.ip(&[
-            "route",
-            "add",
-            &format!("{WIDE_NET}/24"),
-            "via",
-            &GEN_V4.to_string(),
-        ])?;
-        relay.ip(&[
-            "-6",
-            "neigh",
-            "replace",
-            &NATIVE_HOST.to_string(),
-            "lladdr",
-            &mac(GEN_NATIVE_MAC),
-            "dev",
-            NATIVE_IF,
-            "nud",
-            "permanent",
-        ])?;
+        relay.neigh_permanent(INET_IF, &GEN_V4.to_string(), &mac(GEN_INET_MAC))?;
+        relay.add_route(&format!("{WIDE_NET}/24"), &GEN_V4.to_string())?;
+        relay.neigh_permanent(NATIVE_IF, &NATIVE_HOST.to_string(), &mac(GEN_NATIVE_MAC))?;
         set_rps(&gen, &relay)?;
         Ok(Self { gen, relay })
     }
@@ -209,22 +172,12 @@ impl Topology {
         let gen = bench_netns("gen")?;
         let srv = bench_netns("srv")?;
         create_links(&gen, &srv)?;
-        gen.ip(&["addr", "add", &format!("{GEN_V4}/24"), "dev", INET_IF])?;
+        gen.add_addr(INET_IF, &format!("{GEN_V4}/24"))?;
         for a in [SERVER_PRIMARY, SERVER_SECONDARY] {
-            srv.ip(&["addr", "add", &format!("{a}/24"), "dev", INET_IF])?;
+            srv.add_addr(INET_IF, &format!("{a}/24"))?;
         }
-        srv.ip(&[
-            "neigh",
-            "replace",
-            &GEN_V4.to_string(),
-            "lladdr",
-            &mac(GEN_INET_MAC),
-            "dev",
-            INET_IF,
-            "nud",
-            "permanent",
-        ])?;
-        srv.ip(&["route", "add", "default", "via", &GEN_V4.to_string()])?;
+        srv.neigh_permanent(INET_IF, &GEN_V4.to_string(), &mac(GEN_INET_MAC))?;
+        srv.add_route("default", &GEN_V4.to_string())?;
         set_rps(&gen, &srv)?;
         Ok(Self { gen, relay: srv })
     }
@@ -496,6 +449,25 @@ pub fn ns_usage(ns: &Netns) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both topologies build and go away again (namespaces, links, addresses, neighbours,
+    /// routes, RPS masks; no traffic).
+    #[test]
+    fn topologies_build() {
+        if !testkit::requirements_met(testkit::function_name!(), true, &["ethtool"]) {
+            return;
+        }
+        for topo in [Topology::build(), Topology::build_server()] {
+            let topo = topo.unwrap();
+            let names = [topo.gen.name().to_owned(), topo.relay.name().to_owned()];
+            assert_eq!(topo.gen.ipv4_addrs(INET_IF).unwrap(), [GEN_V4]);
+            drop(topo);
+            let list = run(Command::new("ip").args(["netns", "list"])).unwrap();
+            for name in names {
+                assert!(!list.contains(&name), "{name} left behind");
+            }
+        }
+    }
 
     #[test]
     fn names_and_keys() {

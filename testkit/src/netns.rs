@@ -199,6 +199,23 @@ impl Netns {
         self.ip(&["route", "add", dest, "via", via]).map(drop)
     }
 
+    /// A permanent neighbour entry: `addr` (IPv4 or IPv6) is at link-layer address `lladdr` on
+    /// `dev` — no ARP or neighbour discovery (the benches' generator answers neither).
+    pub fn neigh_permanent(&self, dev: &str, addr: &str, lladdr: &str) -> Result<()> {
+        self.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            lladdr,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
+        .map(drop)
+    }
+
     /// Sets a (per-namespace) sysctl, e.g. `net.ipv4.ip_forward` = `1`.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         self.exec("sysctl", &["-qw", &format!("{key}={value}")])
