@@ -253,9 +253,12 @@ mod netns {
 
     /// A network namespace with the test's addresses on `lo`, deleted on drop.
     fn lab(tag: &str) -> Netns {
-        let cidrs = [SERVER, CLIENT, RELAY].map(|a| format!("{a}/24"));
-        let cidrs = cidrs.each_ref().map(String::as_str);
-        check(Netns::with_lo_addrs("relay", tag, &cidrs))
+        check(Netns::with_lo_addrs(
+            "relay",
+            tag,
+            &[SERVER, CLIENT, RELAY],
+            24,
+        ))
     }
 
     fn ip4(s: &str) -> Ipv4Addr {

@@ -17,7 +17,6 @@ use teredo::wire::ndp::emit_rs;
 use teredo_rt::Shutdown;
 use teredo_server::{start, NativeSide, ServerOptions};
 use testkit::metrics::{self, registry_value as metric, value};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::timeout;
 
@@ -70,21 +69,7 @@ async fn wait_metric(registry: &Registry, series: &str, want: f64) {
 
 /// `GET path` over HTTP/1.1; returns (status, head, body).
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut stream = timeout(LIMIT, TcpStream::connect(addr))
-        .await
-        .unwrap()
-        .unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    timeout(LIMIT, stream.read_to_end(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_ascii_lowercase(), body.to_owned())
+    metrics::http_request(addr, "GET", path, LIMIT).await
 }
 
 fn rs(nonce: Option<[u8; 8]>, src: std::net::Ipv6Addr) -> Vec<u8> {
@@ -339,9 +324,12 @@ mod netns {
     /// A network namespace with the server's and the client's addresses on `lo`, deleted on
     /// drop (also when the test panics).
     fn lab(tag: &str) -> Netns {
-        let cidrs = [PRIMARY, SECONDARY, CLIENT].map(|a| format!("{a}/24"));
-        let cidrs = cidrs.each_ref().map(String::as_str);
-        check(Netns::with_lo_addrs("server", tag, &cidrs))
+        check(Netns::with_lo_addrs(
+            "server",
+            tag,
+            &[PRIMARY, SECONDARY, CLIENT],
+            24,
+        ))
     }
 
     fn teredo_addr(server: &str, mapped: SocketAddrV4) -> Ipv6Addr {

@@ -42,6 +42,42 @@ pub fn fetch_in(ns: &Netns, addr: SocketAddr) -> Result<String> {
     ns.run_in(|| fetch(addr))
 }
 
+/// One HTTP/1.1 request with `Connection: close`, each step bounded by `limit`; returns
+/// (status, head in lower case, body). Panics on any failure: for tests of an endpoint
+/// itself (status codes, headers), where [`fetch`] is for reading its metrics.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    limit: Duration,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::time::timeout;
+
+    let mut stream = timeout(limit, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .expect("send the request");
+    let mut raw = Vec::new();
+    timeout(limit, stream.read_to_end(&mut raw))
+        .await
+        .expect("answer in time")
+        .expect("read the answer");
+    let text = String::from_utf8(raw).expect("a UTF-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
 /// The value of one series in Prometheus text format (`name{labels}` exactly as written).
 pub fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| {

@@ -41,11 +41,19 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// [`Netns::new`] with the addresses `cidrs` on `lo`: one namespace that holds a whole
-    /// small lab (server, relay and clients bound to their own documentation addresses).
-    pub fn with_lo_addrs(test: &str, role: &str, cidrs: &[&str]) -> Result<Self> {
+    /// [`Netns::new`] with the addresses `addrs` (each `/prefix_len`) on `lo`: one namespace
+    /// that holds a whole small lab (server, relay and clients bound to their own
+    /// documentation addresses).
+    pub fn with_lo_addrs(
+        test: &str,
+        role: &str,
+        addrs: &[impl std::fmt::Display],
+        prefix_len: u8,
+    ) -> Result<Self> {
         let ns = Self::new(test, role)?;
-        ns.add_addrs("lo", cidrs)?;
+        for a in addrs {
+            ns.add_addr("lo", &format!("{a}/{prefix_len}"))?;
+        }
         Ok(ns)
     }
 
