@@ -23,9 +23,9 @@ use anyhow::{Context as _, Result};
 use crate::bins::bin_path;
 use crate::inproc::in_netns;
 use crate::metrics::{self, value as metric_value};
-use crate::miredo::{self, TEREDO_PORT};
 use crate::netns::{Internet, Netns};
 use crate::process::{tail, Proc, TestDir};
+use crate::servers;
 use crate::topo::{self, SERVER_PRIMARY, SERVER_SECONDARY};
 use crate::wait::wait_for;
 
@@ -110,27 +110,7 @@ impl RelayTopology {
 
     /// Starts `teredo-server --native raw` on .1/.2 and waits until it listens.
     pub fn start_server(&self, dir: &TestDir) -> Result<Proc> {
-        let bin = bin_path("teredo-server")?;
-        let mut server = self.srv.spawn(
-            "teredo-server",
-            dir.path(),
-            bin.to_str().context("non-UTF-8 binary path")?,
-            &[
-                "--primary",
-                &SERVER_PRIMARY.to_string(),
-                "--secondary",
-                &SERVER_SECONDARY.to_string(),
-                "--native",
-                "raw",
-            ],
-        )?;
-        miredo::wait_udp_bound(
-            &self.srv,
-            &mut server,
-            &[SERVER_PRIMARY, SERVER_SECONDARY],
-            TEREDO_PORT,
-        )?;
-        Ok(server)
+        servers::start_ours(&self.srv, dir, "raw")
     }
 
     /// Starts `teredo-relay --native tun` with `extra` flags and waits until its route is
