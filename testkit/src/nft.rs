@@ -24,6 +24,11 @@
 //! DNATed and dropped in FORWARD, before confirmation) and R4 lets them through.
 
 use std::fmt;
+use std::net::SocketAddrV4;
+
+use anyhow::Result;
+
+use crate::netns::Netns;
 
 /// A kernel NAT behaviour (RFC 4787 terms, NAT.md §4 / §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +161,37 @@ fn wan_input_firewall(wan: &str) -> String {
          \x20 }}\n\
          }}\n"
     )
+}
+
+/// The conntrack entry (one line of `conntrack -L -p udp --orig-src … --orig-port-dst …`) of
+/// the UDP flow whose original tuple is `from` → `to`, in the NAT router `router`; `None` when
+/// there is none. The reply tuple (the second `src=`/`dst=`/`sport=`/`dport=`) tells what the
+/// NAT made of the flow.
+pub fn conntrack_udp_entry(
+    router: &Netns,
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+) -> Result<Option<String>> {
+    let out = router.exec(
+        "conntrack",
+        &[
+            "-L",
+            "-p",
+            "udp",
+            "--orig-src",
+            &from.ip().to_string(),
+            "--orig-port-src",
+            &from.port().to_string(),
+            "--orig-dst",
+            &to.ip().to_string(),
+            "--orig-port-dst",
+            &to.port().to_string(),
+        ],
+    )?;
+    Ok(out
+        .lines()
+        .find(|l| l.starts_with("udp"))
+        .map(str::to_owned))
 }
 
 #[cfg(test)]
