@@ -6,11 +6,12 @@
 //! * [`afpacket`]: the generator (AF_PACKET, PACKET_QDISC_BYPASS, sendmmsg × 64, token
 //!   bucket).
 //! * [`search`]: the ≤ 1 % loss throughput search and summaries.
-//! * [`netns`], [`topo`]: namespaces, links, devices under test.
+//! * [`topo`]: namespaces (the workspace test kit's `testkit::Netns`), links, devices under
+//!   test.
 //! * [`runner`]: trust set-up, steps, cells.
 //! * [`procfs`]: the counters read from /proc.
 //! * [`memory`]: `relay-bench --memory`, a peer table filled through the real path.
-//! * [`setup`]: binaries, run directory, signals, waiting for a quiet machine.
+//! * [`setup`]: binaries, run directory, signals, CPU pinning, waiting for a quiet machine.
 //! * [`tun`]: the bare forwarder's TUN.
 //! * [`rs`], [`latency`]: `server-bench`'s router solicitations, and the RS→RA latency
 //!   run matched by nonce.
@@ -20,7 +21,6 @@ pub mod afpacket;
 pub mod frames;
 pub mod latency;
 pub mod memory;
-pub mod netns;
 pub mod procfs;
 pub mod report;
 pub mod rs;

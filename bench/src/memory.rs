@@ -12,8 +12,7 @@
 //! the relay's idle timeout (60 s): a million peers at 25 k/s take 40 s.
 
 use std::collections::VecDeque;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -23,7 +22,6 @@ use crate::frames::{
     direct_bubble_frame, ipv6_addrs, n2t_frame, parse_udp4_frame, Peer, NATIVE_HOST, SERVER_V4,
     TEREDO_PORT, WIDE_NET,
 };
-use crate::netns::Netns;
 use crate::runner::{check_stop, Generator};
 use crate::topo::INET_IF;
 
@@ -132,31 +130,9 @@ pub fn fill(gen: &Generator, n: u32, rate: f64) -> Result<FillReport> {
     Ok(report)
 }
 
-/// The value of the sample `name{labels}` (e.g. `teredo_relay_peers{state="trusted"}`) in a
-/// Prometheus text exposition.
-pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-}
-
-/// `GET /metrics` from `addr` inside `ns` (our relay's endpoint); the body.
-pub fn scrape(ns: &Netns, addr: SocketAddrV4) -> Result<String> {
-    ns.run_in(|| {
-        let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out
-            .split_once("\r\n\r\n")
-            .map_or(out.clone(), |(_, b)| b.to_owned()))
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use testkit::metrics::value as metric_value;
 
     #[test]
     fn metric_values() {

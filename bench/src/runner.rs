@@ -369,7 +369,7 @@ impl CellCtx<'_> {
         let sink = self.dir.sink_if();
         let relay_before = with_drops.then(|| relay_ns_counters(self.topo));
         let before = procfs::dev_counters(sink);
-        let mut exclude = self.topo.relay.pids();
+        let mut exclude = self.topo.relay.pids().unwrap_or_default();
         exclude.push(std::process::id());
         let others0 = procfs::user_process_ticks(&exclude);
         let (ticks0, _, _) = ns_usage(&self.topo.relay);

@@ -1,5 +1,6 @@
-//! What both benches do before measuring: find and snapshot the binaries, a private run
-//! directory, signal handlers that stop every loop, and waiting for a quiet machine.
+//! What the benches do before measuring: find and snapshot the binaries, a private run
+//! directory, signal handlers that stop every loop, CPU pinning, and waiting for a quiet
+//! machine.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -7,25 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+pub use testkit::bins::{sibling, snapshot};
 
 use crate::procfs::loadavg;
 use crate::runner::{sleep, STOP};
-
-/// `name` next to the running binary (where cargo puts the other binaries).
-pub fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(exe.with_file_name(name))
-}
-
-/// Copies `bin` into the run directory, so that a rebuild during the run changes nothing.
-pub fn snapshot(bin: &Path, dir: &Path, hint: &str) -> Result<PathBuf> {
-    if !bin.is_file() {
-        bail!("{} not found: {hint}", bin.display());
-    }
-    let to = dir.join(bin.file_name().context("binary path without a name")?);
-    fs::copy(bin, &to).with_context(|| format!("copy {}", bin.display()))?;
-    Ok(to)
-}
 
 /// A private run directory (configuration files, logs, binaries), removed on drop.
 #[derive(Debug)]
@@ -62,6 +48,23 @@ pub fn stop_on_signals() {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+}
+
+/// Pins the calling thread (and what it spawns later) to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    // SAFETY: `cpu_set_t` is plain data; CPU_ZERO/CPU_SET only write inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) != 0 {
+            bail!(
+                "sched_setaffinity(CPU{cpu}): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Waits (≤ `max_wait` s) until the 1-minute load average is at most `max_load`; returns the

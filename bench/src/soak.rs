@@ -10,13 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::time::Duration;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
-use anyhow::{bail, Context as _, Result};
 use teredo::wire::auth::Auth;
 use teredo::wire::ndp::emit_rs;
+use testkit::metrics::sum_by_label;
 
 use crate::frames::{udp4_frame, PEER_V4, TEREDO_PORT};
 
@@ -92,70 +90,6 @@ pub fn open_fds(pid: u32) -> Option<usize> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .ok()
         .map(Iterator::count)
-}
-
-/// `GET /metrics` from `addr` (HTTP/1.0, bounded to 4 MiB and 5 s).
-pub fn fetch_metrics(addr: SocketAddr) -> Result<String> {
-    let timeout = Duration::from_secs(5);
-    let mut s = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut body = Vec::new();
-    s.take(4 << 20).read_to_end(&mut body)?;
-    let text = String::from_utf8_lossy(&body).into_owned();
-    let Some((head, rest)) = text.split_once("\r\n\r\n") else {
-        bail!("no HTTP header from {addr}");
-    };
-    let status = head.split_whitespace().nth(1);
-    if !head.starts_with("HTTP/1.") || status != Some("200") {
-        bail!("{addr}: {}", head.lines().next().unwrap_or("empty answer"));
-    }
-    Ok(rest.to_owned())
-}
-
-/// The value of label `label` in a sample line's label set (`{a="x",b="y"}`).
-fn label_value<'a>(labels: &'a str, label: &str) -> Option<&'a str> {
-    labels
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .split(',')
-        .find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k.trim() == label).then(|| v.trim().trim_matches('"'))
-        })
-}
-
-/// Sum of every sample of `metric` in a Prometheus text exposition, per value of `label`
-/// (samples without it under `""`). Other labels are summed over.
-pub fn sum_by_label(text: &str, metric: &str, label: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(metric) else {
-            continue;
-        };
-        let (labels, value) = match rest.split_once('}') {
-            Some((l, v)) if rest.starts_with('{') => (l, v),
-            _ if rest.starts_with(' ') => ("", rest),
-            _ => continue,
-        };
-        let Some(v) = value
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        else {
-            continue;
-        };
-        let key = label_value(labels, label).unwrap_or("").to_owned();
-        *out.entry(key).or_insert(0) += v.max(0.0) as u64;
-    }
-    out
-}
-
-/// Sum of every sample of `metric`.
-pub fn sum_all(text: &str, metric: &str) -> u64 {
-    sum_by_label(text, metric, "").values().sum()
 }
 
 /// One process at one moment.
@@ -357,6 +291,8 @@ mod tests {
 
     #[test]
     fn metrics_are_summed_by_reason() {
+        use testkit::metrics::sum_all;
+
         let text = "# HELP teredo_relay_packets_dropped_total x\n\
                     # TYPE teredo_relay_packets_dropped_total counter\n\
                     teredo_relay_packets_dropped_total{reason=\"spoofed_source\",worker=\"0\"} 3\n\

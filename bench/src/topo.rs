@@ -19,16 +19,17 @@
 use std::fs;
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use testkit::process::{run, tail_file, Proc};
+use testkit::{miredo, Netns};
 
 use crate::frames::{
     GEN_INET_MAC, GEN_NATIVE_MAC, GEN_V4, GEN_V6, NATIVE_HOST, PEER_V4, RELAY_INET_MAC,
     RELAY_NATIVE_MAC, RELAY_PORT, RELAY_V4, RELAY_V6, SERVER_V4, WIDE_NET,
 };
-use crate::netns::{signal, Netns};
 use crate::procfs;
 use crate::rs::{SERVER_PRIMARY, SERVER_SECONDARY};
 
@@ -59,6 +60,14 @@ fn mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
+/// A namespace of the bench (`tt-<pid>-<n>-bench-<role>`) with duplicate address detection
+/// off.
+fn bench_netns(role: &str) -> Result<Netns> {
+    let ns = Netns::new("bench", role)?;
+    ns.disable_dad()?;
+    Ok(ns)
+}
+
 /// Creates the two veth links between `gen` and `dut` (fixed MACs, IPv6 off on the
 /// Internet link, both up).
 fn create_links(gen: &Netns, dut: &Netns) -> Result<()> {
@@ -66,7 +75,7 @@ fn create_links(gen: &Netns, dut: &Netns) -> Result<()> {
         (INET_IF, GEN_INET_MAC, RELAY_INET_MAC),
         (NATIVE_IF, GEN_NATIVE_MAC, RELAY_NATIVE_MAC),
     ] {
-        crate::netns::run(Command::new("ip").args([
+        run(Command::new("ip").args([
             "link",
             "add",
             ifname,
@@ -117,10 +126,10 @@ fn set_rps(gen: &Netns, dut: &Netns) -> Result<()> {
 impl Topology {
     /// Creates the namespaces, links, addresses, neighbours, routes and RPS masks.
     pub fn build() -> Result<Self> {
-        let gen = Netns::create("gen")?;
-        let relay = Netns::create("relay")?;
+        let gen = bench_netns("gen")?;
+        let relay = bench_netns("relay")?;
         create_links(&gen, &relay)?;
-        gen.ip(&["addr", "add", &format!("{GEN_V4}/24"), "dev", INET_IF])?;
+        gen.add_addr(INET_IF, &format!("{GEN_V4}/24"))?;
         gen.ip(&[
             "-6",
             "addr",
@@ -130,15 +139,8 @@ impl Topology {
             NATIVE_IF,
             "nodad",
         ])?;
-        gen.ip(&[
-            "-6",
-            "route",
-            "add",
-            "2001::/32",
-            "via",
-            &RELAY_V6.to_string(),
-        ])?;
-        relay.ip(&["addr", "add", &format!("{RELAY_V4}/24"), "dev", INET_IF])?;
+        gen.add_route("2001::/32", &RELAY_V6.to_string())?;
+        relay.add_addr(INET_IF, &format!("{RELAY_V4}/24"))?;
         relay.ip(&[
             "-6",
             "addr",
@@ -150,50 +152,13 @@ impl Topology {
         ])?;
         relay.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         for v4 in [SERVER_V4, PEER_V4] {
-            relay.ip(&[
-                "neigh",
-                "replace",
-                &v4.to_string(),
-                "lladdr",
-                &mac(GEN_INET_MAC),
-                "dev",
-                INET_IF,
-                "nud",
-                "permanent",
-            ])?;
+            relay.neigh_permanent(INET_IF, &v4.to_string(), &mac(GEN_INET_MAC))?;
         }
         // The memory step's peers (203.0.113.0/24, see `Peer::wide`) are reached via the
         // generator's address: one neighbour entry for all of them.
-        relay.ip(&[
-            "neigh",
-            "replace",
-            &GEN_V4.to_string(),
-            "lladdr",
-            &mac(GEN_INET_MAC),
-            "dev",
-            INET_IF,
-            "nud",
-            "permanent",
-        ])?;
-        relay.ip(&[
-            "route",
-            "add",
-            &format!("{WIDE_NET}/24"),
-            "via",
-            &GEN_V4.to_string(),
-        ])?;
-        relay.ip(&[
-            "-6",
-            "neigh",
-            "replace",
-            &NATIVE_HOST.to_string(),
-            "lladdr",
-            &mac(GEN_NATIVE_MAC),
-            "dev",
-            NATIVE_IF,
-            "nud",
-            "permanent",
-        ])?;
+        relay.neigh_permanent(INET_IF, &GEN_V4.to_string(), &mac(GEN_INET_MAC))?;
+        relay.add_route(&format!("{WIDE_NET}/24"), &GEN_V4.to_string())?;
+        relay.neigh_permanent(NATIVE_IF, &NATIVE_HOST.to_string(), &mac(GEN_NATIVE_MAC))?;
         set_rps(&gen, &relay)?;
         Ok(Self { gen, relay })
     }
@@ -204,25 +169,15 @@ impl Topology {
     /// so that RAs to any client reach the generator's interface. The native link stays
     /// unused.
     pub fn build_server() -> Result<Self> {
-        let gen = Netns::create("gen")?;
-        let srv = Netns::create("srv")?;
+        let gen = bench_netns("gen")?;
+        let srv = bench_netns("srv")?;
         create_links(&gen, &srv)?;
-        gen.ip(&["addr", "add", &format!("{GEN_V4}/24"), "dev", INET_IF])?;
+        gen.add_addr(INET_IF, &format!("{GEN_V4}/24"))?;
         for a in [SERVER_PRIMARY, SERVER_SECONDARY] {
-            srv.ip(&["addr", "add", &format!("{a}/24"), "dev", INET_IF])?;
+            srv.add_addr(INET_IF, &format!("{a}/24"))?;
         }
-        srv.ip(&[
-            "neigh",
-            "replace",
-            &GEN_V4.to_string(),
-            "lladdr",
-            &mac(GEN_INET_MAC),
-            "dev",
-            INET_IF,
-            "nud",
-            "permanent",
-        ])?;
-        srv.ip(&["route", "add", "default", "via", &GEN_V4.to_string()])?;
+        srv.neigh_permanent(INET_IF, &GEN_V4.to_string(), &mac(GEN_INET_MAC))?;
+        srv.add_route("default", &GEN_V4.to_string())?;
         set_rps(&gen, &srv)?;
         Ok(Self { gen, relay: srv })
     }
@@ -293,29 +248,13 @@ pub struct Binaries {
     pub max_peers: Option<u32>,
 }
 
-/// A running device.
+/// A running device; its stdout and stderr go to one log file.
 #[derive(Debug)]
 pub struct RunningDevice {
     /// Which.
     pub device: Device,
-    child: Child,
-    log: PathBuf,
+    proc: Proc,
     started: Instant,
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let t = fs::read_to_string(path).unwrap_or_default();
-    let v: Vec<&str> = t.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
-
-/// `198.51.100.20:3545` as `/proc/net/udp` writes a local address.
-fn proc_net_udp_key(a: SocketAddrV4) -> String {
-    format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(a.ip().octets()),
-        a.port()
-    )
 }
 
 impl RunningDevice {
@@ -325,7 +264,7 @@ impl RunningDevice {
     /// table.
     pub fn start(device: Device, topo: &Topology, bins: &Binaries, peers: u32) -> Result<Self> {
         let bind = SocketAddrV4::new(RELAY_V4, RELAY_PORT);
-        let log = bins.dir.join(format!("{}-{peers}.log", device.name()));
+        let label = format!("{}-{peers}", device.name());
         let mut cmd = topo.relay.command("taskset");
         cmd.args(["-c", &RELAY_CPU.to_string()]);
         match device {
@@ -356,16 +295,7 @@ impl RunningDevice {
             }
             Device::Miredo | Device::MiredoGw => {
                 let conf = bins.dir.join("miredo-relay.conf");
-                fs::write(
-                    &conf,
-                    format!(
-                        "# relay-bench: Miredo as a Teredo relay\n\
-                         RelayType cone\n\
-                         InterfaceName {TUN_IF}\n\
-                         BindAddress {RELAY_V4}\n\
-                         BindPort {RELAY_PORT}\n"
-                    ),
-                )?;
+                fs::write(&conf, miredo::relay_config(bind, TUN_IF))?;
                 cmd.arg(&bins.miredo)
                     .args(["-f", "-c"])
                     .arg(&conf)
@@ -383,7 +313,7 @@ impl RunningDevice {
                 ]);
             }
         }
-        let mut d = Self::spawn(device, &mut cmd, log)?;
+        let mut d = Self::spawn(device, cmd, &label, &bins.dir)?;
         d.wait_ready(topo, &[bind], true)?;
         if device == Device::MiredoGw {
             topo.relay.ip(&[
@@ -405,19 +335,13 @@ impl RunningDevice {
     }
 
     /// Spawns `cmd` (a command in the device's namespace) as `device`, its stdout and
-    /// stderr going to `log`.
-    pub fn spawn(device: Device, cmd: &mut Command, log: PathBuf) -> Result<Self> {
-        let out = fs::File::create(&log)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
+    /// stderr going to `<label>.log` in `dir`.
+    pub fn spawn(device: Device, cmd: Command, label: &str, dir: &Path) -> Result<Self> {
+        let proc = Proc::spawn_one_log(cmd, label, dir)
             .with_context(|| format!("cannot start {}", device.name()))?;
         Ok(Self {
             device,
-            child,
-            log,
+            proc,
             started: Instant::now(),
         })
     }
@@ -430,14 +354,13 @@ impl RunningDevice {
         binds: &[SocketAddrV4],
         route: bool,
     ) -> Result<()> {
-        let keys: Vec<String> = binds.iter().map(|b| proc_net_udp_key(*b)).collect();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(st) = self.child.try_wait()? {
+            if let Some(st) = self.proc.try_status()? {
                 bail!(
                     "{} exited ({st}) while starting:\n{}",
                     self.device.name(),
-                    tail(&self.log, 20)
+                    self.log_tail(20)
                 );
             }
             let routed = if route {
@@ -447,10 +370,7 @@ impl RunningDevice {
             } else {
                 "not needed".to_owned()
             };
-            let bound = topo.relay.run_in(|| {
-                let t = fs::read_to_string("/proc/thread-self/net/udp").unwrap_or_default();
-                Ok(keys.iter().all(|k| t.contains(k.as_str())))
-            })?;
+            let bound = topo.relay.udp_bound(binds)?;
             if !routed.trim().is_empty() && bound {
                 return Ok(());
             }
@@ -458,7 +378,7 @@ impl RunningDevice {
                 bail!(
                     "{} not ready after 10 s (route {routed:?}, UDP bound {bound}):\n{}",
                     self.device.name(),
-                    tail(&self.log, 20)
+                    self.log_tail(20)
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -467,12 +387,12 @@ impl RunningDevice {
 
     /// Fails if the device has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
-        if let Some(st) = self.child.try_wait()? {
+        if let Some(st) = self.proc.try_status()? {
             bail!(
                 "{} exited ({st}) after {:.1} s:\n{}",
                 self.device.name(),
                 self.started.elapsed().as_secs_f64(),
-                tail(&self.log, 20)
+                self.log_tail(20)
             );
         }
         Ok(())
@@ -481,15 +401,7 @@ impl RunningDevice {
     /// Stops it (SIGTERM, ≤ 3 s, then SIGKILL; then whatever it left in the namespace) and
     /// waits (≤ 3 s) until its TUN is gone, so that the next device can create it.
     pub fn stop(mut self, topo: &Topology) -> Result<()> {
-        signal(self.child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while self.child.try_wait()?.is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if self.child.try_wait()?.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.proc.stop_with(libc::SIGTERM, Duration::from_secs(3))?;
         topo.relay.stop_all(Duration::from_secs(2));
         let deadline = Instant::now() + Duration::from_secs(3);
         while topo.relay.ip(&["link", "show", TUN_IF]).is_ok() {
@@ -503,16 +415,20 @@ impl RunningDevice {
 
     /// The log's last lines.
     pub fn log_tail(&self, lines: usize) -> String {
-        tail(&self.log, lines)
+        tail_file(self.proc.log_path(), lines)
+    }
+
+    /// Its pid (with `taskset`, the device's own: taskset execs it).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 }
 
 impl Drop for RunningDevice {
+    /// Kills a device still running at once (a bench that fails mid-run), where
+    /// [`RunningDevice::stop`] asks it to stop first.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        let _ = self.proc.stop_with(libc::SIGKILL, Duration::from_secs(2));
     }
 }
 
@@ -521,7 +437,7 @@ pub fn ns_usage(ns: &Netns) -> (u64, u64, u64) {
     let mut ticks = 0;
     let mut rss = 0;
     let mut largest = 0;
-    for pid in ns.pids() {
+    for pid in ns.pids().unwrap_or_default() {
         ticks += procfs::process_cpu_ticks(pid).unwrap_or(0);
         let r = procfs::vm_rss_kib(pid).unwrap_or(0);
         rss += r;
@@ -534,6 +450,25 @@ pub fn ns_usage(ns: &Netns) -> (u64, u64, u64) {
 mod tests {
     use super::*;
 
+    /// Both topologies build and go away again (namespaces, links, addresses, neighbours,
+    /// routes, RPS masks; no traffic).
+    #[test]
+    fn topologies_build() {
+        if !testkit::requirements_met(testkit::function_name!(), true, &["ethtool"]) {
+            return;
+        }
+        for topo in [Topology::build(), Topology::build_server()] {
+            let topo = topo.unwrap();
+            let names = [topo.gen.name().to_owned(), topo.relay.name().to_owned()];
+            assert_eq!(topo.gen.ipv4_addrs(INET_IF).unwrap(), [GEN_V4]);
+            drop(topo);
+            let list = run(Command::new("ip").args(["netns", "list"])).unwrap();
+            for name in names {
+                assert!(!list.contains(&name), "{name} left behind");
+            }
+        }
+    }
+
     #[test]
     fn names_and_keys() {
         for d in [Device::Ours, Device::Miredo, Device::MiredoGw, Device::Bare] {
@@ -541,12 +476,5 @@ mod tests {
         }
         assert_eq!(Device::parse("x"), None);
         assert_eq!(mac(GEN_INET_MAC), "02:00:00:00:01:01");
-        // /proc/net/udp: 198.51.100.20:3545 on a little-endian host.
-        if cfg!(target_endian = "little") {
-            assert_eq!(
-                proc_net_udp_key(SocketAddrV4::new(RELAY_V4, RELAY_PORT)),
-                "146433C6:0DD9"
-            );
-        }
     }
 }

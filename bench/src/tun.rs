@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::netns::run;
+use testkit::process::run;
 
 /// Opens `/dev/net/tun` and creates (or attaches to) the TUN device `name`.
 pub fn open(name: &str) -> Result<OwnedFd> {

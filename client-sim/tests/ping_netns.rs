@@ -8,11 +8,8 @@
 //! current-thread tokio runtime (the pattern of qualify_netns.rs).
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd as _;
-use std::process::Command;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -29,6 +26,8 @@ use teredo::relay::{Relay, RelayConfig, RelayCounters, TrustPolicy};
 use teredo::{Local, Output};
 use teredo_rt::Shutdown;
 use teredo_server::{start, NativeSide, ServerOptions};
+use testkit::netns::runtime;
+use testkit::{check, root_or_skip, Netns};
 use tokio::sync::mpsc;
 
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -36,89 +35,19 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const RELAY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 20), 3545);
 const ECHO_HOST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99);
 
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI is set"
-    );
-    let _ = writeln!(std::io::stderr(), "{test}: SKIPPED (needs root)");
-    false
-}
-
-fn ip_cmd(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A network namespace with the lab addresses on `lo`, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(tag: &str) -> Self {
-        let name = format!("csim-{}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip_cmd(&["netns", "add", &name]);
-        let ns = Self { name };
-        ip_cmd(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        for a in [
+fn lab(tag: &str) -> Netns {
+    check(Netns::with_lo_addrs(
+        "ping",
+        tag,
+        &[
             "198.51.100.1",
             "198.51.100.2",
             "198.51.100.10",
             "198.51.100.20",
-        ] {
-            ip_cmd(&[
-                "-n",
-                &ns.name,
-                "addr",
-                "add",
-                &format!("{a}/24"),
-                "dev",
-                "lo",
-            ]);
-        }
-        ns
-    }
-
-    fn spawn<T, F>(&self, f: F) -> JoinHandle<T>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
-    {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = File::open(&path).unwrap();
-            // SAFETY: a valid namespace fd; setns only changes this thread's namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+        ],
+        24,
+    ))
 }
 
 /// The server (native side: a channel) and the relay with the echo host behind it. Stop
@@ -135,7 +64,7 @@ fn start_network(
     let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
     let (ready_tx, ready_rx) = std_mpsc::channel::<()>();
     let ready = ready_tx.clone();
-    let server = ns.spawn(move || {
+    let server = ns.thread(move || {
         runtime().block_on(async move {
             let mut o = ServerOptions::new(PRIMARY);
             o.native = NativeSide::Channel(native_tx);
@@ -147,7 +76,7 @@ fn start_network(
             server.wait().await.unwrap();
         });
     });
-    let relay = ns.spawn(move || runtime().block_on(relay_loop(trust, native_rx, ready_tx)));
+    let relay = ns.thread(move || runtime().block_on(relay_loop(trust, native_rx, ready_tx)));
     for _ in 0..2 {
         ready_rx
             .recv_timeout(Duration::from_secs(10))
@@ -235,7 +164,7 @@ fn run_ping(
     nat: NatChoice,
     probe: Probe,
 ) -> JoinHandle<PingReport> {
-    ns.spawn(move || {
+    ns.thread(move || {
         runtime().block_on(async move {
             let mut q = QualifyOptions::new(PRIMARY);
             q.profile = profile;
@@ -259,8 +188,8 @@ fn ping_and_udp_echo_through_server_and_relay() {
     if !root_or_skip("ping_and_udp_echo_through_server_and_relay") {
         return;
     }
-    let strict_ns = Netns::create("ps");
-    let lenient_ns = Netns::create("pl");
+    let strict_ns = lab("ps");
+    let lenient_ns = lab("pl");
     let (stop_s, server_s, relay_s) = start_network(&strict_ns, TrustPolicy::Strict);
     let (stop_l, server_l, relay_l) = start_network(&lenient_ns, TrustPolicy::Lenient);
     let pr = NatChoice::Preset(NatPreset::PortRestricted);
@@ -295,8 +224,9 @@ fn ping_and_udp_echo_through_server_and_relay() {
 
     // The binary: ping's lines and exit status.
     let bin = env!("CARGO_BIN_EXE_client-sim");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &strict_ns.name, bin, "ping"])
+    let out = strict_ns
+        .command(bin)
+        .arg("ping")
         .args([
             "--server",
             "198.51.100.1",

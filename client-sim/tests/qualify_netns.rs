@@ -7,11 +7,7 @@
 //! Each component runs on its own thread that entered the namespace (`setns`) with its own
 //! current-thread tokio runtime (the pattern of server/tests/server.rs).
 
-use std::fs::File;
-use std::io::Write as _;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd as _;
-use std::process::Command;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -22,6 +18,8 @@ use netsim::NatPreset;
 use teredo::client::Profile;
 use teredo_rt::Shutdown;
 use teredo_server::{start, NativeSide, ServerOptions};
+use testkit::netns::runtime;
+use testkit::{check, root_or_skip, Netns};
 
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -30,90 +28,19 @@ const CLIENT2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 /// In the namespace's /24, but nobody listens there.
 const NOBODY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 50);
 
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI is set"
-    );
-    let _ = writeln!(std::io::stderr(), "{test}: SKIPPED (needs root)");
-    false
-}
-
-fn ip_cmd(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A network namespace with the lab addresses on `lo`, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(tag: &str) -> Self {
-        let name = format!("csim-{}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip_cmd(&["netns", "add", &name]);
-        let ns = Self { name };
-        ip_cmd(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        for a in [
+fn lab(tag: &str) -> Netns {
+    check(Netns::with_lo_addrs(
+        "qualify",
+        tag,
+        &[
             "198.51.100.1",
             "198.51.100.2",
             "198.51.100.10",
             "198.51.100.11",
-        ] {
-            ip_cmd(&[
-                "-n",
-                &ns.name,
-                "addr",
-                "add",
-                &format!("{a}/24"),
-                "dev",
-                "lo",
-            ]);
-        }
-        ns
-    }
-
-    /// Runs `f` on a new thread inside the namespace.
-    fn spawn<T, F>(&self, f: F) -> JoinHandle<T>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
-    {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = File::open(&path).unwrap();
-            // SAFETY: a valid namespace fd; setns only changes this thread's namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+        ],
+        24,
+    ))
 }
 
 /// Starts the server in the namespace; it runs until the returned sender is dropped or
@@ -121,7 +48,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn start_server(ns: &Netns) -> (mpsc::Sender<()>, JoinHandle<()>) {
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
-    let handle = ns.spawn(move || {
+    let handle = ns.thread(move || {
         runtime().block_on(async move {
             let mut o = ServerOptions::new(PRIMARY);
             o.native = NativeSide::Disabled;
@@ -141,7 +68,7 @@ fn start_server(ns: &Netns) -> (mpsc::Sender<()>, JoinHandle<()>) {
 }
 
 fn run_qualify(ns: &Netns, opts: QualifyOptions) -> JoinHandle<QualifyReport> {
-    ns.spawn(move || {
+    ns.thread(move || {
         runtime().block_on(async move {
             let (_trigger, shutdown) = Shutdown::new();
             qualify(opts, shutdown).await.expect("qualify runs")
@@ -166,7 +93,7 @@ fn qualify_against_the_real_server() {
     if !root_or_skip("qualify_against_the_real_server") {
         return;
     }
-    let ns = Netns::create("q");
+    let ns = lab("q");
     let (stop, server) = start_server(&ns);
 
     // All at once (each has its own sockets): the cone probes filtered by a NAT take 12 s.
@@ -293,12 +220,12 @@ fn qualify_binary_exit_status_and_json() {
     if !root_or_skip("qualify_binary_exit_status_and_json") {
         return;
     }
-    let ns = Netns::create("bin");
+    let ns = lab("bin");
     let (stop, server) = start_server(&ns);
     let bin = env!("CARGO_BIN_EXE_client-sim");
     let run = |args: &[&str]| {
-        Command::new("ip")
-            .args(["netns", "exec", &ns.name, bin, "qualify"])
+        ns.command(bin)
+            .arg("qualify")
             .args(args)
             .env("RUST_LOG", "warn")
             .output()

@@ -13,46 +13,21 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use prometheus::{Registry, TextEncoder};
+use prometheus::Registry;
 use teredo::addr::TeredoAddr;
 use teredo::wire::ipv6::{emit_bubble, Echo};
 use teredo_relay::{start, NativeSide, RelayOptions};
 use teredo_rt::Shutdown;
+use testkit::metrics;
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(5);
 
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .map(|v| v.parse().unwrap())
-    })
-}
-
-fn metrics_text(registry: &Registry) -> String {
-    TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap()
-}
-
 /// Polls until `series` reaches `want` (the timer task exports the cores' counters at least
 /// once a second).
 async fn wait_metric(registry: &Registry, series: &str, want: f64) {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let text = metrics_text(registry);
-        let got = value(&text, series);
-        if got == Some(want) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} = {got:?}, want {want}\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    metrics::wait_registry_value(registry, series, want, LIMIT).await;
 }
 
 fn echo(reply: bool, src: Ipv6Addr, dst: Ipv6Addr, seq: u16, data: &[u8]) -> Vec<u8> {
@@ -262,12 +237,11 @@ mod loopback {
 }
 
 mod netns {
-    use std::fs::File;
-    use std::io::Write as _;
     use std::os::fd::AsRawFd as _;
-    use std::process::Command;
 
     use teredo::wire::TeredoPacket;
+    use testkit::wait::wait_for;
+    use testkit::{check, function_name, root_or_skip, Netns, Proc, TestDir};
 
     use super::*;
 
@@ -277,96 +251,14 @@ mod netns {
     const NATIVE_HOST: &str = "2001:db8::99";
     const ICMP_SOURCE: &str = "2001:db8::1";
 
-    /// True if the test may run; otherwise says why (or fails under CI).
-    fn root_or_skip(test: &str) -> bool {
-        // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
-            return true;
-        }
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test} needs root, and CI is set"
-        );
-        let _ = writeln!(std::io::stderr(), "{test}: SKIPPED (needs root)");
-        false
-    }
-
-    fn ip_cmd(args: &[&str]) -> String {
-        let out = Command::new("ip").args(args).output().expect("run ip");
-        assert!(
-            out.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// A network namespace with the test's addresses on `lo`, deleted on drop.
-    struct Netns {
-        name: String,
-    }
-
-    impl Netns {
-        fn create(tag: &str) -> Self {
-            let name = format!("teredo-rly-{}-{tag}", std::process::id());
-            let _ = Command::new("ip").args(["netns", "del", &name]).output();
-            ip_cmd(&["netns", "add", &name]);
-            let ns = Self { name };
-            ip_cmd(&["-n", &ns.name, "link", "set", "lo", "up"]);
-            for a in [SERVER, CLIENT, RELAY] {
-                ip_cmd(&[
-                    "-n",
-                    &ns.name,
-                    "addr",
-                    "add",
-                    &format!("{a}/24"),
-                    "dev",
-                    "lo",
-                ]);
-            }
-            ns
-        }
-
-        fn path(&self) -> String {
-            format!("/var/run/netns/{}", self.name)
-        }
-
-        /// Runs `f` on a new thread that entered the namespace, with a current-thread
-        /// runtime: every socket created there belongs to the namespace.
-        fn run<F, Fut>(&self, f: F)
-        where
-            F: FnOnce() -> Fut + Send + 'static,
-            Fut: std::future::Future<Output = ()>,
-        {
-            let path = self.path();
-            let thread = std::thread::spawn(move || {
-                enter(&path);
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(f());
-            });
-            if let Err(panic) = thread.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-    }
-
-    fn enter(path: &str) {
-        let file = File::open(path).unwrap();
-        // SAFETY: a valid namespace fd; setns only changes this thread's namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.name])
-                .output();
-        }
+    fn lab(tag: &str) -> Netns {
+        check(Netns::with_lo_addrs(
+            "relay",
+            tag,
+            &[SERVER, CLIENT, RELAY],
+            24,
+        ))
     }
 
     fn ip4(s: &str) -> Ipv4Addr {
@@ -407,8 +299,8 @@ mod netns {
         if !root_or_skip("bubble_exchange_then_both_directions_with_channel_native_side") {
             return;
         }
-        let ns = Netns::create("chan");
-        ns.run(|| async move {
+        let ns = lab("chan");
+        ns.block_on(|| async move {
             let (o, mut ends) = channel_options();
             let registry = o.registry.clone();
             let (trigger, shutdown) = Shutdown::new();
@@ -515,8 +407,8 @@ mod netns {
         if !root_or_skip("silent_peer_gets_paced_bubbles_then_icmp_error") {
             return;
         }
-        let ns = Netns::create("icmp");
-        ns.run(|| async move {
+        let ns = lab("icmp");
+        ns.block_on(|| async move {
             let (mut o, mut ends) = channel_options();
             o.core.bubble_interval = Duration::from_millis(200);
             let registry = o.registry.clone();
@@ -586,67 +478,41 @@ mod netns {
         if !root_or_skip("tun_device_route_and_round_trip_through_the_kernel") {
             return;
         }
-        let ns = Netns::create("tun");
-        ip_cmd(&[
-            "-n",
-            &ns.name,
-            "addr",
-            "add",
-            "2001:db8::1/128",
-            "dev",
-            "lo",
-        ]);
-        let mut relay = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(env!("CARGO_BIN_EXE_teredo-relay"))
-            .args([
-                "--bind",
-                &format!("{RELAY}:3545"),
-                "--native",
-                "tun:teredo9",
-                "--workers",
-                "2",
-                "--icmp-source",
-                "2001:db8::1",
-            ])
-            .env("RUST_LOG", "info")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let ns = lab("tun");
+        check(ns.add_addr("lo", "2001:db8::1/128"));
+        let dir = check(TestDir::new(function_name!()));
+        let mut cmd = ns.command(env!("CARGO_BIN_EXE_teredo-relay"));
+        cmd.args([
+            "--bind",
+            &format!("{RELAY}:3545"),
+            "--native",
+            "tun:teredo9",
+            "--workers",
+            "2",
+            "--icmp-source",
+            "2001:db8::1",
+        ])
+        .env("RUST_LOG", "info");
+        let mut relay = check(Proc::spawn(cmd, "teredo-relay", dir.path()));
         // Wait for the route (the last step of the TUN setup).
-        let deadline = std::time::Instant::now() + LIMIT;
-        let route = loop {
-            let r = ip_cmd(&["-n", &ns.name, "-6", "route", "show", "2001::/32"]);
-            if !r.trim().is_empty() {
-                break r;
-            }
-            if let Some(status) = relay.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read as _;
-                relay
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!("teredo-relay exited ({status}): {err}");
-            }
-            assert!(std::time::Instant::now() < deadline, "no route");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (route, _) = check(wait_for("the 2001::/32 route", LIMIT, || {
+            relay.ensure_running()?;
+            let r = ns.ip(&["-6", "route", "show", "2001::/32"])?;
+            Ok((!r.trim().is_empty()).then_some(r))
+        }));
         assert!(
             route.starts_with("2001::/32 via fe80::1 dev teredo9"),
             "{route}"
         );
-        let link = ip_cmd(&["-n", &ns.name, "-d", "link", "show", "teredo9"]);
+        let link = check(ns.ip(&["-d", "link", "show", "teredo9"]));
         assert!(link.contains("mtu 1280"), "{link}");
         assert!(link.contains("UP"), "{link}");
         assert!(link.contains("multi_queue"), "{link}");
         assert!(link.contains("pi off"), "{link}");
-        let addrs = ip_cmd(&["-n", &ns.name, "-6", "addr", "show", "dev", "teredo9"]);
+        let addrs = check(ns.ip(&["-6", "addr", "show", "dev", "teredo9"]));
         assert!(addrs.contains("fe80::ffff:ffff:ffff/64"), "{addrs}");
 
-        ns.run(|| async move {
+        ns.block_on(|| async move {
             let relay_addr: SocketAddr = format!("{RELAY}:3545").parse().unwrap();
             let server = UdpSocket::bind(format!("{SERVER}:3544")).await.unwrap();
             let x_map = SocketAddrV4::new(ip4(CLIENT), 40000);
@@ -726,11 +592,9 @@ mod netns {
         });
 
         // SIGTERM: clean exit, and the device (with its route) is gone.
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(relay.id() as i32, libc::SIGTERM) };
-        let status = relay.wait().unwrap();
+        let status = check(relay.stop_with(libc::SIGTERM, LIMIT));
         assert!(status.success(), "{status}");
-        let links = ip_cmd(&["-n", &ns.name, "link", "show"]);
+        let links = check(ns.ip(&["link", "show"]));
         assert!(!links.contains("teredo9"), "{links}");
     }
 }

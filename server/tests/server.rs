@@ -10,13 +10,13 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use prometheus::{Registry, TextEncoder};
+use prometheus::Registry;
 use teredo::addr::{TeredoAddr, LL_WINDOWS_RESTRICTED};
 use teredo::wire::auth::Auth;
 use teredo::wire::ndp::emit_rs;
 use teredo_rt::Shutdown;
 use teredo_server::{start, NativeSide, ServerOptions};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use testkit::metrics::{self, registry_value as metric, value};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::timeout;
 
@@ -62,59 +62,14 @@ mod counting {
 #[global_allocator]
 static ALLOCATOR: counting::Counting = counting::Counting;
 
-/// The value of one series (`name{labels}` exactly as the text format writes it).
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .map(|v| v.parse().unwrap())
-    })
-}
-
-fn metrics_text(registry: &Registry) -> String {
-    TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap()
-}
-
-fn metric(registry: &Registry, series: &str) -> f64 {
-    let text = metrics_text(registry);
-    value(&text, series).unwrap_or_else(|| panic!("no series {series} in\n{text}"))
-}
-
 /// Polls until `series` reaches `want` (the workers count after the datagram is read).
 async fn wait_metric(registry: &Registry, series: &str, want: f64) {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let got = metric(registry, series);
-        if got == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} = {got}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    metrics::wait_registry_value(registry, series, want, LIMIT).await;
 }
 
 /// `GET path` over HTTP/1.1; returns (status, head, body).
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut stream = timeout(LIMIT, TcpStream::connect(addr))
-        .await
-        .unwrap()
-        .unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    timeout(LIMIT, stream.read_to_end(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_ascii_lowercase(), body.to_owned())
+    metrics::http_request(addr, "GET", path, LIMIT).await
 }
 
 fn rs(nonce: Option<[u8; 8]>, src: std::net::Ipv6Addr) -> Vec<u8> {
@@ -348,11 +303,8 @@ mod loopback {
 
 /// Root-only tests in a private network namespace.
 mod netns {
-    use std::fs::File;
     use std::io::Write as _;
     use std::net::Ipv6Addr;
-    use std::os::fd::AsRawFd as _;
-    use std::process::Command;
 
     use socket2::{Domain, Protocol, Socket, Type};
     use teredo::addr::{server_link_local, LL_TEREDO_CONE};
@@ -360,6 +312,7 @@ mod netns {
     use teredo::wire::ndp::RouterAdvertisement;
     use teredo::wire::origin::{OriginIndication, ORIGIN_LEN};
     use teredo::wire::TeredoPacket;
+    use testkit::{check, root_or_skip, Netns};
     use tokio::sync::mpsc;
 
     use super::*;
@@ -368,89 +321,15 @@ mod netns {
     const SECONDARY: &str = "198.51.100.2";
     const CLIENT: &str = "198.51.100.10";
 
-    /// True if the test may run; otherwise says why (or fails under CI).
-    fn root_or_skip(test: &str) -> bool {
-        // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
-            return true;
-        }
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test} needs root, and CI is set"
-        );
-        // Straight to stderr: libtest would capture `eprintln!`.
-        let _ = writeln!(std::io::stderr(), "{test}: SKIPPED (needs root)");
-        false
-    }
-
-    fn ip_cmd(args: &[&str]) {
-        let out = Command::new("ip").args(args).output().expect("run ip");
-        assert!(
-            out.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A network namespace, deleted on drop (also when the test panics).
-    struct Netns {
-        name: String,
-    }
-
-    impl Netns {
-        fn create(tag: &str) -> Self {
-            let name = format!("teredo-srv-{}-{tag}", std::process::id());
-            // A leftover of an earlier run with the same pid: ignore the error.
-            let _ = Command::new("ip").args(["netns", "del", &name]).output();
-            ip_cmd(&["netns", "add", &name]);
-            let ns = Self { name };
-            ip_cmd(&["-n", &ns.name, "link", "set", "lo", "up"]);
-            for a in [PRIMARY, SECONDARY, CLIENT] {
-                ip_cmd(&[
-                    "-n",
-                    &ns.name,
-                    "addr",
-                    "add",
-                    &format!("{a}/24"),
-                    "dev",
-                    "lo",
-                ]);
-            }
-            ns
-        }
-
-        /// Runs `f` on a new thread that entered the namespace, with a current-thread
-        /// runtime: every socket created there belongs to the namespace.
-        fn run<F, Fut>(&self, f: F)
-        where
-            F: FnOnce() -> Fut + Send + 'static,
-            Fut: std::future::Future<Output = ()>,
-        {
-            let path = format!("/var/run/netns/{}", self.name);
-            let thread = std::thread::spawn(move || {
-                let file = File::open(&path).unwrap();
-                // SAFETY: a valid namespace fd; setns only changes this thread's namespace.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(f());
-            });
-            if let Err(panic) = thread.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.name])
-                .output();
-        }
+    /// A network namespace with the server's and the client's addresses on `lo`, deleted on
+    /// drop (also when the test panics).
+    fn lab(tag: &str) -> Netns {
+        check(Netns::with_lo_addrs(
+            "server",
+            tag,
+            &[PRIMARY, SECONDARY, CLIENT],
+            24,
+        ))
     }
 
     fn teredo_addr(server: &str, mapped: SocketAddrV4) -> Ipv6Addr {
@@ -486,8 +365,8 @@ mod netns {
         }
         const CLIENTS: u16 = 4;
         const PER_CLIENT: u16 = 150;
-        let ns = Netns::create("burst");
-        ns.run(|| async {
+        let ns = lab("burst");
+        ns.block_on(|| async {
             let mut o = ServerOptions::new(ip(PRIMARY));
             o.native = NativeSide::Disabled;
             let registry = o.registry.clone();
@@ -556,8 +435,8 @@ mod netns {
         if !root_or_skip("router_advertisements_and_relaying") {
             return;
         }
-        let ns = Netns::create("ra");
-        ns.run(|| async {
+        let ns = lab("ra");
+        ns.block_on(|| async {
             let (native_tx, mut native_rx) = mpsc::channel(16);
             let mut o = ServerOptions::new(ip(PRIMARY));
             o.native = NativeSide::Channel(native_tx);
@@ -737,8 +616,8 @@ mod netns {
         if !root_or_skip("rs_to_ra_does_not_allocate") {
             return;
         }
-        let ns = Netns::create("alloc");
-        ns.run(|| async {
+        let ns = lab("alloc");
+        ns.block_on(|| async {
             let mut o = ServerOptions::new(ip(PRIMARY));
             o.native = NativeSide::Disabled;
             let registry = o.registry.clone();
@@ -798,19 +677,9 @@ mod netns {
         if !root_or_skip("raw_native_side") {
             return;
         }
-        let ns = Netns::create("raw");
-        ip_cmd(&[
-            "-n",
-            &ns.name,
-            "-6",
-            "addr",
-            "add",
-            "2001:db8::1/128",
-            "dev",
-            "lo",
-            "nodad",
-        ]);
-        ns.run(|| async {
+        let ns = lab("raw");
+        check(ns.ip(&["-6", "addr", "add", "2001:db8::1/128", "dev", "lo", "nodad"]));
+        ns.block_on(|| async {
             // A cooked packet socket sees every IPv6 packet on lo, header included.
             let tap = Socket::new(
                 Domain::PACKET,

@@ -47,7 +47,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use teredo_tests::client_sim::{self, QualifyRun, TeredoFields};
 use teredo_tests::miredo::TEREDO_PORT;
-use teredo_tests::nat_recipes::NatKind;
+use teredo_tests::nft::NatKind;
 use teredo_tests::servers::ServerImpl;
 use teredo_tests::topo::{
     self, conntrack_udp_mapping, NatSite, LAN_GATEWAY, LAN_HOST, LAN_PREFIX_LEN, NAT_WAN,
@@ -198,23 +198,7 @@ enum ConeRaEntry {
 
 /// Classifies the conntrack entry whose original tuple is `from` → `to`.
 fn cone_ra_entry(router: &Netns, from: SocketAddrV4, to: SocketAddrV4) -> Result<ConeRaEntry> {
-    let out = router.exec(
-        "conntrack",
-        &[
-            "-L",
-            "-p",
-            "udp",
-            "--orig-src",
-            &from.ip().to_string(),
-            "--orig-port-src",
-            &from.port().to_string(),
-            "--orig-dst",
-            &to.ip().to_string(),
-            "--orig-port-dst",
-            &to.port().to_string(),
-        ],
-    )?;
-    let Some(line) = out.lines().find(|l| l.starts_with("udp")) else {
+    let Some(line) = teredo_tests::nft::conntrack_udp_entry(router, from, to)? else {
         return Ok(ConeRaEntry::Absent);
     };
     // udp 17 25 src=198.51.100.2 dst=198.51.100.20 sport=3544 dport=56625 [UNREPLIED] \

@@ -15,13 +15,12 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use teredo_tests::miredo::{self, TEREDO_PORT};
+use teredo_tests::servers;
 use teredo_tests::topo::{self, NatSite, NAT_WAN, PUBLIC_CLIENT, SERVER_PRIMARY, SERVER_SECONDARY};
 use teredo_tests::tshark::{tshark_check, Capture, TEREDO_FILTER};
-use teredo_tests::{
-    bin_path, check, function_name, requirements_met, Internet, Netns, Proc, TestDir,
-};
+use teredo_tests::{check, function_name, requirements_met, Internet, Netns, Proc, TestDir};
 
 /// The Miredo client's tunnel interface.
 const IFNAME: &str = "teredo0";
@@ -53,33 +52,10 @@ impl ServerImpl {
     /// it listens on both.
     fn start(self, ns: &Netns, dir: &TestDir) -> Result<Proc> {
         match self {
-            Self::Miredo => {
-                miredo::spawn_server(ns, dir, "miredo-server", SERVER_PRIMARY, SERVER_SECONDARY)
-            }
-            Self::Ours => {
-                let bin = bin_path("teredo-server")?;
-                let mut server = ns.spawn(
-                    "teredo-server",
-                    dir.path(),
-                    bin.to_str().context("non-UTF-8 binary path")?,
-                    &[
-                        "--primary",
-                        &SERVER_PRIMARY.to_string(),
-                        "--secondary",
-                        &SERVER_SECONDARY.to_string(),
-                        "--native",
-                        "none",
-                    ],
-                )?;
-                miredo::wait_udp_bound(
-                    ns,
-                    &mut server,
-                    &[SERVER_PRIMARY, SERVER_SECONDARY],
-                    TEREDO_PORT,
-                )?;
-                Ok(server)
-            }
+            Self::Ours => servers::ServerImpl::Ours,
+            Self::Miredo => servers::ServerImpl::Miredo,
         }
+        .start(ns, dir)
     }
 }
 

@@ -10,14 +10,13 @@
 //!   Internet segment qualifying, warming up through the relay, then a paced trial: no
 //!   loss, RTT figures present, and the load generator's /metrics consistent with its report.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 use teredo_tests::bins::bin_path;
-use teredo_tests::inproc::{in_netns, metric_value};
+use teredo_tests::inproc::metric_value;
 use teredo_tests::netns::Netns;
 use teredo_tests::process::{tail, TestDir};
 use teredo_tests::relay::{RelayTopology, NATIVE_HOST};
@@ -92,17 +91,7 @@ fn run_load(
 
 /// The load generator's /metrics page.
 fn scrape(ns: &Netns) -> Result<String> {
-    in_netns(ns, || {
-        let mut s = TcpStream::connect(METRICS).context("connect to the load metrics")?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        Ok(text)
-    })
+    teredo_tests::metrics::fetch_in(ns, METRICS.into())
 }
 
 fn metric(text: &str, series: &str) -> f64 {

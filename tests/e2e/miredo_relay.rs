@@ -3,7 +3,7 @@
 //! issue-4 CI item "our client-sim does the same through Miredo's relay and server".
 //!
 //! Topology: `teredo_tests::relay::RelayTopology` with Miredo's daemons in it (helpers in
-//! `teredo_tests::miredo_relay` and `teredo_tests::servers`):
+//! `teredo_tests::miredo` and `teredo_tests::servers`):
 //! ```text
 //!  IPv4 "Internet" 198.51.100.0/24 (br0)               native IPv6 2001:db8::/64 (br0)
 //!  [srv .1 +.2: miredo-server (raw IPv6 socket)] ------- eth1 2001:db8::2 (no forwarding)
@@ -78,9 +78,8 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use teredo_tests::client_ping::{self, PingRun, PingSpec};
 use teredo_tests::client_sim::TeredoFields;
-use teredo_tests::miredo::TEREDO_PORT;
-use teredo_tests::miredo_relay;
-use teredo_tests::nat_recipes::NatKind;
+use teredo_tests::miredo::{self, TEREDO_PORT};
+use teredo_tests::nft::NatKind;
 use teredo_tests::relay::{RelayTopology, NATIVE_HOST, RELAY_PORT, RELAY_V4};
 use teredo_tests::servers::ServerImpl;
 use teredo_tests::topo::{
@@ -155,7 +154,7 @@ impl Lab {
             }
         };
         let server = ServerImpl::Miredo.start(&topo.srv, dir)?;
-        let relay = miredo_relay::spawn_relay(
+        let relay = miredo::spawn_relay(
             &topo.rly,
             dir,
             "miredo-relay",

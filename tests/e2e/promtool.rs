@@ -13,12 +13,12 @@
 //! * `loadgen_endpoint_passes_promtool`: `client-sim load --ceiling` (its own echo on
 //!   loopback) with `--metrics-addr`, scraped while it lingers after the run.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use teredo_tests::inproc::metric_value;
 use teredo_tests::process::tail;
 use teredo_tests::wait::wait_for;
@@ -69,17 +69,7 @@ fn free_udp_port() -> u16 {
 
 /// The body of `GET /metrics` on `addr` (HTTP/1.0: the server closes after answering).
 fn scrape(addr: SocketAddr) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("connect to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").context("no end of headers")?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        bail!("{addr}: {head}");
-    }
-    Ok(body.to_owned())
+    teredo_tests::metrics::fetch(addr)
 }
 
 /// Waits until `series` reads `want` on `addr`, and returns the whole page then.

@@ -22,8 +22,7 @@
 //! `TEREDO_FLOOD_MAX_PEERS=100000 cargo test -p teredo-tests --test e2e -- relay_flood
 //! --nocapture`.
 
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -72,17 +71,7 @@ fn rss(pid: u32) -> Result<(u64, u64)> {
 }
 
 fn metrics(ns: &Netns) -> Result<String> {
-    in_netns(ns, || {
-        let mut s = TcpStream::connect(METRICS).context("connect to relay metrics")?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        Ok(text)
-    })
+    teredo_tests::metrics::fetch_in(ns, METRICS.into())
 }
 
 fn metric(text: &str, series: &str) -> u64 {

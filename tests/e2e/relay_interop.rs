@@ -26,7 +26,7 @@
 //! its address, so the strict relay trusts it everywhere but behind the symmetric NAT.
 
 use teredo_tests::miredo;
-use teredo_tests::nat_recipes::NatKind;
+use teredo_tests::nft::NatKind;
 use teredo_tests::relay::{ping6, RelayTopology};
 use teredo_tests::topo::{NatSite, LAN_GATEWAY, LAN_PREFIX_LEN, NAT_WAN, SERVER_PRIMARY};
 use teredo_tests::wait::wait_for;
@@ -150,7 +150,7 @@ fn address_restricted_nat_client_pings_native_host_through_our_relay() {
 }
 
 /// The same behind a port-restricted cone with a stateful WAN input firewall (R1 +
-/// `ct state new drop`, `nat_recipes::NatKind::PortRestricted`).
+/// `ct state new drop`, `nft::NatKind::PortRestricted`).
 #[test]
 fn port_restricted_firewalled_nat_client_pings_native_host_through_our_relay() {
     require_root!("miredo", "nft");

@@ -21,18 +21,18 @@
 //!   any interface (`PACKET_OUTGOING` copies only, so each packet is seen once even on `lo`):
 //!   what "nothing was emitted" is checked against.
 
-use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use prometheus::{Registry, TextEncoder};
+use prometheus::Registry;
 use teredo_rt::{Shutdown, ShutdownTrigger};
 use teredo_server::{NativeSide, ServerOptions};
+use testkit::metrics::registry_text;
+use testkit::netns::enter;
 use tokio::sync::mpsc as tokio_mpsc;
 
 use crate::netns::Netns;
@@ -40,44 +40,9 @@ use crate::netns::Netns;
 /// How long [`InprocServer::start`] waits for the server to bind its sockets.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The file `ip netns add` created for `ns`.
-fn netns_path(ns: &Netns) -> PathBuf {
-    PathBuf::from("/run/netns").join(ns.name())
-}
-
-/// Moves the calling thread into the network namespace at `path` (`/run/netns/NAME`).
-pub fn enter_netns(path: &PathBuf) -> Result<()> {
-    enter(path)
-}
-
-/// Moves the calling thread into the network namespace at `path`.
-fn enter(path: &PathBuf) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    // SAFETY: setns(2) on a descriptor we own; it only changes this thread's namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        bail!(
-            "setns({}): {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}
-
 /// Runs `f` on a new thread that entered `ns` first; sockets `f` creates belong to `ns`.
 pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let path = netns_path(ns);
-    std::thread::scope(|s| {
-        let thread = s.spawn(move || {
-            enter(&path)?;
-            f()
-        });
-        match thread.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
+    ns.run_in(f)
 }
 
 /// A UDP socket bound to `addr` inside `ns`.
@@ -88,13 +53,7 @@ pub fn udp_socket(ns: &Netns, addr: SocketAddrV4) -> Result<UdpSocket> {
 }
 
 /// The value of one series in Prometheus text format (`name{labels}` exactly as written).
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
-}
+pub use testkit::metrics::value as metric_value;
 
 /// `teredo_server::start` running on its own thread inside a namespace.
 ///
@@ -112,7 +71,7 @@ impl InprocServer {
     /// Starts the server with `options` inside `ns` and waits until it has bound its sockets
     /// (or failed to: the error of `teredo_server::start`).
     pub fn start(ns: &Netns, options: ServerOptions) -> Result<Self> {
-        let path = netns_path(ns);
+        let path = ns.path();
         let registry = options.registry.clone();
         let (trigger, shutdown) = Shutdown::new();
         let (ready_tx, ready_rx) = std_mpsc::channel();
@@ -172,9 +131,7 @@ impl InprocServer {
 
     /// The server's registry in Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_else(|e| format!("# cannot encode the metrics: {e}"))
+        registry_text(&self.registry)
     }
 
     /// The current value of one series (`name{labels}`), `None` if there is no such series.

@@ -13,9 +13,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use prometheus::{Registry, TextEncoder};
+use prometheus::Registry;
 use teredo_relay::{NativeEnds, NativeSide, RelayOptions};
 use teredo_rt::{Shutdown, ShutdownTrigger};
+use testkit::metrics::registry_text;
+use testkit::netns::enter;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::inproc::metric_value;
@@ -38,7 +40,7 @@ impl InprocRelay {
     /// Starts the relay with `options` (its `native` is replaced by a channel of
     /// `capacity` packets) inside `ns`, and waits until it is bound.
     pub fn start(ns: &Netns, mut options: RelayOptions, capacity: usize) -> Result<Self> {
-        let path = std::path::PathBuf::from("/run/netns").join(ns.name());
+        let path = ns.path();
         let (native, ends) = NativeSide::channel(capacity);
         options.native = native;
         let registry = options.registry.clone();
@@ -47,7 +49,7 @@ impl InprocRelay {
         let thread = std::thread::Builder::new()
             .name("teredo-relay".to_owned())
             .spawn(move || -> Result<()> {
-                let runtime = crate::inproc::enter_netns(&path).and_then(|()| {
+                let runtime = enter(&path).and_then(|()| {
                     tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -123,9 +125,7 @@ impl InprocRelay {
 
     /// The relay's registry in Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_else(|e| format!("# cannot encode the metrics: {e}"))
+        registry_text(&self.registry)
     }
 
     /// The current value of one series (`name{labels}`), `None` if there is no such series.

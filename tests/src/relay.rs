@@ -15,17 +15,17 @@
 //! address detection is off in every namespace (`accept_dad = 0` before any interface is
 //! attached, `nodad` on the addresses) so the segment works at once.
 
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
 use crate::bins::bin_path;
-use crate::inproc::{in_netns, metric_value};
-use crate::miredo::{self, TEREDO_PORT};
+use crate::inproc::in_netns;
+use crate::metrics::{self, value as metric_value};
 use crate::netns::{Internet, Netns};
 use crate::process::{tail, Proc, TestDir};
+use crate::servers;
 use crate::topo::{self, SERVER_PRIMARY, SERVER_SECONDARY};
 use crate::wait::wait_for;
 
@@ -98,14 +98,7 @@ impl RelayTopology {
         rly.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         native.attach(&h6, "eth0")?;
         add_v6(&h6, "eth0", &format!("{NATIVE_HOST}/64"))?;
-        h6.ip(&[
-            "-6",
-            "route",
-            "add",
-            "2001::/32",
-            "via",
-            &RELAY_V6.to_string(),
-        ])?;
+        h6.add_route("2001::/32", &RELAY_V6.to_string())?;
         Ok(Self {
             internet,
             native,
@@ -117,27 +110,7 @@ impl RelayTopology {
 
     /// Starts `teredo-server --native raw` on .1/.2 and waits until it listens.
     pub fn start_server(&self, dir: &TestDir) -> Result<Proc> {
-        let bin = bin_path("teredo-server")?;
-        let mut server = self.srv.spawn(
-            "teredo-server",
-            dir.path(),
-            bin.to_str().context("non-UTF-8 binary path")?,
-            &[
-                "--primary",
-                &SERVER_PRIMARY.to_string(),
-                "--secondary",
-                &SERVER_SECONDARY.to_string(),
-                "--native",
-                "raw",
-            ],
-        )?;
-        miredo::wait_udp_bound(
-            &self.srv,
-            &mut server,
-            &[SERVER_PRIMARY, SERVER_SECONDARY],
-            TEREDO_PORT,
-        )?;
-        Ok(server)
+        servers::start_ours(&self.srv, dir, "raw")
     }
 
     /// Starts `teredo-relay --native tun` with `extra` flags and waits until its route is
@@ -181,17 +154,7 @@ impl RelayTopology {
 
     /// The relay's `/metrics` page.
     pub fn relay_metrics(&self) -> Result<String> {
-        in_netns(&self.rly, || {
-            let mut s = TcpStream::connect(RELAY_METRICS).context("connect to relay metrics")?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                s,
-                "GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        })
+        metrics::fetch_in(&self.rly, RELAY_METRICS.into())
     }
 
     /// One series of the relay's metrics (0 when absent).

@@ -38,31 +38,36 @@ impl ServerImpl {
         let label = self.as_str();
         match self {
             Self::Miredo => miredo::spawn_server(ns, dir, label, SERVER_PRIMARY, SERVER_SECONDARY),
-            Self::Ours => {
-                let bin = bin_path("teredo-server")?;
-                let mut server = ns.spawn(
-                    label,
-                    dir.path(),
-                    bin.to_str().context("non-UTF-8 binary path")?,
-                    &[
-                        "--primary",
-                        &SERVER_PRIMARY.to_string(),
-                        "--secondary",
-                        &SERVER_SECONDARY.to_string(),
-                        "--native",
-                        "none",
-                    ],
-                )?;
-                miredo::wait_udp_bound(
-                    ns,
-                    &mut server,
-                    &[SERVER_PRIMARY, SERVER_SECONDARY],
-                    TEREDO_PORT,
-                )?;
-                Ok(server)
-            }
+            Self::Ours => start_ours(ns, dir, "none"),
         }
     }
+}
+
+/// Starts our `teredo-server --native <native>` on [`SERVER_PRIMARY`] / [`SERVER_SECONDARY`]
+/// (both already addresses of `ns`) and waits until it listens on both. Logs:
+/// `teredo-server.*.log` in `dir`.
+pub fn start_ours(ns: &Netns, dir: &TestDir, native: &str) -> Result<Proc> {
+    let bin = bin_path("teredo-server")?;
+    let mut server = ns.spawn(
+        ServerImpl::Ours.as_str(),
+        dir.path(),
+        bin.to_str().context("non-UTF-8 binary path")?,
+        &[
+            "--primary",
+            &SERVER_PRIMARY.to_string(),
+            "--secondary",
+            &SERVER_SECONDARY.to_string(),
+            "--native",
+            native,
+        ],
+    )?;
+    miredo::wait_udp_bound(
+        ns,
+        &mut server,
+        &[SERVER_PRIMARY, SERVER_SECONDARY],
+        TEREDO_PORT,
+    )?;
+    Ok(server)
 }
 
 impl fmt::Display for ServerImpl {

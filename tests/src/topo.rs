@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use anyhow::{Context as _, Result};
 
 use crate::netns::{Internet, Netns};
+use crate::nft;
 
 /// Prefix length of the Internet segment.
 pub const INTERNET_PREFIX_LEN: u8 = 24;
@@ -107,23 +108,7 @@ pub fn conntrack_udp_mapping(
     from: SocketAddrV4,
     to: SocketAddrV4,
 ) -> Result<Option<SocketAddrV4>> {
-    let out = ns.exec(
-        "conntrack",
-        &[
-            "-L",
-            "-p",
-            "udp",
-            "--orig-src",
-            &from.ip().to_string(),
-            "--orig-port-src",
-            &from.port().to_string(),
-            "--orig-dst",
-            &to.ip().to_string(),
-            "--orig-port-dst",
-            &to.port().to_string(),
-        ],
-    )?;
-    let Some(line) = out.lines().find(|l| l.starts_with("udp")) else {
+    let Some(line) = nft::conntrack_udp_entry(ns, from, to)? else {
         return Ok(None);
     };
     // udp 17 29 src=10.0.0.2 dst=198.51.100.1 sport=48681 dport=3544 \

@@ -21,15 +21,19 @@ use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
 use teredo_bench::frames::{peers, MAX_PEERS, MAX_WIDE_PEERS};
 use teredo_bench::memory::{self, FillReport};
-use teredo_bench::netns::{is_root, pin_current_thread, remove_stale, ReturnHere};
 use teredo_bench::procfs::{self, loadavg};
 use teredo_bench::report::{ratios, summarise, table, InstanceRun};
 use teredo_bench::runner::{
     check_stop, establish_trust, frames, refresh_frames, run_cell, CellCtx, CellPlan, Direction,
     Generator, STOP,
 };
-use teredo_bench::setup::{sibling, snapshot, stop_on_signals, wait_quiet, RunDir};
+use teredo_bench::setup::{
+    pin_current_thread, sibling, snapshot, stop_on_signals, wait_quiet, RunDir,
+};
 use teredo_bench::topo::{ns_usage, Binaries, Device, RunningDevice, Topology, GEN_CPU};
+use testkit::is_root;
+use testkit::metrics;
+use testkit::netns::{remove_stale, ReturnHere};
 
 /// Our relay vs Miredo's relay in network namespaces (see README.md, "Benchmarks").
 #[derive(Debug, Parser)]
@@ -610,11 +614,9 @@ fn run_memory(
             let (_, total, after) = ns_usage(&topo.relay);
             let trusted_gauge = (device == Device::Ours)
                 .then(|| {
-                    memory::scrape(&topo.relay, "127.0.0.1:9100".parse().expect("address"))
+                    metrics::fetch_in(&topo.relay, "127.0.0.1:9100".parse().expect("address"))
                         .ok()
-                        .and_then(|t| {
-                            memory::metric_value(&t, "teredo_relay_peers{state=\"trusted\"}")
-                        })
+                        .and_then(|t| metrics::value(&t, "teredo_relay_peers{state=\"trusted\"}"))
                 })
                 .flatten();
             let peers = trusted_gauge.unwrap_or(fill.confirmed as f64);

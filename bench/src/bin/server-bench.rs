@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddrV4;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -23,14 +23,18 @@ use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
 use teredo_bench::frames::TEREDO_PORT;
 use teredo_bench::latency::{self, LatencyRun};
-use teredo_bench::netns::{is_root, pin_current_thread, remove_stale, ReturnHere};
 use teredo_bench::procfs::{self, loadavg};
 use teredo_bench::report::{ratios, summarise, table, InstanceRun};
 use teredo_bench::rs::{rs_frames, RsKind, MAX_SOURCES, SERVER_PRIMARY, SERVER_SECONDARY};
 use teredo_bench::runner::{check_stop, run_cell, CellCtx, CellPlan, Direction, Generator, STOP};
 use teredo_bench::search::Summary;
-use teredo_bench::setup::{sibling, snapshot, stop_on_signals, wait_quiet, RunDir};
+use teredo_bench::setup::{
+    pin_current_thread, sibling, snapshot, stop_on_signals, wait_quiet, RunDir,
+};
 use teredo_bench::topo::{ns_usage, Device, RunningDevice, Topology, GEN_CPU, INET_IF, RELAY_CPU};
+use testkit::is_root;
+use testkit::miredo;
+use testkit::netns::{remove_stale, ReturnHere};
 
 /// Our Teredo server vs miredo-server in network namespaces (see README.md, "Benchmarks").
 #[derive(Debug, Parser)]
@@ -595,7 +599,7 @@ impl Instance<'_> {
                 Some((rate, secs, burst_us)) => {
                     // Let whatever the saturation run queued drain first.
                     teredo_bench::runner::sleep(Duration::from_millis(300))?;
-                    let mut exclude = self.topo.relay.pids();
+                    let mut exclude = self.topo.relay.pids().unwrap_or_default();
                     exclude.push(std::process::id());
                     let others0 = procfs::user_process_ticks(&exclude);
                     let (ticks0, _, _) = ns_usage(&self.topo.relay);
@@ -658,7 +662,7 @@ impl Instance<'_> {
 /// Starts our server or miredo-server in `topo.relay` on the two addresses, pinned to
 /// [`RELAY_CPU`], and waits until both sockets are bound.
 fn start_server(device: Device, topo: &Topology, bins: &Bins) -> Result<RunningDevice> {
-    let log = bins.dir.join(format!("{}-server.log", device.name()));
+    let label = format!("{}-server", device.name());
     let mut cmd = topo.relay.command("taskset");
     cmd.args(["-c", &RELAY_CPU.to_string()]);
     match device {
@@ -675,7 +679,11 @@ fn start_server(device: Device, topo: &Topology, bins: &Bins) -> Result<RunningD
         }
         Device::Miredo => {
             let conf = bins.dir.join("miredo-server.conf");
-            write_miredo_conf(&conf)?;
+            fs::write(
+                &conf,
+                miredo::server_config(SERVER_PRIMARY, SERVER_SECONDARY),
+            )
+            .with_context(|| format!("write {}", conf.display()))?;
             cmd.arg(&bins.miredo)
                 .args(["-f", "-c"])
                 .arg(&conf)
@@ -686,7 +694,7 @@ fn start_server(device: Device, topo: &Topology, bins: &Bins) -> Result<RunningD
             bail!("{} is not a server", device.name())
         }
     }
-    let mut dev = RunningDevice::spawn(device, &mut cmd, log)?;
+    let mut dev = RunningDevice::spawn(device, cmd, &label, &bins.dir)?;
     dev.wait_ready(
         topo,
         &[
@@ -696,16 +704,4 @@ fn start_server(device: Device, topo: &Topology, bins: &Bins) -> Result<RunningD
         false,
     )?;
     Ok(dev)
-}
-
-fn write_miredo_conf(path: &Path) -> Result<()> {
-    fs::write(
-        path,
-        format!(
-            "# server-bench: miredo-server\n\
-             ServerBindAddress {SERVER_PRIMARY}\n\
-             ServerBindAddress2 {SERVER_SECONDARY}\n"
-        ),
-    )
-    .with_context(|| format!("write {}", path.display()))
 }

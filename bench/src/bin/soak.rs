@@ -12,7 +12,7 @@
 use std::fs;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,18 +20,20 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use teredo_bench::afpacket::{blast, FrameRing};
 use teredo_bench::frames::{peers, GEN_V4, MAX_PEERS, NATIVE_HOST, TEREDO_PORT};
-use teredo_bench::netns::{is_root, pin_current_thread, remove_stale, signal, ReturnHere};
 use teredo_bench::procfs::{self, loadavg};
 use teredo_bench::runner::{
     check_stop, establish_trust, frames, refresh_frames, run_cell, sleep, CellCtx, CellPlan,
     Direction, Generator, STOP,
 };
 use teredo_bench::search::{passes, RateSearch};
+use teredo_bench::setup::{pin_current_thread, sibling, snapshot, stop_on_signals, RunDir};
 use teredo_bench::soak::{
-    fetch_metrics, interleave, rs_frame, sum_all, table, ProcSample, Sample, MAX_RS_CLIENTS,
-    SOAK_SERVER_V4,
+    interleave, rs_frame, table, ProcSample, Sample, MAX_RS_CLIENTS, SOAK_SERVER_V4,
 };
 use teredo_bench::topo::{Binaries, Device, RunningDevice, Topology, GEN_CPU, INET_IF, NATIVE_IF};
+use testkit::netns::{remove_stale, ReturnHere};
+use testkit::wait::wait_for;
+use testkit::{is_root, metrics, Proc};
 
 /// What drives the load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -100,10 +102,6 @@ struct Args {
     max_fd_growth: Option<usize>,
 }
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -119,117 +117,42 @@ fn main() -> ExitCode {
     }
 }
 
-/// Copies `bin` into the run directory, so that a rebuild during the run changes nothing.
-fn snapshot(bin: &Path, dir: &Path) -> Result<PathBuf> {
-    if !bin.is_file() {
-        bail!(
-            "{} not found: build with `cargo build --release -p teredo-server -p teredo-relay \
-             -p teredo-bench`",
-            bin.display()
-        );
-    }
-    let to = dir.join(bin.file_name().context("binary path without a name")?);
-    fs::copy(bin, &to).with_context(|| format!("copy {}", bin.display()))?;
-    Ok(to)
-}
-
-fn sibling(name: &str) -> Result<PathBuf> {
-    Ok(std::env::current_exe()?.with_file_name(name))
-}
-
-/// Removes the run directory on drop.
-struct RunDir(PathBuf);
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The server process; killed on drop.
-struct ServerProc(Child);
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        signal(self.0.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `a` as `/proc/net/udp` writes a local address.
-fn udp_key(a: SocketAddrV4) -> String {
-    format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(a.ip().octets()),
-        a.port()
-    )
-}
+/// How to build what the soak runs, for a missing binary.
+const BUILD_HINT: &str =
+    "build with `cargo build --release -p teredo-server -p teredo-relay -p teredo-bench`";
 
 const RELAY_METRICS: &str = "127.0.0.1:9100";
 const SERVER_METRICS: &str = "127.0.0.1:9101";
 const RELAY_DROPPED: &str = "teredo_relay_packets_dropped_total";
 const SERVER_DROPPED: &str = "teredo_server_packets_dropped_total";
 
-fn start_server(
-    topo: &Topology,
-    bin: &Path,
-    dir: &Path,
-    native: &str,
-) -> Result<(ServerProc, u32)> {
-    let log = dir.join("server.log");
-    let out = fs::File::create(&log)?;
-    let child = topo
-        .relay
-        .command(&bin.display().to_string())
-        .args([
-            "--primary",
-            &SOAK_SERVER_V4.to_string(),
-            "--native",
-            native,
-            "--metrics-addr",
-            SERVER_METRICS,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .context("cannot start teredo-server")?;
-    let pid = child.id();
-    let mut p = ServerProc(child);
-    let key = udp_key(SocketAddrV4::new(SOAK_SERVER_V4, TEREDO_PORT));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(st) = p.0.try_wait()? {
-            bail!(
-                "teredo-server exited ({st}): {}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
+fn start_server(topo: &Topology, bin: &Path, dir: &Path, native: &str) -> Result<(Proc, u32)> {
+    let mut cmd = topo.relay.command(&bin.display().to_string());
+    cmd.args([
+        "--primary",
+        &SOAK_SERVER_V4.to_string(),
+        "--native",
+        native,
+        "--metrics-addr",
+        SERVER_METRICS,
+    ])
+    .env("RUST_LOG", "warn");
+    let mut p = Proc::spawn_one_log(cmd, "server", dir).context("cannot start teredo-server")?;
+    let pid = p.pid();
+    let bind = SocketAddrV4::new(SOAK_SERVER_V4, TEREDO_PORT);
+    wait_for("teredo-server to listen", Duration::from_secs(10), || {
+        if let Some(st) = p.try_status()? {
+            bail!("teredo-server exited ({st}): {}", p.stderr());
         }
-        let bound = topo.relay.run_in(|| {
-            Ok(fs::read_to_string("/proc/thread-self/net/udp")
-                .unwrap_or_default()
-                .contains(&key))
-        })?;
-        if bound {
-            return Ok((p, pid));
-        }
-        if Instant::now() > deadline {
-            bail!("teredo-server not listening after 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Ok(topo.relay.udp_bound(&[bind])?.then_some(()))
+    })?;
+    Ok((p, pid))
 }
 
 /// The pid of the process named `comm` in the relay namespace.
 fn pid_of(topo: &Topology, comm: &str) -> Result<u32> {
     topo.relay
-        .pids()
+        .pids()?
         .into_iter()
         .find(|p| procfs::comm(*p).as_deref() == Some(comm))
         .with_context(|| format!("no {comm} process in the relay namespace"))
@@ -237,7 +160,7 @@ fn pid_of(topo: &Topology, comm: &str) -> Result<u32> {
 
 fn metrics(topo: &Topology, addr: &str) -> Option<String> {
     let addr: SocketAddr = addr.parse().ok()?;
-    topo.relay.run_in(|| fetch_metrics(addr)).ok()
+    metrics::fetch_in(&topo.relay, addr).ok()
 }
 
 /// One paced step of RSs at `rate`: (offered, router advertisements received, offered per
@@ -303,15 +226,15 @@ fn run(args: &Args) -> Result<()> {
     if args.interval_secs == 0 || args.duration_secs == 0 {
         bail!("--duration-secs and --interval-secs must be positive");
     }
-    let dir = std::env::temp_dir().join(format!("soak-{}", std::process::id()));
-    fs::create_dir_all(&dir)?;
-    let _dir_guard = RunDir(dir.clone());
+    let run_dir = RunDir::create("soak")?;
+    let dir = run_dir.path().to_path_buf();
     let relay_bin = snapshot(
         &args
             .relay_bin
             .clone()
             .map_or_else(|| sibling("teredo-relay"), Ok)?,
         &dir,
+        BUILD_HINT,
     )?;
     let server_bin = snapshot(
         &args
@@ -319,6 +242,7 @@ fn run(args: &Args) -> Result<()> {
             .clone()
             .map_or_else(|| sibling("teredo-server"), Ok)?,
         &dir,
+        BUILD_HINT,
     )?;
     let bins = Binaries {
         relay: relay_bin,
@@ -328,11 +252,7 @@ fn run(args: &Args) -> Result<()> {
         workers: 1,
         max_peers: None,
     };
-    // SAFETY: installing an async-signal-safe handler (one atomic store).
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    stop_on_signals();
     let load_at_start = loadavg();
     remove_stale();
     let topo = Topology::build()?;
@@ -359,6 +279,7 @@ fn run(args: &Args) -> Result<()> {
                 .clone()
                 .map_or_else(|| sibling("client-sim"), Ok)?,
             &dir,
+            BUILD_HINT,
         )?;
         let pids = (relay_pid, server_pid);
         let samples = run_load(
@@ -738,8 +659,8 @@ fn run_load(
     let server_counts = || {
         metrics(topo, SERVER_METRICS).map_or((0, 0), |m| {
             (
-                sum_all(&m, "teredo_server_router_solicitations_total"),
-                sum_all(&m, "teredo_server_router_advertisements_total"),
+                metrics::sum_all(&m, "teredo_server_router_solicitations_total"),
+                metrics::sum_all(&m, "teredo_server_router_advertisements_total"),
             )
         })
     };

@@ -1,5 +1,7 @@
-//! Kernel NAT kinds for a [`NatSite`](crate::topo::NatSite): the nftables recipes of NAT.md §9
-//! (R1, R3, R4, R5) as rulesets for the router's `wan0` / `lan0`.
+//! Kernel NAT kinds for a NAT router namespace: the nftables recipes of NAT.md §9 (R1, R3, R4,
+//! R5) as rulesets for the router's WAN and LAN interfaces (load one with [`Netns::nft`]).
+//!
+//! [`Netns::nft`]: crate::netns::Netns::nft
 //!
 //! # A Linux trap: unsolicited inbound datagrams reserve the external port
 //! A UDP datagram that reaches a Linux router from outside and matches no flow still gets a
@@ -22,6 +24,11 @@
 //! DNATed and dropped in FORWARD, before confirmation) and R4 lets them through.
 
 use std::fmt;
+use std::net::SocketAddrV4;
+
+use anyhow::Result;
+
+use crate::netns::Netns;
 
 /// A kernel NAT behaviour (RFC 4787 terms, NAT.md §4 / §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +161,37 @@ fn wan_input_firewall(wan: &str) -> String {
          \x20 }}\n\
          }}\n"
     )
+}
+
+/// The conntrack entry (one line of `conntrack -L -p udp --orig-src … --orig-port-dst …`) of
+/// the UDP flow whose original tuple is `from` → `to`, in the NAT router `router`; `None` when
+/// there is none. The reply tuple (the second `src=`/`dst=`/`sport=`/`dport=`) tells what the
+/// NAT made of the flow.
+pub fn conntrack_udp_entry(
+    router: &Netns,
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+) -> Result<Option<String>> {
+    let out = router.exec(
+        "conntrack",
+        &[
+            "-L",
+            "-p",
+            "udp",
+            "--orig-src",
+            &from.ip().to_string(),
+            "--orig-port-src",
+            &from.port().to_string(),
+            "--orig-dst",
+            &to.ip().to_string(),
+            "--orig-port-dst",
+            &to.port().to_string(),
+        ],
+    )?;
+    Ok(out
+        .lines()
+        .find(|l| l.starts_with("udp"))
+        .map(str::to_owned))
 }
 
 #[cfg(test)]

@@ -1,12 +1,17 @@
-//! Child processes with log files, and the per-test work directory that holds those logs.
+//! Child processes with log files, waiting for their UDP ports, and the per-test work
+//! directory that holds those logs.
 
 use std::fs::{self, File};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+
+use crate::netns::Netns;
+use crate::wait::wait_for;
 
 /// How long [`Proc::stop`] waits after SIGTERM before it sends SIGKILL. Miredo needs about 1.7 s
 /// to take its tunnel down (it runs the client hook once more).
@@ -19,6 +24,12 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
+    stdout_of(cmd, &out)
+}
+
+/// The stdout of `cmd`, which ended with `out`; a non-zero exit is an error that quotes the
+/// command and its stderr.
+pub fn stdout_of(cmd: &Command, out: &Output) -> Result<String> {
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}",
@@ -41,7 +52,8 @@ pub fn signal(pid: u32, signal: libc::c_int) {
 }
 
 /// A running child process whose stdout and stderr go to `<label>.stdout.log` /
-/// `<label>.stderr.log` in a directory. Dropping it stops it ([`Proc::stop`]).
+/// `<label>.stderr.log` in a directory (or both to `<label>.log`, [`Proc::spawn_one_log`]).
+/// Dropping it stops it ([`Proc::stop`]).
 #[derive(Debug)]
 pub struct Proc {
     label: String,
@@ -73,6 +85,26 @@ impl Proc {
         })
     }
 
+    /// Spawns `cmd` with stdin closed and both its stdout and stderr sent to one file,
+    /// `<label>.log` in `log_dir` (the benches' device logs: one file in time order).
+    pub fn spawn_one_log(mut cmd: Command, label: &str, log_dir: &Path) -> Result<Self> {
+        let log = log_dir.join(format!("{label}.log"));
+        let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().context("dup log file")?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot spawn {label}: {cmd:?}"))?;
+        Ok(Self {
+            label: label.to_owned(),
+            child,
+            stdout: log.clone(),
+            stderr: log,
+            status: None,
+        })
+    }
+
     /// The label given at spawn time.
     pub fn label(&self) -> &str {
         &self.label
@@ -81,6 +113,11 @@ impl Proc {
     /// The process id (with `ip netns exec`, the program's own pid: ip execs it).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The file its stderr goes to (with [`Proc::spawn_one_log`], its one log).
+    pub fn log_path(&self) -> &Path {
+        &self.stderr
     }
 
     /// Everything the process wrote to stdout so far.
@@ -150,6 +187,33 @@ impl Drop for Proc {
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The last `n` lines of the file at `path` ("" if it cannot be read).
+pub fn tail_file(path: &Path, n: usize) -> String {
+    tail(&fs::read_to_string(path).unwrap_or_default(), n)
+}
+
+/// Waits (up to 10 s) until UDP sockets are bound to `port` on every address in `addrs` inside
+/// `ns`, failing early if `proc` exits. A wildcard (0.0.0.0) socket does not count: a Teredo
+/// server must answer from the address the RS asked for (or the other one), which takes one
+/// socket per address.
+pub fn wait_udp_bound(ns: &Netns, proc: &mut Proc, addrs: &[Ipv4Addr], port: u16) -> Result<()> {
+    let want: Vec<SocketAddr> = addrs
+        .iter()
+        .map(|a| SocketAddrV4::new(*a, port).into())
+        .collect();
+    wait_for(
+        &format!("{} to listen on {want:?}", proc.label()),
+        Duration::from_secs(10),
+        || {
+            proc.ensure_running()?;
+            let bound: Vec<SocketAddr> = ns.udp_sockets()?.into_iter().map(|s| s.local).collect();
+            Ok(want.iter().all(|w| bound.contains(w)).then_some(()))
+        },
+    )
+    .with_context(|| format!("{} stderr:\n{}", proc.label(), tail(&proc.stderr(), 30)))
+    .map(drop)
 }
 
 /// A scratch directory for one test: configs, pid files, logs, captures.
@@ -242,4 +306,42 @@ pub(crate) fn sanitize(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn procs_log_and_stop() {
+        let dir = TestDir::new("testkit_procs_log_and_stop").unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; exec sleep 30"]);
+        let mut p = Proc::spawn(cmd, "sh", dir.path()).unwrap();
+        wait_for("the output", Duration::from_secs(5), || {
+            Ok((p.stdout() == "out\n" && p.stderr() == "err\n").then_some(()))
+        })
+        .unwrap();
+        p.ensure_running().unwrap();
+        assert!(!p
+            .stop_with(libc::SIGTERM, Duration::from_secs(5))
+            .unwrap()
+            .success());
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2"]);
+        let mut p = Proc::spawn_one_log(cmd, "one", dir.path()).unwrap();
+        assert!(p.stop_with(0, Duration::from_secs(5)).unwrap().success());
+        assert_eq!(p.stdout(), "out\nerr\n");
+        assert_eq!(tail_file(&dir.join("one.log"), 1), "err");
+        assert!(p.ensure_running().is_err());
+    }
+
+    #[test]
+    fn run_quotes_stderr() {
+        assert_eq!(run(Command::new("echo").arg("hi")).unwrap(), "hi\n");
+        let e = run(Command::new("sh").args(["-c", "echo nope >&2; exit 3"])).unwrap_err();
+        assert!(format!("{e:#}").contains("nope"), "{e:#}");
+        assert_eq!(tail("a\nb\nc", 2), "b\nc");
+        assert_eq!(sanitize("a::b c"), "a__b_c");
+    }
 }

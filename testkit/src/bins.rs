@@ -1,4 +1,6 @@
-//! The workspace's binaries (`teredo-server`, …), built once per test process.
+//! The workspace's binaries (`teredo-server`, …): built once per test process for the tests
+//! ([`bin_path`]), found beside the running binary and snapshotted for the benches
+//! ([`sibling`], [`snapshot`]).
 //!
 //! Cargo builds a package's own `[[bin]]`s before its integration tests, but not those of other
 //! workspace members, and artifact dependencies are unstable. So the first call to [`bin_path`]
@@ -9,6 +11,7 @@
 //! Cargo releases its build lock before it runs test binaries, so the nested build does not
 //! wait on the outer `cargo test`.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -21,7 +24,24 @@ use crate::process::tail;
 pub fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("tests/ has a parent directory")
+        .expect("testkit/ has a parent directory")
+}
+
+/// `name` next to the running binary (where cargo puts the other binaries of a build).
+pub fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    Ok(exe.with_file_name(name))
+}
+
+/// Copies `bin` into `dir`, so that a rebuild during a long run changes nothing; `hint` says
+/// how to build it when it is missing.
+pub fn snapshot(bin: &Path, dir: &Path, hint: &str) -> Result<PathBuf> {
+    if !bin.is_file() {
+        bail!("{} not found: {hint}", bin.display());
+    }
+    let to = dir.join(bin.file_name().context("binary path without a name")?);
+    fs::copy(bin, &to).with_context(|| format!("copy {}", bin.display()))?;
+    Ok(to)
 }
 
 /// `<target>/<profile-dir>` of the running test binary, e.g. `target/debug`.
@@ -86,4 +106,24 @@ fn build_bins() -> Result<PathBuf> {
         );
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert!(workspace_root().join("Cargo.toml").is_file());
+        let here = sibling("x").unwrap();
+        assert_eq!(here.file_name().unwrap(), "x");
+        assert!(profile_dir().unwrap().is_dir());
+        let dir = crate::TestDir::new("testkit_bins_paths").unwrap();
+        let copy = snapshot(&std::env::current_exe().unwrap(), dir.path(), "").unwrap();
+        assert!(copy.is_file());
+        assert!(snapshot(&dir.join("missing"), dir.path(), "build it")
+            .unwrap_err()
+            .to_string()
+            .contains("build it"));
+    }
 }

@@ -1,4 +1,5 @@
-//! Debian's Miredo 1.2.6 (`miredo`, `miredo-server`) inside network namespaces.
+//! Debian's Miredo 1.2.6 (`miredo`, `miredo-server`) inside network namespaces: client,
+//! server and relay (`RelayType cone`).
 //!
 //! Findings (Debian 12, miredo 1.2.6-7.1+b2, as root; see also TEREDO.md §14):
 //!
@@ -43,12 +44,13 @@
 //!   UDP sockets on `<primary>:3544` and `<secondary>:3544` (a few ms).
 //! * Neither daemon needs systemd, syslog or `/etc/miredo/*.conf`.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
 use crate::netns::Netns;
+pub use crate::process::wait_udp_bound;
 use crate::process::{tail, Proc, TestDir};
 use crate::wait::wait_for;
 
@@ -58,7 +60,7 @@ pub const TEREDO_PORT: u16 = 3544;
 /// The Miredo client's configuration file.
 pub fn client_config(server: Ipv4Addr, ifname: &str) -> String {
     format!(
-        "# teredo-tests: Miredo as a Teredo client\n\
+        "# teredo-testkit: Miredo as a Teredo client\n\
          RelayType client\n\
          InterfaceName {ifname}\n\
          ServerAddress {server}\n"
@@ -74,12 +76,19 @@ pub fn spawn_client(
     server: Ipv4Addr,
     ifname: &str,
 ) -> Result<Proc> {
-    let conf = dir.write(&format!("{label}.conf"), &client_config(server, ifname))?;
+    spawn(ns, dir, label, "miredo", &client_config(server, ifname))
+}
+
+/// Writes `<label>.conf` in `dir` and starts `program -f -c <conf> -p <dir>/<label>.pid` in
+/// `ns` (`-f`: foreground, syslog lines on stderr too; `-p`: a pid file of its own, so that
+/// parallel instances do not clash).
+fn spawn(ns: &Netns, dir: &TestDir, label: &str, program: &str, config: &str) -> Result<Proc> {
+    let conf = dir.write(&format!("{label}.conf"), config)?;
     let pid = dir.join(format!("{label}.pid"));
     ns.spawn(
         label,
         dir.path(),
-        "miredo",
+        program,
         &[
             "-f",
             "-c",
@@ -133,7 +142,7 @@ pub fn client_port(ns: &Netns) -> Result<u16> {
 /// The Miredo server's configuration file.
 pub fn server_config(primary: Ipv4Addr, secondary: Ipv4Addr) -> String {
     format!(
-        "# teredo-tests: Miredo as a Teredo server\n\
+        "# teredo-testkit: Miredo as a Teredo server\n\
          ServerBindAddress {primary}\n\
          ServerBindAddress2 {secondary}\n"
     )
@@ -148,42 +157,89 @@ pub fn spawn_server(
     primary: Ipv4Addr,
     secondary: Ipv4Addr,
 ) -> Result<Proc> {
-    let conf = dir.write(&format!("{label}.conf"), &server_config(primary, secondary))?;
-    let pid = dir.join(format!("{label}.pid"));
-    let mut server = ns.spawn(
+    let mut server = spawn(
+        ns,
+        dir,
         label,
-        dir.path(),
         "miredo-server",
-        &[
-            "-f",
-            "-c",
-            conf.to_str().context("non-UTF-8 path")?,
-            "-p",
-            pid.to_str().context("non-UTF-8 path")?,
-        ],
+        &server_config(primary, secondary),
     )?;
     wait_udp_bound(ns, &mut server, &[primary, secondary], TEREDO_PORT)?;
     Ok(server)
 }
 
-/// Waits (up to 10 s) until UDP sockets are bound to `port` on every address in `addrs` inside
-/// `ns`, failing early if `proc` exits. A wildcard (0.0.0.0) socket does not count: a Teredo
-/// server must answer from the address the RS asked for (or the other one), which takes one
-/// socket per address.
-pub fn wait_udp_bound(ns: &Netns, proc: &mut Proc, addrs: &[Ipv4Addr], port: u16) -> Result<()> {
-    let want: Vec<SocketAddr> = addrs
-        .iter()
-        .map(|a| SocketAddrV4::new(*a, port).into())
-        .collect();
+/// The Miredo relay's configuration file (`RelayType cone`, its TUN `ifname`, bound to `bind`).
+pub fn relay_config(bind: SocketAddrV4, ifname: &str) -> String {
+    format!(
+        "# teredo-testkit: Miredo as a Teredo relay\n\
+         RelayType cone\n\
+         InterfaceName {ifname}\n\
+         BindAddress {}\n\
+         BindPort {}\n",
+        bind.ip(),
+        bind.port()
+    )
+}
+
+/// Starts `miredo -f` as a cone relay bound to `bind` (an address of `ns`) with the TUN
+/// `ifname`, and waits (up to 10 s) until its socket is bound and its 2001::/32 route is
+/// installed. Logs go to `<label>.stderr.log` in `dir`.
+pub fn spawn_relay(
+    ns: &Netns,
+    dir: &TestDir,
+    label: &str,
+    bind: SocketAddrV4,
+    ifname: &str,
+) -> Result<Proc> {
+    let mut relay = spawn(ns, dir, label, "miredo", &relay_config(bind, ifname))?;
+    wait_udp_bound(ns, &mut relay, &[*bind.ip()], bind.port())?;
     wait_for(
-        &format!("{} to listen on {want:?}", proc.label()),
+        "the Miredo relay's 2001::/32 route",
         Duration::from_secs(10),
         || {
-            proc.ensure_running()?;
-            let bound: Vec<SocketAddr> = ns.udp_sockets()?.into_iter().map(|s| s.local).collect();
-            Ok(want.iter().all(|w| bound.contains(w)).then_some(()))
+            relay.ensure_running()?;
+            let r = ns.ip(&["-6", "route", "show", "2001::/32", "dev", ifname])?;
+            Ok((!r.trim().is_empty()).then_some(r))
         },
     )
-    .with_context(|| format!("{} stderr:\n{}", proc.label(), tail(&proc.stderr(), 30)))
-    .map(drop)
+    .with_context(|| format!("{label} stderr:\n{}", tail(&relay.stderr(), 30)))?;
+    Ok(relay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_config_has_the_directives() {
+        let c = relay_config("198.51.100.30:3545".parse().unwrap(), "teredo0");
+        for line in [
+            "RelayType cone",
+            "InterfaceName teredo0",
+            "BindAddress 198.51.100.30",
+            "BindPort 3545",
+        ] {
+            assert!(c.lines().any(|l| l == line), "{line} missing from {c}");
+        }
+        assert!(!c.contains("ServerAddress"));
+    }
+
+    #[test]
+    fn client_and_server_configs() {
+        let c = client_config(Ipv4Addr::new(198, 51, 100, 1), "teredo");
+        assert!(c.lines().any(|l| l == "RelayType client"), "{c}");
+        assert!(c.lines().any(|l| l == "ServerAddress 198.51.100.1"), "{c}");
+        let s = server_config(
+            Ipv4Addr::new(198, 51, 100, 1),
+            Ipv4Addr::new(198, 51, 100, 2),
+        );
+        assert!(
+            s.lines().any(|l| l == "ServerBindAddress 198.51.100.1"),
+            "{s}"
+        );
+        assert!(
+            s.lines().any(|l| l == "ServerBindAddress2 198.51.100.2"),
+            "{s}"
+        );
+    }
 }
