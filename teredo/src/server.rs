@@ -24,14 +24,13 @@ use crate::addr::{
     is_ipv4_global_unicast, is_ipv6_non_global, is_link_local, server_link_local, TeredoAddr,
     ALL_ROUTERS, TEREDO_PORT,
 };
-use crate::io::Kind;
+use crate::io::{Kind, Local, Output};
 use crate::rate_limit::RateLimiter;
 use crate::wire::auth::Auth;
 use crate::wire::ndp::{RaParams, RouterSolicitation, ICMPV6_ROUTER_SOLICITATION};
 use crate::wire::origin::{OriginIndication, ORIGIN_LEN};
 use crate::wire::packet::{MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6, NEXT_HEADER_NONE};
 use crate::wire::TeredoPacket;
-use crate::io::{Local, Output};
 use crate::DropReason;
 
 /// Server settings.
