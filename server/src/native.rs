@@ -102,7 +102,7 @@ fn open_raw() -> io::Result<AsyncFd<Socket>> {
 /// The destination of an IPv6 packet, which selects the raw socket's route.
 fn ipv6_dst(packet: &[u8]) -> io::Result<Ipv6Addr> {
     Ipv6Header::new_checked(packet)
-        .map(|h| h.dst_addr())
+        .map(|h| h.dst())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 

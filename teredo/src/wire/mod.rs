@@ -4,7 +4,6 @@
 
 pub mod auth;
 pub mod ipv6;
-pub mod ipv6_header;
 pub mod ndp;
 pub mod origin;
 pub mod packet;
@@ -15,10 +14,10 @@ pub mod view;
 mod proptests;
 
 pub use auth::{Auth, AuthRepr};
-pub use ipv6_header::Ipv6Header;
 pub use origin::OriginIndication;
 pub use packet::TeredoPacket;
 pub use trailer::{Trailer, TrailerKind, Trailers};
+pub use view::Ipv6Header;
 
 /// Why bytes could not be parsed as what they claim to be.
 ///

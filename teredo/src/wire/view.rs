@@ -65,10 +65,24 @@ pub struct Ipv6Header<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Ipv6Header<T> {
-    /// A view over `buffer`, which holds at least the 40-byte header.
+    /// Wraps `buffer` without checking it; accessors may panic unless
+    /// [`Self::check_len`] passes.
+    pub fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Wraps `buffer` if it holds a whole header ([`Self::check_len`]): once it has passed,
+    /// no accessor can panic.
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        check_len("IPv6 header", buffer.as_ref(), ipv6_field::PAYLOAD)?;
-        Ok(Self { buffer })
+        let header = Self::new_unchecked(buffer);
+        header.check_len()?;
+        Ok(header)
+    }
+
+    /// `Err(Truncated)` unless the buffer holds the 40-byte header. Only the header is
+    /// checked: the payload length field is not compared with the bytes that follow.
+    pub fn check_len(&self) -> Result<(), WireError> {
+        check_len("IPv6 header", self.buffer.as_ref(), ipv6_field::PAYLOAD)
     }
 
     /// The underlying buffer.
@@ -268,6 +282,53 @@ mod tests {
             .same_flow(&Ipv6Udp::new_checked(&q[..]).unwrap()));
         for n in 0..48 {
             assert!(Ipv6Udp::new_checked(&p[..n]).is_err());
+        }
+    }
+
+    mod header {
+        use super::super::*;
+        use crate::wire::ipv6::{emit_bubble, emit_ipv6_header};
+        use crate::wire::packet::{NEXT_HEADER_ICMPV6, NEXT_HEADER_NONE};
+
+        const SRC: Ipv6Addr =
+            Ipv6Addr::new(0x2001, 0, 0x4136, 0xe378, 0x8000, 0x63bf, 0x3fff, 0xfdd2);
+        const DST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
+        #[test]
+        fn reads_what_the_emitters_wrote() {
+            let mut b = [0u8; 40];
+            emit_bubble(&mut b, SRC, DST, 0).unwrap();
+            let h = Ipv6Header::new_checked(&b[..]).unwrap();
+            assert_eq!(h.version(), 6);
+            assert_eq!(h.payload_len(), 0);
+            assert_eq!(h.next_header(), NEXT_HEADER_NONE);
+            assert_eq!(h.src(), SRC);
+            assert_eq!(h.dst(), DST);
+
+            let mut p = [0u8; 48];
+            emit_ipv6_header(&mut p, DST, SRC, NEXT_HEADER_ICMPV6, 17, 8).unwrap();
+            let h = Ipv6Header::new_checked(p).unwrap();
+            assert_eq!(
+                (h.payload_len(), h.next_header(), h.hop_limit()),
+                (8, NEXT_HEADER_ICMPV6, 17)
+            );
+            assert_eq!((h.src(), h.dst()), (DST, SRC));
+        }
+
+        #[test]
+        fn every_truncation_is_refused() {
+            let b = [0x60u8; 40];
+            for n in 0..40 {
+                assert_eq!(
+                    Ipv6Header::new_checked(&b[..n]),
+                    Err(WireError::Truncated {
+                        what: "IPv6 header",
+                        need: 40,
+                        have: n
+                    })
+                );
+            }
+            assert!(Ipv6Header::new_checked(&b[..]).is_ok());
         }
     }
 }
