@@ -49,8 +49,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
+pub use crate::netns::wait_udp_bound;
 use crate::netns::Netns;
-pub use crate::process::wait_udp_bound;
 use crate::process::{tail, Proc, TestDir};
 use crate::wait::wait_for;
 

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::process::{run, sanitize, signal, stdout_of, Proc};
+use crate::process::{run, sanitize, signal, stdout_of, tail, Proc};
+use crate::wait::wait_for;
 
 /// Prefix of every namespace the kit creates.
 pub const PREFIX: &str = "tt-";
@@ -501,6 +502,28 @@ impl Internet {
             .ip(&["link", "set", &port, "master", "br0"])
             .map(drop)
     }
+}
+
+/// Waits (up to 10 s) until UDP sockets are bound to `port` on every address in `addrs` inside
+/// `ns`, failing early if `proc` exits. A wildcard (0.0.0.0) socket does not count: a Teredo
+/// server must answer from the address the RS asked for (or the other one), which takes one
+/// socket per address.
+pub fn wait_udp_bound(ns: &Netns, proc: &mut Proc, addrs: &[Ipv4Addr], port: u16) -> Result<()> {
+    let want: Vec<SocketAddr> = addrs
+        .iter()
+        .map(|a| SocketAddrV4::new(*a, port).into())
+        .collect();
+    wait_for(
+        &format!("{} to listen on {want:?}", proc.label()),
+        Duration::from_secs(10),
+        || {
+            proc.ensure_running()?;
+            let bound: Vec<SocketAddr> = ns.udp_sockets()?.into_iter().map(|s| s.local).collect();
+            Ok(want.iter().all(|w| bound.contains(w)).then_some(()))
+        },
+    )
+    .with_context(|| format!("{} stderr:\n{}", proc.label(), tail(&proc.stderr(), 30)))
+    .map(drop)
 }
 
 #[cfg(test)]

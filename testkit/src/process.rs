@@ -2,16 +2,12 @@
 //! directory that holds those logs.
 
 use std::fs::{self, File};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-
-use crate::netns::Netns;
-use crate::wait::wait_for;
 
 /// How long [`Proc::stop`] waits after SIGTERM before it sends SIGKILL. Miredo needs about 1.7 s
 /// to take its tunnel down (it runs the client hook once more).
@@ -194,28 +190,6 @@ pub fn tail_file(path: &Path, n: usize) -> String {
     tail(&fs::read_to_string(path).unwrap_or_default(), n)
 }
 
-/// Waits (up to 10 s) until UDP sockets are bound to `port` on every address in `addrs` inside
-/// `ns`, failing early if `proc` exits. A wildcard (0.0.0.0) socket does not count: a Teredo
-/// server must answer from the address the RS asked for (or the other one), which takes one
-/// socket per address.
-pub fn wait_udp_bound(ns: &Netns, proc: &mut Proc, addrs: &[Ipv4Addr], port: u16) -> Result<()> {
-    let want: Vec<SocketAddr> = addrs
-        .iter()
-        .map(|a| SocketAddrV4::new(*a, port).into())
-        .collect();
-    wait_for(
-        &format!("{} to listen on {want:?}", proc.label()),
-        Duration::from_secs(10),
-        || {
-            proc.ensure_running()?;
-            let bound: Vec<SocketAddr> = ns.udp_sockets()?.into_iter().map(|s| s.local).collect();
-            Ok(want.iter().all(|w| bound.contains(w)).then_some(()))
-        },
-    )
-    .with_context(|| format!("{} stderr:\n{}", proc.label(), tail(&proc.stderr(), 30)))
-    .map(drop)
-}
-
 /// A scratch directory for one test: configs, pid files, logs, captures.
 ///
 /// Removed on drop — except when the test is panicking: then it is kept, and the tail of every
@@ -311,6 +285,7 @@ pub(crate) fn sanitize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wait::wait_for;
 
     #[test]
     fn procs_log_and_stop() {
