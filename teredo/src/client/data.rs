@@ -12,9 +12,10 @@ use crate::wire::packet::{
 use crate::wire::TeredoPacket;
 use crate::DropReason;
 
-use super::peers::{bubble_bytes, trailer_nonce, EchoTest, Gate};
+use super::peers::{bubble_bytes, trailer_nonce, EchoTest};
 use super::*;
 use crate::io::Kind;
+use crate::peer::Gate;
 
 /// ICMPv6 echo reply type.
 pub(super) const ICMPV6_ECHO_REPLY: u8 = 129;
@@ -135,20 +136,15 @@ impl Client {
         Ok(Handled::Queued)
     }
 
+    /// A token of the budget of answers to relayed bubbles (the shared token bucket).
     pub(super) fn take_reply_token(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.reply_last);
-        self.reply_last = self.reply_last.max(now);
-        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        self.reply_tokens = self
-            .reply_tokens
-            .saturating_add(ms.saturating_mul(REPLY_BUBBLE_RATE))
-            .min(REPLY_BUBBLE_BURST * 1000);
-        if self.reply_tokens >= 1000 {
-            self.reply_tokens -= 1000;
-            true
-        } else {
-            false
-        }
+        peer::take_token(
+            &mut self.reply_tokens,
+            &mut self.reply_last,
+            REPLY_BUBBLE_RATE,
+            REPLY_BUBBLE_BURST,
+            now,
+        )
     }
 
     /// A datagram of the data path (the client is qualified).
