@@ -327,10 +327,7 @@ impl Client {
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
-        if p.probes == 0 {
-            p.window_start = now;
-        }
-        p.probes = p.probes.saturating_add(1);
+        peer::count_bubble(now, &mut p.window_start, &mut p.probes);
         p.attempts = p.attempts.saturating_add(1);
         p.last_probe = Some(now);
         p.last_tx = Some(now);
@@ -419,9 +416,7 @@ impl Client {
             return;
         };
         p.phase = PeerPhase::Failed;
-        if p.probes == 0 {
-            p.window_start = now;
-        }
+        peer::start_window(now, &mut p.window_start, p.probes);
         p.trusted = false;
         let queue = std::mem::take(&mut p.queue);
         let bytes = std::mem::take(&mut p.queue_bytes);

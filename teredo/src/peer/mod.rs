@@ -12,7 +12,7 @@ pub mod validity;
 use std::time::{Duration, Instant};
 
 pub use budget::take_token;
-pub use pacing::{attempt_limit, gate, window_over, Gate, Pacing};
+pub use pacing::{attempt_limit, count_bubble, gate, start_window, window_over, Gate, Pacing};
 pub use validity::is_valid;
 
 /// Peer validity (RFC 4380 §5.2.4): 30 s since the last reception.

@@ -251,10 +251,7 @@ impl Relay {
         }
         x.nonce = nonce;
         x.nonces |= X_NONCE;
-        if x.bubbles == 0 {
-            x.window_start = now32;
-        }
-        x.bubbles = x.bubbles.saturating_add(1);
+        peer::count_bubble(now32, &mut x.window_start, &mut x.bubbles);
         p.last_bubble = now32;
         p.last_used = now32;
         let mapping = p.mapping;
@@ -330,9 +327,7 @@ impl Relay {
         let Some(x) = self.exchanges.get_mut(s as usize) else {
             return;
         };
-        if x.bubbles == 0 {
-            x.window_start = now32;
-        }
+        peer::start_window(now32, &mut x.window_start, x.bubbles);
         let slot = std::mem::replace(&mut x.queue, NO_QUEUE);
         self.counters.give_ups += 1;
         tracing::debug!(peer = %addr, "relay bubble exchange gave up");
