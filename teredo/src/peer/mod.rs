@@ -1,17 +1,20 @@
 //! The peer rules the relay and the client share (RFC 4380 §5.2.4, §5.2.6, §5.4.1): bubble
-//! pacing, the per-window bubble cap, peer validity, and the token bucket that budgets
+//! pacing, the per-window bubble cap, peer validity, the mappings a peer may be reached
+//! at, and the token bucket that budgets
 //! bubbles over all peers (the relay's bubbles and ICMPv6 errors, the client's answers to
 //! relayed bubbles). Small pure functions over a [`Time`] (an `Instant` for the client, a
 //! millisecond tick for the relay's compact table), so that a pacing fix is made once; what
 //! differs between the two (durations, caps, rates) comes in as parameters.
 
 pub mod budget;
+pub mod mapping;
 pub mod pacing;
 pub mod validity;
 
 use std::time::{Duration, Instant};
 
 pub use budget::take_token;
+pub use mapping::{check_teredo_destination, is_usable_mapping};
 pub use pacing::{attempt_limit, count_bubble, gate, start_window, window_over, Gate, Pacing};
 pub use validity::is_valid;
 

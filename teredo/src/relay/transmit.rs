@@ -51,12 +51,7 @@ impl Relay {
             return Err(DropReason::NotTeredoDestination);
         };
         // RFC 4380 §5.4.1 / §7.4.3: never send to a non-global IPv4 (or port 0).
-        if !is_ipv4_global_unicast(*t.mapped.ip()) || t.mapped.port() == 0 {
-            return Err(DropReason::NonGlobalMappedAddress);
-        }
-        if !is_ipv4_global_unicast(t.server) {
-            return Err(DropReason::NonGlobalServer);
-        }
+        peer::check_teredo_destination(&t)?;
         // A router must not forward packets from unspecified, loopback, link-local or
         // multicast sources; ICMPv6 errors could not go back to them either.
         if is_ipv6_non_global(&src) {
