@@ -4,7 +4,7 @@
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Instant;
 
-use crate::addr::{is_ipv4_global_unicast, is_ipv6_non_global, is_link_local, TeredoAddr};
+use crate::addr::{is_ipv6_non_global, is_link_local, TeredoAddr};
 use crate::wire::ipv6::Echo;
 use crate::wire::packet::{
     check_ipv6_exact_len, ipv6_dst, ipv6_src, IPV6_HEADER_LEN, MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6,
@@ -12,9 +12,10 @@ use crate::wire::packet::{
 use crate::wire::TeredoPacket;
 use crate::DropReason;
 
-use super::peers::{bubble_bytes, trailer_nonce, EchoTest, Gate};
+use super::peers::{bubble_bytes, trailer_nonce, EchoTest};
 use super::*;
 use crate::io::Kind;
+use crate::peer::{self, Gate};
 
 /// ICMPv6 echo reply type.
 pub(super) const ICMPV6_ECHO_REPLY: u8 = 129;
@@ -110,14 +111,9 @@ impl Client {
             return Err(DropReason::NonGlobalDestination);
         }
         let teredo = TeredoAddr::from_ipv6(&dst);
-        if let Some(t) = teredo {
+        if let Some(t) = &teredo {
             // RFC 4380 §5.2.4 cases 4/5: never send to a non-global IPv4 (or port 0).
-            if !is_ipv4_global_unicast(*t.mapped.ip()) || t.mapped.port() == 0 {
-                return Err(DropReason::NonGlobalMappedAddress);
-            }
-            if !is_ipv4_global_unicast(t.server) {
-                return Err(DropReason::NonGlobalServer);
-            }
+            peer::check_teredo_destination(t)?;
         }
         // Case 1: trusted and valid.
         let validity = self.cfg.peer_validity;
@@ -135,20 +131,15 @@ impl Client {
         Ok(Handled::Queued)
     }
 
+    /// A token of the budget of answers to relayed bubbles (the shared token bucket).
     pub(super) fn take_reply_token(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.reply_last);
-        self.reply_last = self.reply_last.max(now);
-        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        self.reply_tokens = self
-            .reply_tokens
-            .saturating_add(ms.saturating_mul(REPLY_BUBBLE_RATE))
-            .min(REPLY_BUBBLE_BURST * 1000);
-        if self.reply_tokens >= 1000 {
-            self.reply_tokens -= 1000;
-            true
-        } else {
-            false
-        }
+        peer::take_token(
+            &mut self.reply_tokens,
+            &mut self.reply_last,
+            REPLY_BUBBLE_RATE,
+            REPLY_BUBBLE_BURST,
+            now,
+        )
     }
 
     /// A datagram of the data path (the client is qualified).
@@ -209,7 +200,7 @@ impl Client {
             (None, Some(t)) => t.mapped,
             (None, None) => return Err(DropReason::MissingOrigin),
         };
-        if !is_ipv4_global_unicast(*target.ip()) || target.port() == 0 {
+        if !peer::is_usable_mapping(target) {
             return Err(DropReason::NonGlobalMappedAddress);
         }
         let nonce = trailer_nonce(pkt.trailers);
@@ -307,7 +298,7 @@ impl Client {
             }
             // Case 2: the echo reply of our direct IPv6 connectivity test.
             if answers_echo_test(pkt.ipv6, p.echo) {
-                if !is_ipv4_global_unicast(*from.ip()) || from.port() == 0 {
+                if !peer::is_usable_mapping(from) {
                     return Err(DropReason::NonGlobalMappedAddress);
                 }
                 self.counters.echo_tests_ok += 1;
@@ -321,7 +312,7 @@ impl Client {
         };
         let accepted = if t.mapped == from {
             // Case 3 (CVE-2006-6264: never trust a non-global embedded IPv4).
-            if !is_ipv4_global_unicast(*from.ip()) || from.port() == 0 {
+            if !peer::is_usable_mapping(from) {
                 return Err(DropReason::NonGlobalMappedAddress);
             }
             self.ensure_peer(now, src, Some(t))?;
@@ -330,8 +321,7 @@ impl Client {
             // RFC 6081 §5.2.4.4: a direct bubble echoing the nonce of our indirect bubble.
             self.cfg.symmetric_support
                 && bubble
-                && is_ipv4_global_unicast(*from.ip())
-                && from.port() != 0
+                && peer::is_usable_mapping(from)
                 && trailer_nonce(pkt.trailers).is_some_and(|n| {
                     self.peers
                         .get(&src)

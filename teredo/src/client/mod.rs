@@ -119,6 +119,7 @@ use rand::RngCore;
 
 use crate::addr::TEREDO_PORT;
 use crate::io::Local;
+use crate::peer;
 use crate::wire::ndp::ICMPV6_ROUTER_ADVERTISEMENT;
 use crate::wire::packet::{MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6};
 use crate::wire::TeredoPacket;
@@ -146,16 +147,12 @@ pub const DEFAULT_QUEUE_PACKETS_PER_PEER: usize = 16;
 pub const DEFAULT_QUEUE_BYTES_PER_PEER: usize = 4096;
 /// Bytes queued for all peers together; beyond it packets are dropped (`global_queue_full`).
 pub const GLOBAL_QUEUE_BYTES: usize = 256 * 1024;
-/// Peer validity (RFC 4380 §5.2.4): 30 s since the last reception.
-pub const PEER_VALIDITY: Duration = Duration::from_secs(30);
-/// Bubble / echo-test spacing and retransmission timeout (RFC 4380 §5.2.4, §5.2.6): 2 s.
-pub const BUBBLE_INTERVAL: Duration = Duration::from_secs(2);
-/// Repetitions of a bubble or echo test after the first (RFC 4380 §5.2.4): 3.
-pub const BUBBLE_RETRIES: u8 = 3;
-/// Window of the bubble cap (RFC 4380 §5.2.6): 300 s.
-pub const BUBBLE_WINDOW: Duration = Duration::from_secs(300);
-/// Probes per window without an answer (RFC 4380 §5.2.6): 4.
-pub const MAX_BUBBLES_PER_WINDOW: u8 = 4;
+/// Peer validity (RFC 4380 §5.2.4): 30 s since the last reception (the shared
+/// [`peer::VALIDITY`]).
+pub const PEER_VALIDITY: Duration = peer::VALIDITY;
+/// The pacing defaults the client shares with the relay; for the client they apply to echo
+/// tests as well as bubbles.
+pub use crate::peer::{BUBBLE_INTERVAL, BUBBLE_RETRIES, BUBBLE_WINDOW, MAX_BUBBLES_PER_WINDOW};
 /// Length of the echo-test nonce (RFC 4380 §5.2.9 recommends at least 64 bits).
 pub const ECHO_NONCE_LEN: usize = 8;
 /// Hop limit of the echo test (Miredo's value).
@@ -173,10 +170,10 @@ pub const MAX_OUTPUT_BYTES: usize = 512 * 1024;
 pub const MAX_DELIVERIES: usize = 256;
 /// Bytes of host packets waiting in [`Client::poll_output`].
 pub const MAX_DELIVERY_BYTES: usize = 512 * 1024;
-/// Answers to relayed (indirect) bubbles per second, long-run.
-pub const REPLY_BUBBLE_RATE: u64 = 10;
+/// Answers to relayed (indirect) bubbles per second, long-run ([`peer::take_token`]).
+pub const REPLY_BUBBLE_RATE: u32 = 10;
 /// Answers to relayed bubbles that may be sent back to back.
-pub const REPLY_BUBBLE_BURST: u64 = 10;
+pub const REPLY_BUBBLE_BURST: u32 = 10;
 
 /// Something the driver may want to log or act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -362,7 +359,7 @@ impl Client {
             output_bytes: 0,
             deliveries: VecDeque::new(),
             delivery_bytes: 0,
-            reply_tokens: REPLY_BUBBLE_BURST * 1000,
+            reply_tokens: u64::from(REPLY_BUBBLE_BURST) * 1000,
             reply_last: now,
         };
         c.start_qualification(now);

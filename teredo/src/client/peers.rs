@@ -15,6 +15,7 @@ use crate::DropReason;
 
 use super::*;
 use crate::io::Kind;
+use crate::peer::{self, Gate, Pacing};
 
 /// Where a peer is in its reachability procedure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -121,19 +122,10 @@ impl Peer {
         }
     }
 
+    /// Trusted and heard from within `validity` ([`peer::is_valid`]).
     pub(super) fn valid(&self, now: Instant, validity: Duration) -> bool {
-        self.trusted
-            && self
-                .last_rx
-                .is_some_and(|t| now.saturating_duration_since(t) < validity)
+        peer::is_valid(now, self.trusted, self.last_rx, validity)
     }
-}
-
-/// What the pacing rules allow now.
-pub(super) enum Gate {
-    Now,
-    At(Instant),
-    Exhausted,
 }
 
 /// A bubble (RFC 4380 §2.8), with an RFC 6081 nonce trailer when given.
@@ -186,13 +178,13 @@ impl Client {
         packet: &[u8],
     ) -> Result<(), DropReason> {
         self.ensure_peer(now, addr, teredo)?;
-        let window = self.cfg.bubble_window.max(MIN_TIMER);
+        let window = self.pacing().window;
         let Some(p) = self.peers.get_mut(&addr) else {
             return Err(DropReason::PeerTableFull);
         };
         p.last_used = now;
         if p.phase == PeerPhase::Failed {
-            if after(p.window_start, window).is_some_and(|end| now >= end) {
+            if peer::window_over(now, p.window_start, window) {
                 p.phase = PeerPhase::Idle;
                 p.probes = 0;
             } else {
@@ -291,24 +283,23 @@ impl Client {
         self.queued_bytes = 0;
     }
 
-    pub(super) fn gate(&mut self, addr: &Ipv6Addr, now: Instant) -> Gate {
-        let window = self.cfg.bubble_window.max(MIN_TIMER);
-        let interval = self.cfg.bubble_interval.max(MIN_TIMER);
-        let max = self.cfg.max_bubbles_per_window;
+    /// The pacing settings of the configuration, timers floored to [`MIN_TIMER`].
+    pub(super) fn pacing(&self) -> Pacing<Duration> {
+        Pacing {
+            interval: self.cfg.bubble_interval.max(MIN_TIMER),
+            window: self.cfg.bubble_window.max(MIN_TIMER),
+            max_per_window: self.cfg.max_bubbles_per_window,
+        }
+    }
+
+    /// The pacing rules (shared with the relay, [`crate::peer::pacing`]) for a peer's
+    /// probes; `Exhausted` for an unknown peer.
+    pub(super) fn gate(&mut self, addr: &Ipv6Addr, now: Instant) -> Gate<Instant> {
+        let rules = self.pacing();
         let Some(p) = self.peers.get_mut(addr) else {
             return Gate::Exhausted;
         };
-        if p.probes > 0 && after(p.window_start, window).is_some_and(|end| now >= end) {
-            p.probes = 0;
-        }
-        if p.probes >= max {
-            return Gate::Exhausted;
-        }
-        match p.last_probe.map(|l| after(l, interval)) {
-            Some(Some(t)) if now < t => Gate::At(t),
-            Some(None) => Gate::Exhausted,
-            _ => Gate::Now,
-        }
+        peer::gate(now, &rules, p.window_start, &mut p.probes, p.last_probe)
     }
 
     pub(super) fn set_deadline(&mut self, addr: Ipv6Addr, at: Option<Instant>) {
@@ -331,15 +322,12 @@ impl Client {
             return;
         };
         let symmetric = self.cfg.symmetric_support;
-        let interval = self.cfg.bubble_interval.max(MIN_TIMER);
+        let interval = self.pacing().interval;
         let fresh = symmetric.then(|| self.rng.next_u32().to_be_bytes());
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
-        if p.probes == 0 {
-            p.window_start = now;
-        }
-        p.probes = p.probes.saturating_add(1);
+        peer::count_bubble(now, &mut p.window_start, &mut p.probes);
         p.attempts = p.attempts.saturating_add(1);
         p.last_probe = Some(now);
         p.last_tx = Some(now);
@@ -391,7 +379,10 @@ impl Client {
 
     /// Runs the due probe timers: retransmissions and give-ups.
     pub(super) fn fire_probe_timers(&mut self, now: Instant) {
-        let limit = self.cfg.bubble_retries.saturating_add(1);
+        // The first probe and its repetitions. Unlike the relay, which counts an exchange's
+        // bubbles in the window's count, the client counts the exchange's probes apart
+        // (`attempts`) and leaves the window cap to the gate: no cap here.
+        let limit = peer::attempt_limit(self.cfg.bubble_retries, u8::MAX);
         while let Some(&(at, addr)) = self.timers.first() {
             if at > now {
                 break;
@@ -425,9 +416,7 @@ impl Client {
             return;
         };
         p.phase = PeerPhase::Failed;
-        if p.probes == 0 {
-            p.window_start = now;
-        }
+        peer::start_window(now, &mut p.window_start, p.probes);
         p.trusted = false;
         let queue = std::mem::take(&mut p.queue);
         let bytes = std::mem::take(&mut p.queue_bytes);

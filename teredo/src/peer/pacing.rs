@@ -53,6 +53,23 @@ pub fn gate<T: Time>(
     }
 }
 
+/// The first bubble of a window starts it (RFC 4380 §5.2.6 counts bubbles sent without an
+/// answer over the window that follows the first): `window_start` becomes `now` when the
+/// window holds no bubble yet. A give-up calls it too, so that a peer refused before any
+/// bubble went out is refused for a whole window. Any time representation will do (the
+/// relay stores 32-bit offsets).
+pub fn start_window<T: Copy>(now: T, window_start: &mut T, sent: u8) {
+    if sent == 0 {
+        *window_start = now;
+    }
+}
+
+/// Counts a bubble sent at `now` in the window ([`start_window`] first).
+pub fn count_bubble<T: Copy>(now: T, window_start: &mut T, sent: &mut u8) {
+    start_window(now, window_start, *sent);
+    *sent = sent.saturating_add(1);
+}
+
 /// Bubbles one exchange may send before it gives up: the first plus `retries`
 /// repetitions, never more than the window allows.
 pub fn attempt_limit(retries: u8, max_per_window: u8) -> u8 {
@@ -102,6 +119,21 @@ mod tests {
         assert_eq!(gate(5, &P, 0, &mut sent, Some(u64::MAX)), Gate::Exhausted);
         assert!(!window_over(5u64, u64::MAX, 1));
         assert!(!window_over(5u64, 0, 10));
+    }
+
+    #[test]
+    fn the_first_bubble_starts_the_window() {
+        let (mut start, mut sent) = (0u32, 0);
+        count_bubble(7, &mut start, &mut sent);
+        count_bubble(9, &mut start, &mut sent);
+        assert_eq!((start, sent), (7, 2));
+        start_window(11, &mut start, sent);
+        assert_eq!(start, 7);
+        start_window(11, &mut start, 0);
+        assert_eq!(start, 11);
+        let mut sent = u8::MAX;
+        count_bubble(12, &mut start, &mut sent);
+        assert_eq!((start, sent), (11, u8::MAX));
     }
 
     #[test]

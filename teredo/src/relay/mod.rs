@@ -155,9 +155,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
-use crate::addr::{
-    is_ipv4_global_unicast, is_ipv6_non_global, is_link_local, is_teredo, TeredoAddr, TEREDO_PORT,
-};
+use crate::addr::{is_ipv6_non_global, is_link_local, is_teredo, TeredoAddr, TEREDO_PORT};
 use crate::io::{InPlace, Kind, Local, Output};
 use crate::peer::{self, take_token, Gate, Pacing};
 use crate::wire::ipv6::{emit_bubble, emit_ipv6_header, finish_icmpv6, ICMPV6_DEST_UNREACHABLE};

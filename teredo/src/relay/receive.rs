@@ -131,7 +131,7 @@ impl Relay {
             return Err(DropReason::SpoofedSource);
         };
         // The mapping we are about to record must be one we may send to.
-        if !is_ipv4_global_unicast(*from.ip()) || from.port() == 0 {
+        if !peer::is_usable_mapping(from) {
             return Err(DropReason::NonGlobalSource);
         }
         Ok((via, i))

@@ -51,12 +51,7 @@ impl Relay {
             return Err(DropReason::NotTeredoDestination);
         };
         // RFC 4380 §5.4.1 / §7.4.3: never send to a non-global IPv4 (or port 0).
-        if !is_ipv4_global_unicast(*t.mapped.ip()) || t.mapped.port() == 0 {
-            return Err(DropReason::NonGlobalMappedAddress);
-        }
-        if !is_ipv4_global_unicast(t.server) {
-            return Err(DropReason::NonGlobalServer);
-        }
+        peer::check_teredo_destination(&t)?;
         // A router must not forward packets from unspecified, loopback, link-local or
         // multicast sources; ICMPv6 errors could not go back to them either.
         if is_ipv6_non_global(&src) {
@@ -251,10 +246,7 @@ impl Relay {
         }
         x.nonce = nonce;
         x.nonces |= X_NONCE;
-        if x.bubbles == 0 {
-            x.window_start = now32;
-        }
-        x.bubbles = x.bubbles.saturating_add(1);
+        peer::count_bubble(now32, &mut x.window_start, &mut x.bubbles);
         p.last_bubble = now32;
         p.last_used = now32;
         let mapping = p.mapping;
@@ -330,9 +322,7 @@ impl Relay {
         let Some(x) = self.exchanges.get_mut(s as usize) else {
             return;
         };
-        if x.bubbles == 0 {
-            x.window_start = now32;
-        }
+        peer::start_window(now32, &mut x.window_start, x.bubbles);
         let slot = std::mem::replace(&mut x.queue, NO_QUEUE);
         self.counters.give_ups += 1;
         tracing::debug!(peer = %addr, "relay bubble exchange gave up");

@@ -12,6 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::addr::is_ipv4_global_unicast;
 use crate::wire::ipv6::{emit_bubble, icmpv6_checksum_ok, Echo};
 use crate::wire::origin::OriginIndication;
 
