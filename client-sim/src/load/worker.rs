@@ -828,6 +828,14 @@ fn send_through_nat(
                     t.external
                 }
                 Ok(Outbound::Hairpin(_)) => return,
+                // An outcome the load generator does not know: not sent, and counted as an
+                // outbound drop (no reason label; the NAT's own counters say what it did).
+                Ok(_) => {
+                    m.nat_packets
+                        .with_label_values(&["outbound", "dropped"])
+                        .inc();
+                    return;
+                }
                 Err(reason) => {
                     m.nat_packets
                         .with_label_values(&["outbound", "dropped"])

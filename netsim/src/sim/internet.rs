@@ -170,6 +170,8 @@ impl Sim {
                             payload,
                         },
                     )),
+                    // No `_` arm: `Outbound` is non-exhaustive for other crates only, so a
+                    // new outcome must be routed here before this crate builds.
                     Some(nat) => match nat.outbound(now, local, to) {
                         Ok(Outbound::Forward(tr)) => out.push((
                             now + tr.delay,
