@@ -18,19 +18,19 @@
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
+use netsim::packets;
+use netsim::sim::{Sender, Sim, SimError};
 use netsim::NatDrop;
 use teredo::addr::TEREDO_PORT;
 use teredo::client::{Event, State};
 use teredo::relay::{Relay, TrustPolicy};
 
 use crate::labnet::{lab_relay, ping_run, ping_run_every, PING_DATA};
-use crate::packets;
 use crate::scenario::{
     scenario_seed, FaultObserved, PathObserved, Scenario, Variant, ECHO_HOST, FAULT_AT,
     LOSSY_PINGS, LOSSY_PING_INTERVAL, PINGS, PING_INTERVAL, PING_WAIT, RELAY_RESTART_AT,
     RESTART_DOWNTIME, SCENARIO_TIME, SERVER,
 };
-use crate::sim::{Sender, Sim, SimError};
 
 /// Identifier of the native host's echo requests to the client.
 pub const NATIVE_PING_ID: u16 = 0x7e1b;

@@ -1,5 +1,5 @@
 //! The in-process lab: every client profile behind every NAT preset, plus named scenarios
-//! from the Windows how-to, on the simulated network ([`crate::sim`]), against the sans-IO
+//! from the Windows how-to, on the simulated network ([`netsim::sim`]), against the sans-IO
 //! server at 198.51.100.1 / .2, each checked against an outcome written down beforehand.
 //!
 //! Each scenario has its own [`Sim`], its own [`Nat`] and one ChaCha8 RNG derived from the lab
@@ -38,6 +38,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use netsim::sim::{Datagram, EchoHost, Observer, Sim, SimError, DEFAULT_LATENCY};
 use netsim::{Nat, NatConfigError, NatDrop, NatPreset, PortAllocation};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,7 +57,6 @@ use teredo::DropReason;
 use crate::faults::run_fault;
 use crate::labnet::{lab_relay, ping_run};
 use crate::report::StatusReport;
-use crate::sim::{Datagram, EchoHost, Observer, Sim, SimError, DEFAULT_LATENCY};
 
 /// The scenario model ([`crate::scenario`]), re-exported so that `lab::` paths keep naming it.
 pub use crate::scenario::*;

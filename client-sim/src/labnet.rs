@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
+use netsim::packets;
+use netsim::sim::{Sim, SimError};
 use netsim::{Nat, NatDrop};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use teredo::relay::{Relay, RelayConfig, TrustPolicy};
 use teredo::DropReason;
 
-use crate::packets;
 use crate::scenario::{PathObserved, PING_ID, PING_INTERVAL, PING_WAIT, RELAY_NATIVE};
-use crate::sim::{Sim, SimError};
 
 /// The lab's relay core: `trust`, ICMPv6 errors from [`RELAY_NATIVE`], its RNG seeded with
 /// `seed`.

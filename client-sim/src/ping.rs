@@ -17,6 +17,7 @@ use std::fmt::{self, Write as _};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
+use netsim::packets::{self, Parsed};
 use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -24,7 +25,6 @@ use teredo::client::Event;
 use teredo::DropReason;
 use teredo_rt::Shutdown;
 
-use crate::packets::{self, Parsed};
 use crate::qualify::{qualify_driver, QualifyCounters, QualifyOptions, QualifyReport, Step};
 use crate::report::Outcome;
 

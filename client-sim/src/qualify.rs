@@ -571,6 +571,9 @@ impl Driver {
                     // The server is never one of our NAT's own addresses; counted by the NAT
                     // otherwise.
                     Ok(Outbound::Hairpin(_)) | Err(_) => continue,
+                    // An outcome this driver does not know has no mapping socket to leave
+                    // from: not sent, like a hairpin (the NAT's counters say what it did).
+                    Ok(_) => continue,
                 },
             };
             let socket = self.socket_for(from)?;

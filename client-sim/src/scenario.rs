@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
+use netsim::sim::SimCounters;
 use netsim::{NatDrop, NatPreset};
 use serde_json::json;
 use teredo::addr::TeredoAddr;
@@ -15,7 +16,6 @@ use teredo::client::{ClientError, Event, NatType, Profile, State};
 use teredo::DropReason;
 
 use crate::report::StatusReport;
-use crate::sim::SimCounters;
 
 /// The server's primary address (its secondary is the next one, 198.51.100.2).
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);

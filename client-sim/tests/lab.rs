@@ -11,7 +11,7 @@ use client_sim::lab::{
     self, run_lab, run_scenario, Expect, LabOptions, Scenario, Variant, ATTACKER, SERVER,
 };
 use client_sim::scenario::FaultExpect;
-use client_sim::sim::{Datagram, Sender};
+use netsim::sim::{Datagram, Sender};
 use netsim::{NatDrop, NatPreset};
 use teredo::addr::{TeredoAddr, LL_TEREDO_CONE, LL_WINDOWS_RESTRICTED, LL_XP_RESTRICTED};
 use teredo::client::{ClientError, Event, NatType, Profile, State};
@@ -52,7 +52,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 /// Every datagram a test observer saw: (virtual time, datagram).
 type Seen = Arc<Mutex<Vec<(Duration, Datagram)>>>;
 
-fn tap(sim: &mut client_sim::sim::Sim) -> Seen {
+fn tap(sim: &mut netsim::sim::Sim) -> Seen {
     let seen: Seen = Arc::default();
     let s = Arc::clone(&seen);
     sim.set_observer(Box::new(move |at, d| {
@@ -554,7 +554,7 @@ fn lenient_relay_trusts_the_nonce_or_the_link_local() {
             lab::build_with(&find(name), 1, false, teredo::relay::TrustPolicy::Lenient).unwrap();
         sim.run_for(secs(90)).unwrap();
         let x = sim.client(0).unwrap().client.address().unwrap();
-        let ping = client_sim::packets::echo_request(x, lab::ECHO_HOST, 1, 1, b"abc").unwrap();
+        let ping = netsim::packets::echo_request(x, lab::ECHO_HOST, 1, 1, b"abc").unwrap();
         sim.send_ipv6(0, &ping).unwrap();
         sim.run_for(secs(5)).unwrap();
         let relay = sim.relay().unwrap();
@@ -580,9 +580,9 @@ fn udp_echo_through_server_and_relay() {
     sim.run_for(secs(30)).unwrap();
     let x = sim.client(0).unwrap().client.address().unwrap();
     let src = SocketAddrV6::new(x, 40000, 0, 0);
-    let dst = SocketAddrV6::new(lab::ECHO_HOST, client_sim::packets::UDP_ECHO_PORT, 0, 0);
+    let dst = SocketAddrV6::new(lab::ECHO_HOST, netsim::packets::UDP_ECHO_PORT, 0, 0);
     for k in 0..3u8 {
-        let d = client_sim::packets::udp_datagram(src, dst, &[k; 100]).unwrap();
+        let d = netsim::packets::udp_datagram(src, dst, &[k; 100]).unwrap();
         assert_eq!(sim.send_ipv6(0, &d), Ok(()));
         sim.run_for(secs(1)).unwrap();
     }
@@ -591,8 +591,8 @@ fn udp_echo_through_server_and_relay() {
         .unwrap()
         .delivered
         .iter()
-        .filter_map(|(_, p)| match client_sim::packets::parse(p) {
-            Some(client_sim::packets::Parsed::Udp {
+        .filter_map(|(_, p)| match netsim::packets::parse(p) {
+            Some(netsim::packets::Parsed::Udp {
                 src: from,
                 dst: to,
                 payload,

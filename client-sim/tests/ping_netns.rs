@@ -14,9 +14,9 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use client_sim::packets;
 use client_sim::ping::{ping, PingOptions, PingReport, Probe, EXIT_NO_REPLY};
 use client_sim::qualify::{NatChoice, QualifyOptions};
+use netsim::packets;
 use netsim::NatPreset;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

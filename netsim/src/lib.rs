@@ -1,4 +1,8 @@
-//! The NAT model of teredo-lab: a pure, deterministic state machine, in the terms of RFC 4787.
+//! The simulated network of teredo-lab (DESIGN.md, mode 1): the NAT model, a pure,
+//! deterministic state machine in the terms of RFC 4787, and [`sim::Sim`], the in-memory IPv4
+//! Internet on virtual time where sans-IO Teredo clients (each behind a [`Nat`]), the server,
+//! the relay and an IPv6 echo host exchange buffers. client-sim's lab, the core's tests and the
+//! fuzz targets share both. The NAT model itself knows nothing of Teredo (no `teredo` types).
 //!
 //! One [`Nat`] is one NAT device: an inside (private endpoints) and an outside (the simulated
 //! IPv4 Internet, one or more external addresses). It translates UDP datagrams only; payloads
@@ -59,6 +63,9 @@
 //!   [`NatConfig`] and its `key=value` syntax; `counters`: [`NatDrop`] and [`NatCounters`].
 //! * `nat`: the [`Nat`] state machine; `table`: its mapping table; `ports`: pooling and port
 //!   allocation; `loss`: the WAN link's loss.
+//! * [`sim`]: the simulated network (event queue, nodes, routing, native IPv6 segment);
+//!   [`pcap`]: its captures; [`packets`]: the ICMPv6 echo and UDP packets its hosts answer
+//!   (client-sim's `ping` and load generator build theirs with them too).
 //! * `fuzzing` (cargo feature `fuzzing`, hidden from the docs): the harness of the cargo-fuzz
 //!   target `nat`.
 
@@ -70,8 +77,11 @@ mod counters;
 pub mod fuzzing;
 mod loss;
 mod nat;
+pub mod packets;
+pub mod pcap;
 mod ports;
 mod preset;
+pub mod sim;
 mod spec;
 mod table;
 #[cfg(test)]

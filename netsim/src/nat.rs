@@ -44,8 +44,10 @@ pub struct Hairpin {
     pub delay: Duration,
 }
 
-/// What [`Nat::outbound`] did with a datagram.
+/// What [`Nat::outbound`] did with a datagram. Non-exhaustive: a NAT behaviour may add an
+/// outcome (callers outside this crate say what an unknown one means to them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Outbound {
     /// Send it to the remote, from the translated source.
     Forward(Translation),

@@ -367,7 +367,7 @@ pub async fn run_load(
     };
     let nat_name = nat
         .as_ref()
-        .map_or("none".to_owned(), crate::nat::NatConfig::to_spec);
+        .map_or("none".to_owned(), netsim::NatConfig::to_spec);
     let dest = match (&echo, opts.phase, opts.target) {
         (Some(e), _, _) => Dest::Ceiling(e.addr),
         (None, Phase::Qualify, _) | (None, _, None) => Dest::None,

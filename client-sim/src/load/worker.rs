@@ -16,6 +16,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use netsim::packets::{self, Parsed};
 use netsim::{Nat, NatConfig, Outbound};
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
@@ -30,7 +31,6 @@ use super::metrics::LoadMetrics;
 use super::pacing::TokenBucket;
 use super::payload::{filler, Stamp};
 use super::seq::{SeqTracker, Verdict};
-use crate::packets::{self, Parsed};
 use crate::qualify::{earliest, sleep_until_opt, INTERNAL_IP};
 use crate::report::Outcome;
 
@@ -828,6 +828,14 @@ fn send_through_nat(
                     t.external
                 }
                 Ok(Outbound::Hairpin(_)) => return,
+                // An outcome the load generator does not know: not sent, and counted as an
+                // outbound drop (no reason label; the NAT's own counters say what it did).
+                Ok(_) => {
+                    m.nat_packets
+                        .with_label_values(&["outbound", "dropped"])
+                        .inc();
+                    return;
+                }
                 Err(reason) => {
                     m.nat_packets
                         .with_label_values(&["outbound", "dropped"])

@@ -1,0 +1,212 @@
+//! Routing on the simulated IPv4 Internet: a datagram that arrives reaches the server, the
+//! relay, or a client (through its NAT's filtering); what a client sends leaves through its
+//! NAT's mapping (or hairpins back inside).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
+
+use teredo::io::{Local, Output};
+
+use super::{Datagram, Delivery, Sender, Sim, MAX_DELIVERED_LOG, MAX_DRAIN};
+use crate::packets;
+use crate::pcap::MAX_UDP_PAYLOAD;
+use crate::Outbound;
+
+impl Sim {
+    fn server_local(&self, ip: Ipv4Addr) -> Option<Local> {
+        let cfg = self.server.config();
+        if ip == cfg.primary {
+            Some(Local::Primary)
+        } else if ip == cfg.secondary {
+            Some(Local::Secondary)
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn arrive(&mut self, d: Datagram) {
+        let now = self.now;
+        if let Some(local) = self.server_local(*d.to.ip()) {
+            if !self.server_up || d.to.port() != self.server.config().port {
+                self.counters.server_unreachable += 1;
+                return;
+            }
+            match self.server.handle_udp(now, local, d.from, &d.payload) {
+                Ok(_) => {
+                    let port = self.server.config().port;
+                    let mut buf = std::mem::take(&mut self.server_buf);
+                    while let Some(out) = self.server.poll_output(&mut buf) {
+                        match out {
+                            Output::Udp {
+                                local: from_local,
+                                to,
+                                len,
+                                ..
+                            } => {
+                                let from = SocketAddrV4::new(self.server.address(from_local), port);
+                                let payload = buf[..len].to_vec();
+                                self.launch(Sender::Server, Datagram { from, to, payload });
+                            }
+                            Output::Ipv6 { len, .. } if self.relay.is_some() => {
+                                self.native_send(buf[..len].to_vec());
+                            }
+                            Output::Ipv6 { .. } => self.counters.native_discarded += 1,
+                            // The server emits no other output.
+                            _ => {}
+                        }
+                    }
+                    self.server_buf = buf;
+                }
+                Err(reason) => {
+                    *self
+                        .counters
+                        .server_dropped
+                        .entry(reason.as_str())
+                        .or_default() += 1;
+                }
+            }
+            return;
+        }
+        if let Some(r) = self.relay.as_mut().filter(|r| r.addr == d.to) {
+            // Refusals are counted by the relay (`RelayCounters::dropped`).
+            let r = r.relay.handle_udp(now, Local::Primary, d.from, &d.payload);
+            self.drain_relay();
+            self.relay_in_place(r, &d.payload);
+            return;
+        }
+        let ip = *d.to.ip();
+        let target = self.clients.iter().position(|c| match &c.nat {
+            Some(nat) => nat.is_external(ip),
+            None => c.local() == d.to,
+        });
+        let Some(i) = target else {
+            self.counters.no_route += 1;
+            return;
+        };
+        let node = &mut self.clients[i];
+        match node.nat.as_mut() {
+            None => self.deliver_inside(i, d.from, &d.payload),
+            Some(nat) => match nat.inbound(now, d.to, d.from) {
+                Ok(t) if t.delay.is_zero() && t.internal == node.client.local() => {
+                    self.deliver_inside(i, d.from, &d.payload);
+                }
+                Ok(t) if t.internal == node.client.local() => {
+                    self.push(
+                        now + t.delay,
+                        Delivery::Inside {
+                            node: i,
+                            from: d.from,
+                            payload: d.payload,
+                        },
+                    );
+                }
+                // A mapping of another internal host: nobody lives there in this model.
+                Ok(_) => self.counters.no_route += 1,
+                // Counted by the NAT.
+                Err(_) => {}
+            },
+        }
+    }
+
+    pub(super) fn deliver_inside(&mut self, i: usize, from: SocketAddrV4, payload: &[u8]) {
+        let now = self.now;
+        let Some(node) = self.clients.get_mut(i) else {
+            return;
+        };
+        // Refusals are counted by the client (`ClientCounters::rejected`).
+        let _ = node.client.handle_udp(now, Local::Primary, from, payload);
+        self.pump_client(i);
+    }
+
+    /// Sends whatever client `i` queued, hands its deliveries to the application (which
+    /// answers echo requests when it is an echo responder), and collects its events.
+    pub(super) fn pump_client(&mut self, i: usize) {
+        let now = self.now;
+        let elapsed = self.elapsed();
+        let mut out: Vec<(Instant, Datagram)> = Vec::new();
+        let mut inside: Vec<(Instant, SocketAddrV4, Vec<u8>)> = Vec::new();
+        {
+            let Some(node) = self.clients.get_mut(i) else {
+                return;
+            };
+            let mut buf = std::mem::take(&mut self.server_buf);
+            buf.resize(MAX_UDP_PAYLOAD, 0);
+            // Answers to deliveries may queue more datagrams: drain both until quiet.
+            let mut transmits = Vec::new();
+            // The client hands out its datagrams before its deliveries, so an answer is
+            // sent before the next delivery is read.
+            for _ in 0..MAX_DRAIN {
+                let n = match node.client.poll_output(&mut buf) {
+                    Some(Output::Udp { to, len, .. }) => {
+                        transmits.push((to, buf.get(..len).unwrap_or_default().to_vec()));
+                        continue;
+                    }
+                    Some(Output::Ipv6 { len, .. }) => len,
+                    Some(_) => continue,
+                    None => break,
+                };
+                let packet = buf.get(..n).unwrap_or_default().to_vec();
+                if node.echo_responder {
+                    if let Some(answer) = packets::answer(&packet, false) {
+                        // Refusals are counted by the client.
+                        let _ = node.client.handle_ipv6(now, &answer);
+                    }
+                }
+                if node.delivered.len() < MAX_DELIVERED_LOG {
+                    node.delivered.push((elapsed, packet));
+                } else {
+                    node.delivered_unlogged += 1;
+                }
+            }
+            self.server_buf = buf;
+            for (to, payload) in transmits {
+                let local = node.client.local();
+                match node.nat.as_mut() {
+                    None => out.push((
+                        now,
+                        Datagram {
+                            from: local,
+                            to,
+                            payload,
+                        },
+                    )),
+                    // No `_` arm: `Outbound` is non-exhaustive for other crates only, so a
+                    // new outcome must be routed here before this crate builds.
+                    Some(nat) => match nat.outbound(now, local, to) {
+                        Ok(Outbound::Forward(tr)) => out.push((
+                            now + tr.delay,
+                            Datagram {
+                                from: tr.external,
+                                to,
+                                payload,
+                            },
+                        )),
+                        Ok(Outbound::Hairpin(h)) => {
+                            if h.to == local {
+                                inside.push((now + h.delay, h.from, payload));
+                            }
+                        }
+                        // Counted by the NAT.
+                        Err(_) => {}
+                    },
+                }
+            }
+            while let Some(e) = node.client.poll_event() {
+                node.events.push((elapsed, e));
+            }
+        }
+        for (at, d) in out {
+            self.send_at(at, Sender::Client(i), d);
+        }
+        for (at, from, payload) in inside {
+            self.push(
+                at,
+                Delivery::Inside {
+                    node: i,
+                    from,
+                    payload,
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Tests of the simulated network itself (the lab's scenarios test it end to end).
+
+use std::collections::BinaryHeap;
+use std::net::Ipv4Addr;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use teredo::client::{ClientConfig, Profile, State};
+
+use super::queue::{Delivery, Queued};
+use super::*;
+use crate::NatPreset;
+
+const P: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+fn sim() -> Sim {
+    Sim::new(Instant::now(), ServerConfig::new(P), DEFAULT_LATENCY)
+}
+
+#[test]
+fn queue_orders_by_time_then_sequence() {
+    let t = Instant::now();
+    let mut heap = BinaryHeap::new();
+    let d = || {
+        Delivery::Arrive(
+            Datagram {
+                from: SocketAddrV4::new(P, 1),
+                to: SocketAddrV4::new(P, 2),
+                payload: vec![],
+            },
+            0,
+        )
+    };
+    for (at, seq) in [(3, 1), (1, 2), (1, 3), (2, 4)] {
+        heap.push(Queued {
+            at: t + Duration::from_secs(at),
+            seq,
+            what: d(),
+        });
+    }
+    let order: Vec<u64> = std::iter::from_fn(|| heap.pop().map(|q| q.seq)).collect();
+    assert_eq!(order, [2, 3, 4, 1]);
+}
+
+#[test]
+fn client_behind_nat_qualifies_and_trace_is_complete() {
+    let mut s = sim();
+    let t0 = s.now();
+    let nat = NatPreset::PortRestricted
+        .config(vec![Ipv4Addr::new(203, 0, 113, 1)], 1)
+        .unwrap()
+        .unwrap();
+    let local = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 50000);
+    let c = Client::new(
+        ClientConfig::profile(Profile::Rfc5991, P),
+        ChaCha8Rng::seed_from_u64(1),
+        local,
+        t0,
+    );
+    s.enable_pcap();
+    let i = s.add_client(c, Some(Nat::new(nat)));
+    s.run_for(Duration::from_secs(1)).unwrap();
+    let node = s.client(i).unwrap();
+    assert_eq!(node.client.state(), State::Qualified);
+    assert_eq!(
+        node.client.mapping(),
+        Some(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 50000))
+    );
+    // RS → primary, RA, RS → secondary, RA: 4 datagrams, 10 ms apart.
+    let t: Vec<_> = s.trace().iter().map(|e| (e.at, e.sender)).collect();
+    assert_eq!(
+        t,
+        [
+            (Duration::ZERO, Sender::Client(0)),
+            (Duration::from_millis(10), Sender::Server),
+            (Duration::from_millis(20), Sender::Client(0)),
+            (Duration::from_millis(30), Sender::Server),
+        ]
+    );
+    assert!(s.take_pcap().unwrap().len() > 24 + 4 * 16);
+    assert_eq!(s.elapsed(), Duration::from_secs(1));
+}
+
+#[test]
+fn step_limit_is_an_error() {
+    let mut s = sim();
+    let t0 = s.now();
+    let c = Client::new(
+        ClientConfig::profile(Profile::Miredo, P),
+        ChaCha8Rng::seed_from_u64(1),
+        SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 4000),
+        t0,
+    );
+    s.add_client(c, None);
+    s.set_step_limit(3);
+    let e = s.run_for(Duration::from_secs(3600)).unwrap_err();
+    assert!(matches!(e, SimError::StepLimit { steps: 3, .. }), "{e}");
+}
+
+#[test]
+fn unroutable_and_server_down_are_counted() {
+    let mut s = sim();
+    let now = s.now();
+    s.inject(
+        now,
+        Datagram {
+            from: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1),
+            to: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 2),
+            payload: vec![1, 2, 3],
+        },
+    );
+    s.set_server_up(false);
+    s.inject(
+        now,
+        Datagram {
+            from: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1),
+            to: SocketAddrV4::new(P, 3544),
+            payload: vec![1, 2, 3],
+        },
+    );
+    s.inject(
+        now,
+        Datagram {
+            from: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1),
+            to: SocketAddrV4::new(P, 3544),
+            payload: vec![0; MAX_UDP_PAYLOAD + 1],
+        },
+    );
+    s.run_for(Duration::from_secs(1)).unwrap();
+    let c = s.counters();
+    assert_eq!((c.datagrams, c.no_route, c.server_unreachable), (2, 1, 1));
+    assert_eq!(c.injections_refused, 1);
+    // Garbage to a running server is counted per reason.
+    s.set_server_up(true);
+    let now = s.now();
+    s.inject(
+        now,
+        Datagram {
+            from: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1),
+            to: SocketAddrV4::new(P, 3544),
+            payload: vec![1, 2, 3],
+        },
+    );
+    s.run_for(Duration::from_secs(1)).unwrap();
+    assert_eq!(s.counters().server_dropped.values().sum::<u64>(), 1);
+}
+
+#[test]
+fn jitter_reorders_and_is_reproducible() {
+    let run = |jitter: Duration| {
+        let mut s = sim();
+        s.set_jitter(jitter, 7);
+        let t0 = s.now();
+        for k in 0..100u64 {
+            s.inject(
+                t0 + Duration::from_millis(k),
+                Datagram {
+                    from: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1),
+                    to: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 2),
+                    payload: vec![1],
+                },
+            );
+        }
+        s.run_for(Duration::from_secs(1)).unwrap();
+        assert_eq!(s.counters().no_route, 100, "every datagram arrives once");
+        s.counters().reordered
+    };
+    assert_eq!(run(Duration::ZERO), 0);
+    let r = run(Duration::from_millis(30));
+    assert!(
+        r > 10,
+        "30 ms of jitter on datagrams 1 ms apart: {r} reordered"
+    );
+    assert_eq!(run(Duration::from_millis(30)), r, "same seed, same order");
+}
+
+#[test]
+fn restarts_keep_the_address_and_count() {
+    let mut s = sim();
+    s.restart_server();
+    assert_eq!(s.counters().server_restarts, 1);
+    assert_eq!(s.server().config().primary, P);
+    // Without a native segment there is no relay to replace.
+    let relay = Relay::new(
+        teredo::relay::RelayConfig::default(),
+        ChaCha8Rng::seed_from_u64(1),
+        s.now(),
+    );
+    s.replace_relay(relay);
+    assert_eq!(s.counters().relay_restarts, 0);
+}
