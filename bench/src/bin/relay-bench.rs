@@ -13,25 +13,22 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
+use teredo_bench::cli;
 use teredo_bench::frames::{peers, MAX_PEERS, MAX_WIDE_PEERS};
 use teredo_bench::memory::{self, FillReport};
 use teredo_bench::procfs::{self, loadavg};
 use teredo_bench::report::{ratios, summarise, table, InstanceRun};
 use teredo_bench::runner::{
     check_stop, establish_trust, frames, refresh_frames, run_cell, CellCtx, CellPlan, Direction,
-    Generator, STOP,
+    Generator,
 };
-use teredo_bench::setup::{
-    pin_current_thread, sibling, snapshot, stop_on_signals, wait_quiet, RunDir,
-};
+use teredo_bench::setup::{pin_current_thread, snapshot, stop_on_signals, wait_quiet, RunDir};
 use teredo_bench::topo::{ns_usage, Binaries, Device, RunningDevice, Topology, GEN_CPU};
-use testkit::is_root;
 use testkit::metrics;
 use testkit::netns::{remove_stale, ReturnHere};
 
@@ -124,17 +121,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("relay-bench: error: {e:#}");
-            if STOP.load(Ordering::Relaxed) {
-                ExitCode::from(130)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    cli::exit_code("relay-bench", run(&args))
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -174,15 +161,11 @@ struct Memory {
 }
 
 fn run(args: &Args) -> Result<()> {
-    if !is_root() {
-        bail!(
-            "relay-bench needs root: it creates network namespaces, veth links and TUN devices, \
-             and sends with AF_PACKET (run it with sudo)"
-        );
-    }
-    if procfs::cpu_count() < 2 {
-        bail!("relay-bench needs 2 CPUs (relay on CPU1, generator on CPU0)");
-    }
+    cli::preflight(
+        "relay-bench needs root: it creates network namespaces, veth links and TUN devices, and \
+         sends with AF_PACKET (run it with sudo)",
+        "relay-bench needs 2 CPUs (relay on CPU1, generator on CPU0)",
+    )?;
     let dirs: Vec<Direction> = args
         .directions
         .iter()
@@ -238,14 +221,8 @@ fn run(args: &Args) -> Result<()> {
     let run_dir = RunDir::create("relay-bench")?;
     let dir = run_dir.path().to_path_buf();
     let hint = "build with `cargo build --release -p teredo-relay -p teredo-bench`";
-    let relay_bin = match &args.relay_bin {
-        Some(p) => p.clone(),
-        None => sibling("teredo-relay")?,
-    };
-    let bare_bin = match &args.bare_bin {
-        Some(p) => p.clone(),
-        None => sibling("bare-forwarder")?,
-    };
+    let relay_bin = cli::bin_path(args.relay_bin.as_deref(), "teredo-relay")?;
+    let bare_bin = cli::bin_path(args.bare_bin.as_deref(), "bare-forwarder")?;
     let use_miredo = devices.contains(&Device::Miredo);
     if use_miredo && !args.miredo_bin.is_file() {
         bail!(
@@ -338,18 +315,7 @@ fn run(args: &Args) -> Result<()> {
                     "relay-bench: round {round} {} {n} peers failed: {e:#}",
                     device.name()
                 );
-                runs.push(InstanceRun {
-                    round,
-                    device,
-                    peers: n,
-                    trust: None,
-                    rss_kib_after_trust: 0,
-                    rss_kib_end: 0,
-                    rss_kib_end_largest: 0,
-                    cells: vec![],
-                    error: Some(format!("{e:#}")),
-                    load1: loadavg()[0],
-                });
+                runs.push(cli::failed_run(round, device, n, &e));
             }
         }
     }
@@ -454,12 +420,7 @@ fn run(args: &Args) -> Result<()> {
             ratios: ratio_rows,
             memory,
         };
-        let text = serde_json::to_string_pretty(&out)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
-        }
+        cli::write_json(path, &out)?;
     }
     if !failed.is_empty() {
         bail!("{} instance(s) failed", failed.len());
@@ -553,21 +514,7 @@ fn run_instance(
             load1,
         })
     })();
-    let tail = result
-        .as_ref()
-        .err()
-        .map(|_| dev.log_tail(10))
-        .unwrap_or_default();
-    let stopped = dev.stop(topo);
-    let run = result.map_err(|e: anyhow::Error| {
-        if tail.is_empty() {
-            e
-        } else {
-            e.context(format!("device log:\n{tail}"))
-        }
-    })?;
-    stopped?;
-    Ok(run)
+    cli::stop_with_log(dev, topo, result)
 }
 
 /// One device's peer table filled (`--memory`).
@@ -683,12 +630,7 @@ fn run_memory(
         load_at_start[0], load_at_start[1], load_at_start[2], load[0], load[1], load[2]
     );
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&rows)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
-        }
+        cli::write_json(path, &rows)?;
     }
     if rows.len() < devices.len() {
         bail!("{} device(s) failed", devices.len() - rows.len());

@@ -15,12 +15,12 @@ use std::fs;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
+use teredo_bench::cli;
 use teredo_bench::frames::TEREDO_PORT;
 use teredo_bench::latency::{self, LatencyRun};
 use teredo_bench::procfs::{self, loadavg};
@@ -28,11 +28,8 @@ use teredo_bench::report::{ratios, summarise, table, InstanceRun};
 use teredo_bench::rs::{rs_frames, RsKind, MAX_SOURCES, SERVER_PRIMARY, SERVER_SECONDARY};
 use teredo_bench::runner::{check_stop, run_cell, CellCtx, CellPlan, Direction, Generator, STOP};
 use teredo_bench::search::Summary;
-use teredo_bench::setup::{
-    pin_current_thread, sibling, snapshot, stop_on_signals, wait_quiet, RunDir,
-};
+use teredo_bench::setup::{pin_current_thread, snapshot, stop_on_signals, wait_quiet, RunDir};
 use teredo_bench::topo::{ns_usage, Device, RunningDevice, Topology, GEN_CPU, INET_IF, RELAY_CPU};
-use testkit::is_root;
 use testkit::miredo;
 use testkit::netns::{remove_stale, ReturnHere};
 
@@ -108,17 +105,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("server-bench: error: {e:#}");
-            if STOP.load(Ordering::Relaxed) {
-                ExitCode::from(130)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    cli::exit_code("server-bench", run(&args))
 }
 
 /// One device in one round.
@@ -179,15 +166,11 @@ struct Bins {
 }
 
 fn run(args: &Args) -> Result<()> {
-    if !is_root() {
-        bail!(
-            "server-bench needs root: it creates network namespaces and veth links, and sends \
-             with AF_PACKET (run it with sudo)"
-        );
-    }
-    if procfs::cpu_count() < 2 {
-        bail!("server-bench needs 2 CPUs (server on CPU1, generator on CPU0)");
-    }
+    cli::preflight(
+        "server-bench needs root: it creates network namespaces and veth links, and sends with \
+         AF_PACKET (run it with sudo)",
+        "server-bench needs 2 CPUs (server on CPU1, generator on CPU0)",
+    )?;
     if args.sources == 0 || args.sources > MAX_SOURCES {
         bail!("--sources must be 1..={MAX_SOURCES}");
     }
@@ -233,10 +216,7 @@ fn run(args: &Args) -> Result<()> {
     let run_dir = RunDir::create("server-bench")?;
     let dir = run_dir.path().to_path_buf();
     let hint = "build with `cargo build --release -p teredo-server -p teredo-bench`";
-    let ours_bin = match &args.server_bin {
-        Some(p) => p.clone(),
-        None => sibling("teredo-server")?,
-    };
+    let ours_bin = cli::bin_path(args.server_bin.as_deref(), "teredo-server")?;
     if devices.contains(&Device::Miredo) && !args.miredo_server_bin.is_file() {
         bail!(
             "{} not found (apt-get install miredo-server, or --devices ours)",
@@ -332,18 +312,7 @@ fn run(args: &Args) -> Result<()> {
                     device.name()
                 );
                 runs.push(ServerRun {
-                    run: InstanceRun {
-                        round,
-                        device,
-                        peers: args.sources,
-                        trust: None,
-                        rss_kib_after_trust: 0,
-                        rss_kib_end: 0,
-                        rss_kib_end_largest: 0,
-                        cells: vec![],
-                        error: Some(format!("{e:#}")),
-                        load1: loadavg()[0],
-                    },
+                    run: cli::failed_run(round, device, args.sources, &e),
                     latency: None,
                 });
             }
@@ -511,12 +480,7 @@ fn run(args: &Args) -> Result<()> {
             latency: lat,
             rss_kib: rss,
         };
-        let text = serde_json::to_string_pretty(&out)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
-        }
+        cli::write_json(path, &out)?;
     }
     if !failed.is_empty() {
         bail!("{} instance(s) failed", failed.len());
@@ -641,21 +605,7 @@ impl Instance<'_> {
                 latency,
             })
         })();
-        let tail = result
-            .as_ref()
-            .err()
-            .map(|_| dev.log_tail(10))
-            .unwrap_or_default();
-        let stopped = dev.stop(self.topo);
-        let run = result.map_err(|e: anyhow::Error| {
-            if tail.is_empty() {
-                e
-            } else {
-                e.context(format!("device log:\n{tail}"))
-            }
-        })?;
-        stopped?;
-        Ok(run)
+        cli::stop_with_log(dev, self.topo, result)
     }
 }
 

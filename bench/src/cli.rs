@@ -1,0 +1,95 @@
+//! What every benchmark binary does around its measurement: the exit code, the pre-flight
+//! checks, the binaries it runs, the JSON report, and a device's log on failure.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::procfs;
+use crate::report::InstanceRun;
+use crate::runner::STOP;
+use crate::setup::sibling;
+use crate::topo::{Device, RunningDevice, Topology};
+
+/// The process's exit code for `result`: 130 when a signal stopped the run (the shell's
+/// convention), 1 on any other error (printed as `<name>: error: …`).
+pub fn exit_code(name: &str, result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            if STOP.load(Ordering::Relaxed) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Fails unless we are root (`why`: what needs it) and have the two CPUs the benchmarks
+/// pin to (`cpus`: which goes where).
+pub fn preflight(why: &str, cpus: &str) -> Result<()> {
+    if !testkit::is_root() {
+        bail!("{why}");
+    }
+    if procfs::cpu_count() < 2 {
+        bail!("{cpus}");
+    }
+    Ok(())
+}
+
+/// The path given on the command line, or `name` next to this binary.
+pub fn bin_path(given: Option<&Path>, name: &str) -> Result<PathBuf> {
+    given.map_or_else(|| sibling(name), |p| Ok(p.to_path_buf()))
+}
+
+/// Writes `value` as pretty JSON to `path` (`-`: stdout).
+pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    if path.as_os_str() == "-" {
+        println!("{text}");
+    } else {
+        fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The row of an instance that failed with `e`.
+pub fn failed_run(round: u32, device: Device, peers: u32, e: &anyhow::Error) -> InstanceRun {
+    InstanceRun {
+        round,
+        device,
+        peers,
+        trust: None,
+        rss_kib_after_trust: 0,
+        rss_kib_end: 0,
+        rss_kib_end_largest: 0,
+        cells: vec![],
+        error: Some(format!("{e:#}")),
+        load1: procfs::loadavg()[0],
+    }
+}
+
+/// Stops `dev` after a measurement and returns its `result`; a failed measurement carries
+/// the last lines of the device's log, and a failed stop is an error too.
+pub fn stop_with_log<T>(dev: RunningDevice, topo: &Topology, result: Result<T>) -> Result<T> {
+    let tail = result
+        .as_ref()
+        .err()
+        .map(|_| dev.log_tail(10))
+        .unwrap_or_default();
+    let stopped = dev.stop(topo);
+    let run = result.map_err(|e: anyhow::Error| {
+        if tail.is_empty() {
+            e
+        } else {
+            e.context(format!("device log:\n{tail}"))
+        }
+    })?;
+    stopped?;
+    Ok(run)
+}
