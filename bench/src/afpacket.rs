@@ -137,15 +137,7 @@ impl PacketSocket {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<Option<(usize, u8, Option<u64>)>> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
-        if r <= 0 {
+        if !self.readable_within(timeout) {
             return Ok(None);
         }
         // SAFETY: plain data; all-zero is valid.
@@ -167,11 +159,7 @@ impl PacketSocket {
         // SAFETY: every pointer in `msg` points at live storage of the advertised size.
         let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
         let Ok(n) = usize::try_from(n) else {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
-                return Ok(None);
-            }
-            bail!("recv on {}: {e}", self.ifname);
+            return self.recv_failed();
         };
         let mut stamp = None;
         // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
@@ -225,15 +213,7 @@ impl PacketSocket {
     /// Receives one frame within `timeout`: its length and `sll_pkttype`
     /// (`PACKET_OUTGOING` for our own transmissions); `None` on timeout.
     pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<(usize, u8)>> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
-        if r <= 0 {
+        if !self.readable_within(timeout) {
             return Ok(None);
         }
         // SAFETY: sockaddr_ll is plain data; all-zero is valid.
@@ -252,14 +232,31 @@ impl PacketSocket {
         };
         match usize::try_from(n) {
             Ok(n) => Ok(Some((n, sll.sll_pkttype))),
-            Err(_) => {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
-                    Ok(None)
-                } else {
-                    bail!("recv on {}: {e}", self.ifname)
-                }
-            }
+            Err(_) => self.recv_failed(),
+        }
+    }
+
+    /// Whether a frame is waiting, or arrives within `timeout`.
+    fn readable_within(&self, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+        r > 0
+    }
+
+    /// After a failed receive: nothing there (`None`; another thread took the frame, or a
+    /// signal came), or the error.
+    fn recv_failed<T>(&self) -> Result<Option<T>> {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
+            Ok(None)
+        } else {
+            bail!("recv on {}: {e}", self.ifname)
         }
     }
 }

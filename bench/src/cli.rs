@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::procfs;
 use crate::report::InstanceRun;
-use crate::runner::STOP;
+use crate::runner::{CellPlan, STOP};
 use crate::setup::sibling;
 use crate::topo::{Device, RunningDevice, Topology};
 
@@ -92,4 +92,73 @@ pub fn stop_with_log<T>(dev: RunningDevice, topo: &Topology, result: Result<T>) 
     })?;
     stopped?;
     Ok(run)
+}
+
+/// The devices named on the command line, each one of `allowed`.
+pub fn devices(names: &[String], allowed: &[Device]) -> Result<Vec<Device>> {
+    names
+        .iter()
+        .map(|d| {
+            Device::parse(d)
+                .filter(|d| allowed.contains(d))
+                .with_context(|| {
+                    let names: Vec<&str> = allowed.iter().map(|a| a.name()).collect();
+                    format!("unknown device {d:?} ({})", names.join(", "))
+                })
+        })
+        .collect()
+}
+
+/// The search and saturation flags `relay-bench` and `server-bench` share.
+#[derive(Clone, Copy, Debug)]
+pub struct SearchFlags {
+    /// `--quick`.
+    pub quick: bool,
+    /// `--rounds`.
+    pub rounds: Option<u32>,
+    /// `--no-flood`.
+    pub no_flood: bool,
+    /// `--start-rate`.
+    pub start_rate: f64,
+    /// `--step-secs`.
+    pub step_secs: f64,
+    /// `--steps`.
+    pub steps: Option<u32>,
+    /// `--max-loss`, percent.
+    pub max_loss: f64,
+    /// `--saturation-secs`.
+    pub saturation_secs: Option<f64>,
+    /// `--saturation-rate` (0: a multiple of each device's own throughput).
+    pub saturation_rate: f64,
+}
+
+impl SearchFlags {
+    /// Rounds (at least one), and the plans of the first round and of the later ones: the
+    /// first brackets widely from `--start-rate`, the later ones narrowly around the earlier
+    /// rounds' median.
+    pub fn plans(&self) -> (u32, CellPlan, CellPlan) {
+        let rounds = self.rounds.unwrap_or(if self.quick { 1 } else { 3 }).max(1);
+        let first = CellPlan {
+            flood_secs: if self.no_flood { 0.0 } else { 1.0 },
+            start_rate: self.start_rate,
+            step_secs: self.step_secs,
+            steps: self.steps.unwrap_or(if self.quick { 5 } else { 7 }),
+            up: 1.6,
+            down: 0.625,
+            resolution: 0.01,
+            max_loss: self.max_loss / 100.0,
+            saturation_secs: self
+                .saturation_secs
+                .unwrap_or(if self.quick { 3.0 } else { 5.0 }),
+            saturation_rate: (self.saturation_rate > 0.0).then_some(self.saturation_rate),
+            saturation_factor: 2.0,
+        };
+        let later = CellPlan {
+            steps: 5,
+            up: 1.1,
+            down: 0.9,
+            ..first
+        };
+        (rounds, first, later)
+    }
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
 use teredo_bench::cli;
@@ -175,15 +175,10 @@ fn run(args: &Args) -> Result<()> {
             _ => bail!("unknown direction {d:?} (t2n, n2t)"),
         })
         .collect::<Result<_>>()?;
-    let devices: Vec<Device> = args
-        .devices
-        .iter()
-        .map(|d| {
-            Device::parse(d)
-                .filter(|d| matches!(d, Device::Ours | Device::OursPlain | Device::Miredo))
-                .with_context(|| format!("unknown device {d:?} (ours, ours-plain, miredo)"))
-        })
-        .collect::<Result<_>>()?;
+    let devices = cli::devices(
+        &args.devices,
+        &[Device::Ours, Device::OursPlain, Device::Miredo],
+    )?;
     if let Some(n) = args.memory {
         if n == 0 || n > MAX_WIDE_PEERS {
             bail!("--memory must be 1..={MAX_WIDE_PEERS}");
@@ -194,28 +189,18 @@ fn run(args: &Args) -> Result<()> {
             bail!("peer counts must be 1..={MAX_PEERS}");
         }
     }
-    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
-    let first = CellPlan {
-        flood_secs: if args.no_flood { 0.0 } else { 1.0 },
+    let (rounds, first, later) = cli::SearchFlags {
+        quick: args.quick,
+        rounds: args.rounds,
+        no_flood: args.no_flood,
         start_rate: args.start_rate,
         step_secs: args.step_secs,
-        steps: args.steps.unwrap_or(if args.quick { 5 } else { 7 }),
-        up: 1.6,
-        down: 0.625,
-        resolution: 0.01,
-        max_loss: args.max_loss / 100.0,
-        saturation_secs: args
-            .saturation_secs
-            .unwrap_or(if args.quick { 3.0 } else { 5.0 }),
-        saturation_rate: (args.saturation_rate > 0.0).then_some(args.saturation_rate),
-        saturation_factor: 2.0,
-    };
-    let later = CellPlan {
-        steps: 5,
-        up: 1.1,
-        down: 0.9,
-        ..first
-    };
+        steps: args.steps,
+        max_loss: args.max_loss,
+        saturation_secs: args.saturation_secs,
+        saturation_rate: args.saturation_rate,
+    }
+    .plans();
 
     // Binaries, snapshotted into a private run directory.
     let run_dir = RunDir::create("relay-bench")?;

@@ -175,40 +175,22 @@ fn run(args: &Args) -> Result<()> {
         bail!("--sources must be 1..={MAX_SOURCES}");
     }
     let kind = RsKind::parse(&args.rs).context("--rs: cone, restricted or mix")?;
-    let devices: Vec<Device> = args
-        .devices
-        .iter()
-        .map(|d| {
-            Device::parse(d)
-                .filter(|d| matches!(d, Device::Ours | Device::Miredo))
-                .with_context(|| format!("unknown device {d:?} (ours, miredo)"))
-        })
-        .collect::<Result<_>>()?;
+    let devices = cli::devices(&args.devices, &[Device::Ours, Device::Miredo])?;
     if devices.is_empty() {
         bail!("--devices: at least one of ours, miredo");
     }
-    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
-    let first = CellPlan {
-        flood_secs: if args.no_flood { 0.0 } else { 1.0 },
+    let (rounds, first, later) = cli::SearchFlags {
+        quick: args.quick,
+        rounds: args.rounds,
+        no_flood: args.no_flood,
         start_rate: args.start_rate,
         step_secs: args.step_secs,
-        steps: args.steps.unwrap_or(if args.quick { 5 } else { 7 }),
-        up: 1.6,
-        down: 0.625,
-        resolution: 0.01,
-        max_loss: args.max_loss / 100.0,
-        saturation_secs: args
-            .saturation_secs
-            .unwrap_or(if args.quick { 3.0 } else { 5.0 }),
-        saturation_rate: (args.saturation_rate > 0.0).then_some(args.saturation_rate),
-        saturation_factor: 2.0,
-    };
-    let later = CellPlan {
-        steps: 5,
-        up: 1.1,
-        down: 0.9,
-        ..first
-    };
+        steps: args.steps,
+        max_loss: args.max_loss,
+        saturation_secs: args.saturation_secs,
+        saturation_rate: args.saturation_rate,
+    }
+    .plans();
     let latency_secs = args
         .latency_secs
         .unwrap_or(if args.quick { 3.0 } else { 5.0 });
