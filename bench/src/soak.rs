@@ -218,26 +218,21 @@ pub fn table(samples: &[Sample]) -> String {
         line(&mut out, &r.iter().map(String::as_str).collect::<Vec<_>>());
     }
     if let (Some(a), Some(b)) = (samples.first(), samples.last()) {
-        let _ = writeln!(
-            out,
-            "relay:  RSS {} -> {} KiB ({:+}), fds {} -> {} ({:+})",
-            a.relay.rss_kib,
-            b.relay.rss_kib,
-            b.relay.rss_kib as i64 - a.relay.rss_kib as i64,
-            a.relay.fds,
-            b.relay.fds,
-            b.relay.fds as i64 - a.relay.fds as i64
-        );
-        let _ = writeln!(
-            out,
-            "server: RSS {} -> {} KiB ({:+}), fds {} -> {} ({:+})",
-            a.server.rss_kib,
-            b.server.rss_kib,
-            b.server.rss_kib as i64 - a.server.rss_kib as i64,
-            a.server.fds,
-            b.server.fds,
-            b.server.fds as i64 - a.server.fds as i64
-        );
+        for (label, a, b) in [
+            ("relay: ", &a.relay, &b.relay),
+            ("server:", &a.server, &b.server),
+        ] {
+            let _ = writeln!(
+                out,
+                "{label} RSS {} -> {} KiB ({:+}), fds {} -> {} ({:+})",
+                a.rss_kib,
+                b.rss_kib,
+                b.rss_kib as i64 - a.rss_kib as i64,
+                a.fds,
+                b.fds,
+                b.fds as i64 - a.fds as i64
+            );
+        }
     }
     out
 }
