@@ -5,14 +5,17 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 
 use crate::procfs;
 use crate::report::InstanceRun;
-use crate::runner::{CellPlan, STOP};
-use crate::setup::sibling;
-use crate::topo::{Device, RunningDevice, Topology};
+use testkit::netns::{remove_stale, ReturnHere};
+
+use crate::runner::{CellPlan, Generator, STOP};
+use crate::setup::{pin_current_thread, sibling, stop_on_signals, wait_quiet};
+use crate::topo::{Device, RunningDevice, Topology, GEN_CPU};
 
 /// The process's exit code for `result`: 130 when a signal stopped the run (the shell's
 /// convention), 1 on any other error (printed as `<name>: error: …`).
@@ -160,5 +163,64 @@ impl SearchFlags {
             ..first
         };
         (rounds, first, later)
+    }
+}
+
+/// Where `relay-bench` and `server-bench` measure from: signals caught, the machine quiet,
+/// the namespaces built, this thread pinned to the generator's CPU inside the generator's
+/// namespace. Fields drop in order: the generator, then back in the original namespace,
+/// then the namespaces deleted.
+#[derive(Debug)]
+pub struct Stage {
+    /// The generator's sockets.
+    pub gen: Generator,
+    _back: ReturnHere,
+    /// The namespaces and links.
+    pub topo: Topology,
+    /// The load average before waiting for a quiet machine.
+    pub load_at_start: [f64; 3],
+    /// Seconds waited for it.
+    pub waited: f64,
+    /// When the measurement began (after the wait).
+    pub started: Instant,
+}
+
+impl Stage {
+    /// Sets the stage for the benchmark `name` (`--max-load`, `--wait-quiet`), building the
+    /// namespaces with `build`.
+    pub fn set(
+        name: &str,
+        max_load: f64,
+        wait_secs: u64,
+        build: impl FnOnce() -> Result<Topology>,
+    ) -> Result<Self> {
+        stop_on_signals();
+        let load_at_start = procfs::loadavg();
+        let (_, waited) = wait_quiet(name, max_load, wait_secs)?;
+        let started = Instant::now();
+        remove_stale();
+        let topo = build()?;
+        pin_current_thread(GEN_CPU)?;
+        let back = ReturnHere::remember()?;
+        topo.gen.enter()?;
+        let gen = Generator::open()?;
+        Ok(Self {
+            gen,
+            _back: back,
+            topo,
+            load_at_start,
+            waited,
+            started,
+        })
+    }
+
+    /// The closing line: the load before and after, and how long the run took.
+    pub fn load_line(&self, max_load: f64, load_at_end: [f64; 3], elapsed: f64) -> String {
+        let (s, waited) = (self.load_at_start, self.waited);
+        format!(
+            "load average: {:.2} {:.2} {:.2} before (waited {waited:.0} s for ≤ {}), {:.2} {:.2} \
+             {:.2} at the end (includes the bench's own 2 busy CPUs); {:.0} s",
+            s[0], s[1], s[2], max_load, load_at_end[0], load_at_end[1], load_at_end[2], elapsed
+        )
     }
 }

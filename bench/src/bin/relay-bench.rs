@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Parser;
@@ -27,10 +26,9 @@ use teredo_bench::runner::{
     check_stop, establish_trust, frames, refresh_frames, run_cell, CellCtx, CellPlan, Direction,
     Generator,
 };
-use teredo_bench::setup::{pin_current_thread, snapshot, stop_on_signals, wait_quiet, RunDir};
-use teredo_bench::topo::{ns_usage, Binaries, Device, RunningDevice, Topology, GEN_CPU};
+use teredo_bench::setup::{snapshot, RunDir};
+use teredo_bench::topo::{ns_usage, Binaries, Device, RunningDevice, Topology};
 use testkit::metrics;
-use testkit::netns::{remove_stale, ReturnHere};
 
 /// Our relay vs Miredo's relay in network namespaces (see README.md, "Benchmarks").
 #[derive(Debug, Parser)]
@@ -228,21 +226,16 @@ fn run(args: &Args) -> Result<()> {
         max_peers: args.memory,
     };
 
-    stop_on_signals();
-    let load_at_start = loadavg();
-    let (_, waited) = wait_quiet("relay-bench", args.max_load, args.wait_quiet)?;
-    let started = Instant::now();
-
-    remove_stale();
-    let topo = Topology::build()?;
-    pin_current_thread(GEN_CPU)?;
-    // Declared after `topo`, so dropped before it: back in the original namespace before
-    // the namespaces are deleted.
-    let _back = ReturnHere::remember()?;
-    topo.gen.enter()?;
-    let gen = Generator::open()?;
+    let stage = cli::Stage::set(
+        "relay-bench",
+        args.max_load,
+        args.wait_quiet,
+        Topology::build,
+    )?;
+    let (topo, gen) = (&stage.topo, &stage.gen);
+    let (load_at_start, waited) = (stage.load_at_start, stage.waited);
     if let Some(n) = args.memory {
-        return run_memory(args, &topo, &gen, &bins, &devices, n);
+        return run_memory(args, topo, gen, &bins, &devices, n);
     }
 
     // The schedule: per round, per peer count, ours then Miredo (then Miredo with the
@@ -278,8 +271,8 @@ fn run(args: &Args) -> Result<()> {
     for (round, device, n, dirs) in schedule {
         check_stop()?;
         let r = run_instance(
-            &topo,
-            &gen,
+            topo,
+            gen,
             &bins,
             round,
             device,
@@ -304,7 +297,7 @@ fn run(args: &Args) -> Result<()> {
             }
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = stage.started.elapsed().as_secs_f64();
     let load_at_end = loadavg();
 
     let sums = summarise(&runs);
@@ -356,18 +349,7 @@ fn run(args: &Args) -> Result<()> {
             mib(&m.rss_kib_end_largest)
         );
     }
-    println!(
-        "load average: {:.2} {:.2} {:.2} before (waited {waited:.0} s for ≤ {}), {:.2} {:.2} {:.2} \
-         at the end (includes the bench's own 2 busy CPUs); {:.0} s",
-        load_at_start[0],
-        load_at_start[1],
-        load_at_start[2],
-        args.max_load,
-        load_at_end[0],
-        load_at_end[1],
-        load_at_end[2],
-        elapsed
-    );
+    println!("{}", stage.load_line(args.max_load, load_at_end, elapsed));
     let failed: Vec<&InstanceRun> = runs.iter().filter(|r| r.error.is_some()).collect();
     for f in &failed {
         println!(

@@ -15,7 +15,7 @@ use std::fs;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
@@ -28,10 +28,9 @@ use teredo_bench::report::{ratios, summarise, table, InstanceRun};
 use teredo_bench::rs::{rs_frames, RsKind, MAX_SOURCES, SERVER_PRIMARY, SERVER_SECONDARY};
 use teredo_bench::runner::{check_stop, run_cell, CellCtx, CellPlan, Direction, Generator, STOP};
 use teredo_bench::search::Summary;
-use teredo_bench::setup::{pin_current_thread, snapshot, stop_on_signals, wait_quiet, RunDir};
-use teredo_bench::topo::{ns_usage, Device, RunningDevice, Topology, GEN_CPU, INET_IF, RELAY_CPU};
+use teredo_bench::setup::{snapshot, RunDir};
+use teredo_bench::topo::{ns_usage, Device, RunningDevice, Topology, INET_IF, RELAY_CPU};
 use testkit::miredo;
-use testkit::netns::{remove_stale, ReturnHere};
 
 /// Our Teredo server vs miredo-server in network namespaces (see README.md, "Benchmarks").
 #[derive(Debug, Parser)]
@@ -215,19 +214,14 @@ fn run(args: &Args) -> Result<()> {
         dir: dir.clone(),
     };
 
-    stop_on_signals();
-    let load_at_start = loadavg();
-    let (_, waited) = wait_quiet("server-bench", args.max_load, args.wait_quiet)?;
-    let started = Instant::now();
-
-    remove_stale();
-    let topo = Topology::build_server()?;
-    pin_current_thread(GEN_CPU)?;
-    // Declared after `topo`, so dropped before it: back in the original namespace before
-    // the namespaces are deleted.
-    let _back = ReturnHere::remember()?;
-    topo.gen.enter()?;
-    let gen = Generator::open()?;
+    let stage = cli::Stage::set(
+        "server-bench",
+        args.max_load,
+        args.wait_quiet,
+        Topology::build_server,
+    )?;
+    let (topo, gen) = (&stage.topo, &stage.gen);
+    let (load_at_start, waited) = (stage.load_at_start, stage.waited);
     let templates = rs_frames(args.sources, kind);
 
     // Alternate which device goes first, round by round.
@@ -259,8 +253,8 @@ fn run(args: &Args) -> Result<()> {
             .get(&device)
             .and_then(|v| Summary::of(v).map(|s| s.median));
         let inst = Instance {
-            topo: &topo,
-            gen: &gen,
+            topo,
+            gen,
             bins: &bins,
             templates: &templates,
             sources: args.sources,
@@ -300,7 +294,7 @@ fn run(args: &Args) -> Result<()> {
             }
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = stage.started.elapsed().as_secs_f64();
     let load_at_end = loadavg();
 
     let plain: Vec<InstanceRun> = runs.iter().map(|r| r.run.clone()).collect();
@@ -412,18 +406,7 @@ fn run(args: &Args) -> Result<()> {
                 .join("/")
         );
     }
-    println!(
-        "load average: {:.2} {:.2} {:.2} before (waited {waited:.0} s for ≤ {}), {:.2} {:.2} {:.2} \
-         at the end (includes the bench's own 2 busy CPUs); {:.0} s",
-        load_at_start[0],
-        load_at_start[1],
-        load_at_start[2],
-        args.max_load,
-        load_at_end[0],
-        load_at_end[1],
-        load_at_end[2],
-        elapsed
-    );
+    println!("{}", stage.load_line(args.max_load, load_at_end, elapsed));
     let failed: Vec<&ServerRun> = runs.iter().filter(|r| r.run.error.is_some()).collect();
     for f in &failed {
         println!(
