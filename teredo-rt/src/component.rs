@@ -197,13 +197,18 @@ impl Tasks {
     }
 
     /// Binds the `/metrics` endpoint on `addr` now (a failure is returned here) and serves
-    /// `registry` on it as one of the tasks until `shutdown`. Returns the bound address.
+    /// `registry` on it as one of the tasks until `shutdown`. Returns the bound address;
+    /// without an address (the component was started without an endpoint), nothing.
     pub async fn serve_metrics(
         &mut self,
-        addr: SocketAddr,
-        registry: Registry,
+        addr: Option<SocketAddr>,
+        registry: &Registry,
         shutdown: &Shutdown,
-    ) -> anyhow::Result<SocketAddr> {
+    ) -> anyhow::Result<Option<SocketAddr>> {
+        let Some(addr) = addr else {
+            return Ok(None);
+        };
+        let registry = registry.clone();
         let listener = crate::metrics::bind(addr).await?;
         let bound = listener
             .local_addr()
@@ -214,7 +219,7 @@ impl Tasks {
                 .await
                 .context("metrics endpoint task failed")
         });
-        Ok(bound)
+        Ok(Some(bound))
     }
 
     /// Waits until every task has stopped after shutdown. If a task fails (or panics)
@@ -311,8 +316,13 @@ mod tests {
         let (trigger, shutdown) = Shutdown::new();
         let mut tasks = Tasks::new();
         let addr = tasks
-            .serve_metrics("127.0.0.1:0".parse().unwrap(), Registry::new(), &shutdown)
+            .serve_metrics(
+                Some("127.0.0.1:0".parse().unwrap()),
+                &Registry::new(),
+                &shutdown,
+            )
             .await
+            .unwrap()
             .unwrap();
         assert_ne!(addr.port(), 0);
         assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
@@ -326,9 +336,19 @@ mod tests {
         let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let busy = taken.local_addr().unwrap();
         let e = tasks
-            .serve_metrics(busy, Registry::new(), &shutdown)
+            .serve_metrics(Some(busy), &Registry::new(), &shutdown)
             .await
             .unwrap_err();
         assert!(format!("{e:#}").contains(&busy.to_string()), "{e:#}");
+        // No address: no endpoint, no task.
+        let mut tasks = Tasks::new();
+        assert_eq!(
+            tasks
+                .serve_metrics(None, &Registry::new(), &shutdown)
+                .await
+                .unwrap(),
+            None
+        );
+        tasks.wait("test").await.unwrap();
     }
 }
