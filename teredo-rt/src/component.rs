@@ -175,6 +175,41 @@ impl DropCounters {
     }
 }
 
+/// Panics unless `register` (a component's `register`, e.g. `ServerMetrics::register`)
+/// follows the conventions above: on a fresh registry (whose process metrics are already
+/// there, as when another component registered first) every series it creates shows in a
+/// scrape, its `build_info{version}` (named `<prefix>build_info`) is 1, the process metrics
+/// are there, every `teredo_` family is named `<prefix>…` with `_total` on counters only,
+/// and a second registration of the same component on that registry fails. Returns the
+/// scrape and the first registration's handles, for the component's own checks. Meant for
+/// the components' unit tests.
+pub fn assert_component_conventions<T>(
+    prefix: &str,
+    version: &str,
+    register: impl Fn(&Registry) -> prometheus::Result<T>,
+) -> (String, T) {
+    let registry = Registry::new();
+    crate::register_process_metrics(&registry).expect("process metrics");
+    let handles = register(&registry).expect("first registration");
+    let text = crate::render(&registry).expect("render");
+    assert!(
+        text.contains(&format!("{prefix}build_info{{version=\"{version}\"}} 1\n")),
+        "{text}"
+    );
+    assert!(text.contains("process_open_fds"), "{text}");
+    for line in text.lines().filter(|l| l.starts_with("# TYPE teredo_")) {
+        let mut w = line.split_whitespace().skip(2);
+        let (name, ty) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
+        assert!(name.starts_with(prefix), "{line}");
+        assert_eq!(name.ends_with("_total"), ty == "counter", "{line}");
+    }
+    assert!(
+        register(&registry).is_err(),
+        "a second registration on the same registry must be refused"
+    );
+    (text, handles)
+}
+
 /// The tasks of a started component: its loops and, optionally, its `/metrics` endpoint.
 /// They stop when the component's [`Shutdown`] fires; dropping this aborts them.
 #[derive(Debug, Default)]
