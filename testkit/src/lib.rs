@@ -7,7 +7,7 @@
 //! * [`nft`]: kernel NAT kinds as nftables rulesets (NAT.md §9 recipes).
 //! * [`process`]: child processes with log files, stopped on drop; waiting for their UDP
 //!   ports; a per-test work directory that prints those logs when the test panics.
-//! * [`wait`]: polling with a deadline.
+//! * [`wait`]: polling with a deadline; the next datagram on a socket.
 //! * [`metrics`]: scraping a `/metrics` endpoint (or an in-process registry) and reading a
 //!   series.
 //! * [`miredo`]: Debian's Miredo client, server and relay: configs, starting, waiting.
