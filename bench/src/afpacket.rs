@@ -7,7 +7,7 @@
 //! per peer ([`FrameRing`]); the generator cycles through them.
 
 use std::io;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -159,7 +159,7 @@ impl PacketSocket {
         // SAFETY: every pointer in `msg` points at live storage of the advertised size.
         let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
         let Ok(n) = usize::try_from(n) else {
-            return self.recv_failed();
+            return self.recv_failed(io::Error::last_os_error());
         };
         let mut stamp = None;
         // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
@@ -216,23 +216,9 @@ impl PacketSocket {
         if !self.readable_within(timeout) {
             return Ok(None);
         }
-        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        // SAFETY: valid descriptor, buffer and address storage of the advertised sizes.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&raw mut sll).cast(),
-                &raw mut len,
-            )
-        };
-        match usize::try_from(n) {
-            Ok(n) => Ok(Some((n, sll.sll_pkttype))),
-            Err(_) => self.recv_failed(),
+        match testkit::packet::recv_ll(self.fd.as_fd(), buf) {
+            Ok((n, sll)) => Ok(Some((n, sll.sll_pkttype))),
+            Err(e) => self.recv_failed(e),
         }
     }
 
@@ -249,10 +235,9 @@ impl PacketSocket {
         r > 0
     }
 
-    /// After a failed receive: nothing there (`None`; another thread took the frame, or a
-    /// signal came), or the error.
-    fn recv_failed<T>(&self) -> Result<Option<T>> {
-        let e = io::Error::last_os_error();
+    /// After a receive failed with `e`: nothing there (`None`; another thread took the
+    /// frame, or a signal came), or the error.
+    fn recv_failed<T>(&self, e: io::Error) -> Result<Option<T>> {
         if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
             Ok(None)
         } else {

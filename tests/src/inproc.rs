@@ -22,7 +22,7 @@
 //!   what "nothing was emitted" is checked against.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -327,21 +327,7 @@ impl Sniffer {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 65_536];
         loop {
-            // SAFETY: all-zero is a valid sockaddr_ll.
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // SAFETY: the buffer and the address are valid for the lengths given.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    std::ptr::from_mut(&mut sll).cast(),
-                    &mut len,
-                )
-            };
-            let Ok(n) = usize::try_from(n) else {
+            let Ok((n, sll)) = testkit::packet::recv_ll(self.fd.as_fd(), &mut buf) else {
                 // EAGAIN: nothing more (any other error ends the drain too).
                 return out;
             };
