@@ -272,14 +272,11 @@ pub fn add_gauges(a: &mut RelayGauges, b: &RelayGauges) {
 
 #[cfg(test)]
 mod tests {
+    use testkit::metrics::registry_text;
+
     use super::*;
 
-    fn text(registry: &Registry) -> String {
-        teredo_rt::metrics::render(registry).unwrap()
-    }
-
-    /// Also: a second relay on the same registry is refused, the process metrics are
-    /// shared, and names follow the conventions (prefix, `_total` on counters only).
+    /// With the conventions of every component (teredo-rt), one relay per registry.
     #[test]
     fn every_series_starts_at_zero() {
         let (t, _) = teredo_rt::component::assert_component_conventions(
@@ -375,7 +372,7 @@ mod tests {
         m.export_core(&last, &now, g);
         // A second export of the same totals adds nothing.
         m.export_core(&now, &now, g);
-        let t = text(&registry);
+        let t = registry_text(&registry);
         for want in [
             format!("{PACKETS}{{direction=\"ipv6_to_ipv4\"}} 3\n"),
             format!("{RECEIVED}{{direction=\"ipv4_to_ipv6\"}} 5\n"),

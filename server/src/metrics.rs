@@ -170,14 +170,12 @@ impl WorkerMetrics {
 
 #[cfg(test)]
 mod tests {
+    use testkit::metrics::registry_text;
+
     use super::*;
 
-    fn text(registry: &Registry) -> String {
-        teredo_rt::metrics::render(registry).unwrap()
-    }
-
-    /// Also: a second server on the same registry is refused but the process metrics are
-    /// shared, and names follow the conventions (prefix, `_total` on counters only).
+    /// Checks teredo-rt's component conventions too (one server a registry, shared process
+    /// metrics).
     #[test]
     fn every_series_starts_at_zero() {
         let (t, _) = teredo_rt::component::assert_component_conventions(
@@ -215,7 +213,7 @@ mod tests {
         w.forwarded(Direction::ToNative, false);
         w.dropped(DropReason::SendFailed);
         w.dropped(DropReason::Truncated);
-        let t = text(&registry);
+        let t = registry_text(&registry);
         for want in [
             format!("{PACKETS_RECEIVED}{{address=\"secondary\"}} 1\n"),
             format!("{PACKETS_RECEIVED}{{address=\"primary\"}} 0\n"),
