@@ -152,6 +152,14 @@ pub struct Sample {
     pub server: ProcSample,
 }
 
+/// The soak's closing line: the load average before and at the end.
+pub fn load_line(before: [f64; 3], after: [f64; 3]) -> String {
+    format!(
+        "load average {:.2} {:.2} {:.2} before, {:.2} {:.2} {:.2} at the end",
+        before[0], before[1], before[2], after[0], after[1], after[2]
+    )
+}
+
 fn drops_cell(d: &BTreeMap<String, u64>) -> String {
     if d.is_empty() {
         return "-".to_owned();

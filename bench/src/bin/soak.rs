@@ -29,7 +29,7 @@ use teredo_bench::runner::{
 use teredo_bench::search::{passes, RateSearch};
 use teredo_bench::setup::{pin_current_thread, snapshot, stop_on_signals, RunDir};
 use teredo_bench::soak::{
-    interleave, rs_frame, table, ProcSample, Sample, MAX_RS_CLIENTS, SOAK_SERVER_V4,
+    interleave, load_line, rs_frame, table, ProcSample, Sample, MAX_RS_CLIENTS, SOAK_SERVER_V4,
 };
 use teredo_bench::topo::{Binaries, Device, RunningDevice, Topology, GEN_CPU, INET_IF, NATIVE_IF};
 use testkit::netns::{remove_stale, ReturnHere};
@@ -404,15 +404,7 @@ fn run(args: &Args) -> Result<()> {
         args.rs_clients
     );
     print!("{}", table(&samples));
-    println!(
-        "load average {:.2} {:.2} {:.2} before, {:.2} {:.2} {:.2} at the end",
-        load_at_start[0],
-        load_at_start[1],
-        load_at_start[2],
-        load_at_end[0],
-        load_at_end[1],
-        load_at_end[2]
-    );
+    println!("{}", load_line(load_at_start, load_at_end));
     if let Some(path) = &args.json {
         let out = Output {
             duration_secs: args.duration_secs,
@@ -757,15 +749,7 @@ fn run_load(
          per second (/metrics)"
     );
     print!("{}", table(&samples));
-    println!(
-        "load average {:.2} {:.2} {:.2} before, {:.2} {:.2} {:.2} at the end",
-        load_at_start[0],
-        load_at_start[1],
-        load_at_start[2],
-        load_at_end[0],
-        load_at_end[1],
-        load_at_end[2]
-    );
+    println!("{}", load_line(load_at_start, load_at_end));
     if let Some(path) = &args.json {
         let out = serde_json::json!({
             "driver": args.driver,
