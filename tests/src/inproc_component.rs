@@ -11,10 +11,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use prometheus::Registry;
 use teredo_rt::{Shutdown, ShutdownTrigger};
-use testkit::metrics::registry_text;
+use testkit::metrics::{registry_text, value as metric_value};
 use testkit::netns::enter;
 
-use crate::inproc::metric_value;
 use crate::netns::Netns;
 
 /// How long [`Inproc::start`] waits for the component to bind its sockets.
