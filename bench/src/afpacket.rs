@@ -7,7 +7,7 @@
 //! per peer ([`FrameRing`]); the generator cycles through them.
 
 use std::io;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -137,15 +137,7 @@ impl PacketSocket {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<Option<(usize, u8, Option<u64>)>> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
-        if r <= 0 {
+        if !self.readable_within(timeout) {
             return Ok(None);
         }
         // SAFETY: plain data; all-zero is valid.
@@ -167,11 +159,7 @@ impl PacketSocket {
         // SAFETY: every pointer in `msg` points at live storage of the advertised size.
         let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
         let Ok(n) = usize::try_from(n) else {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
-                return Ok(None);
-            }
-            bail!("recv on {}: {e}", self.ifname);
+            return self.recv_failed(io::Error::last_os_error());
         };
         let mut stamp = None;
         // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
@@ -225,6 +213,17 @@ impl PacketSocket {
     /// Receives one frame within `timeout`: its length and `sll_pkttype`
     /// (`PACKET_OUTGOING` for our own transmissions); `None` on timeout.
     pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<(usize, u8)>> {
+        if !self.readable_within(timeout) {
+            return Ok(None);
+        }
+        match testkit::packet::recv_ll(self.fd.as_fd(), buf) {
+            Ok((n, sll)) => Ok(Some((n, sll.sll_pkttype))),
+            Err(e) => self.recv_failed(e),
+        }
+    }
+
+    /// Whether a frame is waiting, or arrives within `timeout`.
+    fn readable_within(&self, timeout: Duration) -> bool {
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -233,33 +232,16 @@ impl PacketSocket {
         let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
-        if r <= 0 {
-            return Ok(None);
-        }
-        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        // SAFETY: valid descriptor, buffer and address storage of the advertised sizes.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&raw mut sll).cast(),
-                &raw mut len,
-            )
-        };
-        match usize::try_from(n) {
-            Ok(n) => Ok(Some((n, sll.sll_pkttype))),
-            Err(_) => {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
-                    Ok(None)
-                } else {
-                    bail!("recv on {}: {e}", self.ifname)
-                }
-            }
+        r > 0
+    }
+
+    /// After a receive failed with `e`: nothing there (`None`; another thread took the
+    /// frame, or a signal came), or the error.
+    fn recv_failed<T>(&self, e: io::Error) -> Result<Option<T>> {
+        if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
+            Ok(None)
+        } else {
+            bail!("recv on {}: {e}", self.ifname)
         }
     }
 }

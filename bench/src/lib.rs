@@ -11,6 +11,8 @@
 //! * [`runner`]: trust set-up, steps, cells.
 //! * [`procfs`]: the counters read from /proc.
 //! * [`memory`]: `relay-bench --memory`, a peer table filled through the real path.
+//! * [`cli`]: what every binary does around its measurement (exit code, pre-flight checks,
+//!   binaries, JSON report, a failed device's log).
 //! * [`setup`]: binaries, run directory, signals, CPU pinning, waiting for a quiet machine.
 //! * [`tun`]: the bare forwarder's TUN.
 //! * [`rs`], [`latency`]: `server-bench`'s router solicitations, and the RS→RA latency
@@ -18,6 +20,7 @@
 //! * [`soak`]: the soak's server load, samples and table.
 
 pub mod afpacket;
+pub mod cli;
 pub mod frames;
 pub mod latency;
 pub mod memory;

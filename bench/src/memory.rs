@@ -19,10 +19,9 @@ use anyhow::Result;
 
 use crate::afpacket::PacketSocket;
 use crate::frames::{
-    direct_bubble_frame, ipv6_addrs, n2t_frame, parse_udp4_frame, Peer, NATIVE_HOST, SERVER_V4,
-    TEREDO_PORT, WIDE_NET,
+    direct_bubble_frame, n2t_frame, Peer, NATIVE_HOST, SERVER_V4, TEREDO_PORT, WIDE_NET,
 };
-use crate::runner::{check_stop, Generator};
+use crate::runner::{check_stop, drain_teredo, Generator};
 use crate::topo::INET_IF;
 
 /// What filling the table took.
@@ -94,21 +93,7 @@ pub fn fill(gen: &Generator, n: u32, rate: f64) -> Result<FillReport> {
         if finished && replies.is_empty() {
             break;
         }
-        for i in 0..1024 {
-            let wait = if i == 0 {
-                next_slice.saturating_duration_since(Instant::now())
-            } else {
-                Duration::ZERO
-            };
-            let Some((len, _)) = rx.recv(&mut buf, wait)? else {
-                break;
-            };
-            let Some(u) = parse_udp4_frame(&buf[..len]) else {
-                continue;
-            };
-            let Some((src6, dst6)) = ipv6_addrs(u.payload) else {
-                continue;
-            };
+        drain_teredo(&rx, &mut buf, next_slice, 1024, |u, src6, dst6| {
             if u.dst == server {
                 if let Some(p) = Peer::wide_from_addr(&dst6).filter(|p| p.index < n) {
                     report.indirect_bubbles += 1;
@@ -124,7 +109,7 @@ pub fn fill(gen: &Generator, n: u32, rate: f64) -> Result<FillReport> {
                     }
                 }
             }
-        }
+        })?;
     }
     report.secs = start.elapsed().as_secs_f64();
     Ok(report)

@@ -11,12 +11,42 @@ use anyhow::{bail, Result};
 
 use crate::afpacket::{blast, FrameRing, Offered, PacketSocket};
 use crate::frames::{
-    direct_bubble_frame, ipv6_addrs, n2t_frame, parse_udp4_frame, t2n_frame, Peer, NATIVE_HOST,
-    PEER_V4, RELAY_PORT, RELAY_V4, SERVER_V4, TEREDO_PORT,
+    direct_bubble_frame, ipv6_addrs, n2t_frame, parse_udp4_frame, t2n_frame, Peer, Udp4,
+    NATIVE_HOST, PEER_V4, RELAY_PORT, RELAY_V4, SERVER_V4, TEREDO_PORT,
 };
 use crate::procfs::{self, DevCounters};
 use crate::search::{passes, RateSearch};
 use crate::topo::{ns_usage, Topology, GEN_CPU, INET_IF, NATIVE_IF, RELAY_CPU, TUN_IF};
+
+/// Receives at most `max` frames on `rx`, waiting for the first until `until` and not at
+/// all for the others, and hands each Teredo datagram to `f` with the inner IPv6 source and
+/// destination: the bubble exchanges of [`establish_trust`] and of the `--memory` fill.
+pub(crate) fn drain_teredo(
+    rx: &PacketSocket,
+    buf: &mut [u8],
+    until: Instant,
+    max: usize,
+    mut f: impl FnMut(&Udp4<'_>, Ipv6Addr, Ipv6Addr),
+) -> Result<()> {
+    for i in 0..max {
+        let wait = if i == 0 {
+            until.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
+        let Some((n, _)) = rx.recv(buf, wait)? else {
+            break;
+        };
+        let Some(u) = parse_udp4_frame(&buf[..n]) else {
+            continue;
+        };
+        let Some((src6, dst6)) = ipv6_addrs(u.payload) else {
+            continue;
+        };
+        f(&u, src6, dst6);
+    }
+    Ok(())
+}
 
 /// Set by SIGINT/SIGTERM: every loop checks it.
 pub static STOP: AtomicBool = AtomicBool::new(false);
@@ -272,21 +302,7 @@ pub fn establish_trust(gen: &Generator, peers: &[Peer]) -> Result<TrustReport> {
                 break;
             }
             // Drain what arrived (bounded per pass), waiting at most until the next slice.
-            for i in 0..256 {
-                let wait = if i == 0 {
-                    next_slice.saturating_duration_since(Instant::now())
-                } else {
-                    Duration::ZERO
-                };
-                let Some((n, _)) = rx.recv(&mut buf, wait)? else {
-                    break;
-                };
-                let Some(u) = parse_udp4_frame(&buf[..n]) else {
-                    continue;
-                };
-                let Some((src6, dst6)) = ipv6_addrs(u.payload) else {
-                    continue;
-                };
+            drain_teredo(&rx, &mut buf, next_slice, 256, |u, src6, dst6| {
                 if u.dst == server {
                     // An indirect bubble: answer for its destination.
                     if let Some(p) = Peer::from_addr(&dst6).filter(|p| wanted.contains(&p.index)) {
@@ -299,7 +315,7 @@ pub fn establish_trust(gen: &Generator, peers: &[Peer]) -> Result<TrustReport> {
                         pending.remove(&p.index);
                     }
                 }
-            }
+            })?;
         }
         report.pending_after_round.push(pending.len());
     }

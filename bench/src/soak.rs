@@ -152,6 +152,14 @@ pub struct Sample {
     pub server: ProcSample,
 }
 
+/// The soak's closing line: the load average before and at the end.
+pub fn load_line(before: [f64; 3], after: [f64; 3]) -> String {
+    format!(
+        "load average {:.2} {:.2} {:.2} before, {:.2} {:.2} {:.2} at the end",
+        before[0], before[1], before[2], after[0], after[1], after[2]
+    )
+}
+
 fn drops_cell(d: &BTreeMap<String, u64>) -> String {
     if d.is_empty() {
         return "-".to_owned();
@@ -218,26 +226,21 @@ pub fn table(samples: &[Sample]) -> String {
         line(&mut out, &r.iter().map(String::as_str).collect::<Vec<_>>());
     }
     if let (Some(a), Some(b)) = (samples.first(), samples.last()) {
-        let _ = writeln!(
-            out,
-            "relay:  RSS {} -> {} KiB ({:+}), fds {} -> {} ({:+})",
-            a.relay.rss_kib,
-            b.relay.rss_kib,
-            b.relay.rss_kib as i64 - a.relay.rss_kib as i64,
-            a.relay.fds,
-            b.relay.fds,
-            b.relay.fds as i64 - a.relay.fds as i64
-        );
-        let _ = writeln!(
-            out,
-            "server: RSS {} -> {} KiB ({:+}), fds {} -> {} ({:+})",
-            a.server.rss_kib,
-            b.server.rss_kib,
-            b.server.rss_kib as i64 - a.server.rss_kib as i64,
-            a.server.fds,
-            b.server.fds,
-            b.server.fds as i64 - a.server.fds as i64
-        );
+        for (label, a, b) in [
+            ("relay: ", &a.relay, &b.relay),
+            ("server:", &a.server, &b.server),
+        ] {
+            let _ = writeln!(
+                out,
+                "{label} RSS {} -> {} KiB ({:+}), fds {} -> {} ({:+})",
+                a.rss_kib,
+                b.rss_kib,
+                b.rss_kib as i64 - a.rss_kib as i64,
+                a.fds,
+                b.fds,
+                b.fds as i64 - a.fds as i64
+            );
+        }
     }
     out
 }

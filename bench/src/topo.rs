@@ -316,16 +316,7 @@ impl RunningDevice {
         let mut d = Self::spawn(device, cmd, &label, &bins.dir)?;
         d.wait_ready(topo, &[bind], true)?;
         if device == Device::MiredoGw {
-            topo.relay.ip(&[
-                "-6",
-                "route",
-                "replace",
-                "2001::/32",
-                "via",
-                "fe80::1",
-                "dev",
-                TUN_IF,
-            ])?;
+            topo.relay.ip(&crate::tun::gateway_route(TUN_IF))?;
             let routes = topo.relay.ip(&["-6", "route", "show", "2001::/32"])?;
             if routes.lines().count() != 1 || !routes.contains("via fe80::1") {
                 bail!("could not replace Miredo's route: {routes}");

@@ -43,6 +43,21 @@ pub fn open(name: &str) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The `ip` arguments that route the Teredo prefix 2001::/32 via fe80::1 on `dev`: one
+/// neighbour entry for every Teredo destination (Miredo's own route is on-link).
+pub fn gateway_route(dev: &str) -> [&str; 8] {
+    [
+        "-6",
+        "route",
+        "replace",
+        "2001::/32",
+        "via",
+        "fe80::1",
+        "dev",
+        dev,
+    ]
+}
+
 /// MTU 1280, up, Miredo's link-local address, 2001::/32 via fe80::1 (with `ip`).
 pub fn configure(name: &str) -> Result<()> {
     for args in [
@@ -56,16 +71,7 @@ pub fn configure(name: &str) -> Result<()> {
             name,
             "nodad",
         ],
-        &[
-            "-6",
-            "route",
-            "replace",
-            "2001::/32",
-            "via",
-            "fe80::1",
-            "dev",
-            name,
-        ],
+        &gateway_route(name)[..],
     ] {
         run(Command::new("ip").args(args)).context("configuring the TUN device")?;
     }

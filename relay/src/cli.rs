@@ -204,16 +204,10 @@ mod tests {
 
     use super::*;
 
-    /// Serialises the tests that parse: one of them sets `TEREDO_RELAY_*` variables.
-    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    fn env_lock() -> std::sync::MutexGuard<'static, ()> {
-        ENV.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+    use teredo_rt::cli::env_lock;
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(std::iter::once("teredo-relay").chain(args.iter().copied()))
+        teredo_rt::cli::try_parse("teredo-relay", args)
     }
 
     #[test]
@@ -331,19 +325,21 @@ mod tests {
         assert!(o.validate().is_err());
     }
 
-    /// The only test setting `TEREDO_RELAY_*` variables; the others wait on [`ENV`].
+    /// The only test setting `TEREDO_RELAY_*` variables; the others wait on `env_lock`.
     #[test]
     fn environment_fallbacks() {
         let _env = env_lock();
-        // SAFETY (edition 2024 wording): no other test reads these variables.
-        std::env::set_var("TEREDO_RELAY_NATIVE", "none");
-        std::env::set_var("TEREDO_RELAY_TRUST", "lenient");
-        std::env::set_var("TEREDO_RELAY_WORKERS", "2");
-        let a = parse(&[]);
-        let b = parse(&["--trust", "strict"]);
-        std::env::remove_var("TEREDO_RELAY_NATIVE");
-        std::env::remove_var("TEREDO_RELAY_TRUST");
-        std::env::remove_var("TEREDO_RELAY_WORKERS");
+        let [a, b]: [Result<Args, _>; 2] = teredo_rt::cli::parse_with_env(
+            "teredo-relay",
+            &[
+                ("TEREDO_RELAY_NATIVE", "none"),
+                ("TEREDO_RELAY_TRUST", "lenient"),
+                ("TEREDO_RELAY_WORKERS", "2"),
+            ],
+            &[&[], &["--trust", "strict"]],
+        )
+        .try_into()
+        .expect("two command lines");
         let a = a.unwrap();
         assert_eq!(a.native, NativeMode::None);
         assert_eq!(a.trust, TrustMode::Lenient);

@@ -117,14 +117,9 @@ pub async fn start(options: RelayOptions, shutdown: Shutdown) -> anyhow::Result<
     let ctx = Arc::new(Ctx::new(Arc::clone(&shards), metrics, now));
 
     let mut tasks = Tasks::new();
-    let metrics_addr = match options.metrics_addr {
-        Some(addr) => Some(
-            tasks
-                .serve_metrics(addr, options.registry.clone(), &shutdown)
-                .await?,
-        ),
-        None => None,
-    };
+    let metrics_addr = tasks
+        .serve_metrics(options.metrics_addr, &options.registry, &shutdown)
+        .await?;
 
     for (socket, sink) in sockets.iter().zip(&sinks) {
         tasks.spawn(worker::udp_task(

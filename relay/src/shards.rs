@@ -127,6 +127,8 @@ impl ShardedRelay {
 
 #[cfg(test)]
 mod tests {
+    use teredo::wire::ipv6::emit_bubble;
+
     use super::*;
 
     #[test]
@@ -148,14 +150,11 @@ mod tests {
         let r = ShardedRelay::new(RelayConfig::default(), 16, Some(1), Instant::now());
         let peer: Ipv6Addr = "2001:0:c633:6401:0:63bf:39cc:9bf5".parse().unwrap();
         let native: Ipv6Addr = "2001:db8::99".parse().unwrap();
+        // Bubbles: IPv6 headers with nothing after them, all the key reads.
         let mut to_peer = [0u8; 40];
-        to_peer[0] = 0x60;
-        to_peer[8..24].copy_from_slice(&native.octets());
-        to_peer[24..40].copy_from_slice(&peer.octets());
+        emit_bubble(&mut to_peer, native, peer, 64).unwrap();
         let mut from_peer = [0u8; 40];
-        from_peer[0] = 0x60;
-        from_peer[8..24].copy_from_slice(&peer.octets());
-        from_peer[24..40].copy_from_slice(&native.octets());
+        emit_bubble(&mut from_peer, peer, native, 64).unwrap();
         assert_eq!(r.shard_of_ipv6(&to_peer), r.shard_of(&peer));
         assert_eq!(r.shard_of_udp(&from_peer), r.shard_of(&peer));
         // With an origin indication in front.

@@ -50,13 +50,7 @@ fn bubble(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
 }
 
 async fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-    let mut buf = vec![0u8; 2048];
-    let (n, from) = timeout(LIMIT, socket.recv_from(&mut buf))
-        .await
-        .expect("nothing received")
-        .unwrap();
-    buf.truncate(n);
-    (buf, from)
+    testkit::wait::recv_udp(socket, LIMIT).await
 }
 
 async fn nothing(socket: &UdpSocket, wait: Duration) {

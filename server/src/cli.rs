@@ -102,16 +102,10 @@ mod tests {
 
     use super::*;
 
-    /// Serialises the tests that parse: one of them sets `TEREDO_SERVER_*` variables.
-    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    fn env_lock() -> std::sync::MutexGuard<'static, ()> {
-        ENV.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+    use teredo_rt::cli::env_lock;
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(std::iter::once("teredo-server").chain(args.iter().copied()))
+        teredo_rt::cli::try_parse("teredo-server", args)
     }
 
     #[test]
@@ -187,20 +181,22 @@ mod tests {
         }
     }
 
-    /// The only test setting `TEREDO_SERVER_*` variables; the others wait on [`ENV`].
+    /// The only test setting `TEREDO_SERVER_*` variables; the others wait on `env_lock`.
     #[test]
     fn environment_fallbacks() {
         let _env = env_lock();
         assert!(parse(&[]).is_err(), "--primary is required");
-        // SAFETY (edition 2024 wording): no other test reads these variables.
-        std::env::set_var("TEREDO_SERVER_PRIMARY", "198.51.100.7");
-        std::env::set_var("TEREDO_SERVER_NATIVE", "none");
-        std::env::set_var("TEREDO_SERVER_MTU", "0");
-        let a = parse(&[]);
-        let b = parse(&["--primary", "198.51.100.20"]);
-        std::env::remove_var("TEREDO_SERVER_PRIMARY");
-        std::env::remove_var("TEREDO_SERVER_NATIVE");
-        std::env::remove_var("TEREDO_SERVER_MTU");
+        let [a, b]: [Result<Args, _>; 2] = teredo_rt::cli::parse_with_env(
+            "teredo-server",
+            &[
+                ("TEREDO_SERVER_PRIMARY", "198.51.100.7"),
+                ("TEREDO_SERVER_NATIVE", "none"),
+                ("TEREDO_SERVER_MTU", "0"),
+            ],
+            &[&[], &["--primary", "198.51.100.20"]],
+        )
+        .try_into()
+        .expect("two command lines");
         let a = a.unwrap();
         assert_eq!(a.primary, "198.51.100.7".parse::<Ipv4Addr>().unwrap());
         assert_eq!(a.native, NativeMode::None);

@@ -73,14 +73,9 @@ pub async fn start(options: ServerOptions, shutdown: Shutdown) -> anyhow::Result
         ServerMetrics::register(&options.registry).context("cannot register the server metrics")?;
 
     let mut tasks = Tasks::new();
-    let metrics_addr = match options.metrics_addr {
-        Some(addr) => Some(
-            tasks
-                .serve_metrics(addr, options.registry.clone(), &shutdown)
-                .await?,
-        ),
-        None => None,
-    };
+    let metrics_addr = tasks
+        .serve_metrics(options.metrics_addr, &options.registry, &shutdown)
+        .await?;
 
     let core = options.core_config();
     for local in [Local::Primary, Local::Secondary] {

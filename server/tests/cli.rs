@@ -6,6 +6,16 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_teredo-server");
 
+/// Both addresses on loopback, any free port: a server any user can start.
+const ON_LOOPBACK: [&str; 6] = [
+    "--primary",
+    "127.0.0.1",
+    "--secondary",
+    "127.0.0.2",
+    "--port",
+    "0",
+];
+
 /// The binary with a clean environment for its flags and logs.
 fn server() -> Command {
     let mut c = Command::new(BIN);
@@ -88,14 +98,7 @@ fn bad_configuration_is_one_line_and_exit_1() {
 /// Without CAP_NET_RAW, `--native raw` fails and the message suggests `--native none`.
 #[test]
 fn raw_socket_without_cap_net_raw_suggests_native_none() {
-    let args = [
-        "--primary",
-        "127.0.0.1",
-        "--secondary",
-        "127.0.0.2",
-        "--port",
-        "0",
-    ];
+    let args = ON_LOOPBACK;
     // SAFETY: geteuid(2) has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let o = if root {
@@ -133,13 +136,8 @@ fn raw_socket_without_cap_net_raw_suggests_native_none() {
 #[test]
 fn runs_until_sigterm() {
     let mut child = server()
+        .args(ON_LOOPBACK)
         .args([
-            "--primary",
-            "127.0.0.1",
-            "--secondary",
-            "127.0.0.2",
-            "--port",
-            "0",
             "--native",
             "none",
             "--log-format",

@@ -342,13 +342,7 @@ mod netns {
     }
 
     async fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-        let mut buf = vec![0u8; 2048];
-        let (n, from) = timeout(LIMIT, socket.recv_from(&mut buf))
-            .await
-            .expect("no answer")
-            .unwrap();
-        buf.truncate(n);
-        (buf, from)
+        testkit::wait::recv_udp(socket, LIMIT).await
     }
 
     fn server_addr(a: &str) -> SocketAddr {

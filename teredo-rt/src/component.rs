@@ -175,6 +175,41 @@ impl DropCounters {
     }
 }
 
+/// Panics unless `register` (a component's `register`, e.g. `ServerMetrics::register`)
+/// follows the conventions above: on a fresh registry (whose process metrics are already
+/// there, as when another component registered first) every series it creates shows in a
+/// scrape, its `build_info{version}` (named `<prefix>build_info`) is 1, the process metrics
+/// are there, every `teredo_` family is named `<prefix>…` with `_total` on counters only,
+/// and a second registration of the same component on that registry fails. Returns the
+/// scrape and the first registration's handles, for the component's own checks. Meant for
+/// the components' unit tests.
+pub fn assert_component_conventions<T>(
+    prefix: &str,
+    version: &str,
+    register: impl Fn(&Registry) -> prometheus::Result<T>,
+) -> (String, T) {
+    let registry = Registry::new();
+    crate::register_process_metrics(&registry).expect("process metrics");
+    let handles = register(&registry).expect("first registration");
+    let text = crate::render(&registry).expect("render");
+    assert!(
+        text.contains(&format!("{prefix}build_info{{version=\"{version}\"}} 1\n")),
+        "{text}"
+    );
+    assert!(text.contains("process_open_fds"), "{text}");
+    for line in text.lines().filter(|l| l.starts_with("# TYPE teredo_")) {
+        let mut w = line.split_whitespace().skip(2);
+        let (name, ty) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
+        assert!(name.starts_with(prefix), "{line}");
+        assert_eq!(name.ends_with("_total"), ty == "counter", "{line}");
+    }
+    assert!(
+        register(&registry).is_err(),
+        "a second registration on the same registry must be refused"
+    );
+    (text, handles)
+}
+
 /// The tasks of a started component: its loops and, optionally, its `/metrics` endpoint.
 /// They stop when the component's [`Shutdown`] fires; dropping this aborts them.
 #[derive(Debug, Default)]
@@ -197,13 +232,18 @@ impl Tasks {
     }
 
     /// Binds the `/metrics` endpoint on `addr` now (a failure is returned here) and serves
-    /// `registry` on it as one of the tasks until `shutdown`. Returns the bound address.
+    /// `registry` on it as one of the tasks until `shutdown`. Returns the bound address;
+    /// without an address (the component was started without an endpoint), nothing.
     pub async fn serve_metrics(
         &mut self,
-        addr: SocketAddr,
-        registry: Registry,
+        addr: Option<SocketAddr>,
+        registry: &Registry,
         shutdown: &Shutdown,
-    ) -> anyhow::Result<SocketAddr> {
+    ) -> anyhow::Result<Option<SocketAddr>> {
+        let Some(addr) = addr else {
+            return Ok(None);
+        };
+        let registry = registry.clone();
         let listener = crate::metrics::bind(addr).await?;
         let bound = listener
             .local_addr()
@@ -214,7 +254,7 @@ impl Tasks {
                 .await
                 .context("metrics endpoint task failed")
         });
-        Ok(bound)
+        Ok(Some(bound))
     }
 
     /// Waits until every task has stopped after shutdown. If a task fails (or panics)
@@ -311,8 +351,13 @@ mod tests {
         let (trigger, shutdown) = Shutdown::new();
         let mut tasks = Tasks::new();
         let addr = tasks
-            .serve_metrics("127.0.0.1:0".parse().unwrap(), Registry::new(), &shutdown)
+            .serve_metrics(
+                Some("127.0.0.1:0".parse().unwrap()),
+                &Registry::new(),
+                &shutdown,
+            )
             .await
+            .unwrap()
             .unwrap();
         assert_ne!(addr.port(), 0);
         assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
@@ -326,9 +371,19 @@ mod tests {
         let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let busy = taken.local_addr().unwrap();
         let e = tasks
-            .serve_metrics(busy, Registry::new(), &shutdown)
+            .serve_metrics(Some(busy), &Registry::new(), &shutdown)
             .await
             .unwrap_err();
         assert!(format!("{e:#}").contains(&busy.to_string()), "{e:#}");
+        // No address: no endpoint, no task.
+        let mut tasks = Tasks::new();
+        assert_eq!(
+            tasks
+                .serve_metrics(None, &Registry::new(), &shutdown)
+                .await
+                .unwrap(),
+            None
+        );
+        tasks.wait("test").await.unwrap();
     }
 }

@@ -5,9 +5,10 @@
 //!   drop; exec/spawn inside, threads inside (`setns`), veth pairs, addresses, routes,
 //!   sysctls, an "IPv4 Internet" bridge.
 //! * [`nft`]: kernel NAT kinds as nftables rulesets (NAT.md §9 recipes).
+//! * [`packet`]: receiving from an `AF_PACKET` socket.
 //! * [`process`]: child processes with log files, stopped on drop; waiting for their UDP
 //!   ports; a per-test work directory that prints those logs when the test panics.
-//! * [`wait`]: polling with a deadline.
+//! * [`wait`]: polling with a deadline; the next datagram on a socket.
 //! * [`metrics`]: scraping a `/metrics` endpoint (or an in-process registry) and reading a
 //!   series.
 //! * [`miredo`]: Debian's Miredo client, server and relay: configs, starting, waiting.
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod miredo;
 pub mod netns;
 pub mod nft;
+pub mod packet;
 pub mod process;
 pub mod require;
 pub mod wait;

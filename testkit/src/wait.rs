@@ -1,4 +1,4 @@
-//! Polling with a deadline.
+//! Polling with a deadline, and waiting for a datagram.
 
 use std::time::{Duration, Instant};
 
@@ -26,4 +26,19 @@ pub fn wait_for<T>(
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The next datagram on `socket` and where it came from; panics (failing the test) when none
+/// arrives within `limit`.
+pub async fn recv_udp(
+    socket: &tokio::net::UdpSocket,
+    limit: Duration,
+) -> (Vec<u8>, std::net::SocketAddr) {
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = tokio::time::timeout(limit, socket.recv_from(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("nothing received within {limit:?}"))
+        .expect("recv_from");
+    buf.truncate(n);
+    (buf, from)
 }

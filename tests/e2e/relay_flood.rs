@@ -23,7 +23,7 @@
 //! --nocapture`.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::AsRawFd as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -31,6 +31,7 @@ use teredo::TeredoAddr;
 use teredo_tests::bad_input::P;
 use teredo_tests::inproc::{in_netns, metric_value};
 use teredo_tests::process::tail;
+use teredo_tests::relay::raw_icmpv6;
 use teredo_tests::wait::wait_for;
 use teredo_tests::{bin_path, check, function_name, require_root, Netns, Proc, TestDir};
 
@@ -145,19 +146,7 @@ const IN_FLIGHT: u64 = 256;
 fn flood(ns: &Netns, from: usize, to: usize) -> Result<u64> {
     in_netns(ns, || {
         let (read0, dropped0) = tun_stats()?;
-        // SAFETY: socket(2) has no memory-safety preconditions.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_INET6,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_ICMPV6,
-            )
-        };
-        if fd < 0 {
-            bail!("raw ICMPv6 socket: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = raw_icmpv6()?;
         let msg = [128u8, 0, 0, 0, 0x7e, 0x7e, 0, 1];
         for (sent, i) in (from..to).enumerate() {
             let sent = sent as u64;

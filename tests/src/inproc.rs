@@ -22,23 +22,15 @@
 //!   what "nothing was emitted" is checked against.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::sync::mpsc as std_mpsc;
-use std::thread::JoinHandle;
+use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
-use prometheus::Registry;
-use teredo_rt::{Shutdown, ShutdownTrigger};
+use anyhow::{bail, Context as _, Result};
 use teredo_server::{NativeSide, ServerOptions};
-use testkit::metrics::registry_text;
-use testkit::netns::enter;
 use tokio::sync::mpsc as tokio_mpsc;
 
+use crate::inproc_component::Inproc;
 use crate::netns::Netns;
-
-/// How long [`InprocServer::start`] waits for the server to bind its sockets.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `f` on a new thread that entered `ns` first; sockets `f` creates belong to `ns`.
 pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
@@ -60,62 +52,26 @@ pub use testkit::metrics::value as metric_value;
 /// Dropping it stops the server (shutdown, then the thread is joined).
 #[derive(Debug)]
 pub struct InprocServer {
-    trigger: ShutdownTrigger,
-    thread: Option<JoinHandle<Result<()>>>,
+    inproc: Inproc,
     primary: SocketAddrV4,
     secondary: SocketAddrV4,
-    registry: Registry,
 }
 
 impl InprocServer {
     /// Starts the server with `options` inside `ns` and waits until it has bound its sockets
     /// (or failed to: the error of `teredo_server::start`).
     pub fn start(ns: &Netns, options: ServerOptions) -> Result<Self> {
-        let path = ns.path();
         let registry = options.registry.clone();
-        let (trigger, shutdown) = Shutdown::new();
-        let (ready_tx, ready_rx) = std_mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("teredo-server".to_owned())
-            .spawn(move || -> Result<()> {
-                let runtime = enter(&path).and_then(|()| {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .context("cannot build the tokio runtime")
-                });
-                let runtime = match runtime {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                runtime.block_on(async move {
-                    match teredo_server::start(options, shutdown).await {
-                        Ok(server) => {
-                            let addrs = (server.primary_addr(), server.secondary_addr());
-                            let _ = ready_tx.send(Ok(addrs));
-                            server.wait().await
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            Ok(())
-                        }
-                    }
-                })
-            })
-            .context("cannot spawn the server thread")?;
-        let (primary, secondary) = ready_rx
-            .recv_timeout(START_TIMEOUT)
-            .map_err(|e| anyhow!("the in-process server did not start: {e}"))?
-            .context("teredo_server::start failed")?;
+        let (inproc, (primary, secondary)) =
+            Inproc::start(ns, "server", registry, move |shutdown| async move {
+                let server = teredo_server::start(options, shutdown).await?;
+                let addrs = (server.primary_addr(), server.secondary_addr());
+                Ok((addrs, server.wait()))
+            })?;
         Ok(Self {
-            trigger,
-            thread: Some(thread),
+            inproc,
             primary,
             secondary,
-            registry,
         })
     }
 
@@ -131,12 +87,12 @@ impl InprocServer {
 
     /// The server's registry in Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        registry_text(&self.registry)
+        self.inproc.metrics_text()
     }
 
     /// The current value of one series (`name{labels}`), `None` if there is no such series.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        metric_value(&self.metrics_text(), series)
+        self.inproc.metric(series)
     }
 
     /// Waits (polling) until `series` equals `want`.
@@ -158,27 +114,28 @@ impl InprocServer {
     }
 
     /// Shuts the server down and returns how its tasks ended.
-    pub fn stop(mut self) -> Result<()> {
-        self.stop_inner()
-    }
-
-    fn stop_inner(&mut self) -> Result<()> {
-        self.trigger.trigger();
-        match self.thread.take() {
-            Some(t) => match t.join() {
-                Ok(r) => r,
-                Err(_) => bail!("the server thread panicked"),
-            },
-            None => Ok(()),
-        }
+    pub fn stop(self) -> Result<()> {
+        self.inproc.stop()
     }
 }
 
-impl Drop for InprocServer {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop_inner() {
-            eprintln!("warning: in-process server: {e:#}");
+/// The next packet on `rx` (a native side's receiving end), polled from plain test code, if
+/// one comes within `timeout`.
+pub(crate) fn recv_within(
+    rx: &mut tokio_mpsc::Receiver<Vec<u8>>,
+    timeout: Duration,
+) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match rx.try_recv() {
+            Ok(p) => return Some(p),
+            Err(tokio_mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(tokio_mpsc::error::TryRecvError::Empty) => {}
         }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -195,18 +152,7 @@ pub fn native_channel(capacity: usize) -> (NativeSide, NativeRx) {
 impl NativeRx {
     /// The next packet handed to the native side, if one comes within `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.0.try_recv() {
-                Ok(p) => return Some(p),
-                Err(tokio_mpsc::error::TryRecvError::Disconnected) => return None,
-                Err(tokio_mpsc::error::TryRecvError::Empty) => {}
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        recv_within(&mut self.0, timeout)
     }
 
     /// Every packet already waiting.
@@ -381,21 +327,7 @@ impl Sniffer {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 65_536];
         loop {
-            // SAFETY: all-zero is a valid sockaddr_ll.
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // SAFETY: the buffer and the address are valid for the lengths given.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    std::ptr::from_mut(&mut sll).cast(),
-                    &mut len,
-                )
-            };
-            let Ok(n) = usize::try_from(n) else {
+            let Ok((n, sll)) = testkit::packet::recv_ll(self.fd.as_fd(), &mut buf) else {
                 // EAGAIN: nothing more (any other error ends the drain too).
                 return out;
             };

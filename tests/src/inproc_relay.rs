@@ -8,31 +8,20 @@
 //! in-process. Dropping it stops the relay.
 
 use std::net::SocketAddrV4;
-use std::sync::mpsc as std_mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
-use prometheus::Registry;
+use anyhow::{anyhow, Result};
 use teredo_relay::{NativeEnds, NativeSide, RelayOptions};
-use teredo_rt::{Shutdown, ShutdownTrigger};
-use testkit::metrics::registry_text;
-use testkit::netns::enter;
-use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::inproc::metric_value;
+use crate::inproc::recv_within;
+use crate::inproc_component::Inproc;
 use crate::netns::Netns;
-
-/// How long [`InprocRelay::start`] waits for the relay to bind its socket.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `teredo_relay::start` on its own thread inside a namespace, native side a channel.
 #[derive(Debug)]
 pub struct InprocRelay {
-    trigger: ShutdownTrigger,
-    thread: Option<JoinHandle<Result<()>>>,
+    inproc: Inproc,
     local: SocketAddrV4,
-    registry: Registry,
     ends: NativeEnds,
 }
 
@@ -40,51 +29,16 @@ impl InprocRelay {
     /// Starts the relay with `options` (its `native` is replaced by a channel of
     /// `capacity` packets) inside `ns`, and waits until it is bound.
     pub fn start(ns: &Netns, mut options: RelayOptions, capacity: usize) -> Result<Self> {
-        let path = ns.path();
         let (native, ends) = NativeSide::channel(capacity);
         options.native = native;
         let registry = options.registry.clone();
-        let (trigger, shutdown) = Shutdown::new();
-        let (ready_tx, ready_rx) = std_mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("teredo-relay".to_owned())
-            .spawn(move || -> Result<()> {
-                let runtime = enter(&path).and_then(|()| {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .context("cannot build the tokio runtime")
-                });
-                let runtime = match runtime {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                runtime.block_on(async move {
-                    match teredo_relay::start(options, shutdown).await {
-                        Ok(relay) => {
-                            let _ = ready_tx.send(Ok(relay.local_addr()));
-                            relay.wait().await
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            Ok(())
-                        }
-                    }
-                })
-            })
-            .context("cannot spawn the relay thread")?;
-        let local = ready_rx
-            .recv_timeout(START_TIMEOUT)
-            .map_err(|e| anyhow!("the in-process relay did not start: {e}"))?
-            .context("teredo_relay::start failed")?;
+        let (inproc, local) = Inproc::start(ns, "relay", registry, move |shutdown| async move {
+            let relay = teredo_relay::start(options, shutdown).await?;
+            Ok((relay.local_addr(), relay.wait()))
+        })?;
         Ok(Self {
-            trigger,
-            thread: Some(thread),
+            inproc,
             local,
-            registry,
             ends,
         })
     }
@@ -104,18 +58,7 @@ impl InprocRelay {
 
     /// The next packet the relay wrote to native IPv6, if one comes within `timeout`.
     pub fn native_recv(&mut self, timeout: Duration) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.ends.received.try_recv() {
-                Ok(p) => return Some(p),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => {}
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        recv_within(&mut self.ends.received, timeout)
     }
 
     /// Every packet written to native IPv6 and not read yet.
@@ -125,35 +68,16 @@ impl InprocRelay {
 
     /// The relay's registry in Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        registry_text(&self.registry)
+        self.inproc.metrics_text()
     }
 
     /// The current value of one series (`name{labels}`), `None` if there is no such series.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        metric_value(&self.metrics_text(), series)
+        self.inproc.metric(series)
     }
 
     /// Shuts the relay down and returns how its tasks ended.
-    pub fn stop(mut self) -> Result<()> {
-        self.stop_inner()
-    }
-
-    fn stop_inner(&mut self) -> Result<()> {
-        self.trigger.trigger();
-        match self.thread.take() {
-            Some(t) => match t.join() {
-                Ok(r) => r,
-                Err(_) => bail!("the relay thread panicked"),
-            },
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for InprocRelay {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop_inner() {
-            eprintln!("warning: in-process relay: {e:#}");
-        }
+    pub fn stop(self) -> Result<()> {
+        self.inproc.stop()
     }
 }

@@ -4,7 +4,7 @@
 //!   sends with forged sources and a packet sniffer inside a namespace.
 //! * [`bad_input`]: the bad-input corpus (kinds, builders, expected drop reasons).
 //! * [`inproc_relay`]: the relay library run in-process in a namespace, native side a
-//!   channel.
+//!   channel. Both start, read and stop the library the same way (`inproc_component`).
 //! * [`tshark`]: capturing inside a namespace and checking how tshark dissects the capture.
 //! * [`servers`]: our `teredo-server` or `miredo-server`, started the same way.
 //! * [`client_sim`]: `client-sim qualify --json` inside a namespace, its report parsed.
@@ -27,6 +27,7 @@ pub mod bad_input;
 pub mod client_ping;
 pub mod client_sim;
 pub mod inproc;
+mod inproc_component;
 pub mod inproc_relay;
 pub mod relay;
 pub mod servers;

@@ -216,7 +216,9 @@ pub fn ping6(ns: &Netns, count: u16) -> Result<(u16, String)> {
     })
 }
 
-fn raw_icmpv6() -> Result<std::os::fd::OwnedFd> {
+/// A raw ICMPv6 socket (in the namespace of the calling thread): what the native host pings
+/// Teredo peers with.
+pub fn raw_icmpv6() -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd as _;
     // SAFETY: socket(2) has no memory-safety preconditions.
     let fd = unsafe {

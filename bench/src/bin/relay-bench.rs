@@ -13,27 +13,22 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
+use teredo_bench::cli;
 use teredo_bench::frames::{peers, MAX_PEERS, MAX_WIDE_PEERS};
 use teredo_bench::memory::{self, FillReport};
 use teredo_bench::procfs::{self, loadavg};
 use teredo_bench::report::{ratios, summarise, table, InstanceRun};
 use teredo_bench::runner::{
     check_stop, establish_trust, frames, refresh_frames, run_cell, CellCtx, CellPlan, Direction,
-    Generator, STOP,
+    Generator,
 };
-use teredo_bench::setup::{
-    pin_current_thread, sibling, snapshot, stop_on_signals, wait_quiet, RunDir,
-};
-use teredo_bench::topo::{ns_usage, Binaries, Device, RunningDevice, Topology, GEN_CPU};
-use testkit::is_root;
+use teredo_bench::setup::{snapshot, RunDir};
+use teredo_bench::topo::{ns_usage, Binaries, Device, RunningDevice, Topology};
 use testkit::metrics;
-use testkit::netns::{remove_stale, ReturnHere};
 
 /// Our relay vs Miredo's relay in network namespaces (see README.md, "Benchmarks").
 #[derive(Debug, Parser)]
@@ -124,17 +119,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("relay-bench: error: {e:#}");
-            if STOP.load(Ordering::Relaxed) {
-                ExitCode::from(130)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    cli::exit_code("relay-bench", run(&args))
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -174,15 +159,11 @@ struct Memory {
 }
 
 fn run(args: &Args) -> Result<()> {
-    if !is_root() {
-        bail!(
-            "relay-bench needs root: it creates network namespaces, veth links and TUN devices, \
-             and sends with AF_PACKET (run it with sudo)"
-        );
-    }
-    if procfs::cpu_count() < 2 {
-        bail!("relay-bench needs 2 CPUs (relay on CPU1, generator on CPU0)");
-    }
+    cli::preflight(
+        "relay-bench needs root: it creates network namespaces, veth links and TUN devices, and \
+         sends with AF_PACKET (run it with sudo)",
+        "relay-bench needs 2 CPUs (relay on CPU1, generator on CPU0)",
+    )?;
     let dirs: Vec<Direction> = args
         .directions
         .iter()
@@ -192,15 +173,10 @@ fn run(args: &Args) -> Result<()> {
             _ => bail!("unknown direction {d:?} (t2n, n2t)"),
         })
         .collect::<Result<_>>()?;
-    let devices: Vec<Device> = args
-        .devices
-        .iter()
-        .map(|d| {
-            Device::parse(d)
-                .filter(|d| matches!(d, Device::Ours | Device::OursPlain | Device::Miredo))
-                .with_context(|| format!("unknown device {d:?} (ours, ours-plain, miredo)"))
-        })
-        .collect::<Result<_>>()?;
+    let devices = cli::devices(
+        &args.devices,
+        &[Device::Ours, Device::OursPlain, Device::Miredo],
+    )?;
     if let Some(n) = args.memory {
         if n == 0 || n > MAX_WIDE_PEERS {
             bail!("--memory must be 1..={MAX_WIDE_PEERS}");
@@ -211,41 +187,25 @@ fn run(args: &Args) -> Result<()> {
             bail!("peer counts must be 1..={MAX_PEERS}");
         }
     }
-    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
-    let first = CellPlan {
-        flood_secs: if args.no_flood { 0.0 } else { 1.0 },
+    let (rounds, first, later) = cli::SearchFlags {
+        quick: args.quick,
+        rounds: args.rounds,
+        no_flood: args.no_flood,
         start_rate: args.start_rate,
         step_secs: args.step_secs,
-        steps: args.steps.unwrap_or(if args.quick { 5 } else { 7 }),
-        up: 1.6,
-        down: 0.625,
-        resolution: 0.01,
-        max_loss: args.max_loss / 100.0,
-        saturation_secs: args
-            .saturation_secs
-            .unwrap_or(if args.quick { 3.0 } else { 5.0 }),
-        saturation_rate: (args.saturation_rate > 0.0).then_some(args.saturation_rate),
-        saturation_factor: 2.0,
-    };
-    let later = CellPlan {
-        steps: 5,
-        up: 1.1,
-        down: 0.9,
-        ..first
-    };
+        steps: args.steps,
+        max_loss: args.max_loss,
+        saturation_secs: args.saturation_secs,
+        saturation_rate: args.saturation_rate,
+    }
+    .plans();
 
     // Binaries, snapshotted into a private run directory.
     let run_dir = RunDir::create("relay-bench")?;
     let dir = run_dir.path().to_path_buf();
     let hint = "build with `cargo build --release -p teredo-relay -p teredo-bench`";
-    let relay_bin = match &args.relay_bin {
-        Some(p) => p.clone(),
-        None => sibling("teredo-relay")?,
-    };
-    let bare_bin = match &args.bare_bin {
-        Some(p) => p.clone(),
-        None => sibling("bare-forwarder")?,
-    };
+    let relay_bin = cli::bin_path(args.relay_bin.as_deref(), "teredo-relay")?;
+    let bare_bin = cli::bin_path(args.bare_bin.as_deref(), "bare-forwarder")?;
     let use_miredo = devices.contains(&Device::Miredo);
     if use_miredo && !args.miredo_bin.is_file() {
         bail!(
@@ -266,21 +226,16 @@ fn run(args: &Args) -> Result<()> {
         max_peers: args.memory,
     };
 
-    stop_on_signals();
-    let load_at_start = loadavg();
-    let (_, waited) = wait_quiet("relay-bench", args.max_load, args.wait_quiet)?;
-    let started = Instant::now();
-
-    remove_stale();
-    let topo = Topology::build()?;
-    pin_current_thread(GEN_CPU)?;
-    // Declared after `topo`, so dropped before it: back in the original namespace before
-    // the namespaces are deleted.
-    let _back = ReturnHere::remember()?;
-    topo.gen.enter()?;
-    let gen = Generator::open()?;
+    let stage = cli::Stage::set(
+        "relay-bench",
+        args.max_load,
+        args.wait_quiet,
+        Topology::build,
+    )?;
+    let (topo, gen) = (&stage.topo, &stage.gen);
+    let (load_at_start, waited) = (stage.load_at_start, stage.waited);
     if let Some(n) = args.memory {
-        return run_memory(args, &topo, &gen, &bins, &devices, n);
+        return run_memory(args, topo, gen, &bins, &devices, n);
     }
 
     // The schedule: per round, per peer count, ours then Miredo (then Miredo with the
@@ -316,8 +271,8 @@ fn run(args: &Args) -> Result<()> {
     for (round, device, n, dirs) in schedule {
         check_stop()?;
         let r = run_instance(
-            &topo,
-            &gen,
+            topo,
+            gen,
             &bins,
             round,
             device,
@@ -338,22 +293,11 @@ fn run(args: &Args) -> Result<()> {
                     "relay-bench: round {round} {} {n} peers failed: {e:#}",
                     device.name()
                 );
-                runs.push(InstanceRun {
-                    round,
-                    device,
-                    peers: n,
-                    trust: None,
-                    rss_kib_after_trust: 0,
-                    rss_kib_end: 0,
-                    rss_kib_end_largest: 0,
-                    cells: vec![],
-                    error: Some(format!("{e:#}")),
-                    load1: loadavg()[0],
-                });
+                runs.push(cli::failed_run(round, device, n, &e));
             }
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = stage.started.elapsed().as_secs_f64();
     let load_at_end = loadavg();
 
     let sums = summarise(&runs);
@@ -405,18 +349,7 @@ fn run(args: &Args) -> Result<()> {
             mib(&m.rss_kib_end_largest)
         );
     }
-    println!(
-        "load average: {:.2} {:.2} {:.2} before (waited {waited:.0} s for ≤ {}), {:.2} {:.2} {:.2} \
-         at the end (includes the bench's own 2 busy CPUs); {:.0} s",
-        load_at_start[0],
-        load_at_start[1],
-        load_at_start[2],
-        args.max_load,
-        load_at_end[0],
-        load_at_end[1],
-        load_at_end[2],
-        elapsed
-    );
+    println!("{}", stage.load_line(args.max_load, load_at_end, elapsed));
     let failed: Vec<&InstanceRun> = runs.iter().filter(|r| r.error.is_some()).collect();
     for f in &failed {
         println!(
@@ -454,12 +387,7 @@ fn run(args: &Args) -> Result<()> {
             ratios: ratio_rows,
             memory,
         };
-        let text = serde_json::to_string_pretty(&out)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
-        }
+        cli::write_json(path, &out)?;
     }
     if !failed.is_empty() {
         bail!("{} instance(s) failed", failed.len());
@@ -553,21 +481,7 @@ fn run_instance(
             load1,
         })
     })();
-    let tail = result
-        .as_ref()
-        .err()
-        .map(|_| dev.log_tail(10))
-        .unwrap_or_default();
-    let stopped = dev.stop(topo);
-    let run = result.map_err(|e: anyhow::Error| {
-        if tail.is_empty() {
-            e
-        } else {
-            e.context(format!("device log:\n{tail}"))
-        }
-    })?;
-    stopped?;
-    Ok(run)
+    cli::stop_with_log(dev, topo, result)
 }
 
 /// One device's peer table filled (`--memory`).
@@ -683,12 +597,7 @@ fn run_memory(
         load_at_start[0], load_at_start[1], load_at_start[2], load[0], load[1], load[2]
     );
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&rows)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
-        }
+        cli::write_json(path, &rows)?;
     }
     if rows.len() < devices.len() {
         bail!("{} device(s) failed", devices.len() - rows.len());

@@ -15,12 +15,12 @@ use std::fs;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
+use teredo_bench::cli;
 use teredo_bench::frames::TEREDO_PORT;
 use teredo_bench::latency::{self, LatencyRun};
 use teredo_bench::procfs::{self, loadavg};
@@ -28,13 +28,9 @@ use teredo_bench::report::{ratios, summarise, table, InstanceRun};
 use teredo_bench::rs::{rs_frames, RsKind, MAX_SOURCES, SERVER_PRIMARY, SERVER_SECONDARY};
 use teredo_bench::runner::{check_stop, run_cell, CellCtx, CellPlan, Direction, Generator, STOP};
 use teredo_bench::search::Summary;
-use teredo_bench::setup::{
-    pin_current_thread, sibling, snapshot, stop_on_signals, wait_quiet, RunDir,
-};
-use teredo_bench::topo::{ns_usage, Device, RunningDevice, Topology, GEN_CPU, INET_IF, RELAY_CPU};
-use testkit::is_root;
+use teredo_bench::setup::{snapshot, RunDir};
+use teredo_bench::topo::{ns_usage, Device, RunningDevice, Topology, INET_IF, RELAY_CPU};
 use testkit::miredo;
-use testkit::netns::{remove_stale, ReturnHere};
 
 /// Our Teredo server vs miredo-server in network namespaces (see README.md, "Benchmarks").
 #[derive(Debug, Parser)]
@@ -108,17 +104,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("server-bench: error: {e:#}");
-            if STOP.load(Ordering::Relaxed) {
-                ExitCode::from(130)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    cli::exit_code("server-bench", run(&args))
 }
 
 /// One device in one round.
@@ -179,53 +165,31 @@ struct Bins {
 }
 
 fn run(args: &Args) -> Result<()> {
-    if !is_root() {
-        bail!(
-            "server-bench needs root: it creates network namespaces and veth links, and sends \
-             with AF_PACKET (run it with sudo)"
-        );
-    }
-    if procfs::cpu_count() < 2 {
-        bail!("server-bench needs 2 CPUs (server on CPU1, generator on CPU0)");
-    }
+    cli::preflight(
+        "server-bench needs root: it creates network namespaces and veth links, and sends with \
+         AF_PACKET (run it with sudo)",
+        "server-bench needs 2 CPUs (server on CPU1, generator on CPU0)",
+    )?;
     if args.sources == 0 || args.sources > MAX_SOURCES {
         bail!("--sources must be 1..={MAX_SOURCES}");
     }
     let kind = RsKind::parse(&args.rs).context("--rs: cone, restricted or mix")?;
-    let devices: Vec<Device> = args
-        .devices
-        .iter()
-        .map(|d| {
-            Device::parse(d)
-                .filter(|d| matches!(d, Device::Ours | Device::Miredo))
-                .with_context(|| format!("unknown device {d:?} (ours, miredo)"))
-        })
-        .collect::<Result<_>>()?;
+    let devices = cli::devices(&args.devices, &[Device::Ours, Device::Miredo])?;
     if devices.is_empty() {
         bail!("--devices: at least one of ours, miredo");
     }
-    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
-    let first = CellPlan {
-        flood_secs: if args.no_flood { 0.0 } else { 1.0 },
+    let (rounds, first, later) = cli::SearchFlags {
+        quick: args.quick,
+        rounds: args.rounds,
+        no_flood: args.no_flood,
         start_rate: args.start_rate,
         step_secs: args.step_secs,
-        steps: args.steps.unwrap_or(if args.quick { 5 } else { 7 }),
-        up: 1.6,
-        down: 0.625,
-        resolution: 0.01,
-        max_loss: args.max_loss / 100.0,
-        saturation_secs: args
-            .saturation_secs
-            .unwrap_or(if args.quick { 3.0 } else { 5.0 }),
-        saturation_rate: (args.saturation_rate > 0.0).then_some(args.saturation_rate),
-        saturation_factor: 2.0,
-    };
-    let later = CellPlan {
-        steps: 5,
-        up: 1.1,
-        down: 0.9,
-        ..first
-    };
+        steps: args.steps,
+        max_loss: args.max_loss,
+        saturation_secs: args.saturation_secs,
+        saturation_rate: args.saturation_rate,
+    }
+    .plans();
     let latency_secs = args
         .latency_secs
         .unwrap_or(if args.quick { 3.0 } else { 5.0 });
@@ -233,10 +197,7 @@ fn run(args: &Args) -> Result<()> {
     let run_dir = RunDir::create("server-bench")?;
     let dir = run_dir.path().to_path_buf();
     let hint = "build with `cargo build --release -p teredo-server -p teredo-bench`";
-    let ours_bin = match &args.server_bin {
-        Some(p) => p.clone(),
-        None => sibling("teredo-server")?,
-    };
+    let ours_bin = cli::bin_path(args.server_bin.as_deref(), "teredo-server")?;
     if devices.contains(&Device::Miredo) && !args.miredo_server_bin.is_file() {
         bail!(
             "{} not found (apt-get install miredo-server, or --devices ours)",
@@ -253,19 +214,14 @@ fn run(args: &Args) -> Result<()> {
         dir: dir.clone(),
     };
 
-    stop_on_signals();
-    let load_at_start = loadavg();
-    let (_, waited) = wait_quiet("server-bench", args.max_load, args.wait_quiet)?;
-    let started = Instant::now();
-
-    remove_stale();
-    let topo = Topology::build_server()?;
-    pin_current_thread(GEN_CPU)?;
-    // Declared after `topo`, so dropped before it: back in the original namespace before
-    // the namespaces are deleted.
-    let _back = ReturnHere::remember()?;
-    topo.gen.enter()?;
-    let gen = Generator::open()?;
+    let stage = cli::Stage::set(
+        "server-bench",
+        args.max_load,
+        args.wait_quiet,
+        Topology::build_server,
+    )?;
+    let (topo, gen) = (&stage.topo, &stage.gen);
+    let (load_at_start, waited) = (stage.load_at_start, stage.waited);
     let templates = rs_frames(args.sources, kind);
 
     // Alternate which device goes first, round by round.
@@ -297,8 +253,8 @@ fn run(args: &Args) -> Result<()> {
             .get(&device)
             .and_then(|v| Summary::of(v).map(|s| s.median));
         let inst = Instance {
-            topo: &topo,
-            gen: &gen,
+            topo,
+            gen,
             bins: &bins,
             templates: &templates,
             sources: args.sources,
@@ -332,24 +288,13 @@ fn run(args: &Args) -> Result<()> {
                     device.name()
                 );
                 runs.push(ServerRun {
-                    run: InstanceRun {
-                        round,
-                        device,
-                        peers: args.sources,
-                        trust: None,
-                        rss_kib_after_trust: 0,
-                        rss_kib_end: 0,
-                        rss_kib_end_largest: 0,
-                        cells: vec![],
-                        error: Some(format!("{e:#}")),
-                        load1: loadavg()[0],
-                    },
+                    run: cli::failed_run(round, device, args.sources, &e),
                     latency: None,
                 });
             }
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = stage.started.elapsed().as_secs_f64();
     let load_at_end = loadavg();
 
     let plain: Vec<InstanceRun> = runs.iter().map(|r| r.run.clone()).collect();
@@ -461,18 +406,7 @@ fn run(args: &Args) -> Result<()> {
                 .join("/")
         );
     }
-    println!(
-        "load average: {:.2} {:.2} {:.2} before (waited {waited:.0} s for ≤ {}), {:.2} {:.2} {:.2} \
-         at the end (includes the bench's own 2 busy CPUs); {:.0} s",
-        load_at_start[0],
-        load_at_start[1],
-        load_at_start[2],
-        args.max_load,
-        load_at_end[0],
-        load_at_end[1],
-        load_at_end[2],
-        elapsed
-    );
+    println!("{}", stage.load_line(args.max_load, load_at_end, elapsed));
     let failed: Vec<&ServerRun> = runs.iter().filter(|r| r.run.error.is_some()).collect();
     for f in &failed {
         println!(
@@ -511,12 +445,7 @@ fn run(args: &Args) -> Result<()> {
             latency: lat,
             rss_kib: rss,
         };
-        let text = serde_json::to_string_pretty(&out)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
-        }
+        cli::write_json(path, &out)?;
     }
     if !failed.is_empty() {
         bail!("{} instance(s) failed", failed.len());
@@ -641,21 +570,7 @@ impl Instance<'_> {
                 latency,
             })
         })();
-        let tail = result
-            .as_ref()
-            .err()
-            .map(|_| dev.log_tail(10))
-            .unwrap_or_default();
-        let stopped = dev.stop(self.topo);
-        let run = result.map_err(|e: anyhow::Error| {
-            if tail.is_empty() {
-                e
-            } else {
-                e.context(format!("device log:\n{tail}"))
-            }
-        })?;
-        stopped?;
-        Ok(run)
+        cli::stop_with_log(dev, self.topo, result)
     }
 }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use teredo_bench::afpacket::{blast, FrameRing};
+use teredo_bench::cli;
 use teredo_bench::frames::{peers, GEN_V4, MAX_PEERS, NATIVE_HOST, TEREDO_PORT};
 use teredo_bench::procfs::{self, loadavg};
 use teredo_bench::runner::{
@@ -26,14 +27,14 @@ use teredo_bench::runner::{
     Direction, Generator, STOP,
 };
 use teredo_bench::search::{passes, RateSearch};
-use teredo_bench::setup::{pin_current_thread, sibling, snapshot, stop_on_signals, RunDir};
+use teredo_bench::setup::{pin_current_thread, snapshot, stop_on_signals, RunDir};
 use teredo_bench::soak::{
-    interleave, rs_frame, table, ProcSample, Sample, MAX_RS_CLIENTS, SOAK_SERVER_V4,
+    interleave, load_line, rs_frame, table, ProcSample, Sample, MAX_RS_CLIENTS, SOAK_SERVER_V4,
 };
 use teredo_bench::topo::{Binaries, Device, RunningDevice, Topology, GEN_CPU, INET_IF, NATIVE_IF};
 use testkit::netns::{remove_stale, ReturnHere};
 use testkit::wait::wait_for;
-use testkit::{is_root, metrics, Proc};
+use testkit::{metrics, Proc};
 
 /// What drives the load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -104,17 +105,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("soak: error: {e:#}");
-            if STOP.load(Ordering::Relaxed) {
-                ExitCode::from(130)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    cli::exit_code("soak", run(&args))
 }
 
 /// How to build what the soak runs, for a missing binary.
@@ -208,12 +199,10 @@ struct Output {
 }
 
 fn run(args: &Args) -> Result<()> {
-    if !is_root() {
-        bail!("soak needs root: it creates network namespaces and sends with AF_PACKET");
-    }
-    if procfs::cpu_count() < 2 {
-        bail!("soak needs 2 CPUs (relay on CPU1, generator on CPU0)");
-    }
+    cli::preflight(
+        "soak needs root: it creates network namespaces and sends with AF_PACKET",
+        "soak needs 2 CPUs (relay on CPU1, generator on CPU0)",
+    )?;
     if args.peers == 0 || args.peers > MAX_PEERS.min(30_000) {
         bail!("--peers must be 1..=30000");
     }
@@ -229,18 +218,12 @@ fn run(args: &Args) -> Result<()> {
     let run_dir = RunDir::create("soak")?;
     let dir = run_dir.path().to_path_buf();
     let relay_bin = snapshot(
-        &args
-            .relay_bin
-            .clone()
-            .map_or_else(|| sibling("teredo-relay"), Ok)?,
+        &cli::bin_path(args.relay_bin.as_deref(), "teredo-relay")?,
         &dir,
         BUILD_HINT,
     )?;
     let server_bin = snapshot(
-        &args
-            .server_bin
-            .clone()
-            .map_or_else(|| sibling("teredo-server"), Ok)?,
+        &cli::bin_path(args.server_bin.as_deref(), "teredo-server")?,
         &dir,
         BUILD_HINT,
     )?;
@@ -274,10 +257,7 @@ fn run(args: &Args) -> Result<()> {
     let relay_pid = pid_of(&topo, "teredo-relay")?;
     if args.driver == Driver::Load {
         let client_sim = snapshot(
-            &args
-                .client_sim_bin
-                .clone()
-                .map_or_else(|| sibling("client-sim"), Ok)?,
+            &cli::bin_path(args.client_sim_bin.as_deref(), "client-sim")?,
             &dir,
             BUILD_HINT,
         )?;
@@ -424,15 +404,7 @@ fn run(args: &Args) -> Result<()> {
         args.rs_clients
     );
     print!("{}", table(&samples));
-    println!(
-        "load average {:.2} {:.2} {:.2} before, {:.2} {:.2} {:.2} at the end",
-        load_at_start[0],
-        load_at_start[1],
-        load_at_start[2],
-        load_at_end[0],
-        load_at_end[1],
-        load_at_end[2]
-    );
+    println!("{}", load_line(load_at_start, load_at_end));
     if let Some(path) = &args.json {
         let out = Output {
             duration_secs: args.duration_secs,
@@ -450,12 +422,7 @@ fn run(args: &Args) -> Result<()> {
             load_at_end,
             samples: samples.clone(),
         };
-        let text = serde_json::to_string_pretty(&out)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
-        }
+        cli::write_json(path, &out)?;
     }
     relay.stop(&topo)?;
     check_growth(args, &samples)
@@ -782,15 +749,7 @@ fn run_load(
          per second (/metrics)"
     );
     print!("{}", table(&samples));
-    println!(
-        "load average {:.2} {:.2} {:.2} before, {:.2} {:.2} {:.2} at the end",
-        load_at_start[0],
-        load_at_start[1],
-        load_at_start[2],
-        load_at_end[0],
-        load_at_end[1],
-        load_at_end[2]
-    );
+    println!("{}", load_line(load_at_start, load_at_end));
     if let Some(path) = &args.json {
         let out = serde_json::json!({
             "driver": args.driver,
@@ -810,12 +769,7 @@ fn run_load(
             "samples": samples,
             "client_sim_load": report,
         });
-        let text = serde_json::to_string_pretty(&out)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
-        }
+        cli::write_json(path, &out)?;
     }
     Ok(samples)
 }
