@@ -278,7 +278,10 @@ impl Harness {
         // A bubble the relay made is bubble-shaped; `Data` may be too: a native host can send
         // an empty packet with no next header, and the relay forwards it as the data it is.
         assert!(!kind.is_bubble() || p.is_bubble(), "{kind:?}");
-        assert!(matches!(kind, Kind::Data | Kind::Bubble | Kind::IndirectBubble), "{kind:?}");
+        assert!(
+            matches!(kind, Kind::Data | Kind::Bubble | Kind::IndirectBubble),
+            "{kind:?}"
+        );
         assert!(p.auth.is_none() && p.origin.is_none());
         let dst = p.dst();
         let t = TeredoAddr::from_ipv6(&dst).expect("UDP output to a Teredo address");
