@@ -24,45 +24,6 @@ pub enum MappingBehavior {
     AddressAndPortDependent,
 }
 
-impl MappingBehavior {
-    /// Every behaviour, for exhaustive tests and help texts.
-    pub const ALL: &'static [Self] = &[
-        Self::EndpointIndependent,
-        Self::AddressDependent,
-        Self::AddressAndPortDependent,
-    ];
-
-    /// The short spec name (`ei`, `ad`, `apd`), as accepted by [`NatConfig::from_spec`].
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::EndpointIndependent => "ei",
-            Self::AddressDependent => "ad",
-            Self::AddressAndPortDependent => "apd",
-        }
-    }
-}
-
-impl fmt::Display for MappingBehavior {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for MappingBehavior {
-    type Err = NatConfigError;
-
-    /// Accepts the short names and the long kebab-case ones (`endpoint-independent`,
-    /// `address-dependent`, `address-and-port-dependent`).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match parse_behavior(s) {
-            Some(0) => Ok(Self::EndpointIndependent),
-            Some(1) => Ok(Self::AddressDependent),
-            Some(_) => Ok(Self::AddressAndPortDependent),
-            None => Err(bad_value("mapping", s, BEHAVIOR_EXPECTED)),
-        }
-    }
-}
-
 /// Filtering behaviour (RFC 4787 §5): which unsolicited inbound datagrams reach a mapping?
 /// This decides whether a Teredo client's cone probe (an answer from the server's *other*
 /// address) gets through, and whether peers need a bubble from the client first.
@@ -77,44 +38,54 @@ pub enum FilteringBehavior {
     AddressAndPortDependent,
 }
 
-impl FilteringBehavior {
-    /// Every behaviour, for exhaustive tests and help texts.
-    pub const ALL: &'static [Self] = &[
-        Self::EndpointIndependent,
-        Self::AddressDependent,
-        Self::AddressAndPortDependent,
-    ];
+/// The three RFC 4787 behaviour names are shared by mapping and filtering: one set of impls
+/// for both (`ALL`, `as_str`, `Display`, `FromStr` with the short and long names).
+macro_rules! rfc4787_behavior {
+    ($ty:ident, $what:literal) => {
+        impl $ty {
+            /// Every behaviour, for exhaustive tests and help texts.
+            pub const ALL: &'static [Self] = &[
+                Self::EndpointIndependent,
+                Self::AddressDependent,
+                Self::AddressAndPortDependent,
+            ];
 
-    /// The short spec name (`ei`, `ad`, `apd`), as accepted by [`NatConfig::from_spec`].
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::EndpointIndependent => "ei",
-            Self::AddressDependent => "ad",
-            Self::AddressAndPortDependent => "apd",
+            /// The short spec name (`ei`, `ad`, `apd`), as accepted by
+            /// [`NatConfig::from_spec`].
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    Self::EndpointIndependent => "ei",
+                    Self::AddressDependent => "ad",
+                    Self::AddressAndPortDependent => "apd",
+                }
+            }
         }
-    }
-}
 
-impl fmt::Display for FilteringBehavior {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for FilteringBehavior {
-    type Err = NatConfigError;
-
-    /// Accepts the short names and the long kebab-case ones (`endpoint-independent`,
-    /// `address-dependent`, `address-and-port-dependent`).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match parse_behavior(s) {
-            Some(0) => Ok(Self::EndpointIndependent),
-            Some(1) => Ok(Self::AddressDependent),
-            Some(_) => Ok(Self::AddressAndPortDependent),
-            None => Err(bad_value("filtering", s, BEHAVIOR_EXPECTED)),
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
         }
-    }
+
+        impl FromStr for $ty {
+            type Err = NatConfigError;
+
+            /// Accepts the short names and the long kebab-case ones (`endpoint-independent`,
+            /// `address-dependent`, `address-and-port-dependent`).
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match parse_behavior(s) {
+                    Some(0) => Ok(Self::EndpointIndependent),
+                    Some(1) => Ok(Self::AddressDependent),
+                    Some(_) => Ok(Self::AddressAndPortDependent),
+                    None => Err(bad_value($what, s, BEHAVIOR_EXPECTED)),
+                }
+            }
+        }
+    };
 }
+
+rfc4787_behavior!(MappingBehavior, "mapping");
+rfc4787_behavior!(FilteringBehavior, "filtering");
 
 const BEHAVIOR_EXPECTED: &str = "ei, ad or apd (or endpoint-independent, address-dependent, \
                                  address-and-port-dependent)";
