@@ -121,6 +121,11 @@ pub enum Command {
     /// --json), loadgen_* metrics on --metrics-addr.
     #[command(after_help = format!("{LOAD_AFTER}\n\n{PROFILES_HELP}\n\n{NATS_HELP}"))]
     Load(LoadArgs),
+    /// Conformance: run a catalogue of checks (RFC 4380, 5991, 6081 clauses, what Windows and
+    /// Miredo clients need) against any Teredo server and/or relay over real sockets, and
+    /// report each as pass, fail, skipped or not applicable, with the datagrams as evidence.
+    #[command(after_help = crate::conform::cli::CONFORM_AFTER)]
+    Conform(crate::conform::ConformArgs),
 }
 
 const LOAD_AFTER: &str = "\
@@ -691,6 +696,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             args.json,
         ),
         Command::Load(args) => run_load_command(&args),
+        Command::Conform(args) => crate::conform::run_conform(&args),
     }
 }
 

@@ -13,9 +13,11 @@
 //!   `client-sim qualify`.
 //! * [`ping`]: `client-sim ping` / `udp-echo`: qualify, then echo through the data path.
 //! * [`report`]: the `netsh interface teredo show state`-like status block.
+//! * [`conform`]: `client-sim conform`, the conformance catalogue against any server or relay.
 //! * [`cli`]: the command line (`src/main.rs` only parses it and calls [`cli::run`]).
 
 pub mod cli;
+pub mod conform;
 pub mod faults;
 pub mod lab;
 pub mod labnet;

@@ -1,0 +1,295 @@
+//! The context one check runs in: the target, UDP endpoints the check opens, and the trace of
+//! every datagram sent and received (the evidence in the report and the pcap).
+//!
+//! Each check opens its own endpoints, so a late answer to one check can never be taken for
+//! an answer in the next; they close when the check ends.
+
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd as _;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rand::RngCore as _;
+use serde::Serialize;
+
+use super::target::Target;
+
+/// One of the check's endpoints (an index into its sockets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ep(usize);
+
+/// A received datagram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rx {
+    /// The endpoint it arrived on.
+    pub ep: Ep,
+    /// Its source.
+    pub from: SocketAddr,
+    /// When, since the check started.
+    pub at: Duration,
+    /// The UDP payload.
+    pub bytes: Vec<u8>,
+}
+
+/// Direction of a traced datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dir {
+    /// From the tool to the target.
+    Sent,
+    /// From the target to the tool.
+    Received,
+}
+
+/// One datagram of the evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Traced {
+    /// Microseconds since the check started.
+    pub at_us: u64,
+    /// Sent or received.
+    pub dir: Dir,
+    /// The tool's endpoint.
+    pub local: SocketAddr,
+    /// The other end.
+    pub remote: SocketAddr,
+    /// The UDP payload, hex.
+    pub hex: String,
+    /// What the check meant by it (sent) or what it was taken for (received), if said.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// Microseconds since the run started (the pcap's clock).
+    #[serde(skip)]
+    pub run_us: u64,
+    /// The raw bytes (the pcap's payload).
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+}
+
+/// The context of one check.
+pub struct Ctx<'a> {
+    /// What is tested, with what.
+    pub target: &'a Target,
+    run_start: Instant,
+    start: Instant,
+    sockets: Vec<UdpSocket>,
+    trace: Vec<Traced>,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("sockets", &self.sockets.len())
+            .field("trace", &self.trace.len())
+            .finish()
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// A fresh context; `run_start` is the start of the whole run, `seed` makes nonces and
+    /// ports of random choice repeatable.
+    pub fn new(target: &'a Target, run_start: Instant, seed: u64) -> Self {
+        use rand::SeedableRng as _;
+        Self {
+            target,
+            run_start,
+            start: Instant::now(),
+            sockets: Vec::new(),
+            trace: Vec::new(),
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// A UDP endpoint on the tool's IPv4 address, ephemeral port.
+    pub fn udp(&mut self) -> anyhow::Result<Ep> {
+        self.udp_at(SocketAddrV4::new(self.target.local, 0).into())
+    }
+
+    /// A UDP endpoint bound to `addr` (IPv4 or IPv6).
+    pub fn udp_at(&mut self, addr: SocketAddr) -> anyhow::Result<Ep> {
+        let s = UdpSocket::bind(addr).with_context(|| format!("cannot bind UDP {addr}"))?;
+        s.set_nonblocking(true)?;
+        self.sockets.push(s);
+        Ok(Ep(self.sockets.len() - 1))
+    }
+
+    /// The bound address of `ep`.
+    pub fn addr(&self, ep: Ep) -> SocketAddr {
+        self.sockets[ep.0]
+            .local_addr()
+            .expect("a bound socket has an address")
+    }
+
+    /// The bound IPv4 address of `ep` (panics for an IPv6 endpoint: a bug in the check).
+    pub fn addr4(&self, ep: Ep) -> SocketAddrV4 {
+        match self.addr(ep) {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(a) => panic!("endpoint {a} is IPv6"),
+        }
+    }
+
+    /// Sends `bytes` from `ep` to `to`, traced with `note`.
+    pub fn send(
+        &mut self,
+        ep: Ep,
+        to: impl Into<SocketAddr>,
+        bytes: &[u8],
+        note: &str,
+    ) -> anyhow::Result<()> {
+        let to = to.into();
+        let local = self.addr(ep);
+        self.sockets[ep.0]
+            .send_to(bytes, to)
+            .with_context(|| format!("cannot send from {local} to {to}"))?;
+        self.record(Dir::Sent, local, to, bytes, note);
+        Ok(())
+    }
+
+    /// Every datagram arriving on any endpoint within `window`.
+    pub fn collect(&mut self, window: Duration) -> Vec<Rx> {
+        self.recv_until(window, |_| false)
+    }
+
+    /// Datagrams arriving on any endpoint until one satisfies `done` (included) or `window`
+    /// has passed.
+    pub fn recv_until(&mut self, window: Duration, mut done: impl FnMut(&Rx) -> bool) -> Vec<Rx> {
+        let deadline = Instant::now() + window;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let mut progressed = false;
+            for i in 0..self.sockets.len() {
+                while let Ok((n, from)) = self.sockets[i].recv_from(&mut buf) {
+                    progressed = true;
+                    let rx = Rx {
+                        ep: Ep(i),
+                        from,
+                        at: self.start.elapsed(),
+                        bytes: buf[..n].to_vec(),
+                    };
+                    let local = self.addr(Ep(i));
+                    self.record(Dir::Received, local, from, &rx.bytes, "");
+                    let stop = done(&rx);
+                    got.push(rx);
+                    if stop {
+                        return got;
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return got;
+            }
+            if !progressed {
+                self.poll(deadline - now);
+            }
+        }
+    }
+
+    /// The first datagram satisfying `want` within `window` (others are still traced).
+    pub fn expect_one(
+        &mut self,
+        window: Duration,
+        mut want: impl FnMut(&Rx) -> bool,
+    ) -> Option<Rx> {
+        let got = self.recv_until(window, |rx| want(rx));
+        got.into_iter().last().filter(|rx| want(rx))
+    }
+
+    /// Waits up to `max` for any endpoint to become readable.
+    fn poll(&self, max: Duration) {
+        let mut fds: Vec<libc::pollfd> = self
+            .sockets
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ms = libc::c_int::try_from(max.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        if fds.is_empty() {
+            std::thread::sleep(max);
+            return;
+        }
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the duration of the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    }
+
+    /// Adds a note to the last traced datagram that came from `from` (what a received
+    /// datagram was taken for).
+    pub fn annotate(&mut self, rx: &Rx, note: &str) {
+        let hex = hex(&rx.bytes);
+        if let Some(t) = self
+            .trace
+            .iter_mut()
+            .rev()
+            .find(|t| t.dir == Dir::Received && t.remote == rx.from && t.hex == hex)
+        {
+            t.note = note.to_owned();
+        }
+    }
+
+    /// Eight random bytes (nonces).
+    pub fn nonce(&mut self) -> [u8; 8] {
+        let mut n = [0u8; 8];
+        self.rng.fill_bytes(&mut n);
+        n
+    }
+
+    /// A random u32 (ports, identifiers).
+    pub fn random_u32(&mut self) -> u32 {
+        self.rng.next_u32()
+    }
+
+    /// Time since the check started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Sleeps `d`, discarding nothing: whatever arrives meanwhile is traced and returned.
+    pub fn wait(&mut self, d: Duration) -> Vec<Rx> {
+        self.collect(d)
+    }
+
+    /// The evidence gathered so far.
+    pub fn into_trace(self) -> Vec<Traced> {
+        self.trace
+    }
+
+    fn record(
+        &mut self,
+        dir: Dir,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: &[u8],
+        note: &str,
+    ) {
+        let now = Instant::now();
+        self.trace.push(Traced {
+            at_us: duration_us(now - self.start),
+            run_us: duration_us(now - self.run_start),
+            dir,
+            local,
+            remote,
+            hex: hex(bytes),
+            note: note.to_owned(),
+            bytes: bytes.to_vec(),
+        });
+    }
+}
+
+fn duration_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Lower-case hex, no separators.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
