@@ -182,3 +182,70 @@ fn parse_verdict(s: &str) -> anyhow::Result<Verdict> {
         format!("unknown verdict {s:?} (pass, fail, skipped, not-applicable, error)")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::report::fixture::result;
+    use super::super::spec::Level;
+    use super::*;
+
+    const FILE: &str = r#"{ "implementations": {
+        "x": { "describe": "test", "default": "pass",
+               "checks": { "S04": { "verdict": "fail", "why": "leaks nonces" } } } } }"#;
+
+    fn load(text: &str, ids: &[&str]) -> anyhow::Result<Expectations> {
+        let dir = std::env::temp_dir().join(format!("conform-expect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}.json", text.len()));
+        std::fs::write(&path, text)?;
+        Expectations::load(&path, ids)
+    }
+
+    #[test]
+    fn known_deviations_match_and_anything_else_is_a_mismatch() {
+        let e = load(FILE, &["S01", "S04"]).expect("valid file");
+        let ok = e
+            .compare(
+                "x",
+                &[
+                    result("S01", Level::Must, Verdict::Pass),
+                    result("S04", Level::Must, Verdict::Fail),
+                ],
+            )
+            .expect("compare");
+        assert!(ok.mismatches.is_empty(), "{ok:?}");
+        assert_eq!(
+            ok.known_deviations.get("S04").map(String::as_str),
+            Some("leaks nonces")
+        );
+        let bad = e
+            .compare(
+                "x",
+                &[
+                    result("S01", Level::Must, Verdict::Fail),
+                    result("S04", Level::Must, Verdict::Pass),
+                ],
+            )
+            .expect("compare");
+        let ids: Vec<&str> = bad.mismatches.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["S01", "S04"]);
+    }
+
+    #[test]
+    fn bad_files_are_one_line_errors() {
+        let unknown_id = load(FILE, &["S01"]).expect_err("S04 is not a check");
+        assert!(
+            format!("{unknown_id:#}").contains("no check S04"),
+            "{unknown_id:#}"
+        );
+        let bad_verdict =
+            load(&FILE.replace("\"fail\"", "\"failed\""), &["S04"]).expect_err("verdict");
+        assert!(
+            format!("{bad_verdict:#}").contains("unknown verdict \"failed\""),
+            "{bad_verdict:#}"
+        );
+        let e = load(FILE, &["S04"]).expect("valid");
+        let missing = e.compare("y", &[]).expect_err("no implementation y");
+        assert!(format!("{missing:#}").contains("it has: x"), "{missing:#}");
+    }
+}

@@ -103,3 +103,98 @@ fn write_case(w: &mut Writer<Vec<u8>>, c: &CheckResult) -> anyhow::Result<()> {
 fn secs(ms: u64) -> String {
     format!("{:.3}", ms as f64 / 1000.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use quick_xml::events::Event;
+    use quick_xml::Reader;
+
+    use super::super::outcome::Verdict;
+    use super::super::report::fixture::{result, target};
+    use super::super::report::Report;
+    use super::super::spec::Level;
+    use super::junit;
+
+    /// (element name, attributes) of every start or empty element, read back by a parser.
+    fn elements(xml: &str) -> Vec<(String, Vec<(String, String)>)> {
+        let mut r = Reader::from_str(xml);
+        let mut out = Vec::new();
+        loop {
+            match r.read_event().expect("well-formed XML") {
+                Event::Start(e) | Event::Empty(e) => {
+                    let attrs = e
+                        .attributes()
+                        .map(|a| {
+                            let a = a.expect("attribute");
+                            let v = a.unescape_value().expect("value").into_owned();
+                            (
+                                String::from_utf8(a.key.as_ref().to_vec()).expect("utf-8"),
+                                v,
+                            )
+                        })
+                        .collect();
+                    out.push((
+                        String::from_utf8(e.name().as_ref().to_vec()).expect("utf-8"),
+                        attrs,
+                    ));
+                }
+                Event::Eof => return out,
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn one_testcase_per_check_with_failures_and_skips() {
+        let report = Report::new(
+            target(),
+            false,
+            vec![
+                result("S01", Level::Must, Verdict::Pass),
+                result("S02", Level::Must, Verdict::Fail),
+                result("S03", Level::Should, Verdict::Skipped),
+                result("R16", Level::Must, Verdict::NotApplicable),
+                result("R17", Level::Must, Verdict::Error),
+            ],
+        );
+        let xml = junit(&report).expect("junit");
+        let els = elements(&xml);
+        let names: Vec<&str> = els.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names.iter().filter(|n| **n == "testcase").count(),
+            5,
+            "{xml}"
+        );
+        assert_eq!(
+            names.iter().filter(|n| **n == "testsuite").count(),
+            2,
+            "{xml}"
+        );
+        assert_eq!(
+            names.iter().filter(|n| **n == "failure").count(),
+            1,
+            "{xml}"
+        );
+        assert_eq!(
+            names.iter().filter(|n| **n == "skipped").count(),
+            2,
+            "{xml}"
+        );
+        assert_eq!(names.iter().filter(|n| **n == "error").count(), 1, "{xml}");
+        let case = els
+            .iter()
+            .find(|(n, a)| {
+                n == "testcase" && a.iter().any(|(k, v)| k == "name" && v.starts_with("S02"))
+            })
+            .expect("S02's testcase");
+        assert!(case
+            .1
+            .iter()
+            .any(|(k, v)| k == "name" && v == "S02 a check & its <title>"));
+        let failure = els.iter().find(|(n, _)| n == "failure").expect("failure");
+        assert!(failure
+            .1
+            .iter()
+            .any(|(k, v)| k == "message" && v == "fail because <reasons> & more"));
+    }
+}

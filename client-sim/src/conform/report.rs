@@ -208,3 +208,130 @@ pub const LEVELS: [Level; 4] = [
     Level::InteropWindows,
     Level::InteropMiredo,
 ];
+
+/// Results built by hand, for the tests of the report, JUnit and expectations code.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+    use std::time::Duration;
+
+    use super::super::ctx::{Dir, Traced};
+    use super::super::outcome::Verdict;
+    use super::super::spec::{Level, Role, Spec};
+    use super::super::target::{ServerTarget, Target};
+    use super::CheckResult;
+
+    /// A spec with this id and level.
+    pub(crate) fn spec(id: &'static str, level: Level) -> Spec {
+        Spec {
+            id,
+            role: if id.starts_with('R') {
+                Role::Relay
+            } else {
+                Role::Server
+            },
+            title: "a check & its <title>",
+            rfc: "RFC 4380 §5.3.2",
+            clause: "MUST \"quote\"",
+            level,
+            sends: "an RS",
+            expects: "an RA",
+        }
+    }
+
+    /// A result with one datagram each way.
+    pub(crate) fn result(id: &'static str, level: Level, verdict: Verdict) -> CheckResult {
+        let local = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 10), 40000));
+        let remote = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 3544));
+        let t = |dir, at_us: u64, bytes: &[u8]| Traced {
+            at_us,
+            dir,
+            local,
+            remote,
+            hex: super::super::ctx::hex(bytes),
+            note: String::new(),
+            run_us: at_us,
+            bytes: bytes.to_vec(),
+        };
+        CheckResult {
+            spec: spec(id, level),
+            verdict,
+            detail: format!("{} because <reasons> & more", verdict.as_str()),
+            duration_ms: 12,
+            trace: vec![
+                t(Dir::Sent, 10, &[0, 1, 2]),
+                t(Dir::Received, 500, &[0xff, 0xee]),
+            ],
+        }
+    }
+
+    /// A target with a server only.
+    pub(crate) fn target() -> Target {
+        Target {
+            server: Some(ServerTarget {
+                primary: Ipv4Addr::new(198, 51, 100, 1),
+                secondary: Ipv4Addr::new(198, 51, 100, 2),
+                port: 3544,
+            }),
+            relay: None,
+            local: Ipv4Addr::new(198, 51, 100, 10),
+            native_local: None,
+            non_global_sources: Vec::new(),
+            raw: false,
+            quiet: Duration::from_millis(500),
+            quick: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{result, target};
+    use super::*;
+
+    #[test]
+    fn only_must_failures_and_errors_count_unless_strict() {
+        let checks = vec![
+            result("S01", Level::Must, Verdict::Pass),
+            result("S02", Level::Should, Verdict::Fail),
+            result("S03", Level::InteropWindows, Verdict::Fail),
+            result("S04", Level::Must, Verdict::Skipped),
+        ];
+        let lenient = Report::new(target(), false, checks.clone());
+        assert_eq!(lenient.summary.fail, 2);
+        assert_eq!(lenient.summary.fail_counted, 0);
+        assert_eq!(lenient.exit_status(), 0);
+        let strict = Report::new(target(), true, checks.clone());
+        assert_eq!(strict.summary.fail_counted, 2);
+        assert_eq!(strict.exit_status(), 1);
+        let mut must = checks;
+        must.push(result("S05", Level::Must, Verdict::Fail));
+        assert_eq!(Report::new(target(), false, must).exit_status(), 1);
+        let error = vec![result("S06", Level::Should, Verdict::Error)];
+        assert_eq!(Report::new(target(), false, error).exit_status(), 1);
+    }
+
+    #[test]
+    fn the_table_shows_the_evidence_of_failures_only() {
+        let r = Report::new(
+            target(),
+            false,
+            vec![
+                result("S01", Level::Must, Verdict::Pass),
+                result("S02", Level::Must, Verdict::Fail),
+            ],
+        );
+        let t = r.table();
+        assert!(t.contains("S02 FAIL [MUST RFC 4380 §5.3.2]"), "{t}");
+        assert!(
+            t.contains("198.51.100.10:40000 <- 198.51.100.1:3544  2 B"),
+            "{t}"
+        );
+        assert!(t.contains("ffee"), "{t}");
+        assert_eq!(t.matches("000102").count(), 1, "only S02's trace: {t}");
+        assert!(
+            t.contains("2 checks: 1 pass, 1 fail (1 counted: MUST only)"),
+            "{t}"
+        );
+    }
+}
