@@ -30,7 +30,7 @@ use crate::wire::auth::Auth;
 use crate::wire::ndp::{RaParams, RouterSolicitation, ICMPV6_ROUTER_SOLICITATION};
 use crate::wire::origin::{OriginIndication, ORIGIN_LEN};
 use crate::wire::packet::{MAX_UDP_PAYLOAD, NEXT_HEADER_ICMPV6, NEXT_HEADER_NONE};
-use crate::wire::TeredoPacket;
+use crate::wire::{TeredoPacket, Trailers};
 use crate::DropReason;
 
 /// Server settings.
@@ -205,8 +205,9 @@ impl Server {
         if data.len() > MAX_UDP_PAYLOAD {
             return Err(DropReason::Oversized);
         }
-        // Case 1: well-formed Teredo IPv6 packet.
-        let pkt = TeredoPacket::parse(data)?;
+        // Case 1: well-formed Teredo IPv6 packet. Trailers are judged only where the server
+        // processes the packet (an RS, the native side); to a client they pass untouched.
+        let pkt = TeredoPacket::parse_keeping_trailers(data)?;
         if pkt.origin.is_some() {
             return Err(DropReason::UnexpectedOrigin);
         }
@@ -295,6 +296,7 @@ impl Server {
                     return Err(DropReason::NativeDisabled);
                 }
                 // Trailers belong to the Teredo link; the native packet is the IPv6 packet.
+                Trailers::validate(pkt.trailers)?;
                 self.scratch[..pkt.ipv6.len()].copy_from_slice(pkt.ipv6);
                 self.pending = Pending::Native {
                     len: pkt.ipv6.len(),
@@ -312,6 +314,7 @@ impl Server {
         from: SocketAddrV4,
         pkt: &TeredoPacket<'_>,
     ) -> Result<Handled, DropReason> {
+        Trailers::validate(pkt.trailers)?;
         let rs = RouterSolicitation::parse(pkt.ipv6)?;
         // Only well-formed RSs take a token: junk is dropped for what it is.
         if let Some(limit) = &mut self.rs_limit {

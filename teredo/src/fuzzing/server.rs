@@ -114,7 +114,8 @@ fn check_output(
             assert_eq!(kind, relayed_kind(bubble));
             assert!(is_ipv4_global_unicast(*to.ip()), "relayed to {to}");
             assert!(!ours(to), "relayed to ourselves");
-            let p = TeredoPacket::parse(&buf[..len]).expect("relayed packet re-parses");
+            let p = TeredoPacket::parse_keeping_trailers(&buf[..len])
+                .expect("relayed packet re-parses");
             assert_eq!(p.origin.is_some(), with_origin);
             if with_origin {
                 assert_eq!(p.origin.map(|o| o.0), Some(from));
@@ -122,7 +123,8 @@ fn check_output(
             assert!(p.auth.is_none(), "relayed packets carry no auth header");
             let d = TeredoAddr::from_ipv6(&p.dst()).expect("relayed to a Teredo address");
             assert_eq!(d.mapped, to, "relayed to the embedded mapping");
-            let orig = TeredoPacket::parse(datagram).expect("accepted datagram parses");
+            let orig =
+                TeredoPacket::parse_keeping_trailers(datagram).expect("accepted datagram parses");
             assert_eq!(
                 p.ipv6_and_trailers(&buf[..len]),
                 orig.ipv6_and_trailers(datagram),

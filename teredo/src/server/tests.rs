@@ -18,6 +18,7 @@ use crate::io::Kind;
 use crate::wire::ipv6::{emit_bubble, emit_ipv6_header, finish_icmpv6, Echo};
 use crate::wire::ndp::{emit_rs, RouterAdvertisement};
 use crate::wire::packet::NEXT_HEADER_UDP;
+use crate::wire::Trailers;
 
 const P: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const S: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
@@ -496,6 +497,39 @@ fn indirect_bubble_relayed_with_oi_and_trailer() {
         );
         assert_eq!(bytes, cat(&[&oi(a()), &ipv6, &NONCE_TRAILER]));
     }
+}
+
+/// RFC 6081 §5.1.2 gives the discard rule for unknown `01xxxxxx` trailers to the node that
+/// processes the packet: relayed to a client, they pass untouched (as Miredo's server does);
+/// where the server is that node (an RS, the native side) it drops them.
+#[test]
+fn unknown_mandatory_trailers_pass_to_clients_only() {
+    let unknown = [0x41, 2, 0xab, 0xcd];
+    let mut s = server();
+    let ipv6 = bubble(ours(a()), teredo(P, 0, b()));
+    let d = cat(&[&ipv6, &NONCE_TRAILER, &unknown]);
+    let (r, out) = run(&mut s, Local::Primary, a(), &d);
+    assert_eq!(
+        r,
+        Ok(Handled::ForwardedToClient {
+            bubble: true,
+            with_origin: true
+        })
+    );
+    assert_eq!(
+        out.unwrap().1,
+        cat(&[&oi(a()), &ipv6, &NONCE_TRAILER, &unknown])
+    );
+    let native = cat(&[&echo(ours(a()), NATIVE, 7, 8), &unknown]);
+    assert_eq!(
+        drop_reason(&mut s, Local::Primary, a(), &native),
+        DropReason::MandatoryTrailer
+    );
+    let rs = cat(&[&rs_n(LLR), &unknown]);
+    assert_eq!(
+        drop_reason(&mut s, Local::Primary, a(), &rs),
+        DropReason::MandatoryTrailer
+    );
 }
 
 #[test]
@@ -1050,6 +1084,7 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
         prop_oneof![
             3 => Just(vec![]),
             1 => Just(NONCE_TRAILER.to_vec()),
+            1 => Just(vec![0x41, 0]), // unknown, "discard if not understood"
             1 => vec(any::<u8>(), 0..16),
         ],
         prop_oneof![9 => Just(false), 1 => Just(true)],
@@ -1229,7 +1264,11 @@ fn check_invariants(
         return Ok(());
     };
     prop_assert!(bytes.len() <= MAX_UDP_PAYLOAD, "{} bytes", bytes.len());
-    let input = TeredoPacket::parse(data).expect("accepted input is well formed");
+    let input = TeredoPacket::parse_keeping_trailers(data).expect("accepted input is well formed");
+    if !matches!(handled, Handled::ForwardedToClient { .. }) {
+        // Only a client gets trailers the server could not judge (RFC 6081 §5.1.2).
+        prop_assert!(Trailers::validate(input.trailers).is_ok());
+    }
     prop_assert!(input.origin.is_none());
     match (*handled, *o) {
         (

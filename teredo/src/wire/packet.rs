@@ -38,6 +38,15 @@ impl<'a> TeredoPacket<'a> {
     /// Parses a UDP payload. Unknown trailers whose type orders a discard are an error;
     /// other trailers are kept in `trailers` for forwarding.
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
+        let pkt = Self::parse_keeping_trailers(buf)?;
+        Trailers::validate(pkt.trailers)?;
+        Ok(pkt)
+    }
+
+    /// As [`parse`](Self::parse), without judging the trailers: a server forwarding a packet
+    /// to a client passes them on untouched, since RFC 6081 §5.1.2 gives the "discard on an
+    /// unknown 01xxxxxx trailer" rule to the node that processes the packet.
+    pub fn parse_keeping_trailers(buf: &'a [u8]) -> Result<Self, WireError> {
         let mut pos = 0;
         let mut auth = None;
         let mut origin = None;
@@ -67,7 +76,6 @@ impl<'a> TeredoPacket<'a> {
             });
         }
         let (ipv6, trailers) = rest.split_at(IPV6_HEADER_LEN + payload_len);
-        Trailers::validate(trailers)?;
         Ok(Self {
             auth,
             origin,
