@@ -6,7 +6,9 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 
 use clap::{Parser, ValueEnum};
-use teredo::relay::{TrustPolicy, DEFAULT_MAX_PEERS, DEFAULT_QUEUE_BYTES_PER_PEER};
+use teredo::relay::{
+    TrustPolicy, UnknownPeerPolicy, DEFAULT_MAX_PEERS, DEFAULT_QUEUE_BYTES_PER_PEER,
+};
 use teredo_rt::LogFormat;
 
 use crate::config::{
@@ -49,6 +51,19 @@ pub struct Args {
     /// answering our indirect bubble from another mapping (clients behind symmetric NATs).
     #[arg(long, env = "TEREDO_RELAY_TRUST", value_enum, default_value_t = TrustMode::Strict)]
     pub trust: TrustMode,
+
+    /// A datagram from a client the relay has no entry for, whose outer source equals the
+    /// mapping in its Teredo address: `accept` creates the peer, trusted (after a relay
+    /// restart, clients that send first are not dropped until their next connectivity test,
+    /// about 30 s); `drop` discards it as unknown_peer, as Miredo's relay does (RFC 4380
+    /// §5.4.2 allows both).
+    #[arg(
+        long,
+        env = "TEREDO_RELAY_UNKNOWN_PEERS",
+        value_enum,
+        default_value_t = UnknownPeers::Accept
+    )]
+    pub unknown_peers: UnknownPeers,
 
     /// Peer table size, over all workers; when full, the least recently used untrusted
     /// peer is evicted.
@@ -154,6 +169,15 @@ pub enum TrustMode {
     Lenient,
 }
 
+/// The `--unknown-peers` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum UnknownPeers {
+    /// Create the peer, trusted
+    Accept,
+    /// Drop the datagram (unknown_peer), as Miredo
+    Drop,
+}
+
 /// The `--offload` choices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OffloadMode {
@@ -184,6 +208,10 @@ impl Args {
         o.core.trust = match self.trust {
             TrustMode::Strict => TrustPolicy::Strict,
             TrustMode::Lenient => TrustPolicy::Lenient,
+        };
+        o.core.unknown_peers = match self.unknown_peers {
+            UnknownPeers::Accept => UnknownPeerPolicy::Accept,
+            UnknownPeers::Drop => UnknownPeerPolicy::Drop,
         };
         o.core.max_peers = self.max_peers;
         o.core.queue_bytes_per_peer = self.queue_bytes;
@@ -225,6 +253,7 @@ mod tests {
         assert_eq!(o.bind, "0.0.0.0:3545".parse().unwrap());
         assert!(matches!(&o.native, NativeSide::Tun { name } if name == "teredo0"));
         assert_eq!(o.core.trust, TrustPolicy::Strict);
+        assert_eq!(o.core.unknown_peers, UnknownPeerPolicy::Accept);
         assert_eq!(o.core.max_peers, 1 << 20);
         assert_eq!(o.core.queue_bytes_per_peer, 4096);
         assert_eq!(o.core.icmp_source, None);
@@ -245,6 +274,8 @@ mod tests {
             "tun:relay7",
             "--trust",
             "lenient",
+            "--unknown-peers",
+            "drop",
             "--max-peers",
             "1000",
             "--queue-bytes",
@@ -267,6 +298,7 @@ mod tests {
         assert_eq!(o.bind, "198.51.100.30:3545".parse().unwrap());
         assert!(matches!(&o.native, NativeSide::Tun { name } if name == "relay7"));
         assert_eq!(o.core.trust, TrustPolicy::Lenient);
+        assert_eq!(o.core.unknown_peers, UnknownPeerPolicy::Drop);
         assert_eq!(o.core.max_peers, 1000);
         assert_eq!(o.core.queue_bytes_per_peer, 1280);
         assert_eq!(o.workers, 3);

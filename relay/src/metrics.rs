@@ -51,6 +51,11 @@ pub const RATE_LIMITED: &str = "teredo_relay_rate_limited_total";
 pub const RATE_LIMITED_WHAT: [&str; 2] = ["bubble", "icmp_error"];
 /// `teredo_relay_peers_unreachable_total`: bubble exchanges that got no answer.
 pub const PEERS_UNREACHABLE: &str = "teredo_relay_peers_unreachable_total";
+/// Counter family: peer entries created, by what created them (`by`).
+pub const PEERS_CREATED: &str = "teredo_relay_peers_created_total";
+/// `by` values: a native packet for the peer, or a datagram from the client itself
+/// (`--unknown-peers accept`, e.g. after a relay restart).
+pub const PEER_CREATORS: [&str; 2] = ["native_packet", "client_datagram"];
 /// `teredo_relay_connectivity_test_duration_seconds` histogram.
 pub const CONNECTIVITY_TEST_DURATION: &str = "teredo_relay_connectivity_test_duration_seconds";
 /// `teredo_relay_build_info{version}` = 1.
@@ -102,6 +107,7 @@ pub struct RelayMetrics {
     evictions: [IntCounter; 2],
     rate_limited: [IntCounter; 2],
     unreachable: IntCounter,
+    created: [IntCounter; 2],
     /// Time from a peer's first queued packet to its trust.
     pub(crate) connectivity: Histogram,
 }
@@ -169,6 +175,13 @@ impl RelayMetrics {
                 PEERS_UNREACHABLE,
                 "Bubble exchanges that got no answer (queued packets dropped as peer_unreachable).",
             )?,
+            created: m.counters(
+                PEERS_CREATED,
+                "Peer entries created: for a native packet (a bubble exchange follows), or by a \
+                 datagram from a client whose source matches its address (--unknown-peers accept).",
+                "by",
+                PEER_CREATORS,
+            )?,
             connectivity: m.histogram(
                 CONNECTIVITY_TEST_DURATION,
                 "Time from a peer's first queued packet to its trust (bubble exchange).",
@@ -225,6 +238,9 @@ impl RelayMetrics {
             now.icmp_errors_rate_limited,
         ));
         self.unreachable.inc_by(d(last.give_ups, now.give_ups));
+        let by_client = d(last.unknown_peers_accepted, now.unknown_peers_accepted);
+        self.created[0].inc_by(d(last.peers_created, now.peers_created).saturating_sub(by_client));
+        self.created[1].inc_by(by_client);
         let set = |g: &IntGauge, v: usize| g.set(i64::try_from(v).unwrap_or(i64::MAX));
         set(&self.peers[0], g.peers_trusted);
         set(&self.peers[1], g.peers_untrusted);
@@ -251,6 +267,7 @@ pub fn add_counters(a: &mut RelayCounters, b: &RelayCounters) {
     a.bubbles_rate_limited += b.bubbles_rate_limited;
     a.expirations += b.expirations;
     a.lenient_accepts += b.lenient_accepts;
+    a.unknown_peers_accepted += b.unknown_peers_accepted;
     for (x, y) in a
         .dropped_by_reason
         .iter_mut()
@@ -319,6 +336,12 @@ mod tests {
                 "{r}"
             );
         }
+        for b in PEER_CREATORS {
+            assert!(
+                t.contains(&format!("{PEERS_CREATED}{{by=\"{b}\"}} 0\n")),
+                "{b}"
+            );
+        }
         for w in RATE_LIMITED_WHAT {
             assert!(
                 t.contains(&format!("{RATE_LIMITED}{{what=\"{w}\"}} 0\n")),
@@ -354,6 +377,8 @@ mod tests {
             bubbles_rate_limited: 9,
             icmp_errors_rate_limited: 11,
             give_ups: 6,
+            peers_created: 10,
+            unknown_peers_accepted: 4,
             ..RelayCounters::default()
         };
         let i = DropReason::ALL
@@ -389,6 +414,8 @@ mod tests {
             format!("{RATE_LIMITED}{{what=\"bubble\"}} 9\n"),
             format!("{RATE_LIMITED}{{what=\"icmp_error\"}} 11\n"),
             format!("{PEERS_UNREACHABLE} 6\n"),
+            format!("{PEERS_CREATED}{{by=\"native_packet\"}} 6\n"),
+            format!("{PEERS_CREATED}{{by=\"client_datagram\"}} 4\n"),
             format!("{PEERS}{{state=\"trusted\"}} 1\n"),
             format!("{PEERS}{{state=\"untrusted\"}} 2\n"),
             format!("{QUEUE_PACKETS} 8\n"),

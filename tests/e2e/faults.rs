@@ -234,15 +234,18 @@ fn dead_server_client_goes_offline_after_the_retries() {
     }
 }
 
-/// The relay is killed and restarted during the session: the client keeps sending to the
-/// relay it trusts, the new process drops that (`unknown_peer`: it has no entry), the
-/// client's entry goes stale after 30 s without a reply, its echo test through the server
-/// makes the new relay bubble, and the pings resume.
-#[test]
-fn relay_restart_pings_resume() {
-    require_root!("nft");
-    let test = function_name!();
+/// The relay is killed and restarted during the session; the client keeps sending to the
+/// relay it trusts (the client sends first). With the default `--unknown-peers accept` the
+/// new process takes the client's first datagram as a new trusted peer (its source matches
+/// its address) and the pings go on at once; with `drop` (Miredo's behaviour) it drops them
+/// as `unknown_peer` until the client's entry goes stale (30 s without a reception) and its
+/// echo test through the server makes the relay bubble.
+fn relay_restart(test: &str, extra: &[&str]) -> (Lab, PingRun, u64) {
     let mut l = lab(test);
+    if !extra.is_empty() {
+        check(l.relay.stop().map(drop));
+        l.relay = check(l.topo.start_relay(&l.dir, extra));
+    }
     let (p, t0) = start_session(&l, &[]);
     std::thread::sleep(FAULT_AFTER);
     check(
@@ -250,35 +253,82 @@ fn relay_restart_pings_resume() {
             .stop_with(libc::SIGKILL, Duration::from_secs(2))
             .map(drop),
     );
-    l.relay = check(l.topo.start_relay(&l.dir, &[]));
+    l.relay = check(l.topo.start_relay(&l.dir, extra));
     let restarted = ms_since(t0);
     let run = finish(p);
     assert_eq!(run.report.session.final_state, "qualified");
+    (l, run, restarted)
+}
+
+/// Seconds from the restart to the first answered request sent after it (requests go out
+/// once a second from the session's start; ±1 s).
+fn resumed_after_s(run: &PingRun, restarted_ms: u64) -> Option<u64> {
+    answered_after(run, restarted_ms)
+        .first()
+        .map(|s| (u64::from(*s) * 1000).saturating_sub(restarted_ms) / 1000)
+}
+
+#[test]
+fn relay_restart_pings_resume_at_once_when_unknown_peers_are_accepted() {
+    require_root!("nft");
+    let test = function_name!();
+    let (l, run, restarted) = relay_restart(test, &[]);
+    let m = |series: &str| check(l.topo.relay_metric(series));
     let after = answered_after(&run, restarted);
+    let resumed = resumed_after_s(&run, restarted);
+    eprintln!(
+        "{test}: relay restarted at {restarted} ms; data flowed again after {resumed:?} s; \
+         {} answered after the restart; peers created by client datagrams {}",
+        after.len(),
+        m("teredo_relay_peers_created_total{by=\"client_datagram\"}")
+    );
     assert!(
-        after.len() >= 5,
-        "pings after the relay restart at {restarted} ms: {:?}",
+        resumed.is_some_and(|s| s <= 3),
+        "pings resume within 3 s of the restart: {:?}",
         run.answered()
     );
-    let m = |series: &str| check(l.topo.relay_metric(series));
-    // The new relay does not know the client: its packets, sent to the relay it trusted,
-    // are dropped until the client's entry for the native host goes stale (30 s without a
-    // reception) and its echo test through the server makes the relay bubble.
-    assert!(m("teredo_relay_packets_dropped_total{reason=\"unknown_peer\"}") >= 1.0);
-    assert!(m("teredo_relay_bubbles_sent_total{kind=\"indirect\"}") >= 1.0);
-    assert!(
-        m("teredo_relay_peers{state=\"trusted\"}") >= 1.0,
-        "client learned again"
+    assert!(m("teredo_relay_peers_created_total{by=\"client_datagram\"}") >= 1.0);
+    assert_eq!(
+        m("teredo_relay_packets_dropped_total{reason=\"unknown_peer\"}"),
+        0.0
     );
     assert!(
         m("teredo_relay_packets_total{direction=\"ipv4_to_ipv6\"}") >= after.len() as f64,
         "the new relay forwarded the requests"
     );
+}
+
+#[test]
+fn relay_restart_pings_resume_after_the_echo_test_when_unknown_peers_are_dropped() {
+    require_root!("nft");
+    let test = function_name!();
+    let (l, run, restarted) = relay_restart(test, &["--unknown-peers", "drop"]);
+    let m = |series: &str| check(l.topo.relay_metric(series));
+    let after = answered_after(&run, restarted);
+    let resumed = resumed_after_s(&run, restarted);
     eprintln!(
-        "{test}: after the restart: {} answered, unknown_peer drops {}, indirect bubbles {}",
+        "{test}: relay restarted at {restarted} ms; data flowed again after {resumed:?} s; \
+         {} answered after the restart; unknown_peer drops {}, indirect bubbles {}",
         after.len(),
         m("teredo_relay_packets_dropped_total{reason=\"unknown_peer\"}"),
         m("teredo_relay_bubbles_sent_total{kind=\"indirect\"}")
+    );
+    assert!(
+        after.len() >= 5,
+        "pings after the relay restart at {restarted} ms: {:?}",
+        run.answered()
+    );
+    // Blackholed until the client's entry went stale: well over the accepting relay's 3 s.
+    assert!(
+        resumed.is_some_and(|s| s >= 10),
+        "resumed after {resumed:?} s: {:?}",
+        run.answered()
+    );
+    assert!(m("teredo_relay_packets_dropped_total{reason=\"unknown_peer\"}") >= 1.0);
+    assert!(m("teredo_relay_bubbles_sent_total{kind=\"indirect\"}") >= 1.0);
+    assert!(
+        m("teredo_relay_peers{state=\"trusted\"}") >= 1.0,
+        "client learned again"
     );
 }
 

@@ -26,6 +26,30 @@ impl TrustPolicy {
     }
 }
 
+/// What the relay does with a datagram from a Teredo client it has no entry for, when the
+/// outer source equals the mapping in the client's address (RFC 4380 §5.4.2: "the relay MAY
+/// silently discard the packet" — a may, not a must).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UnknownPeerPolicy {
+    /// Accept it and create the peer, trusted (its mapping is proved as well as any trusted
+    /// peer's): after a relay restart, a client that sends first is not dropped until its
+    /// next direct IPv6 connectivity test, about 30 s later.
+    #[default]
+    Accept,
+    /// Drop it (`unknown_peer`), as Miredo's relay does.
+    Drop,
+}
+
+impl UnknownPeerPolicy {
+    /// `accept` or `drop`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Drop => "drop",
+        }
+    }
+}
+
 /// The IPv6 source address of the relay's bubbles.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BubbleSource {
@@ -43,6 +67,8 @@ pub enum BubbleSource {
 pub struct RelayConfig {
     /// How datagrams from clients are authenticated.
     pub trust: TrustPolicy,
+    /// What a datagram from a client without a peer entry does (default: creates it).
+    pub unknown_peers: UnknownPeerPolicy,
     /// Peer table cap (default 1,048,576).
     pub max_peers: usize,
     /// Bytes of IPv6 packets queued per untrusted peer (default 4096; Miredo 1280).
@@ -101,6 +127,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             trust: TrustPolicy::Strict,
+            unknown_peers: UnknownPeerPolicy::Accept,
             max_peers: DEFAULT_MAX_PEERS,
             queue_bytes_per_peer: DEFAULT_QUEUE_BYTES_PER_PEER,
             queue_packets_per_peer: DEFAULT_QUEUE_PACKETS_PER_PEER,

@@ -38,6 +38,8 @@ pub struct RelayCounters {
     pub expirations: u64,
     /// Datagrams accepted only thanks to [`TrustPolicy::Lenient`].
     pub lenient_accepts: u64,
+    /// Peers created by a datagram from the client ([`UnknownPeerPolicy::Accept`]).
+    pub unknown_peers_accepted: u64,
     /// Every dropped packet by reason, indexed like [`DropReason::ALL`] (see
     /// [`Self::dropped`]): the `Err` results of the inputs **and** packets dropped later
     /// (queues discarded on give-up, eviction, expiry; outputs that did not fit). A driver
@@ -64,6 +66,7 @@ impl Default for RelayCounters {
             bubbles_rate_limited: 0,
             expirations: 0,
             lenient_accepts: 0,
+            unknown_peers_accepted: 0,
             dropped_by_reason: [0; DropReason::ALL.len()],
         }
     }

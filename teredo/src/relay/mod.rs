@@ -141,7 +141,7 @@ mod transmit;
 
 #[allow(clippy::wildcard_imports)]
 use self::{config::*, hash::*, output::*, peers::*, queue::*, table::*, timers::*};
-pub use config::{BubbleSource, RelayConfig, TrustPolicy};
+pub use config::{BubbleSource, RelayConfig, TrustPolicy, UnknownPeerPolicy};
 pub use counters::{PeerInfo, PeerPhase, RelayCounters, RelayGauges};
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use invariants::check_invariants;

@@ -45,7 +45,17 @@ impl Relay {
         };
         let bubble = pkt.is_bubble();
         let dst = pkt.dst();
-        let (via, i) = self.authenticate(&pkt, &t, src, dst, from, bubble)?;
+        let (via, i) = match self.authenticate(&pkt, &t, src, dst, from, bubble) {
+            Err(DropReason::UnknownPeer) if self.cfg.unknown_peers == UnknownPeerPolicy::Accept => {
+                // The same rules as a peer created for a native packet: never a mapping or
+                // server we may not send to.
+                peer::check_teredo_destination(&t)?;
+                let i = self.insert_peer(now, self.hash(&src), src, from)?;
+                self.counters.unknown_peers_accepted += 1;
+                (Acceptance::EmbeddedMapping, i)
+            }
+            r => r?,
+        };
         let flushed = self.accept(now, i, from, via);
         if bubble {
             self.counters.bubbles_received += 1;

@@ -762,6 +762,39 @@ fn native_side_filters() {
 
 // ---- check 19: ingress anti-spoofing ---------------------------------------------------
 
+/// After a relay restart the relay knows no peer; a client that sends first must not be
+/// dropped until its next connectivity test (RFC 4380 §5.4.2 only allows the drop).
+#[test]
+fn unknown_peer_with_matching_mapping_is_accepted_by_default() {
+    let mut lab = Lab::new(cfg());
+    let ymap: SocketAddrV4 = "203.0.113.9:5000".parse().unwrap();
+    let y = teredo(SX, 0, ymap);
+    let data = echo(y, H, false, 1, 20);
+    let (r, out) = lab.udp(ymap, &data);
+    assert!(matches!(r, Ok(Handled::Forwarded { .. })), "{r:?}");
+    assert_eq!(out, vec![(Output::Ipv6 { len: data.len() }, data)]);
+    let info = lab.relay.peer(&y).expect("peer created");
+    assert!(info.trusted);
+    assert_eq!(info.mapping, ymap);
+    assert_eq!(lab.relay.counters().unknown_peers_accepted, 1);
+    // The way back needs no bubble: the peer is trusted and fresh.
+    let (r, _) = lab.native(&echo(H, y, true, 1, 20));
+    assert!(
+        matches!(r, Ok(Handled::Encapsulated { to, .. }) if to == ymap),
+        "{r:?}"
+    );
+    // Never a mapping the relay may not send to: a private source embedding itself.
+    let private: SocketAddrV4 = "192.168.1.5:5000".parse().unwrap();
+    let (r, out) = lab.udp(private, &echo(teredo(SX, 0, private), H, false, 1, 20));
+    assert!(r.is_err(), "{r:?}");
+    assert!(out.is_empty());
+    // A spoofed source (mapping mismatch) still creates nothing.
+    let zmap: SocketAddrV4 = "203.0.113.10:6000".parse().unwrap();
+    let (r, _) = lab.udp(ymap, &echo(teredo(SX, 0, zmap), H, false, 1, 20));
+    assert_eq!(r, Err(DropReason::SpoofedSource));
+    assert!(lab.relay.peer(&teredo(SX, 0, zmap)).is_none());
+}
+
 #[test]
 fn check19_ingress_anti_spoofing() {
     let mut lab = Lab::new(cfg());
@@ -781,15 +814,20 @@ fn check19_ingress_anti_spoofing() {
     let (r, out) = lab.udp(XMAP, &echo("2001:db8::7".parse().unwrap(), H, true, 1, 20));
     assert_eq!(r, Err(DropReason::NotTeredoSource));
     assert!(out.is_empty());
-    // Mapping matches but no peer entry (the relay never sent to it): dropped as Miredo.
+    // Mapping matches but no peer entry (the relay never sent to it): dropped with
+    // UnknownPeerPolicy::Drop, as Miredo; the default creates the peer (next test).
     let ymap: SocketAddrV4 = "203.0.113.9:5000".parse().unwrap();
     let y = teredo(SX, 0, ymap);
+    let mut dropping = Lab::new(RelayConfig {
+        unknown_peers: UnknownPeerPolicy::Drop,
+        ..cfg()
+    });
     for data in [echo(y, H, false, 1, 20), bubble(y, H, &[])] {
-        let (r, out) = lab.udp(ymap, &data);
+        let (r, out) = dropping.udp(ymap, &data);
         assert_eq!(r, Err(DropReason::UnknownPeer));
         assert!(out.is_empty());
     }
-    assert!(lab.relay.peer(&y).is_none());
+    assert!(dropping.relay.peer(&y).is_none());
     // Trusted peer: forwarded, trailers stripped; auth header and origin indication
     // tolerated.
     let mut full = Vec::new();

@@ -225,8 +225,11 @@ fn peer_entry_is_small() {
 
 #[test]
 fn slab_slots_are_reused_after_expiry_and_eviction() {
+    // Unknown peers dropped: an answer from an expired peer must find nothing, not a new
+    // entry.
     let mut lab = Lab::new(RelayConfig {
         max_peers: 4,
+        unknown_peers: UnknownPeerPolicy::Drop,
         ..cfg()
     });
     for n in 0..4 {
@@ -960,10 +963,26 @@ fn arb_config() -> impl Strategy<Value = RelayConfig> {
         1u32..20,
         any::<bool>(),
         prop_oneof![2 => Just(0u32), 1 => 1u32..4],
+        any::<bool>(),
     )
         .prop_map(
-            |(lenient, direct, max_peers, per_peer, global, burst, evict_trusted, bubbles)| {
+            |(
+                lenient,
+                direct,
+                max_peers,
+                per_peer,
+                global,
+                burst,
+                evict_trusted,
+                bubbles,
+                accept,
+            )| {
                 RelayConfig {
+                    unknown_peers: if accept {
+                        UnknownPeerPolicy::Accept
+                    } else {
+                        UnknownPeerPolicy::Drop
+                    },
                     trust: if lenient {
                         TrustPolicy::Lenient
                     } else {
