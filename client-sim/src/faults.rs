@@ -9,8 +9,11 @@
 //! * `server-restart`: at [`FAULT_AT`] the server is gone for [`RESTART_DOWNTIME`] and comes
 //!   back as a fresh core; then pings through the relay;
 //! * `nat-reboot`: at [`FAULT_AT`] the client's NAT forgets every mapping; then pings;
-//! * `relay-restart`: qualified, pings (the relay trusts the client), the relay is replaced by
-//!   a fresh core, the native host pings the client, the client pings the native host;
+//! * `relay-restart[-client-first][-drop-unknown]`: qualified, pings (the relay trusts the
+//!   client), the relay is replaced by a fresh core (one that drops datagrams from clients it
+//!   has no entry for, with `drop-unknown`), then the native host pings the client and the
+//!   client the native host, or the client first ([`RESTART_PINGS`] pings) with
+//!   `client-first`; the time from the restart to the first reply is measured;
 //! * `loss-10pct-reorder`: 10 % loss each way on the client's NAT link and up to 30 ms of
 //!   jitter on the Internet from the start; once qualified (within [`LOSSY_TIME`](crate::scenario::LOSSY_TIME)),
 //!   [`LOSSY_PINGS`] pings 10 ms apart (so that they overtake each other).
@@ -23,13 +26,13 @@ use netsim::sim::{Sender, Sim, SimError};
 use netsim::NatDrop;
 use teredo::addr::TEREDO_PORT;
 use teredo::client::{Event, State};
-use teredo::relay::{Relay, TrustPolicy};
+use teredo::relay::{Relay, TrustPolicy, UnknownPeerPolicy};
 
-use crate::labnet::{lab_relay, ping_run, ping_run_every, PING_DATA};
+use crate::labnet::{lab_relay_with, ping_run, ping_run_every, PING_DATA};
 use crate::scenario::{
     scenario_seed, FaultObserved, PathObserved, Scenario, Variant, ECHO_HOST, FAULT_AT,
     LOSSY_PINGS, LOSSY_PING_INTERVAL, PINGS, PING_INTERVAL, PING_WAIT, RELAY_RESTART_AT,
-    RESTART_DOWNTIME, SCENARIO_TIME, SERVER,
+    RESTART_DOWNTIME, RESTART_PINGS, SCENARIO_TIME, SERVER,
 };
 
 /// Identifier of the native host's echo requests to the client.
@@ -69,19 +72,37 @@ pub fn run_fault(s: &Scenario, lab_seed: u64, sim: &mut Sim) -> Result<FaultObse
             sim.run_for(SCENARIO_TIME.saturating_sub(FAULT_AT))?;
             o.outbound = ping_run(sim, ECHO_HOST, PINGS)?;
         }
-        Variant::RelayRestart => {
+        Variant::RelayRestart {
+            client_first,
+            drop_unknown,
+        } => {
             sim.run_for(RELAY_RESTART_AT)?;
             o.before = ping_run(sim, ECHO_HOST, PINGS)?;
             o.address_before = address(sim);
             base = counts(sim);
-            let seed = scenario_seed(lab_seed, &format!("{}/restarted-relay", s.name()));
-            let relay: Relay = lab_relay(TrustPolicy::Strict, seed, sim.now());
+            // The restart's own seed, so that every variant's new relay is the same.
+            let seed = scenario_seed(lab_seed, "relay-restart/restarted-relay");
+            let policy = if drop_unknown {
+                UnknownPeerPolicy::Drop
+            } else {
+                UnknownPeerPolicy::Accept
+            };
+            let relay: Relay = lab_relay_with(TrustPolicy::Strict, policy, seed, sim.now());
             sim.replace_relay(relay);
             if let Some(n) = sim.client_mut(0) {
                 n.echo_responder = true;
             }
-            o.inbound = native_ping_run(sim, PINGS)?;
-            o.outbound = ping_run(sim, ECHO_HOST, PINGS)?;
+            if client_first {
+                o.outbound = ping_run(sim, ECHO_HOST, RESTART_PINGS)?;
+                o.inbound = native_ping_run(sim, PINGS)?;
+                o.resumed_after = o.outbound.as_ref().and_then(|p| p.first_reply);
+                o.second.clone_from(&o.inbound);
+            } else {
+                o.inbound = native_ping_run(sim, PINGS)?;
+                o.outbound = ping_run(sim, ECHO_HOST, PINGS)?;
+                o.resumed_after = o.inbound.as_ref().and_then(|p| p.first_reply);
+                o.second.clone_from(&o.outbound);
+            }
             o.relay_bubbles_after = sim.relay().map_or(0, |r| r.counters().bubbles_sent);
         }
         Variant::LossReorder => {
@@ -97,7 +118,7 @@ pub fn run_fault(s: &Scenario, lab_seed: u64, sim: &mut Sim) -> Result<FaultObse
     }
     let fault_at = match s.variant {
         Variant::ServerDown | Variant::LossReorder => Duration::ZERO,
-        Variant::RelayRestart => RELAY_RESTART_AT,
+        Variant::RelayRestart { .. } => RELAY_RESTART_AT,
         _ => FAULT_AT,
     };
     o.fault_at = fault_at;
@@ -173,15 +194,23 @@ fn native_ping_run(sim: &mut Sim, count: u16) -> Result<Option<PathObserved>, Si
         return Ok(None);
     };
     let replies0 = sim.echo_host().map_or(0, |h| h.echo_replies);
+    let replied = |sim: &Sim| sim.echo_host().map_or(0, |h| h.echo_replies) > replies0;
     let mut o = PathObserved::default();
+    let start = sim.now();
     for seq in 0..count {
         if let Some(pkt) = packets::echo_request(ECHO_HOST, dst, NATIVE_PING_ID, seq, PING_DATA) {
             o.sent += 1;
             sim.send_native(pkt);
         }
         sim.run_for(PING_INTERVAL)?;
+        if o.first_reply.is_none() && replied(sim) {
+            o.first_reply = Some(sim.now() - start);
+        }
     }
     sim.run_for(PING_WAIT)?;
+    if o.first_reply.is_none() && replied(sim) {
+        o.first_reply = Some(sim.now() - start);
+    }
     let replies = sim.echo_host().map_or(0, |h| h.echo_replies) - replies0;
     o.received = u16::try_from(replies).unwrap_or(u16::MAX);
     Ok(Some(o))

@@ -466,13 +466,66 @@ pub const EXTRAS: &[Scenario] = &[
     Scenario::fault(
         P::Rfc5991,
         N::PortRestricted,
-        Variant::RelayRestart,
+        Variant::RelayRestart {
+            client_first: false,
+            drop_unknown: false,
+        },
         Expect::qualified(T::Restricted),
-        FaultExpect::DataResumes,
+        FaultExpect::DataResumes {
+            within: (Duration::ZERO, Duration::from_secs(2)),
+            bubbles: true,
+        },
         "the relay restarts with an empty peer table: the native host's echo request to the \
          client finds no peer -> queued, indirect bubble through the server and a direct one \
          (RFC 4380 §5.4.1); the client's direct bubble makes it trusted, the queue is \
          flushed, the client answers; its own pings flow too",
+    ),
+    Scenario::fault(
+        P::Rfc5991,
+        N::PortRestricted,
+        Variant::RelayRestart {
+            client_first: false,
+            drop_unknown: true,
+        },
+        Expect::qualified(T::Restricted),
+        FaultExpect::DataResumes {
+            within: (Duration::ZERO, Duration::from_secs(2)),
+            bubbles: true,
+        },
+        "as relay-restart with a relay that drops unknown clients (Miredo): the native host \
+         sends first, so the relay creates the peer and bubbles; the policy never applies",
+    ),
+    Scenario::fault(
+        P::Rfc5991,
+        N::PortRestricted,
+        Variant::RelayRestart {
+            client_first: true,
+            drop_unknown: false,
+        },
+        Expect::qualified(T::Restricted),
+        FaultExpect::DataResumes {
+            within: (Duration::ZERO, Duration::from_secs(2)),
+            bubbles: false,
+        },
+        "the client sends first to the relay it trusts; the new relay has no entry, but the \
+         datagram's source is the mapping in its address: a new trusted peer (default \
+         --unknown-peers accept), forwarded at once, no bubble; the native host's pings too",
+    ),
+    Scenario::fault(
+        P::Rfc5991,
+        N::PortRestricted,
+        Variant::RelayRestart {
+            client_first: true,
+            drop_unknown: true,
+        },
+        Expect::qualified(T::Restricted),
+        FaultExpect::DataResumes {
+            within: (Duration::from_secs(10), Duration::from_secs(35)),
+            bubbles: true,
+        },
+        "the client sends first; a relay that drops unknown clients (Miredo) blackholes it \
+         until the client's entry for the native host goes stale (30 s after the last \
+         reply) and its direct IPv6 connectivity test makes the relay bubble",
     ),
     Scenario::fault(
         P::Rfc5991,

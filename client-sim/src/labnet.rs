@@ -10,7 +10,7 @@ use netsim::sim::{Sim, SimError};
 use netsim::{Nat, NatDrop};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use teredo::relay::{Relay, RelayConfig, TrustPolicy};
+use teredo::relay::{Relay, RelayConfig, TrustPolicy, UnknownPeerPolicy};
 use teredo::DropReason;
 
 use crate::scenario::{PathObserved, PING_ID, PING_INTERVAL, PING_WAIT, RELAY_NATIVE};
@@ -18,8 +18,19 @@ use crate::scenario::{PathObserved, PING_ID, PING_INTERVAL, PING_WAIT, RELAY_NAT
 /// The lab's relay core: `trust`, ICMPv6 errors from [`RELAY_NATIVE`], its RNG seeded with
 /// `seed`.
 pub fn lab_relay(trust: TrustPolicy, seed: u64, now: Instant) -> Relay {
+    lab_relay_with(trust, UnknownPeerPolicy::default(), seed, now)
+}
+
+/// [`lab_relay`] with a policy for datagrams from clients it has no entry for.
+pub fn lab_relay_with(
+    trust: TrustPolicy,
+    unknown_peers: UnknownPeerPolicy,
+    seed: u64,
+    now: Instant,
+) -> Relay {
     let cfg = RelayConfig {
         trust,
+        unknown_peers,
         icmp_source: Some(RELAY_NATIVE),
         ..RelayConfig::default()
     };
@@ -91,6 +102,7 @@ pub fn ping_run_every(
     };
     let before = drop_counters(sim);
     let mut o = PathObserved::default();
+    let start = sim.now();
     for seq in 0..count {
         let Some(pkt) = packets::echo_request(src, dst, PING_ID, seq, PING_DATA) else {
             continue;
@@ -100,10 +112,29 @@ pub fn ping_run_every(
             o.refused += 1;
         }
         sim.run_for(interval)?;
+        if o.first_reply.is_none() && !replies(sim, mark, dst).is_empty() {
+            o.first_reply = Some(sim.now() - start);
+        }
     }
     sim.run_for(PING_WAIT)?;
-    let mut seqs: Vec<u16> = sim
-        .client(0)
+    let mut seqs = replies(sim, mark, dst);
+    if o.first_reply.is_none() && !seqs.is_empty() {
+        o.first_reply = Some(sim.now() - start);
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    o.received = u16::try_from(seqs.len()).unwrap_or(u16::MAX);
+    let after = drop_counters(sim);
+    o.relay_drops = delta(&before[0], &after[0]);
+    o.nat_drops = delta(&before[1], &after[1]);
+    o.client_drops = delta(&before[2], &after[2]);
+    Ok(Some(o))
+}
+
+/// The sequence numbers of the echo replies from `dst` delivered to client 0 since its
+/// `mark`-th delivery.
+fn replies(sim: &Sim, mark: usize, dst: Ipv6Addr) -> Vec<u16> {
+    sim.client(0)
         .map(|n| n.delivered.get(mark..).unwrap_or_default())
         .unwrap_or_default()
         .iter()
@@ -117,13 +148,5 @@ pub fn ping_run_every(
             }) if src == dst => Some(seq),
             _ => None,
         })
-        .collect();
-    seqs.sort_unstable();
-    seqs.dedup();
-    o.received = u16::try_from(seqs.len()).unwrap_or(u16::MAX);
-    let after = drop_counters(sim);
-    o.relay_drops = delta(&before[0], &after[0]);
-    o.nat_drops = delta(&before[1], &after[1]);
-    o.client_drops = delta(&before[2], &after[2]);
-    Ok(Some(o))
+        .collect()
 }

@@ -82,6 +82,9 @@ pub const LOSSY_PINGS: u16 = 20;
 pub const LOSSY_PING_INTERVAL: Duration = Duration::from_millis(10);
 /// Time the client of [`Variant::RelayRestart`] runs before its first pings.
 pub const RELAY_RESTART_AT: Duration = Duration::from_secs(30);
+/// Pings (one a second) the client sends first after a relay restart: enough to outlast a
+/// relay that drops it until its peer entry goes stale (30 s) and its echo test runs.
+pub const RESTART_PINGS: u16 = 40;
 
 /// What a scenario changes on top of "this profile behind this NAT".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,7 +112,13 @@ pub enum Variant {
     /// Fault: the server dies at [`FAULT_AT`] and stays dead.
     ServerDies,
     /// Fault: the relay restarts (peer table lost) between two rounds of pings.
-    RelayRestart,
+    RelayRestart {
+        /// The client sends first after the restart (else the native host does).
+        client_first: bool,
+        /// The new relay drops datagrams from clients it has no entry for (Miredo; the
+        /// default accepts them as new trusted peers).
+        drop_unknown: bool,
+    },
     /// Fault: the NAT reboots at [`FAULT_AT`]: every mapping lost, random port allocation
     /// so that the new mapping has another port.
     NatReboot,
@@ -132,7 +141,22 @@ impl Variant {
             Self::SpoofedRa => "spoofed-ra",
             Self::ServerRestart => "server-restart",
             Self::ServerDies => "server-dies",
-            Self::RelayRestart => "relay-restart",
+            Self::RelayRestart {
+                client_first: false,
+                drop_unknown: false,
+            } => "relay-restart",
+            Self::RelayRestart {
+                client_first: false,
+                drop_unknown: true,
+            } => "relay-restart-drop-unknown",
+            Self::RelayRestart {
+                client_first: true,
+                drop_unknown: false,
+            } => "relay-restart-client-first",
+            Self::RelayRestart {
+                client_first: true,
+                drop_unknown: true,
+            } => "relay-restart-client-first-drop-unknown",
             Self::NatReboot => "nat-reboot",
             Self::LossReorder => "loss-10pct-reorder",
         }
@@ -146,7 +170,7 @@ impl Variant {
             Self::ServerDown
                 | Self::ServerRestart
                 | Self::ServerDies
-                | Self::RelayRestart
+                | Self::RelayRestart { .. }
                 | Self::NatReboot
                 | Self::LossReorder
         )
@@ -157,7 +181,7 @@ impl Variant {
         match self {
             Self::Idle | Self::DefaultQualified => IDLE_TIME,
             Self::LossReorder => LOSSY_TIME,
-            Self::RelayRestart => RELAY_RESTART_AT,
+            Self::RelayRestart { .. } => RELAY_RESTART_AT,
             _ => SCENARIO_TIME,
         }
     }
@@ -577,6 +601,9 @@ pub struct PathObserved {
     pub nat_drops: BTreeMap<&'static str, u64>,
     /// The client's refusals and drops during the run, per reason (non-zero only).
     pub client_drops: BTreeMap<&'static str, u64>,
+    /// When the first reply arrived, since the run started (to a second: replies are
+    /// looked for once per request interval).
+    pub first_reply: Option<Duration>,
 }
 
 impl PathObserved {
@@ -611,6 +638,7 @@ impl PathObserved {
             "relay_drops": self.relay_drops,
             "nat_drops": self.nat_drops,
             "client_drops": self.client_drops,
+            "first_reply_secs": self.first_reply.map(|d| d.as_secs_f64()),
         })
     }
 }
@@ -670,9 +698,15 @@ pub enum FaultExpect {
     /// Another Teredo address than before the fault, carrying the NAT's new mapping, and
     /// every ping answered afterwards.
     AddressChanged,
-    /// After the relay lost its peers: the relay bubbles again, every echo request of the
-    /// native host reaches the client and is answered, and so are the client's.
-    DataResumes,
+    /// After the relay lost its peers: data flows again between `within.0` and `within.1`
+    /// after the restart (the first reply of whoever sends first), then every echo request
+    /// of the other side is answered; the new relay sent a bubble iff `bubbles`.
+    DataResumes {
+        /// Bounds of the time from the restart to the first reply.
+        within: (Duration, Duration),
+        /// Whether the restarted relay had to bubble.
+        bubbles: bool,
+    },
     /// The client qualified despite loss and reordering, and at least this many of the
     /// [`LOSSY_PINGS`] pings were answered (losses and reorderings are reported; over a
     /// short run either may happen not to occur for some seed).
@@ -690,7 +724,16 @@ impl FaultExpect {
             Self::OfflineAfter(d) => format!("offline {}s after 1st lost RS", d.as_secs()),
             Self::AddressKept => "same address, RA after fault".to_owned(),
             Self::AddressChanged => "new address = new mapping".to_owned(),
-            Self::DataResumes => "relay bubbles again, pings n/n".to_owned(),
+            Self::DataResumes { within, bubbles } => format!(
+                "data again in {}-{} s, {}",
+                within.0.as_secs(),
+                within.1.as_secs(),
+                if bubbles {
+                    "relay bubbles"
+                } else {
+                    "no bubble"
+                }
+            ),
             Self::Lossy { min_replies } => {
                 format!("ping>={min_replies}/{LOSSY_PINGS}")
             }
@@ -758,13 +801,27 @@ impl FaultExpect {
                 }
                 all("ping after", &o.outbound, &mut d);
             }
-            Self::DataResumes => {
-                if o.relay_bubbles_after == 0 {
-                    d.push("the restarted relay sent no bubble".to_owned());
+            Self::DataResumes { within, bubbles } => {
+                if (o.relay_bubbles_after > 0) != bubbles {
+                    d.push(format!(
+                        "the restarted relay sent {} bubbles (expected {})",
+                        o.relay_bubbles_after,
+                        if bubbles { "some" } else { "none" }
+                    ));
+                }
+                match o.resumed_after {
+                    Some(t) if t >= within.0 && t <= within.1 => {}
+                    t => d.push(format!(
+                        "data again after {} (expected {}-{} s)",
+                        secs_opt(t),
+                        within.0.as_secs(),
+                        within.1.as_secs()
+                    )),
                 }
                 all("ping before", &o.before, &mut d);
-                all("native host -> client", &o.inbound, &mut d);
-                all("client -> native host", &o.outbound, &mut d);
+                // The side that sent first loses what the relay dropped before it learned
+                // the peer again; the other side's requests must all be answered.
+                all("second round after the restart", &o.second, &mut d);
             }
             Self::Lossy { min_replies } => match &o.outbound {
                 Some(p) if p.received >= min_replies => {}
@@ -820,6 +877,10 @@ pub struct FaultObserved {
     pub reordered: u64,
     /// Bubbles the (restarted) relay sent after the restart.
     pub relay_bubbles_after: u64,
+    /// From the relay restart to the first reply of the first round after it.
+    pub resumed_after: Option<Duration>,
+    /// The second round after a relay restart (whoever did not send first).
+    pub second: Option<PathObserved>,
     /// Pings before the fault ([`Variant::RelayRestart`]).
     pub before: Option<PathObserved>,
     /// The native host's pings to the client after the fault.
@@ -853,14 +914,15 @@ impl FaultObserved {
                     p(&self.outbound)
                 );
             }
-            Variant::RelayRestart => {
+            Variant::RelayRestart { .. } => {
                 let _ = write!(
                     s,
-                    "before {} bubbles {} in {} out {}",
+                    "before {} bubbles {} in {} out {} data again {}",
                     p(&self.before),
                     self.relay_bubbles_after,
                     p(&self.inbound),
-                    p(&self.outbound)
+                    p(&self.outbound),
+                    secs_opt(self.resumed_after)
                 );
             }
             Variant::LossReorder => {
@@ -898,6 +960,7 @@ impl FaultObserved {
             "nat_lost": self.nat_lost,
             "reordered": self.reordered,
             "relay_bubbles_after": self.relay_bubbles_after,
+            "resumed_after_secs": secs(self.resumed_after),
             "before": self.before.as_ref().map(PathObserved::json),
             "inbound": self.inbound.as_ref().map(PathObserved::json),
             "outbound": self.outbound.as_ref().map(PathObserved::json),

@@ -16,6 +16,7 @@ use netsim::{NatDrop, NatPreset};
 use teredo::addr::{TeredoAddr, LL_TEREDO_CONE, LL_WINDOWS_RESTRICTED, LL_XP_RESTRICTED};
 use teredo::client::{ClientError, Event, NatType, Profile, State};
 use teredo::wire::TeredoPacket;
+use teredo::DropReason;
 
 const SECONDARY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 
@@ -713,6 +714,36 @@ fn relay_restart_bubbles_again_and_data_resumes() {
     assert_eq!(sim.echo_host().unwrap().echo_replies, 3);
     let r = run_scenario(&s, 1, false).unwrap();
     assert!(r.ok(), "{:?}", r.mismatches);
+}
+
+/// The client sends first after the relay restart: the default relay takes it as a new
+/// trusted peer at once; one that drops unknown clients (Miredo) blackholes it until the
+/// client's entry goes stale and its echo test makes the relay bubble.
+#[test]
+fn relay_restart_client_first_depends_on_the_unknown_peer_policy() {
+    let accept = find("rfc5991__port-restricted__relay-restart-client-first");
+    let (mut sim, _) = lab::build(&accept, 1, false).unwrap();
+    let f = client_sim::faults::run_fault(&accept, 1, &mut sim).unwrap();
+    let relay = sim.relay().unwrap().counters();
+    assert_eq!(relay.unknown_peers_accepted, 1);
+    assert_eq!(relay.bubbles_sent, 0);
+    assert!(f.resumed_after.unwrap() <= secs(2), "{f:?}");
+    let out = f.outbound.unwrap();
+    assert_eq!((out.sent, out.received), (40, 40));
+
+    let drop = find("rfc5991__port-restricted__relay-restart-client-first-drop-unknown");
+    let (mut sim, _) = lab::build(&drop, 1, false).unwrap();
+    let f = client_sim::faults::run_fault(&drop, 1, &mut sim).unwrap();
+    let relay = sim.relay().unwrap().counters();
+    assert_eq!(relay.unknown_peers_accepted, 0);
+    assert!(relay.dropped(DropReason::UnknownPeer) >= 10, "{relay:?}");
+    assert!(relay.bubbles_sent >= 1);
+    let resumed = f.resumed_after.unwrap();
+    assert!(resumed >= secs(10) && resumed <= secs(35), "{resumed:?}");
+    let out = f.outbound.unwrap();
+    assert!(out.received > 0 && out.received < out.sent, "{out:?}");
+    let inbound = f.inbound.unwrap();
+    assert_eq!((inbound.sent, inbound.received), (3, 3));
 }
 
 #[test]
