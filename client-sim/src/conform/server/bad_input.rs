@@ -80,15 +80,17 @@ const S25: Check = Check {
         id: "S25",
         role: Role::Server,
         title: "other hostile encapsulations dropped",
-        rfc: "RFC 4380 §5.3.1, RFC 6081 §4",
-        clause: "Teredo servers are expected to relay Teredo bubbles, ICMPv6 Echo requests, and \
-                 ICMPv6 Echo replies, but they are not expected to relay other types of IPv6 \
-                 packets. / 7) In all other cases, the packet MUST be silently discarded.",
+        rfc: "RFC 4380 §5.1.1, §5.3.1; RFC 6081 §4",
+        clause: "In this case, the authentication encapsulation MUST be the first element in \
+                 the UDP payload (RFC 4380 §5.1.1) / 01 - discard the packet. (RFC 6081 §4, an \
+                 unrecognised trailer type whose two high bits are 01) / Teredo servers are \
+                 expected to relay Teredo bubbles, ICMPv6 Echo requests, and ICMPv6 Echo \
+                 replies, but they are not expected to relay other types of IPv6 packets. (RFC \
+                 4380 §5.3)",
         level: Level::Should,
-        sends: "to P:3544: auth header after an origin indication; origin indication in front of \
-                an RS; an RS followed by an RFC 6081 trailer of class 01 (discard); an RS from a \
-                Teredo (non-link-local) source; an RA; a type-0 routing header \
-                (CVE-2006-6263); then a valid RS",
+        sends: "to P:3544: auth header after an origin indication; an RS followed by an RFC 6081 \
+                trailer of class 01 (type 0x41); an RS from a Teredo (non-link-local) source; \
+                an RA; a type-0 routing header (CVE-2006-6263); then a valid RS",
         expects: "nothing back to any of them within the quiet window; the valid RS answered",
     },
     run: s25_hostile,
@@ -300,10 +302,6 @@ fn s25_hostile(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
         (
             "auth header after an origin indication",
             packets::concat(&[&packets::origin(me), &auth, &rs_ip]),
-        ),
-        (
-            "origin indication in front of an RS",
-            packets::concat(&[&packets::origin(me), &rs_ip]),
         ),
         (
             "RS + RFC 6081 trailer of class 01 (discard)",
