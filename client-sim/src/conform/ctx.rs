@@ -74,6 +74,8 @@ pub struct Ctx<'a> {
     sockets: Vec<UdpSocket>,
     /// The raw IPv4 socket of [`Ctx::send_forged`], opened on first use.
     raw4: Option<socket2::Socket>,
+    /// Indices of the raw ICMPv6 endpoints ([`Ctx::icmp6_echo_raw`]), read with `recvmsg`.
+    raw6: Vec<usize>,
     trace: Vec<Traced>,
     rng: rand_chacha::ChaCha8Rng,
 }
@@ -98,6 +100,7 @@ impl<'a> Ctx<'a> {
             start: Instant::now(),
             sockets: Vec::new(),
             raw4: None,
+            raw6: Vec::new(),
             trace: Vec::new(),
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
         }
@@ -182,9 +185,10 @@ impl<'a> Ctx<'a> {
 
     /// An endpoint that receives the ICMPv6 echo requests this host receives natively (a
     /// raw ICMPv6 socket filtered to type 128): what a server's native side emits towards
-    /// `--native-local`. A received datagram's bytes are the ICMPv6 message (no IPv6
-    /// header; the kernel keeps it) and its source the IPv6 source, port 0. Needs raw
-    /// sockets; sending on it is a bug in the check.
+    /// `--native-local`. A received datagram's bytes are the IPv6 packet, its header rebuilt
+    /// from what the kernel reports (source, destination, hop limit; traffic class and flow
+    /// label read as 0), and its source the IPv6 source, port 0. Needs raw sockets; sending
+    /// on it is a bug in the check.
     pub fn icmp6_echo_raw(&mut self) -> anyhow::Result<Ep> {
         let s = socket2::Socket::new(
             socket2::Domain::IPV6,
@@ -206,8 +210,27 @@ impl<'a> Ctx<'a> {
             )
         };
         anyhow::ensure!(rc == 0, "ICMP6_FILTER: {}", std::io::Error::last_os_error());
+        for opt in [libc::IPV6_RECVHOPLIMIT, libc::IPV6_RECVPKTINFO] {
+            let on: libc::c_int = 1;
+            // SAFETY: `on` is the int the option expects.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::IPPROTO_IPV6,
+                    opt,
+                    std::ptr::from_ref(&on).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            anyhow::ensure!(
+                rc == 0,
+                "IPv6 socket option {opt}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
         s.set_nonblocking(true)?;
         self.sockets.push(UdpSocket::from(s));
+        self.raw6.push(self.sockets.len() - 1);
         Ok(Ep(self.sockets.len() - 1))
     }
 
@@ -225,13 +248,24 @@ impl<'a> Ctx<'a> {
         loop {
             let mut progressed = false;
             for i in 0..self.sockets.len() {
-                while let Ok((n, from)) = self.sockets[i].recv_from(&mut buf) {
+                loop {
+                    let (bytes, from) = if self.raw6.contains(&i) {
+                        match recv_icmp6(&self.sockets[i], &mut buf) {
+                            Some(got) => got,
+                            None => break,
+                        }
+                    } else {
+                        match self.sockets[i].recv_from(&mut buf) {
+                            Ok((n, from)) => (buf[..n].to_vec(), from),
+                            Err(_) => break,
+                        }
+                    };
                     progressed = true;
                     let rx = Rx {
                         ep: Ep(i),
                         from,
                         at: self.start.elapsed(),
-                        bytes: buf[..n].to_vec(),
+                        bytes,
                     };
                     let local = self.addr(Ep(i));
                     self.record(Dir::Received, local, from, &rx.bytes, "");
@@ -342,6 +376,55 @@ impl<'a> Ctx<'a> {
             note: note.to_owned(),
             bytes: bytes.to_vec(),
         });
+    }
+}
+
+/// Reads one message from a raw ICMPv6 socket with its ancillary data and rebuilds the IPv6
+/// packet: `None` when nothing is waiting (or the kernel left out the destination).
+fn recv_icmp6(sock: &UdpSocket, buf: &mut [u8]) -> Option<(Vec<u8>, SocketAddr)> {
+    // SAFETY: all-zero is a valid sockaddr_in6 / msghdr; the pointers stored in `msg` stay
+    // valid for the duration of the call, and CMSG_* walk only the control buffer the
+    // kernel filled (msg_controllen is updated by recvmsg).
+    unsafe {
+        let mut from: libc::sockaddr_in6 = std::mem::zeroed();
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = std::ptr::from_mut(&mut from).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of_val(&control) as _;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT);
+        let n = usize::try_from(n).ok()?;
+
+        let mut hop_limit = 0u8;
+        let mut dst = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
+                    let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                    hop_limit = u8::try_from(v).unwrap_or(0);
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                    dst = Some(std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr));
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        let src = std::net::Ipv6Addr::from(from.sin6_addr.s6_addr);
+        let mut packet = vec![0u8; 40 + n];
+        teredo::wire::ipv6::emit_ipv6_header(&mut packet, src, dst?, 58, hop_limit, n).ok()?;
+        packet[40..].copy_from_slice(&buf[..n]);
+        Some((packet, std::net::SocketAddrV6::new(src, 0, 0, 0).into()))
     }
 }
 

@@ -2,6 +2,8 @@
 //! address leaves the server's native side. Seen on a raw ICMPv6 socket of the tool, at the
 //! `--native-local` address the server routes to.
 
+use std::net::Ipv6Addr;
+
 use teredo::wire::ipv6::Echo;
 
 use super::common::{client_or_fail, need};
@@ -22,8 +24,8 @@ pub(super) const CHECKS: &[Check] = &[Check {
         level: Level::Should,
         sends: "qualified A sends to P:3544 an echo request TA → --native-local (32 bytes of data)",
         expects: "the echo request arrives natively at --native-local with source TA and the \
-                  ICMPv6 message unchanged (hop limit not observed: the raw socket does not \
-                  show it)",
+                  ICMPv6 message unchanged; the detail says whether the hop limit was decremented \
+                  (Miredo: not, TEREDO.md §14 T16)",
     },
     run: s13_native,
 }];
@@ -41,10 +43,7 @@ fn s13_native(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
     let data: Vec<u8> = (0..32u8).collect();
     let echo = packets::echo_request(a.addr, native, id, 1, &data);
     ctx.send(a.ep, server.p(), &echo, "echo A → native")?;
-    let is_ours = |bytes: &[u8]| {
-        // The raw socket gives the ICMPv6 message; rebuild a header-less view via the core.
-        bytes.first() == Some(&128) && bytes.get(4..6) == Some(&id.to_be_bytes())
-    };
+    let is_ours = |bytes: &[u8]| Echo::parse(bytes).is_ok_and(|e| !e.reply && e.id == id);
     let got = ctx.recv_until(packets::ANSWER, |rx| rx.ep == raw && is_ours(&rx.bytes));
     let Some(rx) = got
         .into_iter()
@@ -56,29 +55,28 @@ fn s13_native(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
         )));
     };
     ctx.annotate(&rx, "echo request, native side");
-    let src = match rx.from {
-        std::net::SocketAddr::V6(s) => *s.ip(),
-        std::net::SocketAddr::V4(s) => return Ok(Outcome::fail(format!("IPv4 source {s}"))),
-    };
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&rx.bytes[8..24])?);
     if src != a.addr {
         return Ok(Outcome::fail(format!(
             "the echo arrived from {src}, want A's Teredo address {}",
             a.addr
         )));
     }
-    let sent_icmp = &echo[40..];
-    let unchanged = rx.bytes == sent_icmp;
-    let parsed = Echo::parse(&echo).map(|e| e.data.len()).unwrap_or(0);
-    if unchanged {
-        Ok(Outcome::pass(format!(
-            "echo from {src} arrived at {native} unchanged ({parsed} data bytes); hop limit \
-             not observed"
-        )))
-    } else {
-        Ok(Outcome::fail(format!(
-            "the echo arrived changed: {} B, sent {} B",
-            rx.bytes.len(),
-            sent_icmp.len()
-        )))
+    if rx.bytes[40..] != echo[40..] {
+        return Ok(Outcome::fail(format!(
+            "the echo arrived changed: ICMPv6 {} B, sent {} B",
+            rx.bytes.len() - 40,
+            echo.len() - 40
+        )));
     }
+    let (sent, seen) = (echo[7], rx.bytes[7]);
+    let hops = match sent.checked_sub(seen) {
+        Some(0) => "not decremented".to_owned(),
+        Some(d) => format!("decremented by {d}"),
+        None => "raised".to_owned(),
+    };
+    Ok(Outcome::pass(format!(
+        "echo from {src} arrived at {native} with the ICMPv6 message unchanged; hop limit sent \
+         {sent}, seen {seen} ({hops})"
+    )))
 }
