@@ -91,13 +91,18 @@ fn miredo(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
 fn run_profiles(ctx: &mut Ctx<'_>, profiles: &[Profile], family: &str) -> anyhow::Result<Outcome> {
     let server = need!(ctx.target.need_server());
     let mut runs = Vec::new();
+    let mut delays = Vec::new();
     for &profile in profiles {
         let ep = ctx.udp()?;
         let local = ctx.addr4(ep);
         let seed = u64::from(ctx.random_u32());
         let run = drive(profile, server.primary, local, seed, |to, bytes| {
+            let sent_at = ctx.elapsed();
             ctx.send(ep, to, bytes, &format!("RS of the {profile} client"))?;
             let got = ctx.recv_until(ANSWER, |rx| rx.ep == ep);
+            if let Some(first) = got.iter().find(|rx| rx.ep == ep) {
+                delays.push(first.at.saturating_sub(sent_at));
+            }
             Ok(got
                 .iter()
                 .filter(|rx| rx.ep == ep)
@@ -106,7 +111,14 @@ fn run_profiles(ctx: &mut Ctx<'_>, profiles: &[Profile], family: &str) -> anyhow
         })?;
         runs.push((profile, run));
     }
-    Ok(verdict(family, &runs))
+    let mut o = verdict(family, &runs);
+    if let Some(max) = delays.iter().max() {
+        o.detail.push_str(&format!(
+            "; slowest answer to an RS {:.1} ms",
+            max.as_secs_f64() * 1e3
+        ));
+    }
+    Ok(o)
 }
 
 /// The datagrams that came back to one RS: sender and bytes.
@@ -236,7 +248,7 @@ pub(super) fn verdict(family: &str, runs: &[(Profile, ProfileRun)]) -> Outcome {
                 } else {
                     format!(", after rejecting {}", rejections(&r.rejected))
                 };
-                format!("{p} qualified ({}, {} RS{on_the_way})", r.state, r.rs_sent)
+                format!("{p}: {}, {} RS{on_the_way}", r.state, r.rs_sent)
             })
             .collect();
         Outcome::pass(format!("{}; {size_note}", each.join("; ")))
