@@ -89,35 +89,56 @@ const S25: Check = Check {
                  4380 §5.3)",
         level: Level::Should,
         sends: "to P:3544: auth header after an origin indication; an RS followed by an RFC 6081 \
-                trailer of class 01 (type 0x41); an RS from a Teredo (non-link-local) source; \
-                an RA; a type-0 routing header (CVE-2006-6263); then a valid RS",
-        expects: "nothing back to any of them within the quiet window; the valid RS answered",
+                trailer of class 01 (type 0x41); an RA; a type-0 routing header \
+                (CVE-2006-6263) from the sender's Teredo address to another endpoint's; then a \
+                valid RS",
+        expects: "nothing back to any of them and nothing relayed to the other endpoint within \
+                  the quiet window; the valid RS answered",
     },
     run: s25_hostile,
 };
 
-/// Sends every `(label, bytes)` to P from its own endpoint, waits the quiet window and then
-/// checks that a valid RS is still answered. Fails naming each input that got an answer.
+/// Sends every `(label, bytes)` to P from its own fresh endpoint; see [`drop_all_from`].
 fn drop_all(
     ctx: &mut Ctx<'_>,
     server: ServerTarget,
     inputs: Vec<(&str, Vec<u8>)>,
 ) -> anyhow::Result<Outcome> {
-    let mut eps: Vec<(Ep, &str)> = Vec::new();
-    for (label, bytes) in &inputs {
-        let ep = ctx.udp()?;
-        ctx.send(ep, server.p(), bytes, label)?;
-        eps.push((ep, label));
+    let mut with_eps = Vec::with_capacity(inputs.len());
+    for (label, bytes) in inputs {
+        with_eps.push((ctx.udp()?, label, bytes));
+    }
+    drop_all_from(ctx, server, with_eps)
+}
+
+/// Sends every `(endpoint, label, bytes)` to P, waits the quiet window and then checks that
+/// a valid RS is still answered. Fails naming each input that got an answer, and anything
+/// that reached another endpoint of the check (a relayed packet).
+fn drop_all_from(
+    ctx: &mut Ctx<'_>,
+    server: ServerTarget,
+    inputs: Vec<(Ep, &str, Vec<u8>)>,
+) -> anyhow::Result<Outcome> {
+    for (ep, label, bytes) in &inputs {
+        ctx.send(*ep, server.p(), bytes, label)?;
     }
     let quiet = ctx.target.quiet;
     let got = ctx.collect(quiet);
     let mut f = Findings::default();
-    for (ep, label) in &eps {
+    for (ep, label, _) in &inputs {
         let answers: Vec<_> = got.iter().filter(|rx| rx.ep == *ep).cloned().collect();
         f.expect(answers.is_empty(), || {
             format!("{label}: answered with {}", describe(ctx, &answers))
         });
     }
+    let elsewhere: Vec<_> = got
+        .iter()
+        .filter(|rx| !inputs.iter().any(|(ep, _, _)| *ep == rx.ep))
+        .cloned()
+        .collect();
+    f.expect(elsewhere.is_empty(), || {
+        format!("relayed to another endpoint: {}", describe(ctx, &elsewhere))
+    });
     still_answers(ctx, server, &mut f)?;
     Ok(f.outcome(format!(
         "{} inputs: {}; the next RS was answered",
@@ -285,36 +306,31 @@ fn s25_hostile(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
     let rs_auth = packets::rs(Some(nonce), ll, false);
     let auth = rs_auth[..13].to_vec();
     let rs_ip = packets::rs(None, ll, false);
-    let me = SocketAddrV4::new(ctx.target.local, 40_000);
-    // A Teredo source: the endpoint's own mapping is unknown before it is bound, so any
-    // mapping does; a server that accepted it as case 5 must still not answer an RS from
-    // a non-link-local source.
-    let teredo_src = packets::teredo_addr(server.primary, me, 0);
+    // A sender whose Teredo source matches its own address (case 5, no NAT between the
+    // tool and the server), so the routing header is judged for what it is, not as a
+    // spoof; B listens where a relayed packet would go. (An RS from a Teredo source is left
+    // out: case 5 accepts it and §5.3.1 lets the server process what is sent to FF02::2.)
+    let rh_from = ctx.udp()?;
+    let b_ep = ctx.udp()?;
+    let teredo_of = |ctx: &Ctx<'_>, ep| packets::teredo_addr(server.primary, ctx.addr4(ep), 0);
+    let (rh_src, b) = (teredo_of(ctx, rh_from), teredo_of(ctx, b_ep));
     let mut rh = vec![58, 2, 0, 1, 0, 0, 0, 0];
     rh.extend_from_slice(&"2001:db8::99".parse::<std::net::Ipv6Addr>()?.octets());
     rh.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]);
-    let b = packets::teredo_addr(
-        server.primary,
-        SocketAddrV4::new(ctx.target.local, 40_001),
-        0,
-    );
+    let me = SocketAddrV4::new(ctx.target.local, 40_000);
     let inputs = vec![
         (
+            ctx.udp()?,
             "auth header after an origin indication",
             packets::concat(&[&packets::origin(me), &auth, &rs_ip]),
         ),
         (
+            ctx.udp()?,
             "RS + RFC 6081 trailer of class 01 (discard)",
             packets::concat(&[&rs_auth, &[0x41, 2, 1, 2]]),
         ),
         (
-            "RS from a Teredo (non-link-local) source",
-            packets::concat(&[
-                &auth,
-                &packets::icmpv6(teredo_src, ALL_ROUTERS, 255, 133, 0, &[0; 4]),
-            ]),
-        ),
-        (
+            ctx.udp()?,
             "RA sent to the server",
             packets::icmpv6(
                 ll,
@@ -326,9 +342,10 @@ fn s25_hostile(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
             ),
         ),
         (
-            "type-0 routing header (CVE-2006-6263)",
-            packets::ipv6_packet(teredo_src, b, 43, 64, &rh),
+            rh_from,
+            "type-0 routing header (CVE-2006-6263) to B",
+            packets::ipv6_packet(rh_src, b, 43, 64, &rh),
         ),
     ];
-    drop_all(ctx, server, inputs)
+    drop_all_from(ctx, server, inputs)
 }
