@@ -6,7 +6,7 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use teredo::wire::ipv6::Echo;
 use teredo::wire::TeredoPacket;
 
-use super::common::{client_or_fail, describe, need, quiet_phrase};
+use super::common::{client_or_fail, describe, need, quiet_phrase, Client};
 use super::rs::solicit;
 use crate::conform::ctx::Ctx;
 use crate::conform::outcome::{Findings, Outcome};
@@ -116,11 +116,70 @@ fn s12_only_bubbles_and_icmpv6(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
     f.expect(relayed[0], || {
         "an 8-byte echo request from a qualified client was not relayed (case 5)".to_owned()
     });
-    let policy = size_policy(&relayed);
+    let mut policy = size_policy(&relayed);
+    if let Some((lo, hi)) = gap(&relayed) {
+        let (lo, hi) = bisect(ctx, a, b, server.p(), id, lo, hi)?;
+        policy.push_str(&format!(
+            "; bisected: largest relayed {lo} B, smallest dropped {hi} B"
+        ));
+    }
     Ok(f.outcome(format!(
         "UDP-in-IPv6 dropped ({}); {policy}",
         quiet_phrase(ctx)
     )))
+}
+
+/// The sizes between which the cap lies when the sweep left a gap: `(largest relayed,
+/// smallest dropped)` of a plain cap whose bounds are more than one byte apart.
+pub(super) fn gap(relayed: &[bool; ICMP_SIZES.len()]) -> Option<(usize, usize)> {
+    let n = relayed.iter().take_while(|r| **r).count();
+    let plain = relayed[n..].iter().all(|r| !*r);
+    (plain && n > 0 && n < ICMP_SIZES.len() && ICMP_SIZES[n] - ICMP_SIZES[n - 1] > 1)
+        .then(|| (ICMP_SIZES[n - 1], ICMP_SIZES[n]))
+}
+
+/// Most echoes the bisection sends (enough for any gap of [`ICMP_SIZES`]).
+const BISECT_STEPS: u16 = 12;
+
+/// Narrows a cap known to lie in `(lo, hi]` by sending one echo at a time from A to B and
+/// waiting for it (up to the quiet window): returns the final `(largest relayed, smallest
+/// dropped)`.
+fn bisect(
+    ctx: &mut Ctx<'_>,
+    a: Client,
+    b: Client,
+    to: std::net::SocketAddrV4,
+    id: u16,
+    mut lo: usize,
+    mut hi: usize,
+) -> anyhow::Result<(usize, usize)> {
+    let quiet = ctx.target.quiet;
+    let mut seq = 0x100;
+    while hi - lo > 1 && seq < 0x100 + BISECT_STEPS {
+        let mid = lo + (hi - lo) / 2;
+        let echo = packets::echo_request(a.addr, b.addr, id, seq, &vec![0x5a; mid - 8]);
+        ctx.send(
+            a.ep,
+            to,
+            &echo,
+            &format!("echo A→B, ICMPv6 {mid} B (bisecting)"),
+        )?;
+        let arrived = |rx: &crate::conform::ctx::Rx| {
+            rx.ep == b.ep
+                && TeredoPacket::parse(&rx.bytes)
+                    .ok()
+                    .and_then(|p| Echo::parse(p.ipv6).ok())
+                    .is_some_and(|e| e.id == id && e.seq == seq)
+        };
+        let got = ctx.recv_until(quiet, arrived);
+        if got.iter().any(arrived) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+        seq += 1;
+    }
+    Ok((lo, hi))
 }
 
 /// Words for which ICMPv6 lengths of [`ICMP_SIZES`] were relayed.
@@ -256,6 +315,20 @@ mod tests {
                 "ICMPv6 cap: largest echo relayed 88 B, smallest dropped 89 B (of {ICMP_SIZES:?})"
             )
         );
+    }
+
+    #[test]
+    fn a_gap_is_bisected_only_for_a_plain_cap() {
+        let mut r = [false; ICMP_SIZES.len()];
+        r[..3].fill(true);
+        assert_eq!(gap(&r), Some((89, 256)));
+        r[..2].fill(true);
+        r[2] = false;
+        assert_eq!(gap(&r), None, "88/89 are one byte apart");
+        r[5] = true;
+        assert_eq!(gap(&r), None, "not a plain cap");
+        assert_eq!(gap(&[true; ICMP_SIZES.len()]), None);
+        assert_eq!(gap(&[false; ICMP_SIZES.len()]), None);
     }
 
     #[test]

@@ -19,8 +19,10 @@ const S01: Check = Check {
         role: Role::Server,
         title: "restricted RS answered from the address it reached",
         rfc: "RFC 4380 §5.3.2",
-        clause: "If the cone bit is not set, the router advertisement MUST be sent from the \
-                 same IPv4 address on which the router solicitation was received.",
+        clause: "If the cone bit of the client's IPv6 address is set to 1, the RA must be sent \
+                 from a different IPv4 source address than the server address over which the RS \
+                 was received; if the cone bit is set to zero, the response must be sent back \
+                 from the same address.",
         level: Level::Must,
         sends: "auth(N) + RS from fe80::ffff:ffff:fffe (C=0) to P:3544, then to S:3544",
         expects: "one RA from P:3544 (then from S:3544) with nonce N, origin indication = our \
