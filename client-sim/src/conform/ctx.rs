@@ -72,6 +72,10 @@ pub struct Ctx<'a> {
     run_start: Instant,
     start: Instant,
     sockets: Vec<UdpSocket>,
+    /// The raw IPv4 socket of [`Ctx::send_forged`], opened on first use.
+    raw4: Option<socket2::Socket>,
+    /// Indices of the raw ICMPv6 endpoints ([`Ctx::icmp6_echo_raw`]), read with `recvmsg`.
+    raw6: Vec<usize>,
     trace: Vec<Traced>,
     rng: rand_chacha::ChaCha8Rng,
 }
@@ -95,6 +99,8 @@ impl<'a> Ctx<'a> {
             run_start,
             start: Instant::now(),
             sockets: Vec::new(),
+            raw4: None,
+            raw6: Vec::new(),
             trace: Vec::new(),
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
         }
@@ -145,6 +151,89 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// Sends `bytes` as a UDP datagram with a forged IPv4 source `from` (a raw `IP_HDRINCL`
+    /// socket; UDP checksum 0, which IPv4 allows), traced with `note`. For sources no socket
+    /// can bind: the server's own P:3544, or non-global addresses that are not local. Needs
+    /// raw sockets ([`Target::need_raw`]). Sent to a local address, the datagram loops back
+    /// over `lo` with its source intact.
+    pub fn send_forged(
+        &mut self,
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+        bytes: &[u8],
+        note: &str,
+    ) -> anyhow::Result<()> {
+        if self.raw4.is_none() {
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+            )
+            .context("raw IPv4 socket (needs CAP_NET_RAW)")?;
+            self.raw4 = Some(s);
+        }
+        let packet = ipv4_udp(from, to, bytes)?;
+        let raw = self.raw4.as_ref().expect("opened above");
+        raw.send_to(
+            &packet,
+            &SocketAddr::from(SocketAddrV4::new(*to.ip(), 0)).into(),
+        )
+        .with_context(|| format!("cannot send forged {from} -> {to}"))?;
+        self.record(Dir::Sent, from.into(), to.into(), bytes, note);
+        Ok(())
+    }
+
+    /// An endpoint that receives the ICMPv6 echo requests this host receives natively (a
+    /// raw ICMPv6 socket filtered to type 128): what a server's native side emits towards
+    /// `--native-local`. A received datagram's bytes are the IPv6 packet, its header rebuilt
+    /// from what the kernel reports (source, destination, hop limit; traffic class and flow
+    /// label read as 0), and its source the IPv6 source, port 0. Needs raw sockets; sending
+    /// on it is a bug in the check.
+    pub fn icmp6_echo_raw(&mut self) -> anyhow::Result<Ep> {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::ICMPV6),
+        )
+        .context("raw ICMPv6 socket (needs CAP_NET_RAW)")?;
+        // ICMP6_FILTER (netinet/icmp6.h): a set bit blocks that type; pass only 128.
+        let mut filter = [u32::MAX; 8];
+        filter[128 / 32] &= !(1u32 << (128 % 32));
+        // SAFETY: `filter` is the 32-byte struct icmp6_filter the option expects.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_ICMPV6,
+                1, // ICMP6_FILTER
+                filter.as_ptr().cast(),
+                size_of_val(&filter) as libc::socklen_t,
+            )
+        };
+        anyhow::ensure!(rc == 0, "ICMP6_FILTER: {}", std::io::Error::last_os_error());
+        for opt in [libc::IPV6_RECVHOPLIMIT, libc::IPV6_RECVPKTINFO] {
+            let on: libc::c_int = 1;
+            // SAFETY: `on` is the int the option expects.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::IPPROTO_IPV6,
+                    opt,
+                    std::ptr::from_ref(&on).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            anyhow::ensure!(
+                rc == 0,
+                "IPv6 socket option {opt}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        s.set_nonblocking(true)?;
+        self.sockets.push(UdpSocket::from(s));
+        self.raw6.push(self.sockets.len() - 1);
+        Ok(Ep(self.sockets.len() - 1))
+    }
+
     /// Every datagram arriving on any endpoint within `window`.
     pub fn collect(&mut self, window: Duration) -> Vec<Rx> {
         self.recv_until(window, |_| false)
@@ -159,13 +248,24 @@ impl<'a> Ctx<'a> {
         loop {
             let mut progressed = false;
             for i in 0..self.sockets.len() {
-                while let Ok((n, from)) = self.sockets[i].recv_from(&mut buf) {
+                loop {
+                    let (bytes, from) = if self.raw6.contains(&i) {
+                        match recv_icmp6(&self.sockets[i], &mut buf) {
+                            Some(got) => got,
+                            None => break,
+                        }
+                    } else {
+                        match self.sockets[i].recv_from(&mut buf) {
+                            Ok((n, from)) => (buf[..n].to_vec(), from),
+                            Err(_) => break,
+                        }
+                    };
                     progressed = true;
                     let rx = Rx {
                         ep: Ep(i),
                         from,
                         at: self.start.elapsed(),
-                        bytes: buf[..n].to_vec(),
+                        bytes,
                     };
                     let local = self.addr(Ep(i));
                     self.record(Dir::Received, local, from, &rx.bytes, "");
@@ -279,6 +379,74 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Reads one message from a raw ICMPv6 socket with its ancillary data and rebuilds the IPv6
+/// packet: `None` when nothing is waiting (or the kernel left out the destination).
+fn recv_icmp6(sock: &UdpSocket, buf: &mut [u8]) -> Option<(Vec<u8>, SocketAddr)> {
+    // SAFETY: all-zero is a valid sockaddr_in6 / msghdr; the pointers stored in `msg` stay
+    // valid for the duration of the call, and CMSG_* walk only the control buffer the
+    // kernel filled (msg_controllen is updated by recvmsg).
+    unsafe {
+        let mut from: libc::sockaddr_in6 = std::mem::zeroed();
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = std::ptr::from_mut(&mut from).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of_val(&control) as _;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT);
+        let n = usize::try_from(n).ok()?;
+
+        let mut hop_limit = 0u8;
+        let mut dst = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
+                    let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                    hop_limit = u8::try_from(v).unwrap_or(0);
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                    dst = Some(std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr));
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        let src = std::net::Ipv6Addr::from(from.sin6_addr.s6_addr);
+        let mut packet = vec![0u8; 40 + n];
+        teredo::wire::ipv6::emit_ipv6_header(&mut packet, src, dst?, 58, hop_limit, n).ok()?;
+        packet[40..].copy_from_slice(&buf[..n]);
+        Some((packet, std::net::SocketAddrV6::new(src, 0, 0, 0).into()))
+    }
+}
+
+/// An IPv4 header (no options, TTL 64, checksum and identification left to the kernel) and
+/// a UDP header with checksum 0 in front of `payload`.
+fn ipv4_udp(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let udp_len = u16::try_from(8 + payload.len()).context("datagram too large")?;
+    let total = udp_len.checked_add(20).context("datagram too large")?;
+    let mut p = Vec::with_capacity(usize::from(total));
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&from.ip().octets());
+    p.extend_from_slice(&to.ip().octets());
+    p.extend_from_slice(&from.port().to_be_bytes());
+    p.extend_from_slice(&to.port().to_be_bytes());
+    p.extend_from_slice(&udp_len.to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    Ok(p)
+}
+
 fn duration_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -292,4 +460,27 @@ pub fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_datagram_layout() {
+        let p = ipv4_udp(
+            "198.51.100.1:3544".parse().unwrap(),
+            "198.51.100.2:3544".parse().unwrap(),
+            &[1, 2, 3],
+        )
+        .unwrap();
+        assert_eq!(p.len(), 31);
+        assert_eq!(&p[2..4], &31u16.to_be_bytes());
+        assert_eq!(p[9], 17);
+        assert_eq!(&p[12..16], &[198, 51, 100, 1]);
+        assert_eq!(&p[16..20], &[198, 51, 100, 2]);
+        assert_eq!(&p[20..22], &3544u16.to_be_bytes());
+        assert_eq!(&p[24..26], &11u16.to_be_bytes());
+        assert_eq!(&p[28..], &[1, 2, 3]);
+    }
 }

@@ -163,3 +163,41 @@ pub fn server_ll(primary: Ipv4Addr) -> Ipv6Addr {
 
 /// ff02::2.
 pub const ALL_ROUTERS_ADDR: Ipv6Addr = ALL_ROUTERS;
+
+/// An RFC 6081 §4.2 nonce trailer (type 0x01, length 4).
+pub fn nonce_trailer(nonce: [u8; 4]) -> Vec<u8> {
+    let mut t = vec![0x01, 0x04];
+    t.extend_from_slice(&nonce);
+    t
+}
+
+/// An IPv6 packet: fixed header (`next_header`, `hop_limit`) then `payload` as is.
+pub fn ipv6_packet(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next_header: u8,
+    hop_limit: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = vec![0u8; 40 + payload.len()];
+    teredo::wire::ipv6::emit_ipv6_header(&mut b, src, dst, next_header, hop_limit, payload.len())
+        .expect("buffer sized for the packet");
+    b[40..].copy_from_slice(payload);
+    b
+}
+
+/// Any ICMPv6 message (`ty`, `code`, then `body`) with a valid checksum.
+pub fn icmpv6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    ty: u8,
+    code: u8,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![ty, code, 0, 0];
+    icmp.extend_from_slice(body);
+    let mut b = ipv6_packet(src, dst, 58, hop_limit, &icmp);
+    teredo::wire::ipv6::finish_icmpv6(&mut b);
+    b
+}
