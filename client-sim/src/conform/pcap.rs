@@ -1,6 +1,7 @@
 //! The run's datagrams as one pcap (raw IP link type): UDP/IPv4 datagrams get synthesised
 //! IPv4 and UDP headers with the tool's and the target's addresses, UDP/IPv6 datagrams of
-//! the native side an IPv6 and UDP header. Times are the run's clock.
+//! the native side an IPv6 and UDP header; what a raw ICMPv6 endpoint received (port 0 on
+//! both sides) is written as the IPv6 packet it is. Times are the run's clock.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,6 +25,12 @@ pub fn pcap(report: &Report) -> (Vec<u8>, u64) {
         let at = Duration::from_micros(t.run_us);
         match (from, to) {
             (SocketAddr::V4(f), SocketAddr::V4(d)) => log.record(at, f, d, &t.bytes),
+            // A raw ICMPv6 endpoint's datagram is already the whole IPv6 packet.
+            (SocketAddr::V6(f), SocketAddr::V6(d))
+                if f.port() == 0 && d.port() == 0 && t.bytes.first().map(|b| b >> 4) == Some(6) =>
+            {
+                log.record_ipv6(at, &t.bytes);
+            }
             (SocketAddr::V6(f), SocketAddr::V6(d)) => {
                 match netsim::packets::udp_datagram(f, d, &t.bytes) {
                     Some(p) => log.record_ipv6(at, &p),
