@@ -57,8 +57,8 @@ pub struct Traced {
     /// What the check meant by it (sent) or what it was taken for (received), if said.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub note: String,
-    /// Microseconds since the run started (the pcap's clock).
-    #[serde(skip)]
+    /// Microseconds since the run started (the pcap's clock and order: the pcap holds the
+    /// datagrams of every check sorted by this).
     pub run_us: u64,
     /// The raw bytes (the pcap's payload).
     #[serde(skip)]

@@ -18,7 +18,7 @@ pub(super) const CHECKS: &[Check] = &[S12, S14, S15];
 
 /// ICMPv6 message lengths (8-byte echo header + data) tried by S12: both sides of Miredo's
 /// 88-byte cap, of a 1240-byte cap (1280 minus the IPv6 header), and beyond.
-pub(super) const ICMP_SIZES: [usize; 9] = [8, 88, 89, 256, 1024, 1232, 1240, 1241, 1400];
+pub(super) const ICMP_SIZES: [usize; 9] = [16, 88, 89, 256, 1024, 1232, 1240, 1241, 1400];
 
 const S12: Check = Check {
     spec: Spec {
@@ -81,7 +81,7 @@ fn s12_only_bubbles_and_icmpv6(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
     let mut f = Findings::default();
     let udp = packets::udp6(
         SocketAddrV6::new(a.addr, 40_000, 0, 0),
-        SocketAddrV6::new(b.addr, 53, 0, 0),
+        SocketAddrV6::new(b.addr, 40_000, 0, 0),
         b"conform",
     );
     ctx.send(a.ep, server.p(), &udp, "UDP-in-IPv6 A→B")?;
