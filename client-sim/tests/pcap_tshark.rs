@@ -47,7 +47,7 @@ fn tshark_or_skip(test: &str) -> bool {
         return true;
     }
     assert!(
-        !teredo_testkit::require::in_ci(),
+        !testkit::require::in_ci(),
         "{test} needs tshark on PATH, and CI is set"
     );
     let _ = writeln!(

@@ -111,7 +111,7 @@ fn raw_socket_without_cap_net_raw_suggests_native_none() {
             Ok(o) if !stderr(&o).starts_with("setpriv:") => o,
             other => {
                 assert!(
-                    !teredo_testkit::require::in_ci(),
+                    !testkit::require::in_ci(),
                     "setpriv unusable: {other:?}"
                 );
                 // Straight to stderr: libtest would capture `eprintln!`.
