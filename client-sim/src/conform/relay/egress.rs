@@ -3,6 +3,8 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use teredo::wire::TeredoPacket;
+
 use crate::conform::ctx::Ctx;
 use crate::conform::outcome::{Findings, Outcome};
 use crate::conform::packets::ANSWER;
@@ -71,8 +73,13 @@ fn r18_egress(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
         ),
         ("server", ng_server, lab.x.map),
     ];
+    let mut sent = Vec::new();
     for (i, (what, server, mapped)) in cases.into_iter().enumerate() {
         let to = teredo_for(ctx, server, mapped);
+        sent.push((
+            to,
+            format!("non-global {what} (server {server}, mapping {mapped})"),
+        ));
         let seq = u8::try_from(i).unwrap_or(u8::MAX);
         lab.native_to(
             ctx,
@@ -84,8 +91,12 @@ fn r18_egress(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
     let got = ctx.collect(ANSWER.max(ctx.target.quiet));
     for rx in &got {
         ctx.annotate(rx, "sent despite the non-global address");
+        let about = TeredoPacket::parse(&rx.bytes)
+            .ok()
+            .and_then(|p| sent.iter().find(|(to, _)| *to == p.dst()))
+            .map_or("", |(_, what)| what.as_str());
         f.fail(format!(
-            "{} B from {} on {}",
+            "{} B from {} on {} (for the {about})",
             rx.bytes.len(),
             rx.from,
             ctx.addr(rx.ep)

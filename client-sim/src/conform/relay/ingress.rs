@@ -204,8 +204,47 @@ fn r23_mismatch_no_trust(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
     f.expect(to_xp == 0, || {
         format!("{to_xp} data packets to X' after X's bubble")
     });
-    Ok(f.outcome(
+    let proven = proven_mismatch(ctx, &lab)?;
+    Ok(f.outcome(format!(
         "X' (X's Teredo source, other port) neither trusted nor forwarded; queue delivered to \
-         X after its own bubble",
-    ))
+         X after its own bubble; {proven}"
+    )))
+}
+
+/// Not a verdict: whether the relay trusts a mismatched mapping whose bubble answers its
+/// own (sent to the relay's bubble source: Miredo's extension, RFC 6081-style symmetric NAT
+/// support), and so sends the queue there.
+fn proven_mismatch(ctx: &mut Ctx<'_>, lab: &Lab) -> anyhow::Result<String> {
+    let c = new_client(ctx)?;
+    let other = new_client(ctx)?;
+    let cp = Client {
+        addr: c.addr,
+        ..other
+    };
+    lab.native_to(
+        ctx,
+        c.addr,
+        &payload("R23p", 0, 32),
+        "native packet (X2 untrusted)",
+    )?;
+    let got = ctx.recv_until(ANSWER, |rx| rx.ep == lab.sx);
+    let seen = lab.label(ctx, c, got);
+    let Some(src) = seen.iter().find_map(|(_, s)| match s {
+        Seen::Indirect(b) if b.dst == c.addr => Some(b.src),
+        _ => None,
+    }) else {
+        return Ok("no bubble for X2 (proven-mismatch probe not run)".to_owned());
+    };
+    lab.client_bubble(ctx, cp, src, "bubble from X2' answering the relay's bubble")?;
+    let seen = lab.watch(ctx, c, ANSWER);
+    let to_cp = seen
+        .iter()
+        .any(|(rx, s)| rx.ep == cp.ep && matches!(s, Seen::Data(_)));
+    Ok(if to_cp {
+        "a mismatched bubble sent to the relay's bubble source is trusted (symmetric-NAT \
+         support)"
+            .to_owned()
+    } else {
+        "a mismatched bubble sent to the relay's bubble source is not trusted".to_owned()
+    })
 }

@@ -102,7 +102,7 @@ fn r17_pacing(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
             "ICMPv6 unreachable toward the sender: {} during the drip (codes {:?}), {} for a \
              burst of {BURST}",
             d.len(),
-            d.iter().map(|u| u.code).collect::<Vec<_>>(),
+            codes(&d),
             b.len()
         ),
         (Err(why), _, _) => format!("ICMPv6 errors not observed: {why}"),
@@ -125,6 +125,14 @@ fn pacing_fault(times: &[Duration]) -> Option<String> {
         let gap = w[1] - w[0];
         (gap + SLACK < Duration::from_secs(2)).then(|| format!("only {} ms apart", ms(gap)))
     })
+}
+
+/// The distinct ICMPv6 codes among `errors`.
+fn codes(errors: &[super::icmp::Unreachable]) -> Vec<u8> {
+    let mut c: Vec<u8> = errors.iter().map(|u| u.code).collect();
+    c.sort_unstable();
+    c.dedup();
+    c
 }
 
 fn list_ms(times: &[Duration]) -> String {
