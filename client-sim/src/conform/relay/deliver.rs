@@ -81,6 +81,7 @@ fn r16_bubble_then_deliver(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
         direct
     )];
 
+    let answered = ctx.elapsed();
     lab.client_bubble(ctx, x, b.src, "X's direct bubble")?;
     let seen = lab.watch(ctx, x, ANSWER);
     let data: Vec<_> = seen
@@ -93,7 +94,10 @@ fn r16_bubble_then_deliver(ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
                 format!("queued packet from {} on the wrong socket", rx.from)
             });
             f.expect(*p == first, || "queued packet altered".to_owned());
-            notes.push(format!("queued packet delivered after {} ms", ms(rx.at)));
+            notes.push(format!(
+                "queued packet delivered {} ms after X's bubble",
+                ms(rx.at.saturating_sub(answered))
+            ));
         }
         [] => {
             f.fail("the queued packet was not delivered after X's direct bubble");
