@@ -38,6 +38,7 @@
 //! * `conform`: `client-sim conform` against ours (strict and lenient relay), Debian's
 //!   `miredo-server` and Miredo relay, and a misbehaving server per fault, asserted against
 //!   `conformance/expectations.json`; its JUnit parsed as XML, its pcap read by tshark.
+//! * `misbehaving`: the misbehaving test server on the wire: each fault breaks its one rule.
 //! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
 //!   the full run is `.ci/run`'s "Container lab" step.
 
@@ -51,6 +52,7 @@ mod floods;
 mod interop;
 mod load;
 mod miredo_relay;
+mod misbehaving;
 mod netns;
 mod promtool;
 mod relay_flood;
