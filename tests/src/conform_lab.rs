@@ -4,13 +4,13 @@
 //!  IPv4 "Internet" 198.51.100.0/24 (bridge)          native IPv6 2001:db8::/64 (bridge)
 //!  [srv .1 +.2: server under test] ------------------ eth1 2001:db8::2
 //!  [rly .30:3545: relay under test] ----------------- eth1 2001:db8::1 (2001::/32 → TUN)
-//!  [tst .10 +.11: client-sim conform] --------------- eth0 2001:db8::99 (2001::/32 via ::1)
+//!  [tst .10 +.11 +10.99.0.10 +192.168.99.10: client-sim conform] --------------- eth0 2001:db8::99 (2001::/32 via ::1)
 //! ```
 //!
 //! It is [`RelayTopology`] with its native host as the tester: the tool's native address is
 //! where the server's native side delivers echo requests and what the relay's 2001::/32 route
 //! serves, so it can play both the Teredo client and the native peer. The tester has a second
-//! IPv4 address for checks that need two sources.
+//! IPv4 address and two in non-global ranges ([`TESTER_NON_GLOBAL`]).
 
 use std::net::Ipv4Addr;
 
@@ -28,6 +28,14 @@ use crate::topo::{self, SERVER_PRIMARY, SERVER_SECONDARY};
 pub const TESTER_V4: Ipv4Addr = topo::PUBLIC_CLIENT;
 /// The tool's second IPv4 address.
 pub const TESTER_V4_SECOND: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
+/// The tool's addresses in non-global ranges (`--non-global-source`): RS sources a server
+/// must ignore, and embedded client or server addresses a relay must never send to. The
+/// server and the relay get a route to each (via [`TESTER_V4`]), so that an answer they
+/// should not send would reach the tool and be seen.
+pub const TESTER_NON_GLOBAL: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(10, 99, 0, 10),
+    Ipv4Addr::new(192, 168, 99, 10),
+];
 
 /// The namespaces of a conformance run.
 #[derive(Debug)]
@@ -44,6 +52,12 @@ impl ConformLab {
         for a in [TESTER_V4, TESTER_V4_SECOND] {
             topo.h6
                 .add_addr("eth1", &format!("{a}/{}", topo::INTERNET_PREFIX_LEN))?;
+        }
+        for a in TESTER_NON_GLOBAL {
+            topo.h6.add_addr("eth1", &format!("{a}/32"))?;
+            for ns in [&topo.srv, &topo.rly] {
+                ns.add_route(&format!("{a}/32"), &TESTER_V4.to_string())?;
+            }
         }
         Ok(Self { topo })
     }

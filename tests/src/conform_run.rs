@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _, Result};
 use serde::Deserialize;
 
 use crate::bins::{bin_path, workspace_root};
-use crate::conform_lab::{ConformLab, Implementation, TESTER_V4};
+use crate::conform_lab::{ConformLab, Implementation, TESTER_NON_GLOBAL, TESTER_V4};
 use crate::process::{tail, TestDir};
 use crate::relay::{NATIVE_HOST, RELAY_PORT, RELAY_V4};
 use crate::topo::SERVER_PRIMARY;
@@ -159,6 +159,10 @@ pub fn run_conform(
     );
     let (native, bind) = (NATIVE_HOST.to_string(), TESTER_V4.to_string());
     let mut args = vec!["conform", "--bind", &bind, "--native-local", &native];
+    let non_global: Vec<String> = TESTER_NON_GLOBAL.iter().map(|a| a.to_string()).collect();
+    for a in &non_global {
+        args.extend(["--non-global-source", a.as_str()]);
+    }
     if imp.has_server() {
         args.extend(["--server", &server]);
     }

@@ -53,7 +53,9 @@ impl Fault {
     /// fail against a server with this fault.
     pub fn breaks(self) -> &'static [&'static str] {
         match self {
-            Self::ConeFromSameAddress => &["S02"],
+            // S03 sends a cone RS from a link-local IID of its own too, and judges where
+            // the RA comes from.
+            Self::ConeFromSameAddress => &["S02", "S03"],
             Self::ForwardSpoofedBubble => &["S08"],
         }
     }
