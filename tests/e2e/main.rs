@@ -35,18 +35,24 @@
 //! * `load`: `client-sim load`, the load generator: its `--ceiling` on loopback, a
 //!   qualification storm against `teredo-server`, and 1000 clients through our server and
 //!   relay to a native host with no loss, the report checked against its /metrics.
+//! * `conform`: `client-sim conform` against ours (strict and lenient relay), Debian's
+//!   `miredo-server` and Miredo relay, and a misbehaving server per fault, asserted against
+//!   `conformance/expectations.json`; its JUnit parsed as XML, its pcap read by tshark.
+//! * `misbehaving`: the misbehaving test server on the wire: each fault breaks its one rule.
 //! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
 //!   the full run is `.ci/run`'s "Container lab" step.
 
 mod bad_input;
 mod client_interop;
 mod compose;
+mod conform;
 mod conformance;
 mod faults;
 mod floods;
 mod interop;
 mod load;
 mod miredo_relay;
+mod misbehaving;
 mod netns;
 mod promtool;
 mod relay_flood;

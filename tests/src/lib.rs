@@ -11,6 +11,11 @@
 //! * [`client_ping`]: `client-sim ping --json` inside a namespace, its report parsed.
 //! * [`topo`]: Internet hosts, NAT routers (nftables) and the addresses the tests use.
 //! * [`relay`]: the full topology with our relay: server, relay with TUN, native IPv6 host.
+//! * [`conform_lab`]: that topology with the tester as native host, and the implementations
+//!   `client-sim conform` is pointed at; [`conform_run`]: the run and its outputs read back;
+//!   [`conform_pcap`]: tshark's reading of its pcap.
+//! * [`misbehaving`]: a server on the sans-IO core with switchable faults (the target whose
+//!   checks must fail).
 //!
 //! The generic parts (namespaces, processes, waiting, metrics, Miredo, nftables NAT recipes,
 //! binaries, the loud skip) are the workspace's test kit, `teredo-testkit`, re-exported here
@@ -26,9 +31,13 @@
 pub mod bad_input;
 pub mod client_ping;
 pub mod client_sim;
+pub mod conform_lab;
+pub mod conform_pcap;
+pub mod conform_run;
 pub mod inproc;
 mod inproc_component;
 pub mod inproc_relay;
+pub mod misbehaving;
 pub mod relay;
 pub mod servers;
 pub mod topo;
