@@ -110,10 +110,7 @@ fn raw_socket_without_cap_net_raw_suggests_native_none() {
         match c.output() {
             Ok(o) if !stderr(&o).starts_with("setpriv:") => o,
             other => {
-                assert!(
-                    !testkit::require::in_ci(),
-                    "setpriv unusable: {other:?}"
-                );
+                assert!(!testkit::require::in_ci(), "setpriv unusable: {other:?}");
                 // Straight to stderr: libtest would capture `eprintln!`.
                 let _ = writeln!(
                     std::io::stderr(),

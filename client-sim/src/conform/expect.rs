@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::outcome::Verdict;
 use super::report::CheckResult;
+use super::target::LEFT_OUT_BY_QUICK;
 
 /// A whole expectations file.
 #[derive(Clone, Debug, Deserialize)]
@@ -76,6 +77,8 @@ pub struct Comparison {
     pub compared: usize,
     /// Expected deviations that did occur: id → why.
     pub known_deviations: BTreeMap<String, String>,
+    /// Checks left out by `--quick` (not compared).
+    pub left_out: Vec<String>,
     /// Every check whose verdict differs.
     pub mismatches: Vec<Mismatch>,
 }
@@ -90,6 +93,9 @@ impl Comparison {
             self.known_deviations.len(),
             self.mismatches.len()
         );
+        if !self.left_out.is_empty() {
+            let _ = writeln!(out, "  left out by --quick: {}", self.left_out.join(", "));
+        }
         for (id, why) in &self.known_deviations {
             let _ = writeln!(out, "  known: {id}: {why}");
         }
@@ -152,9 +158,14 @@ impl Expectations {
             implementation: implementation.to_owned(),
             compared: 0,
             known_deviations: BTreeMap::new(),
+            left_out: Vec::new(),
             mismatches: Vec::new(),
         };
         for r in results {
+            if r.verdict == Verdict::Skipped && r.detail.ends_with(LEFT_OUT_BY_QUICK) {
+                cmp.left_out.push(r.spec.id.to_owned());
+                continue;
+            }
             cmp.compared += 1;
             let listed = imp.checks.get(r.spec.id);
             let expected = match listed {
@@ -196,7 +207,10 @@ mod tests {
     fn load(text: &str, ids: &[&str]) -> anyhow::Result<Expectations> {
         let dir = std::env::temp_dir().join(format!("conform-expect-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("{}.json", text.len()));
+        // Tests run in parallel: every file its own name.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{n}.json"));
         std::fs::write(&path, text)?;
         Expectations::load(&path, ids)
     }
