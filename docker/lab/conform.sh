@@ -1,0 +1,122 @@
+#!/bin/bash
+# The conformance run (compose profile `conformance`, docker/up.sh --conformance):
+# `client-sim conform` against whatever server and relay are plugged in, from the `internet`
+# network (198.51.100.70, the client side) and the `native` network (2001:db8:1::70, where
+# 2001::/32 is routed via the relay and the server's native forwarding arrives).
+#
+# One run per device, so that each is compared with its own implementation's expectations
+# (conformance/expectations.json, copied to /results/expectations.json by up.sh):
+#   server  ours -> "ours", miredo -> "miredo-server", plugged -> $SERVER_EXPECT (if set)
+#   relay   ours -> "ours" ("ours-lenient" with RELAY_TRUST=lenient), miredo -> "miredo-relay",
+#           plugged -> $RELAY_EXPECT (if set)
+# Without the file or a name, a run gives the plain verdict (every MUST passes).
+# Leaves conform-server.{json,xml,pcap} and conform-relay.{...} and, merged, conform.json (the
+# same report format: checks of both runs, summed counts, both comparisons),
+# conform.xml (JUnit: the server's and the relay's <testsuite>) and conform.pcap (the server
+# run's datagrams, then the relay run's: each run's clock starts at 0), plus table.txt,
+# summary.txt, exit_code and verdict.json for up.sh. Exit status: 0 when both runs exit 0.
+#
+#   env CONFORM_ARGS   more `client-sim conform` flags (e.g. --strict, --quick, --only S01)
+set -uo pipefail
+LAB_ROLE=conform
+# shellcheck source=common.sh
+. /lab/common.sh
+ME4=198.51.100.70
+ME6=2001:db8:1::70
+EXPECT=$RESULTS/expectations.json
+
+drop_default_routes
+ip -6 route replace 2001::/32 via "$RELAY6" || die "cannot route 2001::/32 via $RELAY6"
+# Docker's IPv6 address is usable only once duplicate address detection is over.
+for _ in $(seq 50); do
+  ip -6 addr show tentative | grep -q . || break
+  sleep 0.1
+done
+
+impl_name() { # device impl -> the expectations' implementation name, or nothing
+  case "$1:$2" in
+    server:ours) echo ours ;;
+    server:miredo) echo miredo-server ;;
+    server:*) echo "${SERVER_EXPECT:-}" ;;
+    relay:ours) if [ "${RELAY_TRUST:-strict}" = lenient ]; then echo ours-lenient; else echo ours; fi ;;
+    relay:miredo) echo miredo-relay ;;
+    relay:*) echo "${RELAY_EXPECT:-}" ;;
+  esac
+}
+
+# run_device DEVICE IMPL TARGET-FLAGS... -> /results/conform-DEVICE.*, its exit status
+run_device() {
+  local device=$1 impl=$2 name expect=() rc; shift 2
+  name=$(impl_name "$device" "$impl")
+  if [ -n "$name" ] && [ -s "$EXPECT" ]; then
+    expect=(--expect "$EXPECT" --implementation "$name")
+  fi
+  log "$device: $impl${name:+ (expectations: ${expect[*]:+$name}${expect[*]:-none: no $EXPECT})}"
+  # shellcheck disable=SC2086 # CONFORM_ARGS is words
+  client-sim conform "$@" --bind "$ME4" --native-local "$ME6" "${expect[@]}" \
+    --json --junit "$RESULTS/conform-$device.xml" --pcap "$RESULTS/conform-$device.pcap" \
+    ${CONFORM_ARGS:-} >"$RESULTS/conform-$device.json" 2>"/tmp/conform-$device.err"
+  rc=$?
+  cat "/tmp/conform-$device.err" >&2
+  log "$device: client-sim conform exit $rc"
+  return "$rc"
+}
+
+run_device server "${SERVER_IMPL:-ours}" --server "$SERVER" --secondary "$SERVER_SECONDARY"
+server_rc=$?
+run_device relay "${RELAY_IMPL:-ours}" --relay "$RELAY4:3545"
+relay_rc=$?
+
+# Merged report: the same format as one run's.
+jq -s -c '
+  def add_counts: reduce .[] as $s ({}; reduce ($s | to_entries[]) as $e (.; .[$e.key] += $e.value));
+  {target: (.[0].target + {relay: .[1].target.relay}),
+   strict: .[0].strict,
+   summary: (map(.summary) | add_counts),
+   checks: (map(.checks) | add),
+   devices: [{device: "server", implementation: env.SERVER_IMPL, exit_code: ($src[0] | tonumber)},
+             {device: "relay", implementation: env.RELAY_IMPL, exit_code: ($src[1] | tonumber)}]}
+  + (map(.expectations // empty) | if length == 0 then {} else {expectations: {
+      implementation: (map(.implementation) | join(" + ")),
+      compared: (map(.compared) | add),
+      known_deviations: (map(.known_deviations) | add),
+      mismatches: (map(.mismatches) | add)}} end)' \
+  --argjson src "[\"$server_rc\", \"$relay_rc\"]" \
+  "$RESULTS/conform-server.json" "$RESULTS/conform-relay.json" >"$RESULTS/.conform.tmp" &&
+  mv "$RESULTS/.conform.tmp" "$RESULTS/conform.json" || log "cannot merge the JSON reports"
+
+# JUnit: one <testsuites> around both runs' <testsuite> elements.
+{
+  echo '<?xml version="1.0" encoding="UTF-8"?>'
+  echo '<testsuites name="teredo conformance">'
+  for d in server relay; do
+    sed -n '/<testsuite[ >]/,/<\/testsuite>/p' "$RESULTS/conform-$d.xml" 2>/dev/null
+  done
+  echo '</testsuites>'
+} >"$RESULTS/conform.xml"
+
+# pcap: the second file without its 24-byte global header (same link type, raw IP).
+{
+  cat "$RESULTS/conform-server.pcap"
+  tail -c +25 "$RESULTS/conform-relay.pcap"
+} >"$RESULTS/conform.pcap" 2>/dev/null
+
+rc=0
+[ "$server_rc" = 0 ] && [ "$relay_rc" = 0 ] || rc=1
+{
+  jq -r '.checks[] | [.id, .role, .level, .verdict, .title] | @tsv' "$RESULTS/conform.json" 2>/dev/null |
+    awk -F'\t' '{ printf "%-4s %-6s %-15s %-14s %s\n", $1, $2, $3, $4, $5 }'
+  jq -r '.expectations // empty | "expectations \(.implementation): \(.compared) compared, \(.known_deviations | length) known deviations, \(.mismatches | length) mismatches",
+    (.known_deviations | to_entries[] | "  known \(.key): \(.value)"),
+    (.mismatches[] | "  MISMATCH \(.id): expected \(.expected), got \(.actual): \(.detail)")' \
+    "$RESULTS/conform.json" 2>/dev/null
+  echo "server: ${SERVER_IMPL:-ours} (client-sim conform exit $server_rc); relay: ${RELAY_IMPL:-ours}${RELAY_TRUST:+ trust $RELAY_TRUST} (exit $relay_rc)"
+} | tee "$RESULTS/table.txt" >&2
+jq -r --arg s "$server_rc" --arg r "$relay_rc" \
+  '"conformance: \(.summary | to_entries | map("\(.value) \(.key)") | join(", ")); server exit \($s), relay exit \($r)"' \
+  "$RESULTS/conform.json" >"$RESULTS/summary.txt" 2>/dev/null ||
+  echo "conformance: no report (server exit $server_rc, relay exit $relay_rc)" >"$RESULTS/summary.txt"
+echo "$rc" >"$RESULTS/exit_code"
+jq -c --argjson rc "$rc" '{summary, devices, expectations, exit_code: $rc}' "$RESULTS/conform.json" \
+  >"$RESULTS/verdict.json" 2>/dev/null || echo "{\"exit_code\": $rc}" >"$RESULTS/verdict.json"
+exit "$rc"
