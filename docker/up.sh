@@ -234,7 +234,7 @@ if [ -s "$verdict_file" ] && [ -s "$TEREDO_LAB_RESULTS/exit_code" ]; then
   rc=$(cat "$TEREDO_LAB_RESULTS/exit_code")
   summary=$(cat "$TEREDO_LAB_RESULTS/summary.txt")
 else
-  rc=1 summary="no verdict (the runner did not finish)"
+  rc=1 summary="no verdict (the $main did not finish)"
 fi
 [ "$runner_rc" = 0 ] || [ "$rc" != 0 ] || { rc=1; summary="$summary; but the $main exited $runner_rc"; }
 [ "$prom_rc" = 0 ] || { rc=1; summary="$summary; Prometheus did not scrape server and relay"; }

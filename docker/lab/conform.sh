@@ -47,11 +47,22 @@ impl_name() { # device impl -> the expectations' implementation name, or nothing
 # run_device DEVICE IMPL TARGET-FLAGS... -> /results/conform-DEVICE.*, its exit status
 run_device() {
   local device=$1 impl=$2 name expect=() rc; shift 2
+  if ! client-sim conform --list | awk -v d="$device" '$2 == d { found = 1 } END { exit !found }'; then
+    log "$device: this client-sim's catalogue has no $device check: not run"
+    return 0
+  fi
+  ran+=("$device")
   name=$(impl_name "$device" "$impl")
   if [ -n "$name" ] && [ -s "$EXPECT" ]; then
     expect=(--expect "$EXPECT" --implementation "$name")
   fi
-  log "$device: $impl${name:+ (expectations: ${expect[*]:+$name}${expect[*]:-none: no $EXPECT})}"
+  if [ ${#expect[@]} -gt 0 ]; then
+    log "$device: $impl, compared with the expectations of $name"
+  elif [ -n "$name" ]; then
+    log "$device: $impl, plain verdict (no expectations file $EXPECT)"
+  else
+    log "$device: $impl, plain verdict (no implementation name for the expectations)"
+  fi
   # shellcheck disable=SC2086 # CONFORM_ARGS is words
   client-sim conform "$@" --bind "$ME4" --native-local "$ME6" "${expect[@]}" \
     --json --junit "$RESULTS/conform-$device.xml" --pcap "$RESULTS/conform-$device.pcap" \
@@ -62,55 +73,69 @@ run_device() {
   return "$rc"
 }
 
+ran=()
 run_device server "${SERVER_IMPL:-ours}" --server "$SERVER" --secondary "$SERVER_SECONDARY"
 server_rc=$?
 run_device relay "${RELAY_IMPL:-ours}" --relay "$RELAY4:3545"
 relay_rc=$?
 
-# Merged report: the same format as one run's.
-jq -s -c '
+[ ${#ran[@]} -gt 0 ] || die "the catalogue has no check for a server or a relay"
+declare -A rcs=([server]=$server_rc [relay]=$relay_rc)
+devices=$(for d in "${ran[@]}"; do
+  impl_var=${d^^}_IMPL
+  jq -n -c --arg d "$d" --arg i "${!impl_var:-ours}" --argjson rc "${rcs[$d]}" \
+    --arg name "$(impl_name "$d" "${!impl_var:-ours}")" \
+    '{device: $d, implementation: $i, expectations_name: $name, exit_code: $rc}'
+done | jq -s -c .)
+files() { local d; for d in "${ran[@]}"; do printf '%s\n' "$RESULTS/conform-$d.$1"; done; }
+mapfile -t jsons < <(files json)
+mapfile -t xmls < <(files xml)
+mapfile -t pcaps < <(files pcap)
+
+# The merged report has the same format as one run's, plus `devices`.
+jq -s -c --argjson devices "$devices" '
   def add_counts: reduce .[] as $s ({}; reduce ($s | to_entries[]) as $e (.; .[$e.key] += $e.value));
-  {target: (.[0].target + {relay: .[1].target.relay}),
+  {target: (reduce .[] as $r ({server: null, relay: null};
+             . + ($r.target | with_entries(select(.value != null))))),
    strict: .[0].strict,
    summary: (map(.summary) | add_counts),
    checks: (map(.checks) | add),
-   devices: [{device: "server", implementation: env.SERVER_IMPL, exit_code: ($src[0] | tonumber)},
-             {device: "relay", implementation: env.RELAY_IMPL, exit_code: ($src[1] | tonumber)}]}
+   devices: $devices}
   + (map(.expectations // empty) | if length == 0 then {} else {expectations: {
       implementation: (map(.implementation) | join(" + ")),
       compared: (map(.compared) | add),
       known_deviations: (map(.known_deviations) | add),
       mismatches: (map(.mismatches) | add)}} end)' \
-  --argjson src "[\"$server_rc\", \"$relay_rc\"]" \
-  "$RESULTS/conform-server.json" "$RESULTS/conform-relay.json" >"$RESULTS/.conform.tmp" &&
+  "${jsons[@]}" >"$RESULTS/.conform.tmp" &&
   mv "$RESULTS/.conform.tmp" "$RESULTS/conform.json" || log "cannot merge the JSON reports"
 
-# JUnit: one <testsuites> around both runs' <testsuite> elements.
+# JUnit: one <testsuites> around every run's <testsuite> elements.
 {
   echo '<?xml version="1.0" encoding="UTF-8"?>'
   echo '<testsuites name="teredo conformance">'
-  for d in server relay; do
-    sed -n '/<testsuite[ >]/,/<\/testsuite>/p' "$RESULTS/conform-$d.xml" 2>/dev/null
-  done
+  sed -n '/<testsuite[ >]/,/<\/testsuite>/p' "${xmls[@]}" 2>/dev/null
   echo '</testsuites>'
 } >"$RESULTS/conform.xml"
 
-# pcap: the second file without its 24-byte global header (same link type, raw IP).
+# pcap: the first file whole, the others without their 24-byte global header (same link
+# type, raw IP; each run's clock starts at 0).
 {
-  cat "$RESULTS/conform-server.pcap"
-  tail -c +25 "$RESULTS/conform-relay.pcap"
+  cat "${pcaps[0]}"
+  for f in "${pcaps[@]:1}"; do tail -c +25 "$f"; done
 } >"$RESULTS/conform.pcap" 2>/dev/null
 
 rc=0
 [ "$server_rc" = 0 ] && [ "$relay_rc" = 0 ] || rc=1
 {
-  jq -r '.checks[] | [.id, .role, .level, .verdict, .title] | @tsv' "$RESULTS/conform.json" 2>/dev/null |
-    awk -F'\t' '{ printf "%-4s %-6s %-15s %-14s %s\n", $1, $2, $3, $4, $5 }'
+  jq -r '.checks[] | [.id, .role, .level, .verdict, .title, .detail] | @tsv' "$RESULTS/conform.json" 2>/dev/null |
+    awk -F'\t' '{ printf "%-4s %-6s %-15s %-14s %s: %s\n", $1, $2, $3, $4, $5, substr($6, 1, 160) }'
   jq -r '.expectations // empty | "expectations \(.implementation): \(.compared) compared, \(.known_deviations | length) known deviations, \(.mismatches | length) mismatches",
     (.known_deviations | to_entries[] | "  known \(.key): \(.value)"),
     (.mismatches[] | "  MISMATCH \(.id): expected \(.expected), got \(.actual): \(.detail)")' \
     "$RESULTS/conform.json" 2>/dev/null
-  echo "server: ${SERVER_IMPL:-ours} (client-sim conform exit $server_rc); relay: ${RELAY_IMPL:-ours}${RELAY_TRUST:+ trust $RELAY_TRUST} (exit $relay_rc)"
+  jq -r --arg have "$([ -s "$EXPECT" ] && echo yes)" '.[] | "\(.device): \(.implementation), \(if .expectations_name == "" or $have == "" then "plain verdict" else "expectations of \(.expectations_name)" end), client-sim conform exit \(.exit_code)"' <<<"$devices"
+  [[ " ${ran[*]} " == *" relay "* ]] || echo "relay: not run (no relay check in the catalogue)"
+  [[ " ${ran[*]} " == *" server "* ]] || echo "server: not run (no server check in the catalogue)"
 } | tee "$RESULTS/table.txt" >&2
 jq -r --arg s "$server_rc" --arg r "$relay_rc" \
   '"conformance: \(.summary | to_entries | map("\(.value) \(.key)") | join(", ")); server exit \($s), relay exit \($r)"' \

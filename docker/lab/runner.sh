@@ -40,13 +40,13 @@ log "server: $(describe_impl server); relay: $(describe_impl relay)"
 # Expected outcomes: client-sim's in-process lab for the same profile x NAT kind (a model of
 # our server and relay), adjusted for the implementations that run (expect-impl.sh).
 expected='{}'
-while IFS=$'\t' read -r id cont profile nat _router _port _mapped _args; do
+while IFS=$'\t' read -r id _cont profile nat _router _port _mapped _args; do
   case "$id" in ''|'#'*) continue ;; esac
   e=$(client-sim lab --json --seed 1 --profile "$profile" --nat "$nat" 2>/dev/null |
     jq -c '[.scenarios[] | select(.variant == "-")][0]
       | {expected, why, ping_strict: .data.expected.ping_strict,
          ping_lenient: .data.expected.ping_lenient, notes: []}') || e=null
-  [ "$e" = null ] || e=$(adjust_expectation "$id" "$cont" "$profile" "$nat" "$e")
+  [ "$e" = null ] || e=$(adjust_expectation "$e")
   expected=$(jq -c --arg id "$id" --argjson e "${e:-null}" '. + {($id): $e}' <<<"$expected")
 done </lab/matrix.tsv
 
