@@ -23,30 +23,37 @@
 #                    =miredo   Debian's miredo-server 1.2.6 (in the lab image)
 #   TEREDO_LAB_RELAY=ours      teredo-relay --trust $TEREDO_LAB_RELAY_TRUST (default strict)
 #                   =miredo    Debian's miredo 1.2.6 as a relay, RelayType cone
-#   Any other server or relay: TEREDO_LAB_SERVER_CMD='COMMAND LINE' (and, for an image other
-#   than the lab's, TEREDO_LAB_SERVER_IMAGE=IMAGE, which must exist locally), likewise
-#   TEREDO_LAB_RELAY_CMD / _IMAGE. It runs as the service server-plugged / relay-plugged
-#   inside the network namespace of the lab's `server` / `relay` container, which sets up the
-#   addresses and routes: a server must bind 198.51.100.10:3544 and 198.51.100.11:3544 (its
-#   native side is 2001:db8:1::10 on the `native` network); a relay must bind
-#   198.51.100.20:3545 and route 2001::/32 into its tunnel (native side 2001:db8:1::20,
-#   forwarding on). The lab's /results is mounted in both. For example Miredo's server from
-#   the lab image, by hand:
-#     TEREDO_LAB_SERVER_CMD='sh -c "printf \"ServerBindAddress 198.51.100.10\n\" >/tmp/s.conf
-#       && exec miredo-server -f -c /tmp/s.conf -p /tmp/s.pid"' docker/up.sh
+#   Any other server or relay ("plugged"): TEREDO_LAB_SERVER_CMD='COMMAND LINE', and for an
+#   image other than the lab's TEREDO_LAB_SERVER_IMAGE=IMAGE (it must exist locally: no
+#   registry); likewise TEREDO_LAB_RELAY_CMD / TEREDO_LAB_RELAY_IMAGE. The command line is
+#   split into words as a shell would (quotes work; for variables or pipes wrap it in
+#   sh -c '...'). It runs as the service server-plugged / relay-plugged inside the network
+#   namespace of the lab's `server` / `relay` container, which sets up addresses, routes and
+#   sysctls, so the image needs nothing of the lab's; it gets CAP_NET_ADMIN, CAP_NET_RAW (and
+#   /dev/net/tun for a relay) and the results folder at /results. A server must bind
+#   198.51.100.10:3544 and 198.51.100.11:3544 (native side: 2001:db8:1::10 on the `native`
+#   network, no default route); a relay must bind 198.51.100.20:3545 and route 2001::/32 into
+#   its tunnel (native side 2001:db8:1::20, IPv6 forwarding on). The lab waits for exactly
+#   that (the healthchecks of `server` / `relay`). Examples:
+#     TEREDO_LAB_SERVER_CMD='teredo-server --primary 198.51.100.10 --secondary 198.51.100.11
+#       --native raw' docker/up.sh                       # the lab image's own server, plugged
+#     TEREDO_LAB_RELAY_IMAGE=myrelay:dev TEREDO_LAB_RELAY_CMD='myrelay --listen
+#       198.51.100.20:3545 --tun teredo0' TEREDO_LAB_RELAY_TRUST=lenient docker/up.sh
 #   The runner expects of a plugged-in server what ours does, of a plugged-in relay what ours
-#   does with --trust $TEREDO_LAB_RELAY_TRUST; --conformance compares with the expectations
-#   file only when given the implementation's name there (TEREDO_LAB_SERVER_EXPECT=NAME,
-#   TEREDO_LAB_RELAY_EXPECT=NAME), else gives the plain verdict.
-#   Anything else (more services, other networks, volumes): extra compose files, merged over
-#   docker/compose.yml in order: TEREDO_LAB_OVERRIDE=FILE[:FILE...].
+#   does with --trust $TEREDO_LAB_RELAY_TRUST (say lenient for a relay that accepts a client's
+#   direct bubble from another mapping, as Miredo's does); --conformance compares with the
+#   expectations file only when given the implementation's name in it
+#   (TEREDO_LAB_SERVER_EXPECT=NAME, TEREDO_LAB_RELAY_EXPECT=NAME), else gives the plain
+#   verdict. Anything else (more services, other networks, volumes): extra compose files,
+#   merged over docker/compose.yml in order: TEREDO_LAB_OVERRIDE=FILE[:FILE...].
 #
 # Picks `docker compose` (v2) when present, else `docker-compose` (v1, Debian 12);
 # TEREDO_LAB_COMPOSE=v1 or v2 forces one (docker/install-compose-v2.sh installs v2). Runs
-# `up --abort-on-container-exit --exit-code-from runner`, prints every container's log on
-# failure, always tears the project down (`down -v`), and exits with the runner's verdict,
-# read from its result file (docker compose has returned 0 for an aborted run before:
-# shared/NAT.md section 5), cross-checked with `docker inspect` of the runner's exit code.
+# `up --abort-on-container-exit --exit-code-from runner` (conform with --conformance), prints
+# every container's log on failure, always tears the project down (`down -v`), and exits with
+# the runner's verdict, read from its result file (docker compose has returned 0 for an
+# aborted run before: shared/NAT.md section 5), cross-checked with `docker inspect` of the
+# runner's exit code.
 #
 # Environment: TEREDO_LAB_MIREDO=0 leaves out the Miredo client (compose profile `miredo`);
 # TEREDO_LAB_RESULTS=DIR keeps the result files there (default docker/results);
