@@ -137,8 +137,9 @@ rc=0
   [[ " ${ran[*]} " == *" relay "* ]] || echo "relay: not run (no relay check in the catalogue)"
   [[ " ${ran[*]} " == *" server "* ]] || echo "server: not run (no server check in the catalogue)"
 } | tee "$RESULTS/table.txt" >&2
-jq -r --arg s "$server_rc" --arg r "$relay_rc" \
-  '"conformance: \(.summary | to_entries | map("\(.value) \(.key)") | join(", ")); server exit \($s), relay exit \($r)"' \
+jq -r '"conformance: \(.summary | to_entries | map("\(.value) \(.key)") | join(", "))"
+    + (.expectations // null | if . == null then "" else "; expectations \(.implementation): \(.mismatches | length) mismatches" end)
+    + "; " + (.devices | map("\(.device) \(.implementation) exit \(.exit_code)") | join(", "))' \
   "$RESULTS/conform.json" >"$RESULTS/summary.txt" 2>/dev/null ||
   echo "conformance: no report (server exit $server_rc, relay exit $relay_rc)" >"$RESULTS/summary.txt"
 echo "$rc" >"$RESULTS/exit_code"
