@@ -253,7 +253,7 @@ fi
 printf '\nverdict (%s): %s; %s exit %s, compose exit %s; up to verdict %s s\n' \
   "$mode" "$summary" "$main" "$runner_rc" "$compose_rc" "$elapsed"
 if [ "${TEREDO_LAB_KEEP:-0}" = 1 ]; then
-  echo "TEREDO_LAB_KEEP=1: left up; tear down with: ${compose[*]} ${files[*]} -p $PROJECT down -v"
+  echo "TEREDO_LAB_KEEP=1: left up; tear down with: ${dcmd[*]} down -v"
 else
   teardown || rc=1
 fi
