@@ -93,7 +93,7 @@ mapfile -t xmls < <(files xml)
 mapfile -t pcaps < <(files pcap)
 
 # The merged report has the same format as one run's, plus `devices`.
-jq -s -c --argjson devices "$devices" '
+if jq -s -c --argjson devices "$devices" '
   def add_counts: reduce .[] as $s ({}; reduce ($s | to_entries[]) as $e (.; .[$e.key] += $e.value));
   {target: (reduce .[] as $r ({server: null, relay: null};
              . + ($r.target | with_entries(select(.value != null))))),
@@ -106,8 +106,11 @@ jq -s -c --argjson devices "$devices" '
       compared: (map(.compared) | add),
       known_deviations: (map(.known_deviations) | add),
       mismatches: (map(.mismatches) | add)}} end)' \
-  "${jsons[@]}" >"$RESULTS/.conform.tmp" &&
-  mv "$RESULTS/.conform.tmp" "$RESULTS/conform.json" || log "cannot merge the JSON reports"
+  "${jsons[@]}" >"$RESULTS/.conform.tmp"; then
+  mv "$RESULTS/.conform.tmp" "$RESULTS/conform.json"
+else
+  log "cannot merge the JSON reports"
+fi
 
 # JUnit: one <testsuites> around every run's <testsuite> elements.
 {
