@@ -27,10 +27,12 @@ SUITE=bookworm
 #   procps          ps, sysctl
 #   socat           the native IPv6 host's UDP echo
 #   jq              the runner reads the JSON result files
-#   miredo          the Miredo client of the `miredo` profile (debootstrap resolves its
-#                   `udev | makedev` pre-dependency with udev, which never runs here)
+#   miredo          the Miredo client of the `miredo` profile, and the Miredo relay
+#                   (TEREDO_LAB_RELAY=miredo; debootstrap resolves its `udev | makedev`
+#                   pre-dependency with udev, which never runs here)
+#   miredo-server   Miredo's Teredo server (TEREDO_LAB_SERVER=miredo)
 #   tcpdump         looking at the wire inside any container
-PACKAGES=iproute2,nftables,conntrack,iputils-ping,procps,socat,jq,miredo,tcpdump
+PACKAGES=iproute2,nftables,conntrack,iputils-ping,procps,socat,jq,miredo,miredo-server,tcpdump
 
 force=false
 case "${1:-}" in
@@ -41,9 +43,15 @@ esac
 
 size_of() { docker image inspect -f '{{.Size}}' "$1" | awk '{ printf "%.0f MB", $1 / 1e6 }'; }
 
+# The import message names the packages: an image built from an older list is rebuilt.
+MESSAGE="teredo-lab base: debootstrap --variant=minbase $SUITE + $PACKAGES"
 if [ "$force" = false ] && docker image inspect "$TAG" >/dev/null 2>&1; then
-  echo "base image $TAG exists ($(size_of "$TAG")), not rebuilt (--force rebuilds it)"
-  exit 0
+  built_with=$(docker history --no-trunc --format '{{.Comment}}' "$TAG" | head -n 1)
+  if [ "$built_with" = "$MESSAGE" ]; then
+    echo "base image $TAG exists ($(size_of "$TAG")), not rebuilt (--force rebuilds it)"
+    exit 0
+  fi
+  echo "base image $TAG was built with another package list (${built_with:-unknown}): rebuilding"
 fi
 
 if [ "$(id -u)" != 0 ]; then
@@ -60,44 +68,8 @@ if ! command -v debootstrap >/dev/null 2>&1; then
     { apt-get update && apt-get install -y --no-install-recommends debootstrap; }
 fi
 
-# The mirror apt uses here: the first URI serving "$SUITE" with component main.
-find_mirror() {
-  local f
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [ -r "$f" ] || continue
-    # one-line style: deb [options] URI SUITE COMPONENTS...
-    awk -v suite="$SUITE" '
-      $1 == "deb" {
-        i = 2
-        if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-        uri = $i; s = $(i + 1)
-        if (s != suite) next
-        for (j = i + 2; j <= NF; j++) if ($j == "main") { print uri; exit }
-      }' "$f"
-  done
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -r "$f" ] || continue
-    # deb822 style: paragraphs with Types, URIs, Suites, Components
-    awk -v suite="$SUITE" '
-      function flush() {
-        if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") &&
-            (" " comps " ") ~ / main /) { split(uris, u, " "); print u[1]; found = 1 }
-        types = uris = suites = comps = ""
-      }
-      /^[ \t]*#/ { next }
-      /^[ \t]*$/ { flush(); if (found) exit; next }
-      /^Types:/      { sub(/^Types:[ \t]*/, "");      types = $0 }
-      /^URIs:/       { sub(/^URIs:[ \t]*/, "");       uris = $0 }
-      /^Suites:/     { sub(/^Suites:[ \t]*/, "");     suites = $0 }
-      /^Components:/ { sub(/^Components:[ \t]*/, ""); comps = $0 }
-      END { if (!found) flush() }' "$f"
-  done
-}
-mirror=${DEBIAN_MIRROR:-$(find_mirror | head -n 1)}
-if [ -z "$mirror" ]; then
-  echo "base-image.sh: no '$SUITE main' source in /etc/apt/sources.list*; set DEBIAN_MIRROR" >&2
-  exit 1
-fi
+# The mirror apt uses here (DEBIAN_MIRROR overrides).
+mirror=$("$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh" "$SUITE")
 echo "building $TAG: debootstrap --variant=minbase $SUITE from $mirror"
 
 rootfs=$(mktemp -d /var/tmp/teredo-lab-rootfs.XXXXXX)
@@ -136,7 +108,7 @@ tar --numeric-owner -C "$rootfs" -c . |
   docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["/bin/bash"]' \
-    --message "teredo-lab base: debootstrap --variant=minbase $SUITE + $PACKAGES" \
+    --message "$MESSAGE" \
     - "$TAG" >/dev/null
 
 echo "base image $TAG built in $(($(date +%s) - start)) s, $(size_of "$TAG")"

@@ -1,10 +1,12 @@
 #!/bin/bash
 # Debian's Miredo client behind a NAT router (compose profile `miredo`): qualifies against
-# our server, then pings the native host 2001:db8:1::100 through our server (the direct
-# IPv6 connectivity test) and our relay (the reply path), and sends it a UDP echo.
+# the lab's server, then pings the native host 2001:db8:1::100 through the server (the direct
+# IPv6 connectivity test) and the relay (the reply path), and sends it a UDP echo.
 # Writes /results/miredo-debian.json, then stays up with Miredo running.
 #
 #   env GATEWAY: the NAT router's LAN address
+#   env RELAY_IMPL: ours (the default) also reads the relay's packet counters, the evidence
+#                   that the replies came through it (other relays have no metrics endpoint)
 set -uo pipefail
 LAB_ROLE=miredo
 # shellcheck source=common.sh
@@ -54,11 +56,13 @@ if [ -n "$address" ]; then
   echo_reply=$(echo teredo-lab | timeout 5 socat -T 3 - "UDP6:[$V6HOST]:7" 2>&1) || true
   if [ "$echo_reply" = teredo-lab ]; then udp=ok; else udp="failed: ${echo_reply:-no reply}"; fi
   ping_detail="$ping_detail; UDP echo $udp"
-  # Evidence that the replies came through our relay (they are routed to it: 2001::/32).
-  relay_out=$(metric "$RELAY4" 9102 'teredo_relay_packets_total{direction="ipv6_to_ipv4"}')
-  relay_in=$(metric "$RELAY4" 9102 'teredo_relay_packets_total{direction="ipv4_to_ipv6"}')
-  relay_trusted=$(metric "$RELAY4" 9102 'teredo_relay_peers{state="trusted"}')
-  ping_detail="$ping_detail; relay: ${relay_out:-?} packets to Teredo, ${relay_in:-?} from Teredo, ${relay_trusted:-?} trusted peer(s)"
+  if [ "${RELAY_IMPL:-ours}" = ours ]; then
+    # Evidence that the replies came through our relay (they are routed to it: 2001::/32).
+    relay_out=$(metric "$RELAY4" 9102 'teredo_relay_packets_total{direction="ipv6_to_ipv4"}')
+    relay_in=$(metric "$RELAY4" 9102 'teredo_relay_packets_total{direction="ipv4_to_ipv6"}')
+    relay_trusted=$(metric "$RELAY4" 9102 'teredo_relay_peers{state="trusted"}')
+    ping_detail="$ping_detail; relay: ${relay_out:-?} packets to Teredo, ${relay_in:-?} from Teredo, ${relay_trusted:-?} trusted peer(s)"
+  fi
 fi
 log "ping6: $ping_status ($ping_detail)"
 
