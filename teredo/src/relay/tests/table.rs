@@ -72,6 +72,50 @@ fn eviction_prefers_least_recently_used_untrusted_peers() {
     assert_eq!(r, Ok(Handled::Encapsulated { to: mapping_n(4) }));
 }
 
+/// A flood of datagrams from sources that each match the mapping in their (made-up) Teredo
+/// address — anyone can forge such a source — fills the table with trusted peers through
+/// `UnknownPeerPolicy::Accept`; the bound and the eviction rules hold, and with
+/// `evict_trusted` off the newcomers are refused, not the table grown.
+#[test]
+fn a_flood_of_matching_unknown_sources_stays_within_the_table() {
+    for evict_trusted in [true, false] {
+        let mut lab = Lab::new(RelayConfig {
+            max_peers: 100,
+            evict_trusted,
+            ..cfg()
+        });
+        let mut accepted = 0u64;
+        for i in 0..5_000u32 {
+            lab.at(f64::from(i) * 0.001);
+            let map = SocketAddrV4::new(
+                Ipv4Addr::from(0xcb00_7100 + (i >> 8)),
+                2000 + (i as u16 & 0xff),
+            );
+            let (r, _) = lab.udp(map, &echo(teredo(SX, 0, map), H, false, 1, 20));
+            match r {
+                Ok(Handled::Forwarded { .. }) => accepted += 1,
+                Err(DropReason::PeerTableFull) => assert!(!evict_trusted),
+                other => panic!("{other:?}"),
+            }
+        }
+        let g = lab.relay.gauges();
+        let c = lab.relay.counters();
+        assert_eq!(g.peers, 100, "evict_trusted {evict_trusted}");
+        assert_eq!(c.unknown_peers_accepted, accepted);
+        if evict_trusted {
+            assert_eq!((accepted, c.trusted_evictions), (5_000, 4_900));
+        } else {
+            assert_eq!((accepted, c.evictions), (100, 0));
+            assert_eq!(c.dropped(DropReason::PeerTableFull), 4_900);
+        }
+        assert!(
+            lab.relay.peers.len() <= 100,
+            "the slab never grew past the bound"
+        );
+        check_invariants(&lab.relay).unwrap();
+    }
+}
+
 #[test]
 fn with_only_trusted_peers_the_least_recently_used_one_is_evicted() {
     let mut lab = Lab::new(RelayConfig {
