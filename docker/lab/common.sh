@@ -14,6 +14,10 @@
   V6HOST=2001:db8:1::100
   PROMETHEUS4=198.51.100.50
   LOADGEN4=198.51.100.60
+  CONFORM4=198.51.100.70
+  # Non-global addresses the conformance container also holds (RS sources a server must
+  # ignore, client mappings a relay must never send to), routed to it from server and relay.
+  CONFORM_NON_GLOBAL="10.99.0.70 192.168.99.70"
   RESULTS=${RESULTS:-/results}
 }
 
@@ -36,6 +40,17 @@ addr_of() {
 drop_default_routes() {
   ip -4 route del default 2>/dev/null || true
   ip -6 route del default 2>/dev/null || true
+}
+
+# route_non_global_to_conform: routes to the conformance container's non-global addresses
+# (via its Internet address; harmless when it does not run), so that anything the device
+# under test sends there reaches the tool and can be seen.
+route_non_global_to_conform() {
+  local a
+  for a in $CONFORM_NON_GLOBAL; do
+    ip route replace "$a/32" via "$CONFORM4" 2>/dev/null ||
+      log "no route to $a via $CONFORM4"
+  done
 }
 
 # write_result NAME JSON: atomically publish one result file for the runner.

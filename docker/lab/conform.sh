@@ -21,12 +21,20 @@ set -uo pipefail
 LAB_ROLE=conform
 # shellcheck source=common.sh
 . /lab/common.sh
-ME4=198.51.100.70
+ME4=$CONFORM4
 ME6=2001:db8:1::70
 EXPECT=$RESULTS/expectations.json
 
 drop_default_routes
 ip -6 route replace 2001::/32 via "$RELAY6" || die "cannot route 2001::/32 via $RELAY6"
+# Non-global sources for S05 and R18 (server and relay route them back here).
+wan=$(iface_of "$INTERNET_PREFIX") || true
+[ -n "$wan" ] || die "no interface on the internet network"
+non_global=()
+for a in $CONFORM_NON_GLOBAL; do
+  ip addr add "$a/32" dev "$wan" || die "cannot add $a"
+  non_global+=(--non-global-source "$a")
+done
 # Docker's IPv6 address is usable only once duplicate address detection is over.
 for _ in $(seq 50); do
   ip -6 addr show tentative | grep -q . || break
@@ -64,7 +72,7 @@ run_device() {
     log "$device: $impl, plain verdict (no implementation name for the expectations)"
   fi
   # shellcheck disable=SC2086 # CONFORM_ARGS is words
-  client-sim conform "$@" --bind "$ME4" --native-local "$ME6" "${expect[@]}" \
+  client-sim conform "$@" --bind "$ME4" --native-local "$ME6" "${non_global[@]}" "${expect[@]}" \
     --json --junit "$RESULTS/conform-$device.xml" --pcap "$RESULTS/conform-$device.pcap" \
     ${CONFORM_ARGS:-} >"$RESULTS/conform-$device.json" 2>"/tmp/conform-$device.err"
   rc=$?

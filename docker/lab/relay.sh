@@ -15,6 +15,7 @@ LAB_ROLE=relay
 . /lab/common.sh
 
 drop_default_routes
+route_non_global_to_conform
 log "relay: ${RELAY_IMPL:-ours}"
 case "${RELAY_IMPL:-ours}" in
   ours)

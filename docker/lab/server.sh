@@ -17,6 +17,7 @@ wan=$(iface_of "$SERVER") || true
 [ -n "$wan" ] || die "no interface holds $SERVER"
 drop_default_routes
 ip addr add "$SERVER_SECONDARY/24" dev "$wan"
+route_non_global_to_conform
 log "$wan: $(ip -o -4 addr show dev "$wan" | awk '{ printf "%s ", $4 }'); server: ${SERVER_IMPL:-ours}"
 case "${SERVER_IMPL:-ours}" in
   ours)
