@@ -19,7 +19,7 @@ use crate::lab::ScenarioJournal;
 const LANE_W: f64 = 170.0;
 const LEFT: f64 = 90.0;
 const TOP: f64 = 56.0;
-const HOP_H: f64 = 40.0;
+const HOP_H: f64 = 54.0;
 const NOTE_H: f64 = 22.0;
 /// A silence this long gets a row of its own (a timer ran).
 const GAP: Duration = Duration::from_secs(1);
@@ -160,7 +160,8 @@ pub(crate) fn ladder(j: &ScenarioJournal, names: &LaneNames) -> (String, LadderS
             .position(|(l, _)| *l == n)
             .map(|i| LEFT + LANE_W * (i as f64 + 0.5))
     };
-    let width = LEFT + LANE_W * lanes.len() as f64 + 20.0;
+    // Room on the right for the last lane's event texts.
+    let width = LEFT + LANE_W * lanes.len() as f64 + 220.0;
     let height = TOP + rows.iter().map(Row::height).sum::<f64>() + 20.0;
     let mut body = String::new();
     let mut stats = LadderStats::default();
@@ -175,8 +176,8 @@ pub(crate) fn ladder(j: &ScenarioJournal, names: &LaneNames) -> (String, LadderS
         let t = format!("{:.3} s", row_time(r).as_secs_f64());
         match r {
             Row::Hop(hop) => {
-                text(&mut body, 6.0, y + 24.0, Anchor::Start, "time", &t);
-                if draw_hop(&mut body, hop, y + 22.0, &x_of) {
+                text(&mut body, 6.0, y + 30.0, Anchor::Start, "time", &t);
+                if draw_hop(&mut body, hop, y + 26.0, &x_of) {
                     stats.drops += 1;
                 }
                 stats.arrows += 1;
@@ -190,7 +191,8 @@ pub(crate) fn ladder(j: &ScenarioJournal, names: &LaneNames) -> (String, LadderS
                 text(&mut body, 6.0, y + 15.0, Anchor::Start, "time", &t);
                 let x = x_of(Node::Client(*i)).unwrap_or(LEFT);
                 let (s, class) = event_text(e);
-                let _ = write!(body, r#"<g class="event {class}">"#);
+                let peer = if *i > 0 { " peer" } else { "" };
+                let _ = write!(body, r#"<g class="event {class}{peer}">"#);
                 let _ = write!(
                     body,
                     r#"<circle cx="{x:.1}" cy="{:.1}" r="4" class="dot"/>"#,
@@ -250,11 +252,15 @@ fn draw_hop(out: &mut String, h: &Hop, y: f64, x_of: &dyn Fn(Node) -> Option<f64
         return dropped;
     };
     let right = x2 >= x1;
-    let class = if dropped {
-        format!("arrow k-{} dropped", m.kind.as_str())
-    } else {
-        format!("arrow k-{}", m.kind.as_str())
-    };
+    // The second client's own traffic is drawn fainter: the scenario's client is the subject.
+    let is_peer = |n: Node| matches!(n, Node::Client(i) | Node::Nat(i) if i > 0);
+    let peer = is_peer(h.from_node) || end_node(h).is_some_and(is_peer);
+    let class = format!(
+        "arrow k-{}{}{}",
+        m.kind.as_str(),
+        if dropped { " dropped" } else { "" },
+        if peer { " peer" } else { "" }
+    );
     let _ = write!(
         out,
         r#"<g class="{class}" data-kind="{}"><title>{}</title>"#,
@@ -288,7 +294,7 @@ fn draw_hop(out: &mut String, h: &Hop, y: f64, x_of: &dyn Fn(Node) -> Option<f64
     text(
         out,
         (x_out + x2) / 2.0,
-        y - 6.0,
+        y - 5.0,
         Anchor::Middle,
         "label",
         &m.label,
@@ -304,7 +310,7 @@ fn draw_hop(out: &mut String, h: &Hop, y: f64, x_of: &dyn Fn(Node) -> Option<f64
     if !h.native {
         text(out, x1 + off, y + 13.0, a_start, "addr", &sent);
     }
-    // ...and as the receiver sees them, by the receiver (after its NAT).
+    // ...and as the receiver sees them, by the receiver (after its NAT), a line lower.
     let seen = match (&h.fate, h.from) {
         (Fate::Delivered { inner_to, .. }, Some(from)) => match inner_to {
             Some(to) => Some(format!("{from} -> {to}")),
@@ -314,24 +320,17 @@ fn draw_hop(out: &mut String, h: &Hop, y: f64, x_of: &dyn Fn(Node) -> Option<f64
         _ => None,
     };
     if let Some(s) = seen {
-        text(out, x2 - off, y + 13.0, a_end, "addr seen", &s);
+        text(out, x2 - off, y + 24.0, a_end, "addr seen", &s);
     }
     if let Some(reason) = reason {
         let s = format!("dropped: {reason}");
-        text(out, x2 - off, y + 13.0, a_end, "drop-reason", &s);
+        text(out, x2 - off, y + 24.0, a_end, "drop-reason", &s);
     }
     // A mapping the sender's NAT created for it.
     if h.new_mapping {
         if let (Some(nat_x), Some(inner), Some(ext)) = (xs.get(1), h.inner_from, h.from) {
             let s = format!("+ mapping {inner} => {ext}");
-            text(
-                out,
-                nat_x + 5.0,
-                y - 20.0 + 6.0,
-                Anchor::Start,
-                "mapping",
-                &s,
-            );
+            text(out, nat_x + 5.0, y - 16.0, Anchor::Start, "mapping", &s);
         }
     }
     out.push_str("</g>");

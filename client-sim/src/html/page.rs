@@ -29,7 +29,7 @@ section.scenario{margin:10px 0;border-top:1px solid #ccc;padding-top:4px}
 section.scenario summary{cursor:pointer;font-weight:bold}
 section.scenario .why{color:#444;font-size:12px;max-width:1100px}
 .scroll{overflow-x:auto}
-svg.ladder{font:11px system-ui,sans-serif;background:#fcfcfc}
+svg.ladder{font:11px system-ui,sans-serif;background:#fcfcfc} svg.legend{font:12px system-ui,sans-serif}
 svg .lane{stroke:#bbb;stroke-width:1} svg .lane-name{font-weight:bold;font-size:12px}
 svg .time{fill:#666} svg .gap{stroke:#999;stroke-dasharray:4 4} svg .gap-text{fill:#777;font-style:italic}
 svg .shaft{stroke-width:2} svg .inflight{stroke-dasharray:3 3}
@@ -38,6 +38,7 @@ svg .drop-reason{fill:#c00;font-weight:bold;font-size:10px} svg .x{stroke:#c00;s
 svg .mapping{fill:#070;font-size:10px} svg .via{fill:#fff;stroke:#333}
 svg .note{fill:#555;font-style:italic} svg .ev{font-weight:bold}
 svg .ev-ok .ev{fill:#080} svg .ev-fail .ev{fill:#c00} svg .ev-warn .ev{fill:#a60} svg .ev-state .ev{fill:#335}
+svg .peer{opacity:.45}
 svg .ev-ok .dot{fill:#080} svg .ev-fail .dot{fill:#c00} svg .ev-warn .dot{fill:#a60} svg .ev-state .dot{fill:#335}
 "#;
 
@@ -106,10 +107,10 @@ const SCRIPT: &str = r#"
 
 fn legend() -> String {
     let mut out = String::from(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" class="legend" width="980" height="22">"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="legend" width="1240" height="22">"#,
     );
     for (i, (kind, name)) in LEGEND.iter().enumerate() {
-        let x = 10.0 + 140.0 * i as f64;
+        let x = 10.0 + 175.0 * i as f64;
         let _ = write!(
             out,
             r#"<g class="k-{}"><line x1="{x}" y1="11" x2="{}" y2="11" class="shaft"/><text x="{}" y="15">{}</text></g>"#,
@@ -184,9 +185,9 @@ pub(crate) fn page(report: &LabReport) -> String {
     out.push_str("<style>");
     out.push_str(CSS);
     for (k, c) in KIND_CSS {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "svg .k-{k} .shaft{{stroke:{c}}} svg .k-{k} .head{{fill:{c}}} svg .k-{k} .label{{fill:{c}}}\n"
+            "svg .k-{k} .shaft{{stroke:{c}}} svg .k-{k} .head{{fill:{c}}} svg .k-{k} .label{{fill:{c}}}"
         );
     }
     out.push_str("</style></head><body>");
