@@ -623,6 +623,15 @@ pub struct LabArgs {
     #[arg(long, value_name = "DIR")]
     pub pcap: Option<PathBuf>,
 
+    /// Write `DIR/report.html`: one self-contained page with the matrix as a grid, a filter,
+    /// and a ladder diagram (message sequence chart) per scenario.
+    #[arg(long, value_name = "DIR")]
+    pub html: Option<PathBuf>,
+
+    /// Write a JUnit XML file: one test case per scenario, a failure per mismatch.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
     /// Only these profiles (repeat or comma-separate; default: all).
     #[arg(
         long = "profile",
@@ -830,8 +839,17 @@ fn run_lab_command(args: &LabArgs) -> anyhow::Result<u8> {
         profiles: args.profiles.iter().map(|p| (*p).into()).collect(),
         nats: args.nats.iter().map(|n| (*n).into()).collect(),
         pcap_dir: args.pcap.clone(),
+        journal: args.html.is_some(),
     };
     let report = run_lab(&opts)?;
+    if let Some(dir) = &args.html {
+        let path = crate::html::write_report(&report, dir)?;
+        let _ = writeln!(std::io::stderr(), "lab: wrote {}", path.display());
+    }
+    if let Some(path) = &args.junit {
+        let xml = crate::lab_junit::junit(&report)?;
+        std::fs::write(path, xml).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let text = if args.json {
         let mut j = serde_json::to_string_pretty(&report.json()).context("cannot encode JSON")?;
         j.push('\n');

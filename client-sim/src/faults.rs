@@ -22,7 +22,7 @@ use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
 use netsim::packets;
-use netsim::sim::{Sender, Sim, SimError};
+use netsim::sim::{Node, Sender, Sim, SimError};
 use netsim::NatDrop;
 use teredo::addr::TEREDO_PORT;
 use teredo::client::{Event, State};
@@ -69,6 +69,7 @@ pub fn run_fault(s: &Scenario, lab_seed: u64, sim: &mut Sim) -> Result<FaultObse
             if let Some(nat) = sim.client_mut(0).and_then(|n| n.nat.as_mut()) {
                 nat.reboot();
             }
+            sim.note(Node::Nat(0), "NAT rebooted (every mapping lost)");
             sim.run_for(SCENARIO_TIME.saturating_sub(FAULT_AT))?;
             o.outbound = ping_run(sim, ECHO_HOST, PINGS)?;
         }

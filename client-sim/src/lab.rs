@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use netsim::sim::{Datagram, EchoHost, Observer, Sim, SimError, DEFAULT_LATENCY};
+use netsim::sim::{Datagram, EchoHost, JournalEntry, Observer, Sim, SimError, DEFAULT_LATENCY};
 use netsim::{Nat, NatConfigError, NatDrop, NatPreset, PortAllocation};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -557,7 +557,7 @@ pub fn select(profiles: &[Profile], nats: &[NatPreset]) -> Vec<Scenario> {
 }
 
 /// The `expected` cell: the final state, and for faults what the fault must show.
-fn expected_summary(s: &Scenario) -> String {
+pub fn expected_summary(s: &Scenario) -> String {
     let f = s.fault.summary();
     if f.is_empty() {
         s.expect.summary()
@@ -590,6 +590,21 @@ pub struct ScenarioResult {
     pub mismatches: Vec<String>,
     /// The capture, when asked for.
     pub pcap: Option<Vec<u8>>,
+    /// The network's journal and every client's events, when asked for (the ladder diagram
+    /// of `lab --html`).
+    pub journal: Option<ScenarioJournal>,
+}
+
+/// What a scenario's ladder diagram is drawn from: the journal of its (strict-relay) network
+/// and each client's events with their times (index 0 is the scenario's client).
+#[derive(Clone, Debug, Default)]
+pub struct ScenarioJournal {
+    /// Every datagram's path and fate, and the network's notes.
+    pub entries: Vec<JournalEntry>,
+    /// Each client's events, by client index.
+    pub events: Vec<Vec<(Duration, Event)>>,
+    /// Each client's NAT, if it has one (by client index).
+    pub behind_nat: Vec<bool>,
 }
 
 impl ScenarioResult {
@@ -610,7 +625,20 @@ pub fn run_scenario(
     lab_seed: u64,
     capture: bool,
 ) -> Result<ScenarioResult, NatConfigError> {
+    run_scenario_with(s, lab_seed, capture, false)
+}
+
+/// [`run_scenario`], keeping the network's journal too when `journal` is set.
+pub fn run_scenario_with(
+    s: &Scenario,
+    lab_seed: u64,
+    capture: bool,
+    journal: bool,
+) -> Result<ScenarioResult, NatConfigError> {
     let (mut sim, seed) = build(s, lab_seed, capture)?;
+    if journal {
+        sim.enable_journal();
+    }
     let mut fault = None;
     let mut run_error = if s.variant.is_fault() {
         match run_fault(s, lab_seed, &mut sim) {
@@ -648,6 +676,11 @@ pub fn run_scenario(
         }
     }
     let pcap = sim.take_pcap();
+    let journal = journal.then(|| ScenarioJournal {
+        entries: sim.journal().to_vec(),
+        events: sim.clients().iter().map(|c| c.events.clone()).collect(),
+        behind_nat: sim.clients().iter().map(|c| c.nat.is_some()).collect(),
+    });
     let mut observed = observe(&sim, run_error, data);
     observed.fault = fault;
     let mut mismatches = s.expect.check(&observed);
@@ -659,6 +692,7 @@ pub fn run_scenario(
         observed,
         mismatches,
         pcap,
+        journal,
     })
 }
 
@@ -893,6 +927,8 @@ pub struct LabOptions {
     pub nats: Vec<NatPreset>,
     /// Write `<scenario>.pcap` files here.
     pub pcap_dir: Option<PathBuf>,
+    /// Keep each scenario's journal ([`ScenarioResult::journal`]).
+    pub journal: bool,
 }
 
 /// The results of a lab run.
@@ -918,7 +954,7 @@ pub fn run_lab(opts: &LabOptions) -> anyhow::Result<LabReport> {
     let capture = opts.pcap_dir.is_some();
     let results: Vec<ScenarioResult> = scenarios
         .iter()
-        .map(|s| run_scenario(s, opts.seed, capture))
+        .map(|s| run_scenario_with(s, opts.seed, capture, opts.journal))
         .collect::<Result<_, _>>()
         .context("cannot configure a scenario's NAT")?;
     if let Some(dir) = &opts.pcap_dir {

@@ -9,6 +9,8 @@
 //! * [`lab`]: every profile × NAT preset and named scenarios on [`netsim::sim`], with expected
 //!   outcomes; `client-sim lab`. [`scenario`] holds what a scenario is and must show,
 //!   [`labnet`] the relay and ping runs the lab and its [`faults`] share.
+//! * [`html`]: `lab --html`, the report page with the matrix and a ladder diagram per
+//!   scenario; [`lab_junit`]: `lab --junit`.
 //! * [`qualify`]: one client over real UDP sockets, optionally behind the NAT model;
 //!   `client-sim qualify`.
 //! * [`ping`]: `client-sim ping` / `udp-echo`: qualify, then echo through the data path.
@@ -19,7 +21,9 @@
 pub mod cli;
 pub mod conform;
 pub mod faults;
+pub mod html;
 pub mod lab;
+pub mod lab_junit;
 pub mod labnet;
 pub mod load;
 pub mod ping;

@@ -224,8 +224,22 @@ fn selection_and_empty_selection() {
         profiles: vec![Profile::XpSp2],
         nats: vec![NatPreset::Symmetric, NatPreset::FullCone],
         pcap_dir: None,
+        journal: false,
     })
     .unwrap();
+    // Keeping the journal (for `--html`) changes no outcome.
+    let journaled = run_lab(&LabOptions {
+        seed: 1,
+        profiles: vec![Profile::XpSp2],
+        nats: vec![NatPreset::Symmetric, NatPreset::FullCone],
+        pcap_dir: None,
+        journal: true,
+    })
+    .unwrap();
+    for (a, b) in r.results.iter().zip(&journaled.results) {
+        assert_eq!(a.observed, b.observed);
+        assert!(a.journal.is_none() && b.journal.is_some());
+    }
     let names: Vec<String> = r.results.iter().map(|r| r.scenario.name()).collect();
     assert_eq!(names, ["xp-sp2__full-cone", "xp-sp2__symmetric"]);
     // The same scenario gives the same result alone or in the full run.
@@ -245,6 +259,7 @@ fn selection_and_empty_selection() {
         profiles: vec![Profile::Miredo],
         nats: vec![],
         pcap_dir: Some(PathBuf::from("/proc/no/such/dir")),
+        journal: false,
     })
     .unwrap_err();
     assert!(

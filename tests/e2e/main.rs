@@ -39,6 +39,8 @@
 //!   `miredo-server` and Miredo relay, and a misbehaving server per fault, asserted against
 //!   `conformance/expectations.json`; its JUnit parsed as XML, its pcap read by tshark.
 //! * `misbehaving`: the misbehaving test server on the wire: each fault breaks its one rule.
+//! * `html_report`: `client-sim lab --html` rendered by headless Chromium (the rendered DOM,
+//!   the console, a screenshot) and its `--junit` parsed as XML.
 //! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
 //!   the full run is `.ci/run`'s "Container lab" step.
 
@@ -49,6 +51,7 @@ mod conform;
 mod conformance;
 mod faults;
 mod floods;
+mod html_report;
 mod interop;
 mod load;
 mod miredo_relay;

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use teredo::io::{Local, Output};
 
-use super::{Datagram, Delivery, Sender, Sim, MAX_DELIVERED_LOG, MAX_DRAIN};
+use super::journal::Via;
+use super::{Datagram, Delivery, Hop, Node, Sender, Sim, MAX_DELIVERED_LOG, MAX_DRAIN};
 use crate::packets;
 use crate::pcap::MAX_UDP_PAYLOAD;
 use crate::Outbound;
@@ -24,15 +25,23 @@ impl Sim {
         }
     }
 
-    pub(super) fn arrive(&mut self, d: Datagram) {
+    pub(super) fn arrive(&mut self, d: Datagram, index: Option<usize>) {
         let now = self.now;
         if let Some(local) = self.server_local(*d.to.ip()) {
+            let node = self.server_node(*d.to.ip());
             if !self.server_up || d.to.port() != self.server.config().port {
                 self.counters.server_unreachable += 1;
+                let why = if self.server_up {
+                    "port unreachable"
+                } else {
+                    "server down"
+                };
+                self.journal_fate(index, self.dropped(node, why));
                 return;
             }
             match self.server.handle_udp(now, local, d.from, &d.payload) {
                 Ok(_) => {
+                    self.journal_fate(index, self.delivered(node, None));
                     let port = self.server.config().port;
                     let mut buf = std::mem::take(&mut self.server_buf);
                     while let Some(out) = self.server.poll_output(&mut buf) {
@@ -45,10 +54,14 @@ impl Sim {
                             } => {
                                 let from = SocketAddrV4::new(self.server.address(from_local), port);
                                 let payload = buf[..len].to_vec();
-                                self.launch(Sender::Server, Datagram { from, to, payload });
+                                self.launch(
+                                    Sender::Server,
+                                    Datagram { from, to, payload },
+                                    Via::default(),
+                                );
                             }
                             Output::Ipv6 { len, .. } if self.relay.is_some() => {
-                                self.native_send(buf[..len].to_vec());
+                                self.native_send(node, buf[..len].to_vec());
                             }
                             Output::Ipv6 { .. } => self.counters.native_discarded += 1,
                             // The server emits no other output.
@@ -58,6 +71,7 @@ impl Sim {
                     self.server_buf = buf;
                 }
                 Err(reason) => {
+                    self.journal_fate(index, self.dropped(node, reason));
                     *self
                         .counters
                         .server_dropped
@@ -70,6 +84,11 @@ impl Sim {
         if let Some(r) = self.relay.as_mut().filter(|r| r.addr == d.to) {
             // Refusals are counted by the relay (`RelayCounters::dropped`).
             let r = r.relay.handle_udp(now, Local::Primary, d.from, &d.payload);
+            let fate = match &r {
+                Ok(_) => self.delivered(Node::Relay, None),
+                Err(reason) => self.dropped(Node::Relay, reason),
+            };
+            self.journal_fate(index, fate);
             self.drain_relay();
             self.relay_in_place(r, &d.payload);
             return;
@@ -81,14 +100,15 @@ impl Sim {
         });
         let Some(i) = target else {
             self.counters.no_route += 1;
+            self.journal_fate(index, self.dropped(Node::Nowhere, "no route"));
             return;
         };
         let node = &mut self.clients[i];
         match node.nat.as_mut() {
-            None => self.deliver_inside(i, d.from, &d.payload),
+            None => self.deliver_inside(i, d.from, &d.payload, index),
             Some(nat) => match nat.inbound(now, d.to, d.from) {
                 Ok(t) if t.delay.is_zero() && t.internal == node.client.local() => {
-                    self.deliver_inside(i, d.from, &d.payload);
+                    self.deliver_inside(i, d.from, &d.payload, index);
                 }
                 Ok(t) if t.internal == node.client.local() => {
                     self.push(
@@ -97,24 +117,43 @@ impl Sim {
                             node: i,
                             from: d.from,
                             payload: d.payload,
+                            journal: index,
                         },
                     );
                 }
                 // A mapping of another internal host: nobody lives there in this model.
-                Ok(_) => self.counters.no_route += 1,
+                Ok(_) => {
+                    self.counters.no_route += 1;
+                    let fate = self.dropped(Node::Nat(i), "no host behind the mapping");
+                    self.journal_fate(index, fate);
+                }
                 // Counted by the NAT.
-                Err(_) => {}
+                Err(e) => self.journal_fate(index, self.dropped(Node::Nat(i), e)),
             },
         }
     }
 
-    pub(super) fn deliver_inside(&mut self, i: usize, from: SocketAddrV4, payload: &[u8]) {
+    pub(super) fn deliver_inside(
+        &mut self,
+        i: usize,
+        from: SocketAddrV4,
+        payload: &[u8],
+        index: Option<usize>,
+    ) {
         let now = self.now;
         let Some(node) = self.clients.get_mut(i) else {
             return;
         };
         // Refusals are counted by the client (`ClientCounters::rejected`).
-        let _ = node.client.handle_udp(now, Local::Primary, from, payload);
+        let r = node.client.handle_udp(now, Local::Primary, from, payload);
+        if index.is_some() {
+            let inner = node.nat.is_some().then(|| node.client.local());
+            let fate = match r {
+                Ok(_) => self.delivered(Node::Client(i), inner),
+                Err(reason) => self.dropped(Node::Client(i), reason),
+            };
+            self.journal_fate(index, fate);
+        }
         self.pump_client(i);
     }
 
@@ -123,7 +162,8 @@ impl Sim {
     pub(super) fn pump_client(&mut self, i: usize) {
         let now = self.now;
         let elapsed = self.elapsed();
-        let mut out: Vec<(Instant, Datagram)> = Vec::new();
+        let mut out: Vec<(Instant, Datagram, Via)> = Vec::new();
+        let mut lost: Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>, String)> = Vec::new();
         let mut inside: Vec<(Instant, SocketAddrV4, Vec<u8>)> = Vec::new();
         {
             let Some(node) = self.clients.get_mut(i) else {
@@ -169,34 +209,58 @@ impl Sim {
                             to,
                             payload,
                         },
+                        Via::default(),
                     )),
                     // No `_` arm: `Outbound` is non-exhaustive for other crates only, so a
                     // new outcome must be routed here before this crate builds.
-                    Some(nat) => match nat.outbound(now, local, to) {
-                        Ok(Outbound::Forward(tr)) => out.push((
-                            now + tr.delay,
-                            Datagram {
-                                from: tr.external,
-                                to,
-                                payload,
-                            },
-                        )),
-                        Ok(Outbound::Hairpin(h)) => {
-                            if h.to == local {
-                                inside.push((now + h.delay, h.from, payload));
+                    Some(nat) => {
+                        let created = nat.counters().mappings_created;
+                        let r = nat.outbound(now, local, to);
+                        let via = Via {
+                            inner: Some(local),
+                            new_mapping: nat.counters().mappings_created > created,
+                        };
+                        match r {
+                            Ok(Outbound::Forward(tr)) => out.push((
+                                now + tr.delay,
+                                Datagram {
+                                    from: tr.external,
+                                    to,
+                                    payload,
+                                },
+                                via,
+                            )),
+                            Ok(Outbound::Hairpin(h)) => {
+                                if h.to == local {
+                                    inside.push((now + h.delay, h.from, payload));
+                                }
                             }
+                            // Counted by the NAT.
+                            Err(e) => lost.push((local, to, payload, e.to_string())),
                         }
-                        // Counted by the NAT.
-                        Err(_) => {}
-                    },
+                    }
                 }
             }
             while let Some(e) = node.client.poll_event() {
                 node.events.push((elapsed, e));
             }
         }
-        for (at, d) in out {
-            self.send_at(at, Sender::Client(i), d);
+        for (inner, to, payload, reason) in lost {
+            let fate = self.dropped(Node::Nat(i), reason);
+            self.journal_hop(Hop {
+                at: elapsed,
+                from_node: Node::Client(i),
+                inner_from: Some(inner),
+                from: None,
+                to: Some(to),
+                new_mapping: false,
+                native: false,
+                payload,
+                fate,
+            });
+        }
+        for (at, d, via) in out {
+            self.send_at(at, Sender::Client(i), d, via);
         }
         for (at, from, payload) in inside {
             self.push(
@@ -205,6 +269,7 @@ impl Sim {
                     node: i,
                     from,
                     payload,
+                    journal: None,
                 },
             );
         }

@@ -35,7 +35,8 @@
 //! * An **observer** ([`Sim::set_observer`]) sees every datagram put on the Internet (as an
 //!   on-path attacker or a tap would) and may inject datagrams of its own.
 //! * Every datagram on the Internet is logged ([`Sim::trace`]) and, if asked, captured as a
-//!   pcap file ([`Sim::enable_pcap`]), native IPv6 packets too.
+//!   pcap file ([`Sim::enable_pcap`]), native IPv6 packets too, or journaled with its path
+//!   through the NATs and its fate ([`Sim::enable_journal`]).
 //!
 //! # Bounds
 //! The run loop stops after [`Sim::step_limit`] steps (an error, never a hang), every
@@ -44,11 +45,13 @@
 //!
 //! # Files
 //! * this file: [`Sim`], its public API and the run loop; `queue`: the event queue;
-//!   `trace`: the datagram, the Internet log and the counters; `node`: the client node, the
+//!   `trace`: the datagram, the Internet log and the counters; `journal`: each datagram's
+//!   path and fate for sequence charts ([`Sim::enable_journal`]); `node`: the client node, the
 //!   echo host and the relay node; `internet`: routing on the IPv4 Internet (server, relay,
 //!   NATs, clients); `native`: the native IPv6 segment (echo host, relay); `tests`.
 
 mod internet;
+mod journal;
 mod native;
 mod node;
 mod queue;
@@ -68,6 +71,8 @@ use teredo::DropReason;
 
 use crate::pcap::{PcapLog, MAX_UDP_PAYLOAD};
 use crate::Nat;
+use journal::Via;
+pub use journal::{Fate, Hop, JournalEntry, Node};
 use node::RelayNode;
 pub use node::{ClientNode, EchoHost};
 use queue::{earliest, Delivery, EventQueue};
@@ -116,6 +121,7 @@ pub struct Sim {
     server_up: bool,
     clients: Vec<ClientNode>,
     trace: Vec<TraceEntry>,
+    journal: Option<Vec<JournalEntry>>,
     pcap: Option<PcapLog>,
     observer: Option<Observer>,
     counters: SimCounters,
@@ -154,6 +160,7 @@ impl Sim {
             server_up: true,
             clients: Vec::new(),
             trace: Vec::new(),
+            journal: None,
             pcap: None,
             observer: None,
             counters: SimCounters::default(),
@@ -173,6 +180,7 @@ impl Sim {
     pub fn restart_server(&mut self) {
         self.server = Server::new(*self.server.config());
         self.counters.server_restarts += 1;
+        self.note(Node::ServerPrimary, "server restarted (state lost)");
     }
 
     /// Restarts the relay: `relay` (a fresh core) replaces the current one at the same
@@ -181,6 +189,7 @@ impl Sim {
         if let Some(r) = self.relay.as_mut() {
             r.relay = relay;
             self.counters.relay_restarts += 1;
+            self.note(Node::Relay, "relay restarted (peer table lost)");
         }
     }
 
@@ -195,7 +204,7 @@ impl Sim {
     /// Teredo address it goes through the relay. Nothing without a native segment.
     pub fn send_native(&mut self, packet: Vec<u8>) {
         if self.relay.is_some() {
-            self.native_send(packet);
+            self.native_send(Node::NativeHost, packet);
         }
     }
 
@@ -259,7 +268,80 @@ impl Sim {
     /// Switches the server on or off (off: datagrams to it are lost, counted as
     /// `server_unreachable`).
     pub fn set_server_up(&mut self, up: bool) {
+        if self.server_up != up {
+            self.note(
+                Node::ServerPrimary,
+                if up { "server up" } else { "server down" },
+            );
+        }
         self.server_up = up;
+    }
+
+    /// Starts the journal ([`JournalEntry`]): every datagram's path and fate from now on,
+    /// with its payload, and the network's notes. Call it before the first run.
+    pub fn enable_journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The journal so far (empty unless [`Self::enable_journal`] was called).
+    pub fn journal(&self) -> &[JournalEntry] {
+        self.journal.as_deref().unwrap_or_default()
+    }
+
+    /// Adds a note about `node` at the current time to the journal (e.g. a fault a lab
+    /// injects from outside, such as a NAT reboot).
+    pub fn note(&mut self, node: Node, text: &str) {
+        let at = self.elapsed();
+        if let Some(j) = self.journal.as_mut() {
+            j.push(JournalEntry::Note {
+                at,
+                node,
+                text: text.to_owned(),
+            });
+        }
+    }
+
+    /// Records a hop; returns its index in the journal.
+    fn journal_hop(&mut self, hop: Hop) -> Option<usize> {
+        let j = self.journal.as_mut()?;
+        j.push(JournalEntry::Hop(hop));
+        Some(j.len() - 1)
+    }
+
+    /// Sets the fate of the hop at `index`.
+    fn journal_fate(&mut self, index: Option<usize>, fate: Fate) {
+        if let (Some(j), Some(i)) = (self.journal.as_mut(), index) {
+            if let Some(JournalEntry::Hop(h)) = j.get_mut(i) {
+                h.fate = fate;
+            }
+        }
+    }
+
+    /// The fate "dropped by `node` now because `reason`".
+    fn dropped(&self, node: Node, reason: impl ToString) -> Fate {
+        Fate::Dropped {
+            at: self.elapsed(),
+            node,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The fate "delivered to `node` now".
+    fn delivered(&self, node: Node, inner_to: Option<SocketAddrV4>) -> Fate {
+        Fate::Delivered {
+            at: self.elapsed(),
+            node,
+            inner_to,
+        }
+    }
+
+    /// The server's lane for one of its addresses.
+    fn server_node(&self, ip: std::net::Ipv4Addr) -> Node {
+        if ip == self.server.config().secondary {
+            Node::ServerSecondary
+        } else {
+            Node::ServerPrimary
+        }
     }
 
     /// Installs an on-path observer (replacing any previous one).
@@ -289,7 +371,10 @@ impl Sim {
             return;
         }
         let at = at.max(self.now);
-        self.push(at, Delivery::Launch(Sender::Injected, datagram));
+        self.push(
+            at,
+            Delivery::Launch(Sender::Injected, datagram, Via::default()),
+        );
     }
 
     /// The current virtual time.
@@ -399,12 +484,19 @@ impl Sim {
             }
         }
         for i in 0..self.clients.len() {
+            let mut expired = 0;
             let node = &mut self.clients[i];
             if let Some(nat) = node.nat.as_mut() {
                 if nat.poll_timeout().is_some_and(|t| t <= now) {
+                    let before = nat.counters().mappings_expired;
                     nat.expire(now);
+                    expired = nat.counters().mappings_expired - before;
                 }
             }
+            if expired > 0 {
+                self.note(Node::Nat(i), &format!("{expired} mapping(s) expired"));
+            }
+            let node = &mut self.clients[i];
             if node.client.poll_timeout().is_some_and(|t| t <= now) {
                 node.client.handle_timeout(now);
                 self.pump_client(i);
@@ -417,8 +509,29 @@ impl Sim {
     }
 
     /// Sends a datagram now: logs it, shows it to the observer, schedules its arrival.
-    fn launch(&mut self, sender: Sender, d: Datagram) {
+    fn launch(&mut self, sender: Sender, d: Datagram, via: Via) {
         let at = self.elapsed();
+        let from_node = match sender {
+            Sender::Server => self.server_node(*d.from.ip()),
+            Sender::Client(i) => Node::Client(i),
+            Sender::Relay => Node::Relay,
+            Sender::Injected => Node::Injected,
+        };
+        let index = if self.journal.is_some() {
+            self.journal_hop(Hop {
+                at,
+                from_node,
+                inner_from: via.inner,
+                from: Some(d.from),
+                to: Some(d.to),
+                new_mapping: via.new_mapping,
+                native: false,
+                payload: d.payload.clone(),
+                fate: Fate::InFlight,
+            })
+        } else {
+            None
+        };
         self.counters.datagrams += 1;
         self.trace.push(TraceEntry {
             at,
@@ -439,7 +552,10 @@ impl Sim {
                         self.counters.injections_refused += 1;
                         continue;
                     }
-                    self.push(inject_at, Delivery::Launch(Sender::Injected, i));
+                    self.push(
+                        inject_at,
+                        Delivery::Launch(Sender::Injected, i, Via::default()),
+                    );
                 }
             }
         }
@@ -452,34 +568,35 @@ impl Sim {
         };
         self.launched += 1;
         let arrive = self.now + self.latency + extra;
-        self.push(arrive, Delivery::Arrive(d, self.launched));
+        self.push(arrive, Delivery::Arrive(d, self.launched, index));
     }
 
     /// Sends `d` at `at`: now, or queued for later.
-    fn send_at(&mut self, at: Instant, sender: Sender, d: Datagram) {
+    fn send_at(&mut self, at: Instant, sender: Sender, d: Datagram, via: Via) {
         if at <= self.now {
-            self.launch(sender, d);
+            self.launch(sender, d, via);
         } else {
-            self.push(at, Delivery::Launch(sender, d));
+            self.push(at, Delivery::Launch(sender, d, via));
         }
     }
 
     fn process(&mut self, what: Delivery) {
         match what {
-            Delivery::Launch(sender, d) => self.launch(sender, d),
-            Delivery::Arrive(d, n) => {
+            Delivery::Launch(sender, d, via) => self.launch(sender, d, via),
+            Delivery::Arrive(d, n, index) => {
                 if n < self.latest_arrived {
                     self.counters.reordered += 1;
                 }
                 self.latest_arrived = self.latest_arrived.max(n);
-                self.arrive(d);
+                self.arrive(d, index);
             }
             Delivery::Inside {
                 node,
                 from,
                 payload,
-            } => self.deliver_inside(node, from, &payload),
-            Delivery::Native(packet) => self.native_arrive(&packet),
+                journal,
+            } => self.deliver_inside(node, from, &payload, journal),
+            Delivery::Native(packet, index) => self.native_arrive(&packet, index),
         }
     }
 }

@@ -8,30 +8,47 @@ use teredo::io::Output;
 use teredo::relay::Handled as RelayHandled;
 use teredo::DropReason;
 
-use super::{Datagram, Delivery, Sender, Sim};
+use super::journal::Via;
+use super::{Datagram, Delivery, Fate, Hop, Node, Sender, Sim};
 use crate::packets;
 use crate::pcap::MAX_UDP_PAYLOAD;
 
 impl Sim {
     /// Puts a packet on the native segment: logged, captured, delivered a latency later.
-    pub(super) fn native_send(&mut self, packet: Vec<u8>) {
+    pub(super) fn native_send(&mut self, from_node: Node, packet: Vec<u8>) {
         self.counters.native_packets += 1;
         let at = self.elapsed();
+        let index = if self.journal.is_some() {
+            self.journal_hop(Hop {
+                at,
+                from_node,
+                inner_from: None,
+                from: None,
+                to: None,
+                new_mapping: false,
+                native: true,
+                payload: packet.clone(),
+                fate: Fate::InFlight,
+            })
+        } else {
+            None
+        };
         if let Some(pcap) = self.pcap.as_mut() {
             pcap.record_ipv6(at, &packet);
         }
         let arrive = self.now + self.latency;
-        self.push(arrive, Delivery::Native(packet));
+        self.push(arrive, Delivery::Native(packet, index));
     }
 
     /// A native packet reaches the echo host, the relay (2001::/32), or nobody.
-    pub(super) fn native_arrive(&mut self, packet: &[u8]) {
+    pub(super) fn native_arrive(&mut self, packet: &[u8], index: Option<usize>) {
         let Some(dst) = packet
             .get(24..40)
             .and_then(|d| <[u8; 16]>::try_from(d).ok())
             .map(Ipv6Addr::from)
         else {
             self.counters.native_no_route += 1;
+            self.journal_fate(index, self.dropped(Node::Nowhere, "malformed"));
             return;
         };
         if let Some(h) = self.echo_host.as_mut().filter(|h| h.addr == dst) {
@@ -41,14 +58,23 @@ impl Sim {
                 Some(packets::Parsed::Udp { .. }) => h.udp_datagrams += 1,
                 _ => {}
             }
-            let answer = if h.up {
+            let up = h.up;
+            let answer = if up {
                 packets::answer(packet, true)
             } else {
                 None
             };
-            if let Some(a) = answer {
+            if answer.is_some() {
                 h.answered += 1;
-                self.native_send(a);
+            }
+            let fate = if up {
+                self.delivered(Node::NativeHost, None)
+            } else {
+                self.dropped(Node::NativeHost, "host down")
+            };
+            self.journal_fate(index, fate);
+            if let Some(a) = answer {
+                self.native_send(Node::NativeHost, a);
             }
             return;
         }
@@ -57,10 +83,18 @@ impl Sim {
             Some(r) if is_teredo(&dst) => {
                 // Refusals are counted by the relay (`RelayCounters::dropped`).
                 let r = r.relay.handle_ipv6(now, packet);
+                let fate = match &r {
+                    Ok(_) => self.delivered(Node::Relay, None),
+                    Err(reason) => self.dropped(Node::Relay, reason),
+                };
+                self.journal_fate(index, fate);
                 self.drain_relay();
                 self.relay_in_place(r, packet);
             }
-            _ => self.counters.native_no_route += 1,
+            _ => {
+                self.counters.native_no_route += 1;
+                self.journal_fate(index, self.dropped(Node::Nowhere, "no route"));
+            }
         }
     }
 
@@ -100,9 +134,10 @@ impl Sim {
                         to,
                         payload: bytes,
                     },
+                    Via::default(),
                 );
             }
-            _ => self.native_send(bytes),
+            _ => self.native_send(Node::Relay, bytes),
         }
     }
 }

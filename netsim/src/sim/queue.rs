@@ -6,22 +6,25 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
+use super::journal::Via;
 use super::{Datagram, Sender};
 
 /// What happens when a queued entry comes due.
 pub(super) enum Delivery {
     /// Put a datagram on the Internet (a delayed send).
-    Launch(Sender, Datagram),
-    /// A datagram reaches its destination on the Internet; the number is its launch order.
-    Arrive(Datagram, u64),
+    Launch(Sender, Datagram, Via),
+    /// A datagram reaches its destination on the Internet; the number is its launch order,
+    /// then its journal entry (when journaling).
+    Arrive(Datagram, u64, Option<usize>),
     /// A datagram reaches a client behind its NAT.
     Inside {
         node: usize,
         from: SocketAddrV4,
         payload: Vec<u8>,
+        journal: Option<usize>,
     },
-    /// A packet reaches its destination on the native IPv6 segment.
-    Native(Vec<u8>),
+    /// A packet reaches its destination on the native IPv6 segment (and its journal entry).
+    Native(Vec<u8>, Option<usize>),
 }
 
 /// One entry of the queue.

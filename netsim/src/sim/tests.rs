@@ -29,6 +29,7 @@ fn queue_orders_by_time_then_sequence() {
                 payload: vec![],
             },
             0,
+            None,
         )
     };
     for (at, seq) in [(3, 1), (1, 2), (1, 3), (2, 4)] {
@@ -188,4 +189,63 @@ fn restarts_keep_the_address_and_count() {
     );
     s.replace_relay(relay);
     assert_eq!(s.counters().relay_restarts, 0);
+}
+
+#[test]
+fn journal_follows_each_datagram_through_the_nat() {
+    let mut s = sim();
+    let t0 = s.now();
+    let ext = Ipv4Addr::new(203, 0, 113, 1);
+    let nat = NatPreset::PortRestricted
+        .config(vec![ext], 1)
+        .unwrap()
+        .unwrap();
+    let local = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 50000);
+    let c = Client::new(
+        ClientConfig::profile(Profile::XpSp2, P),
+        ChaCha8Rng::seed_from_u64(1),
+        local,
+        t0,
+    );
+    s.enable_journal();
+    s.add_client(c, Some(Nat::new(nat)));
+    s.run_for(Duration::from_secs(1)).unwrap();
+    let hops: Vec<&Hop> = s
+        .journal()
+        .iter()
+        .filter_map(|e| match e {
+            JournalEntry::Hop(h) => Some(h),
+            JournalEntry::Note { .. } => None,
+        })
+        .collect();
+    assert_eq!(hops.len(), s.trace().len(), "one hop per datagram");
+    // XP's cone RS leaves through a new mapping and reaches the primary...
+    let rs = hops[0];
+    assert_eq!(rs.from_node, Node::Client(0));
+    assert_eq!(rs.inner_from, Some(local));
+    assert_eq!(rs.from, Some(SocketAddrV4::new(ext, 50000)));
+    assert!(rs.new_mapping);
+    assert!(matches!(
+        rs.fate,
+        Fate::Delivered {
+            node: Node::ServerPrimary,
+            ..
+        }
+    ));
+    // ...and its RA, sent from the secondary address, is filtered by the NAT.
+    let ra = hops[1];
+    assert_eq!(ra.from_node, Node::ServerSecondary);
+    assert_eq!(
+        ra.fate,
+        Fate::Dropped {
+            at: Duration::from_millis(20),
+            node: Node::Nat(0),
+            reason: "filtered by the NAT".to_owned(),
+        }
+    );
+    s.set_server_up(false);
+    assert!(matches!(
+        s.journal().last(),
+        Some(JournalEntry::Note { node: Node::ServerPrimary, text, .. }) if text == "server down"
+    ));
 }
