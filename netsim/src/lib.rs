@@ -75,6 +75,7 @@ mod counters;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod igd;
 mod loss;
 mod nat;
 pub mod packets;
@@ -93,6 +94,7 @@ use std::time::Duration;
 pub use behaviour::{FilteringBehavior, MappingBehavior, Pooling, PortAllocation};
 pub use config::{NatConfig, NatConfigError};
 pub use counters::{NatCounters, NatDrop};
+pub use igd::{Lease, UpnpError, MAX_LEASES};
 pub use nat::{Hairpin, InboundTranslation, Nat, Outbound, Translation};
 pub use preset::NatPreset;
 pub use spec::SPEC_KEYS;
