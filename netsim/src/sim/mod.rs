@@ -55,6 +55,7 @@ mod queue;
 #[cfg(test)]
 mod tests;
 mod trace;
+mod upnp;
 
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
