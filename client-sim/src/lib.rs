@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod conform;
+pub mod connectivity;
 pub mod faults;
 pub mod lab;
 pub mod labnet;
