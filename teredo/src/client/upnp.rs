@@ -80,6 +80,21 @@ impl Client {
         self.upnp.mapped.filter(|_| self.upnp.enabled)
     }
 
+    /// Shutdown (RFC 6081 §5.3.5: uninitialization "MUST be performed"): queues a
+    /// [`UpnpRequest::DeletePortMapping`] of the granted port, if any, and leaves the
+    /// extension off until qualification starts over. Call it before dropping the client.
+    pub fn release_upnp(&mut self) {
+        if let (true, Some(m)) = (self.upnp.enabled, self.upnp.mapped) {
+            self.upnp = UpnpState {
+                pending: Some(UpnpRequest::DeletePortMapping {
+                    external_port: m.port(),
+                    internal: self.local,
+                }),
+                ..UpnpState::default()
+            };
+        }
+    }
+
     /// Whether the profile runs the extension (it depends on symmetric NAT support).
     pub(super) fn upnp_active(&self) -> bool {
         self.cfg.upnp && self.cfg.symmetric_support

@@ -148,3 +148,25 @@ fn a_refusal_leaves_the_extension_off() {
     assert_eq!(c.state(), State::Qualified);
     assert_eq!(c.nat_type(), NatType::Cone);
 }
+
+#[test]
+fn release_deletes_the_granted_mapping() {
+    let now = t0();
+    let mut c = client(Profile::Win7);
+    let _ = c.poll_output(&mut [0u8; 256]);
+    c.release_upnp();
+    assert!(
+        matches!(c.poll_output(&mut [0u8; 256]), Some(Output::Udp { .. })),
+        "nothing to delete before a mapping was granted"
+    );
+    c.handle_upnp(now, UpnpAnswer::Mapped(EXT));
+    c.release_upnp();
+    assert_eq!(
+        c.poll_output(&mut [0u8; 256]),
+        Some(Output::Upnp(UpnpRequest::DeletePortMapping {
+            external_port: EXT.port(),
+            internal: PRIVATE,
+        }))
+    );
+    assert!(!c.status().upnp);
+}
