@@ -12,11 +12,7 @@ use crate::Nat;
 /// Performs `request` on `nat`'s IGD (none without a NAT) and returns the answer the client
 /// gets, if the request has one. An `AddPortMapping` is followed by `GetExternalIPAddress`
 /// (RFC 6081 §5.3.3); if that fails the mapping is deleted again (its SHOULD).
-pub fn perform(
-    nat: Option<&mut Nat>,
-    now: Instant,
-    request: UpnpRequest,
-) -> Option<UpnpAnswer> {
+pub fn perform(nat: Option<&mut Nat>, now: Instant, request: UpnpRequest) -> Option<UpnpAnswer> {
     match request {
         UpnpRequest::AddPortMapping { internal, lease } => {
             let Some(nat) = nat else {
