@@ -4,7 +4,8 @@
 //! or the reason it cannot.
 //!
 //! The rows are the cells the client core can answer today: those of the UPnP-enabled
-//! Symmetric NAT extension (§3.2, §5.3) and their controls. The port-preserving,
+//! Symmetric NAT extension (§3.2, §5.3), their controls, and the same cells with a Miredo
+//! or XP end, where the figure's "SNS" does not hold because that end lacks the extension. The port-preserving,
 //! sequential and hairpinning cells wait for their extensions.
 
 use std::fmt::Write as _;
@@ -18,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use teredo::client::{Client, ClientConfig, Profile, State};
 use teredo::relay::TrustPolicy;
 use teredo::server::ServerConfig;
+use teredo::DropReason;
 
 use crate::labnet::{lab_relay, ping_run};
 use crate::scenario::{scenario_seed, PathObserved, ECHO_HOST, PINGS, RELAY_ADDR, SERVER};
@@ -57,6 +59,10 @@ pub enum Reach {
     Works(&'static str),
     /// No echo request is answered, and a NAT dropped datagrams for this reason.
     No(NatDrop),
+    /// No echo request is answered: one end lacks Symmetric NAT Support (the figure's "SNS"
+    /// assumes both have it) and drops the other's datagrams from a mapping its address does
+    /// not embed (`spoofed_source`, counted by either client).
+    NoSns,
 }
 
 /// One row: sender, receiver, the figure's entry, the expectation, why.
@@ -136,6 +142,45 @@ pub const ROWS: &[Row] = &[
         why: "the control: without UPnP neither NAT admits the other's fresh mappings",
     },
     Row {
+        from: End::new(P::Miredo, N::PortRestricted, false),
+        to: End::new(P::Win7, N::PortRestricted, true),
+        figure: "port restricted -> UPnP port-restricted: Yes",
+        expect: Reach::Works("RFC 4380"),
+        why: "both mappings are endpoint-independent: plain RFC 4380 bubbles, whatever the \
+              receiver's gateway",
+    },
+    Row {
+        from: End::new(P::Miredo, N::FullCone, false),
+        to: End::new(P::Win7, N::Symmetric, true),
+        figure: "cone -> UPnP port symmetric: SNS",
+        expect: Reach::NoSns,
+        why: "win7 trusts miredo (its bubble comes from its embedded mapping, through the \
+              lease), but win7's answers leave from a fresh mapping and miredo 1.2, without \
+              symmetric NAT support, drops them",
+    },
+    Row {
+        from: End::new(P::Win7, N::Symmetric, true),
+        to: End::new(P::Miredo, N::FullCone, false),
+        figure: "UPnP port symmetric -> cone: SNS",
+        expect: Reach::NoSns,
+        why: "the cone NAT lets win7's datagrams in, from a fresh mapping; miredo ignores the \
+              nonce trailer and drops them",
+    },
+    Row {
+        from: End::new(P::XpSp2, N::FullCone, false),
+        to: End::new(P::Win7, N::Symmetric, true),
+        figure: "cone -> UPnP port symmetric: SNS",
+        expect: Reach::NoSns,
+        why: "as with miredo: XP has no symmetric NAT support",
+    },
+    Row {
+        from: End::new(P::Win7, N::Symmetric, true),
+        to: End::new(P::XpSp2, N::FullCone, false),
+        figure: "UPnP port symmetric -> cone: SNS",
+        expect: Reach::NoSns,
+        why: "as with miredo: XP drops datagrams from a mapping the address does not embed",
+    },
+    Row {
         from: End::new(P::Vista, N::Symmetric, true),
         to: End::new(P::Win7, N::Symmetric, true),
         figure: "port symmetric -> UPnP port symmetric: No",
@@ -156,6 +201,8 @@ pub struct RowResult {
     pub upnp_used: [bool; 2],
     /// The ping run, if the sender qualified.
     pub ping: Option<PathObserved>,
+    /// Datagrams both clients refused as `spoofed_source` during the ping run.
+    pub spoofed: u64,
     /// How it differs from the expectation (empty: as expected).
     pub mismatches: Vec<String>,
 }
@@ -210,8 +257,16 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
     let mut sim = build(row, lab_seed)?;
     let mut error = None;
     let mut ping = None;
-    let run = |sim: &mut Sim| -> Result<Option<PathObserved>, SimError> {
+    let spoofed_now = |sim: &Sim| -> u64 {
+        sim.clients()
+            .iter()
+            .map(|n| n.client.counters().rejected(DropReason::SpoofedSource))
+            .sum()
+    };
+    let mut spoofed_before = 0;
+    let mut run = |sim: &mut Sim| -> Result<Option<PathObserved>, SimError> {
         sim.run_for(QUALIFY_TIME)?;
+        spoofed_before = spoofed_now(sim);
         match sim.client(1).and_then(|n| n.client.address()) {
             Some(peer) => ping_run(sim, peer, PINGS),
             None => Ok(None),
@@ -221,6 +276,7 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
         Ok(p) => ping = p,
         Err(e) => error = Some(e.to_string()),
     }
+    let spoofed = spoofed_now(&sim).saturating_sub(spoofed_before);
     let state = |i: usize| sim.client(i).map(|n| n.client.status());
     let qualified = [0, 1].map(|i| state(i).is_some_and(|s| s.state == State::Qualified));
     let upnp_used = [0, 1].map(|i| state(i).is_some_and(|s| s.upnp));
@@ -254,6 +310,14 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
                 mismatches.push(format!("no nat {} drop", drop.as_str()));
             }
         }
+        (Reach::NoSns, Some(o)) => {
+            if o.received != 0 {
+                mismatches.push(format!("{}/{} replies (expected none)", o.received, o.sent));
+            }
+            if spoofed == 0 {
+                mismatches.push("no spoofed_source refusal".to_owned());
+            }
+        }
         _ => {}
     }
     Ok(RowResult {
@@ -261,6 +325,7 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
         qualified,
         upnp_used,
         ping,
+        spoofed,
         mismatches,
     })
 }
@@ -282,14 +347,18 @@ pub fn table(results: &[RowResult]) -> String {
         let expected = match r.row.expect {
             Reach::Works(ext) => format!("works ({ext})"),
             Reach::No(d) => format!("no (nat {})", d.as_str()),
+            Reach::NoSns => "no (no SNS)".to_owned(),
         };
         let upnp = format!("{}/{}", yes_no(r.upnp_used[0]), yes_no(r.upnp_used[1]));
         let replies = r.ping.as_ref().map_or("-".to_owned(), |o| {
-            let drops: Vec<String> = o
+            let mut drops: Vec<String> = o
                 .nat_drops
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
+            if r.spoofed > 0 {
+                drops.push(format!("spoofed={}", r.spoofed));
+            }
             format!("{}/{} {}", o.received, o.sent, drops.join(","))
         });
         let result = if r.mismatches.is_empty() {
@@ -326,6 +395,7 @@ pub fn json(results: &[RowResult]) -> serde_json::Value {
             let (expected, extension) = match r.row.expect {
                 Reach::Works(ext) => ("works".to_owned(), Some(ext)),
                 Reach::No(d) => (format!("no: nat {}", d.as_str()), None),
+                Reach::NoSns => ("no: no symmetric NAT support".to_owned(), None),
             };
             serde_json::json!({
                 "sender": r.row.from.label(),
@@ -339,6 +409,7 @@ pub fn json(results: &[RowResult]) -> serde_json::Value {
                 "replies": r.ping.as_ref().map(|o| o.received),
                 "sent": r.ping.as_ref().map(|o| o.sent),
                 "nat_drops": r.ping.as_ref().map(|o| o.nat_drops.clone()),
+                "spoofed_source": r.spoofed,
                 "ok": r.mismatches.is_empty(),
                 "mismatches": r.mismatches,
             })
