@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::igd::Igd;
+use crate::leases::Igd;
 use crate::loss::lose;
 use crate::ports::Ports;
 use crate::table::{passed, Dest, MappingKey, Table};
