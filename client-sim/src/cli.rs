@@ -13,6 +13,7 @@ use netsim::{NatPreset, SPEC_KEYS};
 use teredo::client::{ClientType, Profile};
 use teredo_rt::{LogFormat, Shutdown};
 
+use crate::connectivity;
 use crate::lab::{run_lab, LabOptions};
 use crate::load::{run_load, LoadOptions, Phase, Target, EXIT_LOSS, EXIT_NOT_ALL_CLIENTS};
 use crate::ping::{ping, PingOptions, Probe, MAX_SIZE};
@@ -850,12 +851,26 @@ fn run_lab_command(args: &LabArgs) -> anyhow::Result<u8> {
         let xml = crate::lab_junit::junit(&report)?;
         std::fs::write(path, xml).with_context(|| format!("cannot write {}", path.display()))?;
     }
+    // The RFC 6081 connectivity rows are pairs of profiles and NATs: run with the whole lab
+    // only, not with a --profile/--nat selection.
+    let rows = if opts.profiles.is_empty() && opts.nats.is_empty() {
+        connectivity::run_all(opts.seed).context("cannot configure a connectivity row's NAT")?
+    } else {
+        Vec::new()
+    };
+    let rows_ok = rows.iter().all(|r| r.mismatches.is_empty());
     let text = if args.json {
-        let mut j = serde_json::to_string_pretty(&report.json()).context("cannot encode JSON")?;
+        let mut json = report.json();
+        if let Some(o) = json.as_object_mut() {
+            o.insert("rfc6081_connectivity".to_owned(), connectivity::json(&rows));
+        }
+        let mut j = serde_json::to_string_pretty(&json).context("cannot encode JSON")?;
         j.push('\n');
         j
-    } else {
+    } else if rows.is_empty() {
         report.table()
+    } else {
+        format!("{}\n{}", report.table(), connectivity::table(&rows))
     };
     write_stdout(&text)?;
     // On stderr, so that stdout is a pure function of the seed.
@@ -865,7 +880,7 @@ fn run_lab_command(args: &LabArgs) -> anyhow::Result<u8> {
         report.results.len(),
         started.elapsed().as_secs_f64()
     );
-    Ok(if report.ok() { 0 } else { 1 })
+    Ok(if report.ok() && rows_ok { 0 } else { 1 })
 }
 
 fn write_stdout(text: &str) -> anyhow::Result<()> {

@@ -20,6 +20,7 @@
 
 pub mod cli;
 pub mod conform;
+pub mod connectivity;
 pub mod faults;
 pub mod html;
 pub mod lab;

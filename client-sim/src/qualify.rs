@@ -555,6 +555,16 @@ impl Driver {
                     self.delivered.push_back((teredo_rt::now(), packet));
                     continue;
                 }
+                // Only the in-process NAT model has an IGD to ask; a kernel NAT is not asked
+                // (no UPnP client here), the answer is a failure and the client goes on
+                // without the extension.
+                Some(Output::Upnp(request)) => {
+                    let now = teredo_rt::now();
+                    if let Some(a) = netsim::sim::perform_upnp(self.nat.as_mut(), now, request) {
+                        self.client.handle_upnp(now, a);
+                    }
+                    continue;
+                }
                 Some(_) => continue,
                 None => break,
             };

@@ -41,7 +41,8 @@ pub struct StatusReport {
 /// `NAT Special Behaviour   : UPNP: No, PortPreserving: Yes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct NatSpecialBehaviour {
-    /// UPnP (RFC 6081 §5.3): not implemented, always false.
+    /// The NAT's UPnP gateway granted the client a port mapping (RFC 6081 §5.3's UPnP-Enabled
+    /// NAT flag; only profiles that ask, behind a NAT model with `upnp=on`).
     pub upnp: bool,
     /// Mapped port == local port (RFC 6081 §5.4); `None` before any mapping was learned.
     pub port_preserving: Option<bool>,
@@ -186,7 +187,7 @@ mod tests {
 
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-    use teredo::client::{ClientConfig, ProbePhase, Profile};
+    use teredo::client::{ClientConfig, ProbePhase, Profile, UpnpAnswer};
 
     use super::*;
 
@@ -220,6 +221,32 @@ mod tests {
         assert_eq!(json["state"], "probe (cone)");
         assert!(json["teredo_address"].is_null());
         assert!(json["nat_special_behaviour"]["port_preserving"].is_null());
+    }
+
+    #[test]
+    fn upnp_yes_once_the_gateway_mapped_the_port() {
+        let now = Instant::now();
+        let local = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 40000);
+        let mut c = Client::new(
+            ClientConfig::profile(Profile::Win7, Ipv4Addr::new(198, 51, 100, 1)),
+            ChaCha8Rng::seed_from_u64(1),
+            local,
+            now,
+        );
+        let no = "NAT Special Behaviour   : UPNP: No, PortPreserving: unknown";
+        assert!(StatusReport::of(&c).to_string().contains(no));
+        c.handle_upnp(
+            now,
+            UpnpAnswer::Mapped(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 40000)),
+        );
+        let r = StatusReport::of(&c);
+        assert!(r
+            .to_string()
+            .contains("NAT Special Behaviour   : UPNP: Yes, PortPreserving: unknown"));
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["nat_special_behaviour"]["upnp"],
+            true
+        );
     }
 
     #[test]

@@ -102,6 +102,10 @@ pub struct NatConfig {
     /// Whether datagrams to the NAT's own external addresses are hairpinned (REQ-9) or dropped.
     /// Spec key `hairpin`.
     pub hairpinning: bool,
+    /// Whether the NAT runs a UPnP Internet Gateway Device that accepts port mappings
+    /// (RFC 6081 §3.2's "UPnP-enabled" NATs; see [`Nat::add_port_mapping`]). Off by default
+    /// and in every preset. Spec key `upnp`.
+    pub upnp: bool,
     /// Probability in `0.0..=1.0` that a datagram is lost, drawn independently per datagram and
     /// per direction from the seeded RNG. Spec key `loss` (`0.1` or `10%`).
     pub loss: f64,
@@ -124,7 +128,7 @@ impl NatConfig {
     pub const DEFAULT_EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 
     /// A port-restricted cone NAT (EIM + APDF, port preserving, paired, 120 s, hairpinning on,
-    /// no impairment) on the given addresses: Linux masquerade's behaviour and the most common
+    /// no UPnP, no impairment) on the given addresses: Linux masquerade's behaviour and the most common
     /// home NAT, hence the base that spec keys modify.
     pub fn new(external_ips: Vec<Ipv4Addr>, seed: u64) -> Self {
         Self {
@@ -136,6 +140,7 @@ impl NatConfig {
             timeout: DEFAULT_TIMEOUT,
             inbound_refresh: false,
             hairpinning: true,
+            upnp: false,
             loss: 0.0,
             delay: Duration::ZERO,
             port_range: DEFAULT_PORT_RANGE,

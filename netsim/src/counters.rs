@@ -82,6 +82,14 @@ pub struct NatCounters {
     pub hairpin_off: u64,
     /// Calls to [`Nat::reboot`].
     pub reboots: u64,
+    /// UPnP control requests to the IGD (add, get address, delete), refused ones included.
+    pub upnp_requests: u64,
+    /// UPnP requests the IGD refused (no IGD, conflict, table full, no such entry).
+    pub upnp_refused: u64,
+    /// Port mappings added (or renewed) through `AddPortMapping`.
+    pub upnp_mappings_added: u64,
+    /// Inbound (or hairpinned) datagrams delivered through a UPnP port mapping.
+    pub upnp_inbound: u64,
 }
 
 impl NatCounters {

@@ -31,9 +31,11 @@ fn remote(b: u8) -> SocketAddrV4 {
 /// Input: a spec string `[len: u8][bytes]` (parsed with [`NatConfig::from_spec`]; what
 /// parses must print back with [`NatConfig::to_spec`] to a spec that parses to the same
 /// config), five config bytes (behaviours, 1–3 external addresses, a small mapping cap and
-/// port range, timeout, loss, seed), then operations `[op: u8][args]`; `op % 6`: 0 outbound
-/// `[host][remote]` (bit 7 of remote: to one of the NAT's own addresses, i.e. hairpin),
-/// 1 inbound `[external][port][remote]`, 2 clock step, 3 expire, 4 reboot, 5 mapping lookup.
+/// port range, timeout, loss, seed; the seed's low bit turns the UPnP gateway on), then
+/// operations `[op: u8][args]`; `op % 7`: 0 outbound `[host][remote]` (bit 7 of remote: to
+/// one of the NAT's own addresses, i.e. hairpin), 1 inbound `[external][port][remote]`,
+/// 2 clock step, 3 expire, 4 reboot, 5 mapping lookup, 6 UPnP `[host][port][flags]` (bit 0:
+/// delete, else add with a lease of `flags >> 1` seconds; bit 7 of port: the host's own port).
 /// After every operation the tables are checked for internal consistency, and translations
 /// must use the NAT's own addresses and port range.
 pub fn nat(data: &[u8]) {
@@ -61,6 +63,7 @@ pub fn nat(data: &[u8]) {
         cfg.port_range = lo..=lo + u16::from(c[2] & 31);
     }
     cfg.timeout = Duration::from_secs(u64::from(c[3]));
+    cfg.upnp = c[4] & 1 == 1;
     let (lo, hi) = (*cfg.port_range.start(), *cfg.port_range.end());
     let mut nat = Nat::new(cfg);
     let mut now = teredo::fuzzing::epoch();
@@ -69,7 +72,7 @@ pub fn nat(data: &[u8]) {
         if input.is_empty() {
             break;
         }
-        match input.u8() % 6 {
+        match input.u8() % 7 {
             0 => {
                 let from = internal(input.u8());
                 let r = input.u8();
@@ -129,6 +132,33 @@ pub fn nat(data: &[u8]) {
             4 => {
                 nat.reboot();
                 assert_eq!(nat.mappings(), 0);
+            }
+            6 => {
+                let host = internal(input.u8());
+                let p = input.u8();
+                let flags = input.u8();
+                let port = if p & 0x80 != 0 {
+                    host.port()
+                } else {
+                    lo.wrapping_add(u16::from(p))
+                };
+                if flags & 1 == 1 {
+                    let _ = nat.delete_port_mapping(now, port, *host.ip());
+                } else {
+                    let lease = Duration::from_secs(u64::from(flags >> 1));
+                    if let Ok(x) = nat.add_port_mapping(now, port, host, lease) {
+                        assert!(ips.contains(x.ip()) && x.port() == port, "lease {x}");
+                        if externals.len() < 8 && !externals.contains(&x) {
+                            externals.push(x);
+                        }
+                    }
+                }
+                // A live lease is held by one host and never shares its port with another
+                // host's dynamic mapping.
+                let leases = nat.leases(now);
+                for (i, l) in leases.iter().enumerate() {
+                    assert!(leases[..i].iter().all(|o| o.external != l.external));
+                }
             }
             _ => {
                 let from = internal(input.u8());

@@ -75,6 +75,8 @@ mod counters;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod igd;
+mod leases;
 mod loss;
 mod nat;
 pub mod packets;
@@ -93,6 +95,8 @@ use std::time::Duration;
 pub use behaviour::{FilteringBehavior, MappingBehavior, Pooling, PortAllocation};
 pub use config::{NatConfig, NatConfigError};
 pub use counters::{NatCounters, NatDrop};
+pub use igd::{UpnpError, MAX_LEASES};
+pub use leases::Lease;
 pub use nat::{Hairpin, InboundTranslation, Nat, Outbound, Translation};
 pub use preset::NatPreset;
 pub use spec::SPEC_KEYS;

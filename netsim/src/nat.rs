@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::leases::Igd;
 use crate::loss::lose;
 use crate::ports::Ports;
 use crate::table::{passed, Dest, MappingKey, Table};
@@ -69,13 +70,15 @@ impl Outbound {
 /// deterministic functions of the config, the seed and the inputs so far.
 #[derive(Debug, Clone)]
 pub struct Nat {
-    config: NatConfig,
+    pub(crate) config: NatConfig,
     rng: ChaCha8Rng,
     /// The mappings.
     pub(crate) table: Table,
     /// Port allocation state.
     ports: Ports,
-    counters: NatCounters,
+    pub(crate) counters: NatCounters,
+    /// The UPnP IGD's leases (empty unless [`NatConfig::upnp`]).
+    pub(crate) igd: Igd,
 }
 
 impl Nat {
@@ -91,6 +94,7 @@ impl Nat {
             table: Table::new(n, track_endpoints),
             ports: Ports::new(&config),
             counters: NatCounters::default(),
+            igd: Igd::default(),
             config,
         }
     }
@@ -184,13 +188,15 @@ impl Nat {
         self.table.next_expiry().map(|(deadline, _)| deadline)
     }
 
-    /// The "NAT reboot" fault: forgets every mapping (counted in `mappings_flushed`) and
-    /// restarts sequential allocation from the bottom of the port range. The RNG is not
+    /// The "NAT reboot" fault: forgets every mapping (counted in `mappings_flushed`) and every
+    /// UPnP lease (a home router keeps them in RAM; RFC 6081 §5.3.1's persisted port exists
+    /// for that) and restarts sequential allocation from the bottom of the port range. The RNG is not
     /// reseeded, so a run stays a deterministic function of its seed.
     pub fn reboot(&mut self) {
         self.counters.mappings_flushed += self.table.len() as u64;
         self.counters.reboots += 1;
         self.table.clear();
+        self.igd.clear();
         self.ports.reset(&self.config);
         tracing::debug!("nat rebooted");
     }
@@ -311,6 +317,12 @@ impl Nat {
         external: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Result<SocketAddrV4, NatDrop> {
+        if let Some(lease) = self.igd.lease_on(external, now) {
+            // A UPnP port mapping admits anyone (RFC 6081 §3.2).
+            let internal = lease.internal;
+            self.counters.upnp_inbound += 1;
+            return Ok(internal);
+        }
         if !self.table.contains(external) {
             return self.reject(NatDrop::NoMapping);
         }
@@ -352,6 +364,22 @@ impl Nat {
         if self.table.len() >= self.config.max_mappings {
             return self.reject(NatDrop::TableFull);
         }
+        if let Some(external) = self.leased_port_for(now, key.internal) {
+            let pool_idx = self
+                .config
+                .external_ips
+                .iter()
+                .position(|ip| ip == external.ip())
+                .unwrap_or(0);
+            let expires = now.checked_add(self.config.timeout);
+            self.table.insert(external, key, pool_idx, expires);
+            self.counters.mappings_created += 1;
+            tracing::debug!(internal = %key.internal, %external, "nat mapping created on the upnp lease");
+            return Ok(external);
+        }
+        self.igd.prune(now);
+        let reserved = self.igd.reserved_ports(key.internal);
+        self.table.set_reserved(reserved);
         let allocated = self
             .ports
             .allocate(&self.config, &mut self.rng, &self.table, key.internal);
@@ -364,6 +392,19 @@ impl Nat {
         self.counters.mappings_created += 1;
         tracing::debug!(internal = %key.internal, %external, "nat mapping created");
         Ok(external)
+    }
+}
+
+impl Nat {
+    /// The leased external endpoint of `internal` when its next dynamic mapping goes there:
+    /// it holds a live lease, the port is in the NAT's range and no mapping sits on it.
+    fn leased_port_for(&self, now: Instant, internal: SocketAddrV4) -> Option<SocketAddrV4> {
+        let lease = self.igd.lease_of(internal, now)?;
+        let external = lease.external;
+        (self.config.port_range.contains(&external.port())
+            && self.is_external(*external.ip())
+            && !self.table.contains(external))
+        .then_some(external)
     }
 }
 

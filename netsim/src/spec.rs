@@ -30,6 +30,7 @@ pub const SPEC_KEYS: &[&str] = &[
     "timeout",
     "inbound-refresh",
     "hairpin",
+    "upnp",
     "loss",
     "delay",
     "port-range",
@@ -58,7 +59,7 @@ impl NatConfig {
     /// | `ips` | IPv4 addresses joined by `+` |
     /// | `seed` | u64 |
     /// | `timeout`, `delay` | integer with unit `ns`, `us`, `ms`, `s`, `m`, `h` |
-    /// | `inbound-refresh`, `hairpin` | `on`/`off`, `true`/`false`, `yes`/`no`, `1`/`0` |
+    /// | `inbound-refresh`, `hairpin`, `upnp` | `on`/`off`, `true`/`false`, `yes`/`no`, `1`/`0` |
     /// | `loss` | `0.0..=1.0` or a percentage `10%` |
     /// | `port-range` | `LOW-HIGH` or a single port |
     /// | `max-mappings` | positive integer |
@@ -115,6 +116,7 @@ impl NatConfig {
                 "delay" => next.delay = parse_duration(v).ok_or_else(|| duration_err(key, v))?,
                 "inbound-refresh" => next.inbound_refresh = parse_bool(key, v)?,
                 "hairpin" => next.hairpinning = parse_bool(key, v)?,
+                "upnp" => next.upnp = parse_bool(key, v)?,
                 "loss" => next.loss = parse_loss(v)?,
                 "port-range" => next.port_range = parse_port_range(v)?,
                 "max-mappings" => {
@@ -137,7 +139,7 @@ impl NatConfig {
         let ips: Vec<String> = self.external_ips.iter().map(Ipv4Addr::to_string).collect();
         format!(
             "mapping={},filtering={},ports={},pooling={},ips={},seed={},timeout={},\
-             inbound-refresh={},hairpin={},loss={},delay={},port-range={}-{},max-mappings={}",
+             inbound-refresh={},hairpin={},upnp={},loss={},delay={},port-range={}-{},max-mappings={}",
             self.mapping,
             self.filtering,
             self.ports,
@@ -147,6 +149,7 @@ impl NatConfig {
             format_duration(self.timeout),
             on_off(self.inbound_refresh),
             on_off(self.hairpinning),
+            on_off(self.upnp),
             self.loss,
             format_duration(self.delay),
             self.port_range.start(),

@@ -70,6 +70,8 @@ pub(crate) struct Table {
     /// Whether `endpoint_pool` is kept: only where it matters (arbitrary pooling over several
     /// addresses).
     track_endpoints: bool,
+    /// External endpoints held by UPnP leases of other hosts: not free for a new mapping.
+    reserved: Vec<SocketAddrV4>,
 }
 
 impl Table {
@@ -82,6 +84,7 @@ impl Table {
             used: vec![0; pool_len],
             endpoint_pool: HashMap::new(),
             track_endpoints,
+            reserved: Vec::new(),
         }
     }
 
@@ -131,7 +134,14 @@ impl Table {
     }
 
     pub(crate) fn port_free(&self, ip: Ipv4Addr, port: u16) -> bool {
-        !self.by_external.contains_key(&SocketAddrV4::new(ip, port))
+        let ep = SocketAddrV4::new(ip, port);
+        !self.by_external.contains_key(&ep) && !self.reserved.contains(&ep)
+    }
+
+    /// Sets the endpoints [`Self::port_free`] treats as taken (the other hosts' UPnP leases,
+    /// before an allocation).
+    pub(crate) fn set_reserved(&mut self, reserved: Vec<SocketAddrV4>) {
+        self.reserved = reserved;
     }
 
     /// The first free port at or after `start`, wrapping within `lo..=hi`.

@@ -5,6 +5,7 @@
 //! driver never parses what a core emitted: it picks a socket, counts by kind and sends.
 
 use std::net::SocketAddrV4;
+use std::time::Duration;
 
 /// Which of a component's UDP sockets a datagram arrived on or leaves from. A server has
 /// two (its primary and secondary addresses: the cone test depends on which one answers); a
@@ -64,6 +65,8 @@ pub enum Kind {
     Icmpv6,
     /// An ICMPv6 error the component generated itself (e.g. address unreachable).
     Icmpv6Error,
+    /// A request to the NAT's UPnP gateway ([`Output::Upnp`]; a client, RFC 6081 §5.3).
+    UpnpRequest,
 }
 
 impl Kind {
@@ -77,6 +80,7 @@ impl Kind {
         Self::EchoRequest,
         Self::Icmpv6,
         Self::Icmpv6Error,
+        Self::UpnpRequest,
     ];
 
     /// snake_case metric label.
@@ -90,6 +94,7 @@ impl Kind {
             Self::EchoRequest => "echo_request",
             Self::Icmpv6 => "icmpv6",
             Self::Icmpv6Error => "icmpv6_error",
+            Self::UpnpRequest => "upnp_request",
         }
     }
 
@@ -122,6 +127,36 @@ pub enum Output {
         /// What it is.
         kind: Kind,
     },
+    /// A call on the NAT's UPnP Internet Gateway Device (a client's RFC 6081 §5.3
+    /// extension). No bytes: `buf` is untouched, `len()` is 0. A driver that can reach an
+    /// IGD performs it *before* sending the outputs that follow (the first RS must find the
+    /// port mapping in place) and gives the answer back to the core
+    /// (`Client::handle_upnp`); one that cannot may ignore it, and the core then works
+    /// without the extension.
+    Upnp(UpnpRequest),
+}
+
+/// What a core asks of a UPnP IGD (UPnP WANIPConnection actions, as RFC 6081 §5.3.3 and
+/// §5.3.5.1 call them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UpnpRequest {
+    /// `AddPortMapping` (NewRemoteHost "", NewExternalPort = NewInternalPort =
+    /// `internal.port()`, UDP, NewInternalClient `internal`, enabled, "TEREDO", `lease`; a
+    /// zero lease means "until deleted"), then, if it succeeded, `GetExternalIPAddress`.
+    AddPortMapping {
+        /// The client's own socket address.
+        internal: SocketAddrV4,
+        /// NewLeaseDuration.
+        lease: Duration,
+    },
+    /// `DeletePortMapping` (NewRemoteHost "", NewExternalPort, UDP).
+    DeletePortMapping {
+        /// The external port to unmap.
+        external_port: u16,
+        /// The client's own socket address (which host asks).
+        internal: SocketAddrV4,
+    },
 }
 
 impl Output {
@@ -129,10 +164,11 @@ impl Output {
     pub fn len(&self) -> usize {
         match *self {
             Self::Udp { len, .. } | Self::Ipv6 { len, .. } => len,
+            Self::Upnp(_) => 0,
         }
     }
 
-    /// Whether there are no bytes (never, for an output a core emitted).
+    /// Whether there are no bytes (only [`Output::Upnp`], which carries none).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -141,6 +177,7 @@ impl Output {
     pub fn kind(&self) -> Kind {
         match *self {
             Self::Udp { kind, .. } | Self::Ipv6 { kind, .. } => kind,
+            Self::Upnp(_) => Kind::UpnpRequest,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use teredo::io::{Local, Output};
 
 use super::journal::Via;
-use super::{Datagram, Delivery, Hop, Node, Sender, Sim, MAX_DELIVERED_LOG, MAX_DRAIN};
+use super::{upnp, Datagram, Delivery, Hop, Node, Sender, Sim, MAX_DELIVERED_LOG, MAX_DRAIN};
 use crate::packets;
 use crate::pcap::MAX_UDP_PAYLOAD;
 use crate::Outbound;
@@ -182,6 +182,14 @@ impl Sim {
                         continue;
                     }
                     Some(Output::Ipv6 { len, .. }) => len,
+                    // Performed before this batch's datagrams cross the NAT, so the first
+                    // RS already finds the port mapping.
+                    Some(Output::Upnp(request)) => {
+                        if let Some(answer) = upnp::perform(node.nat.as_mut(), now, request) {
+                            node.client.handle_upnp(now, answer);
+                        }
+                        continue;
+                    }
                     Some(_) => continue,
                     None => break,
                 };

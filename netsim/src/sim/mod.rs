@@ -58,6 +58,11 @@ mod queue;
 #[cfg(test)]
 mod tests;
 mod trace;
+mod upnp;
+
+/// A client's UPnP request performed on its NAT's IGD (also for drivers over real sockets
+/// that run the NAT model in process).
+pub use upnp::perform as perform_upnp;
 
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@ mod ports;
 mod presets;
 mod props;
 mod spec;
+mod upnp;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};

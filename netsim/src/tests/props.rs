@@ -76,6 +76,7 @@ fn arb_config() -> impl Strategy<Value = NatConfig> {
                     timeout: secs(timeout),
                     inbound_refresh: inr,
                     hairpinning: hp,
+                    upnp: false,
                     loss,
                     delay: Duration::from_millis(delay),
                     port_range: lo..=lo + span,

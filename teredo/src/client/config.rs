@@ -134,6 +134,11 @@ pub struct ClientConfig {
     pub secondary_check: bool,
     /// RFC 6081 §5.2: keep the address behind a symmetric NAT instead of going offline.
     pub symmetric_support: bool,
+    /// RFC 6081 §5.3: before qualifying, ask the NAT's UPnP gateway for a port mapping of
+    /// the client's port ([`Output::Upnp`](crate::io::Output::Upnp)); behind a single
+    /// UPnP-enabled symmetric NAT, send to symmetric peers at their embedded mapping. Needs
+    /// `symmetric_support` (the RFC's dependency); ignored without it.
+    pub upnp: bool,
     /// RFC 5991 §3.1: 12 random flag bits (mask 0x3CFF), drawn once per mapping.
     pub random_flags: bool,
     /// Link-local source of restricted RSs (cone flag clear).
@@ -211,6 +216,7 @@ impl ClientConfig {
     /// | `use_cone_flag` | yes | no | no (R5991 App. A) | no | no |
     /// | `secondary_check` | yes (R4380) | yes | yes (obs. "symmetric (port)") | yes | no (M ignores `ServerAddress2`) |
     /// | `symmetric_support` | no → offline (seed how-to) | no | yes (R6081 §5.2, TEREDO.md §12) | yes | n/a |
+    /// | `upnp` (R6081 §5.3) | no (needs `symmetric_support`) | no | no \[UNVERIFIED\], an option | yes (see below) | no (M TODO "support for UPnP IGD") |
     /// | `random_flags` | no | yes (R5991 §3.1) | yes (SP1, R5991 App. A) | yes | yes (M ≥ 1.1.0) |
     /// | link-locals | fe80::5445:5245:444f / fe80::8000:5445:5245:444f | fe80::ffff:ffff:fffe / fe80::8000:ffff:ffff:fffe | as rfc5991 | as rfc5991 | fe80::ffff:ffff:ffff (cone unused) |
     /// | `xp_slla` | yes (TEREDO.md §4.1) | no | no | no | no |
@@ -226,6 +232,13 @@ impl ClientConfig {
     /// profiles answer a relayed bubble with a direct bubble to the origin indication whose
     /// destination is the relayed bubble's source; only `symmetric_support` adds the nonce.
     ///
+    /// UPnP in Windows: Microsoft's "Required Firewall Exceptions for Teredo" (learn.microsoft.com,
+    /// win32/teredo) asks firewalls to pass UDP port 1900 "as this allows UPnP discovery
+    /// traffic to flow and has the potential to improve connectivity rates", naming
+    /// FwpmSystemPortsGet0, an API of Windows 7 and later; KB 968510 says the same; netsh
+    /// outputs of later Windows print `UPNP: Yes` (TEREDO.md §12). No source says whether
+    /// Vista did it: off there, a knob like any other.
+    ///
     /// Windows retries after a failure too, but its delay is not documented; Miredo's 100 s
     /// is used for every profile. The rfc5991 profile follows the RFCs alone, and the
     /// managed-network rule is a Windows policy, not an RFC requirement.
@@ -238,6 +251,7 @@ impl ClientConfig {
             use_cone_flag: false,
             secondary_check: true,
             symmetric_support: false,
+            upnp: false,
             random_flags: true,
             ll_restricted: LL_WINDOWS_RESTRICTED,
             ll_cone: LL_WINDOWS_CONE,
@@ -278,6 +292,7 @@ impl ClientConfig {
             Profile::Win7 => {
                 c.cone_probe = true;
                 c.symmetric_support = true;
+                c.upnp = true;
                 c.dormant_after = Some(WIN7_DORMANT_AFTER);
             }
             Profile::Miredo => {

@@ -10,6 +10,10 @@ use super::Client;
 pub struct ClientCounters {
     /// RSs handed to the driver.
     pub rs_sent: u64,
+    /// UPnP port mappings the IGD granted (RFC 6081 §5.3.3).
+    pub upnp_mappings: u64,
+    /// UPnP requests answered with a failure (no IGD, refused).
+    pub upnp_failures: u64,
     /// RAs accepted.
     pub ra_accepted: u64,
     /// Datagrams refused by [`Client::handle_udp`] on the qualification path: router
@@ -73,6 +77,8 @@ impl Default for ClientCounters {
     fn default() -> Self {
         Self {
             rs_sent: 0,
+            upnp_mappings: 0,
+            upnp_failures: 0,
             ra_accepted: 0,
             ra_rejected: 0,
             rejected_by_reason: [0; DropReason::ALL.len()],

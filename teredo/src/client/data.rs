@@ -117,8 +117,12 @@ impl Client {
         }
         // Case 1: trusted and valid.
         let validity = self.cfg.peer_validity;
+        let target = self.peers.get(&dst).and_then(|p| {
+            let m = p.mapping.filter(|_| p.valid(now, validity))?;
+            Some(self.send_target(&dst, p.symmetric, m))
+        });
         if let Some(p) = self.peers.get_mut(&dst) {
-            if let (true, Some(to)) = (p.valid(now, validity), p.mapping) {
+            if let Some(to) = target {
                 p.last_tx = Some(now);
                 p.last_used = now;
                 self.push_output(to, Kind::Data, packet.to_vec())?;
@@ -209,6 +213,7 @@ impl Client {
         let validity = self.cfg.peer_validity;
         let mut reply_to = target;
         let mut answer_indirectly = false;
+        let mut symmetric_peer = false;
         if let Some(t) = teredo {
             // RFC 6081 §5.2.4.3: remember (or clear) the peer's nonce.
             if self.ensure_peer(now, src, Some(t)).is_ok() {
@@ -220,6 +225,7 @@ impl Client {
                     if let (true, Some(m)) = (p.trusted, p.mapping) {
                         reply_to = m;
                     }
+                    symmetric_peer = p.symmetric;
                     // RFC 6081 §3.1, second case: a peer behind a symmetric NAT cannot
                     // receive our direct answer at its embedded mapping, so also answer
                     // with an indirect bubble (a probe exchange of our own, paced as usual,
@@ -248,6 +254,8 @@ impl Client {
                 }
             }
         }
+        // RFC 6081 §5.3.4.2: a symmetric peer at its embedded mapping, under UPnP.
+        let reply_to = self.send_target(&src, symmetric_peer, reply_to);
         if !self.take_reply_token(now) {
             self.counters.reply_bubbles_suppressed += 1;
             return Ok(Handled::RelayedBubble);
@@ -279,6 +287,17 @@ impl Client {
         bubble: bool,
     ) -> Result<Handled, DropReason> {
         let src = pkt.src();
+        // RFC 6081 §5.3.4.1: a direct bubble from another mapping than its embedded one
+        // comes from behind a symmetric NAT.
+        if let (true, Some(t), Some(p)) = (
+            bubble,
+            TeredoAddr::from_ipv6(&src),
+            self.peers.get_mut(&src),
+        ) {
+            if t.mapped != from {
+                p.symmetric = true;
+            }
+        }
         if let Some(p) = self.peers.get(&src) {
             // Case 1: trusted, from its mapping.
             if p.trusted && p.mapping == Some(from) {

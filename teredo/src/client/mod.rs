@@ -99,11 +99,13 @@ mod qualification;
 mod state;
 #[cfg(test)]
 mod tests;
+mod upnp;
 
 pub use config::*;
 pub use counters::ClientCounters;
 pub use peers::{PeerInfo, PeerPhase};
 pub use state::*;
+pub use upnp::{UpnpAnswer, UPNP_LEASE};
 
 use counters::Path;
 use outputs::Queued;
@@ -308,6 +310,8 @@ pub struct Client {
     /// Token bucket of the answers to relayed bubbles, in thousandths of a token.
     reply_tokens: u64,
     reply_last: Instant,
+    /// RFC 6081 §5.3 state.
+    upnp: upnp::UpnpState,
 }
 
 impl fmt::Debug for Client {
@@ -361,6 +365,7 @@ impl Client {
             delivery_bytes: 0,
             reply_tokens: u64::from(REPLY_BUBBLE_BURST) * 1000,
             reply_last: now,
+            upnp: upnp::UpnpState::default(),
         };
         c.start_qualification(now);
         c
@@ -422,7 +427,7 @@ impl Client {
             state: self.state,
             managed_network: self.cfg.managed_network,
             nat: self.nat,
-            upnp: false,
+            upnp: self.upnp.enabled,
             port_preserving: self.mapping.map(|m| m.port() == self.local.port()),
             local_mapping: self.local,
             external_mapping: self.mapping,

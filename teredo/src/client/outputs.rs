@@ -21,7 +21,7 @@ pub(super) struct Queued {
 
 impl Client {
     /// Writes the next output into `buf` and says what it is and where it goes. Order:
-    /// datagrams to send first ([`Output::Udp`] from [`Local::Primary`]: the pending RS, then
+    /// a UPnP request first ([`Output::Upnp`], no bytes), then datagrams to send ([`Output::Udp`] from [`Local::Primary`]: the pending RS, then
     /// bubbles, echo tests and data in the order they were produced), then packets for the
     /// host ([`Output::Ipv6`], IPv6 packets to our Teredo address, trailers stripped, in the
     /// order they arrived). `None` when there is nothing left. A buffer of
@@ -29,6 +29,9 @@ impl Client {
     /// does not fit is lost (it will be retransmitted); any other output that does not fit is
     /// discarded and counted (`output_buffer_too_small`); the next one is tried.
     pub fn poll_output(&mut self, buf: &mut [u8]) -> Option<Output> {
+        if let Some(request) = self.upnp.pending.take() {
+            return Some(Output::Upnp(request));
+        }
         if let Some(rs) = self.pending.take() {
             let auth = Auth::nonce_only(rs.nonce);
             match emit_rs(buf, Some(&auth), rs.src, self.cfg.xp_slla) {

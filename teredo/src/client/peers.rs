@@ -95,6 +95,9 @@ pub(super) struct Peer {
     pub(super) nonce_sent: [Option<[u8; 4]>; 2],
     /// RFC 6081 "Nonce Received": echoed in our direct bubbles.
     pub(super) nonce_received: Option<[u8; 4]>,
+    /// RFC 6081 §5.3.1 "Symmetric Peer flag": a direct bubble came from another mapping than
+    /// the one embedded in its address.
+    pub(super) symmetric: bool,
     pub(super) queue: VecDeque<Vec<u8>>,
     pub(super) queue_bytes: usize,
 }
@@ -117,6 +120,7 @@ impl Peer {
             echo: None,
             nonce_sent: [None; 2],
             nonce_received: None,
+            symmetric: false,
             queue: VecDeque::new(),
             queue_bytes: 0,
         }
@@ -324,6 +328,11 @@ impl Client {
         let symmetric = self.cfg.symmetric_support;
         let interval = self.pacing().interval;
         let fresh = symmetric.then(|| self.rng.next_u32().to_be_bytes());
+        // RFC 6081 §5.3.4.2: a symmetric peer at its embedded mapping, under UPnP.
+        let direct_to = self
+            .peers
+            .get(&addr)
+            .and_then(|p| p.mapping.map(|m| self.send_target(&addr, p.symmetric, m)));
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
@@ -339,7 +348,7 @@ impl Client {
             if let Some(n) = fresh {
                 p.nonce_sent = [Some(n), p.nonce_sent[0]];
             }
-            let direct_to = p.mapping.unwrap_or(t.mapped);
+            let direct_to = direct_to.unwrap_or(t.mapped);
             out.push((direct_to, Kind::Bubble, bubble_bytes(own, addr, echo)));
             out.push((
                 SocketAddrV4::new(t.server, TEREDO_PORT),
@@ -435,6 +444,7 @@ impl Client {
             return;
         };
         let changed = !p.trusted || p.mapping != Some(from);
+        let symmetric_peer = p.symmetric;
         p.trusted = true;
         p.mapping = Some(from);
         p.last_rx = Some(now);
@@ -450,6 +460,7 @@ impl Client {
         }
         self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
         self.set_deadline(addr, None);
+        let to = self.send_target(&addr, symmetric_peer, from);
         if changed {
             tracing::debug!(peer = %addr, mapping = %from, "client trusts peer");
             self.push_event(Event::PeerTrusted {
@@ -458,7 +469,7 @@ impl Client {
             });
         }
         for packet in queue {
-            match self.push_output(from, Kind::Data, packet) {
+            match self.push_output(to, Kind::Data, packet) {
                 Ok(()) => {
                     self.counters.flushed += 1;
                     self.counters.ipv6_sent += 1;

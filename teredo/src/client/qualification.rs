@@ -19,7 +19,11 @@ use super::*;
 pub(super) enum Step {
     Cone,
     Restricted,
-    Secondary { m1: SocketAddrV4 },
+    /// `cone`: the cone probe got through (UPnP: it may only have met the port mapping).
+    Secondary {
+        m1: SocketAddrV4,
+        cone: bool,
+    },
     Refresh,
 }
 
@@ -123,6 +127,20 @@ impl Client {
     pub(super) fn on_ra(&mut self, now: Instant, ex: Exchange, mapped: SocketAddrV4) {
         tracing::debug!(step = ?ex.step, %mapped, "teredo client accepted RA");
         match ex.step {
+            // A UPnP port mapping lets the cone probe's answer in whatever the NAT's
+            // filtering: only the secondary comparison RFC 6081 §5.3.3 asks for tells a
+            // symmetric NAT, so a UPnP client makes it.
+            Step::Cone if self.upnp.enabled && self.cfg.secondary_check => {
+                self.mapping = Some(mapped);
+                self.set_state(State::Probe(ProbePhase::Secondary));
+                self.begin_exchange(
+                    now,
+                    Step::Secondary {
+                        m1: mapped,
+                        cone: true,
+                    },
+                );
+            }
             Step::Cone => {
                 let nat = self.none_or(mapped, NatType::Cone);
                 self.qualify(now, ex, mapped, nat);
@@ -131,15 +149,26 @@ impl Client {
                 self.mapping = Some(mapped);
                 if self.cfg.secondary_check {
                     self.set_state(State::Probe(ProbePhase::Secondary));
-                    self.begin_exchange(now, Step::Secondary { m1: mapped });
+                    self.begin_exchange(
+                        now,
+                        Step::Secondary {
+                            m1: mapped,
+                            cone: false,
+                        },
+                    );
                 } else {
                     let nat = self.none_or(mapped, NatType::Restricted);
                     self.qualify(now, ex, mapped, nat);
                 }
             }
-            Step::Secondary { m1 } => {
+            Step::Secondary { m1, cone } => {
                 if mapped == m1 {
-                    let nat = self.none_or(m1, NatType::Restricted);
+                    let kind = if cone {
+                        NatType::Cone
+                    } else {
+                        NatType::Restricted
+                    };
+                    let nat = self.none_or(m1, kind);
                     self.qualify(now, ex, m1, nat);
                 } else {
                     let nat = if mapped.ip() != m1.ip() {
@@ -170,6 +199,7 @@ impl Client {
                     self.address = Some(new);
                     // Peers know the old address; start over with the new one.
                     self.reset_data_path();
+                    self.upnp_qualified(mapped);
                     self.counters.address_changes += 1;
                     tracing::debug!(?old, %new, %mapped, "teredo mapping changed");
                     if let Some(old) = old {
@@ -200,6 +230,7 @@ impl Client {
         self.nat = nat;
         self.error = None;
         self.qualified_cone = ex.cone;
+        self.upnp_qualified(mapped);
         let address = self.build_address(mapped, ex.cone);
         self.address = Some(address);
         self.last_activity = self.last_activity.max(now);
@@ -272,6 +303,7 @@ impl Client {
         } else {
             (ProbePhase::Restricted, Step::Restricted)
         };
+        self.upnp_request();
         self.set_state(State::Probe(phase));
         self.begin_exchange(now, step);
     }

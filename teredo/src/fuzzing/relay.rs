@@ -269,6 +269,7 @@ impl Harness {
                 );
                 assert_eq!(kind == Kind::Icmpv6Error, Some(src) == self.cfg.icmp_source);
             }
+            Output::Upnp(r) => panic!("a relay asks no UPnP gateway: {r:?}"),
         }
     }
 

@@ -16,7 +16,9 @@ mod proptests;
 pub use auth::{Auth, AuthRepr};
 pub use origin::OriginIndication;
 pub use packet::TeredoPacket;
-pub use trailer::{Trailer, TrailerKind, Trailers};
+pub use trailer::{
+    AlternateAddress, DiscoveryType, NdOption, RandomPort, Trailer, TrailerKind, Trailers,
+};
 pub use view::Ipv6Header;
 
 /// Why bytes could not be parsed as what they claim to be.

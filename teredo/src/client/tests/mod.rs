@@ -4,3 +4,4 @@
 mod data;
 mod net;
 mod qualification;
+mod upnp;

@@ -124,6 +124,7 @@ impl Output {
                 assert_eq!(kind == Kind::Icmpv6Error, own, "{kind:?}");
                 Self::Ipv6 { len }
             }
+            crate::io::Output::Upnp(r) => panic!("a relay asks no UPnP gateway: {r:?}"),
         }
     }
 }

@@ -7,6 +7,35 @@
 
 use super::WireError;
 
+mod alternate;
+mod nd_option;
+mod random_port;
+
+pub use alternate::{AlternateAddress, MAX_ALTERNATES};
+pub use nd_option::{DiscoveryType, NdOption};
+pub use random_port::RandomPort;
+
+/// Writes the type and length octets of a trailer whose value is `value_len` bytes, after
+/// checking that `buf` holds the whole trailer; returns the trailer's length.
+fn emit_header(ty: u8, value_len: usize, buf: &mut [u8]) -> Result<usize, WireError> {
+    let len = 2 + value_len;
+    if buf.len() < len {
+        return Err(WireError::BufferTooSmall { need: len });
+    }
+    buf[0] = ty;
+    buf[1] = value_len as u8;
+    Ok(len)
+}
+
+/// The value of `t` if it is of type `ty`, else `Err(Invalid(what))`.
+fn value_of<'a>(t: &Trailer<'a>, ty: u8, what: &'static str) -> Result<&'a [u8], WireError> {
+    if t.ty == ty {
+        Ok(t.value)
+    } else {
+        Err(WireError::Invalid(what))
+    }
+}
+
 /// Trailer type: 4-byte nonce (Symmetric NAT Support, Hairpinning).
 pub const TYPE_NONCE: u8 = 0x01;
 /// Trailer type: alternate addresses (Hairpinning).
