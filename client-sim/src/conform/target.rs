@@ -1,6 +1,6 @@
 //! The device(s) under test and what the tool has to test them with. Checks read it to
 //! address the target and to decide whether they can run (a check that needs something
-//! missing here is reported as skipped with [`Target::need_*`]'s reason).
+//! missing here is reported as skipped with the reason a `Target::need_*` method gives).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::Duration;

@@ -1,10 +1,10 @@
 //! Relay checks (RFC 4380 §5.4): TEREDO.md (b) 16–20 and the checks beside them. The tool
 //! plays a Teredo client X and X's server SX (on its own address, port 3544, so it sees the
-//! relay's indirect bubbles) and, with `--native-local`, the native host ([`lab`]).
+//! relay's indirect bubbles) and, with `--native-local`, the native host (`lab.rs`).
 //!
-//! R16 first contact ([`deliver`]), R17 pacing ([`pacing`]), R18 egress filters
-//! ([`egress`]), R19 and R23 ingress anti-spoofing ([`ingress`]), R20 staleness
-//! ([`stale`]), R21 queue ([`queue`]), R22 malformed datagrams ([`malformed`]).
+//! R16 first contact (`deliver.rs`), R17 pacing (`pacing.rs`), R18 egress filters
+//! (`egress.rs`), R19 and R23 ingress anti-spoofing (`ingress.rs`), R20 staleness
+//! (`stale.rs`), R21 queue (`queue.rs`), R22 malformed datagrams (`malformed.rs`).
 
 mod deliver;
 mod egress;
