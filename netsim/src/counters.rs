@@ -82,6 +82,11 @@ pub struct NatCounters {
     pub hairpin_off: u64,
     /// Calls to [`Nat::reboot`].
     pub reboots: u64,
+    /// Outbound datagrams that found their mapping's port reserved toward their destination
+    /// and got a mapping of their own ([`NatConfig::unsolicited_reserve`]).
+    ///
+    /// [`NatConfig::unsolicited_reserve`]: crate::NatConfig::unsolicited_reserve
+    pub mappings_diverted: u64,
 }
 
 impl NatCounters {

@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::loss::lose;
 use crate::ports::Ports;
+use crate::reserve::Reservations;
 use crate::table::{passed, Dest, MappingKey, Table};
 use crate::{
     FilteringBehavior, MappingBehavior, NatConfig, NatConfigError, NatCounters, NatDrop, Pooling,
@@ -75,6 +76,8 @@ pub struct Nat {
     pub(crate) table: Table,
     /// Port allocation state.
     ports: Ports,
+    /// Ports reserved by refused inbound datagrams ([`NatConfig::unsolicited_reserve`]).
+    reserved: Reservations,
     counters: NatCounters,
 }
 
@@ -90,6 +93,7 @@ impl Nat {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             table: Table::new(n, track_endpoints),
             ports: Ports::new(&config),
+            reserved: Reservations::default(),
             counters: NatCounters::default(),
             config,
         }
@@ -149,6 +153,8 @@ impl Nat {
     /// and applies filtering: EIF admits anyone, ADF a remote IP this mapping has sent to, APDF
     /// a remote IP:port it has sent to, each permit lasting `timeout` after the last outbound
     /// datagram to that remote. Refreshes the mapping only with [`NatConfig::inbound_refresh`].
+    /// With [`NatConfig::unsolicited_reserve`], a refused datagram (filtered or no mapping)
+    /// reserves `external` toward `remote`.
     pub fn inbound(
         &mut self,
         now: Instant,
@@ -158,7 +164,13 @@ impl Nat {
         if self.lose() {
             return self.reject(NatDrop::Lost);
         }
-        let internal = self.deliver(now, external, remote)?;
+        let internal = match self.deliver(now, external, remote) {
+            Ok(internal) => internal,
+            Err(e) => {
+                self.reserve(now, external, remote);
+                return Err(e);
+            }
+        };
         self.counters.inbound_translated += 1;
         Ok(InboundTranslation {
             internal,
@@ -177,6 +189,7 @@ impl Nat {
             self.counters.mappings_expired += 1;
             tracing::debug!(%external, "nat mapping expired");
         }
+        self.reserved.expire(now);
     }
 
     /// When the next mapping expires, if any: the instant to call [`Nat::expire`] at.
@@ -191,6 +204,7 @@ impl Nat {
         self.counters.mappings_flushed += self.table.len() as u64;
         self.counters.reboots += 1;
         self.table.clear();
+        self.reserved.clear();
         self.ports.reset(&self.config);
         tracing::debug!("nat rebooted");
     }
@@ -199,6 +213,12 @@ impl Nat {
     /// first for an exact live count).
     pub fn mappings(&self) -> usize {
         self.table.len()
+    }
+
+    /// Port reservations held ([`NatConfig::unsolicited_reserve`]), including lapsed ones not
+    /// yet removed (call [`Nat::expire`] first for an exact count).
+    pub fn reservations(&self) -> usize {
+        self.reserved.len()
     }
 
     /// The external endpoint an outbound datagram from `internal` to `remote` would use now,
@@ -258,7 +278,16 @@ impl Nat {
         lose(&mut self.rng, self.config.loss)
     }
 
+    /// The key of the mapping an outbound datagram uses: the mapping behaviour's, unless a
+    /// reservation diverted this remote to a mapping of its own that still exists.
     fn key_for(&self, internal: SocketAddrV4, remote: SocketAddrV4) -> MappingKey {
+        let diverted = MappingKey {
+            internal,
+            dest: Dest::IpPort(remote),
+        };
+        if self.config.unsolicited_reserve.is_some() && self.table.lookup(&diverted).is_some() {
+            return diverted;
+        }
         let dest = match self.config.mapping {
             MappingBehavior::EndpointIndependent => Dest::Any,
             MappingBehavior::AddressDependent => Dest::Ip(*remote.ip()),
@@ -289,9 +318,22 @@ impl Nat {
             Some(external) => {
                 self.table.remove(external);
                 self.counters.mappings_expired += 1;
-                self.create(now, key)?
+                self.create(now, key, remote)?
             }
-            None => self.create(now, key)?,
+            None => self.create(now, key, remote)?,
+        };
+        // The mapping's endpoint is reserved toward this remote (a refused inbound datagram
+        // from it): like masquerade, take another port, in a mapping of its own for it.
+        let diverted = MappingKey {
+            internal,
+            dest: Dest::IpPort(remote),
+        };
+        let external = if key != diverted && self.reserved.is_reserved(external, remote, now) {
+            let external = self.create(now, diverted, remote)?;
+            self.counters.mappings_diverted += 1;
+            external
+        } else {
+            external
         };
         let until = now.checked_add(self.config.timeout);
         self.table.refresh(external, until);
@@ -345,16 +387,43 @@ impl Nat {
         Ok(internal)
     }
 
-    fn create(&mut self, now: Instant, key: MappingKey) -> Result<SocketAddrV4, NatDrop> {
+    /// Reserves `external` toward `remote` after a refused inbound datagram, if configured.
+    fn reserve(&mut self, now: Instant, external: SocketAddrV4, remote: SocketAddrV4) {
+        let Some(d) = self.config.unsolicited_reserve else {
+            return;
+        };
+        let Some(until) = now.checked_add(d) else {
+            return;
+        };
+        self.reserved.expire(now);
+        self.reserved
+            .reserve(external, remote, until, self.config.max_mappings);
+        tracing::debug!(%external, %remote, "nat port reserved by a refused datagram");
+    }
+
+    /// A new mapping for `key`, whose first datagram goes to `remote` (the new port is never
+    /// one reserved toward it).
+    fn create(
+        &mut self,
+        now: Instant,
+        key: MappingKey,
+        remote: SocketAddrV4,
+    ) -> Result<SocketAddrV4, NatDrop> {
         // Reclaim expired mappings first: they must not hold table slots or ports that a
         // real NAT would already have freed. Amortised, each mapping expires once.
         self.expire(now);
         if self.table.len() >= self.config.max_mappings {
             return self.reject(NatDrop::TableFull);
         }
-        let allocated = self
-            .ports
-            .allocate(&self.config, &mut self.rng, &self.table, key.internal);
+        let reserved = &self.reserved;
+        let avoid = |external: SocketAddrV4| reserved.is_reserved(external, remote, now);
+        let allocated = self.ports.allocate(
+            &self.config,
+            &mut self.rng,
+            &self.table,
+            key.internal,
+            &avoid,
+        );
         let Some((pool_idx, port)) = allocated else {
             return self.reject(NatDrop::NoPort);
         };
@@ -378,6 +447,7 @@ pub(crate) fn check_invariants(nat: &Nat) {
         (c.pooling == Pooling::Paired).then(|| crate::ports::paired_index(c.seed, ip, n))
     };
     nat.table.check_invariants(c, paired);
+    nat.reserved.check_invariants(c.max_mappings);
     let k = &nat.counters;
     assert_eq!(
         k.mappings_created,

@@ -134,14 +134,6 @@ impl Table {
         !self.by_external.contains_key(&SocketAddrV4::new(ip, port))
     }
 
-    /// The first free port at or after `start`, wrapping within `lo..=hi`.
-    pub(crate) fn scan_free(&self, ip: Ipv4Addr, start: u16, lo: u16, hi: u16) -> Option<u16> {
-        let start = start.clamp(lo, hi);
-        (start..=hi)
-            .chain(lo..start)
-            .find(|p| self.port_free(ip, *p))
-    }
-
     /// Moves the mapping's deadline to `until` (never earlier than it was, should the caller's
     /// clock step back; `None`, never, stays never).
     pub(crate) fn refresh(&mut self, external: SocketAddrV4, until: Deadline) {
