@@ -442,6 +442,16 @@ pub const DATA_SYMMETRIC_NONCE: DataExpect = DataExpect {
           from a mapping the peer's NAT never saw -> both NATs filter, 0/3",
 };
 
+/// Vista / Windows 7 behind a bare masquerade: qualified as "symmetric (port)" (the cone
+/// probe's reservation), but the NAT's mapping is endpoint-independent for everyone else.
+pub const DATA_MASQUERADE: DataExpect = DataExpect {
+    why: "only the secondary server address was diverted to another port; the relay, the \
+          echo host's path and the peer see the one endpoint-independent mapping embedded in \
+          the address, so the data path is that of port-restricted (the RFC 6081 client \
+          behaviour changes nothing it needs)",
+    ..DATA_OPEN
+};
+
 /// Miredo behind a symmetric NAT it never noticed (no secondary check).
 pub const DATA_SYMMETRIC_LINK_LOCAL: DataExpect = DataExpect {
     ping_strict: PathExpect::NoReply(Blame::Relay(DropReason::SpoofedSource)),
