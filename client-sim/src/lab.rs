@@ -10,7 +10,8 @@
 //! The expected outcomes are in [`MATRIX`] and [`EXTRAS`], one row per scenario with the
 //! protocol reasoning that predicts it. The reasoning uses these facts about the simulated
 //! network: the NAT presets of [`NatPreset`] (all port preserving except `symmetric`, which
-//! draws random ports; 120 s mapping timeout; outbound-only refresh), a server that answers a
+//! draws random ports; 120 s mapping timeout; outbound-only refresh; `masquerade` adds
+//! Linux conntrack's port reservation by refused datagrams), a server that answers a
 //! cone RS from its *other* address and a restricted RS from the address it arrived on, and
 //! the profile knobs of [`ClientConfig::profile`].
 //!

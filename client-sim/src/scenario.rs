@@ -443,13 +443,15 @@ pub const DATA_SYMMETRIC_NONCE: DataExpect = DataExpect {
 };
 
 /// Vista / Windows 7 behind a bare masquerade: qualified as "symmetric (port)" (the cone
-/// probe's reservation), but the NAT's mapping is endpoint-independent for everyone else.
+/// probe's reservation), and from then on the NAT behaves as a symmetric one toward anyone new.
 pub const DATA_MASQUERADE: DataExpect = DataExpect {
-    why: "only the secondary server address was diverted to another port; the relay, the \
-          echo host's path and the peer see the one endpoint-independent mapping embedded in \
-          the address, so the data path is that of port-restricted (the RFC 6081 client \
-          behaviour changes nothing it needs)",
-    ..DATA_OPEN
+    why: "the secondary check moved the client to a new mapping M2, and Linux gives every \
+          later new flow of that socket the newest mapping: the direct bubble to the relay \
+          leaves from M2, not the M1 in the address, so a strict relay drops it \
+          (spoofed_source) -> 0/3 (measured behind R1: 0/3 through our strict relay, \
+          conntrack shows the relay flow on M2's port); a lenient relay takes the nonce echo \
+          -> 3/3; the Teredo peer is filtered as behind symmetric -> 0/3",
+    ..DATA_SYMMETRIC_NONCE
 };
 
 /// Miredo behind a symmetric NAT it never noticed (no secondary check).

@@ -116,11 +116,13 @@ pub struct NatConfig {
     pub max_mappings: usize,
     /// Linux conntrack's trap behind a bare masquerade: an inbound datagram the NAT refuses
     /// (filtered, or no mapping) reserves its external endpoint toward its source for this long
-    /// (renewed by each further one), and an outbound datagram to that remote then gets
-    /// **another** external port: its own mapping, keyed by the remote's IP:port, used for that
-    /// remote until it expires. `None` (the default, spec `off`): refused datagrams leave
-    /// nothing. Linux: [`CONNTRACK_UDP_UNREPLIED`](crate::CONNTRACK_UDP_UNREPLIED), 30 s.
-    /// Spec key `unsolicited-reserve`.
+    /// (renewed by each further one). An outbound datagram that would then leave from a
+    /// reserved endpoint toward that remote gets a **new** mapping (another port) instead, and
+    /// — as Linux gives a new flow the mapping of the internal endpoint's most recent flow —
+    /// so does every remote contacted after it; the old mapping keeps serving the remotes it
+    /// already holds permits for until it expires. `None` (the default, spec `off`): refused
+    /// datagrams leave nothing. Linux: [`CONNTRACK_UDP_UNREPLIED`](crate::CONNTRACK_UDP_UNREPLIED),
+    /// 30 s. Spec key `unsolicited-reserve`.
     pub unsolicited_reserve: Option<Duration>,
     /// Seed of the NAT's private RNG (loss, random ports, arbitrary pooling, paired hash).
     /// Spec key `seed`.

@@ -230,7 +230,7 @@ impl Nat {
         internal: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Option<SocketAddrV4> {
-        self.table.lookup(&self.key_for(internal, remote))
+        self.table.lookup(&self.key_for(internal, remote, None))
     }
 
     /// The counters so far.
@@ -278,15 +278,29 @@ impl Nat {
         lose(&mut self.rng, self.config.loss)
     }
 
-    /// The key of the mapping an outbound datagram uses: the mapping behaviour's, unless a
-    /// reservation diverted this remote to a mapping of its own that still exists.
-    fn key_for(&self, internal: SocketAddrV4, remote: SocketAddrV4) -> MappingKey {
-        let diverted = MappingKey {
-            internal,
-            dest: Dest::IpPort(remote),
-        };
-        if self.config.unsolicited_reserve.is_some() && self.table.lookup(&diverted).is_some() {
-            return diverted;
+    /// The key of the mapping an outbound datagram uses: a retired mapping of `internal` that
+    /// holds a permit for `remote` (its flow goes on, as a conntrack entry would), else the
+    /// mapping behaviour's. With `now`, a lapsed permit does not count.
+    fn key_for(
+        &self,
+        internal: SocketAddrV4,
+        remote: SocketAddrV4,
+        now: Option<Instant>,
+    ) -> MappingKey {
+        if let Some(permit) = self.permit_key(remote) {
+            for &external in self.table.retired(internal) {
+                let live = self.table.get(external).is_some_and(|m| {
+                    m.permits
+                        .iter()
+                        .any(|(r, lapses)| *r == permit && now.is_none_or(|t| !passed(*lapses, t)))
+                });
+                if live {
+                    return MappingKey {
+                        internal,
+                        dest: Dest::Retired(external),
+                    };
+                }
+            }
         }
         let dest = match self.config.mapping {
             MappingBehavior::EndpointIndependent => Dest::Any,
@@ -312,7 +326,7 @@ impl Nat {
         internal: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Result<SocketAddrV4, NatDrop> {
-        let key = self.key_for(internal, remote);
+        let key = self.key_for(internal, remote, Some(now));
         let external = match self.table.lookup(&key) {
             Some(external) if !self.table.is_expired(external, now) => external,
             Some(external) => {
@@ -323,13 +337,14 @@ impl Nat {
             None => self.create(now, key, remote)?,
         };
         // The mapping's endpoint is reserved toward this remote (a refused inbound datagram
-        // from it): like masquerade, take another port, in a mapping of its own for it.
-        let diverted = MappingKey {
-            internal,
-            dest: Dest::IpPort(remote),
-        };
-        let external = if key != diverted && self.reserved.is_reserved(external, remote, now) {
-            let external = self.create(now, diverted, remote)?;
+        // from it). Like masquerade: this remote gets another port, and since Linux gives a
+        // new flow the mapping of the internal endpoint's most recent one, so does every new
+        // remote after it; the old mapping keeps the remotes it already talks to.
+        let external = if self.reserved.is_reserved(external, remote, now)
+            && matches!(key.dest, Dest::Any | Dest::Ip(_))
+        {
+            self.table.retire(external);
+            let external = self.create(now, key, remote)?;
             self.counters.mappings_diverted += 1;
             external
         } else {
@@ -338,6 +353,15 @@ impl Nat {
         let until = now.checked_add(self.config.timeout);
         self.table.refresh(external, until);
         if let Some(permit) = self.permit_key(remote) {
+            // The flow to `remote` now lives on `external`: retired mappings forget it, so that
+            // only one mapping of `internal` ever holds a permit for a remote.
+            if !matches!(key.dest, Dest::Retired(_)) {
+                for retired in self.table.retired(internal).to_vec() {
+                    if let Some(m) = self.table.get_mut(retired) {
+                        m.permits.retain(|(r, _)| *r != permit);
+                    }
+                }
+            }
             if let Some(m) = self.table.get_mut(external) {
                 m.record_permit(permit, until);
             }

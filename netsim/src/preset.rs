@@ -51,8 +51,12 @@ pub enum NatPreset {
     /// server's secondary address, is refused and reserves the mapping's port toward the
     /// secondary, so the secondary-address check that follows gets another port: clients
     /// that run the cone probe (XP, Vista, 7) see "symmetric (port)" (XP goes offline, "client
-    /// behind symmetric NAT"); the others see `restricted`. Kernel: `NatKind::BareMasquerade`,
-    /// R1 alone (`masquerade`, no firewall: common on Linux routers and in containers).
+    /// behind symmetric NAT"); the others see `restricted`. After that diversion every new
+    /// flow of the client leaves from the new port (Linux reuses the newest mapping of a
+    /// socket), so a Vista/7 client's bubbles reach relays and peers from a mapping other than
+    /// its address's: a strict relay refuses them, as behind `symmetric`. Kernel:
+    /// `NatKind::BareMasquerade`, R1 alone (`masquerade`, no firewall: common on Linux routers
+    /// and in containers).
     Masquerade,
     /// Symmetric, APDM + APDF with random ports. The cone probe times out and the
     /// secondary-address check sees a different mapping (another port): an RFC 4380 client

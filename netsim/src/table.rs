@@ -15,6 +15,10 @@ pub(crate) enum Dest {
     Any,
     Ip(Ipv4Addr),
     IpPort(SocketAddrV4),
+    /// A mapping retired by a port reservation (`Nat`'s conntrack model): it keeps serving
+    /// the remotes it holds permits for, new remotes get the mapping that replaced it. Keyed
+    /// by its own external endpoint, hence unique.
+    Retired(SocketAddrV4),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,6 +74,8 @@ pub(crate) struct Table {
     /// Whether `endpoint_pool` is kept: only where it matters (arbitrary pooling over several
     /// addresses).
     track_endpoints: bool,
+    /// Retired mappings ([`Dest::Retired`]) per internal endpoint, oldest first.
+    retired: HashMap<SocketAddrV4, Vec<SocketAddrV4>>,
 }
 
 impl Table {
@@ -82,6 +88,7 @@ impl Table {
             used: vec![0; pool_len],
             endpoint_pool: HashMap::new(),
             track_endpoints,
+            retired: HashMap::new(),
         }
     }
 
@@ -98,7 +105,6 @@ impl Table {
         self.by_external.get_mut(&external)
     }
 
-    #[cfg(test)]
     pub(crate) fn get(&self, external: SocketAddrV4) -> Option<&Mapping> {
         self.by_external.get(&external)
     }
@@ -106,6 +112,29 @@ impl Table {
     /// The external endpoint of the mapping for `key`, if any.
     pub(crate) fn lookup(&self, key: &MappingKey) -> Option<SocketAddrV4> {
         self.by_key.get(key).copied()
+    }
+
+    /// The retired mappings of `internal` (external endpoints, oldest first).
+    pub(crate) fn retired(&self, internal: SocketAddrV4) -> &[SocketAddrV4] {
+        self.retired.get(&internal).map_or(&[], Vec::as_slice)
+    }
+
+    /// Re-keys the mapping at `external` as retired ([`Dest::Retired`]), freeing its key for a
+    /// new mapping.
+    pub(crate) fn retire(&mut self, external: SocketAddrV4) {
+        let Some(m) = self.by_external.get_mut(&external) else {
+            return;
+        };
+        if matches!(m.key.dest, Dest::Retired(_)) {
+            return;
+        }
+        self.by_key.remove(&m.key);
+        m.key.dest = Dest::Retired(external);
+        self.by_key.insert(m.key, external);
+        self.retired
+            .entry(m.key.internal)
+            .or_default()
+            .push(external);
     }
 
     pub(crate) fn is_expired(&self, external: SocketAddrV4, now: Instant) -> bool {
@@ -191,6 +220,14 @@ impl Table {
             return;
         };
         self.by_key.remove(&m.key);
+        if matches!(m.key.dest, Dest::Retired(_)) {
+            if let Some(list) = self.retired.get_mut(&m.key.internal) {
+                list.retain(|e| *e != external);
+                if list.is_empty() {
+                    self.retired.remove(&m.key.internal);
+                }
+            }
+        }
         if let Some(deadline) = m.expires {
             self.expiry.remove(&(deadline, external));
         }
@@ -209,6 +246,7 @@ impl Table {
         self.by_key.clear();
         self.expiry.clear();
         self.endpoint_pool.clear();
+        self.retired.clear();
         self.used.iter_mut().for_each(|u| *u = 0);
     }
 
@@ -246,6 +284,27 @@ impl Table {
             }
         }
         assert_eq!(self.expiry.len(), deadlines);
+        let mut retired = 0;
+        for (internal, list) in &self.retired {
+            assert!(!list.is_empty());
+            for external in list {
+                let m = &self.by_external[external];
+                assert_eq!(
+                    m.key,
+                    MappingKey {
+                        internal: *internal,
+                        dest: Dest::Retired(*external)
+                    }
+                );
+                retired += 1;
+            }
+        }
+        let keyed = self
+            .by_external
+            .values()
+            .filter(|m| matches!(m.key.dest, Dest::Retired(_)))
+            .count();
+        assert_eq!(retired, keyed);
         assert_eq!(self.used, used);
         assert_eq!(self.endpoint_pool, per_endpoint);
     }

@@ -10,6 +10,12 @@
 //! own conntrack table), all cells run at once in threads; the slowest ones are the cone
 //! probes that time out (3 × 4 s) before the restricted phase, so the test takes ≈ 20 s.
 //!
+//! A second test holds the data path to the lab where the NAT kinds part ways: every profile
+//! that qualifies behind a bare masquerade pings the native host through our relay (strict and
+//! lenient) in namespaces, and must get as many replies as the lab's `ping (strict)` and
+//! `ping (lenient)` cells — behind R1 the cone-probing profiles' later flows leave from the
+//! secondary check's new port, so a strict relay refuses them.
+//!
 //! Topology of one cell (as `client_interop`):
 //! ```text
 //! [srv 198.51.100.1+.2] --br0-- [nat wan0 198.51.100.20 | lan0 10.0.0.1] -- [cli 10.0.0.2]
@@ -22,8 +28,10 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
+use teredo_tests::client_ping::{ping, PingSpec};
 use teredo_tests::client_sim::{self, TeredoFields};
 use teredo_tests::nft::NatKind;
+use teredo_tests::relay::{RelayTopology, NATIVE_HOST};
 use teredo_tests::servers::start_ours;
 use teredo_tests::topo::{
     self, NatSite, LAN_GATEWAY, LAN_PREFIX_LEN, NAT_WAN, PUBLIC_CLIENT, SERVER_PRIMARY,
@@ -92,6 +100,8 @@ struct LabCell {
     profile: String,
     preset: String,
     outcome: Outcome,
+    /// The data-path runs (`data.observed` of the lab's JSON).
+    data: Value,
 }
 
 /// `client-sim lab --json`: the plain profile × preset cells (not the named scenarios).
@@ -123,6 +133,7 @@ fn lab_cells() -> Result<Vec<LabCell>> {
                 error: text(&o["error"]),
                 cone: o["cone_bit"].as_bool(),
             },
+            data: s["data"]["observed"].clone(),
         });
     }
     ensure!(!cells.is_empty(), "the lab has no matrix cells");
@@ -306,4 +317,92 @@ fn lab_agrees_with_kernel_nats_cell_by_cell() {
         "{} cell(s) where the NAT model and the kernel disagree:\n{table}",
         different.len()
     );
+}
+
+/// Echo requests per data-path run: the lab's `PINGS`.
+const PINGS: u16 = 3;
+
+/// `client-sim ping` (`PINGS` requests to the native host) behind a bare masquerade, through
+/// our relay with `--trust <trust>`; returns (received, transmitted).
+fn kernel_ping(test: &str, profile: &str, trust: &str) -> Result<(u64, u64)> {
+    let tag = format!("{test}-{profile}-{trust}");
+    let dir = TestDir::new(&tag)?;
+    let topo = RelayTopology::new(&tag)?;
+    let lan = format!("{LAN_GATEWAY}/{LAN_PREFIX_LEN}");
+    let ruleset = NatKind::BareMasquerade.ruleset("wan0", "lan0", &lan);
+    let site = NatSite::new(&topo.internet, &tag, NAT_WAN, &ruleset)?;
+    let _server = topo.start_server(&dir)?;
+    let _relay = topo.start_relay(&dir, &["--trust", trust])?;
+    let spec = PingSpec {
+        server: SERVER_PRIMARY,
+        destination: NATIVE_HOST,
+        count: PINGS,
+        profile,
+    };
+    let run = ping(&site.host, &dir, "client-sim", spec, &[])?;
+    Ok((
+        u64::from(run.report.received),
+        u64::from(run.report.transmitted),
+    ))
+}
+
+#[test]
+fn masquerade_data_path_agrees_with_the_lab() {
+    require_root!("nft", "conntrack", "sysctl");
+    let test = function_name!();
+    let lab = check(lab_cells());
+    let cells: Vec<(&LabCell, &str)> = lab
+        .iter()
+        .filter(|c| c.preset == "masquerade" && c.outcome.state == "qualified")
+        .flat_map(|c| [(c, "strict"), (c, "lenient")])
+        .collect();
+    assert!(cells.len() >= 2, "no qualified masquerade cell in the lab");
+    let results: Vec<Result<(u64, u64)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = cells
+            .iter()
+            .map(|(c, trust)| scope.spawn(move || kernel_ping(test, &c.profile, trust)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("ping thread panicked"))
+            .collect()
+    });
+    let mut bad = Vec::new();
+    let mut lines = vec![format!(
+        "{:<8} {:<8} {:<12} kernel",
+        "profile", "relay", "in process"
+    )];
+    for ((c, trust), kernel) in cells.iter().zip(results) {
+        let run = &c.data[format!("ping_{trust}")];
+        let lab = (run["received"].as_u64(), run["sent"].as_u64());
+        let lab_text = match lab {
+            (Some(r), Some(s)) => format!("{r}/{s}"),
+            _ => "not run".to_owned(),
+        };
+        let kernel_text = match &kernel {
+            Ok((r, t)) => format!("{r}/{t}"),
+            Err(e) => format!("error: {e:#}"),
+        };
+        let same =
+            matches!((&kernel, lab), (Ok((r, t)), (Some(lr), Some(ls))) if *r == lr && *t == ls);
+        if !same {
+            bad.push(format!(
+                "{} / {trust}: lab {lab_text}, kernel {kernel_text}",
+                c.profile
+            ));
+        }
+        lines.push(format!(
+            "{:<8} {:<8} {:<12} {:<12} {}",
+            c.profile,
+            trust,
+            lab_text,
+            kernel_text,
+            if same { "same" } else { "DIFFERENT" }
+        ));
+    }
+    eprintln!(
+        "{test}: ping {NATIVE_HOST} behind bare masquerade (R1)\n{}",
+        lines.join("\n")
+    );
+    assert!(bad.is_empty(), "data path differs:\n{}", bad.join("\n"));
 }

@@ -2,7 +2,8 @@
 //! ([`NatConfig::unsolicited_reserve`]), as measured behind a bare `masquerade` (Linux 6.18):
 //! an unsolicited datagram from R to the router's `wan:P` leaves `[UNREPLIED]`, and a LAN host
 //! that then sends from the internal port behind `P` to R leaves from another port, while its
-//! flows to others keep `P`.
+//! flows to others keep `P`; and since Linux gives a new flow the mapping of the internal
+//! endpoint's most recent flow, every *new* remote after R gets R's port too.
 
 use super::*;
 
@@ -36,6 +37,11 @@ fn a_refused_datagram_diverts_the_next_flow_to_its_source() {
     assert_eq!(fwd(nat.outbound(t0 + secs(2), x, primary)), m1);
     assert_eq!(nat.mapping_for(x, secondary), Some(m2));
     assert_eq!(nat.mapping_for(x, primary), Some(m1));
+    // A remote never contacted before gets the newest mapping, M2, as Linux gives it.
+    let relay = ep("198.51.100.30:3545");
+    assert_eq!(fwd(nat.outbound(t0 + secs(2), x, relay)), m2);
+    assert_eq!(nat.inbound(t0 + secs(2), m2, relay).unwrap().internal, x);
+    assert_eq!(nat.mappings(), 2);
     // The secondary still cannot reach M1: the reservation stands, renewed by each attempt.
     assert_eq!(
         nat.inbound(t0 + secs(3), m1, secondary),
@@ -158,4 +164,33 @@ fn the_spec_key_round_trips() {
         NatConfig::from_spec("unsolicited-reserve=soon"),
         Err(NatConfigError::BadValue { key, .. }) if key == "unsolicited-reserve"
     ));
+}
+
+#[test]
+fn the_retired_mapping_serves_its_remotes_until_their_permits_lapse() {
+    let t0 = Instant::now();
+    let (x, primary, secondary, other) = (
+        ep("10.0.0.2:41000"),
+        ep("198.51.100.1:3544"),
+        ep("198.51.100.2:3544"),
+        ep("198.51.100.3:3544"),
+    );
+    let mut nat = masquerade();
+    let m1 = fwd(nat.outbound(t0, x, primary));
+    assert!(nat.inbound(t0, m1, secondary).is_err());
+    let m2 = fwd(nat.outbound(t0, x, secondary));
+    // Keep M1 alive through the primary for 100 s; M2 lives on by the secondary.
+    assert_eq!(fwd(nat.outbound(t0 + secs(100), x, primary)), m1);
+    assert_eq!(fwd(nat.outbound(t0 + secs(100), x, secondary)), m2);
+    assert_eq!(
+        nat.inbound(t0 + secs(100), m1, primary).unwrap().internal,
+        x
+    );
+    // 'other' was never sent to: it gets M2, not the retired M1.
+    assert_eq!(fwd(nat.outbound(t0 + secs(101), x, other)), m2);
+    // Once M1 has expired, the primary gets the current mapping too.
+    nat.expire(t0 + secs(220));
+    assert_eq!(nat.mappings(), 1);
+    assert_eq!(fwd(nat.outbound(t0 + secs(220), x, primary)), m2);
+    check_invariants(&nat);
 }
