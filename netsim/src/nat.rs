@@ -280,7 +280,8 @@ impl Nat {
 
     /// The key of the mapping an outbound datagram uses: a retired mapping of `internal` that
     /// holds a permit for `remote` (its flow goes on, as a conntrack entry would), else the
-    /// mapping behaviour's. With `now`, a lapsed permit does not count.
+    /// mapping behaviour's. With `now`, a lapsed permit or an expired mapping does not count
+    /// (so a retired key is never re-created).
     fn key_for(
         &self,
         internal: SocketAddrV4,
@@ -289,10 +290,12 @@ impl Nat {
     ) -> MappingKey {
         if let Some(permit) = self.permit_key(remote) {
             for &external in self.table.retired(internal) {
+                let unexpired = |d| now.is_none_or(|t| !passed(d, t));
                 let live = self.table.get(external).is_some_and(|m| {
-                    m.permits
-                        .iter()
-                        .any(|(r, lapses)| *r == permit && now.is_none_or(|t| !passed(*lapses, t)))
+                    unexpired(m.expires)
+                        && m.permits
+                            .iter()
+                            .any(|(r, lapses)| *r == permit && unexpired(*lapses))
                 });
                 if live {
                     return MappingKey {
