@@ -33,15 +33,23 @@ Client profiles (--profile):
            fixed 30 s refresh; never notices a symmetric NAT";
 
 const NATS_HELP: &str = "\
-NAT presets (--nat), RFC 4787 behaviours, 120 s mapping timeout, hairpinning on:
+NAT presets (--nat), RFC 4787 behaviours, 120 s mapping timeout, hairpinning on; in
+brackets the Linux router (nftables, NAT.md §9) each one matches:
   none               no NAT: the client's socket is on the network (NAT type \"none\")
   full-cone          endpoint-independent mapping and filtering, port preserving
+                     [R4: masquerade + dynamic map + DNAT]
   restricted         endpoint-independent mapping, address-dependent filtering
+                     [R5: R4 + permit set]
   port-restricted    endpoint-independent mapping, address-and-port-dependent filtering
-                     (Linux masquerade)
+                     [R1 masquerade + stateful WAN input firewall, as home routers]
+  masquerade         port-restricted, plus conntrack's trap: a refused inbound datagram
+                     reserves its port toward its sender for 30 s, so the next datagram
+                     there leaves from another port; cone-probing clients (xp-sp2, vista,
+                     win7) see \"symmetric (port)\" [R1: bare masquerade, no firewall]
   symmetric          address-and-port-dependent mapping and filtering, random ports
+                     [R3: masquerade random,fully-random]
   symmetric-address  address-dependent mapping over two or more external addresses
-                     (arbitrary pooling), address-and-port-dependent filtering";
+                     (arbitrary pooling), address-and-port-dependent filtering [none]";
 
 const QUALIFY_AFTER: &str = "\
 Exit status:
@@ -211,8 +219,10 @@ pub enum NatArg {
     FullCone,
     /// Restricted cone: address-dependent filtering.
     Restricted,
-    /// Port-restricted cone: address-and-port-dependent filtering.
+    /// Port-restricted cone: address-and-port-dependent filtering (masquerade + WAN firewall).
     PortRestricted,
+    /// Bare Linux masquerade: port-restricted, but refused inbound datagrams reserve ports.
+    Masquerade,
     /// Symmetric: a new random port per destination.
     Symmetric,
     /// Symmetric (address): another external address per destination (needs 2 addresses).
@@ -226,6 +236,7 @@ impl From<NatArg> for NatPreset {
             NatArg::FullCone => Self::FullCone,
             NatArg::Restricted => Self::Restricted,
             NatArg::PortRestricted => Self::PortRestricted,
+            NatArg::Masquerade => Self::Masquerade,
             NatArg::Symmetric => Self::Symmetric,
             NatArg::SymmetricAddress => Self::SymmetricAddress,
         }

@@ -10,7 +10,8 @@
 //! The expected outcomes are in [`MATRIX`] and [`EXTRAS`], one row per scenario with the
 //! protocol reasoning that predicts it. The reasoning uses these facts about the simulated
 //! network: the NAT presets of [`NatPreset`] (all port preserving except `symmetric`, which
-//! draws random ports; 120 s mapping timeout; outbound-only refresh), a server that answers a
+//! draws random ports; 120 s mapping timeout; outbound-only refresh; `masquerade` adds
+//! Linux conntrack's port reservation by refused datagrams), a server that answers a
 //! cone RS from its *other* address and a restricted RS from the address it arrived on, and
 //! the profile knobs of [`ClientConfig::profile`].
 //!
@@ -118,6 +119,17 @@ pub const MATRIX: &[Scenario] = &[
     .data(DATA_OPEN),
     cell(
         P::XpSp2,
+        N::Masquerade,
+        Expect::offline(T::SymmetricPort, E::SymmetricNat),
+        "bare Linux masquerade: the cone RA from the secondary is refused and reserves the \
+         mapping's port toward the secondary (conntrack's UNREPLIED entry, 30 s, renewed by \
+         each of the 3 RAs), so the restricted RS to the secondary leaves from another port: \
+         M1 != M2 -> symmetric (port), offline, 'client behind symmetric NAT', as the kernel \
+         says (tests/e2e nat_fidelity)",
+    )
+    .data(DATA_OFFLINE),
+    cell(
+        P::XpSp2,
         N::Symmetric,
         Expect::offline(T::SymmetricPort, E::SymmetricNat),
         "cone probe filtered; the secondary check sees another port (address-and-port \
@@ -161,6 +173,14 @@ pub const MATRIX: &[Scenario] = &[
         N::PortRestricted,
         Expect::qualified(T::Restricted).cone_bit(false),
         "M1 = M2 -> restricted",
+    )
+    .data(DATA_OPEN),
+    cell(
+        P::Rfc5991,
+        N::Masquerade,
+        Expect::qualified(T::Restricted).cone_bit(false),
+        "no cone probe, so nothing from the secondary is ever refused: no reservation, \
+         M1 = M2 -> restricted, as behind port-restricted",
     )
     .data(DATA_OPEN),
     cell(
@@ -209,6 +229,15 @@ pub const MATRIX: &[Scenario] = &[
     .data(DATA_OPEN),
     cell(
         P::Vista,
+        N::Masquerade,
+        Expect::qualified(T::SymmetricPort).cone_bit(false),
+        "the refused cone RAs reserve M1's port toward the secondary, the secondary check \
+         gets another port -> 'symmetric (port)'; RFC 6081 symmetric support keeps M1 -> \
+         qualified",
+    )
+    .data(DATA_MASQUERADE),
+    cell(
+        P::Vista,
         N::Symmetric,
         Expect::qualified(T::SymmetricPort).cone_bit(false),
         "M1 != M2 but RFC 6081 symmetric NAT support keeps M1 -> qualified, 'symmetric \
@@ -253,6 +282,13 @@ pub const MATRIX: &[Scenario] = &[
     .data(DATA_OPEN),
     cell(
         P::Win7,
+        N::Masquerade,
+        Expect::qualified(T::SymmetricPort).cone_bit(false),
+        "as vista: the cone probe's reservation makes M2 != M1 -> qualified, symmetric (port)",
+    )
+    .data(DATA_MASQUERADE),
+    cell(
+        P::Win7,
         N::Symmetric,
         Expect::qualified(T::SymmetricPort).cone_bit(false),
         "as vista: RFC 6081 -> qualified, symmetric (port)",
@@ -292,6 +328,13 @@ pub const MATRIX: &[Scenario] = &[
         N::PortRestricted,
         Expect::qualified(T::Restricted).cone_bit(false),
         "the primary's RA answers the RS -> restricted",
+    )
+    .data(DATA_OPEN),
+    cell(
+        P::Miredo,
+        N::Masquerade,
+        Expect::qualified(T::Restricted).cone_bit(false),
+        "no cone probe, no secondary address: nothing refused -> restricted",
     )
     .data(DATA_OPEN),
     cell(
@@ -1201,7 +1244,10 @@ mod tests {
         // Claim XP qualifies behind a symmetric NAT.
         let s = Scenario {
             expect: Expect::qualified(NatType::SymmetricPort).cone_bit(false),
-            ..MATRIX[4]
+            ..*MATRIX
+                .iter()
+                .find(|s| s.profile == P::XpSp2 && s.nat == N::Symmetric)
+                .unwrap()
         };
         assert_eq!(s.name(), "xp-sp2__symmetric");
         let r = run_scenario(&s, 1, false).unwrap();

@@ -118,6 +118,16 @@ pub struct NatConfig {
     /// Cap on simultaneous mappings; a new mapping beyond it is dropped as
     /// [`NatDrop::TableFull`]. Spec key `max-mappings`.
     pub max_mappings: usize,
+    /// Linux conntrack's trap behind a bare masquerade: an inbound datagram the NAT refuses
+    /// (filtered, or no mapping) reserves its external endpoint toward its source for this long
+    /// (renewed by each further one). An outbound datagram that would then leave from a
+    /// reserved endpoint toward that remote gets a **new** mapping (another port) instead, and
+    /// — as Linux gives a new flow the mapping of the internal endpoint's most recent flow —
+    /// so does every remote contacted after it; the old mapping keeps serving the remotes it
+    /// already holds permits for until it expires. `None` (the default, spec `off`): refused
+    /// datagrams leave nothing. Linux: [`CONNTRACK_UDP_UNREPLIED`](crate::CONNTRACK_UDP_UNREPLIED),
+    /// 30 s. Spec key `unsolicited-reserve`.
+    pub unsolicited_reserve: Option<Duration>,
     /// Seed of the NAT's private RNG (loss, random ports, arbitrary pooling, paired hash).
     /// Spec key `seed`.
     pub seed: u64,
@@ -128,8 +138,9 @@ impl NatConfig {
     pub const DEFAULT_EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 
     /// A port-restricted cone NAT (EIM + APDF, port preserving, paired, 120 s, hairpinning on,
-    /// no UPnP, no impairment) on the given addresses: Linux masquerade's behaviour and the most common
-    /// home NAT, hence the base that spec keys modify.
+    /// no UPnP, no unsolicited reservation, no impairment) on the given addresses: Linux
+    /// masquerade behind a stateful WAN firewall, the most common home NAT, hence the base that
+    /// spec keys modify.
     pub fn new(external_ips: Vec<Ipv4Addr>, seed: u64) -> Self {
         Self {
             mapping: MappingBehavior::EndpointIndependent,
@@ -145,6 +156,7 @@ impl NatConfig {
             delay: Duration::ZERO,
             port_range: DEFAULT_PORT_RANGE,
             max_mappings: DEFAULT_MAX_MAPPINGS,
+            unsolicited_reserve: None,
             seed,
         }
     }
@@ -175,6 +187,15 @@ impl NatConfig {
                 value: format_duration(self.timeout),
                 allowed: "more than 0 and at most 1 year",
             });
+        }
+        if let Some(d) = self.unsolicited_reserve {
+            if d.is_zero() || d > MAX_DURATION {
+                return Err(NatConfigError::OutOfRange {
+                    key: "unsolicited-reserve",
+                    value: format_duration(d),
+                    allowed: "off, or more than 0 and at most 1 year",
+                });
+            }
         }
         if self.delay > MAX_DURATION {
             return Err(NatConfigError::OutOfRange {

@@ -90,6 +90,11 @@ pub struct NatCounters {
     pub upnp_mappings_added: u64,
     /// Inbound (or hairpinned) datagrams delivered through a UPnP port mapping.
     pub upnp_inbound: u64,
+    /// Outbound datagrams that found their mapping's port reserved toward their destination
+    /// and got a mapping of their own ([`NatConfig::unsolicited_reserve`]).
+    ///
+    /// [`NatConfig::unsolicited_reserve`]: crate::NatConfig::unsolicited_reserve
+    pub mappings_diverted: u64,
 }
 
 impl NatCounters {

@@ -64,6 +64,10 @@ pub fn nat(data: &[u8]) {
     }
     cfg.timeout = Duration::from_secs(u64::from(c[3]));
     cfg.upnp = c[4] & 1 == 1;
+    if c[4] & 2 != 0 {
+        // Linux conntrack's port reservation, as long as the mapping timeout.
+        cfg.unsolicited_reserve = Some(Duration::from_secs(u64::from(c[3]).max(1)));
+    }
     let (lo, hi) = (*cfg.port_range.start(), *cfg.port_range.end());
     let mut nat = Nat::new(cfg);
     let mut now = teredo::fuzzing::epoch();

@@ -11,7 +11,8 @@
 //!
 //! The knobs are RFC 4787's, independently: mapping behaviour (§4.1), filtering behaviour (§5),
 //! port assignment (§4.2.1), IP address pooling (§4.1, REQ-2), mapping timer and refresh
-//! direction (§4.3), hairpinning (§6), plus WAN impairment (loss, fixed delay) and table caps.
+//! direction (§4.3), hairpinning (§6), Linux conntrack's port reservation by refused inbound
+//! datagrams ([`NatConfig::unsolicited_reserve`]), plus WAN impairment (loss, fixed delay) and table caps.
 //! [`NatPreset`] names the classic combinations (full cone … symmetric) and
 //! [`NatConfig::from_spec`] parses free combinations (`mapping=apd,filtering=ei,…`).
 //!
@@ -47,13 +48,14 @@
 //!
 //! # Presets and what they are meant to match
 //!
-//! | [`NatPreset`] | mapping | filtering | ports | what it models |
-//! |---|---|---|---|---|
-//! | `full-cone` | EIM | EIF | preserving | full cone: the only preset where a Teredo client's cone probe succeeds |
-//! | `restricted` | EIM | ADF | preserving | (address-)restricted cone: the client qualifies as restricted |
-//! | `port-restricted` | EIM | APDF | preserving | Linux masquerade, the most common home NAT ([`NatConfig::new`]'s base) |
-//! | `symmetric` | APDM | APDF | random | symmetric: Windows reports "symmetric (port)" |
-//! | `symmetric-address` | ADM | APDF | preserving, arbitrary pooling over ≥ 2 addresses | Windows reports "symmetric (address)" |
+//! | [`NatPreset`] | mapping | filtering | ports | what it models | kernel ruleset (`testkit::nft::NatKind`) |
+//! |---|---|---|---|---|---|
+//! | `full-cone` | EIM | EIF | preserving | full cone: the only preset where a Teredo client's cone probe succeeds | `FullCone` (R4) |
+//! | `restricted` | EIM | ADF | preserving | (address-)restricted cone: the client qualifies as restricted | `AddressRestricted` (R5) |
+//! | `port-restricted` | EIM | APDF | preserving | the most common home NAT ([`NatConfig::new`]'s base) | `PortRestricted` (R1 + WAN input firewall) |
+//! | `masquerade` | EIM | APDF | preserving, refused inbound reserves the port 30 s | bare Linux masquerade: cone-probing clients see "symmetric (port)" | `BareMasquerade` (R1 alone) |
+//! | `symmetric` | APDM | APDF | random | symmetric: Windows reports "symmetric (port)" | `Symmetric` (R3) |
+//! | `symmetric-address` | ADM | APDF | preserving, arbitrary pooling over ≥ 2 addresses | Windows reports "symmetric (address)" | none |
 //!
 //! All presets use the REQ-5 minimum timeout of 120 s, outbound-only refresh (Linux conntrack
 //! also refreshes on inbound: [`NatConfig::inbound_refresh`]) and hairpinning.
@@ -83,6 +85,7 @@ pub mod packets;
 pub mod pcap;
 mod ports;
 mod preset;
+mod reserve;
 pub mod sim;
 mod spec;
 mod table;
@@ -118,3 +121,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest accepted timeout or delay (one year). Longer values are almost certainly typos, and
 /// the bound keeps every duration exactly printable by [`NatConfig::to_spec`].
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Linux's `nf_conntrack_udp_timeout`: how long an unanswered UDP flow (and so a port
+/// reservation, [`NatConfig::unsolicited_reserve`]) lives, renewed by each datagram.
+pub const CONNTRACK_UDP_UNREPLIED: Duration = Duration::from_secs(30);

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::leases::Igd;
 use crate::loss::lose;
 use crate::ports::Ports;
+use crate::reserve::Reservations;
 use crate::table::{passed, Dest, MappingKey, Table};
 use crate::{
     FilteringBehavior, MappingBehavior, NatConfig, NatConfigError, NatCounters, NatDrop, Pooling,
@@ -79,6 +80,8 @@ pub struct Nat {
     pub(crate) counters: NatCounters,
     /// The UPnP IGD's leases (empty unless [`NatConfig::upnp`]).
     pub(crate) igd: Igd,
+    /// Ports reserved by refused inbound datagrams ([`NatConfig::unsolicited_reserve`]).
+    reserved: Reservations,
 }
 
 impl Nat {
@@ -93,6 +96,7 @@ impl Nat {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             table: Table::new(n, track_endpoints),
             ports: Ports::new(&config),
+            reserved: Reservations::default(),
             counters: NatCounters::default(),
             igd: Igd::default(),
             config,
@@ -153,6 +157,8 @@ impl Nat {
     /// and applies filtering: EIF admits anyone, ADF a remote IP this mapping has sent to, APDF
     /// a remote IP:port it has sent to, each permit lasting `timeout` after the last outbound
     /// datagram to that remote. Refreshes the mapping only with [`NatConfig::inbound_refresh`].
+    /// With [`NatConfig::unsolicited_reserve`], a refused datagram (filtered or no mapping)
+    /// reserves `external` toward `remote`.
     pub fn inbound(
         &mut self,
         now: Instant,
@@ -162,7 +168,13 @@ impl Nat {
         if self.lose() {
             return self.reject(NatDrop::Lost);
         }
-        let internal = self.deliver(now, external, remote)?;
+        let internal = match self.deliver(now, external, remote) {
+            Ok(internal) => internal,
+            Err(e) => {
+                self.reserve(now, external, remote);
+                return Err(e);
+            }
+        };
         self.counters.inbound_translated += 1;
         Ok(InboundTranslation {
             internal,
@@ -181,6 +193,7 @@ impl Nat {
             self.counters.mappings_expired += 1;
             tracing::debug!(%external, "nat mapping expired");
         }
+        self.reserved.expire(now);
     }
 
     /// When the next mapping expires, if any: the instant to call [`Nat::expire`] at.
@@ -197,6 +210,7 @@ impl Nat {
         self.counters.reboots += 1;
         self.table.clear();
         self.igd.clear();
+        self.reserved.clear();
         self.ports.reset(&self.config);
         tracing::debug!("nat rebooted");
     }
@@ -205,6 +219,12 @@ impl Nat {
     /// first for an exact live count).
     pub fn mappings(&self) -> usize {
         self.table.len()
+    }
+
+    /// Port reservations held ([`NatConfig::unsolicited_reserve`]), including lapsed ones not
+    /// yet removed (call [`Nat::expire`] first for an exact count).
+    pub fn reservations(&self) -> usize {
+        self.reserved.len()
     }
 
     /// The external endpoint an outbound datagram from `internal` to `remote` would use now,
@@ -216,7 +236,7 @@ impl Nat {
         internal: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Option<SocketAddrV4> {
-        self.table.lookup(&self.key_for(internal, remote))
+        self.table.lookup(&self.key_for(internal, remote, None))
     }
 
     /// The counters so far.
@@ -264,7 +284,33 @@ impl Nat {
         lose(&mut self.rng, self.config.loss)
     }
 
-    fn key_for(&self, internal: SocketAddrV4, remote: SocketAddrV4) -> MappingKey {
+    /// The key of the mapping an outbound datagram uses: a retired mapping of `internal` that
+    /// holds a permit for `remote` (its flow goes on, as a conntrack entry would), else the
+    /// mapping behaviour's. With `now`, a lapsed permit or an expired mapping does not count
+    /// (so a retired key is never re-created).
+    fn key_for(
+        &self,
+        internal: SocketAddrV4,
+        remote: SocketAddrV4,
+        now: Option<Instant>,
+    ) -> MappingKey {
+        if let Some(permit) = self.permit_key(remote) {
+            for &external in self.table.retired(internal) {
+                let unexpired = |d| now.is_none_or(|t| !passed(d, t));
+                let live = self.table.get(external).is_some_and(|m| {
+                    unexpired(m.expires)
+                        && m.permits
+                            .iter()
+                            .any(|(r, lapses)| *r == permit && unexpired(*lapses))
+                });
+                if live {
+                    return MappingKey {
+                        internal,
+                        dest: Dest::Retired(external),
+                    };
+                }
+            }
+        }
         let dest = match self.config.mapping {
             MappingBehavior::EndpointIndependent => Dest::Any,
             MappingBehavior::AddressDependent => Dest::Ip(*remote.ip()),
@@ -289,19 +335,42 @@ impl Nat {
         internal: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Result<SocketAddrV4, NatDrop> {
-        let key = self.key_for(internal, remote);
+        let key = self.key_for(internal, remote, Some(now));
         let external = match self.table.lookup(&key) {
             Some(external) if !self.table.is_expired(external, now) => external,
             Some(external) => {
                 self.table.remove(external);
                 self.counters.mappings_expired += 1;
-                self.create(now, key)?
+                self.create(now, key, remote)?
             }
-            None => self.create(now, key)?,
+            None => self.create(now, key, remote)?,
+        };
+        // The mapping's endpoint is reserved toward this remote (a refused inbound datagram
+        // from it). Like masquerade: this remote gets another port, and since Linux gives a
+        // new flow the mapping of the internal endpoint's most recent one, so does every new
+        // remote after it; the old mapping keeps the remotes it already talks to.
+        let external = if self.reserved.is_reserved(external, remote, now)
+            && matches!(key.dest, Dest::Any | Dest::Ip(_))
+        {
+            self.table.retire(external);
+            let external = self.create(now, key, remote)?;
+            self.counters.mappings_diverted += 1;
+            external
+        } else {
+            external
         };
         let until = now.checked_add(self.config.timeout);
         self.table.refresh(external, until);
         if let Some(permit) = self.permit_key(remote) {
+            // The flow to `remote` now lives on `external`: retired mappings forget it, so that
+            // only one mapping of `internal` ever holds a permit for a remote.
+            if !matches!(key.dest, Dest::Retired(_)) {
+                for retired in self.table.retired(internal).to_vec() {
+                    if let Some(m) = self.table.get_mut(retired) {
+                        m.permits.retain(|(r, _)| *r != permit);
+                    }
+                }
+            }
             if let Some(m) = self.table.get_mut(external) {
                 m.record_permit(permit, until);
             }
@@ -357,7 +426,28 @@ impl Nat {
         Ok(internal)
     }
 
-    fn create(&mut self, now: Instant, key: MappingKey) -> Result<SocketAddrV4, NatDrop> {
+    /// Reserves `external` toward `remote` after a refused inbound datagram, if configured.
+    fn reserve(&mut self, now: Instant, external: SocketAddrV4, remote: SocketAddrV4) {
+        let Some(d) = self.config.unsolicited_reserve else {
+            return;
+        };
+        let Some(until) = now.checked_add(d) else {
+            return;
+        };
+        self.reserved.expire(now);
+        self.reserved
+            .reserve(external, remote, until, self.config.max_mappings);
+        tracing::debug!(%external, %remote, "nat port reserved by a refused datagram");
+    }
+
+    /// A new mapping for `key`, whose first datagram goes to `remote` (the new port is never
+    /// one reserved toward it).
+    fn create(
+        &mut self,
+        now: Instant,
+        key: MappingKey,
+        remote: SocketAddrV4,
+    ) -> Result<SocketAddrV4, NatDrop> {
         // Reclaim expired mappings first: they must not hold table slots or ports that a
         // real NAT would already have freed. Amortised, each mapping expires once.
         self.expire(now);
@@ -378,11 +468,17 @@ impl Nat {
             return Ok(external);
         }
         self.igd.prune(now);
-        let reserved = self.igd.reserved_ports(key.internal);
-        self.table.set_reserved(reserved);
-        let allocated = self
-            .ports
-            .allocate(&self.config, &mut self.rng, &self.table, key.internal);
+        let leased = self.igd.reserved_ports(key.internal);
+        self.table.set_reserved(leased);
+        let reserved = &self.reserved;
+        let avoid = |external: SocketAddrV4| reserved.is_reserved(external, remote, now);
+        let allocated = self.ports.allocate(
+            &self.config,
+            &mut self.rng,
+            &self.table,
+            key.internal,
+            &avoid,
+        );
         let Some((pool_idx, port)) = allocated else {
             return self.reject(NatDrop::NoPort);
         };
@@ -419,6 +515,7 @@ pub(crate) fn check_invariants(nat: &Nat) {
         (c.pooling == Pooling::Paired).then(|| crate::ports::paired_index(c.seed, ip, n))
     };
     nat.table.check_invariants(c, paired);
+    nat.reserved.check_invariants(c.max_mappings);
     let k = &nat.counters;
     assert_eq!(
         k.mappings_created,

@@ -34,13 +34,15 @@ impl Ports {
         self.cursors.iter_mut().for_each(|c| *c = lo);
     }
 
-    /// Picks a pool address and a free port on it for a new mapping of `internal`.
+    /// Picks a pool address and a free port on it for a new mapping of `internal`, never an
+    /// external endpoint for which `avoid` is true (a reserved one, see `reserve`).
     pub(crate) fn allocate(
         &mut self,
         config: &NatConfig,
         rng: &mut ChaCha8Rng,
         table: &Table,
         internal: SocketAddrV4,
+        avoid: &dyn Fn(SocketAddrV4) -> bool,
     ) -> Option<(usize, u16)> {
         let n = config.external_ips.len();
         if n == 0 {
@@ -49,13 +51,13 @@ impl Ports {
         match config.pooling {
             Pooling::Paired => {
                 let idx = paired_index(config.seed, *internal.ip(), n);
-                self.allocate_port(config, rng, table, idx, internal.port())
+                self.allocate_port(config, rng, table, idx, internal.port(), avoid)
                     .map(|p| (idx, p))
             }
             Pooling::Arbitrary => {
                 let first = pick_arbitrary(rng, table, internal, n);
                 (0..n).map(|k| (first + k) % n).find_map(|idx| {
-                    self.allocate_port(config, rng, table, idx, internal.port())
+                    self.allocate_port(config, rng, table, idx, internal.port(), avoid)
                         .map(|port| (idx, port))
                 })
             }
@@ -69,35 +71,43 @@ impl Ports {
         table: &Table,
         idx: usize,
         internal_port: u16,
+        avoid: &dyn Fn(SocketAddrV4) -> bool,
     ) -> Option<u16> {
         let (lo, hi) = port_bounds(config)?;
         if table.used(idx) > usize::from(hi - lo) {
             return None;
         }
         let ip = config.external_ips[idx];
+        let free = |port: u16| table.port_free(ip, port) && !avoid(SocketAddrV4::new(ip, port));
         match config.ports {
             PortAllocation::Preserving
-                if (lo..=hi).contains(&internal_port) && table.port_free(ip, internal_port) =>
+                if (lo..=hi).contains(&internal_port) && free(internal_port) =>
             {
                 Some(internal_port)
             }
             PortAllocation::Preserving | PortAllocation::Sequential => {
-                let port = table.scan_free(ip, self.cursors[idx], lo, hi)?;
+                let port = scan(self.cursors[idx], lo, hi, free)?;
                 self.cursors[idx] = if port == hi { lo } else { port + 1 };
                 Some(port)
             }
             PortAllocation::Random => {
                 for _ in 0..RANDOM_PORT_TRIES {
                     let port = rng.random_range(lo..=hi);
-                    if table.port_free(ip, port) {
+                    if free(port) {
                         return Some(port);
                     }
                 }
                 let start = rng.random_range(lo..=hi);
-                table.scan_free(ip, start, lo, hi)
+                scan(start, lo, hi, free)
             }
         }
     }
+}
+
+/// The first port at or after `start` for which `free` holds, wrapping within `lo..=hi`.
+fn scan(start: u16, lo: u16, hi: u16, free: impl Fn(u16) -> bool) -> Option<u16> {
+    let start = start.clamp(lo, hi);
+    (start..=hi).chain(lo..start).find(|p| free(*p))
 }
 
 /// The allocatable ports, without port 0; `None` if empty.

@@ -7,43 +7,70 @@ use std::str::FromStr;
 use crate::spec::bad_value;
 use crate::{
     FilteringBehavior, MappingBehavior, NatConfig, NatConfigError, Pooling, PortAllocation,
+    CONNTRACK_UDP_UNREPLIED,
 };
 
 /// The classic NAT types, by their kebab-case names (`none`, `full-cone`, `restricted`,
-/// `port-restricted`, `symmetric`, `symmetric-address`). All but `symmetric` preserve ports;
-/// all use the REQ-5 minimum timeout of 120 s, outbound-only refresh and hairpinning (REQ-9).
-/// The doc of each variant says what a Teredo client (RFC 4380 qualification: optional cone
-/// probe, then restricted RS to the primary and the secondary server address) sees behind it.
+/// `port-restricted`, `masquerade`, `symmetric`, `symmetric-address`). All but `symmetric`
+/// preserve ports; all use the REQ-5 minimum timeout of 120 s, outbound-only refresh and
+/// hairpinning (REQ-9). The doc of each variant says what a Teredo client (RFC 4380
+/// qualification: optional cone probe, then restricted RS to the primary and the secondary
+/// server address) sees behind it, and which kernel NAT it matches: the nftables rulesets of
+/// the test kit (`testkit::nft::NatKind`, NAT.md §9 recipes R1–R5), whose routers the
+/// end-to-end test `nat_fidelity` runs every client profile behind, cell by cell against this
+/// model. Differences that no Teredo qualification sees: the kernel's timeouts are 30 s
+/// (unanswered) / 120 s (answered) and refreshed both ways, its random ports are per flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum NatPreset {
     /// No NAT: the client's own address is global. [`NatPreset::config`] returns `None`; the
     /// lab bypasses the model. A Teredo client reports NAT type none (its mapping equals its
-    /// socket address); XP's cone probe succeeds, so its address has C=1.
+    /// socket address); XP's cone probe succeeds, so its address has C=1. Kernel: a host on
+    /// the Internet segment, no router.
     None,
     /// Full cone, EIM + EIF. The only preset where the cone probe succeeds (the RA comes from
     /// the server's other address, which only endpoint-independent filtering lets in): the
     /// client qualifies with the cone flag and peers can reach it without bubbles. The
-    /// secondary-address check sees the same mapping.
+    /// secondary-address check sees the same mapping. Kernel: `NatKind::FullCone`, R4
+    /// (masquerade + a dynamic map learning external port → internal endpoint + DNAT).
     FullCone,
     /// (Address-)restricted cone, EIM + ADF. The cone probe times out; both server addresses
     /// report the same mapping, so the client qualifies as restricted (C=0). A peer gets in
-    /// once the client has sent anything (a bubble) to the peer's IP.
+    /// once the client has sent anything (a bubble) to the peer's IP. Kernel:
+    /// `NatKind::AddressRestricted`, R5 (R4 + a permit set; refused datagrams are dropped in
+    /// FORWARD, before conntrack confirms them, so they reserve nothing).
     Restricted,
-    /// Port-restricted cone, EIM + APDF (Linux masquerade). Like `restricted`, but a peer gets
-    /// in only from the exact IP:port the client sent to; Teredo's direct bubbles still work
-    /// because the mapping itself is endpoint-independent.
+    /// Port-restricted cone, EIM + APDF. Like `restricted`, but a peer gets in only from the
+    /// exact IP:port the client sent to; Teredo's direct bubbles still work because the
+    /// mapping itself is endpoint-independent. Kernel: `NatKind::PortRestricted`, R1
+    /// (`masquerade`) **plus a stateful WAN input firewall** (`iifname wan ct state new
+    /// drop`, what home routers have): refused datagrams die before conntrack confirms them.
     PortRestricted,
+    /// A bare Linux masquerade: `port-restricted` plus the conntrack trap
+    /// ([`NatConfig::unsolicited_reserve`] = 30 s). The cone probe's RA, sent from the
+    /// server's secondary address, is refused and reserves the mapping's port toward the
+    /// secondary, so the secondary-address check that follows gets another port: clients
+    /// that run the cone probe (XP, Vista, 7) see "symmetric (port)" (XP goes offline, "client
+    /// behind symmetric NAT"); the others see `restricted`. After that diversion every new
+    /// flow of the client leaves from the new port (Linux reuses the newest mapping of a
+    /// socket), so a Vista/7 client's bubbles reach relays and peers from a mapping other than
+    /// its address's: a strict relay refuses them, as behind `symmetric`. Kernel:
+    /// `NatKind::BareMasquerade`, R1 alone (`masquerade`, no firewall: common on Linux routers
+    /// and in containers).
+    Masquerade,
     /// Symmetric, APDM + APDF with random ports. The cone probe times out and the
     /// secondary-address check sees a different mapping (another port): an RFC 4380 client
     /// declares "symmetric NAT" and stops (Windows: "symmetric (port)"); Miredo 1.2, which skips
     /// that check, qualifies with a mapping valid towards the primary server address only.
-    /// Peers need RFC 6081 symmetric NAT support.
+    /// Peers need RFC 6081 symmetric NAT support. Kernel: `NatKind::Symmetric`, R3
+    /// (`masquerade random,fully-random`; it reserves ports like R1 too, unseen here since
+    /// every destination gets its own random port anyway).
     Symmetric,
     /// Symmetric (address), ADM + APDF with arbitrary pooling over **at least 2** external
     /// addresses ([`NatPreset::config`] refuses fewer). The two server addresses differ, so
     /// the secondary-address check sees a different mapping, on another external address
-    /// (Windows: "symmetric (address)"); the cone probe times out.
+    /// (Windows: "symmetric (address)"); the cone probe times out. Kernel: no ruleset of the
+    /// test kit (it would need a router with two WAN addresses).
     SymmetricAddress,
 }
 
@@ -54,6 +81,7 @@ impl NatPreset {
         Self::FullCone,
         Self::Restricted,
         Self::PortRestricted,
+        Self::Masquerade,
         Self::Symmetric,
         Self::SymmetricAddress,
     ];
@@ -65,6 +93,7 @@ impl NatPreset {
             Self::FullCone => "full-cone",
             Self::Restricted => "restricted",
             Self::PortRestricted => "port-restricted",
+            Self::Masquerade => "masquerade",
             Self::Symmetric => "symmetric",
             Self::SymmetricAddress => "symmetric-address",
         }
@@ -102,7 +131,7 @@ impl NatPreset {
                 PortAllocation::Preserving,
                 Pooling::Paired,
             ),
-            Self::PortRestricted => (
+            Self::PortRestricted | Self::Masquerade => (
                 M::EndpointIndependent,
                 F::AddressAndPortDependent,
                 PortAllocation::Preserving,
@@ -133,6 +162,7 @@ impl NatPreset {
             filtering,
             ports,
             pooling,
+            unsolicited_reserve: (self == Self::Masquerade).then_some(CONNTRACK_UDP_UNREPLIED),
             ..NatConfig::new(external_ips, seed)
         };
         config.validate()?;
@@ -160,7 +190,8 @@ impl FromStr for NatPreset {
                 bad_value(
                     "preset",
                     s,
-                    "none, full-cone, restricted, port-restricted, symmetric or symmetric-address",
+                    "none, full-cone, restricted, port-restricted, masquerade, symmetric or \
+                     symmetric-address",
                 )
             })
     }

@@ -35,6 +35,7 @@ pub const SPEC_KEYS: &[&str] = &[
     "delay",
     "port-range",
     "max-mappings",
+    "unsolicited-reserve",
 ];
 
 impl NatConfig {
@@ -63,6 +64,7 @@ impl NatConfig {
     /// | `loss` | `0.0..=1.0` or a percentage `10%` |
     /// | `port-range` | `LOW-HIGH` or a single port |
     /// | `max-mappings` | positive integer |
+    /// | `unsolicited-reserve` | `off` or a duration (`30s`, Linux conntrack's) |
     ///
     /// The result does not depend on key order: `ips` and `seed` apply first, then `preset`,
     /// then the rest. Unknown or repeated keys and bad values are errors naming the key.
@@ -119,6 +121,15 @@ impl NatConfig {
                 "upnp" => next.upnp = parse_bool(key, v)?,
                 "loss" => next.loss = parse_loss(v)?,
                 "port-range" => next.port_range = parse_port_range(v)?,
+                "unsolicited-reserve" => {
+                    next.unsolicited_reserve =
+                        match v.to_ascii_lowercase().as_str() {
+                            "off" | "no" | "false" | "none" => None,
+                            _ => Some(parse_duration(v).ok_or_else(|| {
+                                bad_value(key, v, "off, or a duration such as 30s")
+                            })?),
+                        }
+                }
                 "max-mappings" => {
                     next.max_mappings = v
                         .parse()
@@ -139,7 +150,8 @@ impl NatConfig {
         let ips: Vec<String> = self.external_ips.iter().map(Ipv4Addr::to_string).collect();
         format!(
             "mapping={},filtering={},ports={},pooling={},ips={},seed={},timeout={},\
-             inbound-refresh={},hairpin={},upnp={},loss={},delay={},port-range={}-{},max-mappings={}",
+             inbound-refresh={},hairpin={},upnp={},loss={},delay={},port-range={}-{},max-mappings={},\
+             unsolicited-reserve={}",
             self.mapping,
             self.filtering,
             self.ports,
@@ -155,6 +167,8 @@ impl NatConfig {
             self.port_range.start(),
             self.port_range.end(),
             self.max_mappings,
+            self.unsolicited_reserve
+                .map_or_else(|| "off".to_owned(), format_duration),
         )
     }
 }

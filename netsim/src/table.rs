@@ -15,6 +15,10 @@ pub(crate) enum Dest {
     Any,
     Ip(Ipv4Addr),
     IpPort(SocketAddrV4),
+    /// A mapping retired by a port reservation (`Nat`'s conntrack model): it keeps serving
+    /// the remotes it holds permits for, new remotes get the mapping that replaced it. Keyed
+    /// by its own external endpoint, hence unique.
+    Retired(SocketAddrV4),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +76,8 @@ pub(crate) struct Table {
     track_endpoints: bool,
     /// External endpoints held by UPnP leases of other hosts: not free for a new mapping.
     reserved: Vec<SocketAddrV4>,
+    /// Retired mappings ([`Dest::Retired`]) per internal endpoint, oldest first.
+    retired: HashMap<SocketAddrV4, Vec<SocketAddrV4>>,
 }
 
 impl Table {
@@ -85,6 +91,7 @@ impl Table {
             endpoint_pool: HashMap::new(),
             track_endpoints,
             reserved: Vec::new(),
+            retired: HashMap::new(),
         }
     }
 
@@ -101,7 +108,6 @@ impl Table {
         self.by_external.get_mut(&external)
     }
 
-    #[cfg(test)]
     pub(crate) fn get(&self, external: SocketAddrV4) -> Option<&Mapping> {
         self.by_external.get(&external)
     }
@@ -109,6 +115,29 @@ impl Table {
     /// The external endpoint of the mapping for `key`, if any.
     pub(crate) fn lookup(&self, key: &MappingKey) -> Option<SocketAddrV4> {
         self.by_key.get(key).copied()
+    }
+
+    /// The retired mappings of `internal` (external endpoints, oldest first).
+    pub(crate) fn retired(&self, internal: SocketAddrV4) -> &[SocketAddrV4] {
+        self.retired.get(&internal).map_or(&[], Vec::as_slice)
+    }
+
+    /// Re-keys the mapping at `external` as retired ([`Dest::Retired`]), freeing its key for a
+    /// new mapping.
+    pub(crate) fn retire(&mut self, external: SocketAddrV4) {
+        let Some(m) = self.by_external.get_mut(&external) else {
+            return;
+        };
+        if matches!(m.key.dest, Dest::Retired(_)) {
+            return;
+        }
+        self.by_key.remove(&m.key);
+        m.key.dest = Dest::Retired(external);
+        self.by_key.insert(m.key, external);
+        self.retired
+            .entry(m.key.internal)
+            .or_default()
+            .push(external);
     }
 
     pub(crate) fn is_expired(&self, external: SocketAddrV4, now: Instant) -> bool {
@@ -142,14 +171,6 @@ impl Table {
     /// before an allocation).
     pub(crate) fn set_reserved(&mut self, reserved: Vec<SocketAddrV4>) {
         self.reserved = reserved;
-    }
-
-    /// The first free port at or after `start`, wrapping within `lo..=hi`.
-    pub(crate) fn scan_free(&self, ip: Ipv4Addr, start: u16, lo: u16, hi: u16) -> Option<u16> {
-        let start = start.clamp(lo, hi);
-        (start..=hi)
-            .chain(lo..start)
-            .find(|p| self.port_free(ip, *p))
     }
 
     /// Moves the mapping's deadline to `until` (never earlier than it was, should the caller's
@@ -209,6 +230,14 @@ impl Table {
             return;
         };
         self.by_key.remove(&m.key);
+        if matches!(m.key.dest, Dest::Retired(_)) {
+            if let Some(list) = self.retired.get_mut(&m.key.internal) {
+                list.retain(|e| *e != external);
+                if list.is_empty() {
+                    self.retired.remove(&m.key.internal);
+                }
+            }
+        }
         if let Some(deadline) = m.expires {
             self.expiry.remove(&(deadline, external));
         }
@@ -227,6 +256,7 @@ impl Table {
         self.by_key.clear();
         self.expiry.clear();
         self.endpoint_pool.clear();
+        self.retired.clear();
         self.used.iter_mut().for_each(|u| *u = 0);
     }
 
@@ -264,6 +294,27 @@ impl Table {
             }
         }
         assert_eq!(self.expiry.len(), deadlines);
+        let mut retired = 0;
+        for (internal, list) in &self.retired {
+            assert!(!list.is_empty());
+            for external in list {
+                let m = &self.by_external[external];
+                assert_eq!(
+                    m.key,
+                    MappingKey {
+                        internal: *internal,
+                        dest: Dest::Retired(*external)
+                    }
+                );
+                retired += 1;
+            }
+        }
+        let keyed = self
+            .by_external
+            .values()
+            .filter(|m| matches!(m.key.dest, Dest::Retired(_)))
+            .count();
+        assert_eq!(retired, keyed);
         assert_eq!(self.used, used);
         assert_eq!(self.endpoint_pool, per_endpoint);
     }

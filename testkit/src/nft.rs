@@ -41,7 +41,8 @@ pub enum NatKind {
     /// dependent filtering, port preserving (see the module documentation for the firewall).
     PortRestricted,
     /// R1 alone: Linux's default NAPT without any firewall. EIM+APDF for outgoing flows, but
-    /// refused inbound datagrams reserve external ports (module documentation).
+    /// refused inbound datagrams reserve external ports (module documentation); the NAT
+    /// model's `masquerade` preset (`unsolicited-reserve=30s`).
     BareMasquerade,
     /// R3: symmetric — `masquerade random,fully-random`: address-and-port-dependent mapping
     /// with random ports, APDF.
@@ -65,6 +66,18 @@ impl NatKind {
             Self::AddressRestricted => "address-restricted",
             Self::PortRestricted => "port-restricted",
             Self::BareMasquerade => "bare-masquerade",
+            Self::Symmetric => "symmetric",
+        }
+    }
+
+    /// The NAT model's preset (`netsim::NatPreset`, `client-sim --nat`) that matches this
+    /// router, cell by cell for every client profile (the e2e test `nat_fidelity` checks it).
+    pub fn preset(self) -> &'static str {
+        match self {
+            Self::FullCone => "full-cone",
+            Self::AddressRestricted => "restricted",
+            Self::PortRestricted => "port-restricted",
+            Self::BareMasquerade => "masquerade",
             Self::Symmetric => "symmetric",
         }
     }

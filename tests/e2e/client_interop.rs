@@ -33,8 +33,9 @@
 //!   `[UNREPLIED]` conntrack entry on the router that reserves the external port toward the
 //!   secondary, so the symmetric check gets another port (M1 ≠ M2). The tests assert that
 //!   entry; details in `teredo_tests::nat_recipes`. A stateful WAN input firewall (what real
-//!   routers have) removes the effect: that is the port-restricted row. client-sim's own NAT
-//!   model (`--nat port-restricted`, "Linux masquerade") does not model this reservation.
+//!   routers have) removes the effect: that is the port-restricted row. client-sim's NAT
+//!   model has both: `--nat port-restricted` (R1 + firewall) and `--nat masquerade` (R1
+//!   alone, `unsolicited-reserve=30s`); `nat_fidelity` compares them with these routers.
 //!
 //! Not covered: a kernel mapping-expiry test (NAT.md R8). `client-sim qualify` exits as soon
 //! as it is qualified and has no refresh-interval flag, so seeing the mapping change would

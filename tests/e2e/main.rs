@@ -14,6 +14,9 @@
 //! * `client_interop`: `client-sim qualify` (every client profile) behind real Linux NATs
 //!   (nftables) and without NAT, against our server and `miredo-server`: NAT type, mapping,
 //!   address and exit status.
+//! * `nat_fidelity`: the NAT model against kernel NATs, cell by cell: every profile behind
+//!   every preset in process (`client-sim lab`) and behind the matching nftables router
+//!   (`client-sim qualify`), the comparison table printed, any disagreement a failure.
 //! * `conformance`: TEREDO.md (b) server checks 1–15 against the in-process server over real
 //!   sockets in a namespace, and tshark's view of that traffic.
 //! * `floods`: spoofed-source RS floods against the server: one RA per RS, no more bytes
@@ -56,6 +59,7 @@ mod interop;
 mod load;
 mod miredo_relay;
 mod misbehaving;
+mod nat_fidelity;
 mod netns;
 mod promtool;
 mod relay_flood;

@@ -45,7 +45,8 @@ pub fn public_host(
 }
 
 /// NAT.md R1: Linux's default NAPT — endpoint-independent mapping, address-and-port-dependent
-/// filtering, port-preserving when it can ("port-restricted cone").
+/// filtering, port-preserving when it can; without a WAN input firewall refused inbound
+/// datagrams reserve ports (`testkit::nft`), which the NAT model's `masquerade` preset models.
 pub fn masquerade_ruleset(wan: &str, lan: &str) -> String {
     format!(
         "flush ruleset\n\

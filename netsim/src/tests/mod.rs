@@ -5,6 +5,7 @@ mod model;
 mod ports;
 mod presets;
 mod props;
+mod reserve;
 mod spec;
 mod upnp;
 

@@ -46,6 +46,11 @@ fn presets_match_the_rfc4787_table() {
             F::AddressAndPortDependent,
         ),
         (
+            NatPreset::Masquerade,
+            M::EndpointIndependent,
+            F::AddressAndPortDependent,
+        ),
+        (
             NatPreset::Symmetric,
             M::AddressAndPortDependent,
             F::AddressAndPortDependent,
@@ -71,6 +76,8 @@ fn presets_match_the_rfc4787_table() {
         assert_eq!(config.ports, expected_ports, "{preset}");
         assert_eq!(config.timeout, secs(120), "{preset}");
         assert!(config.hairpinning && !config.inbound_refresh, "{preset}");
+        let reserve = (preset == NatPreset::Masquerade).then_some(CONNTRACK_UDP_UNREPLIED);
+        assert_eq!(config.unsolicited_reserve, reserve, "{preset}");
         let mut nat = preset_nat(preset);
         assert_eq!(probe_mapping(&mut nat, now), mapping, "{preset}");
         assert_eq!(probe_filtering(&mut nat, now), filtering, "{preset}");
@@ -80,21 +87,32 @@ fn presets_match_the_rfc4787_table() {
 
 /// What the preset docs promise a Teredo client: the cone probe (RS to the primary, RA
 /// from the secondary) passes only behind full cone; the secondary-address check sees a
-/// different mapping only behind the symmetric presets.
+/// different mapping behind the symmetric presets, and behind a bare masquerade after the
+/// refused cone probe (without it, masquerade is port-restricted).
 #[test]
 fn presets_as_a_teredo_client_sees_them() {
     let now = Instant::now();
     let client = ep("192.168.1.10:40000");
     let primary = ep("198.51.100.10:3544");
     let secondary = ep("198.51.100.11:3544");
-    for &preset in &NatPreset::ALL[1..] {
+    for (&preset, cone_probe) in NatPreset::ALL[1..]
+        .iter()
+        .flat_map(|p| [(p, true), (p, false)])
+    {
         let mut nat = preset_nat(preset);
         let m1 = fwd(nat.outbound(now, client, primary));
-        let cone = nat.inbound(now, m1, secondary).is_ok();
+        if cone_probe {
+            let cone = nat.inbound(now, m1, secondary).is_ok();
+            assert_eq!(cone, preset == NatPreset::FullCone, "{preset} cone probe");
+        }
         let m2 = fwd(nat.outbound(now, client, secondary));
-        assert_eq!(cone, preset == NatPreset::FullCone, "{preset} cone probe");
-        let symmetric = matches!(preset, NatPreset::Symmetric | NatPreset::SymmetricAddress);
-        assert_eq!(m1 != m2, symmetric, "{preset} secondary check");
+        let symmetric = matches!(preset, NatPreset::Symmetric | NatPreset::SymmetricAddress)
+            || (preset == NatPreset::Masquerade && cone_probe);
+        assert_eq!(
+            m1 != m2,
+            symmetric,
+            "{preset} secondary check, cone probe {cone_probe}"
+        );
         if preset == NatPreset::SymmetricAddress {
             assert_ne!(m1.ip(), m2.ip(), "symmetric-address changes the address");
             assert_eq!(m1.port(), client.port(), "and preserves the port");
@@ -112,6 +130,7 @@ fn preset_names_round_trip() {
             "full-cone",
             "restricted",
             "port-restricted",
+            "masquerade",
             "symmetric",
             "symmetric-address"
         ]

@@ -81,6 +81,7 @@ fn arb_config() -> impl Strategy<Value = NatConfig> {
                     delay: Duration::from_millis(delay),
                     port_range: lo..=lo + span,
                     max_mappings: max,
+                    unsolicited_reserve: (seed & 1 == 1).then(|| secs(1 + seed % 40)),
                     seed,
                 }
             },
