@@ -584,6 +584,11 @@ pub const EXTRAS: &[Scenario] = &[
     ),
 ];
 
+/// The scenario named `name` (`profile__nat[__variant]`), if any.
+pub fn scenario_named(name: &str) -> Option<Scenario> {
+    all_scenarios().into_iter().find(|s| s.name() == name)
+}
+
 /// Every scenario, matrix first.
 pub fn all_scenarios() -> Vec<Scenario> {
     MATRIX.iter().chain(EXTRAS).copied().collect()

@@ -77,16 +77,16 @@ fn write_case(w: &mut Writer<Vec<u8>>, r: &ScenarioResult) -> anyhow::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::{run_scenario, Expect, MATRIX};
+    use crate::lab::{run_scenario, scenario_named, Expect};
     use teredo::client::NatType;
 
     #[test]
     fn one_case_per_scenario_and_the_mismatch_as_failure() {
-        let good = run_scenario(&MATRIX[4], 1, false).unwrap();
+        let good = run_scenario(&scenario_named("xp-sp2__symmetric").unwrap(), 1, false).unwrap();
         // Claim XP qualifies behind a symmetric NAT: a mismatch.
         let wrong = crate::lab::Scenario {
             expect: Expect::qualified(NatType::SymmetricPort),
-            ..MATRIX[4]
+            ..scenario_named("xp-sp2__symmetric").unwrap()
         };
         let bad = run_scenario(&wrong, 1, false).unwrap();
         let report = LabReport {

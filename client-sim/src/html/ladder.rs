@@ -381,7 +381,7 @@ pub(crate) const LEGEND: &[(Kind, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::{run_scenario_with, MATRIX};
+    use crate::lab::{run_scenario_with, scenario_named};
 
     fn names() -> LaneNames {
         LaneNames {
@@ -394,7 +394,7 @@ mod tests {
 
     #[test]
     fn xp_behind_symmetric_nat_shows_why_it_goes_offline() {
-        let s = MATRIX[4];
+        let s = scenario_named("xp-sp2__symmetric").unwrap();
         assert_eq!(s.name(), "xp-sp2__symmetric");
         let r = run_scenario_with(&s, 1, false, true).unwrap();
         let j = r.journal.as_ref().unwrap();

@@ -151,15 +151,15 @@ pub(crate) fn extras(results: &[ScenarioResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::{run_scenario, Expect, Scenario, MATRIX};
+    use crate::lab::{run_scenario, scenario_named, Expect, Scenario};
     use teredo::client::NatType;
 
     #[test]
     fn a_cell_shows_observed_expected_and_mismatch() {
-        let ok = run_scenario(&MATRIX[4], 1, false).unwrap();
+        let ok = run_scenario(&scenario_named("xp-sp2__symmetric").unwrap(), 1, false).unwrap();
         let wrong = Scenario {
             expect: Expect::qualified(NatType::SymmetricPort),
-            ..MATRIX[10]
+            ..scenario_named("rfc5991__symmetric").unwrap()
         };
         let bad = run_scenario(&wrong, 1, false).unwrap();
         let g = grid(&[ok, bad]);

@@ -225,11 +225,17 @@ pub(crate) fn page(report: &LabReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::{run_scenario_with, MATRIX};
+    use crate::lab::{run_scenario_with, scenario_named};
 
     #[test]
     fn the_page_is_self_contained() {
-        let r = run_scenario_with(&MATRIX[4], 1, false, true).unwrap();
+        let r = run_scenario_with(
+            &scenario_named("xp-sp2__symmetric").unwrap(),
+            1,
+            false,
+            true,
+        )
+        .unwrap();
         let p = page(&LabReport {
             seed: 1,
             results: vec![r],
