@@ -85,7 +85,25 @@ fn run(dir: &TestDir) -> Result<()> {
     );
     ensure!(stdout.contains(&total), "'{total}' not in:\n{stdout}");
     ensure!(failures == 0, "{failures} failures in {xml}");
-    ensure!(matrix_cases == 30, "{matrix_cases} matrix test cases");
+    // The matrix is every profile behind every NAT preset: a full grid.
+    let cell = |c: &roxmltree::Node<'_, '_>| {
+        c.attribute("name")
+            .and_then(|n| n.split_once("__"))
+            .map(|(p, n)| (p.to_owned(), n.to_owned()))
+    };
+    let grid: Vec<(String, String)> = cases
+        .iter()
+        .filter(|c| c.attribute("classname") == Some("teredo-lab.matrix"))
+        .filter_map(cell)
+        .collect();
+    let profiles: std::collections::BTreeSet<&str> = grid.iter().map(|(p, _)| p.as_str()).collect();
+    let nats: std::collections::BTreeSet<&str> = grid.iter().map(|(_, n)| n.as_str()).collect();
+    ensure!(
+        profiles.len() == teredo::client::Profile::ALL.len()
+            && nats.len() >= 6
+            && matrix_cases == profiles.len() * nats.len(),
+        "{matrix_cases} matrix test cases for profiles {profiles:?} x NATs {nats:?}"
+    );
     ensure!(cases
         .iter()
         .any(|c| c.attribute("name") == Some("xp-sp2__symmetric")));
