@@ -8,8 +8,10 @@
 #   docker/up.sh --load        # profile `load` instead of the lab: server, relay, v6host,
 #                              # Prometheus and the load generator (docker/lab/loadgen.sh:
 #                              # 10 000 clients qualify, then echo through the relay); exit
-#                              # status 0 when the load run met its loss threshold and
-#                              # Prometheus scraped server, relay and generator
+#                              # status 0 when the load run met its loss threshold,
+#                              # Prometheus scraped server, relay and generator, served the
+#                              # console page /consoles/teredo-load.html and recorded every
+#                              # series of docker/lab/teredo.rules.yml (prom-rules-check.sh)
 #   docker/up.sh --conformance # profile `conformance` instead of the lab: server, relay and
 #                              # `client-sim conform` (docker/lab/conform.sh) on the internet
 #                              # and native networks, one run against the server, one against

@@ -5,9 +5,11 @@
 # 2001:db8:1::100 through the relay (the host's kernel answers) at LOAD_RATE packets/s for
 # LOAD_DURATION, while Prometheus scrapes the server, the relay and this generator every
 # second. At the end: the generator's report, then Prometheus' view of the run
-# (prom-report.sh), and the verdict files docker/up.sh reads (verdict.json, summary.txt,
-# exit_code). Exit status 0 when the load run met its loss threshold (client-sim's own exit
-# status) and Prometheus scraped all three jobs.
+# (prom-report.sh), the console page and the recorded series over the run
+# (prom-rules-check.sh), and the verdict files docker/up.sh reads (verdict.json,
+# summary.txt, exit_code). Exit status 0 when the load run met its loss threshold
+# (client-sim's own exit status), Prometheus scraped all three jobs, served the console page
+# and recorded every rule's series.
 #
 #   env LOAD_CLIENTS=10000 LOAD_QUALIFY_RATE=1000 LOAD_RATE=2000 LOAD_SIZE=100
 #       LOAD_DURATION=10s LOAD_ARGS="..." (more client-sim load flags)
@@ -44,6 +46,8 @@ log "client-sim load exited $load_rc after $load_s s"
 # (--metrics-linger: Prometheus scraped the generator's final counters before it exited.)
 EXPECT_JOBS="teredo-server teredo-relay loadgen" /lab/prom-report.sh "$PROMETHEUS4:9090"
 prom_rc=$?
+START=$t0 /lab/prom-rules-check.sh "$PROMETHEUS4:9090"
+rules_rc=$?
 
 # The report's headline figures.
 figures=$(jq -c '{clients,
@@ -61,20 +65,22 @@ problems=()
 [ "$load_rc" = 0 ] || { rc=1; problems+=("client-sim load exited $load_rc"); }
 [ -s "$RESULTS/load.json" ] || { rc=1; problems+=("no load report"); }
 [ "$prom_rc" = 0 ] || { rc=1; problems+=("Prometheus did not scrape every job"); }
+[ "$rules_rc" = 0 ] || { rc=1; problems+=("console page or recorded series missing"); }
 headline=$(jq -r '"\(.qualified)/\(.clients) clients qualified (\(.qualified_per_s | floor)/s), "
     + "\(.senders) sending \(.sent_pps * 10 | round / 10) pps: lost \(.lost)/\(.sent) "
     + "(\(.loss_percent) %), RTT p50 \(.rtt_p50_ms) ms p99 \(.rtt_p99_ms) ms"' \
   <<<"$figures" 2>/dev/null) || headline="no figures"
 if [ "$rc" = 0 ]; then
-  summary="load ok: $headline; Prometheus scraped server, relay and loadgen"
+  summary="load ok: $headline; Prometheus scraped server, relay and loadgen, console page and recorded series ok"
 else
   summary="load FAILED: $(IFS=';'; echo "${problems[*]}"); $headline"
 fi
 jq -n --argjson ok "$([ "$rc" = 0 ] && echo true || echo false)" --arg summary "$summary" \
   --argjson figures "${figures:-null}" --argjson load_rc "$load_rc" --argjson prom_rc "$prom_rc" \
+  --argjson rules_rc "$rules_rc" \
   --argjson wall_s "$(($(date +%s) - start))" --argjson load_s "$load_s" \
   '{ok: $ok, summary: $summary, figures: $figures, load_exit: $load_rc,
-    prometheus_exit: $prom_rc, load_seconds: $load_s, wall_seconds: $wall_s}' \
+    prometheus_exit: $prom_rc, recording_rules_exit: $rules_rc, load_seconds: $load_s, wall_seconds: $wall_s}' \
   >"$RESULTS/.verdict.json.tmp"
 mv "$RESULTS/.verdict.json.tmp" "$RESULTS/verdict.json"
 printf '%s\n' "$summary" >"$RESULTS/summary.txt"

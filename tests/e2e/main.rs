@@ -32,6 +32,8 @@
 //!   port-restricted and a symmetric NAT, checked in the report and on the wire.
 //! * `promtool`: `promtool check metrics` on the `/metrics` of the server, the relay and
 //!   `client-sim load`, and the series a load test reads.
+//! * `prom_assets`: the recording rules, console page and Grafana dashboard of `docker/`:
+//!   `promtool check rules`, every expression parses and names only metrics we export.
 //! * `faults`: server killed and restarted or dead, relay restarted, NAT mappings flushed
 //!   and the NAT "rebooted" with new ports, 10 % loss — around a long `client-sim ping`
 //!   session behind a kernel NAT, through our server and relay.
@@ -61,6 +63,7 @@ mod miredo_relay;
 mod misbehaving;
 mod nat_fidelity;
 mod netns;
+mod prom_assets;
 mod promtool;
 mod relay_flood;
 mod relay_interop;

@@ -24,7 +24,7 @@ use teredo_tests::process::tail;
 use teredo_tests::wait::wait_for;
 use teredo_tests::{bin_path, check, require_tools, Proc, TestDir};
 
-const LIMIT: Duration = Duration::from_secs(20);
+pub(super) const LIMIT: Duration = Duration::from_secs(20);
 
 /// `promtool check metrics` on `text`: (success, what it printed on stdout and stderr).
 fn promtool(text: &str) -> Result<(bool, String)> {
@@ -51,13 +51,13 @@ fn promtool(text: &str) -> Result<(bool, String)> {
 }
 
 /// A loopback TCP port free right now (the processes bind it a moment later).
-fn free_tcp_port() -> u16 {
+pub(super) fn free_tcp_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a probe TCP port");
     l.local_addr().expect("probe address").port()
 }
 
 /// A loopback UDP port free right now on 127.0.0.1 and 127.0.0.2.
-fn free_udp_port() -> u16 {
+pub(super) fn free_udp_port() -> u16 {
     loop {
         let a = UdpSocket::bind("127.0.0.1:0").expect("bind a probe UDP port");
         let port = a.local_addr().expect("probe address").port();
@@ -68,12 +68,17 @@ fn free_udp_port() -> u16 {
 }
 
 /// The body of `GET /metrics` on `addr` (HTTP/1.0: the server closes after answering).
-fn scrape(addr: SocketAddr) -> Result<String> {
+pub(super) fn scrape(addr: SocketAddr) -> Result<String> {
     teredo_tests::metrics::fetch(addr)
 }
 
 /// Waits until `series` reads `want` on `addr`, and returns the whole page then.
-fn scrape_until(proc: &mut Proc, addr: SocketAddr, series: &str, want: f64) -> Result<String> {
+pub(super) fn scrape_until(
+    proc: &mut Proc,
+    addr: SocketAddr,
+    series: &str,
+    want: f64,
+) -> Result<String> {
     let (text, _) = wait_for(&format!("{series} = {want} on {addr}"), LIMIT, || {
         proc.ensure_running()?;
         Ok(scrape(addr)
