@@ -16,6 +16,7 @@
 //! time); answers are tracked per client ([`seq`]) for loss, duplicates and reordering, RTTs
 //! go into an HDR histogram, and everything is also exported as `loadgen_*` metrics.
 
+pub mod charts;
 pub mod findmax;
 pub mod metrics;
 pub mod pacing;
