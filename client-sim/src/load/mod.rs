@@ -18,6 +18,8 @@
 
 pub mod charts;
 pub mod findmax;
+pub mod html;
+pub mod junit;
 pub mod metrics;
 pub mod pacing;
 pub mod payload;
