@@ -192,7 +192,8 @@ impl Timeline {
             Some(p) => p.merge(&s),
             None => s,
         };
-        if merged.span_s + 1e-6 < self.step_s {
+        // A tick a little early still makes a full second.
+        if merged.span_s < 0.75 * self.step_s {
             self.pending = Some(merged);
             return;
         }
