@@ -74,7 +74,9 @@ fn longest_line(svg: &str, stroke: &str) -> usize {
 fn ceiling_run_writes_the_page_and_junit() {
     let dir = TestDir::new(function_name!()).unwrap();
     let (page, xml) = run_load(&dir);
-    for id in ["rates", "loss", "rtt", "qualify", "mappings", "rtt-cdf", "find-max"] {
+    for id in [
+        "rates", "loss", "rtt", "qualify", "mappings", "rtt-cdf", "find-max",
+    ] {
         assert!(figure(&page, id).contains("</svg>"), "{id}");
     }
     for bad in ["http:", "https:", "src=", "href=", "url("] {
@@ -107,7 +109,12 @@ fn ceiling_run_writes_the_page_and_junit() {
     assert!(cases
         .iter()
         .all(|c| c.attribute("classname") == Some("teredo-load.ceiling")));
-    assert_eq!(doc.descendants().filter(|n| n.has_tag_name("failure")).count(), 0);
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("failure"))
+            .count(),
+        0
+    );
     assert_eq!(doc.root_element().attribute("failures"), Some("0"));
 }
 
@@ -142,7 +149,10 @@ fn load_report_renders_in_headless_chromium() {
 
     let shot = dir.join("load.png");
     let size = format!("--window-size={},{}", SHOT.0, SHOT.1);
-    let (_, console) = chromium(&dir, &[&format!("--screenshot={}", shot.display()), &size, &url]);
+    let (_, console) = chromium(
+        &dir,
+        &[&format!("--screenshot={}", shot.display()), &size, &url],
+    );
     check_console(&console);
     let png = std::fs::read(&shot).unwrap();
     assert_eq!(png_size(&png), SHOT);
@@ -161,7 +171,13 @@ fn load_report_renders_in_headless_chromium() {
 fn chromium(dir: &TestDir, args: &[&str]) -> (String, String) {
     let profile = dir.join("chromium-profile");
     let out = Command::new("timeout")
-        .args(["120", "chromium", "--headless", "--no-sandbox", "--disable-gpu"])
+        .args([
+            "120",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+        ])
         .args(["--no-first-run", "--enable-logging=stderr", "--v=0"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)

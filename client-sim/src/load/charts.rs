@@ -129,10 +129,7 @@ pub fn rtt_cdf(trials: &[TrialRtt]) -> anyhow::Result<String> {
     let hi = top(all(), lo * 10.0);
     svg(|root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(
-                "RTT distribution per trial (CDF)",
-                ("sans-serif", 16),
-            )
+            .caption("RTT distribution per trial (CDF)", ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(70)
@@ -216,7 +213,9 @@ pub fn find_max(m: &FindMaxSummary) -> anyhow::Result<String> {
             });
         chart
             .draw_series(LineSeries::new(
-                m.trials.iter().map(|t| (f64::from(t.trial), t.received_pps)),
+                m.trials
+                    .iter()
+                    .map(|t| (f64::from(t.trial), t.received_pps)),
                 received.stroke_width(2),
             ))?
             .label("received")
@@ -286,7 +285,10 @@ mod tests {
         assert!(s.starts_with("<svg"), "{s}");
         assert!(!s.contains("http"), "{s}");
         assert!(s.contains("packets per second"));
-        assert!(s.contains("\noffered\n") && s.contains("\nreceived\n"), "{s}");
+        assert!(
+            s.contains("\noffered\n") && s.contains("\nreceived\n"),
+            "{s}"
+        );
         // The offered line and its legend swatch, in the first colour; the received line's
         // lone points as dots in the second.
         let blue = r##"<polyline fill="none" opacity="1" stroke="#1F5FBF" stroke-width="2""##;

@@ -46,7 +46,8 @@ fn points(s: &[Sample], y: impl Fn(&Sample) -> Option<f64>) -> Vec<Option<(f64, 
 
 /// One `<figure>` with its chart, or the error in its place.
 fn figure(out: &mut String, id: &str, chart: anyhow::Result<String>, caption: &str) {
-    let body = chart.unwrap_or_else(|e| format!("<p class=\"bad\">cannot draw: {}</p>", esc(&e.to_string())));
+    let body = chart
+        .unwrap_or_else(|e| format!("<p class=\"bad\">cannot draw: {}</p>", esc(&e.to_string())));
     let _ = writeln!(
         out,
         "<figure class=\"chart\" id=\"{id}\">{body}<figcaption>{}</figcaption></figure>",
@@ -91,7 +92,10 @@ pub fn page(report: &LoadReport) -> String {
             report.profile.clone().unwrap_or_else(|| "-".to_owned()),
         ),
         ("NAT", report.nat.clone()),
-        ("loss threshold", format!("{} %", report.loss_threshold_percent)),
+        (
+            "loss threshold",
+            format!("{} %", report.loss_threshold_percent),
+        ),
         ("seed", report.seed.to_string()),
     ];
     for (k, v) in rows {
@@ -159,7 +163,12 @@ pub fn page(report: &LoadReport) -> String {
             points(&s, |s| Some(s.qualified_per_s())),
         )],
     );
-    figure(&mut out, "qualify", q, "Clients that qualified in each interval.");
+    figure(
+        &mut out,
+        "qualify",
+        q,
+        "Clients that qualified in each interval.",
+    );
     let nat = charts::lines(
         "open NAT mappings",
         "seconds",
@@ -203,13 +212,15 @@ pub fn write(report: &LoadReport, path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::report::example;
+    use crate::load::fixture::example;
 
     #[test]
     fn the_page_has_every_chart_and_names_no_url() {
         let p = page(&example(true, true));
         assert!(p.starts_with("<!DOCTYPE html>"));
-        for id in ["rates", "loss", "rtt", "qualify", "mappings", "rtt-cdf", "find-max"] {
+        for id in [
+            "rates", "loss", "rtt", "qualify", "mappings", "rtt-cdf", "find-max",
+        ] {
             let at = p
                 .find(&format!("<figure class=\"chart\" id=\"{id}\"><svg"))
                 .unwrap_or_else(|| panic!("no chart {id}"));
@@ -236,8 +247,14 @@ mod tests {
         assert!(p.contains("highest rate with loss ≤ 0.1 %: 200 pps"));
         // The find-max steps: a red dot for the failing trial, green for the others.
         let fm = &p[p.find("id=\"find-max\"").unwrap()..];
-        assert_eq!(fm.matches(r##"r="5" opacity="1" fill="#CC0000""##).count(), 1);
-        assert_eq!(fm.matches(r##"r="5" opacity="1" fill="#1A8A2A""##).count(), 2);
+        assert_eq!(
+            fm.matches(r##"r="5" opacity="1" fill="#CC0000""##).count(),
+            1
+        );
+        assert_eq!(
+            fm.matches(r##"r="5" opacity="1" fill="#1A8A2A""##).count(),
+            2
+        );
     }
 
     #[test]

@@ -94,11 +94,9 @@ fn cases(r: &LoadReport) -> Vec<Case> {
                     .best_rate
                     .is_none()
                     .then(|| format!("no trial passed with loss ≤ {threshold} %")),
-                out: m
-                    .best_rate
-                    .map_or("no passing rate".to_owned(), |b| {
-                        format!("highest passing rate {b:.0} pps")
-                    }),
+                out: m.best_rate.map_or("no passing rate".to_owned(), |b| {
+                    format!("highest passing rate {b:.0} pps")
+                }),
             });
         }
         (None, Some(d)) => v.push(Case {
@@ -126,7 +124,11 @@ pub fn junit(report: &LoadReport) -> anyhow::Result<String> {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     let tests = cases.len().to_string();
-    let failures = cases.iter().filter(|c| c.failure.is_some()).count().to_string();
+    let failures = cases
+        .iter()
+        .filter(|c| c.failure.is_some())
+        .count()
+        .to_string();
     let time = format!("{:.3}", report.elapsed_s);
     let mut root = BytesStart::new("testsuites");
     root.push_attribute(("name", "teredo load"));
@@ -154,7 +156,10 @@ pub fn junit(report: &LoadReport) -> anyhow::Result<String> {
             e.push_attribute(("message", message.as_str()));
             e.push_attribute(("type", "threshold"));
             w.write_event(Event::Start(e))?;
-            w.write_event(Event::Text(BytesText::new(&format!("{message}\n{}", c.out))))?;
+            w.write_event(Event::Text(BytesText::new(&format!(
+                "{message}\n{}",
+                c.out
+            ))))?;
             w.write_event(Event::End(BytesEnd::new("failure")))?;
         }
         w.write_event(Event::Start(BytesStart::new("system-out")))?;
@@ -172,7 +177,7 @@ pub fn junit(report: &LoadReport) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::report::example;
+    use crate::load::fixture::example;
 
     fn parse(xml: &str) -> Vec<(String, Option<String>)> {
         let doc = roxmltree::Document::parse(xml).unwrap();

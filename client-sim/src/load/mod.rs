@@ -18,6 +18,8 @@
 
 pub mod charts;
 pub mod findmax;
+#[cfg(test)]
+mod fixture;
 pub mod html;
 pub mod junit;
 pub mod metrics;

@@ -15,8 +15,8 @@ pub const MAX_TRIALS: usize = 32;
 
 /// Percentiles at which a trial's RTT distribution is read (the CDF's points).
 const CDF_PERCENTILES: &[f64] = &[
-    0.0, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 98.0, 99.0,
-    99.5, 99.9, 99.95, 99.99, 100.0,
+    0.0, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 98.0, 99.0, 99.5,
+    99.9, 99.95, 99.99, 100.0,
 ];
 
 /// Cumulative readings of the run's counters at one instant.
@@ -85,9 +85,8 @@ impl Sample {
     /// within an RTT of its packet, so within the same second nearly always); `None` when
     /// nothing was sent.
     pub fn loss_percent(&self) -> Option<f64> {
-        (self.sent > 0).then(|| {
-            100.0 * self.sent.saturating_sub(self.received) as f64 / self.sent as f64
-        })
+        (self.sent > 0)
+            .then(|| 100.0 * self.sent.saturating_sub(self.received) as f64 / self.sent as f64)
     }
 
     /// `self` followed by `next` as one sample.
@@ -311,7 +310,9 @@ mod tests {
         assert!((s.iter().map(|s| s.span_s).sum::<f64>() - n as f64).abs() < 1e-6);
         assert_eq!(s.last().unwrap().t_s, n as f64);
         assert!(s.windows(2).all(|w| w[0].t_s < w[1].t_s));
-        assert!(s.iter().all(|s| (s.loss_percent().unwrap() - 10.0).abs() < 1e-9));
+        assert!(s
+            .iter()
+            .all(|s| (s.loss_percent().unwrap() - 10.0).abs() < 1e-9));
     }
 
     #[test]
