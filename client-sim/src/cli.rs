@@ -445,6 +445,12 @@ pub struct LoadArgs {
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 
+    /// Also read these Prometheus endpoints once a second during the run (e.g. the server's
+    /// and the relay's, http://HOST:PORT[/PATH], default path /metrics); --html charts the
+    /// per-second rates of the counters that grew most.
+    #[arg(long, value_name = "URL", num_args = 1.., action = clap::ArgAction::Append)]
+    pub scrape: Vec<crate::load::scrape::Endpoint>,
+
     /// Write the run as JUnit XML (every client qualified, warm-up, loss within the
     /// threshold).
     #[arg(long, value_name = "FILE")]
@@ -495,6 +501,7 @@ impl LoadArgs {
         o.metrics_addr = self.metrics_addr;
         o.metrics_linger = self.metrics_linger.unwrap_or_default();
         o.seed = self.seed;
+        o.scrape = self.scrape.clone();
         o.quiet = self.quiet;
         o.ceiling = self.ceiling;
         o

@@ -19,9 +19,17 @@ const SHOT: (u32, u32) = (1000, 2800);
 
 /// Runs a short ceiling find-max (500 pps, then the 1000 pps ceiling) writing the page and
 /// the JUnit file into `dir`.
-fn run_load(dir: &TestDir) -> (String, String) {
+fn run_load(dir: &TestDir) -> (String, String, String) {
     let html = dir.join("load.html");
     let junit = dir.join("load.xml");
+    // The run's own /metrics, scraped by the run: a Prometheus endpoint whose counters grow.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let url = format!("http://{metrics}/metrics");
     let args = [
         "client-sim",
         "load",
@@ -42,12 +50,17 @@ fn run_load(dir: &TestDir) -> (String, String) {
         html.to_str().unwrap(),
         "--junit",
         junit.to_str().unwrap(),
+        "--metrics-addr",
+        &metrics,
+        "--scrape",
+        &url,
     ];
     let code = run(Cli::try_parse_from(args).unwrap()).unwrap();
     assert_eq!(code, 0);
     (
         std::fs::read_to_string(html).unwrap(),
         std::fs::read_to_string(junit).unwrap(),
+        url,
     )
 }
 
@@ -73,15 +86,24 @@ fn longest_line(svg: &str, stroke: &str) -> usize {
 #[test]
 fn ceiling_run_writes_the_page_and_junit() {
     let dir = TestDir::new(function_name!()).unwrap();
-    let (page, xml) = run_load(&dir);
+    let (page, xml, url) = run_load(&dir);
     for id in [
-        "rates", "loss", "rtt", "qualify", "mappings", "rtt-cdf", "find-max",
+        "rates", "loss", "rtt", "qualify", "mappings", "rtt-cdf", "find-max", "scrape-0",
     ] {
         assert!(figure(&page, id).contains("</svg>"), "{id}");
     }
+    // Self-contained: the scraped endpoint is named, nothing is loaded.
+    let named = page.replace(&url, "");
     for bad in ["http:", "https:", "src=", "href=", "url("] {
-        assert!(!page.contains(bad), "{bad}");
+        assert!(!named.contains(bad), "{bad}");
     }
+    // The scraped counters: the run's own packets, once a second.
+    let scraped = figure(&page, "scrape-0");
+    assert!(
+        scraped.contains("\nloadgen_packets_sent_total\n"),
+        "{scraped}"
+    );
+    assert!(longest_line(scraped, "#1F5FBF") >= 4, "{scraped}");
     // Two trials of 2 s plus their drain: at least 4 one-second samples in the sent line.
     let sent = longest_line(figure(&page, "rates"), "#D9731A");
     assert!(sent >= 4, "{sent} points");
@@ -125,7 +147,7 @@ fn load_report_renders_in_headless_chromium() {
         return;
     }
     let dir = TestDir::new(test).unwrap();
-    let (page, _) = run_load(&dir);
+    let (page, _, _) = run_load(&dir);
     let file = dir.join("load.html");
     let url = format!("file://{}", file.display());
     let (dom, console) = chromium(&dir, &["--dump-dom", &url]);
@@ -135,7 +157,7 @@ fn load_report_renders_in_headless_chromium() {
         .and_then(|b| b.split('>').next())
         .unwrap();
     assert!(body.contains(r#"data-ready="1""#), "{body}\n{console}");
-    assert!(body.contains(r#"data-charts="7""#), "{body}");
+    assert!(body.contains(r#"data-charts="8""#), "{body}");
     // Data lines drawn with a width: at least offered/sent/received, loss, three RTT
     // percentiles, qualified, two CDFs, offered/received per trial.
     let lines: usize = body
@@ -192,7 +214,7 @@ fn chromium(dir: &TestDir, args: &[&str]) -> (String, String) {
 fn check_console(stderr: &str) {
     let console: Vec<&str> = stderr.lines().filter(|l| l.contains("CONSOLE")).collect();
     assert!(
-        console.len() == 1 && console[0].contains("teredo-lab load report ready: 7 charts"),
+        console.len() == 1 && console[0].contains("teredo-lab load report ready: 8 charts"),
         "{console:#?}"
     );
     assert!(!stderr.contains("Uncaught"), "{stderr}");

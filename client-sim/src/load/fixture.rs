@@ -96,5 +96,6 @@ pub(crate) fn example(find_max: bool, all_qualified: bool) -> LoadReport {
         exit_code: if all_qualified { 0 } else { 3 },
         loss_threshold_percent: if find_max { 0.1 } else { 0.0 },
         timeline,
+        scraped: Vec::new(),
     }
 }

@@ -200,6 +200,36 @@ pub fn page(report: &LoadReport) -> String {
             "The search's trials in order: offered and received rate, pass or FAIL.",
         );
     }
+    for (i, sc) in report.scraped.iter().enumerate() {
+        let top = sc.top_rates(6);
+        let lines: Vec<Line> = top
+            .iter()
+            .map(|(name, pts)| Line::new(name, pts.iter().copied().map(Some).collect()))
+            .collect();
+        let failed = match (&sc.last_error, sc.failures) {
+            (Some(e), n) => format!("; {n} scrapes failed, the last: {e}"),
+            (None, _) => String::new(),
+        };
+        figure(
+            &mut out,
+            &format!("scrape-{i}"),
+            charts::lines(
+                &format!("{}: counters per second", sc.url),
+                "seconds",
+                "per second",
+                &lines,
+            ),
+            &format!(
+                "The {} of {} counter families of {} that grew most, summed over their labels; {} \
+                 samples, one per {} s{failed}.",
+                top.len(),
+                sc.families.len(),
+                sc.url,
+                sc.samples.len(),
+                sc.every_s
+            ),
+        );
+    }
     let _ = write!(out, "<script>{SCRIPT}</script>\n</body></html>\n");
     out
 }
@@ -255,6 +285,34 @@ mod tests {
             fm.matches(r##"r="5" opacity="1" fill="#1A8A2A""##).count(),
             2
         );
+    }
+
+    #[test]
+    fn scraped_counters_are_charted() {
+        let mut r = example(true, true);
+        let mut sc = crate::load::scrape::Series {
+            url: "http://198.51.100.1:9101/metrics".to_owned(),
+            every_s: 1,
+            ..Default::default()
+        };
+        for t in 0..5u32 {
+            let mut v = std::collections::BTreeMap::new();
+            v.insert("teredo_server_ra_sent_total".to_owned(), f64::from(t * 50));
+            sc.push(f64::from(t), &v);
+        }
+        r.scraped = vec![sc];
+        let p = page(&r);
+        let at = p
+            .find("<figure class=\"chart\" id=\"scrape-0\"><svg")
+            .unwrap();
+        let fig = &p[at..at + p[at..].find("</figure>").unwrap()];
+        assert!(fig.contains("http://198.51.100.1:9101/metrics: counters per second"));
+        assert!(fig.contains("\nteredo_server_ra_sent_total\n"), "{fig}");
+        assert!(fig.contains("The 1 of 1 counter families"), "{fig}");
+        // The endpoint is named, never loaded.
+        for bad in ["src=", "href=", "url("] {
+            assert!(!p.contains(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod pacing;
 pub mod payload;
 pub mod report;
+pub mod scrape;
 pub mod seq;
 pub mod timeline;
 pub mod worker;
@@ -135,6 +136,8 @@ pub struct LoadOptions {
     pub warmup_timeout: Duration,
     /// Wait for answers after each trial.
     pub drain: Duration,
+    /// `/metrics` endpoints read once a second during the run (for the `--html` page).
+    pub scrape: Vec<scrape::Endpoint>,
 }
 
 impl LoadOptions {
@@ -164,6 +167,7 @@ impl LoadOptions {
             qualify_timeout: Duration::from_secs(30),
             warmup_timeout: Duration::from_secs(15),
             drain: Duration::from_secs(2),
+            scrape: Vec::new(),
         }
     }
 
@@ -493,6 +497,11 @@ pub async fn run_load(
         addresses: (0..n).map(|_| OnceLock::new()).collect(),
         control: control_rx,
     });
+    let scraper = if opts.scrape.is_empty() {
+        None
+    } else {
+        Some(scrape::Scraper::start(opts.scrape.clone(), started)?)
+    };
     let timeline = Arc::new(Mutex::new(Timeline::default()));
     let (sampler_stop, sampler_shutdown) = Shutdown::new();
     let sampler = tokio::spawn(sample_timeline(
@@ -514,6 +523,7 @@ pub async fn run_load(
     let result = run.phases(&mut tasks).await;
     sampler_stop.trigger();
     let _ = sampler.await;
+    let scraped = scraper.map(scrape::Scraper::finish).unwrap_or_default();
     let _ = run.control.send(Control::Stop);
     let stop_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::timeout_at(stop_deadline, tasks.join_next())
@@ -559,6 +569,7 @@ pub async fn run_load(
         exit_code,
         loss_threshold_percent: opts.threshold(),
         timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
+        scraped,
     };
     let metrics = metrics_task.map(|task| MetricsServer {
         stop: metrics_stop,

@@ -203,6 +203,9 @@ pub struct LoadReport {
     /// The run over time (for `--html`; not in the JSON).
     #[serde(skip)]
     pub timeline: super::timeline::Timeline,
+    /// The `--scrape` endpoints' counters (for `--html`; not in the JSON).
+    #[serde(skip)]
+    pub scraped: Vec<super::scrape::Series>,
 }
 
 impl DataSummary {
