@@ -19,6 +19,7 @@ body{font:14px/1.35 system-ui,sans-serif;margin:16px;color:#222;background:#fff}
 h1{font-size:20px;margin:0 0 6px} .bad{color:#b00;font-weight:bold} .ok{color:#080;font-weight:bold}
 table{border-collapse:collapse;margin:6px 0} th,td{border:1px solid #ccc;padding:3px 6px;text-align:left}
 pre{background:#f6f6f6;border:1px solid #ddd;padding:6px;font-size:12px;overflow-x:auto}
+table.summary td{max-width:760px;overflow-wrap:anywhere} .note{color:#555}
 figure.chart{margin:12px 0} figure.chart figcaption{color:#555;font-size:12px;max-width:900px}
 "#;
 
@@ -52,6 +53,62 @@ fn figure(out: &mut String, id: &str, chart: anyhow::Result<String>, caption: &s
         out,
         "<figure class=\"chart\" id=\"{id}\">{body}<figcaption>{}</figcaption></figure>",
         esc(caption)
+    );
+}
+
+/// The data phase's charts: packets per second, loss, RTT percentiles.
+fn data_charts(out: &mut String, report: &LoadReport, s: &[Sample], per: &str) {
+    let pps = charts::lines(
+        "packets per second",
+        "seconds",
+        "packets/s",
+        &[
+            Line::new("offered", points(s, |s| Some(s.offered_pps))),
+            Line::new("sent", points(s, |s| Some(s.sent_pps()))),
+            Line::new("received", points(s, |s| Some(s.received_pps()))),
+        ],
+    );
+    figure(
+        out,
+        "rates",
+        pps,
+        &format!("Offered rate of the running trial, packets sent and answers received; {per}."),
+    );
+    let threshold = report.loss_threshold_percent;
+    let loss = charts::lines(
+        "loss, %",
+        "seconds",
+        "%",
+        &[
+            Line::new("loss", points(s, Sample::loss_percent)),
+            Line::new(
+                "threshold",
+                points(s, |s| s.loss_percent().map(|_| threshold)),
+            ),
+        ],
+    );
+    figure(
+        out,
+        "loss",
+        loss,
+        "Packets of the interval not matched by its answers (none drawn where nothing was \
+         sent); the run's verdict counts after the drain time.",
+    );
+    let rtt = charts::lines(
+        "round-trip time",
+        "seconds",
+        "ms",
+        &[
+            Line::new("p50", points(s, |s| s.rtt_p50_ms)),
+            Line::new("p99", points(s, |s| s.rtt_p99_ms)),
+            Line::new("p99.9", points(s, |s| s.rtt_p99_9_ms)),
+        ],
+    );
+    figure(
+        out,
+        "rtt",
+        rtt,
+        "Percentiles of the answers that arrived in each interval.",
     );
 }
 
@@ -102,58 +159,14 @@ pub fn page(report: &LoadReport) -> String {
         let _ = write!(out, "<tr><th>{k}</th><td>{}</td></tr>", esc(&v));
     }
     let _ = writeln!(out, "</table>\n<pre>{}</pre>", esc(&report.to_string()));
-    let pps = charts::lines(
-        "packets per second",
-        "seconds",
-        "packets/s",
-        &[
-            Line::new("offered", points(&s, |s| Some(s.offered_pps))),
-            Line::new("sent", points(&s, |s| Some(s.sent_pps()))),
-            Line::new("received", points(&s, |s| Some(s.received_pps()))),
-        ],
-    );
-    figure(
-        &mut out,
-        "rates",
-        pps,
-        &format!("Offered rate of the running trial, packets sent and answers received; {per}."),
-    );
-    let threshold = report.loss_threshold_percent;
-    let loss = charts::lines(
-        "loss, %",
-        "seconds",
-        "%",
-        &[
-            Line::new("loss", points(&s, Sample::loss_percent)),
-            Line::new(
-                "threshold",
-                points(&s, |s| s.loss_percent().map(|_| threshold)),
-            ),
-        ],
-    );
-    figure(
-        &mut out,
-        "loss",
-        loss,
-        "Packets of the interval not matched by its answers (none drawn where nothing was \
-         sent); the run's verdict counts after the drain time.",
-    );
-    let rtt = charts::lines(
-        "round-trip time",
-        "seconds",
-        "ms",
-        &[
-            Line::new("p50", points(&s, |s| s.rtt_p50_ms)),
-            Line::new("p99", points(&s, |s| s.rtt_p99_ms)),
-            Line::new("p99.9", points(&s, |s| s.rtt_p99_9_ms)),
-        ],
-    );
-    figure(
-        &mut out,
-        "rtt",
-        rtt,
-        "Percentiles of the answers that arrived in each interval.",
-    );
+    if s.iter().any(|x| x.sent > 0 || x.received > 0) {
+        data_charts(&mut out, report, &s, &per);
+    } else {
+        out.push_str(
+            "<p class=\"note\">No load packet was sent in this run (qualification only): no \
+             rate, loss or RTT chart.</p>\n",
+        );
+    }
     let q = charts::lines(
         "qualifications per second",
         "seconds",
@@ -321,7 +334,9 @@ mod tests {
         r.timeline = Default::default();
         let p = page(&r);
         assert!(!p.contains("id=\"find-max\"") && !p.contains("id=\"rtt-cdf\""));
-        assert_eq!(p.matches("<figure class=\"chart\"").count(), 5);
+        // Nothing sent: only the qualification and NAT charts.
+        assert_eq!(p.matches("<figure class=\"chart\"").count(), 2);
+        assert!(p.contains("No load packet was sent"));
         assert!(p.contains("FAILED (exit status 3"));
         assert!(!p.contains("cannot draw"));
     }
