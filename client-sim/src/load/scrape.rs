@@ -181,7 +181,7 @@ impl Series {
 }
 
 /// `GET` of the endpoint's path (HTTP/1.0: the server closes after answering), bounded to
-/// 8 MiB and [`TIMEOUT`]s.
+/// 8 MiB and two-second timeouts.
 pub fn fetch(e: &Endpoint) -> anyhow::Result<String> {
     let addr: SocketAddr = e
         .authority
