@@ -164,6 +164,13 @@ its loss is within --loss-threshold (default 0.1 % here, 0 for a fixed rate) and
 and a trivial echo thread in this process (no Teredo, no server): the generator's own
 ceiling on this machine.
 
+--html FILE: one self-contained page (inline SVG charts, nothing loaded from the network)
+with the run over time, one sample a second: offered/sent/received pps, loss, RTT
+p50/p99/p99.9, qualifications per second, open NAT mappings; each trial's RTT distribution;
+the --find-max steps. --junit FILE: the run as JUnit XML (every client qualified, warm-up
+answered, loss within the threshold; --find-max: one case per trial and one that a rate
+passed).
+
 Metrics (--metrics-addr): loadgen_packets_{sent,received,lost,out_of_order,duplicated}_total
 (lost: added when a trial ends), loadgen_send_errors_total, loadgen_rtt_seconds,
 loadgen_qualifications_total{result}, loadgen_qualification_duration_seconds,
@@ -432,6 +439,23 @@ pub struct LoadArgs {
     #[arg(long)]
     pub seed: Option<u64>,
 
+    /// Write one self-contained HTML page with the run's charts over time (rates, loss,
+    /// RTT percentiles, qualifications, NAT mappings), the RTT distributions and the
+    /// --find-max steps.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Also read these Prometheus endpoints once a second during the run (e.g. the server's
+    /// and the relay's, http://HOST:PORT[/PATH], default path /metrics); --html charts the
+    /// per-second rates of the counters that grew most.
+    #[arg(long, value_name = "URL", num_args = 1.., action = clap::ArgAction::Append)]
+    pub scrape: Vec<crate::load::scrape::Endpoint>,
+
+    /// Write the run as JUnit XML (every client qualified, warm-up, loss within the
+    /// threshold).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
     /// No progress line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -477,6 +501,7 @@ impl LoadArgs {
         o.metrics_addr = self.metrics_addr;
         o.metrics_linger = self.metrics_linger.unwrap_or_default();
         o.seed = self.seed;
+        o.scrape = self.scrape.clone();
         o.quiet = self.quiet;
         o.ceiling = self.ceiling;
         o
@@ -745,6 +770,13 @@ fn run_load_command(args: &LoadArgs) -> anyhow::Result<u8> {
         }
         None => write_stdout(&report.to_string())?,
     }
+    if let Some(path) = &args.html {
+        crate::load::html::write(&report, path)?;
+    }
+    if let Some(path) = &args.junit {
+        let xml = crate::load::junit::junit(&report)?;
+        std::fs::write(path, xml).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if let Some(m) = metrics {
         rt.block_on(m.linger(linger, &shutdown));
     }
@@ -969,8 +1001,10 @@ mod tests {
         );
         assert!(o.find_max);
         assert_eq!(a.json, Some(None));
-        let a = parse(&["--ceiling", "--json", "/tmp/x.json"]).unwrap();
+        let a = parse(&["--ceiling", "--json", "/tmp/x.json", "--html", "r.html"]).unwrap();
         assert!(a.load_options().ceiling);
+        assert_eq!(a.html, Some(PathBuf::from("r.html")));
+        assert_eq!(a.junit, None);
         assert_eq!(a.json, Some(Some(PathBuf::from("/tmp/x.json"))));
         let a = parse(&["--server", "198.51.100.1", "--pairs", "--phase", "data"]).unwrap();
         assert_eq!(a.load_options().target, Some(Target::Pairs));

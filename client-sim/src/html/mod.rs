@@ -12,7 +12,7 @@ mod decode;
 mod ladder;
 mod matrix;
 mod page;
-mod svg;
+pub(crate) mod svg;
 
 use std::path::{Path, PathBuf};
 

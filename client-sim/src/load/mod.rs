@@ -16,12 +16,19 @@
 //! time); answers are tracked per client ([`seq`]) for loss, duplicates and reordering, RTTs
 //! go into an HDR histogram, and everything is also exported as `loadgen_*` metrics.
 
+pub mod charts;
 pub mod findmax;
+#[cfg(test)]
+mod fixture;
+pub mod html;
+pub mod junit;
 pub mod metrics;
 pub mod pacing;
 pub mod payload;
 pub mod report;
+pub mod scrape;
 pub mod seq;
+pub mod timeline;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -46,7 +53,8 @@ use self::report::{
     loss_percent, mbit_per_s, micros_histogram, DataSummary, FindMaxSummary, LoadReport,
     Percentiles, QualifySummary,
 };
-use self::worker::{run_client, ClientSetup, Control, Dest, Shared};
+use self::timeline::{Reading, Timeline};
+use self::worker::{run_client, ClientSetup, Control, Dest, RttHistograms, Shared};
 use crate::qualify::{local_ip_toward, nat_config, NatChoice};
 
 /// Exit status: some client did not qualify, or got no answer in the warm-up.
@@ -128,6 +136,8 @@ pub struct LoadOptions {
     pub warmup_timeout: Duration,
     /// Wait for answers after each trial.
     pub drain: Duration,
+    /// `/metrics` endpoints read once a second during the run (for the `--html` page).
+    pub scrape: Vec<scrape::Endpoint>,
 }
 
 impl LoadOptions {
@@ -157,6 +167,7 @@ impl LoadOptions {
             qualify_timeout: Duration::from_secs(30),
             warmup_timeout: Duration::from_secs(15),
             drain: Duration::from_secs(2),
+            scrape: Vec::new(),
         }
     }
 
@@ -331,6 +342,51 @@ struct Run {
     shutdown: Shutdown,
     started: Instant,
     packet_bytes: usize,
+    timeline: Arc<Mutex<Timeline>>,
+}
+
+/// Samples the run into `timeline` once a second, and once more when `stop` fires.
+async fn sample_timeline(
+    shared: Arc<Shared>,
+    timeline: Arc<Mutex<Timeline>>,
+    started: Instant,
+    stop: Shutdown,
+) {
+    let mut tick = tokio::time::interval_at(
+        (started + Duration::from_secs(1)).into(),
+        Duration::from_secs(1),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            () = stop.wait() => true,
+        };
+        let qualified = QUALIFY_RESULTS
+            .iter()
+            .position(|r| *r == "qualified")
+            .and_then(|i| shared.outcomes.get(i))
+            .map_or(0, |c| c.load(Ordering::Relaxed));
+        let m = &shared.metrics;
+        let now = Reading {
+            t_s: started.elapsed().as_secs_f64(),
+            sent: m.sent.get(),
+            received: m.received.get(),
+            qualified,
+            nat_mappings: u64::try_from(m.nat_mappings.get()).unwrap_or(0),
+            offered_pps: m.offered_rate.get() as f64,
+            trial: shared.trial_no.load(Ordering::Relaxed),
+        };
+        if let Ok(mut rtt) = shared.rtt.lock() {
+            if let Ok(mut tl) = timeline.lock() {
+                tl.record(now, &rtt.second);
+            }
+            rtt.second.reset();
+        }
+        if last {
+            return;
+        }
+    }
 }
 
 /// Runs the load; see the module documentation. Errors are configuration, socket and
@@ -427,7 +483,10 @@ pub async fn run_load(
         metrics,
         trial: worker::TrialCounters::default(),
         trial_no: AtomicU32::new(0),
-        rtt: Mutex::new(micros_histogram()),
+        rtt: Mutex::new(RttHistograms {
+            trial: micros_histogram(),
+            second: micros_histogram(),
+        }),
         jitter: Mutex::new((0.0, 0)),
         qualify_latency: Mutex::new(micros_histogram()),
         outcomes: QUALIFY_RESULTS.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -438,6 +497,19 @@ pub async fn run_load(
         addresses: (0..n).map(|_| OnceLock::new()).collect(),
         control: control_rx,
     });
+    let scraper = if opts.scrape.is_empty() {
+        None
+    } else {
+        Some(scrape::Scraper::start(opts.scrape.clone(), started)?)
+    };
+    let timeline = Arc::new(Mutex::new(Timeline::default()));
+    let (sampler_stop, sampler_shutdown) = Shutdown::new();
+    let sampler = tokio::spawn(sample_timeline(
+        Arc::clone(&shared),
+        Arc::clone(&timeline),
+        started,
+        sampler_shutdown,
+    ));
     let mut run = Run {
         opts: opts.clone(),
         shared: Arc::clone(&shared),
@@ -445,9 +517,13 @@ pub async fn run_load(
         shutdown: shutdown.clone(),
         started,
         packet_bytes,
+        timeline: Arc::clone(&timeline),
     };
     let mut tasks = JoinSet::new();
     let result = run.phases(&mut tasks).await;
+    sampler_stop.trigger();
+    let _ = sampler.await;
+    let scraped = scraper.map(scrape::Scraper::finish).unwrap_or_default();
     let _ = run.control.send(Control::Stop);
     let stop_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::timeout_at(stop_deadline, tasks.join_next())
@@ -491,6 +567,9 @@ pub async fn run_load(
         elapsed_s: started.elapsed().as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
         exit_code,
+        loss_threshold_percent: opts.threshold(),
+        timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
+        scraped,
     };
     let metrics = metrics_task.map(|task| MetricsServer {
         stop: metrics_stop,
@@ -748,7 +827,7 @@ impl Run {
         let sh = &self.shared;
         sh.trial.reset();
         if let Ok(mut h) = sh.rtt.lock() {
-            h.reset();
+            h.trial.reset();
         }
         if let Ok(mut j) = sh.jitter.lock() {
             *j = (0.0, 0);
@@ -783,7 +862,7 @@ impl Run {
                 let p50 = sh
                     .rtt
                     .lock()
-                    .map(|h| h.value_at_quantile(0.5) as f64 / 1000.0)
+                    .map(|h| h.trial.value_at_quantile(0.5) as f64 / 1000.0)
                     .unwrap_or(0.0);
                 self.progress(&format!(
                     "data trial {no} at {rate:.0} pps: sent {:.0}/s, received {:.0}/s, rtt p50 {p50:.3} ms",
@@ -807,20 +886,24 @@ impl Run {
         sh.trial_no.store(0, Ordering::Relaxed);
         let lost = sent.saturating_sub(received);
         sh.metrics.lost.inc_by(lost);
-        let rtt = sh
-            .rtt
-            .lock()
-            .map(|h| Percentiles::of_micros(&h))
-            .unwrap_or_default();
+        let sent_pps = sent as f64 / duration;
+        let received_pps = received as f64 / duration;
+        let loss = loss_percent(sent, received);
+        let passed = loss <= threshold && (!must_offer || sent_pps >= 0.9 * rate);
+        let rtt = match sh.rtt.lock() {
+            Ok(h) => {
+                if let Ok(mut tl) = self.timeline.lock() {
+                    tl.trial_done(no, rate, passed, &h.trial);
+                }
+                Percentiles::of_micros(&h.trial)
+            }
+            Err(_) => Percentiles::default(),
+        };
         let jitter = sh
             .jitter
             .lock()
             .ok()
             .and_then(|j| (j.1 > 0).then(|| j.0 / j.1 as f64 / 1e6));
-        let sent_pps = sent as f64 / duration;
-        let received_pps = received as f64 / duration;
-        let loss = loss_percent(sent, received);
-        let passed = loss <= threshold && (!must_offer || sent_pps >= 0.9 * rate);
         let d = DataSummary {
             trial: no,
             senders: u64::from(senders),

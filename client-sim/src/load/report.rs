@@ -198,6 +198,14 @@ pub struct LoadReport {
     pub peak_rss_bytes: Option<u64>,
     /// The exit status.
     pub exit_code: u8,
+    /// Loss a trial may have and pass, percent.
+    pub loss_threshold_percent: f64,
+    /// The run over time (for `--html`; not in the JSON).
+    #[serde(skip)]
+    pub timeline: super::timeline::Timeline,
+    /// The `--scrape` endpoints' counters (for `--html`; not in the JSON).
+    #[serde(skip)]
+    pub scraped: Vec<super::scrape::Series>,
 }
 
 impl DataSummary {

@@ -162,6 +162,16 @@ impl TrialCounters {
     }
 }
 
+/// RTTs (µs) of the current trial (for the report) and of the current second (for the
+/// timeline), under one lock so that an answer costs one lock.
+#[derive(Debug)]
+pub struct RttHistograms {
+    /// Since the trial began.
+    pub trial: Histogram<u64>,
+    /// Since the timeline's last sample.
+    pub second: Histogram<u64>,
+}
+
 /// State shared by the coordinator and every client task.
 #[derive(Debug)]
 pub struct Shared {
@@ -175,8 +185,8 @@ pub struct Shared {
     pub trial: TrialCounters,
     /// Number of the current trial (0: none).
     pub trial_no: AtomicU32,
-    /// RTTs of the current trial, microseconds.
-    pub rtt: Mutex<Histogram<u64>>,
+    /// RTTs of the current trial and of the current second, microseconds.
+    pub rtt: Mutex<RttHistograms>,
     /// Per-client jitter (sum of nanoseconds, clients), added when a trial drains.
     pub jitter: Mutex<(f64, u64)>,
     /// Qualification latencies, microseconds.
@@ -707,7 +717,9 @@ impl Worker {
             shared.trial.out_of_order.fetch_add(1, Ordering::Relaxed);
         }
         if let Ok(mut h) = shared.rtt.lock() {
-            let _ = h.record((rtt_ns / 1000).max(1));
+            let us = (rtt_ns / 1000).max(1);
+            let _ = h.trial.record(us);
+            let _ = h.second.record(us);
         }
     }
 
