@@ -1360,6 +1360,6 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].name(), "miredo__symmetric");
         let w = select(&[Profile::Win7], &[NatPreset::PortRestricted]);
-        assert_eq!(w.len(), 5, "the cell and four extras");
+        assert_eq!(w.len(), 7, "the cell and six extras");
     }
 }
