@@ -614,7 +614,9 @@ fn nat_spec_help() -> String {
          port-restricted (on the --bind address), e.g. \
          `mapping=apd,filtering=ei,ports=random,timeout=20s` or \
          `preset=symmetric-address,ips=A+B` (A, B: local addresses of this host, where the \
-         mapping sockets are bound). Keys: {}.",
+         mapping sockets are bound). `delay=50ms` and `jitter=500ms` hold each datagram \
+         for delay + a random 0..jitter, so that datagrams overtake each other over the \
+         real sockets (the report counts them: `held`, `reordered`). Keys: {}.",
         SPEC_KEYS.join(", ")
     )
 }
