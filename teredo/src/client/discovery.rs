@@ -23,11 +23,10 @@ use rand::RngCore;
 
 use crate::addr::{TeredoAddr, TEREDO_PORT};
 use crate::io::Kind;
-use crate::wire::ipv6::emit_bubble;
-use crate::wire::packet::{TeredoPacket, IPV6_HEADER_LEN};
+use crate::wire::packet::TeredoPacket;
 use crate::DropReason;
 
-use super::peers::bubble_bytes;
+use super::peers::{bubble_bytes, discovery_bytes};
 use super::*;
 
 /// The Teredo IPv4 Discovery Address (RFC 4380 §2.17).
@@ -44,14 +43,6 @@ pub const DISCOVERY_PERIOD: (Duration, Duration) =
 /// How long a discovery bubble makes its sender a local peer, and how long a trusted local
 /// peer stays valid (RFC 4380 §5.2.4: 600 s).
 pub const LOCAL_PEER_VALIDITY: Duration = Duration::from_secs(600);
-
-/// A discovery bubble from `own`.
-pub(super) fn discovery_bytes(own: Ipv6Addr) -> Vec<u8> {
-    let mut b = vec![0u8; IPV6_HEADER_LEN];
-    let len = emit_bubble(&mut b, own, ALL_NODES, DISCOVERY_HOP_LIMIT).unwrap_or(0);
-    b.truncate(len);
-    b
-}
 
 /// Whether `a` and `b` share the first `prefix_len` bits.
 fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {

@@ -13,7 +13,6 @@ use crate::wire::packet::IPV6_HEADER_LEN;
 use crate::wire::trailer::{Trailers, TYPE_NONCE};
 use crate::DropReason;
 
-use super::discovery::discovery_bytes;
 use super::*;
 use crate::io::Kind;
 use crate::peer::{self, Gate, Pacing};
@@ -154,6 +153,14 @@ pub(super) fn bubble_bytes(src: Ipv6Addr, dst: Ipv6Addr, nonce: Option<[u8; 4]>)
             len += Trailers::emit(TYPE_NONCE, &n, rest).unwrap_or(0);
         }
     }
+    b.truncate(len);
+    b
+}
+
+/// A local discovery bubble from `own` (RFC 4380 §5.2.8: to ff02::1, hop limit 1).
+pub(super) fn discovery_bytes(own: Ipv6Addr) -> Vec<u8> {
+    let mut b = vec![0u8; IPV6_HEADER_LEN];
+    let len = emit_bubble(&mut b, own, ALL_NODES, DISCOVERY_HOP_LIMIT).unwrap_or(0);
     b.truncate(len);
     b
 }
