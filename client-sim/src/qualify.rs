@@ -34,7 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use teredo::addr::TEREDO_PORT;
 use teredo::client::{Client, ClientConfig, ClientType, Event, Profile};
-use teredo::io::{Local, Output};
+use teredo::io::{Kind, Local, Output};
 use teredo::wire::packet::MAX_UDP_PAYLOAD;
 use teredo_rt::{bind_udp, Shutdown, UdpOptions, MAX_DATAGRAM};
 use tokio::net::UdpSocket;
@@ -552,6 +552,13 @@ impl Driver {
         // Bounded: the client's output queue holds at most 256 datagrams (plus an RS).
         for _ in 0..1024 {
             let (to, len) = match self.client.poll_output(buf) {
+                // The client is alone on its (virtual or real) link here, and the driver joins
+                // no multicast group: a local discovery bubble (RFC 4380 §5.2.8) is not sent,
+                // and never crosses the NAT model.
+                Some(Output::Udp {
+                    kind: Kind::DiscoveryBubble,
+                    ..
+                }) => continue,
                 Some(Output::Udp { to, len, .. }) => (to, len),
                 Some(Output::Ipv6 { len, .. }) => {
                     if self.delivered.len() >= MAX_DELIVERED {
