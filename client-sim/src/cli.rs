@@ -108,7 +108,8 @@ pub enum Command {
     Qualify(QualifyArgs),
     /// Run every client profile behind every NAT preset (plus named scenarios: Windows 7
     /// dormant / default-qualified, managed network, short NAT mapping timeout, server down,
-    /// spoofed router advertisements) on a simulated network in this process, in virtual
+    /// spoofed router advertisements, two clients on one LAN with and without local
+    /// discovery) on a simulated network in this process, in virtual
     /// time, and compare each outcome with the expected one. Exit status 0 when all match,
     /// 1 otherwise.
     #[command(after_help = format!("{PROFILES_HELP}\n\n{NATS_HELP}"))]
