@@ -260,16 +260,14 @@ impl Client {
         let reply_to = self.send_target(&src, symmetric_peer, reply_to);
         // RFC 4380 §5.2.4 case 3: a local peer is answered on the LAN, with a discovery
         // bubble so that it learns our LAN address too (its NAT may not hairpin).
-        let reply_to = match self.fresh_local(&src, now) {
-            Some(lan) => {
-                self.send_discovery();
-                lan
-            }
-            None => reply_to,
-        };
+        let local = self.fresh_local(&src, now);
+        let reply_to = local.unwrap_or(reply_to);
         if !self.take_reply_token(now) {
             self.counters.reply_bubbles_suppressed += 1;
             return Ok(Handled::RelayedBubble);
+        }
+        if local.is_some() {
+            self.send_discovery();
         }
         // RFC 6081 §5.2.4.2: the answer to an indirect bubble echoes its nonce.
         let echo = if self.cfg.symmetric_support {
