@@ -108,7 +108,8 @@ pub enum Command {
     Qualify(QualifyArgs),
     /// Run every client profile behind every NAT preset (plus named scenarios: Windows 7
     /// dormant / default-qualified, managed network, short NAT mapping timeout, server down,
-    /// spoofed router advertisements) on a simulated network in this process, in virtual
+    /// spoofed router advertisements, two clients on one LAN with and without local
+    /// discovery) on a simulated network in this process, in virtual
     /// time, and compare each outcome with the expected one. Exit status 0 when all match,
     /// 1 otherwise.
     #[command(after_help = format!("{PROFILES_HELP}\n\n{NATS_HELP}"))]
@@ -639,7 +640,9 @@ fn nat_spec_help() -> String {
          port-restricted (on the --bind address), e.g. \
          `mapping=apd,filtering=ei,ports=random,timeout=20s` or \
          `preset=symmetric-address,ips=A+B` (A, B: local addresses of this host, where the \
-         mapping sockets are bound). Keys: {}.",
+         mapping sockets are bound). `delay=50ms` and `jitter=500ms` hold each datagram \
+         for delay + a random 0..jitter, so that datagrams overtake each other over the \
+         real sockets (the report counts them: `held`, `reordered`). Keys: {}.",
         SPEC_KEYS.join(", ")
     )
 }

@@ -16,7 +16,10 @@
 //!   `client-first`; the time from the restart to the first reply is measured;
 //! * `loss-10pct-reorder`: 10 % loss each way on the client's NAT link and up to 30 ms of
 //!   jitter on the Internet from the start; once qualified (within [`LOSSY_TIME`](crate::scenario::LOSSY_TIME)),
-//!   [`LOSSY_PINGS`] pings 10 ms apart (so that they overtake each other).
+//!   [`LOSSY_PINGS`] pings 10 ms apart (so that they overtake each other);
+//! * `same-lan[-hairpin][-discovery-off]`: a second client on the client's LAN (behind the
+//!   same NAT); once both qualified the client pings it, and the run counts what crossed the
+//!   LAN, what the NAT hairpinned (RFC 4380 §5.2.8 local discovery, RFC 4787 REQ-9).
 
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
@@ -114,6 +117,15 @@ pub fn run_fault(s: &Scenario, lab_seed: u64, sim: &mut Sim) -> Result<FaultObse
                 sim.run_for(Duration::from_secs(1))?;
             }
             o.outbound = ping_run_every(sim, ECHO_HOST, LOSSY_PINGS, LOSSY_PING_INTERVAL)?;
+        }
+        Variant::SameLan { .. } => {
+            sim.run_for(SCENARIO_TIME)?;
+            if let Some(peer) = sim.client(1).and_then(|n| n.client.address()) {
+                o.outbound = ping_run(sim, peer, PINGS)?;
+            }
+            let c = sim.counters();
+            (o.lan_unicast, o.lan_multicast, o.hairpinned) =
+                (c.lan_unicast, c.lan_multicast, c.hairpinned);
         }
         _ => sim.run_for(s.variant.duration())?,
     }

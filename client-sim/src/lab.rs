@@ -582,6 +582,59 @@ pub const EXTRAS: &[Scenario] = &[
          lossy link (0.9^4 = 66 %): 13 of the 20 are answered on average, fewer than 5 \
          with a chance of 0.004 % (binomial), the threshold",
     ),
+    Scenario::fault(
+        P::Win7,
+        N::PortRestricted,
+        Variant::SameLan {
+            hairpin: false,
+            discovery: true,
+        },
+        Expect::qualified(T::Restricted),
+        FaultExpect::SameLan(LanPath::Lan),
+        "two Windows 7 clients behind one NAT that does not hairpin: each sends a discovery \
+         bubble to 224.0.0.253 on qualifying (RFC 4380 §5.2.8), so each knows the other's LAN \
+         address; the ping's probe is a unicast bubble to it plus a discovery bubble (§5.2.4 \
+         case 3), the answer from that address makes the peer trusted (§5.2.3 case 5) and \
+         every ping and reply crosses the LAN, none the NAT",
+    ),
+    Scenario::fault(
+        P::Win7,
+        N::PortRestricted,
+        Variant::SameLan {
+            hairpin: false,
+            discovery: false,
+        },
+        Expect::qualified(T::Restricted),
+        FaultExpect::SameLan(LanPath::Nowhere),
+        "as same-lan with local discovery off: the bubbles go to the peer's mapping on the \
+         NAT's own external address, which a NAT without hairpinning drops (RFC 4380 §8.3), \
+         so the peers never trust each other and no ping is answered",
+    ),
+    Scenario::fault(
+        P::XpSp2,
+        N::PortRestricted,
+        Variant::SameLan {
+            hairpin: false,
+            discovery: true,
+        },
+        Expect::qualified(T::Restricted),
+        FaultExpect::SameLan(LanPath::Nowhere),
+        "the xp-sp2 profile has no local discovery: as same-lan-discovery-off, nothing \
+         answered behind a NAT without hairpinning",
+    ),
+    Scenario::fault(
+        P::XpSp2,
+        N::PortRestricted,
+        Variant::SameLan {
+            hairpin: true,
+            discovery: true,
+        },
+        Expect::qualified(T::Restricted),
+        FaultExpect::SameLan(LanPath::Hairpin),
+        "without discovery but behind a NAT that hairpins (RFC 4787 REQ-9): the bubbles to \
+         the peer's mapping come back inside, the peers trust each other at their mappings \
+         and every ping is hairpinned, nothing crosses the LAN directly",
+    ),
 ];
 
 /// The scenario named `name` (`profile__nat[__variant]`), if any.
@@ -784,6 +837,9 @@ pub fn build_with(
             cfg.managed_network = true;
             cfg.client_type = ClientType::EnterpriseClient;
         }
+        Variant::SameLan {
+            discovery: false, ..
+        } => cfg.local_discovery = false,
         _ => {}
     }
     let ips = NAT_EXTERNAL
@@ -804,11 +860,29 @@ pub fn build_with(
             if s.variant == Variant::LossReorder {
                 c.loss = FAULT_LOSS;
             }
+            if let Variant::SameLan { hairpin, .. } = s.variant {
+                c.hairpinning = hairpin;
+            }
             (SocketAddrV4::new(CLIENT_INTERNAL, port), Some(Nat::new(c)))
         }
     };
-    let client = Client::new(cfg, ChaCha8Rng::seed_from_u64(client_seed), local, t0);
+    let client = Client::new(
+        cfg.clone(),
+        ChaCha8Rng::seed_from_u64(client_seed),
+        local,
+        t0,
+    );
+    let behind_nat = nat.is_some();
     sim.add_client(client, nat);
+    if let (Variant::SameLan { .. }, true) = (s.variant, behind_nat) {
+        // The same configuration on the same LAN, its own port and randomness.
+        let lan_local = SocketAddrV4::new(LAN_PEER_INTERNAL, peer_port);
+        let peer = Client::new(cfg, ChaCha8Rng::seed_from_u64(peer_seed), lan_local, t0);
+        let i = sim.add_client_behind(peer, 0);
+        if let Some(n) = sim.client_mut(i) {
+            n.echo_responder = true;
+        }
+    }
     sim.add_native(
         lab_relay(trust, relay_seed, t0),
         RELAY_ADDR,
@@ -1291,6 +1365,6 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].name(), "miredo__symmetric");
         let w = select(&[Profile::Win7], &[NatPreset::PortRestricted]);
-        assert_eq!(w.len(), 5, "the cell and four extras");
+        assert_eq!(w.len(), 7, "the cell and six extras");
     }
 }

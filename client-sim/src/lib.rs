@@ -22,6 +22,7 @@ pub mod cli;
 pub mod conform;
 pub mod connectivity;
 pub mod faults;
+pub mod hold;
 pub mod html;
 pub mod lab;
 pub mod lab_junit;

@@ -34,13 +34,14 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use teredo::addr::TEREDO_PORT;
 use teredo::client::{Client, ClientConfig, ClientType, Event, Profile};
-use teredo::io::{Local, Output};
+use teredo::io::{Kind, Local, Output};
 use teredo::wire::packet::MAX_UDP_PAYLOAD;
 use teredo_rt::{bind_udp, Shutdown, UdpOptions, MAX_DATAGRAM};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::hold::{Held, HoldQueue};
 use crate::report::{Outcome, StatusReport};
 
 /// How many times qualification starts over after a mapping's port could not be bound.
@@ -142,6 +143,12 @@ pub struct QualifyCounters {
     pub send_errors: u64,
     /// Datagrams larger than the largest UDP payload (dropped).
     pub oversized: u64,
+    /// Datagrams held for the NAT model's latency (`delay`, `jitter`) before they were
+    /// sent or handed to the client.
+    pub held: u64,
+    /// Held datagrams released after one that entered the NAT later in the same direction:
+    /// reordering by the model's jitter, over real sockets.
+    pub reordered: u64,
 }
 
 /// The result of `qualify`: how it ended, the status block and the counters.
@@ -386,6 +393,8 @@ pub(crate) struct Driver {
     delivered_dropped: u64,
     /// Events since the last [`Self::take_events`].
     events: VecDeque<Event>,
+    /// Datagrams waiting for the NAT model's latency.
+    hold: HoldQueue,
 }
 
 /// What one [`Driver::step`] saw.
@@ -442,6 +451,7 @@ impl Driver {
             delivered: VecDeque::new(),
             delivered_dropped: 0,
             events: VecDeque::new(),
+            hold: HoldQueue::default(),
         })
     }
 
@@ -462,11 +472,7 @@ impl Driver {
         deadline: Option<tokio::time::Instant>,
         shutdown: &Shutdown,
     ) -> anyhow::Result<Step> {
-        let timer = earliest(
-            self.client.poll_timeout(),
-            self.nat.as_ref().and_then(Nat::poll_timeout),
-        )
-        .map(tokio::time::Instant::from_std);
+        let timer = self.next_timer();
         let step = tokio::select! {
             biased;
             () = shutdown.wait() => Step::Shutdown,
@@ -527,6 +533,7 @@ impl Driver {
 
     /// Sends what the client queued, through the NAT; collects deliveries and events.
     async fn flush(&mut self) -> Result<(), AttemptError> {
+        self.release_held().await?;
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(MAX_UDP_PAYLOAD, 0);
         let r = self.flush_with(&mut buf).await;
@@ -545,6 +552,13 @@ impl Driver {
         // Bounded: the client's output queue holds at most 256 datagrams (plus an RS).
         for _ in 0..1024 {
             let (to, len) = match self.client.poll_output(buf) {
+                // The client is alone on its (virtual or real) link here, and the driver joins
+                // no multicast group: a local discovery bubble (RFC 4380 §5.2.8) is not sent,
+                // and never crosses the NAT model.
+                Some(Output::Udp {
+                    kind: Kind::DiscoveryBubble,
+                    ..
+                }) => continue,
                 Some(Output::Udp { to, len, .. }) => (to, len),
                 Some(Output::Ipv6 { len, .. }) => {
                     if self.delivered.len() >= MAX_DELIVERED {
@@ -572,12 +586,14 @@ impl Driver {
             let from = match self.nat.as_mut() {
                 None => self.internal,
                 Some(nat) => match nat.outbound(now, self.internal, to) {
-                    Ok(Outbound::Forward(tr)) => {
-                        if !tr.delay.is_zero() {
-                            tokio::time::sleep(tr.delay).await;
-                        }
-                        tr.external
+                    // Held for its latency (with jitter, datagrams overtake each other).
+                    Ok(Outbound::Forward(tr)) if !tr.delay.is_zero() || !self.hold.is_empty() => {
+                        let data = buf.get(..len).unwrap_or_default().to_vec();
+                        let (from, due) = (tr.external, now + tr.delay);
+                        self.hold.push(due, Held::Out { from, to, data });
+                        continue;
                     }
+                    Ok(Outbound::Forward(tr)) => tr.external,
                     // The server is never one of our NAT's own addresses; counted by the NAT
                     // otherwise.
                     Ok(Outbound::Hairpin(_)) | Err(_) => continue,
@@ -603,7 +619,12 @@ impl Driver {
         let now = teredo_rt::now();
         if let Some(nat) = self.nat.as_mut() {
             match nat.inbound(now, at, from) {
-                Ok(t) if t.internal == self.internal => {}
+                Ok(t) if t.internal == self.internal => {
+                    if !t.delay.is_zero() || !self.hold.is_empty() {
+                        self.hold.push(now + t.delay, Held::In { from, data });
+                        return;
+                    }
+                }
                 // Another internal host's mapping (none exist) or a NAT drop (counted).
                 _ => return,
             }
@@ -623,11 +644,7 @@ impl Driver {
             if let Some(outcome) = Outcome::of(self.client.state(), self.client.error()) {
                 return Ok(outcome);
             }
-            let timer = earliest(
-                self.client.poll_timeout(),
-                self.nat.as_ref().and_then(Nat::poll_timeout),
-            )
-            .map(tokio::time::Instant::from_std);
+            let timer = self.next_timer();
             tokio::select! {
                 biased;
                 () = shutdown.wait() => {
@@ -649,6 +666,37 @@ impl Driver {
         }
     }
 
+    /// The earliest of the client's, the NAT's and the held datagrams' deadlines.
+    fn next_timer(&self) -> Option<tokio::time::Instant> {
+        let nat = self.nat.as_ref().and_then(Nat::poll_timeout);
+        earliest(
+            self.client.poll_timeout(),
+            earliest(nat, self.hold.next_due()),
+        )
+        .map(tokio::time::Instant::from_std)
+    }
+
+    /// Sends or hands to the client every held datagram that is due.
+    async fn release_held(&mut self) -> Result<(), AttemptError> {
+        let now = teredo_rt::now();
+        while let Some(d) = self.hold.pop_due(now) {
+            match d {
+                Held::Out { from, to, data } => {
+                    let socket = self.socket_for(from)?;
+                    if let Err(e) = socket.send_to(&data, to).await {
+                        self.send_errors += 1;
+                        tracing::warn!(%from, %to, error = %e, "send failed");
+                    }
+                }
+                Held::In { from, data } => {
+                    // Refusals are counted by the client.
+                    let _ = self.client.handle_udp(now, Local::Primary, from, &data);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn add_counters(&self, c: &mut QualifyCounters) {
         let cc = self.client.counters();
         c.rs_sent += cc.rs_sent;
@@ -663,6 +711,8 @@ impl Driver {
         c.sockets += self.sockets.map.len();
         c.send_errors += self.send_errors;
         c.oversized += self.sockets.oversized.load(Ordering::Relaxed);
+        c.held += self.hold.held;
+        c.reordered += self.hold.reordered;
     }
 }
 

@@ -76,6 +76,9 @@ pub const FAULT_JITTER: Duration = Duration::from_millis(30);
 /// two offline retries (100 s each) fit, so a qualification whose RSs were all lost is
 /// retried.
 pub const LOSSY_TIME: Duration = Duration::from_secs(240);
+/// The second client's address in [`Variant::SameLan`]: the same /24 as [`CLIENT_INTERNAL`].
+pub const LAN_PEER_INTERNAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+
 /// Echo requests of the [`Variant::LossReorder`] data path.
 pub const LOSSY_PINGS: u16 = 20;
 /// Their spacing: within [`FAULT_JITTER`], so that they overtake each other.
@@ -125,6 +128,14 @@ pub enum Variant {
     /// Fault: [`FAULT_LOSS`] loss each way on the client's NAT link and [`FAULT_JITTER`]
     /// on the Internet (reordering), for [`LOSSY_TIME`], then [`LOSSY_PINGS`] pings.
     LossReorder,
+    /// A second client of the same profile on the client's LAN (behind the same NAT, at
+    /// [`LAN_PEER_INTERNAL`]); after [`SCENARIO_TIME`] the client pings it ([`PINGS`]).
+    SameLan {
+        /// The NAT hairpins (RFC 4787 REQ-9); off, only local discovery can help.
+        hairpin: bool,
+        /// Keep the profile's local discovery (RFC 4380 §5.2.8); `false` turns it off.
+        discovery: bool,
+    },
 }
 
 impl Variant {
@@ -159,6 +170,22 @@ impl Variant {
             } => "relay-restart-client-first-drop-unknown",
             Self::NatReboot => "nat-reboot",
             Self::LossReorder => "loss-10pct-reorder",
+            Self::SameLan {
+                hairpin: false,
+                discovery: true,
+            } => "same-lan",
+            Self::SameLan {
+                hairpin: false,
+                discovery: false,
+            } => "same-lan-discovery-off",
+            Self::SameLan {
+                hairpin: true,
+                discovery: true,
+            } => "same-lan-hairpin",
+            Self::SameLan {
+                hairpin: true,
+                discovery: false,
+            } => "same-lan-hairpin-discovery-off",
         }
     }
 
@@ -173,6 +200,7 @@ impl Variant {
                 | Self::RelayRestart { .. }
                 | Self::NatReboot
                 | Self::LossReorder
+                | Self::SameLan { .. }
         )
     }
 
@@ -726,6 +754,19 @@ pub enum FaultExpect {
         /// Replies required.
         min_replies: u16,
     },
+    /// [`Variant::SameLan`]: how the client's pings reach its LAN neighbour.
+    SameLan(LanPath),
+}
+
+/// How two clients behind one NAT reach each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LanPath {
+    /// Every ping answered, straight over the LAN (local discovery), nothing hairpinned.
+    Lan,
+    /// Every ping answered through the NAT's hairpinning, nothing over the LAN.
+    Hairpin,
+    /// No ping answered.
+    Nowhere,
 }
 
 impl FaultExpect {
@@ -749,6 +790,9 @@ impl FaultExpect {
             Self::Lossy { min_replies } => {
                 format!("ping>={min_replies}/{LOSSY_PINGS}")
             }
+            Self::SameLan(LanPath::Lan) => format!("ping {PINGS}/{PINGS} over the LAN"),
+            Self::SameLan(LanPath::Hairpin) => format!("ping {PINGS}/{PINGS} hairpinned"),
+            Self::SameLan(LanPath::Nowhere) => format!("ping 0/{PINGS}"),
         }
     }
 
@@ -843,6 +887,27 @@ impl FaultExpect {
                 )),
                 None => d.push("no ping (not qualified)".to_owned()),
             },
+            Self::SameLan(path) => {
+                let (lan, hairpin) = (o.lan_unicast > 0, o.hairpinned > 0);
+                match path {
+                    LanPath::Lan | LanPath::Hairpin => all("ping", &o.outbound, &mut d),
+                    LanPath::Nowhere => match &o.outbound {
+                        Some(p) if p.sent > 0 && p.received == 0 => {}
+                        Some(p) => d.push(format!("ping {} (expected none)", p.cell(None))),
+                        None => d.push("no ping (not qualified)".to_owned()),
+                    },
+                }
+                let want = (path == LanPath::Lan, path == LanPath::Hairpin);
+                if (lan, hairpin) != want {
+                    d.push(format!(
+                        "{} datagrams over the LAN, {} hairpinned (expected {} and {})",
+                        o.lan_unicast,
+                        o.hairpinned,
+                        if want.0 { "some" } else { "none" },
+                        if want.1 { "some" } else { "none" }
+                    ));
+                }
+            }
         }
         d
     }
@@ -897,8 +962,15 @@ pub struct FaultObserved {
     pub before: Option<PathObserved>,
     /// The native host's pings to the client after the fault.
     pub inbound: Option<PathObserved>,
-    /// The client's pings to the native host after the fault.
+    /// The client's pings to the native host after the fault (to its LAN neighbour in
+    /// [`Variant::SameLan`]).
     pub outbound: Option<PathObserved>,
+    /// Unicast datagrams between the clients on the LAN ([`Variant::SameLan`]).
+    pub lan_unicast: u64,
+    /// Discovery datagrams delivered on the LAN.
+    pub lan_multicast: u64,
+    /// Datagrams the NAT hairpinned between them.
+    pub hairpinned: u64,
 }
 
 impl FaultObserved {
@@ -935,6 +1007,16 @@ impl FaultObserved {
                     p(&self.inbound),
                     p(&self.outbound),
                     secs_opt(self.resumed_after)
+                );
+            }
+            Variant::SameLan { .. } => {
+                let _ = write!(
+                    s,
+                    "ping {} lan {} discovery {} hairpinned {}",
+                    p(&self.outbound),
+                    self.lan_unicast,
+                    self.lan_multicast,
+                    self.hairpinned
                 );
             }
             Variant::LossReorder => {
@@ -976,6 +1058,9 @@ impl FaultObserved {
             "before": self.before.as_ref().map(PathObserved::json),
             "inbound": self.inbound.as_ref().map(PathObserved::json),
             "outbound": self.outbound.as_ref().map(PathObserved::json),
+            "lan_unicast": self.lan_unicast,
+            "lan_multicast": self.lan_multicast,
+            "hairpinned": self.hairpinned,
         })
     }
 }

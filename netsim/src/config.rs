@@ -112,6 +112,10 @@ pub struct NatConfig {
     /// Fixed one-way latency added per traversal, returned to the caller (no queueing here).
     /// Spec key `delay`.
     pub delay: Duration,
+    /// Largest random extra latency per traversal, drawn uniformly in `0..=jitter` from the
+    /// seeded RNG and added to `delay`: a driver that holds each datagram for its delay makes
+    /// them overtake each other (reordering). Spec key `jitter`.
+    pub jitter: Duration,
     /// External ports the NAT may allocate; port 0 is never allocated. Spec key `port-range`
     /// (`1024-65535`).
     pub port_range: RangeInclusive<u16>,
@@ -154,6 +158,7 @@ impl NatConfig {
             upnp: false,
             loss: 0.0,
             delay: Duration::ZERO,
+            jitter: Duration::ZERO,
             port_range: DEFAULT_PORT_RANGE,
             max_mappings: DEFAULT_MAX_MAPPINGS,
             unsolicited_reserve: None,
@@ -196,6 +201,13 @@ impl NatConfig {
                     allowed: "off, or more than 0 and at most 1 year",
                 });
             }
+        }
+        if self.jitter > MAX_DURATION {
+            return Err(NatConfigError::OutOfRange {
+                key: "jitter",
+                value: format_duration(self.jitter),
+                allowed: "at most 1 year",
+            });
         }
         if self.delay > MAX_DURATION {
             return Err(NatConfigError::OutOfRange {

@@ -146,7 +146,7 @@ impl Nat {
         self.counters.outbound_translated += 1;
         Ok(Outbound::Forward(Translation {
             external,
-            delay: self.config.delay,
+            delay: self.delay(),
         }))
     }
 
@@ -178,7 +178,7 @@ impl Nat {
         self.counters.inbound_translated += 1;
         Ok(InboundTranslation {
             internal,
-            delay: self.config.delay,
+            delay: self.delay(),
         })
     }
 
@@ -262,8 +262,14 @@ impl Nat {
         Ok(Hairpin {
             from,
             to,
-            delay: self.config.delay,
+            delay: self.delay(),
         })
+    }
+
+    /// One traversal's latency: `delay` plus a uniform draw in `0..=jitter` (no RNG use
+    /// without jitter, so jitter-free runs keep the same draws).
+    fn delay(&mut self) -> Duration {
+        self.config.delay + crate::loss::jitter(&mut self.rng, self.config.jitter)
     }
 
     fn reject<T>(&mut self, reason: NatDrop) -> Result<T, NatDrop> {

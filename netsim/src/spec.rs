@@ -33,6 +33,7 @@ pub const SPEC_KEYS: &[&str] = &[
     "upnp",
     "loss",
     "delay",
+    "jitter",
     "port-range",
     "max-mappings",
     "unsolicited-reserve",
@@ -59,7 +60,7 @@ impl NatConfig {
     /// | `pooling` | `paired`, `arbitrary` |
     /// | `ips` | IPv4 addresses joined by `+` |
     /// | `seed` | u64 |
-    /// | `timeout`, `delay` | integer with unit `ns`, `us`, `ms`, `s`, `m`, `h` |
+    /// | `timeout`, `delay`, `jitter` | integer with unit `ns`, `us`, `ms`, `s`, `m`, `h` |
     /// | `inbound-refresh`, `hairpin`, `upnp` | `on`/`off`, `true`/`false`, `yes`/`no`, `1`/`0` |
     /// | `loss` | `0.0..=1.0` or a percentage `10%` |
     /// | `port-range` | `LOW-HIGH` or a single port |
@@ -116,6 +117,7 @@ impl NatConfig {
                     next.timeout = parse_duration(v).ok_or_else(|| duration_err(key, v))?
                 }
                 "delay" => next.delay = parse_duration(v).ok_or_else(|| duration_err(key, v))?,
+                "jitter" => next.jitter = parse_duration(v).ok_or_else(|| duration_err(key, v))?,
                 "inbound-refresh" => next.inbound_refresh = parse_bool(key, v)?,
                 "hairpin" => next.hairpinning = parse_bool(key, v)?,
                 "upnp" => next.upnp = parse_bool(key, v)?,
@@ -150,7 +152,7 @@ impl NatConfig {
         let ips: Vec<String> = self.external_ips.iter().map(Ipv4Addr::to_string).collect();
         format!(
             "mapping={},filtering={},ports={},pooling={},ips={},seed={},timeout={},\
-             inbound-refresh={},hairpin={},upnp={},loss={},delay={},port-range={}-{},max-mappings={},\
+             inbound-refresh={},hairpin={},upnp={},loss={},delay={},jitter={},port-range={}-{},max-mappings={},\
              unsolicited-reserve={}",
             self.mapping,
             self.filtering,
@@ -164,6 +166,7 @@ impl NatConfig {
             on_off(self.upnp),
             self.loss,
             format_duration(self.delay),
+            format_duration(self.jitter),
             self.port_range.start(),
             self.port_range.end(),
             self.max_mappings,

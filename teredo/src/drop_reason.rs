@@ -211,6 +211,10 @@ drop_reasons! {
     /// connectivity test: CVE-2006-6266), or a non-bubble from the server that the server
     /// did not vouch for.
     UntrustedSource => "untrusted_source" in [C],
+    /// Client: a datagram on the local discovery group (RFC 4380 §5.2.8) that is not a
+    /// discovery bubble from this link: not a bubble to ff02::1, a source that is not a
+    /// Teredo address with our mapped IPv4, an IPv4 source off our subnet, or our own.
+    DiscoveryRejected => "discovery_rejected" in [C],
     /// Client: a packet with a link-local source that is neither a bubble nor a router
     /// advertisement (no forged neighbour discovery reaches the host through the tunnel).
     LinkLocalSource => "link_local_source" in [C],

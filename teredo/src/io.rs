@@ -65,6 +65,9 @@ pub enum Kind {
     Icmpv6,
     /// An ICMPv6 error the component generated itself (e.g. address unreachable).
     Icmpv6Error,
+    /// A local discovery bubble (RFC 4380 §5.2.8) to the link-scope multicast group
+    /// 224.0.0.253:3544: the driver sends it with IPv4 TTL 1, and it never leaves the link.
+    DiscoveryBubble,
     /// A request to the NAT's UPnP gateway ([`Output::Upnp`]; a client, RFC 6081 §5.3).
     UpnpRequest,
 }
@@ -80,6 +83,7 @@ impl Kind {
         Self::EchoRequest,
         Self::Icmpv6,
         Self::Icmpv6Error,
+        Self::DiscoveryBubble,
         Self::UpnpRequest,
     ];
 
@@ -94,13 +98,17 @@ impl Kind {
             Self::EchoRequest => "echo_request",
             Self::Icmpv6 => "icmpv6",
             Self::Icmpv6Error => "icmpv6_error",
+            Self::DiscoveryBubble => "discovery_bubble",
             Self::UpnpRequest => "upnp_request",
         }
     }
 
     /// A bubble of either kind.
     pub fn is_bubble(self) -> bool {
-        matches!(self, Self::Bubble | Self::IndirectBubble)
+        matches!(
+            self,
+            Self::Bubble | Self::IndirectBubble | Self::DiscoveryBubble
+        )
     }
 }
 

@@ -18,8 +18,12 @@
 //!   the refresh the same mapping again, the client keeps its address;
 //! * NAT "reboot" (`conntrack -F` and the NAT reloaded with another port range): the refresh
 //!   reveals a new mapping, the client forms a new address that embeds it;
-//! * 10 % loss (and reordering, where the kernel has `sch_netem`; otherwise the client-side
-//!   NAT model's 10 % loss, see [`netem_available`]): qualification and pings still succeed.
+//! * 10 % loss and reordering: with the kernel's `sch_netem` on the NAT router where it
+//!   exists, otherwise inside the client-side NAT model's real-socket mode (`--nat-spec
+//!   loss=10%,jitter=500ms`: each datagram held up to 500 ms, so they overtake each other
+//!   on real sockets, and the report counts them), see [`netem_available`]; the test prints
+//!   which path ran. Qualification and pings still succeed; on the model path the report
+//!   must show reordered datagrams.
 //!
 //! The tests wait in wall time for the fault to fall between the qualification and the
 //! first refresh (22.5–30 s after it for rfc5991), and assert on the order of events, not on
@@ -432,8 +436,14 @@ fn netem_available(ns: &Netns) -> bool {
     ok
 }
 
-/// 10 % loss on the client's path (and 25 % reordering with netem): qualification and
-/// pings still succeed thanks to the retransmissions.
+/// Jitter of the NAT model when the kernel has no `sch_netem`: against requests 200 ms
+/// apart, a request overtakes the one before with a chance of 18 % (uniform 0–500 ms each),
+/// so over 30 requests and their replies some datagram is reordered but with a chance of
+/// about 10⁻⁵; RSs (4 s apart) and bubbles (2 s) keep their timing.
+const MODEL_JITTER: &str = "loss=10%,jitter=500ms";
+
+/// 10 % loss on the client's path and reordering (netem's 25 %, or the NAT model's jitter):
+/// qualification and pings still succeed thanks to the retransmissions.
 #[test]
 fn ten_percent_loss_still_qualifies_and_pings() {
     require_root!("nft", "tc");
@@ -458,11 +468,17 @@ fn ten_percent_loss_still_qualifies_and_pings() {
         }
     } else {
         eprintln!(
-            "{test}: sch_netem is not available in this kernel: 10 % loss from the client's \
-             NAT model instead (no reordering)"
+            "{test}: sch_netem is not available in this kernel: 10 % loss and reordering from \
+             the client's NAT model instead ({MODEL_JITTER})"
         );
-        extra.extend(["--nat-spec", "loss=10%", "--seed", "7"]);
+        extra.extend(["--nat-spec", MODEL_JITTER, "--seed", "7"]);
     }
+    let path = if netem {
+        "netem (kernel, NAT router: loss 10%, delay 10ms, reorder 25% 50%)"
+    } else {
+        "NAT model (client-sim real-socket mode)"
+    };
+    eprintln!("{test}: path: {path}");
     let spec = PingSpec {
         server: SERVER_PRIMARY,
         destination: NATIVE_HOST,
@@ -472,13 +488,24 @@ fn ten_percent_loss_still_qualifies_and_pings() {
     let p = check(spawn_ping(&l.site.host, &l.dir, "client-sim", spec, &extra));
     let run = check(finish_ping(p, "client-sim", Duration::from_secs(120)));
     let r = &run.report;
+    let counters = r.qualify.counters.clone();
+    let reordered = counters.as_ref().map_or(0, |c| c.reordered);
     eprintln!(
-        "{test}: netem {netem}: {} of {} answered; RS sent {:?}",
+        "{test}: path: {path}: {} of {} answered; RS sent {:?}; datagrams held by the model \
+         {:?}, reordered by it {reordered}",
         r.received,
         r.transmitted,
-        r.qualify.counters.as_ref().map(|c| c.rs_sent)
+        counters.as_ref().map(|c| c.rs_sent),
+        counters.as_ref().map(|c| c.held),
     );
     assert_eq!(r.qualify.outcome, "qualified", "{r:?}");
+    if !netem {
+        // The reordering happened over the real sockets, inside the model's driver.
+        assert!(
+            reordered > 0,
+            "no datagram reordered by the model: {counters:?}"
+        );
+    }
     assert!(
         r.received >= 10,
         "{} of {} answered",

@@ -55,6 +55,12 @@ pub struct Counters {
     /// Router advertisements accepted.
     #[serde(default)]
     pub ra_accepted: u64,
+    /// Datagrams the NAT model held for its latency (delay, jitter).
+    #[serde(default)]
+    pub held: u64,
+    /// Held datagrams released after a later one of their direction (the model's jitter).
+    #[serde(default)]
+    pub reordered: u64,
 }
 
 /// `NAT Special Behaviour`.

@@ -21,7 +21,7 @@ use netsim::{Nat, NatConfig, Outbound};
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
 use teredo::client::{Client, ClientConfig, Profile, State};
-use teredo::io::{Local, Output};
+use teredo::io::{Kind, Local, Output};
 use teredo::wire::packet::MAX_UDP_PAYLOAD;
 use teredo_rt::{bind_udp, Shutdown, UdpOptions, MAX_DATAGRAM};
 use tokio::net::UdpSocket;
@@ -634,6 +634,11 @@ impl Worker {
                 return;
             };
             let delivered = TX.with_borrow_mut(|buf| match end.client.poll_output(buf)? {
+                // No LAN neighbours here: a local discovery bubble stays on the link.
+                Output::Udp {
+                    kind: Kind::DiscoveryBubble,
+                    ..
+                } => Some(None),
                 Output::Udp { to, len, .. } => {
                     let data = buf.get(..len).unwrap_or_default();
                     send_through_nat(end, &self.shared, now, to, data);

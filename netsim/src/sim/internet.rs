@@ -8,10 +8,13 @@ use std::time::Instant;
 use teredo::io::{Local, Output};
 
 use super::journal::Via;
-use super::{upnp, Datagram, Delivery, Hop, Node, Sender, Sim, MAX_DELIVERED_LOG, MAX_DRAIN};
+use super::{
+    upnp, Datagram, Delivery, Hop, Node, Sender, Sim, LAN_LATENCY, MAX_DELIVERED_LOG, MAX_DRAIN,
+};
 use crate::packets;
 use crate::pcap::MAX_UDP_PAYLOAD;
 use crate::Outbound;
+use teredo::client::DISCOVERY_GROUP;
 
 impl Sim {
     fn server_local(&self, ip: Ipv4Addr) -> Option<Local> {
@@ -96,41 +99,61 @@ impl Sim {
         let ip = *d.to.ip();
         let target = self.clients.iter().position(|c| match &c.nat {
             Some(nat) => nat.is_external(ip),
-            None => c.local() == d.to,
+            None => c.lan_of.is_none() && c.local() == d.to,
         });
         let Some(i) = target else {
             self.counters.no_route += 1;
             self.journal_fate(index, self.dropped(Node::Nowhere, "no route"));
             return;
         };
-        let node = &mut self.clients[i];
-        match node.nat.as_mut() {
-            None => self.deliver_inside(i, d.from, &d.payload, index),
-            Some(nat) => match nat.inbound(now, d.to, d.from) {
-                Ok(t) if t.delay.is_zero() && t.internal == node.client.local() => {
-                    self.deliver_inside(i, d.from, &d.payload, index);
-                }
-                Ok(t) if t.internal == node.client.local() => {
-                    self.push(
-                        now + t.delay,
-                        Delivery::Inside {
-                            node: i,
-                            from: d.from,
-                            payload: d.payload,
-                            journal: index,
-                        },
-                    );
-                }
-                // A mapping of another internal host: nobody lives there in this model.
-                Ok(_) => {
+        let inbound = match self.clients[i].nat.as_mut() {
+            None => return self.deliver_inside(i, d.from, &d.payload, index),
+            Some(nat) => nat.inbound(now, d.to, d.from),
+        };
+        match inbound {
+            // The host behind the mapping: the NAT's owner or another client on its LAN.
+            Ok(t) => match self.lan_member(i, t.internal) {
+                Some(j) if t.delay.is_zero() => self.deliver_inside(j, d.from, &d.payload, index),
+                Some(j) => self.push(
+                    now + t.delay,
+                    Delivery::Inside {
+                        node: j,
+                        from: d.from,
+                        payload: d.payload,
+                        journal: index,
+                    },
+                ),
+                None => {
                     self.counters.no_route += 1;
                     let fate = self.dropped(Node::Nat(i), "no host behind the mapping");
                     self.journal_fate(index, fate);
                 }
-                // Counted by the NAT.
-                Err(e) => self.journal_fate(index, self.dropped(Node::Nat(i), e)),
             },
+            // Counted by the NAT.
+            Err(e) => self.journal_fate(index, self.dropped(Node::Nat(i), e)),
         }
+    }
+
+    /// A datagram on the LAN behind a NAT reaches client `j`: a discovery datagram goes to
+    /// [`teredo::client::Client::handle_discovery`], a unicast one to `handle_udp`.
+    pub(super) fn lan_arrive(
+        &mut self,
+        j: usize,
+        from: SocketAddrV4,
+        payload: &[u8],
+        multicast: bool,
+    ) {
+        let now = self.now;
+        let Some(node) = self.clients.get_mut(j) else {
+            return;
+        };
+        // Refusals are counted by the client.
+        let _ = if multicast {
+            node.client.handle_discovery(now, from, payload)
+        } else {
+            node.client.handle_udp(now, Local::Primary, from, payload)
+        };
+        self.pump_client(j);
     }
 
     pub(super) fn deliver_inside(
@@ -164,7 +187,8 @@ impl Sim {
         let elapsed = self.elapsed();
         let mut out: Vec<(Instant, Datagram, Via)> = Vec::new();
         let mut lost: Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>, String)> = Vec::new();
-        let mut inside: Vec<(Instant, SocketAddrV4, Vec<u8>)> = Vec::new();
+        let mut inside: Vec<(usize, Instant, SocketAddrV4, Vec<u8>)> = Vec::new();
+        let mut transmits = Vec::new();
         {
             let Some(node) = self.clients.get_mut(i) else {
                 return;
@@ -172,7 +196,6 @@ impl Sim {
             let mut buf = std::mem::take(&mut self.server_buf);
             buf.resize(MAX_UDP_PAYLOAD, 0);
             // Answers to deliveries may queue more datagrams: drain both until quiet.
-            let mut transmits = Vec::new();
             // The client hands out its datagrams before its deliveries, so an answer is
             // sent before the next delivery is read.
             for _ in 0..MAX_DRAIN {
@@ -207,52 +230,11 @@ impl Sim {
                 }
             }
             self.server_buf = buf;
-            for (to, payload) in transmits {
-                let local = node.client.local();
-                match node.nat.as_mut() {
-                    None => out.push((
-                        now,
-                        Datagram {
-                            from: local,
-                            to,
-                            payload,
-                        },
-                        Via::default(),
-                    )),
-                    // No `_` arm: `Outbound` is non-exhaustive for other crates only, so a
-                    // new outcome must be routed here before this crate builds.
-                    Some(nat) => {
-                        let created = nat.counters().mappings_created;
-                        let r = nat.outbound(now, local, to);
-                        let via = Via {
-                            inner: Some(local),
-                            new_mapping: nat.counters().mappings_created > created,
-                        };
-                        match r {
-                            Ok(Outbound::Forward(tr)) => out.push((
-                                now + tr.delay,
-                                Datagram {
-                                    from: tr.external,
-                                    to,
-                                    payload,
-                                },
-                                via,
-                            )),
-                            Ok(Outbound::Hairpin(h)) => {
-                                if h.to == local {
-                                    inside.push((now + h.delay, h.from, payload));
-                                }
-                            }
-                            // Counted by the NAT.
-                            Err(e) => lost.push((local, to, payload, e.to_string())),
-                        }
-                    }
-                }
-            }
             while let Some(e) = node.client.poll_event() {
                 node.events.push((elapsed, e));
             }
         }
+        self.route_transmits(i, transmits, &mut out, &mut lost, &mut inside);
         for (inner, to, payload, reason) in lost {
             let fate = self.dropped(Node::Nat(i), reason);
             self.journal_hop(Hop {
@@ -270,16 +252,105 @@ impl Sim {
         for (at, d, via) in out {
             self.send_at(at, Sender::Client(i), d, via);
         }
-        for (at, from, payload) in inside {
+        for (node, at, from, payload) in inside {
             self.push(
                 at,
                 Delivery::Inside {
-                    node: i,
+                    node,
                     from,
                     payload,
                     journal: None,
                 },
             );
+        }
+    }
+
+    /// Routes what client `i` sent: to the discovery group, a copy to every other client on
+    /// its LAN (never through the NAT); to another client on its LAN, straight there;
+    /// anything else out through its NAT (or onto the Internet without one).
+    fn route_transmits(
+        &mut self,
+        i: usize,
+        transmits: Vec<(SocketAddrV4, Vec<u8>)>,
+        out: &mut Vec<(Instant, Datagram, Via)>,
+        lost: &mut Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>, String)>,
+        inside: &mut Vec<(usize, Instant, SocketAddrV4, Vec<u8>)>,
+    ) {
+        let now = self.now;
+        let owner = self.nat_owner(i);
+        let Some(local) = self.clients.get(i).map(|c| c.local()) else {
+            return;
+        };
+        for (to, payload) in transmits {
+            if *to.ip() == DISCOVERY_GROUP {
+                let members = owner.map(|o| self.lan_members(o, i)).unwrap_or_default();
+                if members.is_empty() {
+                    self.counters.multicast_dropped += 1;
+                }
+                for j in members {
+                    self.counters.lan_multicast += 1;
+                    let payload = payload.clone();
+                    let lan = Delivery::Lan {
+                        node: j,
+                        from: local,
+                        payload,
+                        multicast: true,
+                    };
+                    self.push(now + LAN_LATENCY, lan);
+                }
+                continue;
+            }
+            if let Some(j) = owner
+                .and_then(|o| self.lan_member(o, to))
+                .filter(|&j| j != i)
+            {
+                self.counters.lan_unicast += 1;
+                let lan = Delivery::Lan {
+                    node: j,
+                    from: local,
+                    payload,
+                    multicast: false,
+                };
+                self.push(now + LAN_LATENCY, lan);
+                continue;
+            }
+            let Some(nat) = owner.and_then(|o| self.clients[o].nat.as_mut()) else {
+                let d = Datagram {
+                    from: local,
+                    to,
+                    payload,
+                };
+                out.push((now, d, Via::default()));
+                continue;
+            };
+            let created = nat.counters().mappings_created;
+            let r = nat.outbound(now, local, to);
+            let via = Via {
+                inner: Some(local),
+                new_mapping: nat.counters().mappings_created > created,
+            };
+            // No `_` arm: `Outbound` is non-exhaustive for other crates only, so a new
+            // outcome must be routed here before this crate builds.
+            match r {
+                Ok(Outbound::Forward(tr)) => {
+                    let d = Datagram {
+                        from: tr.external,
+                        to,
+                        payload,
+                    };
+                    out.push((now + tr.delay, d, via));
+                }
+                Ok(Outbound::Hairpin(h)) => {
+                    if let Some(j) = owner.and_then(|o| self.lan_member(o, h.to)) {
+                        if j != i {
+                            self.counters.hairpinned += 1;
+                        }
+                        inside.push((j, now + h.delay, h.from, payload));
+                    }
+                }
+                // Counted by the NAT.
+                Err(e) => lost.push((local, to, payload, e.to_string())),
+            }
         }
     }
 }

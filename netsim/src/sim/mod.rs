@@ -86,6 +86,9 @@ pub use trace::{Datagram, Sender, SimCounters, TraceEntry};
 /// Default one-way latency of the simulated Internet.
 pub const DEFAULT_LATENCY: Duration = Duration::from_millis(10);
 
+/// One-way latency on a LAN behind a NAT.
+pub const LAN_LATENCY: Duration = Duration::from_millis(1);
+
 /// Default bound on [`Sim::run_until`] steps (deliveries plus timer firings).
 pub const DEFAULT_STEP_LIMIT: u64 = 1_000_000;
 
@@ -266,8 +269,45 @@ impl Sim {
             delivered: Vec::new(),
             delivered_unlogged: 0,
             echo_responder: false,
+            lan_of: None,
         });
         self.clients.len() - 1
+    }
+
+    /// Adds a client on the LAN of client `of` (behind the same NAT: it shares that NAT's
+    /// mappings, filtering and hairpinning, and reaches the other clients there directly,
+    /// unicast or by the local discovery group 224.0.0.253); returns its index. `of` must
+    /// sit behind a NAT (or on such a LAN); otherwise the client is added without one.
+    pub fn add_client_behind(&mut self, client: Client, of: usize) -> usize {
+        let owner = self.nat_owner(of);
+        let i = self.add_client(client, None);
+        if let Some(node) = self.clients.get_mut(i) {
+            node.lan_of = owner;
+        }
+        i
+    }
+
+    /// The client that owns the NAT client `i` sits behind, if any.
+    fn nat_owner(&self, i: usize) -> Option<usize> {
+        let c = self.clients.get(i)?;
+        if c.nat.is_some() {
+            Some(i)
+        } else {
+            c.lan_of
+        }
+    }
+
+    /// The client at `addr` behind the NAT of `owner`.
+    fn lan_member(&self, owner: usize, addr: SocketAddrV4) -> Option<usize> {
+        (0..self.clients.len())
+            .find(|&j| self.nat_owner(j) == Some(owner) && self.clients[j].local() == addr)
+    }
+
+    /// The other clients behind the NAT of `owner`, except `but`.
+    fn lan_members(&self, owner: usize, but: usize) -> Vec<usize> {
+        (0..self.clients.len())
+            .filter(|&j| j != but && self.nat_owner(j) == Some(owner))
+            .collect()
     }
 
     /// Switches the server on or off (off: datagrams to it are lost, counted as
@@ -601,6 +641,12 @@ impl Sim {
                 payload,
                 journal,
             } => self.deliver_inside(node, from, &payload, journal),
+            Delivery::Lan {
+                node,
+                from,
+                payload,
+                multicast,
+            } => self.lan_arrive(node, from, &payload, multicast),
             Delivery::Native(packet, index) => self.native_arrive(&packet, index),
         }
     }

@@ -29,6 +29,9 @@ pub struct ClientNode {
     pub delivered_unlogged: u64,
     /// Answer ICMPv6 echo requests delivered to the client (as a host's stack would).
     pub echo_responder: bool,
+    /// The client whose NAT this one shares (same LAN: [`Sim::add_client_behind`]); its own
+    /// `nat` is then `None`.
+    pub lan_of: Option<usize>,
 }
 
 /// The host on the native segment: answers ICMPv6 echo requests and UDP datagrams to

@@ -23,6 +23,14 @@ pub(super) enum Delivery {
         payload: Vec<u8>,
         journal: Option<usize>,
     },
+    /// A datagram crosses the LAN behind a NAT to another client there, unicast or to the
+    /// local discovery group (never through the NAT).
+    Lan {
+        node: usize,
+        from: SocketAddrV4,
+        payload: Vec<u8>,
+        multicast: bool,
+    },
     /// A packet reaches its destination on the native IPv6 segment (and its journal entry).
     Native(Vec<u8>, Option<usize>),
 }

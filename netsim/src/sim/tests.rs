@@ -249,3 +249,51 @@ fn journal_follows_each_datagram_through_the_nat() {
         Some(JournalEntry::Note { node: Node::ServerPrimary, text, .. }) if text == "server down"
     ));
 }
+
+#[test]
+fn clients_on_one_lan_share_the_nat_and_discovery_never_leaves_the_lan() {
+    let mut s = sim();
+    let t0 = s.now();
+    let ext = Ipv4Addr::new(203, 0, 113, 1);
+    let nat = NatPreset::PortRestricted
+        .config(vec![ext], 1)
+        .unwrap()
+        .unwrap();
+    let win7 = || ClientConfig::profile(Profile::Win7, P);
+    let a_local = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 50000);
+    let b_local = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 50001);
+    let a = Client::new(win7(), ChaCha8Rng::seed_from_u64(1), a_local, t0);
+    let b = Client::new(win7(), ChaCha8Rng::seed_from_u64(2), b_local, t0);
+    let a = s.add_client(a, Some(Nat::new(nat)));
+    let b = s.add_client_behind(b, a);
+    // A client directly on the Internet: its discovery bubbles have no link to go to.
+    let c_local = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 77), 50002);
+    let c = Client::new(win7(), ChaCha8Rng::seed_from_u64(3), c_local, t0);
+    let c = s.add_client(c, None);
+    s.run_for(Duration::from_secs(30)).unwrap();
+    for i in [a, b, c] {
+        assert_eq!(s.client(i).unwrap().client.state(), State::Qualified, "{i}");
+    }
+    // Both behind the one NAT: the same external address, their own ports.
+    let ma = s.client(a).unwrap().client.mapping().unwrap();
+    let mb = s.client(b).unwrap().client.mapping().unwrap();
+    assert_eq!((*ma.ip(), *mb.ip()), (ext, ext));
+    assert_ne!(ma.port(), mb.port());
+    assert_eq!(s.client(b).unwrap().lan_of, Some(a));
+    // Each LAN client's discovery bubble reached the other one, and no discovery
+    // datagram ever appeared on the Internet.
+    let counters = s.counters();
+    assert!(counters.lan_multicast >= 2, "{counters:?}");
+    assert!(counters.multicast_dropped >= 1, "{counters:?}");
+    assert!(s
+        .trace()
+        .iter()
+        .all(|e| *e.to.ip() != teredo::client::DISCOVERY_GROUP));
+    for i in [a, b] {
+        assert!(
+            s.client(i).unwrap().client.counters().discovery_received >= 1,
+            "{i}"
+        );
+    }
+    assert_eq!(s.client(c).unwrap().client.counters().discovery_received, 0);
+}

@@ -74,4 +74,14 @@ pub struct SimCounters {
     pub server_restarts: u64,
     /// Relay restarts ([`Sim::replace_relay`]).
     pub relay_restarts: u64,
+    /// Unicast datagrams between two clients on one LAN (behind the same NAT), which never
+    /// touch the NAT.
+    pub lan_unicast: u64,
+    /// Copies of local discovery datagrams (224.0.0.253) delivered on a LAN.
+    pub lan_multicast: u64,
+    /// Datagrams to the discovery group from a client with no LAN neighbour or none
+    /// behind a NAT: link-scope, so they go nowhere.
+    pub multicast_dropped: u64,
+    /// Datagrams the NAT hairpinned from one client to another behind it.
+    pub hairpinned: u64,
 }

@@ -79,6 +79,7 @@ fn arb_config() -> impl Strategy<Value = NatConfig> {
                     upnp: false,
                     loss,
                     delay: Duration::from_millis(delay),
+                    jitter: Duration::from_millis(seed % 50),
                     port_range: lo..=lo + span,
                     max_mappings: max,
                     unsolicited_reserve: (seed & 1 == 1).then(|| secs(1 + seed % 40)),

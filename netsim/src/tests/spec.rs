@@ -132,3 +132,27 @@ fn spec_round_trips_every_preset() {
     assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     assert_eq!(parse_duration("1h"), Some(secs(3600)));
 }
+
+#[test]
+fn jitter_adds_a_random_delay_within_its_bound_and_round_trips() {
+    use std::time::{Duration, Instant};
+    let c = NatConfig::from_spec("delay=5ms,jitter=30ms,seed=3").unwrap();
+    assert_eq!(c.jitter, Duration::from_millis(30));
+    assert_eq!(NatConfig::from_spec(&c.to_spec()).unwrap(), c);
+    assert!(NatConfig::from_spec("jitter=fast").is_err());
+    let mut nat = Nat::new(c);
+    let t = Instant::now();
+    let internal = "10.0.0.2:5000".parse().unwrap();
+    let delays: Vec<Duration> = (0..50u16)
+        .map(|i| {
+            let to = SocketAddrV4::new("198.51.100.1".parse().unwrap(), 1000 + i);
+            nat.outbound(t, internal, to).unwrap().delay()
+        })
+        .collect();
+    let (lo, hi) = (Duration::from_millis(5), Duration::from_millis(35));
+    assert!(delays.iter().all(|d| (lo..=hi).contains(d)), "{delays:?}");
+    assert!(
+        delays.windows(2).any(|w| w[0] > w[1]),
+        "later ones overtake: {delays:?}"
+    );
+}

@@ -191,6 +191,13 @@ pub struct ClientConfig {
     pub bubble_window: Duration,
     /// Probes per window without an answer (RFC 4380 §5.2.6: 4).
     pub max_bubbles_per_window: u8,
+    /// RFC 4380 §5.2.8 local client discovery: send discovery bubbles to 224.0.0.253 every
+    /// 200–300 s once qualified, accept them from the link ([`Client::handle_discovery`])
+    /// and reach local peers at their LAN address.
+    pub local_discovery: bool,
+    /// Prefix length of the client's IPv4 subnet: a discovery bubble from outside it is
+    /// discarded (RFC 4380 §5.2.8 MUST). Default 24.
+    pub local_prefix_len: u8,
 }
 
 /// RFC 4380 §5.2.1 T.
@@ -225,6 +232,7 @@ impl ClientConfig {
     /// | `offline_retry` | 100 s \[UNVERIFIED\] | 100 s | 100 s \[UNVERIFIED\] | 100 s \[UNVERIFIED\] | 100 s (M) |
     /// | `dormant_after` | — | — | — | 60 min \[UNVERIFIED\] | — |
     /// | managed-network rule | yes (R5991 App. A, seed how-to) | no | yes | yes | no |
+    /// | `local_discovery` (R4380 §5.2.8) | no \[UNVERIFIED\], an option | no \[UNVERIFIED\] | yes \[UNVERIFIED\], an option | yes \[UNVERIFIED\], an option | no (M 1.2.6 has no `discovery.c`; only master/1.3, `libteredo/discovery.c`) |
     /// | nonce trailers (R6081 §5.2) | no | no | yes | yes | no (answers to the bubble's link-local source instead, TEREDO.md §6.5) |
     ///
     /// Data-path knobs are the same for every profile: RFC 4380's 30 s validity, 2 s × 3
@@ -238,6 +246,12 @@ impl ClientConfig {
     /// FwpmSystemPortsGet0, an API of Windows 7 and later; KB 968510 says the same; netsh
     /// outputs of later Windows print `UPNP: Yes` (TEREDO.md §12). No source says whether
     /// Vista did it: off there, a knob like any other.
+    ///
+    /// Local discovery: Miredo's `libteredo/discovery.c` (darconeous/miredo master after
+    /// 1.2.3, and upstream 1.3) sends discovery bubbles to 224.0.0.253 every 200–299 s; the
+    /// Debian 1.2.6 this lab models as `miredo` has none (TEREDO.md §1). For Windows no
+    /// source says which versions do it: on for Vista and 7, off for XP SP2, all marked
+    /// \[UNVERIFIED\] and a knob like any other.
     ///
     /// Windows retries after a failure too, but its delay is not documented; Miredo's 100 s
     /// is used for every profile. The rfc5991 profile follows the RFCs alone, and the
@@ -274,6 +288,8 @@ impl ClientConfig {
             bubble_retries: BUBBLE_RETRIES,
             bubble_window: BUBBLE_WINDOW,
             max_bubbles_per_window: MAX_BUBBLES_PER_WINDOW,
+            local_discovery: false,
+            local_prefix_len: 24,
         };
         match profile {
             Profile::XpSp2 => {
@@ -288,11 +304,13 @@ impl ClientConfig {
             Profile::Vista => {
                 c.cone_probe = true;
                 c.symmetric_support = true;
+                c.local_discovery = true;
             }
             Profile::Win7 => {
                 c.cone_probe = true;
                 c.symmetric_support = true;
                 c.upnp = true;
+                c.local_discovery = true;
                 c.dormant_after = Some(WIN7_DORMANT_AFTER);
             }
             Profile::Miredo => {

@@ -59,6 +59,10 @@ pub struct ClientCounters {
     pub echo_tests_ok: u64,
     /// Peers that answered no probe.
     pub give_ups: u64,
+    /// Local discovery bubbles sent (RFC 4380 §5.2.8).
+    pub discovery_sent: u64,
+    /// Local discovery bubbles accepted.
+    pub discovery_received: u64,
     /// Peer entries created.
     pub peers_created: u64,
     /// Peer entries reused for another peer because the table was full.
@@ -96,6 +100,8 @@ impl Default for ClientCounters {
             echo_tests_sent: 0,
             echo_tests_ok: 0,
             give_ups: 0,
+            discovery_sent: 0,
+            discovery_received: 0,
             peers_created: 0,
             peers_evicted: 0,
             qualifications: 0,

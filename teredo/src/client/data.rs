@@ -230,8 +230,10 @@ impl Client {
                     // receive our direct answer at its embedded mapping, so also answer
                     // with an indirect bubble (a probe exchange of our own, paced as usual,
                     // carrying our nonce) unless we trust it or already probe it.
-                    answer_indirectly =
-                        symmetric && !p.valid(now, validity) && p.phase == PeerPhase::Idle;
+                    answer_indirectly = symmetric
+                        && !p.valid(now, validity)
+                        && p.phase == PeerPhase::Idle
+                        && p.local_seen.is_none();
                 }
             }
         }
@@ -256,9 +258,16 @@ impl Client {
         }
         // RFC 6081 §5.3.4.2: a symmetric peer at its embedded mapping, under UPnP.
         let reply_to = self.send_target(&src, symmetric_peer, reply_to);
+        // RFC 4380 §5.2.4 case 3: a local peer is answered on the LAN, with a discovery
+        // bubble so that it learns our LAN address too (its NAT may not hairpin).
+        let local = self.fresh_local(&src, now);
+        let reply_to = local.unwrap_or(reply_to);
         if !self.take_reply_token(now) {
             self.counters.reply_bubbles_suppressed += 1;
             return Ok(Handled::RelayedBubble);
+        }
+        if local.is_some() {
+            self.send_discovery();
         }
         // RFC 6081 §5.2.4.2: the answer to an indirect bubble echoes its nonce.
         let echo = if self.cfg.symmetric_support {
@@ -294,7 +303,7 @@ impl Client {
             TeredoAddr::from_ipv6(&src),
             self.peers.get_mut(&src),
         ) {
-            if t.mapped != from {
+            if t.mapped != from && p.local != Some(from) {
                 p.symmetric = true;
             }
         }
@@ -335,6 +344,9 @@ impl Client {
                 return Err(DropReason::NonGlobalMappedAddress);
             }
             self.ensure_peer(now, src, Some(t))?;
+            true
+        } else if self.fresh_local(&src, now) == Some(from) {
+            // RFC 4380 §5.2.3 case 5: from the local address of a local peer.
             true
         } else {
             // RFC 6081 §5.2.4.4: a direct bubble echoing the nonce of our indirect bubble.

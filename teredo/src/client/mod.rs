@@ -93,6 +93,7 @@
 mod config;
 mod counters;
 mod data;
+mod discovery;
 mod outputs;
 mod peers;
 mod qualification;
@@ -103,6 +104,10 @@ mod upnp;
 
 pub use config::*;
 pub use counters::ClientCounters;
+pub use discovery::{
+    ALL_NODES, DISCOVERY_DEST, DISCOVERY_GROUP, DISCOVERY_HOP_LIMIT, DISCOVERY_PERIOD,
+    LOCAL_PEER_VALIDITY,
+};
 pub use peers::{PeerInfo, PeerPhase};
 pub use state::*;
 pub use upnp::{UpnpAnswer, UPNP_LEASE};
@@ -240,6 +245,8 @@ pub enum Handled {
     Sent,
     /// An application packet held in its peer's queue while the peer is being reached.
     Queued,
+    /// A local discovery bubble ([`Client::handle_discovery`]): its sender is a local peer.
+    DiscoveryBubble,
 }
 
 impl Handled {
@@ -253,6 +260,7 @@ impl Handled {
             Self::Delivered => "delivered",
             Self::Sent => "sent",
             Self::Queued => "queued",
+            Self::DiscoveryBubble => "discovery_bubble",
         }
     }
 }
@@ -312,6 +320,8 @@ pub struct Client {
     reply_last: Instant,
     /// RFC 6081 §5.3 state.
     upnp: upnp::UpnpState,
+    /// When the next local discovery bubble is due (RFC 4380 §5.2.8).
+    next_discovery: Option<Instant>,
 }
 
 impl fmt::Debug for Client {
@@ -366,6 +376,7 @@ impl Client {
             reply_tokens: u64::from(REPLY_BUBBLE_BURST) * 1000,
             reply_last: now,
             upnp: upnp::UpnpState::default(),
+            next_discovery: None,
         };
         c.start_qualification(now);
         c
@@ -469,6 +480,7 @@ impl Client {
                     self.next_refresh
                 };
                 let probes = self.timers.first().map(|(t, _)| *t);
+                let probes = earliest(probes, self.discovery_deadline());
                 earliest(earliest(refresh, self.dormant_deadline()), probes)
             }
             State::Dormant => None,
@@ -490,6 +502,7 @@ impl Client {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Qualified {
             self.fire_probe_timers(now);
+            self.discovery_timer(now);
         }
         if self.state == State::Offline {
             if self.retry_at.is_some_and(|t| t <= now) {

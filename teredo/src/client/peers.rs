@@ -100,6 +100,10 @@ pub(super) struct Peer {
     pub(super) symmetric: bool,
     pub(super) queue: VecDeque<Vec<u8>>,
     pub(super) queue_bytes: usize,
+    /// RFC 4380 §5.2.8 "local peer address and port": where its discovery bubble came from.
+    pub(super) local: Option<SocketAddrV4>,
+    /// When its last discovery bubble arrived.
+    pub(super) local_seen: Option<Instant>,
 }
 
 impl Peer {
@@ -123,11 +127,19 @@ impl Peer {
             symmetric: false,
             queue: VecDeque::new(),
             queue_bytes: 0,
+            local: None,
+            local_seen: None,
         }
     }
 
-    /// Trusted and heard from within `validity` ([`peer::is_valid`]).
+    /// Trusted and heard from within `validity` ([`peer::is_valid`]), or within
+    /// [`LOCAL_PEER_VALIDITY`] when trusted at its local (LAN) address.
     pub(super) fn valid(&self, now: Instant, validity: Duration) -> bool {
+        let validity = if self.local.is_some() && self.mapping == self.local {
+            validity.max(LOCAL_PEER_VALIDITY)
+        } else {
+            validity
+        };
         peer::is_valid(now, self.trusted, self.last_rx, validity)
     }
 }
@@ -141,6 +153,14 @@ pub(super) fn bubble_bytes(src: Ipv6Addr, dst: Ipv6Addr, nonce: Option<[u8; 4]>)
             len += Trailers::emit(TYPE_NONCE, &n, rest).unwrap_or(0);
         }
     }
+    b.truncate(len);
+    b
+}
+
+/// A local discovery bubble from `own` (RFC 4380 §5.2.8: to ff02::1, hop limit 1).
+pub(super) fn discovery_bytes(own: Ipv6Addr) -> Vec<u8> {
+    let mut b = vec![0u8; IPV6_HEADER_LEN];
+    let len = emit_bubble(&mut b, own, ALL_NODES, DISCOVERY_HOP_LIMIT).unwrap_or(0);
     b.truncate(len);
     b
 }
@@ -333,6 +353,9 @@ impl Client {
             .peers
             .get(&addr)
             .and_then(|p| p.mapping.map(|m| self.send_target(&addr, p.symmetric, m)));
+        // RFC 4380 §5.2.4 case 3: a local peer gets a unicast bubble at its LAN address
+        // and a discovery bubble (so that it learns ours), not the Internet pair.
+        let local = self.fresh_local(&addr, now);
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
@@ -341,7 +364,10 @@ impl Client {
         p.last_probe = Some(now);
         p.last_tx = Some(now);
         let mut out: Vec<(SocketAddrV4, Kind, Vec<u8>)> = Vec::with_capacity(2);
-        if p.teredo {
+        if let (true, Some(lan)) = (p.teredo, local) {
+            out.push((lan, Kind::Bubble, bubble_bytes(own, addr, None)));
+            out.push((DISCOVERY_DEST, Kind::DiscoveryBubble, discovery_bytes(own)));
+        } else if p.teredo {
             let t = TeredoAddr::from_octets_unchecked(&addr.octets());
             // RFC 6081 §5.2.4.2: echo the peer's nonce once it sent us an indirect bubble.
             let echo = if symmetric { p.nonce_received } else { None };

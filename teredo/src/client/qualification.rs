@@ -238,6 +238,7 @@ impl Client {
         self.set_state(State::Qualified);
         self.push_event(Event::Qualified { address, nat });
         self.schedule_refresh(now, ex.last_sent);
+        self.start_discovery(now);
     }
 
     /// Address = 2001:0:<server>:<flags>:~port:~IPv4, flags = C (if detected and used) |

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng as _;
 use teredo::client::{Client, ClientConfig, Profile, State};
-use teredo::{DropReason, Local, Output};
+use teredo::{DropReason, Kind, Local, Output};
 
 use super::common::need;
 use crate::conform::ctx::Ctx;
@@ -168,9 +168,14 @@ pub(super) fn drive(
     while run.rs_sent < MAX_RS {
         let mut sent_any = false;
         while let Some(out) = client.poll_output(&mut buf) {
-            let Output::Udp { to, len, .. } = out else {
+            let Output::Udp { to, len, kind, .. } = out else {
                 continue;
             };
+            // Only RSs go to the server under test; a local discovery bubble (sent on
+            // qualifying) stays on the link.
+            if kind != Kind::RouterSolicitation {
+                continue;
+            }
             sent_any = true;
             run.rs_sent += 1;
             let answers = exchange(to, &buf[..len])?;

@@ -2,6 +2,7 @@
 //! data path between clients, the server, a relay and a native host.
 
 mod data;
+mod discovery;
 mod net;
 mod qualification;
 mod upnp;

@@ -164,6 +164,8 @@ pub(super) struct Lab {
     pub(super) rs_log: Vec<(Duration, SocketAddrV4, Ipv6Addr)>,
     pub(super) drops: Vec<DropReason>,
     pub(super) events: Vec<(Duration, Event)>,
+    /// Times of the local discovery bubbles sent.
+    pub(super) discovery_log: Vec<Duration>,
 }
 
 impl Lab {
@@ -190,6 +192,7 @@ impl Lab {
             rs_log: Vec::new(),
             drops: Vec::new(),
             events: Vec::new(),
+            discovery_log: Vec::new(),
         };
         lab.pump();
         lab
@@ -208,6 +211,12 @@ impl Lab {
         let mut buf = [0u8; 1500];
         let mut sbuf = vec![0u8; MAX_UDP_PAYLOAD];
         while let Some(t) = next_udp(&mut self.client, &mut buf) {
+            // Alone on its link: local discovery bubbles reach nobody (logged).
+            if *t.to.ip() == DISCOVERY_GROUP {
+                assert_eq!(t.kind, Kind::DiscoveryBubble);
+                self.discovery_log.push(self.elapsed());
+                continue;
+            }
             let pkt = TeredoPacket::parse(&buf[..t.len]).expect("RS parses");
             self.rs_log.push((self.elapsed(), t.to, pkt.src()));
             let src = self.nat.outbound(self.client.local(), t.to);
