@@ -428,23 +428,10 @@ fn recv_icmp6(sock: &UdpSocket, buf: &mut [u8]) -> Option<(Vec<u8>, SocketAddr)>
     }
 }
 
-/// An IPv4 header (no options, TTL 64, checksum and identification left to the kernel) and
-/// a UDP header with checksum 0 in front of `payload`.
+/// The forged datagram: an IPv4 and a UDP header (netsim's, with valid checksums; the
+/// kernel fills in the identification) in front of `payload`.
 fn ipv4_udp(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let udp_len = u16::try_from(8 + payload.len()).context("datagram too large")?;
-    let total = udp_len.checked_add(20).context("datagram too large")?;
-    let mut p = Vec::with_capacity(usize::from(total));
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&from.ip().octets());
-    p.extend_from_slice(&to.ip().octets());
-    p.extend_from_slice(&from.port().to_be_bytes());
-    p.extend_from_slice(&to.port().to_be_bytes());
-    p.extend_from_slice(&udp_len.to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    Ok(p)
+    netsim::pcap::ipv4_udp(from, to, 0, payload).context("cannot build the forged datagram")
 }
 
 fn duration_us(d: Duration) -> u64 {
