@@ -197,45 +197,46 @@ pub const MATRIX: &[Scenario] = &[
         "M2 on the other external IPv4 -> symmetric (address), offline",
     )
     .data(DATA_OFFLINE),
-    // ---- vista: cone probe for reporting only (C=0, RFC 5991 App. A), RFC 6081 §5.2.
+    // ---- vista: no cone probe (RFC 5991 §3.2, App. A: implemented in Vista), RFC 6081 §5.2.
     cell(
         P::Vista,
         N::None,
         Expect::qualified(T::None).cone_bit(false),
-        "the cone RA arrives, the mapping is the socket address -> none; Vista never sets C",
+        "restricted RSs only; both server addresses see the socket address -> none; Vista \
+         never sets C",
     )
     .data(DATA_OPEN),
     cell(
         P::Vista,
         N::FullCone,
-        Expect::qualified(T::Cone).cone_bit(false),
-        "the cone RA gets through endpoint-independent filtering -> reported cone, but the \
-         address keeps C=0 (RFC 5991 App. A)",
+        Expect::qualified(T::Restricted).cone_bit(false),
+        "no cone probe, so a cone NAT cannot be told from a restricted one (RFC 5991 §3.2): \
+         M1 = M2 -> restricted, C=0",
     )
     .data(DATA_OPEN),
     cell(
         P::Vista,
         N::Restricted,
         Expect::qualified(T::Restricted).cone_bit(false),
-        "cone probe filtered, M1 = M2 -> restricted",
+        "M1 = M2 -> restricted",
     )
     .data(DATA_OPEN),
     cell(
         P::Vista,
         N::PortRestricted,
         Expect::qualified(T::Restricted).cone_bit(false),
-        "cone probe filtered, M1 = M2 -> restricted",
+        "M1 = M2 -> restricted",
     )
     .data(DATA_OPEN),
     cell(
         P::Vista,
         N::Masquerade,
-        Expect::qualified(T::SymmetricPort).cone_bit(false),
-        "the refused cone RAs reserve M1's port toward the secondary, the secondary check \
-         gets another port -> 'symmetric (port)'; RFC 6081 symmetric support keeps M1 -> \
-         qualified",
+        Expect::qualified(T::Restricted).cone_bit(false),
+        "no cone probe, so nothing from the secondary is ever refused: no reservation, \
+         M1 = M2 -> restricted, as behind port-restricted (only XP, which still probes, \
+         falls into the conntrack trap)",
     )
-    .data(DATA_MASQUERADE),
+    .data(DATA_OPEN),
     cell(
         P::Vista,
         N::Symmetric,
@@ -256,14 +257,14 @@ pub const MATRIX: &[Scenario] = &[
         P::Win7,
         N::None,
         Expect::qualified(T::None).cone_bit(false),
-        "as vista: cone RA arrives, mapping = socket -> none",
+        "as vista: mapping = socket -> none",
     )
     .data(DATA_OPEN),
     cell(
         P::Win7,
         N::FullCone,
-        Expect::qualified(T::Cone).cone_bit(false),
-        "as vista: cone reported, C=0",
+        Expect::qualified(T::Restricted).cone_bit(false),
+        "as vista: no cone probe -> restricted, C=0",
     )
     .data(DATA_OPEN),
     cell(
@@ -283,10 +284,10 @@ pub const MATRIX: &[Scenario] = &[
     cell(
         P::Win7,
         N::Masquerade,
-        Expect::qualified(T::SymmetricPort).cone_bit(false),
-        "as vista: the cone probe's reservation makes M2 != M1 -> qualified, symmetric (port)",
+        Expect::qualified(T::Restricted).cone_bit(false),
+        "as vista: no cone probe, no reservation -> restricted",
     )
-    .data(DATA_MASQUERADE),
+    .data(DATA_OPEN),
     cell(
         P::Win7,
         N::Symmetric,

@@ -784,7 +784,7 @@ mod tests {
         assert_eq!(r.outcome, Outcome::Timeout);
         assert_eq!(r.exit_code, 6);
         assert!(r.counters.rs_sent >= 1);
-        assert_eq!(r.status.state, "probe (cone)");
+        assert_eq!(r.status.state, "probe (primary server)");
         // Behind a NAT too.
         o.nat = NatChoice::Preset(NatPreset::PortRestricted);
         let (_trigger, shutdown) = Shutdown::new();

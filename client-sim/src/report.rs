@@ -206,7 +206,7 @@ mod tests {
             "Server Name             : 198.51.100.1",
             "Client Refresh Interval : 30 seconds",
             "Client Port             : 40000",
-            "State                   : probe (cone)",
+            "State                   : probe (primary server)",
             "NAT                     : unknown",
             "NAT Special Behaviour   : UPNP: No, PortPreserving: unknown",
             "Local Mapping           : 10.0.0.2:40000",
@@ -218,7 +218,7 @@ mod tests {
         }
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["type"], "client");
-        assert_eq!(json["state"], "probe (cone)");
+        assert_eq!(json["state"], "probe (primary server)");
         assert!(json["teredo_address"].is_null());
         assert!(json["nat_special_behaviour"]["port_preserving"].is_null());
     }

@@ -470,18 +470,6 @@ pub const DATA_SYMMETRIC_NONCE: DataExpect = DataExpect {
           from a mapping the peer's NAT never saw -> both NATs filter, 0/3",
 };
 
-/// Vista / Windows 7 behind a bare masquerade: qualified as "symmetric (port)" (the cone
-/// probe's reservation), and from then on the NAT behaves as a symmetric one toward anyone new.
-pub const DATA_MASQUERADE: DataExpect = DataExpect {
-    why: "the secondary check moved the client to a new mapping M2, and Linux gives every \
-          later new flow of that socket the newest mapping: the direct bubble to the relay \
-          leaves from M2, not the M1 in the address, so a strict relay drops it \
-          (spoofed_source) -> 0/3 (measured behind R1: 0/3 through our strict relay, \
-          conntrack shows the relay flow on M2's port); a lenient relay takes the nonce echo \
-          -> 3/3; the Teredo peer is filtered as behind symmetric -> 0/3",
-    ..DATA_SYMMETRIC_NONCE
-};
-
 /// Miredo behind a symmetric NAT it never noticed (no secondary check).
 pub const DATA_SYMMETRIC_LINK_LOCAL: DataExpect = DataExpect {
     ping_strict: PathExpect::NoReply(Blame::Relay(DropReason::SpoofedSource)),

@@ -498,8 +498,9 @@ fn dormant_client_wakes_up_on_activity() {
         .find(|(_, e)| *e == Event::StateChanged(State::Dormant))
         .unwrap()
         .0;
-    // Qualified at 12.04 s (after the filtered cone probe), dormant 60 minutes later.
-    assert_eq!(dormant_at, Duration::from_millis(12_040) + secs(3600));
+    // Qualified at 0.04 s (two round trips: primary, then secondary; no cone probe), dormant
+    // 60 minutes later.
+    assert_eq!(dormant_at, Duration::from_millis(40) + secs(3600));
     let sent = sim.trace().len();
     sim.run_for(secs(600)).unwrap();
     assert_eq!(sim.trace().len(), sent, "no refresh while dormant");

@@ -103,7 +103,7 @@ fn qualify_against_the_real_server() {
         options(
             3,
             PRIMARY,
-            Profile::Vista,
+            Profile::XpSp2,
             NatChoice::Preset(NatPreset::PortRestricted),
         ),
     );
@@ -172,7 +172,7 @@ fn qualify_against_the_real_server() {
         Some(&*format!("198.51.100.10:{port}"))
     );
     assert_eq!(r.status.nat_special_behaviour.port_preserving, Some(true));
-    // The three cone-probe RAs came from 198.51.100.2 on the wire and the NAT model
+    // XP's three cone-probe RAs came from 198.51.100.2 on the wire and the NAT model
     // filtered them.
     assert_eq!(r.counters.nat_drops["filtered"], 3, "{:?}", r.counters);
 

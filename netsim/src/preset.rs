@@ -49,12 +49,13 @@ pub enum NatPreset {
     /// A bare Linux masquerade: `port-restricted` plus the conntrack trap
     /// ([`NatConfig::unsolicited_reserve`] = 30 s). The cone probe's RA, sent from the
     /// server's secondary address, is refused and reserves the mapping's port toward the
-    /// secondary, so the secondary-address check that follows gets another port: clients
-    /// that run the cone probe (XP, Vista, 7) see "symmetric (port)" (XP goes offline, "client
-    /// behind symmetric NAT"); the others see `restricted`. After that diversion every new
-    /// flow of the client leaves from the new port (Linux reuses the newest mapping of a
-    /// socket), so a Vista/7 client's bubbles reach relays and peers from a mapping other than
-    /// its address's: a strict relay refuses them, as behind `symmetric`. Kernel:
+    /// secondary, so the secondary-address check that follows gets another port: a client
+    /// that runs the cone probe (the xp-sp2 profile; any profile with `cone_probe` set) sees
+    /// "symmetric (port)" (XP goes offline, "client behind symmetric NAT"); the others see
+    /// `restricted`. After that diversion every new flow of the client leaves from the new
+    /// port (Linux reuses the newest mapping of a socket), so a client with RFC 6081
+    /// symmetric NAT support and the cone probe on reaches relays and peers from a mapping
+    /// other than its address's: a strict relay refuses it, as behind `symmetric`. Kernel:
     /// `NatKind::BareMasquerade`, R1 alone (`masquerade`, no firewall: common on Linux routers
     /// and in containers).
     Masquerade,

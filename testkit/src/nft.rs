@@ -15,8 +15,8 @@
 //! primary, the RA comes back from the **secondary** and is refused by a port-restricted NAT,
 //! leaving the entry behind; the symmetric-NAT check that follows (restricted RS to the
 //! secondary) gets a new port, M1 ≠ M2, and the client concludes "symmetric NAT". Measured here
-//! (Linux 6.18): bare `masquerade` (R1) makes the Vista profile report `symmetric (port)` and
-//! XP SP2 go offline ("client behind symmetric NAT"), with our server and with `miredo-server`
+//! (Linux 6.18): bare `masquerade` (R1) made the Vista profile, when it still ran the cone probe,
+//! report `symmetric (port)`, and makes XP SP2 go offline ("client behind symmetric NAT"), with our server and with `miredo-server`
 //! alike. A datagram the router *drops* before the confirmation hook leaves no entry, so any
 //! stateful WAN input firewall (`iifname "wan0" ct state new drop`, what home routers have)
 //! gives the textbook port-restricted cone: [`NatKind::PortRestricted`] is R1 plus that

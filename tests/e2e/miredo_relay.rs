@@ -38,11 +38,11 @@
 //! | client site                         | vista: NAT, time        | miredo: NAT, time |
 //! |-------------------------------------|-------------------------|-------------------|
 //! | none (198.51.100.10)                | none, 1 s               | none, 1 s         |
-//! | port-restricted (R1 + WAN firewall) | restricted, 13 s        | restricted, 1 s   |
-//! | symmetric (R3)                      | symmetric (port), 13 s  | restricted, 1 s   |
+//! | port-restricted (R1 + WAN firewall) | restricted, 1 s         | restricted, 1 s   |
+//! | symmetric (R3)                      | symmetric (port), 1 s   | restricted, 1 s   |
 //!
-//! (vista's 12 extra seconds are its cone probe: 3 RSs 4 s apart whose answers from the
-//! secondary address a restricted NAT refuses.)
+//! (Before the vista profile dropped the cone probe, RFC 5991 §3.2, it took 12 s more behind
+//! a NAT: 3 RSs 4 s apart whose answers from the secondary address the NAT refused.)
 //!
 //! * **No client bug**: the Miredo relay's quirks (link-local bubble source, hop limit 0,
 //!   bubbles only re-sent when a new native packet arrives, LIFO queue, drops packets from

@@ -23,8 +23,8 @@ pub enum Profile {
     /// A plain RFC 4380 client with the RFC 5991 updates: no cone probe (§3.2), random flag
     /// bits (§3.1), secondary check, offline behind a symmetric NAT (no RFC 6081).
     Rfc5991,
-    /// Windows Vista SP1: cone probe for reporting only (address C=0, RFC 5991 App. A),
-    /// random flags, secondary check, qualifies behind a symmetric NAT (RFC 6081 §5.2,
+    /// Windows Vista SP1: no cone probe and C=0 (RFC 5991 §3.2, implemented in Vista per its
+    /// App. A), random flags, secondary check, qualifies behind a symmetric NAT (RFC 6081 §5.2,
     /// TEREDO.md §12).
     Vista,
     /// Windows 7: as Vista, plus the `dormant` state after idle time unless
@@ -219,7 +219,7 @@ impl ClientConfig {
     ///
     /// | knob | xp-sp2 | rfc5991 | vista | win7 | miredo |
     /// |---|---|---|---|---|---|
-    /// | `cone_probe` | yes (R4380 §5.2.1) | no (R5991 §3.2) | yes, reported only (TEREDO.md (a)) | yes | no (M ≥ 0.9.5) |
+    /// | `cone_probe` | yes (R4380 §5.2.1) | no (R5991 §3.2) | no (R5991 App. A, see below) | no (as vista) | no (M ≥ 0.9.5) |
     /// | `use_cone_flag` | yes | no | no (R5991 App. A) | no | no |
     /// | `secondary_check` | yes (R4380) | yes | yes (obs. "symmetric (port)") | yes | no (M ignores `ServerAddress2`) |
     /// | `symmetric_support` | no → offline (seed how-to) | no | yes (R6081 §5.2, TEREDO.md §12) | yes | n/a |
@@ -246,6 +246,19 @@ impl ClientConfig {
     /// FwpmSystemPortsGet0, an API of Windows 7 and later; KB 968510 says the same; netsh
     /// outputs of later Windows print `UPNP: Yes` (TEREDO.md §12). No source says whether
     /// Vista did it: off there, a knob like any other.
+    ///
+    /// The cone probe in Vista and 7: RFC 5991 §3.2 ("Deprecation of Cone Bit") says clients
+    /// SHOULD skip the first phase of qualification, so that "a distinction between cone and
+    /// restricted NATs can no longer be made", and its Appendix A, written by Microsoft's
+    /// author, says this deprecation "is implemented in Windows Vista and Windows Server
+    /// 2008". That is the one primary source, so both profiles skip the probe. The evidence
+    /// the other way is weaker: the Windows 7 netsh output in "Displaying Teredo Client
+    /// Status" (sourcedaddy.com) prints `NAT : restricted`, which a client without the probe
+    /// prints behind a cone NAT too; the `NAT : cone` output found (pastebin.com/djW18bhk) is
+    /// a natawareclient with `UPNP: Yes`, where the gateway's port mapping, not a cone
+    /// probe, can be what makes it cone; Microsoft's NetDebug script sends a cone RS, but it
+    /// is a diagnostic tool, not the client. `cone_probe` stays a knob for users who see
+    /// otherwise on their Windows.
     ///
     /// Local discovery: Miredo's `libteredo/discovery.c` (darconeous/miredo master after
     /// 1.2.3, and upstream 1.3) sends discovery bubbles to 224.0.0.253 every 200–299 s; the
@@ -302,12 +315,10 @@ impl ClientConfig {
             }
             Profile::Rfc5991 => {}
             Profile::Vista => {
-                c.cone_probe = true;
                 c.symmetric_support = true;
                 c.local_discovery = true;
             }
             Profile::Win7 => {
-                c.cone_probe = true;
                 c.symmetric_support = true;
                 c.upnp = true;
                 c.local_discovery = true;
