@@ -17,7 +17,8 @@ use crate::connectivity;
 use crate::lab::{run_lab, LabOptions};
 use crate::load::{run_load, LoadOptions, Phase, Target, EXIT_LOSS, EXIT_NOT_ALL_CLIENTS};
 use crate::ping::{ping, PingOptions, Probe, MAX_SIZE};
-use crate::qualify::{qualify, NatChoice, QualifyOptions};
+use crate::qualify::{qualify, NatChoice, QualifyOptions, QualifyReport};
+use crate::respond::respond;
 
 const PROFILES_HELP: &str = "\
 Client profiles (--profile):
@@ -78,6 +79,20 @@ Exit status:
   6  --timeout elapsed while still probing
   7  no answer at all (100 % packet loss)";
 
+const RESPOND_AFTER: &str = "\
+Output: the status block as soon as qualification ends (with --json: the `qualify --json`
+report on one line), a line per echo request while answering, then the session report
+(with --json: on a second line). SIGINT / SIGTERM end the session early with its report.
+
+Exit status:
+  0  qualified (whatever it then received)
+  1  any other error (bad address, socket error, interrupted while qualifying)
+  2  usage error
+  3  offline: client behind symmetric NAT
+  4  offline: the primary (or secondary) server address did not answer
+  5  offline: client is in a managed network
+  6  --timeout elapsed while still probing";
+
 /// `client-sim`: Teredo client profiles (Windows XP SP2, Vista, 7, RFC 5991, Miredo) behind a
 /// simulated NAT (RFC 4787), over real sockets or in the in-process lab.
 #[derive(Debug, Parser)]
@@ -123,6 +138,12 @@ pub enum Command {
     /// `[IPv6]:port`, expecting each one back.
     #[command(name = "udp-echo", after_help = format!("{PING_AFTER}\n\n{PROFILES_HELP}\n\n{NATS_HELP}"))]
     UdpEcho(UdpEchoArgs),
+    /// Qualify one client against a real Teredo server over UDP (as `qualify`), print the
+    /// status at once, then stay qualified for --for, answering the ICMPv6 echo requests
+    /// sent to its Teredo address (the other end of a Teredo-to-Teredo `ping`), and print
+    /// what it answered.
+    #[command(after_help = format!("{RESPOND_AFTER}\n\n{PROFILES_HELP}\n\n{NATS_HELP}"))]
+    Respond(RespondArgs),
     /// Load generator: many simulated clients from one process, each with its own Teredo
     /// client state machine, NAT model and UDP sockets. Phases: `qualify` (clients start at
     /// --qualify-rate and qualify: an RS/RA storm), then `data` (a warm-up through the relay
@@ -297,6 +318,22 @@ pub struct PingArgs {
 
     /// Print the report (qualification status, every answer, statistics) as JSON instead
     /// of ping's lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `client-sim respond` flags.
+#[derive(Debug, Args)]
+pub struct RespondArgs {
+    /// How long to answer after qualifying, e.g. 60s.
+    #[arg(long = "for", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// The client and where it runs.
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Print the qualification report and the session report as two lines of JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -744,6 +781,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Probe::Udp(args.destination),
             args.json,
         ),
+        Command::Respond(args) => run_respond(&args),
         Command::Load(args) => run_load_command(&args),
         Command::Conform(args) => crate::conform::run_conform(&args),
     }
@@ -859,6 +897,53 @@ fn run_ping(
         report.qualify.to_string()
     } else {
         report.summary()
+    };
+    write_stdout(&text)?;
+    Ok(report.exit_code)
+}
+
+fn run_respond(args: &RespondArgs) -> anyhow::Result<u8> {
+    let opts = args.client.qualify_options();
+    let json = args.json;
+    let rt = runtime()?;
+    // Each line is flushed at once: a test reads the address while the client runs.
+    let mut on_qualified = |q: &QualifyReport| {
+        let text = if json {
+            serde_json::to_string(q).map(|j| format!("{j}\n"))
+        } else {
+            let mut t = q.to_string();
+            if let Some(a) = &q.status.teredo_address {
+                t.push_str(&format!("\nanswering echo requests to {a}\n"));
+            }
+            Ok(t)
+        };
+        if let Ok(t) = text {
+            let _ = write_stdout(&t);
+        }
+    };
+    let mut on_line = |line: &str| {
+        if !json {
+            let _ = write_stdout(&format!("{line}\n"));
+        }
+    };
+    let report = rt.block_on(async {
+        respond(
+            opts,
+            args.duration,
+            Shutdown::on_signals(),
+            &mut on_qualified,
+            &mut on_line,
+        )
+        .await
+    })?;
+    let text = if json {
+        let mut j = serde_json::to_string(&report).context("cannot encode JSON")?;
+        j.push('\n');
+        j
+    } else if report.qualify.outcome == crate::report::Outcome::Qualified {
+        report.to_string()
+    } else {
+        String::new()
     };
     write_stdout(&text)?;
     Ok(report.exit_code)
@@ -1146,6 +1231,26 @@ mod tests {
         }
         assert_eq!(parse_size("1232"), Ok(1232));
         assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn respond_arguments() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            let mut all = vec!["client-sim", "respond", "--server", "198.51.100.1"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|c| match c.command {
+                Command::Respond(a) => a,
+                other => panic!("not respond: {other:?}"),
+            })
+        };
+        let a = parse(&["--for", "90s", "--profile", "win7", "--json"]).unwrap();
+        assert_eq!(a.duration, Duration::from_secs(90));
+        assert!(a.json);
+        assert_eq!(a.client.qualify_options().profile, Profile::Win7);
+        assert_eq!(parse(&[]).unwrap().duration, Duration::from_secs(60));
+        assert!(parse(&["--for", "0s"]).is_err());
+        assert!(parse(&["2001:db8::1"]).is_err(), "no destination");
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! * [`qualify`]: one client over real UDP sockets, optionally behind the NAT model;
 //!   `client-sim qualify`.
 //! * [`ping`]: `client-sim ping` / `udp-echo`: qualify, then echo through the data path.
+//! * [`respond`]: `client-sim respond`: qualify, then answer echo requests to the Teredo
+//!   address for a bounded time (the receiving end of a Teredo-to-Teredo ping).
 //! * [`report`]: the `netsh interface teredo show state`-like status block.
 //! * [`conform`]: `client-sim conform`, the conformance catalogue against any server or relay.
 //! * [`cli`]: the command line (`src/main.rs` only parses it and calls [`cli::run`]).
@@ -31,4 +33,5 @@ pub mod load;
 pub mod ping;
 pub mod qualify;
 pub mod report;
+pub mod respond;
 pub mod scenario;

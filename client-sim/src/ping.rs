@@ -268,7 +268,7 @@ impl SessionLog {
         }
     }
 
-    fn note(&mut self, at_ms: u128, e: &Event) {
+    pub(crate) fn note(&mut self, at_ms: u128, e: &Event) {
         let ev = |kind| SessionEvent {
             at_ms,
             kind,
@@ -294,7 +294,7 @@ impl SessionLog {
         }
     }
 
-    fn ra_accepted(&mut self, at_ms: u128) {
+    pub(crate) fn ra_accepted(&mut self, at_ms: u128) {
         if self.ra_accepted_at_ms.len() < MAX_SESSION_LOG {
             self.ra_accepted_at_ms.push(at_ms);
         } else {
@@ -302,7 +302,7 @@ impl SessionLog {
         }
     }
 
-    fn finish(&mut self, c: &teredo::client::Client) {
+    pub(crate) fn finish(&mut self, c: &teredo::client::Client) {
         self.final_state = c.state().to_string();
         self.final_address = c.address().map(|a| a.to_string());
         self.final_mapping = c.mapping().map(|m| m.to_string());
@@ -501,7 +501,8 @@ fn merge(q: QualifyCounters, d: QualifyCounters) -> QualifyCounters {
     }
 }
 
-fn drops(c: &teredo::client::Client) -> BTreeMap<&'static str, u64> {
+/// Every refusal and drop counter of the client, per reason.
+pub(crate) fn drops(c: &teredo::client::Client) -> BTreeMap<&'static str, u64> {
     let k = c.counters();
     DropReason::ALL
         .iter()

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use client_sim::ping::{ping, PingOptions, PingReport, Probe, EXIT_NO_REPLY};
 use client_sim::qualify::{NatChoice, QualifyOptions};
+use client_sim::respond::respond;
 use netsim::packets;
 use netsim::NatPreset;
 use rand::SeedableRng;
@@ -44,6 +45,7 @@ fn lab(tag: &str) -> Netns {
             "198.51.100.1",
             "198.51.100.2",
             "198.51.100.10",
+            "198.51.100.11",
             "198.51.100.20",
         ],
         24,
@@ -276,4 +278,72 @@ fn ping_and_udp_echo_through_server_and_relay() {
     );
     let lenient = relay_l.join().unwrap();
     assert!(lenient.lenient_accepts > 0, "{lenient:?}");
+}
+
+/// `respond` is the other end of a Teredo-to-Teredo ping: behind port-restricted NAT
+/// models, a win7 client answers a miredo client's echo requests through its core, and its
+/// report names the requester.
+#[test]
+fn respond_answers_a_teredo_peer() {
+    if !root_or_skip("respond_answers_a_teredo_peer") {
+        return;
+    }
+    let ns = lab("pr");
+    let (stop, server, relay) = start_network(&ns, TrustPolicy::Strict);
+    let pr = NatChoice::Preset(NatPreset::PortRestricted);
+    let (addr_tx, addr_rx) = std_mpsc::channel();
+    let (trigger, shutdown) = Shutdown::new();
+    let q = {
+        let mut q = QualifyOptions::new(PRIMARY);
+        q.profile = Profile::Win7;
+        q.nat = pr.clone();
+        // Not the pinger's address: a NAT model drops datagrams to its own address
+        // (hairpin, which this driver does not do).
+        q.bind = Ipv4Addr::new(198, 51, 100, 11);
+        q.seed = Some(11);
+        q
+    };
+    let responder = ns.thread(move || {
+        runtime().block_on(async move {
+            let mut ready = |r: &client_sim::qualify::QualifyReport| {
+                let _ = addr_tx.send(r.status.teredo_address.clone());
+            };
+            respond(
+                q,
+                Duration::from_secs(60),
+                shutdown,
+                &mut ready,
+                &mut |_| {},
+            )
+            .await
+            .expect("respond runs")
+        })
+    });
+    let addr: Ipv6Addr = addr_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the responder qualifies")
+        .expect("with an address")
+        .parse()
+        .unwrap();
+    let r = run_ping(&ns, 12, Profile::Miredo, pr, Probe::Icmp(addr))
+        .join()
+        .unwrap();
+    trigger.trigger();
+    let answered = responder.join().unwrap();
+    assert_eq!((r.transmitted, r.received, r.exit_code), (3, 3, 0), "{r:?}");
+    assert_eq!(answered.exit_code, 0);
+    assert_eq!(
+        (answered.requests, answered.answered),
+        (3, 3),
+        "{answered:?}"
+    );
+    assert_eq!(answered.peers, [r.source.clone().unwrap()], "{answered:?}");
+    assert_eq!(answered.address, Some(addr.to_string()));
+    assert!(answered.answered_for_ms < 60_000, "stopped by the trigger");
+    assert!(answered
+        .to_string()
+        .contains("3 echo requests from 1 peer(s), 3 answered"));
+    drop(stop);
+    server.join().unwrap();
+    let _ = relay.join().unwrap();
 }

@@ -17,6 +17,10 @@
 //! * `nat_fidelity`: the NAT model against kernel NATs, cell by cell: every profile behind
 //!   every preset in process (`client-sim lab`) and behind the matching nftables router
 //!   (`client-sim qualify`), the comparison table printed, any disagreement a failure.
+//! * `fig1_netns`: RFC 6081 Figure 1 cells with two real-socket clients, each behind its own
+//!   nftables NAT router (`client-sim respond` answers, `client-sim ping` pings its Teredo
+//!   address), against the same rows in process (`client_sim::connectivity`), the table
+//!   printed, any difference a failure.
 //! * `conformance`: TEREDO.md (b) server checks 1–15 against the in-process server over real
 //!   sockets in a namespace, and tshark's view of that traffic.
 //! * `floods`: spoofed-source RS floods against the server: one RA per RS, no more bytes
@@ -55,6 +59,7 @@ mod compose;
 mod conform;
 mod conformance;
 mod faults;
+mod fig1_netns;
 mod floods;
 mod html_report;
 mod interop;

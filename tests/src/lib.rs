@@ -9,6 +9,8 @@
 //! * [`servers`]: our `teredo-server` or `miredo-server`, started the same way.
 //! * [`client_sim`]: `client-sim qualify --json` inside a namespace, its report parsed.
 //! * [`client_ping`]: `client-sim ping --json` inside a namespace, its report parsed.
+//! * [`client_respond`]: `client-sim respond --json` inside a namespace: a client that answers
+//!   echo requests to its Teredo address, its two reports parsed.
 //! * [`topo`]: Internet hosts, NAT routers (nftables) and the addresses the tests use.
 //! * [`relay`]: the full topology with our relay: server, relay with TUN, native IPv6 host.
 //! * [`conform_lab`]: that topology with the tester as native host, and the implementations
@@ -30,6 +32,7 @@
 
 pub mod bad_input;
 pub mod client_ping;
+pub mod client_respond;
 pub mod client_sim;
 pub mod conform_lab;
 pub mod conform_pcap;
