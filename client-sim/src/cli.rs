@@ -18,6 +18,7 @@ use crate::lab::{run_lab, LabOptions};
 use crate::load::{run_load, LoadOptions, Phase, Target, EXIT_LOSS, EXIT_NOT_ALL_CLIENTS};
 use crate::ping::{ping, PingOptions, Probe, MAX_SIZE};
 use crate::qualify::{qualify, NatChoice, QualifyOptions};
+use crate::run_files::RunFiles;
 
 const PROFILES_HELP: &str = "\
 Client profiles (--profile):
@@ -279,6 +280,10 @@ pub struct QualifyArgs {
     /// Print the status as JSON (same fields) instead of the netsh-like block.
     #[arg(long)]
     pub json: bool,
+
+    /// `--html FILE`, `--junit FILE`.
+    #[command(flatten)]
+    pub files: RunFiles,
 }
 
 /// `client-sim ping` flags.
@@ -299,6 +304,10 @@ pub struct PingArgs {
     /// of ping's lines.
     #[arg(long)]
     pub json: bool,
+
+    /// `--html FILE`, `--junit FILE`.
+    #[command(flatten)]
+    pub files: RunFiles,
 }
 
 /// `client-sim udp-echo` flags.
@@ -319,6 +328,10 @@ pub struct UdpEchoArgs {
     /// of ping-like lines.
     #[arg(long)]
     pub json: bool,
+
+    /// `--html FILE`, `--junit FILE`.
+    #[command(flatten)]
+    pub files: RunFiles,
 }
 
 /// `--phase`.
@@ -737,12 +750,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             &args.session,
             Probe::Icmp(args.destination),
             args.json,
+            &args.files,
         ),
         Command::UdpEcho(args) => run_ping(
             &args.client,
             &args.session,
             Probe::Udp(args.destination),
             args.json,
+            &args.files,
         ),
         Command::Load(args) => run_load_command(&args),
         Command::Conform(args) => crate::conform::run_conform(&args),
@@ -839,6 +854,7 @@ fn run_ping(
     session: &SessionArgs,
     probe: Probe,
     json: bool,
+    files: &RunFiles,
 ) -> anyhow::Result<u8> {
     let qopts = client.qualify_options();
     let popts = session.ping_options(probe);
@@ -848,8 +864,9 @@ fn run_ping(
             let _ = write_stdout(&format!("{line}\n"));
         }
     };
-    let report =
-        rt.block_on(async { ping(qopts, popts, Shutdown::on_signals(), &mut print).await })?;
+    let report = rt
+        .block_on(async { ping(qopts.clone(), popts, Shutdown::on_signals(), &mut print).await })?;
+    files.write_ping(&qopts, &report)?;
     let text = if json {
         let mut j = serde_json::to_string_pretty(&report).context("cannot encode JSON")?;
         j.push('\n');
@@ -867,7 +884,8 @@ fn run_ping(
 fn run_qualify(args: QualifyArgs) -> anyhow::Result<u8> {
     let opts = args.client.qualify_options();
     let rt = runtime()?;
-    let report = rt.block_on(async { qualify(opts, Shutdown::on_signals()).await })?;
+    let report = rt.block_on(async { qualify(opts.clone(), Shutdown::on_signals()).await })?;
+    args.files.write_qualify(&opts, &report)?;
     let text = if args.json {
         let mut j = serde_json::to_string_pretty(&report).context("cannot encode JSON")?;
         j.push('\n');

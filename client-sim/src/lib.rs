@@ -14,6 +14,9 @@
 //! * [`qualify`]: one client over real UDP sockets, optionally behind the NAT model;
 //!   `client-sim qualify`.
 //! * [`ping`]: `client-sim ping` / `udp-echo`: qualify, then echo through the data path.
+//! * [`wire_trace`]: what those real-socket runs exchanged; [`html::write_run`] draws it
+//!   (`--html`), [`run_junit`] is their `--junit`,
+//!   [`run_files`] writes both.
 //! * [`report`]: the `netsh interface teredo show state`-like status block.
 //! * [`conform`]: `client-sim conform`, the conformance catalogue against any server or relay.
 //! * [`cli`]: the command line (`src/main.rs` only parses it and calls [`cli::run`]).
@@ -31,4 +34,7 @@ pub mod load;
 pub mod ping;
 pub mod qualify;
 pub mod report;
+pub mod run_files;
+pub mod run_junit;
 pub mod scenario;
+pub mod wire_trace;

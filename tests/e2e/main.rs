@@ -46,6 +46,9 @@
 //! * `misbehaving`: the misbehaving test server on the wire: each fault breaks its one rule.
 //! * `html_report`: `client-sim lab --html` rendered by headless Chromium (the rendered DOM,
 //!   the console, a screenshot) and its `--junit` parsed as XML.
+//! * `run_report`: `client-sim qualify --html --junit` and `ping --html --junit` against the
+//!   in-process server, the pages rendered by headless Chromium (arrows = the server's
+//!   datagram counters).
 //! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
 //!   the full run is `.ci/run`'s "Container lab" step.
 
@@ -67,4 +70,5 @@ mod prom_assets;
 mod promtool;
 mod relay_flood;
 mod relay_interop;
+mod run_report;
 mod tshark;
