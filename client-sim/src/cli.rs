@@ -137,6 +137,12 @@ pub enum Command {
     /// report each as pass, fail, skipped or not applicable, with the datagrams as evidence.
     #[command(after_help = crate::conform::cli::CONFORM_AFTER)]
     Conform(crate::conform::ConformArgs),
+
+    /// Render the container lab's verdict (docker/lab/runner.sh's /results/verdict.json) as a
+    /// page (--html: a profile x NAT grid and one row per container scenario) and as JUnit XML
+    /// (--junit: one test case per scenario). Exit status 0 unless a file cannot be read or
+    /// written.
+    ContainerReport(crate::container_report::ContainerReportArgs),
 }
 
 const LOAD_AFTER: &str = "\
@@ -761,6 +767,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         ),
         Command::Load(args) => run_load_command(&args),
         Command::Conform(args) => crate::conform::run_conform(&args),
+        Command::ContainerReport(args) => crate::container_report::run(&args),
     }
 }
 

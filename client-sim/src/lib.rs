@@ -17,6 +17,8 @@
 //! * [`wire_trace`]: what those real-socket runs exchanged; [`html::write_run`] draws it
 //!   (`--html`), [`run_junit`] is their `--junit`,
 //!   [`run_files`] writes both.
+//! * [`container_report`]: the container lab's verdict (`docker/lab/runner.sh`) as a page
+//!   and JUnit XML; `client-sim container-report`.
 //! * [`report`]: the `netsh interface teredo show state`-like status block.
 //! * [`conform`]: `client-sim conform`, the conformance catalogue against any server or relay.
 //! * [`cli`]: the command line (`src/main.rs` only parses it and calls [`cli::run`]).
@@ -24,6 +26,7 @@
 pub mod cli;
 pub mod conform;
 pub mod connectivity;
+pub mod container_report;
 pub mod faults;
 pub mod hold;
 pub mod html;

@@ -7,8 +7,10 @@
 //! Files: `page` (the document, its CSS and filter script), `matrix` (the grid and the list
 //! of named scenarios), `ladder` (the sequence chart), `decode` (what a datagram means, read
 //! with the core's wire module), `svg` (escaping and shapes), `run` (the page of one
-//! real-socket `qualify` or `ping` run: [`write_run`]).
+//! real-socket `qualify` or `ping` run: [`write_run`]), `containers` (the container lab's
+//! verdict: [`container_page`]).
 
+mod containers;
 mod decode;
 mod ladder;
 mod matrix;
@@ -16,6 +18,7 @@ mod page;
 mod run;
 pub(crate) mod svg;
 
+pub use containers::container_page;
 pub use run::{render_run, RunPage};
 
 use std::path::{Path, PathBuf};
