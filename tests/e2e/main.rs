@@ -34,6 +34,9 @@
 //!   `client-sim load`, and the series a load test reads.
 //! * `prom_assets`: the recording rules, console page and Grafana dashboard of `docker/`:
 //!   `promtool check rules`, every expression parses and names only metrics we export.
+//! * `prom_console`: the console page served by Debian's Prometheus with our console
+//!   libraries and rules, scraping a `teredo-server` on loopback, rendered by headless
+//!   Chromium: no console errors, every graph rendered, the ones with data drew.
 //! * `faults`: server killed and restarted or dead, relay restarted, NAT mappings flushed
 //!   and the NAT "rebooted" with new ports, 10 % loss — around a long `client-sim ping`
 //!   session behind a kernel NAT, through our server and relay.
@@ -67,6 +70,7 @@ mod misbehaving;
 mod nat_fidelity;
 mod netns;
 mod prom_assets;
+mod prom_console;
 mod promtool;
 mod relay_flood;
 mod relay_interop;
