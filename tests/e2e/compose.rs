@@ -19,6 +19,8 @@
 //! * `container_report_renders_the_runners_verdict`: `client-sim container-report` on a verdict
 //!   in the runner's shape writes a page with a row per scenario and JUnit with a test case
 //!   per scenario (parsed with roxmltree).
+//! * `container_report_renders_in_headless_chromium`: that page in Debian's headless Chromium
+//!   (the counts its script made in the rendered DOM, no console error, a screenshot).
 //! * `container_lab_results_have_report_and_junit`: every runner's results folder under
 //!   `docker/results/` (`.ci/run` runs the container lab before `cargo test`) has its
 //!   `report.html` and a `junit.xml` that parses, one test case per row of `verdict.json`.
@@ -454,11 +456,10 @@ fn check_report_files(dir: &std::path::Path) -> usize {
     rows
 }
 
-/// `client-sim container-report` on a verdict in the runner's shape, one row per row of
-/// `docker/lab/matrix.tsv` (the last one missing its result file).
-#[test]
-fn container_report_renders_the_runners_verdict() {
-    let dir = check(TestDir::new(function_name!()));
+/// Writes a verdict in the runner's shape into `dir`, one row per row of
+/// `docker/lab/matrix.tsv` (the last one missing its result file), and runs
+/// `client-sim container-report` on it; returns the number of rows.
+fn synthetic_report(dir: &std::path::Path) -> usize {
     let rows = matrix();
     let n = rows.len();
     let json_rows: Vec<serde_json::Value> = rows
@@ -491,7 +492,50 @@ fn container_report_renders_the_runners_verdict() {
         "--junit".as_ref(),
         dir.join("junit.xml").as_os_str(),
     ])));
+    n
+}
+
+/// `client-sim container-report` on a verdict in the runner's shape.
+#[test]
+fn container_report_renders_the_runners_verdict() {
+    let dir = check(TestDir::new(function_name!()));
+    let n = synthetic_report(dir.path());
     assert_eq!(check_report_files(dir.path()), n);
+}
+
+/// The container lab's page in headless Chromium: the page's script counted one matrix
+/// block and one table row per scenario in the rendered DOM, one mismatch, no console error.
+#[test]
+fn container_report_renders_in_headless_chromium() {
+    use teredo_tests::browser::{attr, chromium, console_errors, screenshot, start_tag};
+    let test = function_name!();
+    if !teredo_tests::requirements_met(test, false, &["chromium", "timeout"]) {
+        return;
+    }
+    let dir = check(TestDir::new(test));
+    let n = synthetic_report(dir.path());
+    let url = format!("file://{}", dir.join("report.html").display());
+    let (dom, stderr) = check(chromium(dir.path(), &["--dump-dom", &url]));
+    assert!(dom.contains(r#"data-ready="1""#), "{stderr}");
+    let stats = check(start_tag(&dom, r#"id="stats""#));
+    assert_eq!(check(attr(stats, "data-rows")), n.to_string(), "{stats}");
+    assert_eq!(check(attr(stats, "data-runs")), n.to_string(), "{stats}");
+    assert_eq!(check(attr(stats, "data-mismatches")), "1", "{stats}");
+    let errors = console_errors(&stderr, &["teredo-lab report ready"]);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let png = dir.join("container-report.png");
+    let stderr = check(screenshot(dir.path(), &url, &png, (1400, 1200)));
+    assert!(
+        console_errors(&stderr, &["teredo-lab report ready"]).is_empty(),
+        "{stderr}"
+    );
+    let keep = check(teredo_tests::bins::profile_dir()).join("e2e-artifacts");
+    std::fs::create_dir_all(&keep).unwrap();
+    std::fs::copy(&png, keep.join("container-report.png")).unwrap();
+    eprintln!(
+        "container report: {n} scenarios, screenshot {} bytes",
+        std::fs::metadata(&png).unwrap().len()
+    );
 }
 
 /// Whether `dir` holds the runner's verdict (rows of container scenarios), not the verdict
