@@ -19,6 +19,7 @@ use crate::load::{run_load, LoadOptions, Phase, Target, EXIT_LOSS, EXIT_NOT_ALL_
 use crate::ping::{ping, PingOptions, Probe, MAX_SIZE};
 use crate::qualify::{qualify, NatChoice, QualifyOptions, QualifyReport};
 use crate::respond::respond;
+use crate::run_files::RunFiles;
 
 const PROFILES_HELP: &str = "\
 Client profiles (--profile):
@@ -157,6 +158,12 @@ pub enum Command {
     /// report each as pass, fail, skipped or not applicable, with the datagrams as evidence.
     #[command(after_help = crate::conform::cli::CONFORM_AFTER)]
     Conform(crate::conform::ConformArgs),
+
+    /// Render the container lab's verdict (docker/lab/runner.sh's /results/verdict.json) as a
+    /// page (--html: a profile x NAT grid and one row per container scenario) and as JUnit XML
+    /// (--junit: one test case per scenario). Exit status 0 unless a file cannot be read or
+    /// written.
+    ContainerReport(crate::container_report::ContainerReportArgs),
 }
 
 const LOAD_AFTER: &str = "\
@@ -300,6 +307,10 @@ pub struct QualifyArgs {
     /// Print the status as JSON (same fields) instead of the netsh-like block.
     #[arg(long)]
     pub json: bool,
+
+    /// `--html FILE`, `--junit FILE`.
+    #[command(flatten)]
+    pub files: RunFiles,
 }
 
 /// `client-sim ping` flags.
@@ -320,6 +331,10 @@ pub struct PingArgs {
     /// of ping's lines.
     #[arg(long)]
     pub json: bool,
+
+    /// `--html FILE`, `--junit FILE`.
+    #[command(flatten)]
+    pub files: RunFiles,
 }
 
 /// `client-sim respond` flags.
@@ -356,6 +371,10 @@ pub struct UdpEchoArgs {
     /// of ping-like lines.
     #[arg(long)]
     pub json: bool,
+
+    /// `--html FILE`, `--junit FILE`.
+    #[command(flatten)]
+    pub files: RunFiles,
 }
 
 /// `--phase`.
@@ -774,16 +793,19 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             &args.session,
             Probe::Icmp(args.destination),
             args.json,
+            &args.files,
         ),
         Command::UdpEcho(args) => run_ping(
             &args.client,
             &args.session,
             Probe::Udp(args.destination),
             args.json,
+            &args.files,
         ),
         Command::Respond(args) => run_respond(&args),
         Command::Load(args) => run_load_command(&args),
         Command::Conform(args) => crate::conform::run_conform(&args),
+        Command::ContainerReport(args) => crate::container_report::run(&args),
     }
 }
 
@@ -877,6 +899,7 @@ fn run_ping(
     session: &SessionArgs,
     probe: Probe,
     json: bool,
+    files: &RunFiles,
 ) -> anyhow::Result<u8> {
     let qopts = client.qualify_options();
     let popts = session.ping_options(probe);
@@ -886,8 +909,9 @@ fn run_ping(
             let _ = write_stdout(&format!("{line}\n"));
         }
     };
-    let report =
-        rt.block_on(async { ping(qopts, popts, Shutdown::on_signals(), &mut print).await })?;
+    let report = rt
+        .block_on(async { ping(qopts.clone(), popts, Shutdown::on_signals(), &mut print).await })?;
+    files.write_ping(&qopts, &report)?;
     let text = if json {
         let mut j = serde_json::to_string_pretty(&report).context("cannot encode JSON")?;
         j.push('\n');
@@ -952,7 +976,8 @@ fn run_respond(args: &RespondArgs) -> anyhow::Result<u8> {
 fn run_qualify(args: QualifyArgs) -> anyhow::Result<u8> {
     let opts = args.client.qualify_options();
     let rt = runtime()?;
-    let report = rt.block_on(async { qualify(opts, Shutdown::on_signals()).await })?;
+    let report = rt.block_on(async { qualify(opts.clone(), Shutdown::on_signals()).await })?;
+    args.files.write_qualify(&opts, &report)?;
     let text = if args.json {
         let mut j = serde_json::to_string_pretty(&report).context("cannot encode JSON")?;
         j.push('\n');

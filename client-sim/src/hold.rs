@@ -26,6 +26,8 @@ pub enum Held {
     },
     /// Received from `from`, admitted by the NAT: for the client.
     In {
+        /// The mapping's socket it arrived on.
+        at: SocketAddrV4,
         /// Source.
         from: SocketAddrV4,
         /// UDP payload.
@@ -123,6 +125,7 @@ mod tests {
         q.push(
             t + ms(5),
             Held::In {
+                at: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8),
                 from: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
                 data: vec![],
             },

@@ -16,6 +16,11 @@
 //! * [`ping`]: `client-sim ping` / `udp-echo`: qualify, then echo through the data path.
 //! * [`respond`]: `client-sim respond`: qualify, then answer echo requests to the Teredo
 //!   address for a bounded time (the receiving end of a Teredo-to-Teredo ping).
+//! * [`wire_trace`]: what those real-socket runs exchanged; [`html::write_run`] draws it
+//!   (`--html`), [`run_junit`] is their `--junit`,
+//!   [`run_files`] writes both.
+//! * [`container_report`]: the container lab's verdict (`docker/lab/runner.sh`) as a page
+//!   and JUnit XML; `client-sim container-report`.
 //! * [`report`]: the `netsh interface teredo show state`-like status block.
 //! * [`conform`]: `client-sim conform`, the conformance catalogue against any server or relay.
 //! * [`cli`]: the command line (`src/main.rs` only parses it and calls [`cli::run`]).
@@ -23,6 +28,7 @@
 pub mod cli;
 pub mod conform;
 pub mod connectivity;
+pub mod container_report;
 pub mod faults;
 pub mod hold;
 pub mod html;
@@ -34,4 +40,7 @@ pub mod ping;
 pub mod qualify;
 pub mod report;
 pub mod respond;
+pub mod run_files;
+pub mod run_junit;
 pub mod scenario;
+pub mod wire_trace;

@@ -367,6 +367,7 @@ pub async fn ping(
         if report.exit_code == 0 {
             report.exit_code = EXIT_NO_REPLY;
         }
+        report.qualify.trace = Some(driver.trace);
         report.elapsed_ms = started.elapsed().as_millis();
         return Ok(report);
     }
@@ -481,6 +482,7 @@ pub async fn ping(
         .filter(|(_, v)| *v > 0)
         .collect();
     report.session.finish(&driver.client);
+    report.qualify.trace = Some(driver.trace.clone());
     report.qualify.counters = merge(report.qualify.counters.clone(), driver.counters());
     report.exit_code = if report.received > 0 {
         0
@@ -678,6 +680,7 @@ mod tests {
             },
             elapsed_ms: 0,
             counters: QualifyCounters::default(),
+            trace: None,
         }
     }
 }

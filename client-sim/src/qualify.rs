@@ -43,6 +43,7 @@ use tokio::task::JoinSet;
 
 use crate::hold::{Held, HoldQueue};
 use crate::report::{Outcome, StatusReport};
+use crate::wire_trace::{DropSite, WireTrace};
 
 /// How many times qualification starts over after a mapping's port could not be bound.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -169,6 +170,9 @@ pub struct QualifyReport {
     pub elapsed_ms: u128,
     /// Counters.
     pub counters: QualifyCounters,
+    /// The datagrams of the attempt that reached the outcome (for `--html`).
+    #[serde(skip)]
+    pub trace: Option<WireTrace>,
 }
 
 impl fmt::Display for QualifyReport {
@@ -198,7 +202,9 @@ impl From<anyhow::Error> for AttemptError {
 /// problems (one line each) and an interruption by `shutdown`; every protocol outcome,
 /// including the timeout, is a [`QualifyReport`].
 pub async fn qualify(opts: QualifyOptions, shutdown: Shutdown) -> anyhow::Result<QualifyReport> {
-    qualify_driver(&opts, &shutdown).await.map(|(r, _)| r)
+    let (mut report, driver) = qualify_driver(&opts, &shutdown).await?;
+    report.trace = Some(driver.trace);
+    Ok(report)
 }
 
 /// As [`qualify`], and also returns the driver of the attempt that reached the outcome, so
@@ -264,6 +270,7 @@ pub(crate) async fn qualify_driver(
                     status: StatusReport::of(&driver.client),
                     elapsed_ms: started.elapsed().as_millis(),
                     counters,
+                    trace: None,
                 };
                 return Ok((report, driver));
             }
@@ -395,6 +402,8 @@ pub(crate) struct Driver {
     events: VecDeque<Event>,
     /// Datagrams waiting for the NAT model's latency.
     hold: HoldQueue,
+    /// What went over the sockets, for `--html`.
+    pub(crate) trace: WireTrace,
 }
 
 /// What one [`Driver::step`] saw.
@@ -434,12 +443,9 @@ impl Driver {
         cfg.managed_network = opts.managed_network;
         cfg.client_type = opts.client_type;
         cfg.default_qualified = opts.default_qualified;
-        let client = Client::new(
-            cfg,
-            ChaCha8Rng::seed_from_u64(seed),
-            internal,
-            teredo_rt::now(),
-        );
+        let started = teredo_rt::now();
+        let client = Client::new(cfg, ChaCha8Rng::seed_from_u64(seed), internal, started);
+        let trace = WireTrace::new(started, nat.is_some());
         Ok(Self {
             client,
             nat: nat.map(Nat::new),
@@ -452,6 +458,7 @@ impl Driver {
             delivered_dropped: 0,
             events: VecDeque::new(),
             hold: HoldQueue::default(),
+            trace,
         })
     }
 
@@ -540,6 +547,7 @@ impl Driver {
         self.buf = buf;
         while let Some(e) = self.client.poll_event() {
             tracing::debug!(event = ?e, "client event");
+            self.trace.event(teredo_rt::now(), e);
             if self.events.len() >= MAX_EVENTS {
                 self.events.pop_front();
             }
@@ -590,20 +598,32 @@ impl Driver {
                     Ok(Outbound::Forward(tr)) if !tr.delay.is_zero() || !self.hold.is_empty() => {
                         let data = buf.get(..len).unwrap_or_default().to_vec();
                         let (from, due) = (tr.external, now + tr.delay);
+                        // Recorded when it leaves (release_held).
                         self.hold.push(due, Held::Out { from, to, data });
                         continue;
                     }
                     Ok(Outbound::Forward(tr)) => tr.external,
                     // The server is never one of our NAT's own addresses; counted by the NAT
-                    // otherwise.
-                    Ok(Outbound::Hairpin(_)) | Err(_) => continue,
-                    // An outcome this driver does not know has no mapping socket to leave
-                    // from: not sent, like a hairpin (the NAT's counters say what it did).
-                    Ok(_) => continue,
+                    // otherwise. An outcome this driver does not know has no mapping socket
+                    // to leave from: not sent, like a hairpin (the NAT's counters say what it
+                    // did).
+                    other => {
+                        let reason = match other {
+                            Err(e) => e.to_string(),
+                            Ok(_) => "hairpin: not sent".to_owned(),
+                        };
+                        let data = buf.get(..len).unwrap_or_default();
+                        let (c, d) = (self.internal, Some((DropSite::Nat, reason)));
+                        self.trace.sent(now, c, c, to, false, d, data);
+                        continue;
+                    }
                 },
             };
+            let new_mapping = self.nat.is_some() && !self.sockets.map.contains_key(&from);
             let socket = self.socket_for(from)?;
             let data = buf.get(..len).unwrap_or_default();
+            self.trace
+                .sent(now, self.internal, from, to, new_mapping, None, data);
             if let Err(e) = socket.send_to(data, to).await {
                 self.send_errors += 1;
                 tracing::warn!(%from, %to, error = %e, "send failed");
@@ -618,19 +638,38 @@ impl Driver {
         };
         let now = teredo_rt::now();
         if let Some(nat) = self.nat.as_mut() {
-            match nat.inbound(now, at, from) {
+            let dropped = match nat.inbound(now, at, from) {
                 Ok(t) if t.internal == self.internal => {
                     if !t.delay.is_zero() || !self.hold.is_empty() {
-                        self.hold.push(now + t.delay, Held::In { from, data });
+                        // Recorded when it is handed to the client (release_held).
+                        self.hold.push(now + t.delay, Held::In { at, from, data });
                         return;
                     }
+                    None
                 }
                 // Another internal host's mapping (none exist) or a NAT drop (counted).
-                _ => return,
+                Ok(_) => Some("for another internal host".to_owned()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(reason) = dropped {
+                let d = Some((DropSite::Nat, reason));
+                self.trace.received(now, self.internal, at, from, d, &data);
+                return;
             }
         }
-        // Refusals are counted by the client.
-        let _ = self.client.handle_udp(now, Local::Primary, from, &data);
+        self.deliver(now, at, from, &data);
+    }
+
+    /// Hands a datagram to the client and records what it did with it (refusals are also
+    /// counted by the client).
+    fn deliver(&mut self, now: Instant, at: SocketAddrV4, from: SocketAddrV4, data: &[u8]) {
+        let refused = self
+            .client
+            .handle_udp(now, Local::Primary, from, data)
+            .err()
+            .map(|r| (DropSite::Client, format!("refused by the client: {r}")));
+        self.trace
+            .received(now, self.internal, at, from, refused, data);
     }
 
     async fn run(
@@ -682,16 +721,16 @@ impl Driver {
         while let Some(d) = self.hold.pop_due(now) {
             match d {
                 Held::Out { from, to, data } => {
+                    let new_mapping = !self.sockets.map.contains_key(&from);
                     let socket = self.socket_for(from)?;
+                    self.trace
+                        .sent(now, self.internal, from, to, new_mapping, None, &data);
                     if let Err(e) = socket.send_to(&data, to).await {
                         self.send_errors += 1;
                         tracing::warn!(%from, %to, error = %e, "send failed");
                     }
                 }
-                Held::In { from, data } => {
-                    // Refusals are counted by the client.
-                    let _ = self.client.handle_udp(now, Local::Primary, from, &data);
-                }
+                Held::In { at, from, data } => self.deliver(now, at, from, &data),
             }
         }
         Ok(())

@@ -8,11 +8,9 @@
 //!   its "ready" line, and the screenshot has the requested size (kept in
 //!   `<target>/<profile>/e2e-artifacts/load-report.png` to look at).
 
-use std::process::Command;
-
 use clap::Parser as _;
 use client_sim::cli::{run, Cli};
-use testkit::{bins, function_name, requirements_met, TestDir};
+use testkit::{bins, browser, function_name, requirements_met, TestDir};
 
 /// Screenshot size: every chart of the page.
 const SHOT: (u32, u32) = (1000, 2800);
@@ -189,40 +187,25 @@ fn load_report_renders_in_headless_chromium() {
     );
 }
 
-/// Runs headless Chromium; its stdout and stderr (the console log).
+/// Runs headless Chromium (`testkit::browser`); its stdout and stderr (the console log).
 fn chromium(dir: &TestDir, args: &[&str]) -> (String, String) {
-    let profile = dir.join("chromium-profile");
-    let out = Command::new("timeout")
-        .args([
-            "120",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-        ])
-        .args(["--no-first-run", "--enable-logging=stderr", "--v=0"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .expect("run chromium");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "chromium: {}\n{err}", out.status);
-    (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    browser::chromium(dir.path(), args).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Exactly the page's one "ready" console line, and no uncaught error.
 fn check_console(stderr: &str) {
-    let console: Vec<&str> = stderr.lines().filter(|l| l.contains("CONSOLE")).collect();
+    let console = browser::console_lines(stderr);
     assert!(
         console.len() == 1 && console[0].contains("teredo-lab load report ready: 8 charts"),
         "{console:#?}"
     );
-    assert!(!stderr.contains("Uncaught"), "{stderr}");
+    assert!(
+        browser::console_errors(stderr, &["teredo-lab load report ready"]).is_empty(),
+        "{stderr}"
+    );
 }
 
 /// Width and height from a PNG's IHDR chunk.
 fn png_size(png: &[u8]) -> (u32, u32) {
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && &png[12..16] == b"IHDR");
-    let be = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap());
-    (be(&png[16..20]), be(&png[20..24]))
+    browser::png_size(png).unwrap()
 }

@@ -2,8 +2,9 @@
 # The lab's verdict: clears /results, says it is ready (its healthcheck, which every client
 # waits for), takes each row's expected outcome from `client-sim lab` (the same profile x
 # NAT kind, simulated in-process), waits for every row's result file until a deadline,
-# prints the table and writes /results/verdict.json. Exit status 0 when every row matches,
-# 1 otherwise. It needs no network (network_mode: none) and no access to Docker.
+# prints the table and writes /results/verdict.json, report.html and junit.xml. Exit status
+# 0 when every row matches, 1 otherwise. It needs no network (network_mode: none) and no
+# access to Docker.
 #
 #   env MIREDO=1        also expect the `miredo` profile's row
 #   env DEADLINE_S=120  seconds to wait for the result files
@@ -164,4 +165,9 @@ table | tee "$RESULTS/table.txt"
 jq -r '"\(.total) scenarios, \(.ok) ok, \(.mismatches) mismatches"' <<<"$verdict" >"$RESULTS/summary.txt"
 jq -r .exit_code <<<"$verdict" >"$RESULTS/exit_code"
 printf '%s\n' "$verdict" >"$RESULTS/.verdict.tmp" && mv "$RESULTS/.verdict.tmp" "$RESULTS/verdict.json"
+# The same verdict as a page (the matrix grid, a row per scenario) and as JUnit XML, rendered
+# by client-sim from verdict.json.
+client-sim container-report "$RESULTS/verdict.json" \
+  --html "$RESULTS/report.html" --junit "$RESULTS/junit.xml" ||
+  log "cannot write report.html / junit.xml"
 exit "$(jq -r .exit_code <<<"$verdict")"

@@ -13,10 +13,12 @@
 //!   series.
 //! * [`miredo`]: Debian's Miredo client, server and relay: configs, starting, waiting.
 //! * [`bins`]: paths of the workspace's built binaries.
+//! * [`browser`]: Debian's headless Chromium on our HTML pages (DOM, console, screenshots).
 //! * [`require`]: skip a test loudly when the machine lacks root or a tool — or fail it when
 //!   `CI` is set, since CI must never skip ([`require_root!`], [`require_tools!`]).
 
 pub mod bins;
+pub mod browser;
 pub mod metrics;
 pub mod miredo;
 pub mod netns;

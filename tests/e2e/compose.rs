@@ -16,6 +16,14 @@
 //!   names a compose service that runs it, and `client-sim lab` has an expected outcome for its
 //!   profile × NAT kind (the runner takes its expectations from there).
 //! * `entrypoints_parse`: `bash -n` on every script.
+//! * `container_report_renders_the_runners_verdict`: `client-sim container-report` on a verdict
+//!   in the runner's shape writes a page with a row per scenario and JUnit with a test case
+//!   per scenario (parsed with roxmltree).
+//! * `container_report_renders_in_headless_chromium`: that page in Debian's headless Chromium
+//!   (the counts its script made in the rendered DOM, no console error, a screenshot).
+//! * `container_lab_results_have_report_and_junit`: every runner's results folder under
+//!   `docker/results/` (`.ci/run` runs the container lab before `cargo test`) has its
+//!   `report.html` and a `junit.xml` that parses, one test case per row of `verdict.json`.
 //! * `container_lab_end_to_end` (ignored: minutes, root and Docker; `.ci/run` runs the same
 //!   two commands): builds the images and runs the lab.
 
@@ -26,7 +34,7 @@ use std::process::Command;
 
 use teredo_tests::bins::workspace_root;
 use teredo_tests::process::run;
-use teredo_tests::{bin_path, check, require_root, require_tools};
+use teredo_tests::{bin_path, check, function_name, require_root, require_tools, TestDir};
 
 fn docker_dir() -> PathBuf {
     workspace_root().join("docker")
@@ -328,6 +336,7 @@ fn container_lab_end_to_end() {
             .unwrap_or_else(|e| panic!("run docker/{script}: {e}"));
         assert!(status.success(), "docker/{script}: {status}");
     }
+    check_report_files(&docker_dir().join("results"));
 }
 
 #[test]
@@ -410,5 +419,171 @@ fn plugged_devices_share_the_lab_network() {
         "ipv6_address: 2001:db8:1::70",
     ] {
         assert!(conform.contains(want), "{want:?} not in\n{conform}");
+    }
+}
+
+/// The runner's report files in `dir` (a results folder with its `table.txt`): `junit.xml`
+/// parses, with one test case per row of `verdict.json` and one failure per mismatch, and
+/// `report.html` has one table row per scenario. Returns the number of scenarios.
+fn check_report_files(dir: &std::path::Path) -> usize {
+    let read = |name: &str| {
+        let p = dir.join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    };
+    let verdict: serde_json::Value =
+        serde_json::from_str(&read("verdict.json")).expect("verdict.json");
+    let rows = verdict["rows"].as_array().expect("rows").len();
+    let mismatches = verdict["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["result"] != "ok")
+        .count();
+    let xml = read("junit.xml");
+    let doc = roxmltree::Document::parse(&xml).expect("junit.xml is XML");
+    let cases = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .count();
+    let failures = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .count();
+    assert_eq!((cases, failures), (rows, mismatches), "{}", dir.display());
+    let html = read("report.html");
+    assert!(html.starts_with("<!DOCTYPE html>"), "{}", dir.display());
+    assert_eq!(html.matches(r#"<tr class="row "#).count(), rows);
+    rows
+}
+
+/// Writes a verdict in the runner's shape into `dir`, one row per row of
+/// `docker/lab/matrix.tsv` (the last one missing its result file), and runs
+/// `client-sim container-report` on it; returns the number of rows.
+fn synthetic_report(dir: &std::path::Path) -> usize {
+    let rows = matrix();
+    let n = rows.len();
+    let json_rows: Vec<serde_json::Value> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let missing = i + 1 == n;
+            serde_json::json!({
+                "id": r.id, "container": r.container, "profile": r.profile, "nat": r.nat,
+                "router": "nft R1", "expected": "qualified/cone C=1",
+                "state": if missing { "missing" } else { "qualified" },
+                "nat_type": "cone", "address": "-", "error": "-", "ping6_expected": "3/3",
+                "ping6": "3/3", "ping6_detail": "", "why": "because", "notes": [],
+                "problems": if missing { vec!["no result file before the deadline"] } else { vec![] },
+                "result": if missing { "MISMATCH" } else { "ok" },
+            })
+        })
+        .collect();
+    let verdict = serde_json::json!({
+        "server": "ours", "relay": "ours", "relay_trust": "strict", "rows": json_rows,
+        "total": n, "ok": n - 1, "mismatches": 1, "elapsed_s": 40, "exit_code": 1,
+    });
+    std::fs::write(dir.join("verdict.json"), verdict.to_string()).unwrap();
+    let client_sim = check(bin_path("client-sim"));
+    check(run(Command::new(&client_sim).args([
+        "container-report".as_ref(),
+        dir.join("verdict.json").as_os_str(),
+        "--html".as_ref(),
+        dir.join("report.html").as_os_str(),
+        "--junit".as_ref(),
+        dir.join("junit.xml").as_os_str(),
+    ])));
+    n
+}
+
+/// `client-sim container-report` on a verdict in the runner's shape.
+#[test]
+fn container_report_renders_the_runners_verdict() {
+    let dir = check(TestDir::new(function_name!()));
+    let n = synthetic_report(dir.path());
+    assert_eq!(check_report_files(dir.path()), n);
+}
+
+/// The container lab's page in headless Chromium: the page's script counted one matrix
+/// block and one table row per scenario in the rendered DOM, one mismatch, no console error.
+#[test]
+fn container_report_renders_in_headless_chromium() {
+    use teredo_tests::browser::{attr, chromium, console_errors, screenshot, start_tag};
+    let test = function_name!();
+    if !teredo_tests::requirements_met(test, false, &["chromium", "timeout"]) {
+        return;
+    }
+    let dir = check(TestDir::new(test));
+    let n = synthetic_report(dir.path());
+    let url = format!("file://{}", dir.join("report.html").display());
+    let (dom, stderr) = check(chromium(dir.path(), &["--dump-dom", &url]));
+    assert!(dom.contains(r#"data-ready="1""#), "{stderr}");
+    let stats = check(start_tag(&dom, r#"id="stats""#));
+    assert_eq!(check(attr(stats, "data-rows")), n.to_string(), "{stats}");
+    assert_eq!(check(attr(stats, "data-runs")), n.to_string(), "{stats}");
+    assert_eq!(check(attr(stats, "data-mismatches")), "1", "{stats}");
+    let errors = console_errors(&stderr, &["teredo-lab report ready"]);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let png = dir.join("container-report.png");
+    let stderr = check(screenshot(dir.path(), &url, &png, (1400, 1200)));
+    assert!(
+        console_errors(&stderr, &["teredo-lab report ready"]).is_empty(),
+        "{stderr}"
+    );
+    let keep = check(teredo_tests::bins::profile_dir()).join("e2e-artifacts");
+    std::fs::create_dir_all(&keep).unwrap();
+    std::fs::copy(&png, keep.join("container-report.png")).unwrap();
+    eprintln!(
+        "container report: {n} scenarios, screenshot {} bytes",
+        std::fs::metadata(&png).unwrap().len()
+    );
+}
+
+/// Whether `dir` holds the runner's verdict (rows of container scenarios), not the verdict
+/// of a conformance or load run.
+fn is_runner_verdict(dir: &std::path::Path) -> bool {
+    std::fs::read_to_string(dir.join("verdict.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| {
+            v["rows"]
+                .as_array()
+                .is_some_and(|r| r.iter().all(|r| r["container"].is_string()))
+        })
+}
+
+/// After a container lab run (`.ci/run` runs it before `cargo test`), every runner's results
+/// folder under `docker/results/` has its `report.html` and a `junit.xml` that parses.
+#[test]
+fn container_lab_results_have_report_and_junit() {
+    let results = docker_dir().join("results");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&results)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .chain([results.clone()])
+        .filter(|p| is_runner_verdict(p))
+        .collect();
+    dirs.sort();
+    if dirs.is_empty() {
+        let msg = format!(
+            "SKIPPED: container_lab_results_have_report_and_junit needs a container lab run's \
+             results in {} (docker/up.sh)",
+            results.display()
+        );
+        assert!(
+            !teredo_tests::in_ci(),
+            "{msg}; CI runs the container lab first"
+        );
+        let _ = writeln!(std::io::stderr(), "\n*** {msg} ***");
+        return;
+    }
+    for d in &dirs {
+        let rows = check_report_files(d);
+        eprintln!(
+            "{}: report.html and junit.xml, {rows} scenarios",
+            d.display()
+        );
     }
 }

@@ -15,17 +15,15 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{ensure, Context as _, Result};
-use teredo_tests::{bin_path, bins, check, function_name, requirements_met, TestDir};
+use teredo_tests::browser::{attr, png_size, start_tag};
+use teredo_tests::{bin_path, bins, browser, check, function_name, requirements_met, TestDir};
 
 /// The screenshot's size: wide enough for a ladder, tall enough for the matrix and the first
 /// open ladder (XP × symmetric).
 const SHOT: (u32, u32) = (1600, 2400);
-
-/// Longest Chromium may take for one page.
-const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[test]
 fn lab_report_renders_in_headless_chromium() {
@@ -161,67 +159,23 @@ fn run(dir: &TestDir) -> Result<()> {
     Ok(())
 }
 
-/// Runs headless Chromium with `args`; returns its stdout and its stderr (the console log).
+/// Runs headless Chromium with `args` (`teredo_tests::browser`); returns its stdout and its
+/// stderr (the console log).
 fn chromium(args: &[&str], dir: &TestDir) -> Result<(String, String)> {
-    let profile = dir.join("chromium-profile");
-    // coreutils' timeout: a hung browser fails the test instead of hanging it.
-    let mut cmd = Command::new("timeout");
-    cmd.arg(BROWSER_TIMEOUT.as_secs().to_string())
-        .arg("chromium");
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--enable-logging=stderr",
-        "--v=0",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(args);
-    let out = cmd.output().context("run chromium")?;
-    ensure!(
-        out.status.success(),
-        "chromium failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    browser::chromium(dir.path(), args)
 }
 
 /// The page logs exactly one console line (its "ready" line); anything else on the console,
 /// or an uncaught exception, is an error.
 fn check_console(stderr: &str) -> Result<()> {
-    let console: Vec<&str> = stderr.lines().filter(|l| l.contains("CONSOLE")).collect();
+    let console = browser::console_lines(stderr);
     ensure!(
         console.len() == 1 && console[0].contains("teredo-lab report ready"),
         "console lines: {console:#?}"
     );
-    ensure!(!stderr.contains("Uncaught"), "{stderr}");
+    let errors = browser::console_errors(stderr, &["teredo-lab report ready"]);
+    ensure!(errors.is_empty(), "{errors:#?}");
     Ok(())
-}
-
-/// The start tag (up to `>`) of the first element with `marker` in it.
-fn start_tag<'a>(dom: &'a str, marker: &str) -> Result<&'a str> {
-    let at = dom
-        .find(marker)
-        .with_context(|| format!("{marker} not in the DOM"))?;
-    let start = dom[..at].rfind('<').context("no tag start")?;
-    let end = at + dom[at..].find('>').context("no tag end")?;
-    Ok(&dom[start..=end])
-}
-
-/// An attribute value in a start tag.
-fn attr<'a>(tag: &'a str, name: &str) -> Result<&'a str> {
-    let key = format!(r#"{name}=""#);
-    let at = tag
-        .find(&key)
-        .with_context(|| format!("no {name} in {tag}"))?
-        + key.len();
-    let len = tag[at..].find('"').context("unterminated attribute")?;
-    Ok(&tag[at..at + len])
 }
 
 /// A scenario's `<section>` in the rendered DOM.
@@ -248,14 +202,4 @@ fn pcap_frames(path: &Path) -> Result<usize> {
     }
     ensure!(at == b.len(), "truncated pcap");
     Ok(n)
-}
-
-/// Width and height from a PNG's IHDR chunk.
-fn png_size(png: &[u8]) -> Result<(u32, u32)> {
-    ensure!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    ensure!(png.len() >= 24 && &png[12..16] == b"IHDR", "no IHDR");
-    Ok((
-        u32::from_be_bytes(png[16..20].try_into()?),
-        u32::from_be_bytes(png[20..24].try_into()?),
-    ))
 }

@@ -38,6 +38,9 @@
 //!   `client-sim load`, and the series a load test reads.
 //! * `prom_assets`: the recording rules, console page and Grafana dashboard of `docker/`:
 //!   `promtool check rules`, every expression parses and names only metrics we export.
+//! * `prom_console`: the console page served by Debian's Prometheus with our console
+//!   libraries and rules, scraping a `teredo-server` on loopback, rendered by headless
+//!   Chromium: no console errors, every graph rendered, the ones with data drew.
 //! * `faults`: server killed and restarted or dead, relay restarted, NAT mappings flushed
 //!   and the NAT "rebooted" with new ports, 10 % loss — around a long `client-sim ping`
 //!   session behind a kernel NAT, through our server and relay.
@@ -50,6 +53,9 @@
 //! * `misbehaving`: the misbehaving test server on the wire: each fault breaks its one rule.
 //! * `html_report`: `client-sim lab --html` rendered by headless Chromium (the rendered DOM,
 //!   the console, a screenshot) and its `--junit` parsed as XML.
+//! * `run_report`: `client-sim qualify --html --junit` and `ping --html --junit` against the
+//!   in-process server, the pages rendered by headless Chromium (arrows = the server's
+//!   datagram counters).
 //! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
 //!   the full run is `.ci/run`'s "Container lab" step.
 
@@ -69,7 +75,9 @@ mod misbehaving;
 mod nat_fidelity;
 mod netns;
 mod prom_assets;
+mod prom_console;
 mod promtool;
 mod relay_flood;
 mod relay_interop;
+mod run_report;
 mod tshark;

@@ -50,4 +50,4 @@ pub use testkit::{
     bin_path, check, find_tool, function_name, in_ci, is_root, require_root, require_tools,
     requirements_met, Internet, Netns, Proc, TestDir,
 };
-pub use testkit::{bins, metrics, miredo, netns, nft, process, wait};
+pub use testkit::{bins, browser, metrics, miredo, netns, nft, process, wait};

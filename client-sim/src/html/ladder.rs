@@ -31,6 +31,8 @@ pub(crate) struct LaneNames {
     pub(crate) nat: String,
     pub(crate) peer: String,
     pub(crate) peer_nat: String,
+    /// When not empty, these lanes instead (a real-socket run's remote addresses).
+    pub(crate) fixed: Vec<(Node, String)>,
 }
 
 /// One row of the chart.
@@ -54,6 +56,9 @@ impl Row<'_> {
 /// the relay, the native host, then the peer (NAT, client), an attacker and "nowhere" when
 /// the journal has them.
 fn lanes(j: &ScenarioJournal, names: &LaneNames) -> Vec<(Node, String)> {
+    if !names.fixed.is_empty() {
+        return names.fixed.clone();
+    }
     let mut l = vec![(Node::Client(0), format!("client ({})", names.client))];
     if j.behind_nat.first().copied().unwrap_or(false) {
         l.push((Node::Nat(0), format!("NAT ({})", names.nat)));
@@ -167,7 +172,14 @@ pub(crate) fn ladder(j: &ScenarioJournal, names: &LaneNames) -> (String, LadderS
     let mut stats = LadderStats::default();
     for (i, (_, name)) in lanes.iter().enumerate() {
         let x = LEFT + LANE_W * (i as f64 + 0.5);
-        text(&mut body, x, 20.0, Anchor::Middle, "lane-name", name);
+        // A second line (after '\n') is the lane's address, smaller.
+        match name.split_once('\n') {
+            Some((name, addr)) => {
+                text(&mut body, x, 14.0, Anchor::Middle, "lane-name", name);
+                text(&mut body, x, 27.0, Anchor::Middle, "addr", addr);
+            }
+            None => text(&mut body, x, 20.0, Anchor::Middle, "lane-name", name),
+        }
         line(&mut body, x, 30.0, x, height - 10.0, "lane");
     }
     let mut y = TOP;
@@ -389,6 +401,7 @@ mod tests {
             nat: "symmetric".into(),
             peer: "vista".into(),
             peer_nat: "port-restricted".into(),
+            fixed: Vec::new(),
         }
     }
 

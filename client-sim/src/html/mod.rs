@@ -6,13 +6,20 @@
 //!
 //! Files: `page` (the document, its CSS and filter script), `matrix` (the grid and the list
 //! of named scenarios), `ladder` (the sequence chart), `decode` (what a datagram means, read
-//! with the core's wire module), `svg` (escaping and shapes).
+//! with the core's wire module), `svg` (escaping and shapes), `run` (the page of one
+//! real-socket `qualify` or `ping` run: [`write_run`]), `containers` (the container lab's
+//! verdict: [`container_page`]).
 
+mod containers;
 mod decode;
 mod ladder;
 mod matrix;
 mod page;
+mod run;
 pub(crate) mod svg;
+
+pub use containers::container_page;
+pub use run::{render_run, RunPage};
 
 use std::path::{Path, PathBuf};
 
@@ -36,4 +43,10 @@ pub fn write_report(report: &LabReport, dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::write(&path, render(report))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+/// Writes the page of one real-socket run to `path`.
+pub fn write_run(page: &RunPage<'_>, path: &Path) -> anyhow::Result<()> {
+    std::fs::write(path, render_run(page))
+        .with_context(|| format!("cannot write {}", path.display()))
 }

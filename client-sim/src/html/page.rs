@@ -10,7 +10,7 @@ use super::svg::esc;
 use crate::lab::{expected_summary, LabReport, ScenarioResult};
 use crate::scenario::{Variant, PEER_NAT, PEER_PROFILE};
 
-const CSS: &str = r#"
+pub(super) const CSS: &str = r#"
 body{font:14px/1.35 system-ui,sans-serif;margin:16px;color:#222;background:#fff}
 h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:18px 0 6px}
 .summary{margin:0 0 8px} .bad{color:#b00;font-weight:bold}
@@ -105,7 +105,7 @@ const SCRIPT: &str = r#"
 })();
 "#;
 
-fn legend() -> String {
+pub(super) fn legend() -> String {
     let mut out = String::from(
         r#"<svg xmlns="http://www.w3.org/2000/svg" class="legend" width="1240" height="22">"#,
     );
@@ -161,6 +161,7 @@ fn section(out: &mut String, r: &ScenarioResult) {
                 nat: s.nat.to_string(),
                 peer: PEER_PROFILE.to_string(),
                 peer_nat: PEER_NAT.to_string(),
+                fixed: Vec::new(),
             };
             let (svg, _) = ladder(j, &names);
             out.push_str(r#"<div class="scroll">"#);
@@ -170,6 +171,16 @@ fn section(out: &mut String, r: &ScenarioResult) {
         None => out.push_str("<p>(no journal)</p>"),
     }
     out.push_str("</details></section>\n");
+}
+
+/// The colour rules of the datagram kinds.
+pub(super) fn kind_css(out: &mut String) {
+    for (k, c) in KIND_CSS {
+        let _ = writeln!(
+            out,
+            "svg .k-{k} .shaft{{stroke:{c}}} svg .k-{k} .head{{fill:{c}}} svg .k-{k} .label{{fill:{c}}}"
+        );
+    }
 }
 
 /// The whole page of `report`.
@@ -184,12 +195,7 @@ pub(crate) fn page(report: &LabReport) -> String {
     );
     out.push_str("<style>");
     out.push_str(CSS);
-    for (k, c) in KIND_CSS {
-        let _ = writeln!(
-            out,
-            "svg .k-{k} .shaft{{stroke:{c}}} svg .k-{k} .head{{fill:{c}}} svg .k-{k} .label{{fill:{c}}}"
-        );
-    }
+    kind_css(&mut out);
     out.push_str("</style></head><body>");
     out.push_str("<h1>teredo-lab: client profiles × NAT presets</h1>");
     let total = report.results.len();
