@@ -149,7 +149,8 @@ impl Client {
         let targets = p.alternates.clone();
         for a in targets {
             if !plausible(a, self.local) {
-                self.counters.count_drop(DropReason::ImplausibleAlternate, 1);
+                self.counters
+                    .count_drop(DropReason::ImplausibleAlternate, 1);
                 continue;
             }
             if a == answered || a == t.mapped || nonce.is_none() {
@@ -231,8 +232,8 @@ mod unit {
             "2001:0:c633:6401:0:f227:3fff:fdfe".parse().unwrap(),
             "2001:0:c633:6401:0:f227:3fff:fdfd".parse().unwrap(),
         );
-        let alt = AlternateAddress::new(&[SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 5000)])
-            .unwrap();
+        let alt =
+            AlternateAddress::new(&[SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 5000)]).unwrap();
         let b = with_alternates(bubble_bytes(src, dst, Some([1, 2, 3, 4])), Some(&alt));
         let p = TeredoPacket::parse(&b).unwrap();
         assert!(p.is_bubble());

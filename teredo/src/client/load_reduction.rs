@@ -180,7 +180,11 @@ mod unit {
         let b = nd_bubble_bytes(src, dst, DiscoveryType::Advertisement);
         let p = TeredoPacket::parse(&b).unwrap();
         assert_eq!(p.trailers, &[4, 4, 1, 0, 0, 0]);
-        assert_eq!(nd_option(&[4, 4, 7, 0, 0, 0]), None, "unknown DiscoveryType");
+        assert_eq!(
+            nd_option(&[4, 4, 7, 0, 0, 0]),
+            None,
+            "unknown DiscoveryType"
+        );
         assert_eq!(nd_option(&[]), None);
     }
 }
