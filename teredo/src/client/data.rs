@@ -244,8 +244,8 @@ impl Client {
                 }
             }
         }
-        if let (Some(t), Some(alt)) = (teredo, alternates) {
-            self.bubble_alternates(now, own, src, t, &alt, nonce, reply_to);
+        if let (Some(_), Some(alt)) = (teredo, alternates) {
+            self.bubble_alternates(now, src, &alt, nonce, reply_to);
         }
         if answer_indirectly {
             if let Some(p) = self.peers.get_mut(&src) {

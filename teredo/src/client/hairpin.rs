@@ -129,14 +129,15 @@ impl Client {
     pub(super) fn bubble_alternates(
         &mut self,
         now: Instant,
-        own: Ipv6Addr,
         src: Ipv6Addr,
-        t: TeredoAddr,
         alt: &AlternateAddress,
         nonce: Option<[u8; 4]>,
         answered: SocketAddrV4,
     ) {
         self.counters.hairpin_trailers_received += 1;
+        let (Some(own), Some(t)) = (self.address, TeredoAddr::from_ipv6(&src)) else {
+            return;
+        };
         let Some(p) = self.peers.get_mut(&src) else {
             return;
         };
