@@ -313,7 +313,9 @@ impl Client {
             TeredoAddr::from_ipv6(&src),
             self.peers.get_mut(&src),
         ) {
-            if t.mapped != from && p.local != Some(from) {
+            // A LAN address reached by Hairpinning (§5.6) is no NAT mapping at all.
+            let lan = self.cfg.hairpinning && !peer::is_usable_mapping(from);
+            if t.mapped != from && p.local != Some(from) && !lan {
                 p.symmetric = true;
             }
         }

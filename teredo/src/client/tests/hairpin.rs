@@ -424,3 +424,30 @@ fn knob_off_the_trailers_change_nothing_byte_for_byte() {
         (0, 0, 0)
     );
 }
+
+#[test]
+fn a_peer_at_its_lan_address_is_not_taken_for_a_symmetric_one() {
+    // Behind a single UPnP symmetric NAT, data to a peer flagged symmetric goes to its
+    // embedded mapping (RFC 6081 §5.3.4.2); a peer trusted at its LAN address must keep
+    // getting it there.
+    let mut lab = Lab::new(win7(true), NatKind::SymPort, 7);
+    lab.run_for(secs(60));
+    assert_eq!(lab.client.nat_type(), NatType::SymmetricPort);
+    let now = lab.now;
+    let mapping = lab.client.mapping().unwrap();
+    lab.client.handle_upnp(now, UpnpAnswer::Mapped(mapping));
+    let (own, b) = (lab.client.address().unwrap(), b_addr());
+    let sent = ping_b(&mut lab);
+    let r = lab.client.handle_udp(
+        now,
+        Local::Primary,
+        LAN_B,
+        &bubble(b, own, &nonce_trailer(sent)),
+    );
+    assert_eq!(r, Ok(Handled::Bubble));
+    assert_eq!(drain(&mut lab.client)[0].0, LAN_B, "the queued ping");
+    lab.client
+        .handle_ipv6(now, &echo_request(own, b, 2))
+        .unwrap();
+    assert_eq!(drain(&mut lab.client)[0].0, LAN_B);
+}
