@@ -17,9 +17,14 @@
 //! * `loss-10pct-reorder`: 10 % loss each way on the client's NAT link and up to 30 ms of
 //!   jitter on the Internet from the start; once qualified (within [`LOSSY_TIME`](crate::scenario::LOSSY_TIME)),
 //!   [`LOSSY_PINGS`] pings 10 ms apart (so that they overtake each other);
-//! * `same-lan[-hairpin][-discovery-off]`: a second client on the client's LAN (behind the
-//!   same NAT); once both qualified the client pings it, and the run counts what crossed the
-//!   LAN, what the NAT hairpinned (RFC 4380 §5.2.8 local discovery, RFC 4787 REQ-9).
+//! * `same-lan[-hairpin][-discovery-off][-hairpinning-off]`: a second client on the client's
+//!   LAN (behind the same NAT); once both qualified the client pings it, and the run counts
+//!   what crossed the LAN, what the NAT hairpinned (RFC 4380 §5.2.8 local discovery, RFC
+//!   4787 REQ-9), and what the RFC 6081 §5.6 Hairpinning extension did;
+//! * `quiet-35s-revalidate[-load-reduction-off]`: a second client behind a NAT of its own;
+//!   the client pings it, both stay quiet for [`QUIET_TIME`], the client pings again, and
+//!   the run counts the RFC 6081 §5.7 solicitations and the bubbles the server relayed
+//!   during the second round.
 
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
@@ -34,8 +39,8 @@ use teredo::relay::{Relay, TrustPolicy, UnknownPeerPolicy};
 use crate::labnet::{lab_relay_with, ping_run, ping_run_every, PING_DATA};
 use crate::scenario::{
     scenario_seed, FaultObserved, PathObserved, Scenario, Variant, ECHO_HOST, FAULT_AT,
-    LOSSY_PINGS, LOSSY_PING_INTERVAL, PINGS, PING_INTERVAL, PING_WAIT, RELAY_RESTART_AT,
-    RESTART_DOWNTIME, RESTART_PINGS, SCENARIO_TIME, SERVER,
+    LOSSY_PINGS, LOSSY_PING_INTERVAL, PINGS, PING_INTERVAL, PING_WAIT, QUIET_TIME,
+    RELAY_RESTART_AT, RESTART_DOWNTIME, RESTART_PINGS, SCENARIO_TIME, SERVER,
 };
 
 /// Identifier of the native host's echo requests to the client.
@@ -126,6 +131,18 @@ pub fn run_fault(s: &Scenario, lab_seed: u64, sim: &mut Sim) -> Result<FaultObse
             let c = sim.counters();
             (o.lan_unicast, o.lan_multicast, o.hairpinned) =
                 (c.lan_unicast, c.lan_multicast, c.hairpinned);
+            peer_path(sim, &mut o);
+        }
+        Variant::Revalidate { .. } => {
+            sim.run_for(SCENARIO_TIME)?;
+            if let Some(peer) = sim.client(1).and_then(|n| n.client.address()) {
+                o.before = ping_run(sim, peer, PINGS)?;
+                sim.run_for(QUIET_TIME)?;
+                let relayed = sim.counters().server_bubbles_relayed;
+                o.outbound = ping_run(sim, peer, PINGS)?;
+                o.server_bubbles = sim.counters().server_bubbles_relayed - relayed;
+            }
+            peer_path(sim, &mut o);
         }
         _ => sim.run_for(s.variant.duration())?,
     }
@@ -159,6 +176,27 @@ pub fn run_fault(s: &Scenario, lab_seed: u64, sim: &mut Sim) -> Result<FaultObse
     }
     o.reordered = sim.counters().reordered;
     Ok(o)
+}
+
+/// Where client 0 sends packets for client 1 and what its extensions did.
+fn peer_path(sim: &Sim, o: &mut FaultObserved) {
+    let Some(peer) = sim.client(1) else {
+        return;
+    };
+    o.peer_local = Some(peer.local());
+    let Some(node) = sim.client(0) else {
+        return;
+    };
+    o.peer_mapping = peer
+        .client
+        .address()
+        .and_then(|a| node.client.peer(&a, sim.now()))
+        .and_then(|p| p.mapping);
+    let c = node.client.counters();
+    o.hairpin_peers_trusted = c.hairpin_peers_trusted;
+    o.hairpin_bubbles_sent = c.hairpin_bubbles_sent;
+    o.solicitations_sent = c.solicitations_sent;
+    o.advertisements_received = c.advertisements_received;
 }
 
 /// (RAs accepted, failures) of client 0.

@@ -589,6 +589,7 @@ pub const EXTRAS: &[Scenario] = &[
         Variant::SameLan {
             hairpin: false,
             discovery: true,
+            extension: true,
         },
         Expect::qualified(T::Restricted),
         FaultExpect::SameLan(LanPath::Lan),
@@ -604,12 +605,32 @@ pub const EXTRAS: &[Scenario] = &[
         Variant::SameLan {
             hairpin: false,
             discovery: false,
+            extension: true,
+        },
+        Expect::qualified(T::Restricted),
+        FaultExpect::SameLan(LanPath::HairpinExtension),
+        "as same-lan with local discovery off: the bubbles to the peer's mapping on the NAT's \
+         own external address are dropped (no hairpinning, RFC 4380 §8.3), but the indirect \
+         bubble carries the client's LAN address (RFC 6081 §5.6 Alternate Address trailer) \
+         and a nonce: the peer bubbles the LAN address with that nonce, the client trusts it \
+         there (§5.6.4.3) and sends over the LAN; the peer trusts the client once the client \
+         echoed the nonce of the peer's own indirect bubble, 20 ms after the first request \
+         arrived, so that one is dropped (spoofed_source) and the others are answered",
+    ),
+    Scenario::fault(
+        P::Win7,
+        N::PortRestricted,
+        Variant::SameLan {
+            hairpin: false,
+            discovery: false,
+            extension: false,
         },
         Expect::qualified(T::Restricted),
         FaultExpect::SameLan(LanPath::Nowhere),
-        "as same-lan with local discovery off: the bubbles go to the peer's mapping on the \
-         NAT's own external address, which a NAT without hairpinning drops (RFC 4380 §8.3), \
-         so the peers never trust each other and no ping is answered",
+        "as same-lan-discovery-off with the Hairpinning extension off too: the bubbles go to \
+         the peer's mapping on the NAT's own external address, which a NAT without \
+         hairpinning drops (hairpin_off), so the peers never trust each other and no ping is \
+         answered",
     ),
     Scenario::fault(
         P::XpSp2,
@@ -617,6 +638,7 @@ pub const EXTRAS: &[Scenario] = &[
         Variant::SameLan {
             hairpin: false,
             discovery: true,
+            extension: true,
         },
         Expect::qualified(T::Restricted),
         FaultExpect::SameLan(LanPath::Nowhere),
@@ -629,12 +651,34 @@ pub const EXTRAS: &[Scenario] = &[
         Variant::SameLan {
             hairpin: true,
             discovery: true,
+            extension: true,
         },
         Expect::qualified(T::Restricted),
         FaultExpect::SameLan(LanPath::Hairpin),
         "without discovery but behind a NAT that hairpins (RFC 4787 REQ-9): the bubbles to \
          the peer's mapping come back inside, the peers trust each other at their mappings \
          and every ping is hairpinned, nothing crosses the LAN directly",
+    ),
+    Scenario::fault(
+        P::Win7,
+        N::PortRestricted,
+        Variant::Revalidate { reduction: true },
+        Expect::qualified(T::Restricted),
+        FaultExpect::Revalidate { direct: true },
+        "two Windows 7 clients behind port-restricted NATs of their own ping, then stay quiet \
+         past the 30 s peer validity: the next request is queued and the peer solicited with \
+         a direct bubble carrying an ND Option trailer (RFC 6081 §5.7.4.1), which the open \
+         NAT pinholes let through; its advertisement (§5.7.4.2) makes the peer trusted \
+         again and releases the queue: no bubble through the server",
+    ),
+    Scenario::fault(
+        P::Win7,
+        N::PortRestricted,
+        Variant::Revalidate { reduction: false },
+        Expect::qualified(T::Restricted),
+        FaultExpect::Revalidate { direct: false },
+        "as quiet-35s-revalidate with Server Load Reduction off: the quiet peer is probed as \
+         in RFC 4380 §5.2.4, a direct bubble and an indirect bubble that the server relays",
     ),
 ];
 
@@ -839,8 +883,14 @@ pub fn build_with(
             cfg.client_type = ClientType::EnterpriseClient;
         }
         Variant::SameLan {
-            discovery: false, ..
-        } => cfg.local_discovery = false,
+            discovery,
+            extension,
+            ..
+        } => {
+            cfg.local_discovery &= discovery;
+            cfg.hairpinning &= extension;
+        }
+        Variant::Revalidate { reduction } => cfg.server_load_reduction &= reduction,
         _ => {}
     }
     let ips = NAT_EXTERNAL
@@ -878,7 +928,12 @@ pub fn build_with(
     if let (Variant::SameLan { .. }, true) = (s.variant, behind_nat) {
         // The same configuration on the same LAN, its own port and randomness.
         let lan_local = SocketAddrV4::new(LAN_PEER_INTERNAL, peer_port);
-        let peer = Client::new(cfg, ChaCha8Rng::seed_from_u64(peer_seed), lan_local, t0);
+        let peer = Client::new(
+            cfg.clone(),
+            ChaCha8Rng::seed_from_u64(peer_seed),
+            lan_local,
+            t0,
+        );
         let i = sim.add_client_behind(peer, 0);
         if let Some(n) = sim.client_mut(i) {
             n.echo_responder = true;
@@ -895,11 +950,16 @@ pub fn build_with(
             scenario_seed(lab_seed, &format!("{}/jitter", s.name())),
         );
     }
-    if s.variant == Variant::Matrix {
+    if let Some(peer_cfg) = match s.variant {
+        Variant::Matrix => Some(ClientConfig::profile(PEER_PROFILE, SERVER)),
+        // The same configuration behind a NAT of its own.
+        Variant::Revalidate { .. } => Some(cfg),
+        _ => None,
+    } {
         let peer_nat = PEER_NAT.config(vec![PEER_NAT_EXTERNAL], peer_nat_seed)?;
         let peer_local = SocketAddrV4::new(PEER_INTERNAL, peer_port);
         let peer = Client::new(
-            ClientConfig::profile(PEER_PROFILE, SERVER),
+            peer_cfg,
             ChaCha8Rng::seed_from_u64(peer_seed),
             peer_local,
             t0,
@@ -1366,6 +1426,6 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].name(), "miredo__symmetric");
         let w = select(&[Profile::Win7], &[NatPreset::PortRestricted]);
-        assert_eq!(w.len(), 7, "the cell and six extras");
+        assert_eq!(w.len(), 10, "the cell and nine extras");
     }
 }

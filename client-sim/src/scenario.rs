@@ -79,6 +79,11 @@ pub const LOSSY_TIME: Duration = Duration::from_secs(240);
 /// The second client's address in [`Variant::SameLan`]: the same /24 as [`CLIENT_INTERNAL`].
 pub const LAN_PEER_INTERNAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 
+/// How long the clients of [`Variant::Revalidate`] stay quiet between their two ping runs:
+/// with the 10 s wait after the first run, more than RFC 4380's 30 s peer validity since the
+/// last reply.
+pub const QUIET_TIME: Duration = Duration::from_secs(35);
+
 /// Echo requests of the [`Variant::LossReorder`] data path.
 pub const LOSSY_PINGS: u16 = 20;
 /// Their spacing: within [`FAULT_JITTER`], so that they overtake each other.
@@ -135,6 +140,16 @@ pub enum Variant {
         hairpin: bool,
         /// Keep the profile's local discovery (RFC 4380 §5.2.8); `false` turns it off.
         discovery: bool,
+        /// Keep the profile's Hairpinning extension (RFC 6081 §5.6); `false` turns it off.
+        extension: bool,
+    },
+    /// A second client of the same profile behind a NAT of its own ([`PEER_NAT`] at
+    /// [`PEER_NAT_EXTERNAL`]); after [`SCENARIO_TIME`] the client pings it ([`PINGS`]), both
+    /// stay quiet for [`QUIET_TIME`], and it pings again: the peer must be re-validated.
+    Revalidate {
+        /// Keep the profile's Server Load Reduction extension (RFC 6081 §5.7); `false`
+        /// turns it off.
+        reduction: bool,
     },
 }
 
@@ -171,21 +186,21 @@ impl Variant {
             Self::NatReboot => "nat-reboot",
             Self::LossReorder => "loss-10pct-reorder",
             Self::SameLan {
-                hairpin: false,
-                discovery: true,
-            } => "same-lan",
-            Self::SameLan {
-                hairpin: false,
-                discovery: false,
-            } => "same-lan-discovery-off",
-            Self::SameLan {
-                hairpin: true,
-                discovery: true,
-            } => "same-lan-hairpin",
-            Self::SameLan {
-                hairpin: true,
-                discovery: false,
-            } => "same-lan-hairpin-discovery-off",
+                hairpin,
+                discovery,
+                extension,
+            } => match (hairpin, discovery, extension) {
+                (false, true, true) => "same-lan",
+                (false, false, true) => "same-lan-discovery-off",
+                (true, true, true) => "same-lan-hairpin",
+                (true, false, true) => "same-lan-hairpin-discovery-off",
+                (false, true, false) => "same-lan-hairpinning-off",
+                (false, false, false) => "same-lan-discovery-off-hairpinning-off",
+                (true, true, false) => "same-lan-hairpin-hairpinning-off",
+                (true, false, false) => "same-lan-hairpin-discovery-off-hairpinning-off",
+            },
+            Self::Revalidate { reduction: true } => "quiet-35s-revalidate",
+            Self::Revalidate { reduction: false } => "quiet-35s-revalidate-load-reduction-off",
         }
     }
 
@@ -201,6 +216,7 @@ impl Variant {
                 | Self::NatReboot
                 | Self::LossReorder
                 | Self::SameLan { .. }
+                | Self::Revalidate { .. }
         )
     }
 
@@ -744,6 +760,13 @@ pub enum FaultExpect {
     },
     /// [`Variant::SameLan`]: how the client's pings reach its LAN neighbour.
     SameLan(LanPath),
+    /// [`Variant::Revalidate`]: every ping of both runs answered, and the re-validation
+    /// after the quiet time used direct solicitations with no bubble through the server
+    /// (`direct`, RFC 6081 §5.7), or RFC 4380's indirect bubble relayed by the server.
+    Revalidate {
+        /// Server Load Reduction expected.
+        direct: bool,
+    },
 }
 
 /// How two clients behind one NAT reach each other.
@@ -753,6 +776,12 @@ pub enum LanPath {
     Lan,
     /// Every ping answered through the NAT's hairpinning, nothing over the LAN.
     Hairpin,
+    /// Every ping after the first answered straight over the LAN by the RFC 6081 §5.6
+    /// Hairpinning extension (the client trusted the peer at its LAN address by the nonce
+    /// its direct bubble echoed), nothing hairpinned. The first request may be spent: the
+    /// peer accepts the client's LAN address only once the client echoed the peer's own
+    /// nonce (§5.6.4.1), which comes through the server after the client already flushed.
+    HairpinExtension,
     /// No ping answered.
     Nowhere,
 }
@@ -780,7 +809,17 @@ impl FaultExpect {
             }
             Self::SameLan(LanPath::Lan) => format!("ping {PINGS}/{PINGS} over the LAN"),
             Self::SameLan(LanPath::Hairpin) => format!("ping {PINGS}/{PINGS} hairpinned"),
-            Self::SameLan(LanPath::Nowhere) => format!("ping 0/{PINGS}"),
+            Self::SameLan(LanPath::HairpinExtension) => format!(
+                "ping >={}/{PINGS} over the LAN by the hairpinning extension",
+                PINGS - 1
+            ),
+            Self::SameLan(LanPath::Nowhere) => format!("ping 0/{PINGS}, nat hairpin_off"),
+            Self::Revalidate { direct: true } => {
+                "ping 3/3 twice, solicitation answered, no bubble via server".to_owned()
+            }
+            Self::Revalidate { direct: false } => {
+                "ping 3/3 twice, indirect bubble via server".to_owned()
+            }
         }
     }
 
@@ -879,13 +918,44 @@ impl FaultExpect {
                 let (lan, hairpin) = (o.lan_unicast > 0, o.hairpinned > 0);
                 match path {
                     LanPath::Lan | LanPath::Hairpin => all("ping", &o.outbound, &mut d),
+                    LanPath::HairpinExtension => match &o.outbound {
+                        Some(p) if p.sent > 0 && p.received + 1 >= p.sent => {}
+                        Some(p) => d.push(format!(
+                            "ping {} (expected all but the first)",
+                            p.cell(None)
+                        )),
+                        None => d.push("no ping (not qualified)".to_owned()),
+                    },
                     LanPath::Nowhere => match &o.outbound {
-                        Some(p) if p.sent > 0 && p.received == 0 => {}
-                        Some(p) => d.push(format!("ping {} (expected none)", p.cell(None))),
+                        Some(p)
+                            if p.sent > 0
+                                && p.received == 0
+                                && p.nat_drops.get("hairpin_off").is_some_and(|n| *n > 0) => {}
+                        Some(p) => d.push(format!(
+                            "ping {} (expected none, nat hairpin_off)",
+                            p.cell(None)
+                        )),
                         None => d.push("no ping (not qualified)".to_owned()),
                     },
                 }
-                let want = (path == LanPath::Lan, path == LanPath::Hairpin);
+                // Over the LAN: the client sends to the peer's LAN address.
+                let at_lan = matches!(path, LanPath::Lan | LanPath::HairpinExtension);
+                if at_lan && (o.peer_mapping.is_none() || o.peer_mapping != o.peer_local) {
+                    d.push(format!(
+                        "packets to the peer go to {} (expected its LAN address {})",
+                        sock_opt(o.peer_mapping),
+                        sock_opt(o.peer_local)
+                    ));
+                }
+                let by_extension = o.hairpin_peers_trusted > 0;
+                if by_extension != (path == LanPath::HairpinExtension) {
+                    d.push(format!(
+                        "{} peers trusted by the hairpinning extension (expected {})",
+                        o.hairpin_peers_trusted,
+                        if by_extension { "none" } else { "some" }
+                    ));
+                }
+                let want = (at_lan, path == LanPath::Hairpin);
                 if (lan, hairpin) != want {
                     d.push(format!(
                         "{} datagrams over the LAN, {} hairpinned (expected {} and {})",
@@ -896,9 +966,32 @@ impl FaultExpect {
                     ));
                 }
             }
+            Self::Revalidate { direct } => {
+                all("ping before", &o.before, &mut d);
+                all("ping after the quiet time", &o.outbound, &mut d);
+                let solicited = o.solicitations_sent > 0 && o.advertisements_received > 0;
+                if direct && (!solicited || o.server_bubbles > 0) {
+                    d.push(format!(
+                        "{} solicitations, {} advertisements, {} bubbles relayed by the \
+                         server (expected some, some and none)",
+                        o.solicitations_sent, o.advertisements_received, o.server_bubbles
+                    ));
+                }
+                if !direct && (o.solicitations_sent > 0 || o.server_bubbles == 0) {
+                    d.push(format!(
+                        "{} solicitations, {} bubbles relayed by the server (expected none \
+                         and some)",
+                        o.solicitations_sent, o.server_bubbles
+                    ));
+                }
+            }
         }
         d
     }
+}
+
+fn sock_opt(a: Option<SocketAddrV4>) -> String {
+    a.map_or("-".to_owned(), |a| a.to_string())
 }
 
 fn secs_opt(d: Option<Duration>) -> String {
@@ -959,6 +1052,20 @@ pub struct FaultObserved {
     pub lan_multicast: u64,
     /// Datagrams the NAT hairpinned between them.
     pub hairpinned: u64,
+    /// The pinged peer's own socket address (its LAN address behind the NAT).
+    pub peer_local: Option<SocketAddrV4>,
+    /// Where the client sends packets for the pinged peer at the end.
+    pub peer_mapping: Option<SocketAddrV4>,
+    /// Peers the client trusted at an address only the Hairpinning extension accepts.
+    pub hairpin_peers_trusted: u64,
+    /// Direct bubbles the client sent to a peer's alternate addresses.
+    pub hairpin_bubbles_sent: u64,
+    /// Server Load Reduction solicitations the client sent (whole run).
+    pub solicitations_sent: u64,
+    /// Advertisements the client received (whole run).
+    pub advertisements_received: u64,
+    /// Bubbles the server relayed during the second ping run of [`Variant::Revalidate`].
+    pub server_bubbles: u64,
 }
 
 impl FaultObserved {
@@ -1000,11 +1107,24 @@ impl FaultObserved {
             Variant::SameLan { .. } => {
                 let _ = write!(
                     s,
-                    "ping {} lan {} discovery {} hairpinned {}",
+                    "ping {} lan {} discovery {} hairpinned {} alt-bubbles {} alt-trusted {}",
                     p(&self.outbound),
                     self.lan_unicast,
                     self.lan_multicast,
-                    self.hairpinned
+                    self.hairpinned,
+                    self.hairpin_bubbles_sent,
+                    self.hairpin_peers_trusted
+                );
+            }
+            Variant::Revalidate { .. } => {
+                let _ = write!(
+                    s,
+                    "before {} after {} solicitations {} advertisements {} server bubbles {}",
+                    p(&self.before),
+                    p(&self.outbound),
+                    self.solicitations_sent,
+                    self.advertisements_received,
+                    self.server_bubbles
                 );
             }
             Variant::LossReorder => {
@@ -1049,6 +1169,13 @@ impl FaultObserved {
             "lan_unicast": self.lan_unicast,
             "lan_multicast": self.lan_multicast,
             "hairpinned": self.hairpinned,
+            "peer_local": self.peer_local.map(|a| a.to_string()),
+            "peer_mapping": self.peer_mapping.map(|a| a.to_string()),
+            "hairpin_peers_trusted": self.hairpin_peers_trusted,
+            "hairpin_bubbles_sent": self.hairpin_bubbles_sent,
+            "solicitations_sent": self.solicitations_sent,
+            "advertisements_received": self.advertisements_received,
+            "server_bubbles": self.server_bubbles,
         })
     }
 }

@@ -219,7 +219,7 @@ fn lab_prints_the_table_and_is_byte_identical_per_seed() {
         assert!(header.contains(col), "{header}");
     }
     assert!(
-        text.contains("59 scenarios, 59 ok, 0 mismatches (seed 9)"),
+        text.contains("62 scenarios, 62 ok, 0 mismatches (seed 9)"),
         "{text}"
     );
     assert!(!text.contains("MISMATCH"));

@@ -7,17 +7,18 @@
 //! prints SKIPPED, or fails when CI is set.
 //!
 //! One Wireshark limitation: its Teredo heuristic wants the IPv6 packet to fill the
-//! datagram exactly, so a bubble followed by an RFC 6081 nonce trailer sent to a port that
-//! is neither 3544 nor the relay's 3545 (a direct bubble between two clients) shows as plain
-//! UDP data. Those frames must have a correct UDP checksum, and their data must parse (with
-//! our parser) as exactly that: a bubble with a nonce trailer.
+//! datagram exactly, so a bubble followed by RFC 6081 trailers (a nonce, or the Neighbor
+//! Discovery Option of Server Load Reduction) sent to a port that is neither 3544 nor the
+//! relay's 3545 (a direct bubble between two clients) shows as plain UDP data. Those frames
+//! must have a correct UDP checksum, and their data must parse (with our parser) as exactly
+//! that: a bubble with well-formed nonce or ND Option trailers.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use client_sim::lab::{run_lab, LabOptions, RELAY_ADDR};
-use teredo::wire::trailer::TYPE_NONCE;
+use teredo::wire::trailer::{NdOption, TYPE_ND_OPTION, TYPE_NONCE};
 use teredo::wire::{TeredoPacket, Trailers};
 
 /// Wireshark maps UDP 3544 to Teredo already; saying it keeps that true whatever the local
@@ -124,8 +125,8 @@ fn dissect(pcap: &Path) -> Vec<FrameInfo> {
     frames
 }
 
-/// The frames tshark shows as plain UDP data whose data is a bubble with an RFC 6081 nonce
-/// trailer (see the module documentation).
+/// The frames tshark shows as plain UDP data whose data is a bubble with RFC 6081 nonce or
+/// ND Option trailers (see the module documentation).
 fn trailer_bubbles(pcap: &Path) -> Vec<usize> {
     let text = tshark(
         pcap,
@@ -147,9 +148,16 @@ fn trailer_bubbles(pcap: &Path) -> Vec<usize> {
                 .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
                 .collect::<Option<_>>()?;
             let p = TeredoPacket::parse(&bytes).ok()?;
-            let nonce =
-                Trailers::new(p.trailers).any(|t| t.ty == TYPE_NONCE && t.nonce().is_some());
-            (p.is_bubble() && nonce).then(|| n.parse().ok())?
+            let known = Trailers::new(p.trailers).all(|t| match t.ty {
+                TYPE_NONCE => t.nonce().is_some(),
+                TYPE_ND_OPTION => NdOption::parse(&t).is_ok(),
+                _ => false,
+            });
+            let whole = Trailers::new(p.trailers)
+                .map(|t| 2 + t.value.len())
+                .sum::<usize>()
+                == p.trailers.len();
+            (p.is_bubble() && !p.trailers.is_empty() && known && whole).then(|| n.parse().ok())?
         })
         .collect()
 }

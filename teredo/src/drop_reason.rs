@@ -215,6 +215,14 @@ drop_reasons! {
     /// discovery bubble from this link: not a bubble to ff02::1, a source that is not a
     /// Teredo address with our mapped IPv4, an IPv4 source off our subnet, or our own.
     DiscoveryRejected => "discovery_rejected" in [C],
+    /// Client: an indirect bubble whose RFC 6081 Alternate Address trailer is malformed
+    /// (§4.3: length not 8, 14, 20 or 26; an entry that is not unicast or has port 0),
+    /// dropped as §5.6.4.2 says (Hairpinning extension on).
+    BadAlternateAddress => "bad_alternate_address" in [C],
+    /// Client: an alternate address of a peer the Hairpinning extension will not send a
+    /// bubble to although the trailer is well formed: loopback, 0.0.0.0/8, 240.0.0.0/4, or
+    /// the client's own socket address (counted per entry; the bubble is still processed).
+    ImplausibleAlternate => "implausible_alternate" in [C],
     /// Client: a packet with a link-local source that is neither a bubble nor a router
     /// advertisement (no forged neighbour discovery reaches the host through the tunnel).
     LinkLocalSource => "link_local_source" in [C],

@@ -5,8 +5,9 @@
 //!
 //! The rows are the cells the client core can answer today: those of the UPnP-enabled
 //! Symmetric NAT extension (§3.2, §5.3), their controls, and the same cells with a Miredo
-//! or XP end, where the figure's "SNS" does not hold because that end lacks the extension. The port-preserving,
-//! sequential and hairpinning cells wait for their extensions.
+//! or XP end, where the figure's "SNS" does not hold because that end lacks the extension.
+//! The port-preserving and sequential cells wait for their extensions; the Hairpinning
+//! extension (two clients behind one NAT) is asserted by the lab's `same-lan` rows.
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -43,7 +43,11 @@ impl Sim {
                 return;
             }
             match self.server.handle_udp(now, local, d.from, &d.payload) {
-                Ok(_) => {
+                Ok(handled) => {
+                    if let teredo::server::Handled::ForwardedToClient { bubble: true, .. } = handled
+                    {
+                        self.counters.server_bubbles_relayed += 1;
+                    }
                     self.journal_fate(index, self.delivered(node, None));
                     let port = self.server.config().port;
                     let mut buf = std::mem::take(&mut self.server_buf);

@@ -57,6 +57,9 @@ pub struct SimCounters {
     pub no_route: u64,
     /// Datagrams to the server's addresses while it is down, or to another port.
     pub server_unreachable: u64,
+    /// Bubbles the server relayed to a Teredo client (the indirect bubbles RFC 6081 §5.7
+    /// Server Load Reduction spares it).
+    pub server_bubbles_relayed: u64,
     /// Datagrams the server refused, per drop reason.
     pub server_dropped: BTreeMap<&'static str, u64>,
     /// Packets the server handed to its native IPv6 side while there is no native segment.

@@ -198,6 +198,17 @@ pub struct ClientConfig {
     /// Prefix length of the client's IPv4 subnet: a discovery bubble from outside it is
     /// discarded (RFC 4380 §5.2.8 MUST). Default 24.
     pub local_prefix_len: u8,
+    /// RFC 6081 §5.6 Hairpinning extension: an indirect bubble to a peer not reached yet
+    /// carries our local address (and a UPnP mapping that differs from the server's) in an
+    /// Alternate Address trailer plus a nonce; a peer's alternates get direct bubbles, and a
+    /// direct bubble echoing our nonce is accepted from any plausible address, so two
+    /// clients behind one NAT that does not hairpin reach each other over their LAN.
+    pub hairpinning: bool,
+    /// RFC 6081 §5.7 Server Load Reduction extension: a trusted peer gone quiet for
+    /// `peer_validity` is re-validated with direct bubbles carrying a Neighbor Discovery
+    /// Option solicitation (3 of them, 2 s apart) before falling back to the indirect bubble
+    /// through its server; a solicitation is answered with an advertisement.
+    pub server_load_reduction: bool,
 }
 
 /// RFC 4380 §5.2.1 T.
@@ -234,6 +245,8 @@ impl ClientConfig {
     /// | managed-network rule | yes (R5991 App. A, seed how-to) | no | yes | yes | no |
     /// | `local_discovery` (R4380 §5.2.8) | no \[UNVERIFIED\], an option | no \[UNVERIFIED\] | yes \[UNVERIFIED\], an option | yes \[UNVERIFIED\], an option | no (M 1.2.6 has no `discovery.c`; only master/1.3, `libteredo/discovery.c`) |
     /// | nonce trailers (R6081 §5.2) | no | no | yes | yes | no (answers to the bubble's link-local source instead, TEREDO.md §6.5) |
+    /// | `hairpinning` (R6081 §5.6) | no | no (RFC 4380 + 5991 only) | no \[UNVERIFIED\], an option | yes \[UNVERIFIED\], an option | no (M 1.2.6 has none, TEREDO.md (a)) |
+    /// | `server_load_reduction` (R6081 §5.7) | no | no | no \[UNVERIFIED\], an option | yes \[UNVERIFIED\], an option | no (M 1.2.6 has none) |
     ///
     /// Data-path knobs are the same for every profile: RFC 4380's 30 s validity, 2 s × 3
     /// probes, at most 4 per 300 s, 1024 peers, 16 packets / 4096 bytes queued per peer. All
@@ -265,6 +278,11 @@ impl ClientConfig {
     /// Debian 1.2.6 this lab models as `miredo` has none (TEREDO.md §1). For Windows no
     /// source says which versions do it: on for Vista and 7, off for XP SP2, all marked
     /// \[UNVERIFIED\] and a knob like any other.
+    ///
+    /// Hairpinning and server load reduction: specified for Windows in Microsoft's MS-TERE,
+    /// and RFC 6081 says an implementation SHOULD support both; no public source says which
+    /// Windows version first did. On for Windows 7, off for Vista, both \[UNVERIFIED\];
+    /// XP SP2 predates RFC 6081 and the rfc5991 profile follows RFC 4380 + 5991 alone.
     ///
     /// Windows retries after a failure too, but its delay is not documented; Miredo's 100 s
     /// is used for every profile. The rfc5991 profile follows the RFCs alone, and the
@@ -303,6 +321,8 @@ impl ClientConfig {
             max_bubbles_per_window: MAX_BUBBLES_PER_WINDOW,
             local_discovery: false,
             local_prefix_len: 24,
+            hairpinning: false,
+            server_load_reduction: false,
         };
         match profile {
             Profile::XpSp2 => {
@@ -322,6 +342,8 @@ impl ClientConfig {
                 c.symmetric_support = true;
                 c.upnp = true;
                 c.local_discovery = true;
+                c.hairpinning = true;
+                c.server_load_reduction = true;
                 c.dormant_after = Some(WIN7_DORMANT_AFTER);
             }
             Profile::Miredo => {

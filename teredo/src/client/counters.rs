@@ -63,6 +63,26 @@ pub struct ClientCounters {
     pub discovery_sent: u64,
     /// Local discovery bubbles accepted.
     pub discovery_received: u64,
+    /// Indirect bubbles sent with an RFC 6081 Alternate Address trailer (Hairpinning).
+    pub hairpin_trailers_sent: u64,
+    /// Well-formed Alternate Address trailers received in relayed bubbles.
+    pub hairpin_trailers_received: u64,
+    /// Direct bubbles sent to a peer's alternate addresses.
+    pub hairpin_bubbles_sent: u64,
+    /// Peers trusted at an address only the Hairpinning extension accepts (a non-global
+    /// address: the peer's LAN address), by the nonce their direct bubble echoed.
+    pub hairpin_peers_trusted: u64,
+    /// Direct bubbles with an ND Option solicitation sent (RFC 6081 §5.7 Server Load
+    /// Reduction), retransmissions included.
+    pub solicitations_sent: u64,
+    /// Solicitations received in accepted direct bubbles.
+    pub solicitations_received: u64,
+    /// Advertisements sent in answer to solicitations.
+    pub advertisements_sent: u64,
+    /// Advertisements received in accepted direct bubbles.
+    pub advertisements_received: u64,
+    /// Peers that answered none of the 3 solicitations: RFC 4380's indirect bubble followed.
+    pub solicitation_fallbacks: u64,
     /// Peer entries created.
     pub peers_created: u64,
     /// Peer entries reused for another peer because the table was full.
@@ -102,6 +122,15 @@ impl Default for ClientCounters {
             give_ups: 0,
             discovery_sent: 0,
             discovery_received: 0,
+            hairpin_trailers_sent: 0,
+            hairpin_trailers_received: 0,
+            hairpin_bubbles_sent: 0,
+            hairpin_peers_trusted: 0,
+            solicitations_sent: 0,
+            solicitations_received: 0,
+            advertisements_sent: 0,
+            advertisements_received: 0,
+            solicitation_fallbacks: 0,
             peers_created: 0,
             peers_evicted: 0,
             qualifications: 0,

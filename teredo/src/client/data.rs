@@ -174,7 +174,12 @@ impl Client {
         if pkt.origin.is_some() {
             return Err(DropReason::UnexpectedOrigin);
         }
-        self.direct(now, from, pkt, bubble)
+        let r = self.direct(now, from, pkt, bubble);
+        if r == Ok(Handled::Bubble) {
+            // RFC 6081 §5.7.4.2: a solicitation is answered.
+            self.nd_option_received(now, from, pkt);
+        }
+        r
     }
 
     /// A packet the server relayed (RFC 4380 §5.2.3, first part): answer bubbles with a
@@ -208,6 +213,8 @@ impl Client {
             return Err(DropReason::NonGlobalMappedAddress);
         }
         let nonce = trailer_nonce(pkt.trailers);
+        // RFC 6081 §5.6.4.2: a malformed Alternate Address trailer drops the bubble.
+        let alternates = self.relayed_alternates(pkt.trailers)?;
         self.counters.bubbles_received += 1;
         let symmetric = self.cfg.symmetric_support;
         let validity = self.cfg.peer_validity;
@@ -236,6 +243,9 @@ impl Client {
                         && p.local_seen.is_none();
                 }
             }
+        }
+        if let (Some(_), Some(alt)) = (teredo, alternates) {
+            self.bubble_alternates(now, src, &alt, nonce, reply_to);
         }
         if answer_indirectly {
             if let Some(p) = self.peers.get_mut(&src) {
@@ -303,7 +313,9 @@ impl Client {
             TeredoAddr::from_ipv6(&src),
             self.peers.get_mut(&src),
         ) {
-            if t.mapped != from && p.local != Some(from) {
+            // A LAN address reached by Hairpinning (§5.6) is no NAT mapping at all.
+            let lan = self.cfg.hairpinning && !peer::is_usable_mapping(from);
+            if t.mapped != from && p.local != Some(from) && !lan {
                 p.symmetric = true;
             }
         }
@@ -349,15 +361,9 @@ impl Client {
             // RFC 4380 §5.2.3 case 5: from the local address of a local peer.
             true
         } else {
-            // RFC 6081 §5.2.4.4: a direct bubble echoing the nonce of our indirect bubble.
-            self.cfg.symmetric_support
-                && bubble
-                && peer::is_usable_mapping(from)
-                && trailer_nonce(pkt.trailers).is_some_and(|n| {
-                    self.peers
-                        .get(&src)
-                        .is_some_and(|p| p.nonce_sent.contains(&Some(n)))
-                })
+            // RFC 6081 §5.2.4.4, §5.6.4.3: a direct bubble echoing the nonce of our
+            // indirect bubble.
+            bubble && self.nonce_accepts(&src, from, pkt.trailers)
         };
         if !accepted {
             return Err(DropReason::SpoofedSource);

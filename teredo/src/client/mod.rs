@@ -73,6 +73,11 @@
 //!   else dropped — in particular no echo test is started for an unknown non-Teredo source
 //!   (CVE-2006-6266). Packets with a routing header (CVE-2006-6263), with a link-local
 //!   source (other than bubbles) or not addressed to our Teredo address are dropped.
+//! * **Extensions**: [`ClientConfig::hairpinning`] (RFC 6081 §5.6: alternate addresses in
+//!   the indirect bubble, direct bubbles to a peer's alternates, acceptance by nonce from a
+//!   LAN address) and [`ClientConfig::server_load_reduction`] (§5.7: a quiet trusted peer is
+//!   solicited with direct bubbles before any indirect bubble), in `hairpin` and
+//!   `load_reduction`.
 //! * Every packet sent or delivered counts as activity ([`Client::note_activity`]) for the
 //!   Windows 7 dormant timer. Losing or changing the address empties the peer table.
 //!
@@ -88,12 +93,16 @@
 //! `config` (profiles and knobs), `state` (state, NAT type, errors, status), `counters`,
 //! `qualification` (RS/RA, probe phases, refresh, dormant), `peers` (peer table, probes,
 //! pacing, trust), `data` (sending and receiving IPv6), `outputs` (the output and delivery
-//! queues); tests in `tests/`, their NAT, server and relay scaffolding in `tests/net.rs`.
+//! queues), `discovery` (RFC 4380 §5.2.8), `upnp` (RFC 6081 §5.3), `hairpin` (RFC 6081 §5.6
+//! Hairpinning), `load_reduction` (RFC 6081 §5.7 Server Load Reduction); tests in `tests/`,
+//! their NAT, server and relay scaffolding in `tests/net.rs`.
 
 mod config;
 mod counters;
 mod data;
 mod discovery;
+mod hairpin;
+mod load_reduction;
 mod outputs;
 mod peers;
 mod qualification;
@@ -108,6 +117,8 @@ pub use discovery::{
     ALL_NODES, DISCOVERY_DEST, DISCOVERY_GROUP, DISCOVERY_HOP_LIMIT, DISCOVERY_PERIOD,
     LOCAL_PEER_VALIDITY,
 };
+pub use hairpin::MAX_PEER_ALTERNATES;
+pub use load_reduction::{MAX_SOLICITATIONS, SOLICITATION_INTERVAL};
 pub use peers::{PeerInfo, PeerPhase};
 pub use state::*;
 pub use upnp::{UpnpAnswer, UPNP_LEASE};

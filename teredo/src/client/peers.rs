@@ -13,6 +13,7 @@ use crate::wire::packet::IPV6_HEADER_LEN;
 use crate::wire::trailer::{Trailers, TYPE_NONCE};
 use crate::DropReason;
 
+use super::hairpin::with_alternates;
 use super::*;
 use crate::io::Kind;
 use crate::peer::{self, Gate, Pacing};
@@ -104,6 +105,10 @@ pub(super) struct Peer {
     pub(super) local: Option<SocketAddrV4>,
     /// When its last discovery bubble arrived.
     pub(super) local_seen: Option<Instant>,
+    /// RFC 6081 §5.6.1 "Alternate Address/Port list" (at most [`MAX_PEER_ALTERNATES`]).
+    pub(super) alternates: Vec<SocketAddrV4>,
+    /// RFC 6081 §5.7.1 "Count of Solicitations Transmitted"; 0 when not soliciting.
+    pub(super) solicitations: u8,
 }
 
 impl Peer {
@@ -129,6 +134,8 @@ impl Peer {
             queue_bytes: 0,
             local: None,
             local_seen: None,
+            alternates: Vec::new(),
+            solicitations: 0,
         }
     }
 
@@ -224,12 +231,15 @@ impl Client {
                 let id = self.rng.next_u32() as u16;
                 p.echo = Some(EchoTest { nonce, id });
             }
-            match self.gate(&addr, now) {
-                Gate::Now => self.send_probe(now, addr),
-                Gate::At(t) => self.set_deadline(addr, Some(t)),
-                Gate::Exhausted => {
-                    self.give_up(now, addr);
-                    return Err(DropReason::PeerUnreachable);
+            // RFC 6081 §5.7.4.1: a quiet trusted peer is solicited directly first.
+            if !self.start_solicitation(now, addr) {
+                match self.gate(&addr, now) {
+                    Gate::Now => self.send_probe(now, addr),
+                    Gate::At(t) => self.set_deadline(addr, Some(t)),
+                    Gate::Exhausted => {
+                        self.give_up(now, addr);
+                        return Err(DropReason::PeerUnreachable);
+                    }
                 }
             }
         }
@@ -347,7 +357,9 @@ impl Client {
         };
         let symmetric = self.cfg.symmetric_support;
         let interval = self.pacing().interval;
-        let fresh = symmetric.then(|| self.rng.next_u32().to_be_bytes());
+        // RFC 6081 §5.6.4.1: our alternates to a peer not reached yet, with a nonce.
+        let alternates = self.own_alternates(&addr);
+        let fresh = (symmetric || alternates.is_some()).then(|| self.rng.next_u32().to_be_bytes());
         // RFC 6081 §5.3.4.2: a symmetric peer at its embedded mapping, under UPnP.
         let direct_to = self
             .peers
@@ -356,6 +368,7 @@ impl Client {
         // RFC 4380 §5.2.4 case 3: a local peer gets a unicast bubble at its LAN address
         // and a discovery bubble (so that it learns ours), not the Internet pair.
         let local = self.fresh_local(&addr, now);
+        let alternates = alternates.filter(|_| local.is_none());
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
@@ -379,7 +392,7 @@ impl Client {
             out.push((
                 SocketAddrV4::new(t.server, TEREDO_PORT),
                 Kind::IndirectBubble,
-                bubble_bytes(own, addr, fresh),
+                with_alternates(bubble_bytes(own, addr, fresh), alternates.as_ref()),
             ));
         } else if let Some(test) = p.echo {
             let echo = Echo {
@@ -401,6 +414,9 @@ impl Client {
         let teredo = p.teredo;
         for (to, kind, bytes) in out {
             if self.push_output(to, kind, bytes).is_ok() {
+                if kind == Kind::IndirectBubble && alternates.is_some() {
+                    self.counters.hairpin_trailers_sent += 1;
+                }
                 if teredo {
                     self.counters.bubbles_sent += 1;
                 } else {
@@ -433,6 +449,12 @@ impl Client {
             if p.phase != PeerPhase::Probing {
                 continue;
             }
+            if self.solicitation_timer(now, addr) {
+                continue;
+            }
+            let Some(p) = self.peers.get(&addr) else {
+                continue;
+            };
             if p.attempts >= limit {
                 self.give_up(now, addr);
                 continue;
@@ -451,6 +473,7 @@ impl Client {
             return;
         };
         p.phase = PeerPhase::Failed;
+        p.solicitations = 0;
         peer::start_window(now, &mut p.window_start, p.probes);
         p.trusted = false;
         let queue = std::mem::take(&mut p.queue);
@@ -478,6 +501,7 @@ impl Client {
         p.probes = 0;
         p.attempts = 0;
         p.phase = PeerPhase::Idle;
+        p.solicitations = 0;
         p.nonce_sent = [None; 2];
         let queue = std::mem::take(&mut p.queue);
         let bytes = std::mem::take(&mut p.queue_bytes);

@@ -3,6 +3,8 @@
 
 mod data;
 mod discovery;
+mod hairpin;
+mod load_reduction;
 mod net;
 mod qualification;
 mod upnp;
