@@ -97,6 +97,8 @@ mod discovery;
 mod outputs;
 mod peers;
 mod qualification;
+mod random_port;
+mod sequential;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -109,6 +111,11 @@ pub use discovery::{
     LOCAL_PEER_VALIDITY,
 };
 pub use peers::{PeerInfo, PeerPhase};
+pub use random_port::{
+    MAX_CONNECTION_REFRESHES, MAX_RANDOM_PORTS, PEER_REFRESH_INTERVAL, RANDOM_PORTS,
+    RANDOM_PORT_QUIET,
+};
+pub use sequential::{predict_port, ECHO_TEST_TRIES};
 pub use state::*;
 pub use upnp::{UpnpAnswer, UPNP_LEASE};
 
@@ -320,6 +327,8 @@ pub struct Client {
     reply_last: Instant,
     /// RFC 6081 §5.3 state.
     upnp: upnp::UpnpState,
+    /// RFC 6081 §5.4/§5.5 state: the Port-Preserving NAT flag, random ports, their timers.
+    ports: random_port::PortsState,
     /// When the next local discovery bubble is due (RFC 4380 §5.2.8).
     next_discovery: Option<Instant>,
 }
@@ -376,6 +385,7 @@ impl Client {
             reply_tokens: u64::from(REPLY_BUBBLE_BURST) * 1000,
             reply_last: now,
             upnp: upnp::UpnpState::default(),
+            ports: random_port::PortsState::default(),
             next_discovery: None,
         };
         c.start_qualification(now);
@@ -481,6 +491,7 @@ impl Client {
                 };
                 let probes = self.timers.first().map(|(t, _)| *t);
                 let probes = earliest(probes, self.discovery_deadline());
+                let probes = earliest(probes, self.ports_deadline());
                 earliest(earliest(refresh, self.dormant_deadline()), probes)
             }
             State::Dormant => None,
@@ -502,6 +513,7 @@ impl Client {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Qualified {
             self.fire_probe_timers(now);
+            self.ports_timers(now);
             self.discovery_timer(now);
         }
         if self.state == State::Offline {
@@ -538,8 +550,10 @@ impl Client {
         self.events.pop_front()
     }
 
-    /// Handles a datagram received from `from` on the client's socket (`local`: a client has
-    /// one, [`Local::Primary`]): a router advertisement (qualification path), or — while
+    /// Handles a datagram received from `from` on the client's socket `local`:
+    /// [`Local::Primary`], or one of its random ports ([`Local::Port`], see
+    /// [`Self::extra_ports`]; a closed one refuses everything, `closed_port`): a router
+    /// advertisement (qualification path), or — while
     /// qualified — a packet of the data path (see the module documentation; bubbles relayed
     /// by the server are answered, accepted packets wait in [`Self::poll_output`]). `Ok`
     /// says what it was accepted as. A refused datagram returns its counted [`DropReason`]
@@ -568,7 +582,7 @@ impl Client {
         from: SocketAddrV4,
         data: &[u8],
     ) -> Result<Handled, DropReason> {
-        let (path, r) = self.dispatch(now, from, data);
+        let (path, r) = self.dispatch(now, local, from, data);
         match (path, r) {
             (Path::Qualification, Ok(_)) => self.counters.ra_accepted += 1,
             (Path::Data, Ok(_)) => self.counters.data_accepted += 1,
@@ -588,9 +602,17 @@ impl Client {
     fn dispatch(
         &mut self,
         now: Instant,
+        local: Local,
         from: SocketAddrV4,
         data: &[u8],
     ) -> (Path, Result<Handled, DropReason>) {
+        let port = match local {
+            Local::Port(p) if !self.listens_on(p) => {
+                return (Path::Data, Err(DropReason::ClosedPort));
+            }
+            Local::Port(p) => Some(p),
+            Local::Primary | Local::Secondary => None,
+        };
         let from_server = self.is_server(from);
         let qualified = self.state == State::Qualified && self.address.is_some();
         let malformed_path = if from_server || !qualified {
@@ -620,6 +642,10 @@ impl Client {
             } else {
                 (Path::Data, Err(DropReason::NotQualified))
             };
+        }
+        if let Some(port) = port {
+            // RFC 6081 §5.4.4.5: the random port of one peer.
+            return (Path::Data, self.random_port_packet(now, port, from, &pkt));
         }
         (Path::Data, self.data_packet(now, from, &pkt, from_server))
     }

@@ -13,8 +13,9 @@ use crate::wire::packet::IPV6_HEADER_LEN;
 use crate::wire::trailer::{Trailers, TYPE_NONCE};
 use crate::DropReason;
 
+use super::random_port::{bubble_with_port, PeerPorts, ProbePlan};
 use super::*;
-use crate::io::Kind;
+use crate::io::{Kind, Local};
 use crate::peer::{self, Gate, Pacing};
 
 /// Where a peer is in its reachability procedure.
@@ -104,6 +105,8 @@ pub(super) struct Peer {
     pub(super) local: Option<SocketAddrV4>,
     /// When its last discovery bubble arrived.
     pub(super) local_seen: Option<Instant>,
+    /// RFC 6081 §5.4.1/§5.5.1: random ports, echo test.
+    pub(super) ports: PeerPorts,
 }
 
 impl Peer {
@@ -129,6 +132,7 @@ impl Peer {
             queue_bytes: 0,
             local: None,
             local_seen: None,
+            ports: PeerPorts::default(),
         }
     }
 
@@ -293,6 +297,7 @@ impl Client {
         if let Some(d) = p.deadline {
             self.timers.remove(&(d, addr));
         }
+        self.ports_forget(&addr, &p.ports);
         self.queued_bytes = self.queued_bytes.saturating_sub(p.queue_bytes);
         self.counters.count_drop(reason, p.queue.len() as u64);
     }
@@ -304,6 +309,7 @@ impl Client {
         self.counters.count_drop(DropReason::AddressLost, lost);
         self.peers.clear();
         self.timers.clear();
+        self.ports_reset();
         self.queued_bytes = 0;
     }
 
@@ -356,6 +362,15 @@ impl Client {
         // RFC 4380 §5.2.4 case 3: a local peer gets a unicast bubble at its LAN address
         // and a discovery bubble (so that it learns ours), not the Internet pair.
         let local = self.fresh_local(&addr, now);
+        // RFC 6081 §5.4, §5.5 (`random_port`, `sequential`): random port, echo test.
+        let plan = match (local, self.peers.get(&addr)) {
+            (None, Some(p)) if p.teredo => {
+                let echo = p.nonce_received.filter(|_| symmetric);
+                self.ports_probe(now, addr, own, echo)
+            }
+            _ => ProbePlan::default(),
+        };
+        let from = self.send_local(&addr);
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
@@ -376,11 +391,13 @@ impl Client {
             }
             let direct_to = direct_to.unwrap_or(t.mapped);
             out.push((direct_to, Kind::Bubble, bubble_bytes(own, addr, echo)));
-            out.push((
-                SocketAddrV4::new(t.server, TEREDO_PORT),
-                Kind::IndirectBubble,
-                bubble_bytes(own, addr, fresh),
-            ));
+            if !plan.defer {
+                out.push((
+                    SocketAddrV4::new(t.server, TEREDO_PORT),
+                    Kind::IndirectBubble,
+                    bubble_with_port(own, addr, fresh, plan.trailer),
+                ));
+            }
         } else if let Some(test) = p.echo {
             let echo = Echo {
                 reply: false,
@@ -400,7 +417,8 @@ impl Client {
         }
         let teredo = p.teredo;
         for (to, kind, bytes) in out {
-            if self.push_output(to, kind, bytes).is_ok() {
+            let sock = if kind == Kind::Bubble { from } else { Local::Primary };
+            if self.push_output_from(sock, to, kind, bytes).is_ok() {
                 if teredo {
                     self.counters.bubbles_sent += 1;
                 } else {
@@ -408,6 +426,7 @@ impl Client {
                 }
             }
         }
+        self.push_extras(plan.extra);
         tracing::trace!(peer = %addr, teredo, "client probe");
         self.set_deadline(addr, after(now, interval));
     }
@@ -487,6 +506,7 @@ impl Client {
         self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
         self.set_deadline(addr, None);
         let to = self.send_target(&addr, symmetric_peer, from);
+        let sock = self.send_local(&addr);
         if changed {
             tracing::debug!(peer = %addr, mapping = %from, "client trusts peer");
             self.push_event(Event::PeerTrusted {
@@ -495,7 +515,8 @@ impl Client {
             });
         }
         for packet in queue {
-            match self.push_output(to, Kind::Data, packet) {
+            self.ports_data_sent(now, &addr);
+            match self.push_output_from(sock, to, Kind::Data, packet) {
                 Ok(()) => {
                     self.counters.flushed += 1;
                     self.counters.ipv6_sent += 1;
