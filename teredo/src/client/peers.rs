@@ -61,6 +61,14 @@ pub struct PeerInfo {
     pub queued_packets: usize,
     /// Their bytes.
     pub queued_bytes: usize,
+    /// RFC 6081 §5.4/§5.5: our random local port for the peer, while open.
+    pub random_port: Option<u16>,
+    /// "Random Port": the external port we predict (and advertise) for it; 0 = none.
+    pub predicted_port: u16,
+    /// "Peer Random Port": the port it advertised; 0 = none.
+    pub peer_random_port: u16,
+    /// Its packets leave from the random port (it was reached there, not on the primary).
+    pub via_random_port: bool,
 }
 
 /// The provisional state of a direct IPv6 connectivity test (RFC 4380 §5.2.9).
@@ -189,6 +197,10 @@ impl Client {
             probes: p.probes,
             queued_packets: p.queue.len(),
             queued_bytes: p.queue_bytes,
+            random_port: p.ports.local,
+            predicted_port: p.ports.random,
+            peer_random_port: p.ports.peer,
+            via_random_port: self.send_local(addr) != Local::Primary,
         })
     }
 
