@@ -5,4 +5,5 @@ mod data;
 mod discovery;
 mod net;
 mod qualification;
+mod random_port;
 mod upnp;
