@@ -186,10 +186,7 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
         let peer = sim.client(1 - i).and_then(|n| n.client.address());
         let node = sim.client(i);
         match (node, peer) {
-            (Some(n), Some(peer)) => n
-                .client
-                .peer(&peer, now)
-                .is_some_and(|p| p.via_random_port),
+            (Some(n), Some(peer)) => n.client.peer(&peer, now).is_some_and(|p| p.via_random_port),
             _ => false,
         }
     });

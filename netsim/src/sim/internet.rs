@@ -363,18 +363,16 @@ impl Sim {
                     };
                     out.push((now + tr.delay, d, via));
                 }
-                Ok(Outbound::Hairpin(h)) => {
-                    match owner.and_then(|o| self.lan_socket(o, h.to)) {
-                        Some(Ok((j, sock))) => {
-                            if j != i {
-                                self.counters.hairpinned += 1;
-                            }
-                            inside.push((j, sock, now + h.delay, h.from, payload));
+                Ok(Outbound::Hairpin(h)) => match owner.and_then(|o| self.lan_socket(o, h.to)) {
+                    Some(Ok((j, sock))) => {
+                        if j != i {
+                            self.counters.hairpinned += 1;
                         }
-                        Some(Err(_)) => self.counters.no_listener += 1,
-                        None => {}
+                        inside.push((j, sock, now + h.delay, h.from, payload));
                     }
-                }
+                    Some(Err(_)) => self.counters.no_listener += 1,
+                    None => {}
+                },
                 // Counted by the NAT.
                 Err(e) => lost.push((local, to, payload, e.to_string())),
             }

@@ -429,7 +429,11 @@ impl Client {
         }
         let teredo = p.teredo;
         for (to, kind, bytes) in out {
-            let sock = if kind == Kind::Bubble { from } else { Local::Primary };
+            let sock = if kind == Kind::Bubble {
+                from
+            } else {
+                Local::Primary
+            };
             if self.push_output_from(sock, to, kind, bytes).is_ok() {
                 if teredo {
                     self.counters.bubbles_sent += 1;

@@ -287,7 +287,12 @@ impl Client {
         }
         let symmetric = self.nat.is_symmetric();
         let preserving = self.ports.preserving;
-        let Some(ports) = self.peers.get(&addr).filter(|p| !p.trusted).map(|p| p.ports) else {
+        let Some(ports) = self
+            .peers
+            .get(&addr)
+            .filter(|p| !p.trusted)
+            .map(|p| p.ports)
+        else {
             return plan;
         };
         if symmetric && !preserving && self.ss_active() && ports.random == 0 {
@@ -326,8 +331,12 @@ impl Client {
             // Reading: an endpoint-independent mapping reaches the peer's random port from
             // the primary port.
             (None, Some(to)) if !symmetric && ports.peer != 0 => {
-                plan.extra
-                    .push((Local::Primary, to, Kind::Bubble, bubble_bytes(own, addr, echo)));
+                plan.extra.push((
+                    Local::Primary,
+                    to,
+                    Kind::Bubble,
+                    bubble_bytes(own, addr, echo),
+                ));
             }
             _ => {}
         }

@@ -90,7 +90,12 @@ impl Client {
             self.echo_rs(n1),
         )];
         if let Some(to) = target {
-            out.push((Local::Port(l), to, Kind::Bubble, bubble_bytes(own, addr, echo)));
+            out.push((
+                Local::Port(l),
+                to,
+                Kind::Bubble,
+                bubble_bytes(own, addr, echo),
+            ));
         }
         out.push((
             Local::Port(l),
@@ -126,8 +131,13 @@ impl Client {
     fn echo_rs(&self, nonce: [u8; 8]) -> Vec<u8> {
         let mut b = vec![0u8; MAX_RS_LEN];
         let auth = Auth::nonce_only(nonce);
-        let len = emit_rs(&mut b, Some(&auth), self.cfg.ll_restricted, self.cfg.xp_slla)
-            .unwrap_or(0);
+        let len = emit_rs(
+            &mut b,
+            Some(&auth),
+            self.cfg.ll_restricted,
+            self.cfg.xp_slla,
+        )
+        .unwrap_or(0);
         b.truncate(len);
         b
     }
@@ -149,7 +159,13 @@ impl Client {
 
     /// §5.5.4.4: the accepted RA answering an echo test's RS reported external `port`; with
     /// both ports known, predict and send the deferred indirect bubble.
-    pub(super) fn echo_test_port(&mut self, now: Instant, addr: Ipv6Addr, nonce: &[u8; 8], port: u16) {
+    pub(super) fn echo_test_port(
+        &mut self,
+        now: Instant,
+        addr: Ipv6Addr,
+        nonce: &[u8; 8],
+        port: u16,
+    ) {
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };

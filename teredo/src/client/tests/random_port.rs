@@ -168,7 +168,10 @@ fn random_port_opened_and_advertised_in_the_indirect_bubble() {
     // The probe: a direct bubble to the embedded mapping and the indirect one, both from
     // the primary socket; nothing from the random port before the peer said where.
     assert_eq!(out.len(), 2, "{out:?}");
-    assert_eq!((out[0].local, out[0].to, out[0].kind), (Local::Primary, EXT_Y, Kind::Bubble));
+    assert_eq!(
+        (out[0].local, out[0].to, out[0].kind),
+        (Local::Primary, EXT_Y, Kind::Bubble)
+    );
     assert_eq!(out[0].random_port(), None);
     assert_eq!(out[1].kind, Kind::IndirectBubble);
     assert_eq!(out[1].to, SocketAddrV4::new(P, 3544));
@@ -183,12 +186,20 @@ fn direct_bubbles_from_the_random_port_carry_the_trailer() {
     let (mut c, now, _, port) = pp_probing();
     let own = c.address().unwrap();
     let server = SocketAddrV4::new(P, 3544);
-    let r = c.handle_udp(now, Local::Primary, server, &relayed(own, [7; 4], Some(PEER_PORT)));
+    let r = c.handle_udp(
+        now,
+        Local::Primary,
+        server,
+        &relayed(own, [7; 4], Some(PEER_PORT)),
+    );
     assert_eq!(r, Ok(Handled::RelayedBubble));
     assert_eq!(c.peer(&peer(), now).unwrap().peer_random_port, PEER_PORT);
     let out = drain(&mut c);
     // The usual answer to the origin, then one from the random port to the peer's.
-    let from_port: Vec<&Dg> = out.iter().filter(|d| d.local == Local::Port(port)).collect();
+    let from_port: Vec<&Dg> = out
+        .iter()
+        .filter(|d| d.local == Local::Port(port))
+        .collect();
     assert_eq!(from_port.len(), 1, "{out:?}");
     let d = from_port[0];
     assert_eq!(d.to, SocketAddrV4::new(*EXT_Y.ip(), PEER_PORT));
@@ -196,7 +207,9 @@ fn direct_bubbles_from_the_random_port_carry_the_trailer() {
     assert_eq!(d.random_port(), Some(port));
     let pkt = TeredoPacket::parse(&d.bytes).unwrap();
     assert_eq!(peers::trailer_nonce(pkt.trailers), Some([7; 4]));
-    assert!(out.iter().any(|d| d.local == Local::Primary && d.to == EXT_Y));
+    assert!(out
+        .iter()
+        .any(|d| d.local == Local::Primary && d.to == EXT_Y));
     // The next probe also sends from the random port to the peer's.
     c.handle_timeout(now + BUBBLE_INTERVAL);
     let out = drain(&mut c);
@@ -233,7 +246,10 @@ fn a_bubble_on_the_random_port_trusts_the_peer_there() {
     // The queued ping leaves from the random port, to where the bubble came from.
     let out = drain(&mut c);
     assert_eq!(out.len(), 1, "{out:?}");
-    assert_eq!((out[0].local, out[0].to, out[0].kind), (Local::Port(port), from, Kind::Data));
+    assert_eq!(
+        (out[0].local, out[0].to, out[0].kind),
+        (Local::Port(port), from, Kind::Data)
+    );
     // Data: from the port's socket too.
     let ping = echo_request(own, peer(), 1);
     assert_eq!(c.handle_ipv6(now, &ping), Ok(Handled::Sent));
@@ -276,10 +292,16 @@ fn peer_refresh_timer_every_30_s_at_most_20() {
         assert!(next <= now + PEER_REFRESH_INTERVAL, "rescheduled in 30 s");
         now = next;
         c.handle_timeout(now);
-        refreshes.extend(drain(&mut c).into_iter().filter(|d| d.local == Local::Port(port)));
+        refreshes.extend(
+            drain(&mut c)
+                .into_iter()
+                .filter(|d| d.local == Local::Port(port)),
+        );
     }
     assert_eq!(refreshes.len(), usize::from(MAX_CONNECTION_REFRESHES));
-    assert!(refreshes.iter().all(|d| d.to == from && d.kind == Kind::Bubble));
+    assert!(refreshes
+        .iter()
+        .all(|d| d.to == from && d.kind == Kind::Bubble));
     assert_eq!(c.counters().peer_refresh_bubbles, 20);
 }
 
@@ -288,7 +310,10 @@ fn peer_refresh_timer_every_30_s_at_most_20() {
 fn seq_probing() -> (Client, Instant, Vec<Dg>, u16) {
     let (mut c, now) = qualified(M1_SEQ);
     let own = c.address().unwrap();
-    assert_eq!(c.handle_ipv6(now, &echo_request(own, peer(), 0)), Ok(Handled::Queued));
+    assert_eq!(
+        c.handle_ipv6(now, &echo_request(own, peer(), 0)),
+        Ok(Handled::Queued)
+    );
     let out = drain(&mut c);
     let port = c.extra_ports().next().expect("a random port");
     (c, now, out, port)
@@ -319,7 +344,8 @@ fn echo_test_predicts_the_midpoint_and_then_sends_the_indirect_bubble() {
     let ext = |p| SocketAddrV4::new(*M1_SEQ.ip(), p);
     // The secondary's RA first: nothing until both are in.
     let s = SocketAddrV4::new(S, 3544);
-    c.handle_udp(now, l, s, &ra_from(n2, src, ext(40_012))).unwrap();
+    c.handle_udp(now, l, s, &ra_from(n2, src, ext(40_012)))
+        .unwrap();
     assert!(drain(&mut c).is_empty());
     let p = SocketAddrV4::new(P, 3544);
     assert_eq!(
@@ -328,7 +354,10 @@ fn echo_test_predicts_the_midpoint_and_then_sends_the_indirect_bubble() {
     );
     let out = drain(&mut c);
     assert_eq!(out.len(), 1, "{out:?}");
-    assert_eq!((out[0].local, out[0].kind), (Local::Primary, Kind::IndirectBubble));
+    assert_eq!(
+        (out[0].local, out[0].kind),
+        (Local::Primary, Kind::IndirectBubble)
+    );
     assert_eq!(out[0].random_port(), Some(40_011), "(Lower + Upper) / 2");
     assert_eq!(c.peer(&peer(), now).unwrap().predicted_port, 40_011);
     assert_eq!(c.counters().echo_test_predictions, 1);
@@ -376,7 +405,11 @@ fn echo_test_failover_one_second_then_two_then_the_indirect_bubble() {
     assert!(indirect(&drain(&mut c)).is_empty());
     c.handle_timeout(t + 3 * sec);
     let out = drain(&mut c);
-    assert_eq!(indirect(&out), [None], "2 s later: the indirect bubble, no prediction");
+    assert_eq!(
+        indirect(&out),
+        [None],
+        "2 s later: the indirect bubble, no prediction"
+    );
     assert_eq!(c.counters().echo_tests_started, 2);
     assert_eq!(c.counters().echo_test_predictions, 0);
 }
@@ -392,7 +425,9 @@ fn bad_input_is_refused_and_counted() {
         c.handle_udp(now, Local::Port(port ^ 1), from, &bubble),
         Err(DropReason::ClosedPort)
     );
-    assert!(c.handle_udp(now, Local::Port(port), from, &[0x60, 0]).is_err());
+    assert!(c
+        .handle_udp(now, Local::Port(port), from, &[0x60, 0])
+        .is_err());
     // Data from an untrusted peer on the random port.
     let data = echo_request(peer(), own, 3);
     assert_eq!(
@@ -416,7 +451,12 @@ fn bad_input_is_refused_and_counted() {
 
 #[test]
 fn without_the_extension_no_random_port() {
-    for p in [Profile::Vista, Profile::Miredo, Profile::Rfc5991, Profile::XpSp2] {
+    for p in [
+        Profile::Vista,
+        Profile::Miredo,
+        Profile::Rfc5991,
+        Profile::XpSp2,
+    ] {
         assert!(!ClientConfig::profile(p, P).port_preserving, "{p}");
     }
     let w = ClientConfig::profile(Profile::Win7, P);
@@ -427,7 +467,12 @@ fn without_the_extension_no_random_port() {
         c.handle_ipv6(now, &echo_request(own, peer(), 0)).unwrap();
         let out = drain(&mut c);
         assert_eq!(c.extra_ports().count(), 0);
-        assert!(out.iter().all(|d| d.local == Local::Primary && d.random_port().is_none()));
-        assert!(out.iter().any(|d| d.kind == Kind::IndirectBubble), "{out:?}");
+        assert!(out
+            .iter()
+            .all(|d| d.local == Local::Primary && d.random_port().is_none()));
+        assert!(
+            out.iter().any(|d| d.kind == Kind::IndirectBubble),
+            "{out:?}"
+        );
     }
 }
