@@ -73,6 +73,11 @@
 //!   else dropped — in particular no echo test is started for an unknown non-Teredo source
 //!   (CVE-2006-6266). Packets with a routing header (CVE-2006-6263), with a link-local
 //!   source (other than bubbles) or not addressed to our Teredo address are dropped.
+//! * **Random ports** (RFC 6081 §5.4, §5.5; [`ClientConfig::port_preserving`],
+//!   [`ClientConfig::sequential`]): behind a port-preserving symmetric NAT, or a symmetric
+//!   one whose next port an echo test predicts, a peer is reached through an extra local
+//!   socket ([`Local::Port`], [`Client::extra_ports`]) advertised in a Random Port trailer;
+//!   see `random_port` and `sequential` for the rules and this lab's readings of the RFC.
 //! * Every packet sent or delivered counts as activity ([`Client::note_activity`]) for the
 //!   Windows 7 dormant timer. Losing or changing the address empties the peer table.
 //!
@@ -82,13 +87,16 @@
 //! [`Client::poll_timeout`], and after every input drain [`Client::poll_output`] (first
 //! the datagrams to send, each with its [`Kind`](crate::io::Kind): router solicitations,
 //! bubbles, echo tests, data; then the packets for the host) and [`Client::poll_event`].
-//! Time and randomness come from the caller.
+//! After every input, keep one socket open per port of [`Client::extra_ports`] (same IPv4),
+//! send each datagram from the socket its [`Local`] names and hand what arrives on an extra
+//! port to `handle_udp` with [`Local::Port`]. Time and randomness come from the caller.
 //!
 //! # Layout
 //! `config` (profiles and knobs), `state` (state, NAT type, errors, status), `counters`,
 //! `qualification` (RS/RA, probe phases, refresh, dormant), `peers` (peer table, probes,
 //! pacing, trust), `data` (sending and receiving IPv6), `outputs` (the output and delivery
-//! queues); tests in `tests/`, their NAT, server and relay scaffolding in `tests/net.rs`.
+//! queues), `upnp` (RFC 6081 §5.3), `random_port` (§5.4), `sequential` (§5.5), `discovery`
+//! (RFC 4380 §5.2.8); tests in `tests/`, their NAT, server and relay scaffolding in `tests/net.rs`.
 
 mod config;
 mod counters;
