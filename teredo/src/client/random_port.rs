@@ -165,8 +165,10 @@ impl Client {
         self.ports.preserving = mapped.port() == self.local.port();
     }
 
-    /// Forgets every random port (the data path was reset).
+    /// Forgets every random port, and the Port-Preserving NAT flag until the next
+    /// qualification (§5.4.3: FALSE at start); the data path was reset.
     pub(super) fn ports_reset(&mut self) {
+        self.ports.preserving = false;
         let open = self.ports.open.len() as u64;
         self.counters.random_ports_closed += open;
         self.ports.open.clear();
