@@ -177,6 +177,10 @@ impl Client {
         if pkt.origin.is_some() {
             return Err(DropReason::UnexpectedOrigin);
         }
+        // RFC 6081 §5.4.4.5, second rule: a re-mapped peer is probed again.
+        if bubble && self.ports_remapped(now, pkt.src(), from) {
+            return Ok(Handled::Bubble);
+        }
         let r = self.direct(now, from, pkt, bubble);
         if bubble && r.is_ok() {
             // RFC 6081 §5.4.4.5: reached on the primary port, the random port closes.

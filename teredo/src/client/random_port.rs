@@ -9,7 +9,9 @@
 //! trailer on its indirect bubbles (§5.4.4.2) and sends direct bubbles from it, with the
 //! trailer (§5.4.4.3). A direct bubble that comes in on the random port makes the peer
 //! trusted there (§5.4.4.5), and from then on the peer's data and bubbles leave from that
-//! port; one accepted on the primary port closes the random port again.
+//! port; one accepted on the primary port closes the random port again, and a later one
+//! there from another mapping, after 30 s without an exchange, means the peer's NAT
+//! re-mapped: the peer is probed again (the same on the random port).
 //!
 //! Where the RFC's text is silent, this lab reads it so that RFC 6081 Figure 1's "SNS+PP"
 //! and "SNS+SS" cells can hold; each reading is marked *Reading* below:
@@ -427,6 +429,45 @@ impl Client {
         }
         p.ports.rx_primary = true;
         self.close_port(addr);
+    }
+
+    /// §5.4.4.5, second rule: a direct bubble on the primary port from a peer trusted there
+    /// (after its random port closed) but from another mapping, after 30 s without an
+    /// exchange: the peer's NAT re-mapped; the peer is no longer trusted and is probed again
+    /// (direct and indirect bubbles). True when it applied (the bubble is consumed).
+    pub(super) fn ports_remapped(
+        &mut self,
+        now: Instant,
+        addr: Ipv6Addr,
+        from: SocketAddrV4,
+    ) -> bool {
+        if !self.pp_active() {
+            return false;
+        }
+        let quiet = |t: Option<Instant>| {
+            t.is_none_or(|t| now.saturating_duration_since(t) > RANDOM_PORT_QUIET)
+        };
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return false;
+        };
+        if !(p.trusted && p.ports.rx_primary && p.mapping != Some(from)) {
+            return false;
+        }
+        if !(quiet(p.last_tx) && quiet(p.last_rx)) {
+            return false;
+        }
+        tracing::debug!(peer = %addr, %from, "peer re-mapped: probing again");
+        p.trusted = false;
+        p.ports.rx_primary = false;
+        p.phase = PeerPhase::Probing;
+        p.attempts = 0;
+        self.counters.bubbles_received += 1;
+        match self.gate(&addr, now) {
+            Gate::Now => self.send_probe(now, addr),
+            Gate::At(t) => self.set_deadline(addr, Some(t)),
+            Gate::Exhausted => self.give_up(now, addr),
+        }
+        true
     }
 
     /// A datagram on the random port `port` (the client is qualified; RAs went to the

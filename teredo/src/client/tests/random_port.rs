@@ -269,6 +269,28 @@ fn a_bubble_on_the_random_port_trusts_the_peer_there() {
         Err(DropReason::ClosedPort)
     );
     assert_eq!(c.counters().rejected(DropReason::ClosedPort), 2);
+    drain(&mut c);
+    // Second rule: trusted on the primary port, a bubble from another mapping within 30 s
+    // changes nothing (refused: no nonce of ours); after 30 s quiet the peer is probed again.
+    let moved = SocketAddrV4::new(*EXT_Y.ip(), 41_001);
+    assert_eq!(
+        c.handle_udp(now, Local::Primary, moved, &plain),
+        Err(DropReason::SpoofedSource)
+    );
+    assert!(c.peer(&peer(), now).unwrap().trusted);
+    let later = now + Duration::from_secs(31);
+    assert_eq!(
+        c.handle_udp(later, Local::Primary, moved, &plain),
+        Ok(Handled::Bubble)
+    );
+    let info = c.peer(&peer(), later).unwrap();
+    assert!(!info.trusted);
+    assert_eq!(info.phase, PeerPhase::Probing);
+    let out = drain(&mut c);
+    assert!(
+        out.iter().any(|d| d.kind == Kind::IndirectBubble),
+        "{out:?}"
+    );
 }
 
 #[test]
