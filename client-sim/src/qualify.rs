@@ -142,6 +142,10 @@ pub struct QualifyCounters {
     pub bind_failures: u64,
     /// Sends that failed.
     pub send_errors: u64,
+    /// Datagrams the client emitted from one of its random ports (RFC 6081 §5.4, §5.5,
+    /// [`teredo::io::Local::Port`]): dropped, this driver opens no socket for them (the
+    /// extensions run in the in-process lab, `client-sim lab`).
+    pub random_port_dropped: u64,
     /// Datagrams larger than the largest UDP payload (dropped).
     pub oversized: u64,
     /// Datagrams held for the NAT model's latency (`delay`, `jitter`) before they were
@@ -393,6 +397,8 @@ pub(crate) struct Driver {
     sockets: Sockets,
     rx: mpsc::Receiver<Received>,
     send_errors: u64,
+    /// Datagrams from a random port, dropped (no socket for them here).
+    random_port_dropped: u64,
     /// Transmit / delivery buffer (one datagram).
     buf: Vec<u8>,
     /// Packets the client delivered, with their arrival time.
@@ -453,6 +459,7 @@ impl Driver {
             sockets,
             rx,
             send_errors: 0,
+            random_port_dropped: 0,
             buf: vec![0u8; MAX_UDP_PAYLOAD],
             delivered: VecDeque::new(),
             delivered_dropped: 0,
@@ -567,6 +574,19 @@ impl Driver {
                     kind: Kind::DiscoveryBubble,
                     ..
                 }) => continue,
+                // A random port of RFC 6081 §5.4/§5.5: never sent from the primary socket.
+                Some(Output::Udp {
+                    local: Local::Port(port),
+                    ..
+                }) => {
+                    self.random_port_dropped += 1;
+                    tracing::info!(
+                        port,
+                        "datagram from a random port dropped: the port-preserving and \
+                         sequential extensions need the in-process lab"
+                    );
+                    continue;
+                }
                 Some(Output::Udp { to, len, .. }) => (to, len),
                 Some(Output::Ipv6 { len, .. }) => {
                     if self.delivered.len() >= MAX_DELIVERED {
@@ -749,6 +769,7 @@ impl Driver {
         }
         c.sockets += self.sockets.map.len();
         c.send_errors += self.send_errors;
+        c.random_port_dropped += self.random_port_dropped;
         c.oversized += self.sockets.oversized.load(Ordering::Relaxed);
         c.held += self.hold.held;
         c.reordered += self.hold.reordered;

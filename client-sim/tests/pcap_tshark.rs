@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use client_sim::lab::{run_lab, LabOptions, RELAY_ADDR};
-use teredo::wire::trailer::{NdOption, TYPE_ND_OPTION, TYPE_NONCE};
+use teredo::wire::trailer::{
+    AlternateAddress, NdOption, RandomPort, TYPE_ALTERNATE_ADDRESS, TYPE_ND_OPTION, TYPE_NONCE,
+    TYPE_RANDOM_PORT,
+};
 use teredo::wire::{TeredoPacket, Trailers};
 
 /// Wireshark maps UDP 3544 to Teredo already; saying it keeps that true whatever the local
@@ -125,8 +128,8 @@ fn dissect(pcap: &Path) -> Vec<FrameInfo> {
     frames
 }
 
-/// The frames tshark shows as plain UDP data whose data is a bubble with RFC 6081 nonce or
-/// ND Option trailers (see the module documentation).
+/// The frames tshark shows as plain UDP data whose data is a bubble with RFC 6081 nonce, ND
+/// Option, Random Port or Alternate Address trailers (see the module documentation).
 fn trailer_bubbles(pcap: &Path) -> Vec<usize> {
     let text = tshark(
         pcap,
@@ -151,6 +154,8 @@ fn trailer_bubbles(pcap: &Path) -> Vec<usize> {
             let known = Trailers::new(p.trailers).all(|t| match t.ty {
                 TYPE_NONCE => t.nonce().is_some(),
                 TYPE_ND_OPTION => NdOption::parse(&t).is_ok(),
+                TYPE_RANDOM_PORT => RandomPort::parse(&t).is_ok(),
+                TYPE_ALTERNATE_ADDRESS => AlternateAddress::parse(&t).is_ok(),
                 _ => false,
             });
             let whole = Trailers::new(p.trailers)

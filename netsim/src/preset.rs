@@ -11,8 +11,9 @@ use crate::{
 };
 
 /// The classic NAT types, by their kebab-case names (`none`, `full-cone`, `restricted`,
-/// `port-restricted`, `masquerade`, `symmetric`, `symmetric-address`). All but `symmetric`
-/// preserve ports; all use the REQ-5 minimum timeout of 120 s, outbound-only refresh and
+/// `port-restricted`, `masquerade`, `symmetric`, `symmetric-address`; outside
+/// [`NatPreset::ALL`], `port-preserving-symmetric` and `sequential-symmetric`). All but
+/// `symmetric` and `sequential-symmetric` preserve ports; all use the REQ-5 minimum timeout of 120 s, outbound-only refresh and
 /// hairpinning (REQ-9). The doc of each variant says what a Teredo client (RFC 4380
 /// qualification: optional cone probe, then restricted RS to the primary and the secondary
 /// server address) sees behind it, and which kernel NAT it matches: the nftables rulesets of
@@ -73,6 +74,22 @@ pub enum NatPreset {
     /// (Windows: "symmetric (address)"); the cone probe times out. Kernel: no ruleset of the
     /// test kit (it would need a router with two WAN addresses).
     SymmetricAddress,
+    /// Port-preserving symmetric (RFC 6081 §3.3), APDM + APDF with port preservation: each
+    /// destination gets its own mapping, on the client's own port when that is still free
+    /// on the external address. The first mapping (to the primary server address) keeps the
+    /// client's port and the secondary-address check sees another one: "symmetric (port)",
+    /// with the mapped port equal to the local one (RFC 6081's Port-Preserving NAT flag).
+    /// A port-preserving client then reaches peers through a fresh local port, which this
+    /// NAT preserves. Not in [`NatPreset::ALL`] (see [`NatPreset::PREDICTABLE`]). Kernel: no
+    /// ruleset of the test kit.
+    PortPreservingSymmetric,
+    /// Sequential port-symmetric (RFC 6081 §3.4), APDM + APDF with sequential ports: each
+    /// new mapping takes the next free port after the previous one. The secondary-address
+    /// check sees the next port: "symmetric (port)", not port-preserving; a client with the
+    /// sequential extension predicts the port of a fresh mapping from two RSs around it (its
+    /// echo test). Not in [`NatPreset::ALL`] (see [`NatPreset::PREDICTABLE`]). Kernel: no
+    /// ruleset of the test kit.
+    SequentialSymmetric,
 }
 
 impl NatPreset {
@@ -87,6 +104,13 @@ impl NatPreset {
         Self::SymmetricAddress,
     ];
 
+    /// The symmetric NATs whose ports a client can predict (RFC 6081 Figure 1's
+    /// "port-preserving" and "sequential" columns), usable by name (`FromStr`) and in the
+    /// connectivity lab's rows, but kept out of [`Self::ALL`]'s scenario matrix and kernel
+    /// comparisons.
+    pub const PREDICTABLE: &'static [Self] =
+        &[Self::PortPreservingSymmetric, Self::SequentialSymmetric];
+
     /// The kebab-case name, as accepted by `FromStr` and printed by `Display`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -97,6 +121,8 @@ impl NatPreset {
             Self::Masquerade => "masquerade",
             Self::Symmetric => "symmetric",
             Self::SymmetricAddress => "symmetric-address",
+            Self::PortPreservingSymmetric => "port-preserving-symmetric",
+            Self::SequentialSymmetric => "sequential-symmetric",
         }
     }
 
@@ -144,6 +170,18 @@ impl NatPreset {
                 PortAllocation::Random,
                 Pooling::Paired,
             ),
+            Self::PortPreservingSymmetric => (
+                M::AddressAndPortDependent,
+                F::AddressAndPortDependent,
+                PortAllocation::Preserving,
+                Pooling::Paired,
+            ),
+            Self::SequentialSymmetric => (
+                M::AddressAndPortDependent,
+                F::AddressAndPortDependent,
+                PortAllocation::Sequential,
+                Pooling::Paired,
+            ),
             Self::SymmetricAddress => (
                 M::AddressDependent,
                 F::AddressAndPortDependent,
@@ -185,14 +223,15 @@ impl FromStr for NatPreset {
         let lower = s.trim().to_ascii_lowercase();
         Self::ALL
             .iter()
+            .chain(Self::PREDICTABLE)
             .copied()
             .find(|p| p.as_str() == lower)
             .ok_or_else(|| {
                 bad_value(
                     "preset",
                     s,
-                    "none, full-cone, restricted, port-restricted, masquerade, symmetric or \
-                     symmetric-address",
+                    "none, full-cone, restricted, port-restricted, masquerade, symmetric, \
+                     symmetric-address, port-preserving-symmetric or sequential-symmetric",
                 )
             })
     }

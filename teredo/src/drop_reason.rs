@@ -232,6 +232,10 @@ drop_reasons! {
     /// Client: queued packets discarded because the Teredo address changed or was lost
     /// (new mapping, offline, dormant).
     AddressLost => "address_lost" in [C],
+    /// Client: a datagram on an extra local port (an RFC 6081 random port, §5.4, §5.5) that
+    /// is not open, or from another IPv6 source than the peer the port was opened for (a
+    /// random port serves one peer).
+    ClosedPort => "closed_port" in [C],
 }
 
 impl From<WireError> for DropReason {

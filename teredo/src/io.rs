@@ -9,37 +9,48 @@ use std::time::Duration;
 
 /// Which of a component's UDP sockets a datagram arrived on or leaves from. A server has
 /// two (its primary and secondary addresses: the cone test depends on which one answers); a
-/// relay and a client have one, [`Local::Primary`].
+/// relay has one, [`Local::Primary`]; a client has its primary socket and, with the RFC 6081
+/// port-preserving or sequential port-symmetric extension (§5.4, §5.5), extra sockets on
+/// random local ports ([`Local::Port`]). Server and relay drivers never see `Port`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Local {
     /// The primary address (for a server, the one embedded in the prefix).
     Primary,
     /// The server's secondary address (conventionally primary + 1).
     Secondary,
+    /// A client's extra socket on this local port, same IPv4 as its primary socket (an RFC
+    /// 6081 "random port"; the client says which ones are open:
+    /// [`Client::extra_ports`](crate::client::Client::extra_ports)). Only clients use it.
+    Port(u16),
 }
 
 impl Local {
-    /// The other address: where a server answers a cone RS from.
+    /// The other address: where a server answers a cone RS from. A client's extra port has
+    /// no other and is returned unchanged.
     pub fn other(self) -> Self {
         match self {
             Self::Primary => Self::Secondary,
             Self::Secondary => Self::Primary,
+            Self::Port(p) => Self::Port(p),
         }
     }
 
-    /// Index of the socket (0 primary, 1 secondary), for drivers that keep them in an array.
+    /// Index of a server's socket (0 primary, 1 secondary), for drivers that keep them in an
+    /// array. A client's extra port ([`Local::Port`], never given to a server or relay)
+    /// maps to 0, so that an index is always in bounds.
     pub fn index(self) -> usize {
         match self {
-            Self::Primary => 0,
+            Self::Primary | Self::Port(_) => 0,
             Self::Secondary => 1,
         }
     }
 
-    /// Metric label.
+    /// Metric label (`port` for every extra port of a client).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Primary => "primary",
             Self::Secondary => "secondary",
+            Self::Port(_) => "port",
         }
     }
 }
@@ -238,5 +249,7 @@ mod tests {
         assert_eq!(ip.bytes(&input), &[2, 3, 4]);
         assert_eq!(Local::Primary.other(), Local::Secondary);
         assert_eq!(Local::Secondary.index(), 1);
+        assert_eq!(Local::Port(40_000).index(), 0);
+        assert_eq!(Local::Port(40_000).other(), Local::Port(40_000));
     }
 }

@@ -166,7 +166,8 @@ impl Server {
 
     fn local_addr(&self, l: Local) -> Ipv4Addr {
         match l {
-            Local::Primary => self.cfg.primary,
+            // A server has no extra ports (a client's `Port` never reaches it).
+            Local::Primary | Local::Port(_) => self.cfg.primary,
             Local::Secondary => self.cfg.secondary,
         }
     }

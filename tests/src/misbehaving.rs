@@ -220,7 +220,7 @@ impl Driver {
                     }
                 }
                 let socket = match reply_from {
-                    Local::Primary => &self.sockets[0],
+                    Local::Primary | Local::Port(_) => &self.sockets[0],
                     Local::Secondary => &self.sockets[1],
                 };
                 // A datagram the kernel refuses (no route) is lost, as on a real server.

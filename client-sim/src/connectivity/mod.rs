@@ -4,10 +4,13 @@
 //! or the reason it cannot.
 //!
 //! The rows are the cells the client core can answer today: those of the UPnP-enabled
-//! Symmetric NAT extension (§3.2, §5.3), their controls, and the same cells with a Miredo
-//! or XP end, where the figure's "SNS" does not hold because that end lacks the extension.
-//! The port-preserving and sequential cells wait for their extensions; the Hairpinning
-//! extension (two clients behind one NAT) is asserted by the lab's `same-lan` rows.
+//! Symmetric NAT extension (§3.2, §5.3), of the Port-Preserving (§3.3, §5.4) and Sequential
+//! Port-Symmetric (§3.4, §5.5) NAT extensions (behind `port-preserving-symmetric` and
+//! `sequential-symmetric` NATs), their controls, and the same cells with a Miredo, XP or
+//! Vista end, where the figure's entry does not hold because that end lacks the extension.
+//! A "+PP" row also asserts that one end reached the other through a random port, a "+SS"
+//! row that an echo test predicted a port. The Hairpinning extension (two clients behind one
+//! NAT) is asserted by the lab's `same-lan` rows.
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -94,6 +97,10 @@ pub struct RowResult {
     pub qualified: [bool; 2],
     /// Each client's status says `UPNP: Yes`.
     pub upnp_used: [bool; 2],
+    /// Each client sends to the other from a random port (RFC 6081 §5.4.4.5) after the run.
+    pub random_port: [bool; 2],
+    /// Echo tests that predicted a port, per client (RFC 6081 §5.5.4.4).
+    pub predictions: [u64; 2],
     /// The ping run, if the sender qualified.
     pub ping: Option<PathObserved>,
     /// Datagrams both clients refused as `spoofed_source` during the ping run.
@@ -175,6 +182,19 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
     let state = |i: usize| sim.client(i).map(|n| n.client.status());
     let qualified = [0, 1].map(|i| state(i).is_some_and(|s| s.state == State::Qualified));
     let upnp_used = [0, 1].map(|i| state(i).is_some_and(|s| s.upnp));
+    let now = sim.now();
+    let random_port = [0, 1].map(|i| {
+        let peer = sim.client(1 - i).and_then(|n| n.client.address());
+        let node = sim.client(i);
+        match (node, peer) {
+            (Some(n), Some(peer)) => n.client.peer(&peer, now).is_some_and(|p| p.via_random_port),
+            _ => false,
+        }
+    });
+    let predictions = [0, 1].map(|i| {
+        sim.client(i)
+            .map_or(0, |n| n.client.counters().echo_test_predictions)
+    });
     let mut mismatches: Vec<String> = error.into_iter().collect();
     if !qualified.iter().all(|q| *q) {
         mismatches.push(format!("qualified: {qualified:?}"));
@@ -187,6 +207,15 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
                 end.label(),
                 upnp_used[i]
             ));
+        }
+    }
+    if let Reach::Works(ext) = row.expect {
+        let via = random_port.iter().any(|v| *v);
+        if (ext.contains("+PP") || ext.contains("+SS")) && !via {
+            mismatches.push("no end reached the other through a random port".to_owned());
+        }
+        if ext.contains("+SS") && predictions.iter().all(|n| *n == 0) {
+            mismatches.push("no echo test predicted a port".to_owned());
         }
     }
     match (row.expect, &ping) {
@@ -219,6 +248,8 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
         row: *row,
         qualified,
         upnp_used,
+        random_port,
+        predictions,
         ping,
         spoofed,
         mismatches,
@@ -235,8 +266,8 @@ pub fn table(results: &[RowResult]) -> String {
     let mut s = String::from("RFC 6081 Fig. 1, Teredo <-> Teredo (sender pings receiver):\n");
     let _ = writeln!(
         s,
-        "{:<30} {:<30} {:<56} {:<18} {:<9} {:<16} result",
-        "sender", "receiver", "RFC 6081 Fig. 1", "expected", "UPnP", "replies"
+        "{:<30} {:<30} {:<64} {:<18} {:<9} {:<9} {:<16} result",
+        "sender", "receiver", "RFC 6081 Fig. 1", "expected", "UPnP", "rnd.port", "replies"
     );
     for r in results {
         let expected = match r.row.expect {
@@ -245,6 +276,12 @@ pub fn table(results: &[RowResult]) -> String {
             Reach::NoSns => "no (no SNS)".to_owned(),
         };
         let upnp = format!("{}/{}", yes_no(r.upnp_used[0]), yes_no(r.upnp_used[1]));
+        let port = |i: usize| match (r.random_port[i], r.predictions[i]) {
+            (false, _) => "no",
+            (true, 0) => "pp",
+            (true, _) => "ss",
+        };
+        let rnd = format!("{}/{}", port(0), port(1));
         let replies = r.ping.as_ref().map_or("-".to_owned(), |o| {
             let mut drops: Vec<String> = o
                 .nat_drops
@@ -263,12 +300,13 @@ pub fn table(results: &[RowResult]) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<30} {:<30} {:<56} {:<18} {:<9} {:<16} {result}",
+            "{:<30} {:<30} {:<64} {:<18} {:<9} {:<9} {:<16} {result}",
             r.row.from.label(),
             r.row.to.label(),
             r.row.figure,
             expected,
             upnp,
+            rnd,
             replies
         );
     }
@@ -301,6 +339,8 @@ pub fn json(results: &[RowResult]) -> serde_json::Value {
                 "why": r.row.why,
                 "qualified": r.qualified,
                 "upnp_used": r.upnp_used,
+                "random_port": r.random_port,
+                "echo_test_predictions": r.predictions,
                 "replies": r.ping.as_ref().map(|o| o.received),
                 "sent": r.ping.as_ref().map(|o| o.sent),
                 "nat_drops": r.ping.as_ref().map(|o| o.nat_drops.clone()),

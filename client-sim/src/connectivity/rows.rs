@@ -113,4 +113,116 @@ pub const ROWS: &[Row] = &[
         why: "vista does not ask the gateway (no source that it does): its address embeds a \
               filtered mapping, so the win7 side cannot answer it",
     },
+    Row {
+        from: End::new(P::Win7, N::PortRestricted, false),
+        to: End::new(P::Win7, N::PortPreservingSymmetric, false),
+        figure: "port restricted -> port-preserving symmetric: SNS+PP",
+        expect: Reach::Works("SNS+PP"),
+        why: "the receiver answers from a random port its NAT preserves and advertises it in \
+              its indirect bubble; the sender, whose mapping is endpoint-independent, sends \
+              to that port from its own mapping (which the random port's bubble to it let \
+              in), and the answer through it makes the sender trust the receiver there",
+    },
+    Row {
+        from: End::new(P::Win7, N::PortPreservingSymmetric, false),
+        to: End::new(P::Win7, N::PortRestricted, false),
+        figure: "port-preserving symmetric -> port restricted: SNS+PP",
+        expect: Reach::Works("SNS+PP"),
+        why: "the sender advertises its random port; the receiver sends there (opening its \
+              NAT), the sender answers its indirect bubble from the random port, and each \
+              trusts the other at the random port's mapping",
+    },
+    Row {
+        from: End::new(P::Win7, N::PortPreservingSymmetric, false),
+        to: End::new(P::Win7, N::PortPreservingSymmetric, false),
+        figure: "port-preserving symmetric -> port-preserving symmetric: SNS+PP",
+        expect: Reach::Works("SNS+PP"),
+        why: "both advertise random ports through the server, and each random port's first \
+              bubble goes to the other's random port, so both NATs preserve the ports \
+              towards each other (§3.3: the second direct bubble gets through)",
+    },
+    Row {
+        from: End::new(P::Win7, N::PortPreservingSymmetric, false),
+        to: End::new(P::Win7, N::SequentialSymmetric, false),
+        figure: "port-preserving symmetric -> sequential port-symmetric: SNS+SS",
+        expect: Reach::Works("SNS+SS"),
+        why: "the receiver learns the sender's random port first, so its echo test's bubble \
+              goes there and the predicted port (midpoint of the two RAs) is the mapping \
+              towards the sender's random port",
+    },
+    Row {
+        from: End::new(P::Win7, N::PortRestricted, false),
+        to: End::new(P::Win7, N::SequentialSymmetric, false),
+        figure: "port restricted -> sequential port-symmetric: SNS+SS",
+        expect: Reach::Works("SNS+SS"),
+        why: "the receiver's echo test bubble goes to the sender's embedded mapping; the \
+              sender sends to the predicted port from that mapping",
+    },
+    Row {
+        from: End::new(P::Win7, N::SequentialSymmetric, false),
+        to: End::new(P::Win7, N::PortRestricted, false),
+        figure: "sequential port-symmetric -> port restricted: SNS+SS",
+        expect: Reach::Works("SNS+SS"),
+        why: "the sender's echo test predicts the port of its bubble to the receiver's \
+              embedded mapping; the receiver sends there, which is that very mapping",
+    },
+    Row {
+        from: End::new(P::Win7, N::SequentialSymmetric, false),
+        to: End::new(P::Win7, N::SequentialSymmetric, false),
+        figure: "sequential port-symmetric -> sequential port-symmetric: No",
+        expect: Reach::No(NatDrop::Filtered),
+        why: "each echo test's bubble goes where the other will not send from: the predicted \
+              ports admit only the wrong remote port",
+    },
+    Row {
+        from: End::new(P::Win7, N::SequentialSymmetric, false),
+        to: End::new(P::Win7, N::PortPreservingSymmetric, false),
+        figure: "sequential port-symmetric -> port-preserving symmetric: No",
+        expect: Reach::No(NatDrop::Filtered),
+        why: "the sender's echo test runs before it knows the receiver's random port, so its \
+              predicted mapping admits the receiver's embedded mapping only",
+    },
+    Row {
+        from: End::new(P::Vista, N::PortRestricted, false),
+        to: End::new(P::Win7, N::PortPreservingSymmetric, false),
+        figure: "port restricted -> port-preserving symmetric: SNS+PP",
+        expect: Reach::No(NatDrop::Filtered),
+        why: "vista lacks the port-preserving extension (no source that it has it): it never \
+              sends to the advertised random port, so its NAT filters everything from the \
+              symmetric side",
+    },
+    Row {
+        from: End::new(P::Miredo, N::PortRestricted, false),
+        to: End::new(P::Win7, N::SequentialSymmetric, false),
+        figure: "port restricted -> sequential port-symmetric: SNS+SS",
+        expect: Reach::No(NatDrop::Filtered),
+        why: "miredo ignores the Random Port trailer: nothing goes to the predicted port",
+    },
+    Row {
+        from: End::new(P::Win7, N::PortPreservingSymmetric, false),
+        to: End::new(P::Win7, N::PortRestricted, true),
+        figure: "port-preserving symmetric -> UPnP port-restricted: No",
+        expect: Reach::Works("SNS"),
+        why: "the figure does not hold in this model: the receiver's lease admits anyone at \
+              its embedded mapping (endpoint-independent filtering there), so the sender's \
+              fresh mapping gets in and proves itself with the nonce of the receiver's \
+              indirect bubble, as towards a cone NAT; no random port is needed",
+    },
+    Row {
+        from: End::new(P::Win7, N::PortPreservingSymmetric, false),
+        to: End::new(P::Win7, N::FullCone, false),
+        figure: "port-preserving symmetric -> cone: SNS",
+        expect: Reach::Works("SNS"),
+        why: "the cone NAT admits the sender's fresh mapping; the receiver trusts it by the \
+              nonce, and the sender trusts the receiver's embedded mapping",
+    },
+    Row {
+        from: End::new(P::Win7, N::SequentialSymmetric, false),
+        to: End::new(P::Win7, N::Restricted, false),
+        figure: "sequential port-symmetric -> address restricted: SNS",
+        expect: Reach::Works("SNS"),
+        why: "symmetric NAT support would do; the sender cannot tell the peer's NAT, so its \
+              echo test runs anyway and the peer answers at the predicted port, which ends \
+              up carrying the traffic",
+    },
 ];

@@ -639,6 +639,19 @@ impl Worker {
                     kind: Kind::DiscoveryBubble,
                     ..
                 } => Some(None),
+                // A random port (RFC 6081 §5.4/§5.5): this driver opens no socket for it;
+                // counted as a failed send.
+                Output::Udp {
+                    local: Local::Port(port),
+                    ..
+                } => {
+                    tracing::debug!(port, "datagram from a random port: no socket, not sent");
+                    self.shared
+                        .trial
+                        .send_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    Some(None)
+                }
                 Output::Udp { to, len, .. } => {
                     let data = buf.get(..len).unwrap_or_default();
                     send_through_nat(end, &self.shared, now, to, data);

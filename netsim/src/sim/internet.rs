@@ -103,7 +103,7 @@ impl Sim {
         let ip = *d.to.ip();
         let target = self.clients.iter().position(|c| match &c.nat {
             Some(nat) => nat.is_external(ip),
-            None => c.lan_of.is_none() && c.local() == d.to,
+            None => c.lan_of.is_none() && *c.local().ip() == ip,
         });
         let Some(i) = target else {
             self.counters.no_route += 1;
@@ -111,22 +111,40 @@ impl Sim {
             return;
         };
         let inbound = match self.clients[i].nat.as_mut() {
-            None => return self.deliver_inside(i, d.from, &d.payload, index),
+            None => {
+                return match self.clients[i].socket(d.to.port()) {
+                    Some(local) => self.deliver_inside(i, local, d.from, &d.payload, index),
+                    None => {
+                        self.counters.no_listener += 1;
+                        let fate = self.dropped(Node::Client(i), "port not listening");
+                        self.journal_fate(index, fate);
+                    }
+                };
+            }
             Some(nat) => nat.inbound(now, d.to, d.from),
         };
         match inbound {
-            // The host behind the mapping: the NAT's owner or another client on its LAN.
-            Ok(t) => match self.lan_member(i, t.internal) {
-                Some(j) if t.delay.is_zero() => self.deliver_inside(j, d.from, &d.payload, index),
-                Some(j) => self.push(
+            // The host behind the mapping: the NAT's owner or another client on its LAN, on
+            // its primary socket or one of its extra ports.
+            Ok(t) => match self.lan_socket(i, t.internal) {
+                Some(Ok((j, local))) if t.delay.is_zero() => {
+                    self.deliver_inside(j, local, d.from, &d.payload, index)
+                }
+                Some(Ok((j, local))) => self.push(
                     now + t.delay,
                     Delivery::Inside {
                         node: j,
+                        local,
                         from: d.from,
                         payload: d.payload,
                         journal: index,
                     },
                 ),
+                Some(Err(j)) => {
+                    self.counters.no_listener += 1;
+                    let fate = self.dropped(Node::Client(j), "port not listening");
+                    self.journal_fate(index, fate);
+                }
                 None => {
                     self.counters.no_route += 1;
                     let fate = self.dropped(Node::Nat(i), "no host behind the mapping");
@@ -143,6 +161,7 @@ impl Sim {
     pub(super) fn lan_arrive(
         &mut self,
         j: usize,
+        local: Local,
         from: SocketAddrV4,
         payload: &[u8],
         multicast: bool,
@@ -155,7 +174,7 @@ impl Sim {
         let _ = if multicast {
             node.client.handle_discovery(now, from, payload)
         } else {
-            node.client.handle_udp(now, Local::Primary, from, payload)
+            node.client.handle_udp(now, local, from, payload)
         };
         self.pump_client(j);
     }
@@ -163,6 +182,7 @@ impl Sim {
     pub(super) fn deliver_inside(
         &mut self,
         i: usize,
+        local: Local,
         from: SocketAddrV4,
         payload: &[u8],
         index: Option<usize>,
@@ -172,9 +192,9 @@ impl Sim {
             return;
         };
         // Refusals are counted by the client (`ClientCounters::rejected`).
-        let r = node.client.handle_udp(now, Local::Primary, from, payload);
+        let r = node.client.handle_udp(now, local, from, payload);
         if index.is_some() {
-            let inner = node.nat.is_some().then(|| node.client.local());
+            let inner = node.nat.is_some().then(|| node.source(local));
             let fate = match r {
                 Ok(_) => self.delivered(Node::Client(i), inner),
                 Err(reason) => self.dropped(Node::Client(i), reason),
@@ -191,7 +211,7 @@ impl Sim {
         let elapsed = self.elapsed();
         let mut out: Vec<(Instant, Datagram, Via)> = Vec::new();
         let mut lost: Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>, String)> = Vec::new();
-        let mut inside: Vec<(usize, Instant, SocketAddrV4, Vec<u8>)> = Vec::new();
+        let mut inside: Vec<(usize, Local, Instant, SocketAddrV4, Vec<u8>)> = Vec::new();
         let mut transmits = Vec::new();
         {
             let Some(node) = self.clients.get_mut(i) else {
@@ -204,8 +224,9 @@ impl Sim {
             // sent before the next delivery is read.
             for _ in 0..MAX_DRAIN {
                 let n = match node.client.poll_output(&mut buf) {
-                    Some(Output::Udp { to, len, .. }) => {
-                        transmits.push((to, buf.get(..len).unwrap_or_default().to_vec()));
+                    Some(Output::Udp { local, to, len, .. }) => {
+                        let bytes = buf.get(..len).unwrap_or_default().to_vec();
+                        transmits.push((node.source(local), to, bytes));
                         continue;
                     }
                     Some(Output::Ipv6 { len, .. }) => len,
@@ -256,11 +277,12 @@ impl Sim {
         for (at, d, via) in out {
             self.send_at(at, Sender::Client(i), d, via);
         }
-        for (node, at, from, payload) in inside {
+        for (node, local, at, from, payload) in inside {
             self.push(
                 at,
                 Delivery::Inside {
                     node,
+                    local,
                     from,
                     payload,
                     journal: None,
@@ -269,23 +291,21 @@ impl Sim {
         }
     }
 
-    /// Routes what client `i` sent: to the discovery group, a copy to every other client on
-    /// its LAN (never through the NAT); to another client on its LAN, straight there;
-    /// anything else out through its NAT (or onto the Internet without one).
+    /// Routes what client `i` sent (each from its local address: the primary socket's or an
+    /// extra port's): to the discovery group, a copy to every other client on its LAN (never
+    /// through the NAT); to another client on its LAN, straight there; anything else out
+    /// through its NAT (or onto the Internet without one).
     fn route_transmits(
         &mut self,
         i: usize,
-        transmits: Vec<(SocketAddrV4, Vec<u8>)>,
+        transmits: Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)>,
         out: &mut Vec<(Instant, Datagram, Via)>,
         lost: &mut Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>, String)>,
-        inside: &mut Vec<(usize, Instant, SocketAddrV4, Vec<u8>)>,
+        inside: &mut Vec<(usize, Local, Instant, SocketAddrV4, Vec<u8>)>,
     ) {
         let now = self.now;
         let owner = self.nat_owner(i);
-        let Some(local) = self.clients.get(i).map(|c| c.local()) else {
-            return;
-        };
-        for (to, payload) in transmits {
+        for (local, to, payload) in transmits {
             if *to.ip() == DISCOVERY_GROUP {
                 let members = owner.map(|o| self.lan_members(o, i)).unwrap_or_default();
                 if members.is_empty() {
@@ -296,6 +316,7 @@ impl Sim {
                     let payload = payload.clone();
                     let lan = Delivery::Lan {
                         node: j,
+                        local: Local::Primary,
                         from: local,
                         payload,
                         multicast: true,
@@ -304,13 +325,15 @@ impl Sim {
                 }
                 continue;
             }
-            if let Some(j) = owner
-                .and_then(|o| self.lan_member(o, to))
-                .filter(|&j| j != i)
+            if let Some((j, sock)) = owner
+                .and_then(|o| self.lan_socket(o, to))
+                .and_then(Result::ok)
+                .filter(|&(j, _)| j != i)
             {
                 self.counters.lan_unicast += 1;
                 let lan = Delivery::Lan {
                     node: j,
+                    local: sock,
                     from: local,
                     payload,
                     multicast: false,
@@ -344,14 +367,16 @@ impl Sim {
                     };
                     out.push((now + tr.delay, d, via));
                 }
-                Ok(Outbound::Hairpin(h)) => {
-                    if let Some(j) = owner.and_then(|o| self.lan_member(o, h.to)) {
+                Ok(Outbound::Hairpin(h)) => match owner.and_then(|o| self.lan_socket(o, h.to)) {
+                    Some(Ok((j, sock))) => {
                         if j != i {
                             self.counters.hairpinned += 1;
                         }
-                        inside.push((j, now + h.delay, h.from, payload));
+                        inside.push((j, sock, now + h.delay, h.from, payload));
                     }
-                }
+                    Some(Err(_)) => self.counters.no_listener += 1,
+                    None => {}
+                },
                 // Counted by the NAT.
                 Err(e) => lost.push((local, to, payload, e.to_string())),
             }

@@ -297,10 +297,18 @@ impl Sim {
         }
     }
 
-    /// The client at `addr` behind the NAT of `owner`.
-    fn lan_member(&self, owner: usize, addr: SocketAddrV4) -> Option<usize> {
-        (0..self.clients.len())
-            .find(|&j| self.nat_owner(j) == Some(owner) && self.clients[j].local() == addr)
+    /// The client and its socket at `addr` behind the NAT of `owner`: its primary socket, or
+    /// one of its extra ports ([`Client::extra_ports`]). `Err(j)`: client `j` has that IPv4
+    /// address but does not listen on that port.
+    fn lan_socket(
+        &self,
+        owner: usize,
+        addr: SocketAddrV4,
+    ) -> Option<Result<(usize, teredo::io::Local), usize>> {
+        let j = (0..self.clients.len()).find(|&j| {
+            self.nat_owner(j) == Some(owner) && self.clients[j].local().ip() == addr.ip()
+        })?;
+        Some(self.clients[j].socket(addr.port()).map(|l| (j, l)).ok_or(j))
     }
 
     /// The other clients behind the NAT of `owner`, except `but`.
@@ -637,16 +645,18 @@ impl Sim {
             }
             Delivery::Inside {
                 node,
+                local,
                 from,
                 payload,
                 journal,
-            } => self.deliver_inside(node, from, &payload, journal),
+            } => self.deliver_inside(node, local, from, &payload, journal),
             Delivery::Lan {
                 node,
+                local,
                 from,
                 payload,
                 multicast,
-            } => self.lan_arrive(node, from, &payload, multicast),
+            } => self.lan_arrive(node, local, from, &payload, multicast),
             Delivery::Native(packet, index) => self.native_arrive(&packet, index),
         }
     }

@@ -5,6 +5,7 @@ use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
 use teredo::client::{Client, Event};
+use teredo::io::Local;
 use teredo::relay::Relay;
 
 #[cfg(doc)]
@@ -76,5 +77,25 @@ impl ClientNode {
     /// The client's own socket address (private behind a NAT).
     pub fn local(&self) -> SocketAddrV4 {
         self.client.local()
+    }
+
+    /// The client's socket on local `port`: its primary one, or an extra port it listens on
+    /// (RFC 6081 random ports, [`Client::extra_ports`]).
+    pub fn socket(&self, port: u16) -> Option<Local> {
+        if port == self.local().port() {
+            Some(Local::Primary)
+        } else if self.client.listens_on(port) {
+            Some(Local::Port(port))
+        } else {
+            None
+        }
+    }
+
+    /// The local address a datagram from socket `local` leaves from.
+    pub fn source(&self, local: Local) -> SocketAddrV4 {
+        match local {
+            Local::Port(p) => SocketAddrV4::new(*self.local().ip(), p),
+            Local::Primary | Local::Secondary => self.local(),
+        }
     }
 }

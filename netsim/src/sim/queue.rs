@@ -6,6 +6,8 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
+use teredo::io::Local;
+
 use super::journal::Via;
 use super::{Datagram, Sender};
 
@@ -16,9 +18,10 @@ pub(super) enum Delivery {
     /// A datagram reaches its destination on the Internet; the number is its launch order,
     /// then its journal entry (when journaling).
     Arrive(Datagram, u64, Option<usize>),
-    /// A datagram reaches a client behind its NAT.
+    /// A datagram reaches a client behind its NAT, on one of its sockets.
     Inside {
         node: usize,
+        local: Local,
         from: SocketAddrV4,
         payload: Vec<u8>,
         journal: Option<usize>,
@@ -27,6 +30,7 @@ pub(super) enum Delivery {
     /// local discovery group (never through the NAT).
     Lan {
         node: usize,
+        local: Local,
         from: SocketAddrV4,
         payload: Vec<u8>,
         multicast: bool,

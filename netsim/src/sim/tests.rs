@@ -297,3 +297,38 @@ fn clients_on_one_lan_share_the_nat_and_discovery_never_leaves_the_lan() {
     }
     assert_eq!(s.client(c).unwrap().client.counters().discovery_received, 0);
 }
+
+/// A datagram for a client's IPv4 address on a port it has no socket on (no random port of
+/// RFC 6081 open there) is dropped and counted as `no_listener`, with or without a NAT.
+#[test]
+fn datagram_to_a_port_without_a_socket_is_counted() {
+    let mut s = sim();
+    let t0 = s.now();
+    let global = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 50), 50_000);
+    let c = Client::new(
+        ClientConfig::profile(Profile::Win7, P),
+        ChaCha8Rng::seed_from_u64(1),
+        global,
+        t0,
+    );
+    let i = s.add_client(c, None);
+    s.run_for(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        s.client(i).unwrap().socket(50_000),
+        Some(teredo::io::Local::Primary)
+    );
+    assert_eq!(s.client(i).unwrap().socket(50_001), None);
+    let from = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 77), 9);
+    let to = SocketAddrV4::new(*global.ip(), 50_001);
+    s.inject(
+        s.now(),
+        Datagram {
+            from,
+            to,
+            payload: vec![0; 8],
+        },
+    );
+    s.run_for(Duration::from_secs(1)).unwrap();
+    assert_eq!(s.counters().no_listener, 1);
+    assert_eq!(s.counters().no_route, 0);
+}

@@ -87,4 +87,7 @@ pub struct SimCounters {
     pub multicast_dropped: u64,
     /// Datagrams the NAT hairpinned from one client to another behind it.
     pub hairpinned: u64,
+    /// Datagrams a NAT (or the Internet) delivered to a client's IPv4 address on a port the
+    /// client does not listen on (an RFC 6081 random port it closed, or never opened).
+    pub no_listener: u64,
 }

@@ -164,3 +164,36 @@ fn symmetric_address_needs_two_addresses() {
         }
     }
 }
+
+/// RFC 6081 Figure 1's predictable symmetric NATs: named, outside `ALL`, symmetric towards
+/// the two server addresses; the port-preserving one keeps the client's port on the first
+/// mapping, the sequential one hands out consecutive ports.
+#[test]
+fn predictable_symmetric_presets() {
+    use crate::{Nat, Outbound};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::time::Instant;
+    let inside = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 50_000);
+    let s1 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 3544);
+    let s2 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 3544);
+    let now = Instant::now();
+    for &preset in NatPreset::PREDICTABLE {
+        assert!(!NatPreset::ALL.contains(&preset));
+        assert_eq!(preset.as_str().parse::<NatPreset>().unwrap(), preset);
+        let cfg = preset
+            .config(vec![Ipv4Addr::new(203, 0, 113, 1)], 5)
+            .unwrap()
+            .unwrap();
+        let mut nat = Nat::new(cfg);
+        let mut out = |to| match nat.outbound(now, inside, to) {
+            Ok(Outbound::Forward(t)) => t.external,
+            other => panic!("{other:?}"),
+        };
+        let (m1, m2) = (out(s1), out(s2));
+        assert_ne!(m1, m2, "{preset}: a mapping per destination");
+        match preset {
+            NatPreset::PortPreservingSymmetric => assert_eq!(m1.port(), inside.port()),
+            _ => assert_eq!(m2.port(), m1.port() + 1, "{preset}: the next port"),
+        }
+    }
+}

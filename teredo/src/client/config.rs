@@ -139,6 +139,16 @@ pub struct ClientConfig {
     /// UPnP-enabled symmetric NAT, send to symmetric peers at their embedded mapping. Needs
     /// `symmetric_support` (the RFC's dependency); ignored without it.
     pub upnp: bool,
+    /// RFC 6081 §5.4 Port-Preserving Symmetric NAT extension: behind a symmetric NAT whose
+    /// mapped port equals the local port, reach a peer through a random local port
+    /// advertised in a Random Port trailer; and, whatever the NAT, send direct bubbles to a
+    /// peer's advertised random port. Needs `symmetric_support`; ignored without it.
+    pub port_preserving: bool,
+    /// RFC 6081 §5.5 Sequential Port-Symmetric NAT extension: behind a symmetric NAT that is
+    /// not port-preserving, predict the external port of a random local port with an echo
+    /// test (RS, direct bubble, RS to the secondary) and advertise it. Needs
+    /// `port_preserving` (the RFC's dependency) and `symmetric_support`; ignored without.
+    pub sequential: bool,
     /// RFC 5991 §3.1: 12 random flag bits (mask 0x3CFF), drawn once per mapping.
     pub random_flags: bool,
     /// Link-local source of restricted RSs (cone flag clear).
@@ -235,6 +245,8 @@ impl ClientConfig {
     /// | `secondary_check` | yes (R4380) | yes | yes (obs. "symmetric (port)") | yes | no (M ignores `ServerAddress2`) |
     /// | `symmetric_support` | no → offline (seed how-to) | no | yes (R6081 §5.2, TEREDO.md §12) | yes | n/a |
     /// | `upnp` (R6081 §5.3) | no (needs `symmetric_support`) | no | no \[UNVERIFIED\], an option | yes (see below) | no (M TODO "support for UPnP IGD") |
+    /// | `port_preserving` (R6081 §5.4) | no (needs `symmetric_support`) | no | no \[UNVERIFIED\], an option | yes (see below) | no (M has no RFC 6081) |
+    /// | `sequential` (R6081 §5.5) | no | no | no \[UNVERIFIED\] | yes \[UNVERIFIED\] (see below) | no |
     /// | `random_flags` | no | yes (R5991 §3.1) | yes (SP1, R5991 App. A) | yes | yes (M ≥ 1.1.0) |
     /// | link-locals | fe80::5445:5245:444f / fe80::8000:5445:5245:444f | fe80::ffff:ffff:fffe / fe80::8000:ffff:ffff:fffe | as rfc5991 | as rfc5991 | fe80::ffff:ffff:ffff (cone unused) |
     /// | `xp_slla` | yes (TEREDO.md §4.1) | no | no | no | no |
@@ -273,6 +285,13 @@ impl ClientConfig {
     /// is a diagnostic tool, not the client. `cone_probe` stays a knob for users who see
     /// otherwise on their Windows.
     ///
+    /// Port-preserving and sequential: `netsh interface teredo show state` of a
+    /// natawareclient (Windows 7 and later) prints "NAT Special Behaviour : UPNP: Yes,
+    /// PortPreserving: Yes" (pastebin.com/djW18bhk, TEREDO.md §12): on for win7. No source
+    /// for Vista: off, an option, \[UNVERIFIED\]. For the sequential extension no Windows
+    /// output exists (it is described in MS-TERE, Microsoft's specification of these
+    /// extensions); RFC 6081 says SHOULD, so it is on for win7 \[UNVERIFIED\] and off for Vista.
+    ///
     /// Local discovery: Miredo's `libteredo/discovery.c` (darconeous/miredo master after
     /// 1.2.3, and upstream 1.3) sends discovery bubbles to 224.0.0.253 every 200–299 s; the
     /// Debian 1.2.6 this lab models as `miredo` has none (TEREDO.md §1). For Windows no
@@ -297,6 +316,8 @@ impl ClientConfig {
             secondary_check: true,
             symmetric_support: false,
             upnp: false,
+            port_preserving: false,
+            sequential: false,
             random_flags: true,
             ll_restricted: LL_WINDOWS_RESTRICTED,
             ll_cone: LL_WINDOWS_CONE,
@@ -341,6 +362,8 @@ impl ClientConfig {
             Profile::Win7 => {
                 c.symmetric_support = true;
                 c.upnp = true;
+                c.port_preserving = true;
+                c.sequential = true;
                 c.local_discovery = true;
                 c.hairpinning = true;
                 c.server_load_reduction = true;

@@ -59,6 +59,18 @@ pub struct ClientCounters {
     pub echo_tests_ok: u64,
     /// Peers that answered no probe.
     pub give_ups: u64,
+    /// Random ports opened (RFC 6081 §5.4.4.2, §5.5.4.1).
+    pub random_ports_opened: u64,
+    /// Random ports closed (trusted on the primary port, re-mapped, peer forgotten).
+    pub random_ports_closed: u64,
+    /// Random ports not opened: [`MAX_RANDOM_PORTS`](super::MAX_RANDOM_PORTS) were open.
+    pub random_ports_refused: u64,
+    /// Echo tests started (RFC 6081 §5.5.4.1.1; each sends two RSs and a bubble).
+    pub echo_tests_started: u64,
+    /// Echo tests that predicted a port (both RAs came back).
+    pub echo_test_predictions: u64,
+    /// Direct bubbles of the Peer Refresh Timer (RFC 6081 §5.4.2.1).
+    pub peer_refresh_bubbles: u64,
     /// Local discovery bubbles sent (RFC 4380 §5.2.8).
     pub discovery_sent: u64,
     /// Local discovery bubbles accepted.
@@ -120,6 +132,12 @@ impl Default for ClientCounters {
             echo_tests_sent: 0,
             echo_tests_ok: 0,
             give_ups: 0,
+            random_ports_opened: 0,
+            random_ports_closed: 0,
+            random_ports_refused: 0,
+            echo_tests_started: 0,
+            echo_test_predictions: 0,
+            peer_refresh_bubbles: 0,
             discovery_sent: 0,
             discovery_received: 0,
             hairpin_trailers_sent: 0,

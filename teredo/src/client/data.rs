@@ -125,7 +125,10 @@ impl Client {
             if let Some(to) = target {
                 p.last_tx = Some(now);
                 p.last_used = now;
-                self.push_output(to, Kind::Data, packet.to_vec())?;
+                // RFC 6081 §5.4.4.1, §5.4.4.5: from the random port the peer was reached on.
+                self.ports_data_sent(now, &dst);
+                let sock = self.send_local(&dst);
+                self.push_output_from(sock, to, Kind::Data, packet.to_vec())?;
                 self.counters.ipv6_sent += 1;
                 return Ok(Handled::Sent);
             }
@@ -174,7 +177,15 @@ impl Client {
         if pkt.origin.is_some() {
             return Err(DropReason::UnexpectedOrigin);
         }
+        // RFC 6081 §5.4.4.5, second rule: a re-mapped peer is probed again.
+        if bubble && self.ports_remapped(now, pkt.src(), from) {
+            return Ok(Handled::Bubble);
+        }
         let r = self.direct(now, from, pkt, bubble);
+        if bubble && r.is_ok() {
+            // RFC 6081 §5.4.4.5: reached on the primary port, the random port closes.
+            self.ports_primary_rx(&pkt.src());
+        }
         if r == Ok(Handled::Bubble) {
             // RFC 6081 §5.7.4.2: a solicitation is answered.
             self.nd_option_received(now, from, pkt);
@@ -224,6 +235,8 @@ impl Client {
         if let Some(t) = teredo {
             // RFC 6081 §5.2.4.3: remember (or clear) the peer's nonce.
             if self.ensure_peer(now, src, Some(t)).is_ok() {
+                // RFC 6081 §5.4.4.4: its random port.
+                self.ports_indirect_received(now, &src, pkt.trailers);
                 if let Some(p) = self.peers.get_mut(&src) {
                     p.nonce_received = nonce;
                     p.last_used = now;
@@ -285,13 +298,20 @@ impl Client {
         } else {
             None
         };
+        // RFC 6081 §5.4 (`random_port`): from the random port the peer is reached on, and
+        // an answer from (or to) a random port while it is not trusted.
+        let sock = self.send_local(&src);
+        let extra = self.ports_answer(src, own, echo);
         if self
-            .push_output(reply_to, Kind::Bubble, bubble_bytes(own, src, echo))
+            .push_output_from(sock, reply_to, Kind::Bubble, bubble_bytes(own, src, echo))
             .is_ok()
         {
             self.counters.reply_bubbles_sent += 1;
         } else {
             self.counters.count_drop(DropReason::OutputQueueFull, 1);
+        }
+        if let Some(extra) = extra {
+            self.push_extras(vec![extra]);
         }
         Ok(Handled::RelayedBubble)
     }

@@ -78,6 +78,11 @@
 //!   LAN address) and [`ClientConfig::server_load_reduction`] (§5.7: a quiet trusted peer is
 //!   solicited with direct bubbles before any indirect bubble), in `hairpin` and
 //!   `load_reduction`.
+//! * **Random ports** (RFC 6081 §5.4, §5.5; [`ClientConfig::port_preserving`],
+//!   [`ClientConfig::sequential`]): behind a port-preserving symmetric NAT, or a symmetric
+//!   one whose next port an echo test predicts, a peer is reached through an extra local
+//!   socket ([`Local::Port`], [`Client::extra_ports`]) advertised in a Random Port trailer;
+//!   see `random_port` and `sequential` for the rules and this lab's readings of the RFC.
 //! * Every packet sent or delivered counts as activity ([`Client::note_activity`]) for the
 //!   Windows 7 dormant timer. Losing or changing the address empties the peer table.
 //!
@@ -87,15 +92,17 @@
 //! [`Client::poll_timeout`], and after every input drain [`Client::poll_output`] (first
 //! the datagrams to send, each with its [`Kind`](crate::io::Kind): router solicitations,
 //! bubbles, echo tests, data; then the packets for the host) and [`Client::poll_event`].
-//! Time and randomness come from the caller.
+//! After every input, keep one socket open per port of [`Client::extra_ports`] (same IPv4),
+//! send each datagram from the socket its [`Local`] names and hand what arrives on an extra
+//! port to `handle_udp` with [`Local::Port`]. Time and randomness come from the caller.
 //!
 //! # Layout
 //! `config` (profiles and knobs), `state` (state, NAT type, errors, status), `counters`,
 //! `qualification` (RS/RA, probe phases, refresh, dormant), `peers` (peer table, probes,
 //! pacing, trust), `data` (sending and receiving IPv6), `outputs` (the output and delivery
-//! queues), `discovery` (RFC 4380 §5.2.8), `upnp` (RFC 6081 §5.3), `hairpin` (RFC 6081 §5.6
-//! Hairpinning), `load_reduction` (RFC 6081 §5.7 Server Load Reduction); tests in `tests/`,
-//! their NAT, server and relay scaffolding in `tests/net.rs`.
+//! queues), `discovery` (RFC 4380 §5.2.8), `upnp` (RFC 6081 §5.3), `random_port` (§5.4),
+//! `sequential` (§5.5), `hairpin` (§5.6 Hairpinning), `load_reduction` (§5.7 Server Load
+//! Reduction); tests in `tests/`, their NAT, server and relay scaffolding in `tests/net.rs`.
 
 mod config;
 mod counters;
@@ -106,6 +113,8 @@ mod load_reduction;
 mod outputs;
 mod peers;
 mod qualification;
+mod random_port;
+mod sequential;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -120,6 +129,11 @@ pub use discovery::{
 pub use hairpin::MAX_PEER_ALTERNATES;
 pub use load_reduction::{MAX_SOLICITATIONS, SOLICITATION_INTERVAL};
 pub use peers::{PeerInfo, PeerPhase};
+pub use random_port::{
+    MAX_CONNECTION_REFRESHES, MAX_RANDOM_PORTS, PEER_REFRESH_INTERVAL, RANDOM_PORTS,
+    RANDOM_PORT_QUIET,
+};
+pub use sequential::{predict_port, ECHO_TEST_TRIES};
 pub use state::*;
 pub use upnp::{UpnpAnswer, UPNP_LEASE};
 
@@ -331,6 +345,8 @@ pub struct Client {
     reply_last: Instant,
     /// RFC 6081 §5.3 state.
     upnp: upnp::UpnpState,
+    /// RFC 6081 §5.4/§5.5 state: the Port-Preserving NAT flag, random ports, their timers.
+    ports: random_port::PortsState,
     /// When the next local discovery bubble is due (RFC 4380 §5.2.8).
     next_discovery: Option<Instant>,
 }
@@ -387,6 +403,7 @@ impl Client {
             reply_tokens: u64::from(REPLY_BUBBLE_BURST) * 1000,
             reply_last: now,
             upnp: upnp::UpnpState::default(),
+            ports: random_port::PortsState::default(),
             next_discovery: None,
         };
         c.start_qualification(now);
@@ -492,6 +509,7 @@ impl Client {
                 };
                 let probes = self.timers.first().map(|(t, _)| *t);
                 let probes = earliest(probes, self.discovery_deadline());
+                let probes = earliest(probes, self.ports_deadline());
                 earliest(earliest(refresh, self.dormant_deadline()), probes)
             }
             State::Dormant => None,
@@ -513,6 +531,7 @@ impl Client {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Qualified {
             self.fire_probe_timers(now);
+            self.ports_timers(now);
             self.discovery_timer(now);
         }
         if self.state == State::Offline {
@@ -549,8 +568,10 @@ impl Client {
         self.events.pop_front()
     }
 
-    /// Handles a datagram received from `from` on the client's socket (`local`: a client has
-    /// one, [`Local::Primary`]): a router advertisement (qualification path), or — while
+    /// Handles a datagram received from `from` on the client's socket `local`:
+    /// [`Local::Primary`], or one of its random ports ([`Local::Port`], see
+    /// [`Self::extra_ports`]; a closed one refuses everything, `closed_port`): a router
+    /// advertisement (qualification path), or — while
     /// qualified — a packet of the data path (see the module documentation; bubbles relayed
     /// by the server are answered, accepted packets wait in [`Self::poll_output`]). `Ok`
     /// says what it was accepted as. A refused datagram returns its counted [`DropReason`]
@@ -579,7 +600,7 @@ impl Client {
         from: SocketAddrV4,
         data: &[u8],
     ) -> Result<Handled, DropReason> {
-        let (path, r) = self.dispatch(now, from, data);
+        let (path, r) = self.dispatch(now, local, from, data);
         match (path, r) {
             (Path::Qualification, Ok(_)) => self.counters.ra_accepted += 1,
             (Path::Data, Ok(_)) => self.counters.data_accepted += 1,
@@ -599,9 +620,17 @@ impl Client {
     fn dispatch(
         &mut self,
         now: Instant,
+        local: Local,
         from: SocketAddrV4,
         data: &[u8],
     ) -> (Path, Result<Handled, DropReason>) {
+        let port = match local {
+            Local::Port(p) if !self.listens_on(p) => {
+                return (Path::Data, Err(DropReason::ClosedPort));
+            }
+            Local::Port(p) => Some(p),
+            Local::Primary | Local::Secondary => None,
+        };
         let from_server = self.is_server(from);
         let qualified = self.state == State::Qualified && self.address.is_some();
         let malformed_path = if from_server || !qualified {
@@ -631,6 +660,10 @@ impl Client {
             } else {
                 (Path::Data, Err(DropReason::NotQualified))
             };
+        }
+        if let Some(port) = port {
+            // RFC 6081 §5.4.4.5: the random port of one peer.
+            return (Path::Data, self.random_port_packet(now, port, from, &pkt));
         }
         (Path::Data, self.data_packet(now, from, &pkt, from_server))
     }

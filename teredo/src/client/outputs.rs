@@ -14,6 +14,7 @@ use super::*;
 /// A datagram waiting in [`Client::poll_output`].
 #[derive(Debug)]
 pub(super) struct Queued {
+    pub(super) local: Local,
     pub(super) to: SocketAddrV4,
     pub(super) kind: Kind,
     pub(super) bytes: Vec<u8>,
@@ -21,7 +22,8 @@ pub(super) struct Queued {
 
 impl Client {
     /// Writes the next output into `buf` and says what it is and where it goes. Order:
-    /// a UPnP request first ([`Output::Upnp`], no bytes), then datagrams to send ([`Output::Udp`] from [`Local::Primary`]: the pending RS, then
+    /// a UPnP request first ([`Output::Upnp`], no bytes), then datagrams to send ([`Output::Udp`] from [`Local::Primary`], or from a random port
+    /// ([`Local::Port`], RFC 6081 §5.4, §5.5): the pending RS, then
     /// bubbles, echo tests and data in the order they were produced), then packets for the
     /// host ([`Output::Ipv6`], IPv6 packets to our Teredo address, trailers stripped, in the
     /// order they arrived). `None` when there is nothing left. A buffer of
@@ -54,7 +56,7 @@ impl Client {
             if let Some(dst) = buf.get_mut(..o.bytes.len()) {
                 dst.copy_from_slice(&o.bytes);
                 return Some(Output::Udp {
-                    local: Local::Primary,
+                    local: o.local,
                     to: o.to,
                     len: o.bytes.len(),
                     kind: o.kind,
@@ -83,10 +85,21 @@ impl Client {
         None
     }
 
-    /// Queues a datagram for [`Self::poll_output`], within [`MAX_OUTPUTS`] and
-    /// [`MAX_OUTPUT_BYTES`].
+    /// Queues a datagram from the primary socket for [`Self::poll_output`], within
+    /// [`MAX_OUTPUTS`] and [`MAX_OUTPUT_BYTES`].
     pub(super) fn push_output(
         &mut self,
+        to: SocketAddrV4,
+        kind: Kind,
+        bytes: Vec<u8>,
+    ) -> Result<(), DropReason> {
+        self.push_output_from(Local::Primary, to, kind, bytes)
+    }
+
+    /// [`Self::push_output`] from the socket `local`.
+    pub(super) fn push_output_from(
+        &mut self,
+        local: Local,
         to: SocketAddrV4,
         kind: Kind,
         bytes: Vec<u8>,
@@ -97,7 +110,12 @@ impl Client {
             return Err(DropReason::OutputQueueFull);
         }
         self.output_bytes += bytes.len();
-        self.outputs.push_back(Queued { to, kind, bytes });
+        self.outputs.push_back(Queued {
+            local,
+            to,
+            kind,
+            bytes,
+        });
         Ok(())
     }
 

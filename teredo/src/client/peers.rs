@@ -14,8 +14,9 @@ use crate::wire::trailer::{Trailers, TYPE_NONCE};
 use crate::DropReason;
 
 use super::hairpin::with_alternates;
+use super::random_port::{bubble_with_port, PeerPorts, ProbePlan};
 use super::*;
-use crate::io::Kind;
+use crate::io::{Kind, Local};
 use crate::peer::{self, Gate, Pacing};
 
 /// Where a peer is in its reachability procedure.
@@ -61,6 +62,14 @@ pub struct PeerInfo {
     pub queued_packets: usize,
     /// Their bytes.
     pub queued_bytes: usize,
+    /// RFC 6081 §5.4/§5.5: our random local port for the peer, while open.
+    pub random_port: Option<u16>,
+    /// "Random Port": the external port we predict (and advertise) for it; 0 = none.
+    pub predicted_port: u16,
+    /// "Peer Random Port": the port it advertised; 0 = none.
+    pub peer_random_port: u16,
+    /// Its packets leave from the random port (it was reached there, not on the primary).
+    pub via_random_port: bool,
 }
 
 /// The provisional state of a direct IPv6 connectivity test (RFC 4380 §5.2.9).
@@ -109,6 +118,8 @@ pub(super) struct Peer {
     pub(super) alternates: Vec<SocketAddrV4>,
     /// RFC 6081 §5.7.1 "Count of Solicitations Transmitted"; 0 when not soliciting.
     pub(super) solicitations: u8,
+    /// RFC 6081 §5.4.1/§5.5.1: random ports, echo test.
+    pub(super) ports: PeerPorts,
 }
 
 impl Peer {
@@ -136,6 +147,7 @@ impl Peer {
             local_seen: None,
             alternates: Vec::new(),
             solicitations: 0,
+            ports: PeerPorts::default(),
         }
     }
 
@@ -192,6 +204,10 @@ impl Client {
             probes: p.probes,
             queued_packets: p.queue.len(),
             queued_bytes: p.queue_bytes,
+            random_port: p.ports.local,
+            predicted_port: p.ports.random,
+            peer_random_port: p.ports.peer,
+            via_random_port: self.send_local(addr) != Local::Primary,
         })
     }
 
@@ -303,6 +319,7 @@ impl Client {
         if let Some(d) = p.deadline {
             self.timers.remove(&(d, addr));
         }
+        self.ports_forget(&addr, &p.ports);
         self.queued_bytes = self.queued_bytes.saturating_sub(p.queue_bytes);
         self.counters.count_drop(reason, p.queue.len() as u64);
     }
@@ -314,6 +331,7 @@ impl Client {
         self.counters.count_drop(DropReason::AddressLost, lost);
         self.peers.clear();
         self.timers.clear();
+        self.ports_reset();
         self.queued_bytes = 0;
     }
 
@@ -369,6 +387,15 @@ impl Client {
         // and a discovery bubble (so that it learns ours), not the Internet pair.
         let local = self.fresh_local(&addr, now);
         let alternates = alternates.filter(|_| local.is_none());
+        // RFC 6081 §5.4, §5.5 (`random_port`, `sequential`): random port, echo test.
+        let plan = match (local, self.peers.get(&addr)) {
+            (None, Some(p)) if p.teredo => {
+                let echo = p.nonce_received.filter(|_| symmetric);
+                self.ports_probe(now, addr, own, echo)
+            }
+            _ => ProbePlan::default(),
+        };
+        let from = self.send_local(&addr);
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
@@ -389,11 +416,16 @@ impl Client {
             }
             let direct_to = direct_to.unwrap_or(t.mapped);
             out.push((direct_to, Kind::Bubble, bubble_bytes(own, addr, echo)));
-            out.push((
-                SocketAddrV4::new(t.server, TEREDO_PORT),
-                Kind::IndirectBubble,
-                with_alternates(bubble_bytes(own, addr, fresh), alternates.as_ref()),
-            ));
+            if !plan.defer {
+                out.push((
+                    SocketAddrV4::new(t.server, TEREDO_PORT),
+                    Kind::IndirectBubble,
+                    with_alternates(
+                        bubble_with_port(own, addr, fresh, plan.trailer),
+                        alternates.as_ref(),
+                    ),
+                ));
+            }
         } else if let Some(test) = p.echo {
             let echo = Echo {
                 reply: false,
@@ -413,7 +445,12 @@ impl Client {
         }
         let teredo = p.teredo;
         for (to, kind, bytes) in out {
-            if self.push_output(to, kind, bytes).is_ok() {
+            let sock = if kind == Kind::Bubble {
+                from
+            } else {
+                Local::Primary
+            };
+            if self.push_output_from(sock, to, kind, bytes).is_ok() {
                 if kind == Kind::IndirectBubble && alternates.is_some() {
                     self.counters.hairpin_trailers_sent += 1;
                 }
@@ -424,6 +461,7 @@ impl Client {
                 }
             }
         }
+        self.push_extras(plan.extra);
         tracing::trace!(peer = %addr, teredo, "client probe");
         self.set_deadline(addr, after(now, interval));
     }
@@ -511,6 +549,7 @@ impl Client {
         self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
         self.set_deadline(addr, None);
         let to = self.send_target(&addr, symmetric_peer, from);
+        let sock = self.send_local(&addr);
         if changed {
             tracing::debug!(peer = %addr, mapping = %from, "client trusts peer");
             self.push_event(Event::PeerTrusted {
@@ -519,7 +558,8 @@ impl Client {
             });
         }
         for packet in queue {
-            match self.push_output(to, Kind::Data, packet) {
+            self.ports_data_sent(now, &addr);
+            match self.push_output_from(sock, to, Kind::Data, packet) {
                 Ok(()) => {
                     self.counters.flushed += 1;
                     self.counters.ipv6_sent += 1;

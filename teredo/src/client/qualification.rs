@@ -68,20 +68,46 @@ impl Client {
         from: SocketAddrV4,
         pkt: &TeredoPacket<'_>,
     ) -> Result<(), DropReason> {
-        let primary = self.cfg.server;
-        let secondary = self.cfg.secondary_addr();
         if !self.is_server(from) {
             return Err(DropReason::UnexpectedSource);
         }
-        let Some(ex) = self.exchange else {
+        let Some(auth) = pkt.auth else {
             return Err(DropReason::BadNonce);
         };
-        let Some(auth) = pkt.auth else {
+        // RFC 6081 §5.5.4.4: the answer to an echo test's RS (a restricted one).
+        if let Some((peer, to)) = self.echo_test_of(&auth.nonce) {
+            let mapped = self.check_ra(from, pkt, false, to)?;
+            self.echo_test_port(now, peer, &auth.nonce, mapped.port());
+            return Ok(());
+        }
+        let Some(ex) = self.exchange else {
             return Err(DropReason::BadNonce);
         };
         if !ex.has_nonce(&auth.nonce) {
             return Err(DropReason::BadNonce);
         }
+        let mapped = self.check_ra(from, pkt, ex.cone, ex.to)?;
+        // Accepted. An obsolete 3ffe:831f prefix needs no rewriting here: the address is
+        // always built under 2001:0::/32 from the (checked) server field.
+        self.exchange = None;
+        self.on_ra(now, ex, mapped);
+        Ok(())
+    }
+
+    /// The checks of an RA after its nonce (see [`Client::handle_udp`]) for an RS with the
+    /// cone link-local or not, sent to `to`; the mapping of its origin indication.
+    fn check_ra(
+        &self,
+        from: SocketAddrV4,
+        pkt: &TeredoPacket<'_>,
+        cone: bool,
+        to: Ipv4Addr,
+    ) -> Result<SocketAddrV4, DropReason> {
+        let primary = self.cfg.server;
+        let secondary = self.cfg.secondary_addr();
+        let Some(auth) = pkt.auth else {
+            return Err(DropReason::BadNonce);
+        };
         if auth.confirmation != 0 {
             return Err(DropReason::BadConfirmation);
         }
@@ -89,7 +115,7 @@ impl Client {
             return Err(DropReason::MissingOrigin);
         };
         let ra = RouterAdvertisement::parse(pkt.ipv6)?;
-        let ll = if ex.cone {
+        let ll = if cone {
             self.cfg.ll_cone
         } else {
             self.cfg.ll_restricted
@@ -109,19 +135,15 @@ impl Client {
         {
             return Err(DropReason::BadMtu);
         }
-        let expected = match (ex.cone, ex.to == primary) {
-            (false, _) => ex.to,
+        let expected = match (cone, to == primary) {
+            (false, _) => to,
             (true, true) => secondary,
             (true, false) => primary,
         };
         if *from.ip() != expected {
             return Err(DropReason::UnexpectedServerAddress);
         }
-        // Accepted. An obsolete 3ffe:831f prefix needs no rewriting here: the address is
-        // always built under 2001:0::/32 from the (checked) server field.
-        self.exchange = None;
-        self.on_ra(now, ex, origin.0);
-        Ok(())
+        Ok(origin.0)
     }
 
     pub(super) fn on_ra(&mut self, now: Instant, ex: Exchange, mapped: SocketAddrV4) {
@@ -200,6 +222,7 @@ impl Client {
                     // Peers know the old address; start over with the new one.
                     self.reset_data_path();
                     self.upnp_qualified(mapped);
+                    self.ports_qualified(mapped);
                     self.counters.address_changes += 1;
                     tracing::debug!(?old, %new, %mapped, "teredo mapping changed");
                     if let Some(old) = old {
@@ -231,6 +254,7 @@ impl Client {
         self.error = None;
         self.qualified_cone = ex.cone;
         self.upnp_qualified(mapped);
+        self.ports_qualified(mapped);
         let address = self.build_address(mapped, ex.cone);
         self.address = Some(address);
         self.last_activity = self.last_activity.max(now);

@@ -7,4 +7,5 @@ mod hairpin;
 mod load_reduction;
 mod net;
 mod qualification;
+mod random_port;
 mod upnp;

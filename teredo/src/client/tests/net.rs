@@ -683,7 +683,11 @@ pub(super) fn next_udp(c: &mut Client, buf: &mut [u8]) -> Option<Sent> {
                 len,
                 kind,
             } => {
-                assert_eq!(local, Local::Primary, "a client has one socket");
+                // The primary socket, or an RFC 6081 random port (`tests/random_port.rs`).
+                assert!(
+                    matches!(local, Local::Primary | Local::Port(_)),
+                    "a client sends from {local:?}"
+                );
                 return Some(Sent { to, len, kind });
             }
             Output::Upnp(_) => {}

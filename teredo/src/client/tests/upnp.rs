@@ -22,6 +22,14 @@ fn client(p: Profile) -> Client {
     )
 }
 
+/// Windows 7 with the cone probe switched on (the profile skips it, RFC 5991 §3.2): how
+/// the probe and a UPnP lease combine.
+fn cone_probing_win7() -> Client {
+    let mut cfg = ClientConfig::profile(Profile::Win7, P);
+    cfg.cone_probe = true;
+    Client::new(cfg, ChaCha8Rng::seed_from_u64(5), PRIVATE, t0())
+}
+
 /// The next RS: (destination, nonce, link-local source).
 fn next_rs(c: &mut Client) -> (SocketAddrV4, [u8; 8], Ipv6Addr) {
     let mut buf = [0u8; MAX_RS_LEN];
@@ -78,7 +86,7 @@ fn only_win7_asks_and_asks_first() {
 #[test]
 fn upnp_symmetric_nat_cone_probe_then_secondary_comparison() {
     let now = t0();
-    let mut c = client(Profile::Win7);
+    let mut c = cone_probing_win7();
     let leased = EXT;
     c.handle_upnp(now, UpnpAnswer::Mapped(leased));
     assert_eq!(c.upnp_mapping(), Some(leased));
@@ -116,7 +124,7 @@ fn upnp_symmetric_nat_cone_probe_then_secondary_comparison() {
 #[test]
 fn cone_nat_with_upnp_is_still_cone_and_nested_nat_is_not_single() {
     let now = t0();
-    let mut c = client(Profile::Win7);
+    let mut c = cone_probing_win7();
     // The IGD's mapping differs from what the server will see: a NAT beyond the IGD.
     c.handle_upnp(now, UpnpAnswer::Mapped(EXT_Y));
     let (_, nonce, ll) = next_rs(&mut c);
@@ -135,7 +143,7 @@ fn cone_nat_with_upnp_is_still_cone_and_nested_nat_is_not_single() {
 #[test]
 fn a_refusal_leaves_the_extension_off() {
     let now = t0();
-    let mut c = client(Profile::Win7);
+    let mut c = cone_probing_win7();
     c.handle_upnp(now, UpnpAnswer::Failed);
     assert_eq!(c.upnp_mapping(), None);
     assert!(!c.status().upnp);
