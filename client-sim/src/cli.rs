@@ -1007,18 +1007,30 @@ fn run_lab_command(args: &LabArgs) -> anyhow::Result<u8> {
         let xml = crate::lab_junit::junit(&report)?;
         std::fs::write(path, xml).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    // The RFC 6081 connectivity rows are pairs of profiles and NATs: run with the whole lab
-    // only, not with a --profile/--nat selection.
-    let rows = if opts.profiles.is_empty() && opts.nats.is_empty() {
+    // The RFC 6081 connectivity rows and the Figure 1 grid are pairs of profiles and NATs:
+    // run with the whole lab only, not with a --profile/--nat selection.
+    let whole = opts.profiles.is_empty() && opts.nats.is_empty();
+    let rows = if whole {
         connectivity::run_all(opts.seed).context("cannot configure a connectivity row's NAT")?
     } else {
         Vec::new()
     };
-    let rows_ok = rows.iter().all(|r| r.mismatches.is_empty());
+    let grid_started = Instant::now();
+    let grid = if whole {
+        connectivity::grid::run_grid(opts.seed).context("cannot configure a Figure 1 cell's NAT")?
+    } else {
+        Vec::new()
+    };
+    let grid_time = grid_started.elapsed();
+    let rows_ok = rows.iter().all(|r| r.mismatches.is_empty()) && grid.iter().all(|c| c.ok());
     let text = if args.json {
         let mut json = report.json();
         if let Some(o) = json.as_object_mut() {
             o.insert("rfc6081_connectivity".to_owned(), connectivity::json(&rows));
+            o.insert(
+                "rfc6081_figure1_grid".to_owned(),
+                connectivity::grid::json(&grid),
+            );
         }
         let mut j = serde_json::to_string_pretty(&json).context("cannot encode JSON")?;
         j.push('\n');
@@ -1026,14 +1038,22 @@ fn run_lab_command(args: &LabArgs) -> anyhow::Result<u8> {
     } else if rows.is_empty() {
         report.table()
     } else {
-        format!("{}\n{}", report.table(), connectivity::table(&rows))
+        format!(
+            "{}\n{}\n{}",
+            report.table(),
+            connectivity::table(&rows),
+            connectivity::grid::matrix(&grid)
+        )
     };
     write_stdout(&text)?;
     // On stderr, so that stdout is a pure function of the seed.
     let _ = writeln!(
         std::io::stderr(),
-        "lab: {} scenarios in {:.3} s wall time",
+        "lab: {} scenarios, {} Fig. 1 rows, {} grid cells ({:.3} s) in {:.3} s wall time",
         report.results.len(),
+        rows.len(),
+        grid.len(),
+        grid_time.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
     Ok(if report.ok() && rows_ok { 0 } else { 1 })

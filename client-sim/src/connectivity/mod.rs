@@ -23,7 +23,7 @@ use rand_chacha::ChaCha8Rng;
 use teredo::client::{Client, ClientConfig, Profile, State};
 use teredo::relay::TrustPolicy;
 use teredo::server::ServerConfig;
-use teredo::DropReason;
+use teredo::{DropReason, TeredoAddr};
 
 use crate::labnet::{lab_relay, ping_run};
 use crate::scenario::{scenario_seed, PathObserved, ECHO_HOST, PINGS, RELAY_ADDR, SERVER};
@@ -67,6 +67,8 @@ pub enum Reach {
     /// assumes both have it) and drops the other's datagrams from a mapping its address does
     /// not embed (`spoofed_source`, counted by either client).
     NoSns,
+    /// Whatever happens: the caller judges the outcome (the Figure 1 grid, [`grid`]).
+    Observed,
 }
 
 /// One row: sender, receiver, the figure's entry, the expectation, why.
@@ -84,6 +86,8 @@ pub struct Row {
     pub why: &'static str,
 }
 
+pub mod figure;
+pub mod grid;
 mod rows;
 
 pub use rows::ROWS;
@@ -105,6 +109,11 @@ pub struct RowResult {
     pub ping: Option<PathObserved>,
     /// Datagrams both clients refused as `spoofed_source` during the ping run.
     pub spoofed: u64,
+    /// Each client sends to the other at a mapping other than the one the other's address
+    /// embeds, after the run: symmetric NAT support at work (RFC 6081 §5.2).
+    pub off_embedded: [bool; 2],
+    /// Datagrams each client's NAT let in through a UPnP lease during the ping run.
+    pub upnp_inbound: [u64; 2],
     /// How it differs from the expectation (empty: as expected).
     pub mismatches: Vec<String>,
 }
@@ -121,23 +130,28 @@ pub fn build(row: &Row, lab_seed: u64) -> Result<Sim, NatConfigError> {
         RELAY_ADDR,
         EchoHost::new(ECHO_HOST),
     );
+    // Two external addresses each, for `symmetric-address` (the others take the first).
     let ends = [
         (
             row.from,
-            Ipv4Addr::new(203, 0, 113, 31),
+            [
+                Ipv4Addr::new(203, 0, 113, 31),
+                Ipv4Addr::new(203, 0, 113, 41),
+            ],
             Ipv4Addr::new(10, 0, 0, 2),
         ),
         (
             row.to,
-            Ipv4Addr::new(203, 0, 113, 32),
+            [
+                Ipv4Addr::new(203, 0, 113, 32),
+                Ipv4Addr::new(203, 0, 113, 42),
+            ],
             Ipv4Addr::new(10, 0, 1, 2),
         ),
     ];
     for (end, external, internal) in ends {
-        let mut nat = end
-            .nat
-            .config(vec![external], rng.next_u64())?
-            .expect("rows use NATs");
+        let ips = external[..end.nat.min_external_ips().min(external.len())].to_vec();
+        let mut nat = end.nat.config(ips, rng.next_u64())?.expect("rows use NATs");
         nat.upnp = end.upnp;
         let port = 49_152 + (rng.next_u32() % 16_384) as u16;
         let client = Client::new(
@@ -165,10 +179,19 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
             .map(|n| n.client.counters().rejected(DropReason::SpoofedSource))
             .sum()
     };
+    let upnp_now = |sim: &Sim| -> [u64; 2] {
+        [0, 1].map(|i| {
+            sim.client(i)
+                .and_then(|n| n.nat.as_ref())
+                .map_or(0, |nat| nat.counters().upnp_inbound)
+        })
+    };
     let mut spoofed_before = 0;
+    let mut upnp_before = [0; 2];
     let mut run = |sim: &mut Sim| -> Result<Option<PathObserved>, SimError> {
         sim.run_for(QUALIFY_TIME)?;
         spoofed_before = spoofed_now(sim);
+        upnp_before = upnp_now(sim);
         match sim.client(1).and_then(|n| n.client.address()) {
             Some(peer) => ping_run(sim, peer, PINGS),
             None => Ok(None),
@@ -179,6 +202,8 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
         Err(e) => error = Some(e.to_string()),
     }
     let spoofed = spoofed_now(&sim).saturating_sub(spoofed_before);
+    let upnp_after = upnp_now(&sim);
+    let upnp_inbound = [0, 1].map(|i| upnp_after[i].saturating_sub(upnp_before[i]));
     let state = |i: usize| sim.client(i).map(|n| n.client.status());
     let qualified = [0, 1].map(|i| state(i).is_some_and(|s| s.state == State::Qualified));
     let upnp_used = [0, 1].map(|i| state(i).is_some_and(|s| s.upnp));
@@ -190,6 +215,18 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
             (Some(n), Some(peer)) => n.client.peer(&peer, now).is_some_and(|p| p.via_random_port),
             _ => false,
         }
+    });
+    let off_embedded = [0, 1].map(|i| {
+        let peer = sim.client(1 - i).and_then(|n| n.client.address());
+        let embedded = peer
+            .and_then(|p| TeredoAddr::from_ipv6(&p))
+            .map(|t| t.mapped);
+        let used = sim
+            .client(i)
+            .zip(peer)
+            .and_then(|(n, p)| n.client.peer(&p, now))
+            .and_then(|p| p.mapping);
+        used.is_some() && embedded.is_some() && used != embedded
     });
     let predictions = [0, 1].map(|i| {
         sim.client(i)
@@ -252,6 +289,8 @@ pub fn run_row(row: &Row, lab_seed: u64) -> Result<RowResult, NatConfigError> {
         predictions,
         ping,
         spoofed,
+        off_embedded,
+        upnp_inbound,
         mismatches,
     })
 }
@@ -274,6 +313,7 @@ pub fn table(results: &[RowResult]) -> String {
             Reach::Works(ext) => format!("works ({ext})"),
             Reach::No(d) => format!("no (nat {})", d.as_str()),
             Reach::NoSns => "no (no SNS)".to_owned(),
+            Reach::Observed => "observed".to_owned(),
         };
         let upnp = format!("{}/{}", yes_no(r.upnp_used[0]), yes_no(r.upnp_used[1]));
         let port = |i: usize| match (r.random_port[i], r.predictions[i]) {
@@ -329,6 +369,7 @@ pub fn json(results: &[RowResult]) -> serde_json::Value {
                 Reach::Works(ext) => ("works".to_owned(), Some(ext)),
                 Reach::No(d) => (format!("no: nat {}", d.as_str()), None),
                 Reach::NoSns => ("no: no symmetric NAT support".to_owned(), None),
+                Reach::Observed => ("observed".to_owned(), None),
             };
             serde_json::json!({
                 "sender": r.row.from.label(),
