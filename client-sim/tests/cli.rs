@@ -223,6 +223,12 @@ fn lab_prints_the_table_and_is_byte_identical_per_seed() {
         "{text}"
     );
     assert!(!text.contains("MISMATCH"));
+    assert!(text.contains("26 rows, 26 ok, 0 mismatches"), "{text}");
+    assert!(
+        text.contains("81 cells, 81 ok (") && text.contains("documented deviations), 0 mismatches"),
+        "{text}"
+    );
+    assert!(stderr(&a).contains("81 grid cells"), "{}", stderr(&a));
     assert!(stderr(&a).contains("wall time"), "{}", stderr(&a));
     let b = client_sim(&["lab", "--seed", "9"]);
     assert_eq!(a.stdout, b.stdout, "same seed, same bytes");

@@ -9,7 +9,7 @@ use netsim::NatPreset;
 /// An entry of the figure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
-    /// "Supported by [RFC4380]".
+    /// "Supported by \[RFC4380\]".
     Yes,
     /// "Supported with the Symmetric NAT Support Extension".
     Sns,

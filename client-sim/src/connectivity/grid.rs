@@ -307,6 +307,47 @@ mod tests {
         }
     }
 
+    /// The chance cells follow the address-symmetric NAT's pool draw: address-symmetric ->
+    /// address restricted works exactly when the sender's mapping towards the receiver, or
+    /// its random port's, sits on the external address its Teredo address embeds.
+    #[test]
+    fn address_symmetric_chance_follows_the_pool_draw() {
+        use std::net::SocketAddrV4;
+        use teredo::TeredoAddr;
+
+        use crate::labnet::ping_run;
+        use crate::scenario::PINGS;
+
+        let (mut works, mut fails) = (0, 0);
+        for seed in 1..13 {
+            let mut sim = super::super::build(&row(8, 1), seed).unwrap();
+            sim.run_for(super::super::QUALIFY_TIME).unwrap();
+            let peer = sim.client(1).unwrap().client.address().unwrap();
+            let o = ping_run(&mut sim, peer, PINGS).unwrap().unwrap();
+            let now = sim.now();
+            let node = sim.client(0).unwrap();
+            let own = TeredoAddr::from_ipv6(&node.client.address().unwrap()).unwrap();
+            let to = TeredoAddr::from_ipv6(&peer).unwrap().mapped;
+            let nat = node.nat.as_ref().unwrap();
+            let local = node.client.local();
+            let mut locals = vec![local];
+            if let Some(p) = node.client.peer(&peer, now).and_then(|p| p.random_port) {
+                locals.push(SocketAddrV4::new(*local.ip(), p));
+            }
+            let on_embedded = locals
+                .iter()
+                .filter_map(|l| nat.mapping_for(*l, to))
+                .any(|m| m.ip() == own.mapped.ip());
+            assert_eq!(o.received > 0, on_embedded, "seed {seed}: {o:?}");
+            if on_embedded {
+                works += 1;
+            } else {
+                fails += 1;
+            }
+        }
+        assert!(works > 0 && fails > 0, "both draws seen: {works} {fails}");
+    }
+
     /// The labels follow the evidence, not the figure.
     #[test]
     fn labels_follow_the_evidence() {

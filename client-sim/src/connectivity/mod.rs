@@ -10,7 +10,8 @@
 //! Vista end, where the figure's entry does not hold because that end lacks the extension.
 //! A "+PP" row also asserts that one end reached the other through a random port, a "+SS"
 //! row that an echo test predicted a port. The Hairpinning extension (two clients behind one
-//! NAT) is asserted by the lab's `same-lan` rows.
+//! NAT) is asserted by the lab's `same-lan` rows. The whole figure, 81 cells with win7 on
+//! both ends, is [`grid`], from the data of [`figure`].
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
