@@ -237,6 +237,71 @@ mod tests {
         FIGURE[i(from)][i(to)]
     }
 
+    /// The figure as RFC 6081 prints it (page 8), verbatim from its header row on.
+    const RFC_TEXT: &str = "\
+Source NAT| Cone | rest.| rest.| rest.| symm.| symm.| symm.| symm.| symm
+----------+------+------+------+------+------+------+------+------+-----
+Cone      |  Yes |  Yes |  Yes |  Yes |  SNS |  SNS |  SNS |  SNS |  SNS
+----------+------+------+------+------+------+------+------+------+-----
+Address   |  Yes |  Yes |  Yes |  Yes |  SNS |  SNS |  SNS |  SNS |  No
+restricted|      |      |      |      |      |      |      |      |
+----------+------+------+------+------+------+------+------+------+-----
+Port      |  Yes |  Yes |  Yes |  Yes |  No  | SNS+ | SNS+ |  No  |  No
+restricted|      |      |      |      |      |  PP  |  SS  |      |
+----------+------+------+------+------+------+------+------+------+-----
+UPnP Port-|  Yes |  Yes |  Yes |  Yes | SNS+ |  No  |  No  |  No  |  No
+restricted|      |      |      |      | UPnP |      |      |      |
+----------+------+------+------+------+------+------+------+------+-----
+UPnP Port |  SNS |  SNS |  No  | SNS+ | SNS+ |  No  |  No  |  No  |  No
+symmetric |      |      |      | UPnP | UPnP |      |      |      |
+----------+------+------+------+------+------+------+------+------+-----
+Port-     |      |      |  SNS |      |      |  SNS |  SNS |      |
+preserving|  SNS |  SNS |   +  |  No  |  No  |   +  |   +  |  No  |  No
+Port-     |      |      |  PP  |      |      |  PP  |  SS  |      |
+symmetric |      |      |      |      |      |      |      |      |
+----------+------+------+------+------+------+------+------+------+-----
+Sequential|      |      |  SNS |      |      |      |      |      |
+Port-     |  SNS |  SNS |   +  |  No  |  No  |  No  |  No  |  No  |  No
+symmetric |      |      |  SS  |      |      |      |      |      |
+----------+------+------+------+------+------+------+------+------+-----
+Port-     |  SNS |  SNS |  No  |  No  |  No  |  No  |  No  |  No  |  No
+symmetric |      |      |      |      |      |      |      |      |
+----------+------+------+------+------+------+------+------+------+-----
+Address-  |  SNS |  No  |  No  |  No  |  No  |  No  |  No  |  No  |  No
+symmetric |      |      |      |      |      |      |      |      |
+----------+------+------+------+------+------+------+------+------+-----
+";
+
+    /// All 81 entries, read off the RFC's own text: each row group between two rules, each
+    /// column's lines joined ("SNS" "+" "PP" is "SNS+PP").
+    #[test]
+    fn figure_is_the_rfc_text() {
+        let mut groups: Vec<Vec<&str>> = vec![Vec::new()];
+        for line in RFC_TEXT.lines().skip(2) {
+            if line.starts_with('-') {
+                groups.push(Vec::new());
+            } else if let Some(g) = groups.last_mut() {
+                g.push(line);
+            }
+        }
+        groups.retain(|g| !g.is_empty());
+        assert_eq!(groups.len(), 9);
+        for (i, g) in groups.iter().enumerate() {
+            for j in 0..9 {
+                let text: String = g
+                    .iter()
+                    .map(|l| l.split('|').nth(j + 1).unwrap_or("").trim())
+                    .collect();
+                assert_eq!(
+                    FIGURE[i][j].as_str(),
+                    text,
+                    "row {i} ({}), column {j}",
+                    KINDS[i].name
+                );
+            }
+        }
+    }
+
     /// A dozen entries read off the RFC's text, spelled as there.
     #[test]
     fn entries_match_the_rfc_text() {
