@@ -286,14 +286,14 @@ symmetric |      |      |      |      |      |      |      |      |
         }
         groups.retain(|g| !g.is_empty());
         assert_eq!(groups.len(), 9);
-        for (i, g) in groups.iter().enumerate() {
-            for j in 0..9 {
+        for (i, (g, row)) in groups.iter().zip(FIGURE).enumerate() {
+            for (j, entry) in row.iter().enumerate() {
                 let text: String = g
                     .iter()
                     .map(|l| l.split('|').nth(j + 1).unwrap_or("").trim())
                     .collect();
                 assert_eq!(
-                    FIGURE[i][j].as_str(),
+                    entry.as_str(),
                     text,
                     "row {i} ({}), column {j}",
                     KINDS[i].name
