@@ -298,6 +298,8 @@ fn fig1_cells_behind_kernel_nats_agree_with_the_lab() {
             Reach::Works(ext) => format!("works ({ext})"),
             Reach::No(d) => format!("no (nat {})", d.as_str()),
             Reach::NoSns => "no (no SNS)".to_owned(),
+            // The cells here all name their expectation.
+            Reach::Observed => "(observed)".to_owned(),
         };
         let equal = matches!((&lab, kernel), (Ok((a, _)), Ok((b, _))) if a == b);
         if !equal {
