@@ -12,7 +12,8 @@ use crate::wire::packet::{
 use crate::wire::TeredoPacket;
 use crate::DropReason;
 
-use super::peers::{bubble_bytes, trailer_nonce, EchoTest};
+use super::bubbles::{bubble_bytes, trailer_nonce};
+use super::peers::EchoTest;
 use super::*;
 use crate::io::Kind;
 use crate::peer::{self, Gate};

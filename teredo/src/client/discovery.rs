@@ -26,7 +26,7 @@ use crate::io::Kind;
 use crate::wire::packet::TeredoPacket;
 use crate::DropReason;
 
-use super::peers::{bubble_bytes, discovery_bytes};
+use super::bubbles::{bubble_bytes, discovery_bytes};
 use super::*;
 
 /// The Teredo IPv4 Discovery Address (RFC 4380 §2.17).

@@ -33,7 +33,7 @@ use crate::peer;
 use crate::wire::trailer::{AlternateAddress, Trailers, MAX_ALTERNATES, TYPE_ALTERNATE_ADDRESS};
 use crate::DropReason;
 
-use super::peers::{bubble_bytes, trailer_nonce};
+use super::bubbles::{bubble_bytes, trailer_nonce};
 use super::*;
 
 /// Alternate addresses kept per peer: the wire's bound (Length ≤ 26, four entries), which
@@ -46,20 +46,6 @@ pub const MAX_PEER_ALTERNATES: usize = MAX_ALTERNATES;
 pub(super) fn plausible(a: SocketAddrV4, own: SocketAddrV4) -> bool {
     let first = a.ip().octets()[0];
     a.port() != 0 && first != 0 && first != 127 && first < 224 && a != own
-}
-
-/// `bubble` with `alt` appended as a trailer (unchanged without one).
-pub(super) fn with_alternates(mut bubble: Vec<u8>, alt: Option<&AlternateAddress>) -> Vec<u8> {
-    if let Some(alt) = alt {
-        let start = bubble.len();
-        bubble.resize(start + alt.buffer_len(), 0);
-        let len = bubble
-            .get_mut(start..)
-            .and_then(|b| alt.emit(b).ok())
-            .unwrap_or(0);
-        bubble.truncate(start + len);
-    }
-    bubble
 }
 
 impl Client {
@@ -200,6 +186,7 @@ mod unit {
     use std::net::Ipv4Addr;
 
     use super::*;
+    use crate::client::bubbles::with_alternates;
     use crate::wire::TeredoPacket;
 
     fn ep(s: &str) -> SocketAddrV4 {

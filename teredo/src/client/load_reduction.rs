@@ -27,7 +27,7 @@ use crate::peer::Gate;
 use crate::wire::trailer::{DiscoveryType, NdOption, Trailers, TYPE_ND_OPTION};
 use crate::wire::TeredoPacket;
 
-use super::peers::bubble_bytes;
+use super::bubbles::bubble_bytes;
 use super::*;
 
 /// Retransmission interval of the solicitations (§5.7.2: two seconds).

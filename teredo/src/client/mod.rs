@@ -104,6 +104,7 @@
 //! `sequential` (§5.5), `hairpin` (§5.6 Hairpinning), `load_reduction` (§5.7 Server Load
 //! Reduction); tests in `tests/`, their NAT, server and relay scaffolding in `tests/net.rs`.
 
+mod bubbles;
 mod config;
 mod counters;
 mod data;

@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 
 use crate::addr::{TeredoAddr, TEREDO_PORT};
-use crate::wire::ipv6::{emit_bubble, Echo};
+use crate::wire::ipv6::Echo;
 use crate::wire::packet::IPV6_HEADER_LEN;
-use crate::wire::trailer::{Trailers, TYPE_NONCE};
 use crate::DropReason;
 
-use super::hairpin::with_alternates;
-use super::random_port::{bubble_with_port, PeerPorts, ProbePlan};
+use super::bubbles::{bubble_bytes, bubble_with_port, discovery_bytes, with_alternates};
+use super::random_port::{PeerPorts, ProbePlan};
 use super::*;
 use crate::io::{Kind, Local};
 use crate::peer::{self, Gate, Pacing};
@@ -161,34 +160,6 @@ impl Peer {
         };
         peer::is_valid(now, self.trusted, self.last_rx, validity)
     }
-}
-
-/// A bubble (RFC 4380 §2.8), with an RFC 6081 nonce trailer when given.
-pub(super) fn bubble_bytes(src: Ipv6Addr, dst: Ipv6Addr, nonce: Option<[u8; 4]>) -> Vec<u8> {
-    let mut b = vec![0u8; IPV6_HEADER_LEN + 6];
-    let mut len = emit_bubble(&mut b, src, dst, BUBBLE_HOP_LIMIT).unwrap_or(0);
-    if let Some(n) = nonce {
-        if let Some(rest) = b.get_mut(len..) {
-            len += Trailers::emit(TYPE_NONCE, &n, rest).unwrap_or(0);
-        }
-    }
-    b.truncate(len);
-    b
-}
-
-/// A local discovery bubble from `own` (RFC 4380 §5.2.8: to ff02::1, hop limit 1).
-pub(super) fn discovery_bytes(own: Ipv6Addr) -> Vec<u8> {
-    let mut b = vec![0u8; IPV6_HEADER_LEN];
-    let len = emit_bubble(&mut b, own, ALL_NODES, DISCOVERY_HOP_LIMIT).unwrap_or(0);
-    b.truncate(len);
-    b
-}
-
-/// The first well-formed nonce trailer.
-pub(super) fn trailer_nonce(trailers: &[u8]) -> Option<[u8; 4]> {
-    Trailers::new(trailers)
-        .filter(|t| t.ty == TYPE_NONCE)
-        .find_map(|t| t.nonce())
 }
 
 impl Client {

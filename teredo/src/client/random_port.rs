@@ -50,8 +50,8 @@ use crate::wire::trailer::{RandomPort, Trailers, TYPE_RANDOM_PORT};
 use crate::wire::TeredoPacket;
 use crate::DropReason;
 
+use super::bubbles::{bubble_bytes, bubble_with_port, Extra};
 use super::data::has_routing_header;
-use super::peers::bubble_bytes;
 use super::sequential::EchoTest;
 use super::*;
 use crate::peer::{self, Gate};
@@ -67,9 +67,6 @@ pub const RANDOM_PORT_QUIET: Duration = Duration::from_secs(30);
 pub const MAX_RANDOM_PORTS: usize = 64;
 /// Where random local ports are drawn from (the dynamic range).
 pub const RANDOM_PORTS: RangeInclusive<u16> = 49_152..=65_535;
-
-/// A datagram the extensions add to a probe or an answer: socket, destination, kind, bytes.
-pub(super) type Extra = (Local, SocketAddrV4, Kind, Vec<u8>);
 
 /// The extensions' per-peer state (§5.4.1, §5.5.1).
 #[derive(Clone, Copy, Debug, Default)]
@@ -119,23 +116,6 @@ pub(super) fn trailer_random_port(trailers: &[u8]) -> Option<u16> {
         .find_map(|t| RandomPort::parse(&t).ok())
         .map(|r| r.port)
         .filter(|p| *p != 0)
-}
-
-/// A bubble with an optional nonce trailer and an optional Random Port trailer.
-pub(super) fn bubble_with_port(
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    nonce: Option<[u8; 4]>,
-    port: Option<u16>,
-) -> Vec<u8> {
-    let mut b = bubble_bytes(src, dst, nonce);
-    if let Some(port) = port {
-        let mut t = [0u8; 4];
-        if let Ok(n) = (RandomPort { port }).emit(&mut t) {
-            b.extend_from_slice(&t[..n]);
-        }
-    }
-    b
 }
 
 impl Client {

@@ -30,8 +30,7 @@ use crate::io::{Kind, Local};
 use crate::wire::auth::Auth;
 use crate::wire::ndp::emit_rs;
 
-use super::peers::bubble_bytes;
-use super::random_port::{bubble_with_port, Extra};
+use super::bubbles::{bubble_bytes, bubble_with_port, Extra};
 use super::*;
 
 /// Echo tests per peer before the indirect bubble goes without a prediction (§5.5.2.2).

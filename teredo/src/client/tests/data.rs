@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
 use crate::addr::{is_link_local, TeredoAddr};
+use crate::client::bubbles::*;
 use crate::client::peers::*;
 use crate::client::*;
 use crate::io::{self, Local};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::net::*;
 use crate::addr::TeredoAddr;
-use crate::client::peers::trailer_nonce;
+use crate::client::bubbles::trailer_nonce;
 use crate::client::*;
 use crate::io::{Kind, Local};
 use crate::wire::ipv6::emit_bubble;

@@ -5,7 +5,7 @@
 
 use super::net::*;
 use crate::addr::{server_link_local, TeredoAddr};
-use crate::client::random_port::bubble_with_port;
+use crate::client::bubbles::bubble_with_port;
 use crate::client::*;
 use crate::io::{Kind, Local, Output};
 use crate::wire::auth::Auth;
@@ -206,7 +206,7 @@ fn direct_bubbles_from_the_random_port_carry_the_trailer() {
     assert_eq!(d.kind, Kind::Bubble);
     assert_eq!(d.random_port(), Some(port));
     let pkt = TeredoPacket::parse(&d.bytes).unwrap();
-    assert_eq!(peers::trailer_nonce(pkt.trailers), Some([7; 4]));
+    assert_eq!(bubbles::trailer_nonce(pkt.trailers), Some([7; 4]));
     assert!(out
         .iter()
         .any(|d| d.local == Local::Primary && d.to == EXT_Y));
