@@ -9,9 +9,16 @@
 #                              # Prometheus and the load generator (docker/lab/loadgen.sh:
 #                              # 10 000 clients qualify, then echo through the relay); exit
 #                              # status 0 when the load run met its loss threshold,
-#                              # Prometheus scraped server, relay and generator, served the
-#                              # console page /consoles/teredo-load.html and recorded every
-#                              # series of docker/lab/teredo.rules.yml (prom-rules-check.sh)
+#                              # Prometheus scraped server, relay and generator, recorded
+#                              # every series of docker/lab/teredo.rules.yml
+#                              # (prom-rules-check.sh), served the console page
+#                              # /consoles/teredo-load.html with every script and stylesheet
+#                              # it loads, and every expression on it and on the Grafana
+#                              # dashboard had data over the run, but those the allow-list
+#                              # docker/lab/console-check-allow.json names with a reason
+#                              # (`client-sim prom-check`: console-check.json); then, with
+#                              # chromium on the host, the page rendered without console
+#                              # errors and a screenshot console.png (docker/console-shot.sh)
 #   docker/up.sh --conformance # profile `conformance` instead of the lab: server, relay and
 #                              # `client-sim conform` (docker/lab/conform.sh) on the internet
 #                              # and native networks, one run against the server, one against
@@ -211,7 +218,7 @@ runner_container() {
 }
 
 start=$(date +%s)
-prom_rc=0
+prom_rc=0 shot_rc=0
 if [ "${TEREDO_LAB_KEEP:-0}" = 1 ] || [ "$mode" = monitoring ] || [ "$mode" = load ]; then
   # Detached, so that the other containers stay up after the verdict (to look around, or
   # to ask Prometheus before the teardown).
@@ -227,6 +234,11 @@ if [ "${TEREDO_LAB_KEEP:-0}" = 1 ] || [ "$mode" = monitoring ] || [ "$mode" = lo
     # The runner has no network: ask Prometheus from inside its own container.
     dc exec -T prometheus /lab/prom-report.sh 127.0.0.1:9090
     prom_rc=$?
+  fi
+  if [ "$mode" = load ]; then
+    # The console page in the host's Chromium while Prometheus still holds the run.
+    "$here/console-shot.sh" "$TEREDO_LAB_RESULTS" "$(($(date +%s) - start + 10))"
+    shot_rc=$?
   fi
 else
   timeout --foreground "${TEREDO_LAB_UP_TIMEOUT_S:-600}" \
@@ -247,6 +259,7 @@ else
 fi
 [ "$runner_rc" = 0 ] || [ "$rc" != 0 ] || { rc=1; summary="$summary; but the $main exited $runner_rc"; }
 [ "$prom_rc" = 0 ] || { rc=1; summary="$summary; Prometheus did not scrape server and relay"; }
+[ "$shot_rc" = 0 ] || { rc=1; summary="$summary; the console page had errors in Chromium"; }
 
 if [ "$rc" != 0 ]; then
   echo "==== logs of every container (failure) ===="

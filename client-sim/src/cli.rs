@@ -164,6 +164,13 @@ pub enum Command {
     /// (--junit: one test case per scenario). Exit status 0 unless a file cannot be read or
     /// written.
     ContainerReport(crate::container_report::ContainerReportArgs),
+
+    /// Check a Prometheus' console page after a load run: the page and every script and
+    /// stylesheet it loads answer 200, and every PromQL expression of its template (and of a
+    /// Grafana dashboard) returns a series with data over the run (range queries), unless an
+    /// allow-list names it with its reason. Prints a table, --json writes the report. Exit
+    /// status 0 when all passed, 1 with one line naming the first failure.
+    PromCheck(crate::prom_check::PromCheckArgs),
 }
 
 const LOAD_AFTER: &str = "\
@@ -806,6 +813,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Load(args) => run_load_command(&args),
         Command::Conform(args) => crate::conform::run_conform(&args),
         Command::ContainerReport(args) => crate::container_report::run(&args),
+        Command::PromCheck(args) => crate::prom_check::run(&args),
     }
 }
 

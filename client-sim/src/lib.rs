@@ -21,6 +21,8 @@
 //!   [`run_files`] writes both.
 //! * [`container_report`]: the container lab's verdict (`docker/lab/runner.sh`) as a page
 //!   and JUnit XML; `client-sim container-report`.
+//! * [`prom_check`]: `client-sim prom-check`, the console page of the lab's Prometheus and
+//!   every expression on it (and on the Grafana dashboard) checked for data after a load run.
 //! * [`report`]: the `netsh interface teredo show state`-like status block.
 //! * [`conform`]: `client-sim conform`, the conformance catalogue against any server or relay.
 //! * [`cli`]: the command line (`src/main.rs` only parses it and calls [`cli::run`]).
@@ -37,6 +39,7 @@ pub mod lab_junit;
 pub mod labnet;
 pub mod load;
 pub mod ping;
+pub mod prom_check;
 pub mod qualify;
 pub mod report;
 pub mod respond;

@@ -212,6 +212,15 @@ fn compose_file_is_accepted_by_docker_compose() {
         service("loadgen").contains("profiles:\n    - load\n"),
         "{config}"
     );
+    // `client-sim prom-check` reads the page Prometheus serves (docker/lab/, mounted in both)
+    // and the Grafana dashboard.
+    for mount in ["/docker/lab:/lab:ro", "/docker/grafana:/grafana:ro"] {
+        assert!(service("loadgen").contains(mount), "{mount}: {config}");
+    }
+    assert!(
+        service("prometheus").contains("/docker/lab:/lab:ro"),
+        "{config}"
+    );
     // No image is ever pulled: every service runs a locally built image (docker/build.sh),
     // unless TEREDO_LAB_SERVER_IMAGE / _RELAY_IMAGE name another one.
     let images: BTreeSet<&str> = config
@@ -309,6 +318,7 @@ fn entrypoints_parse() {
         docker_dir().join("base-image.sh"),
         docker_dir().join("build.sh"),
         docker_dir().join("up.sh"),
+        docker_dir().join("console-shot.sh"),
     ];
     for entry in std::fs::read_dir(docker_dir().join("lab")).expect("docker/lab") {
         let path = entry.expect("docker/lab entry").path();

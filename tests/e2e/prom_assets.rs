@@ -48,51 +48,21 @@ fn recording_rules() -> Vec<(String, String)> {
     rules
 }
 
-/// The JSON string literal starting at `s` (Go template strings escape the same way).
-fn json_string(s: &str) -> String {
-    let mut de = serde_json::Deserializer::from_str(s).into_iter::<String>();
-    de.next().expect("a string").expect("a JSON string")
-}
-
-/// The console page's expressions: `expr:` of each graph (a string or a list of strings),
-/// `args "..."` of each drill-down and `query "..."` of each table loop.
+/// The console page's expressions (`client-sim prom-check` reads them the same way): `expr:`
+/// of each graph, `args "..."` of each drill-down and `query "..."` of each table loop.
 fn console_exprs() -> Vec<String> {
     let text = std::fs::read_to_string(docker_dir().join("lab/consoles/teredo-load.html"))
         .expect("read the console page");
-    let mut exprs = Vec::new();
-    for line in text.lines() {
-        if let Some(value) = line.trim().strip_prefix("expr:") {
-            let value = value.trim().trim_end_matches(',');
-            match serde_json::from_str::<serde_json::Value>(value).expect("expr is JSON") {
-                serde_json::Value::String(e) => exprs.push(e),
-                serde_json::Value::Array(list) => exprs.extend(
-                    list.iter()
-                        .map(|e| e.as_str().expect("a string").to_string()),
-                ),
-                other => panic!("expr: {other}"),
-            }
-        }
-        for marker in ["(args \"", "query \""] {
-            for (at, _) in line.match_indices(marker) {
-                exprs.push(json_string(&line[at + marker.len() - 1..]));
-            }
-        }
-    }
-    exprs
+    let list = check(client_sim::prom_check::exprs::console_exprs(&text));
+    list.into_iter().map(|e| e.expr).collect()
 }
 
 /// Every `expr` of every panel target in the Grafana dashboard.
 fn grafana_exprs() -> Vec<String> {
     let text = std::fs::read_to_string(docker_dir().join("grafana/teredo-lab.json"))
         .expect("read the dashboard");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
-    let mut exprs = Vec::new();
-    for panel in json["panels"].as_array().expect("panels") {
-        for target in panel["targets"].as_array().expect("targets") {
-            exprs.push(target["expr"].as_str().expect("expr").to_string());
-        }
-    }
-    exprs
+    let list = check(client_sim::prom_check::exprs::grafana_exprs(&text));
+    list.into_iter().map(|e| e.expr).collect()
 }
 
 /// `promtool check rules` on `exprs`, each recorded as `check:expr_N` in a temporary file.
@@ -376,4 +346,20 @@ fn metric_names_of_an_expression() {
     );
     assert_eq!(names("sum(up{job='x'})"), ["up"]);
     assert_eq!(names("topk(3, x) or vector(1)"), ["x"]);
+}
+
+/// The allow-list of `client-sim prom-check` (docker/lab/console-check-allow.json) names only
+/// expressions of the page or the dashboard, each filtered (`> 0`) so that an honest run can
+/// leave it empty, each with its reason.
+#[test]
+fn console_check_allow_list_names_filtered_expressions() {
+    let text = std::fs::read_to_string(docker_dir().join("lab/console-check-allow.json"))
+        .expect("read the allow-list");
+    let allowed = check(client_sim::prom_check::exprs::allow_list(&text));
+    assert!(!allowed.is_empty());
+    let checked: BTreeSet<String> = console_exprs().into_iter().chain(grafana_exprs()).collect();
+    for a in &allowed {
+        assert!(checked.contains(&a.expr), "{:?} is on no page", a.expr);
+        assert!(a.expr.ends_with("> 0"), "{:?}: not a filter", a.expr);
+    }
 }
