@@ -15,7 +15,13 @@ LAB_ROLE=swarm-check
 . /lab/common.sh
 
 n=${1:?usage: swarm-check.sh REPLICAS}
-prom=${PROMETHEUS:-prometheus}
+# The service's name on the overlay (Docker's DNS; a one-shot container attached to the
+# network resolves the stack's services too).
+prom=
+for name in ${PROMETHEUS:-} prometheus tasks.prometheus; do
+  getent hosts "$name" >/dev/null && { prom=$name; break; }
+done
+[ -n "$prom" ] || prom=${PROMETHEUS:-prometheus}
 problems=()
 files=()
 for i in $(seq 1 "$n"); do

@@ -7,7 +7,9 @@
 # `internet` overlay (no fixed address: replicas come and go). Writes
 # /results/load-N.json (its report), load-N.txt (the text) and load-N.rc (its exit status)
 # for docker/swarm/up.sh, and keeps /metrics up LOAD_LINGER after the run so that
-# Prometheus (dns_sd_configs on tasks.loadgen) scrapes the final counters.
+# Prometheus (dns_sd_configs on tasks.loadgen) scrapes the final counters. Exit status 0
+# once the status file is written, whatever the run's verdict (a failing task would be
+# restarted by the stack's restart policy and run again); 1 when it could not run at all.
 #
 #   env LOAD_CLIENTS=2000 LOAD_QUALIFY_RATE=500 LOAD_RATE=1000 LOAD_SIZE=100
 #       LOAD_DURATION=10s LOAD_SEED=1 LOAD_LINGER=6s LOAD_ARGS="..."
@@ -16,7 +18,7 @@ LAB_ROLE=loadgen-${CLIENT_SIM_REPLICA_INDEX:-?}
 # shellcheck source=common.sh
 . /lab/common.sh
 
-slot=${CLIENT_SIM_REPLICA_INDEX:?set by the stack file from {{.Task.Slot}}}
+slot=${CLIENT_SIM_REPLICA_INDEX:-}
 case $slot in '' | *[!0-9]*) die "CLIENT_SIM_REPLICA_INDEX=$slot: expected a task slot" ;; esac
 drop_default_routes
 dev=$(iface_of "$INTERNET_PREFIX") || true
@@ -47,4 +49,4 @@ cat "$RESULTS/.load-$slot.txt"
 mv "$RESULTS/.load-$slot.txt" "$RESULTS/load-$slot.txt"
 printf '%s\n' "$rc" >"$RESULTS/load-$slot.rc"
 log "client-sim load exited $rc"
-exit "$rc"
+exit 0

@@ -111,11 +111,15 @@ if [ -z "$reason" ]; then
       reason="only $done_n of $REPLICAS replicas finished within $TIMEOUT_S s"
       break
     fi
-    # A task that failed to start never writes its status.
-    failed=$(docker service ps --no-trunc --filter desired-state=shutdown \
-      --format '{{.Name}} {{.CurrentState}} {{.Error}}' "${STACK}_loadgen" 2>/dev/null | grep -i 'rejected\|failed' | head -n 1)
-    [ -z "$failed" ] || { reason="a generator task failed: $failed"; break; }
+    # No generator task left to run (each tried max_attempts times) but reports missing.
     sleep 2
+    if [ -z "$(docker service ps -q --filter desired-state=running "${STACK}_loadgen" 2>/dev/null)" ] &&
+      [ "$(find "$TEREDO_SWARM_RESULTS" -maxdepth 1 -name 'load-*.rc' | wc -l)" -lt "$REPLICAS" ]; then
+      failed=$(docker service ps --no-trunc --format '{{.Name}} {{.CurrentState}} {{.Error}}' \
+        "${STACK}_loadgen" 2>/dev/null | grep -i 'rejected\|failed' | head -n 1)
+      reason="the generator tasks ended without every report: ${failed:-no task}"
+      break
+    fi
   done
 fi
 if [ -z "$reason" ]; then
@@ -124,7 +128,7 @@ if [ -z "$reason" ]; then
     cat "$TEREDO_SWARM_RESULTS/load-$i.txt" 2>/dev/null
   done
   echo "---- merged, checked against the replicas and Prometheus"
-  timeout 120 docker run --rm --network "$NET4" -v "$TEREDO_SWARM_RESULTS:/results" \
+  timeout 120 docker run --rm --network "$NET4" -v "$TEREDO_SWARM_RESULTS:/results" -e PROMETHEUS="${STACK}_prometheus" \
     --name "$STACK-check" "$TEREDO_LAB_IMAGE" /lab/swarm-check.sh "$REPLICAS"
   check_rc=$?
   if [ -s "$TEREDO_SWARM_RESULTS/verdict.txt" ]; then

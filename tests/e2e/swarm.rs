@@ -10,6 +10,10 @@
 //!   `docker/swarm/prometheus.yml`, whose `loadgen` job finds its targets by DNS on
 //!   `tasks.loadgen`.
 //! * `swarm_scripts_parse`: `bash -n` on `up.sh` and the stack's entrypoints.
+//! * `swarm_run_results_merge_again`: after a swarm run (`.ci/run` runs it before `cargo
+//!   test`, into `docker/results/swarm/`), `client-sim load-report` on the host merges the 3
+//!   replicas' reports into the same totals and percentiles as the run's `merged.json`, and its
+//!   JUnit has one passing case per replica.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -17,7 +21,7 @@ use std::process::Command;
 
 use teredo_tests::bins::workspace_root;
 use teredo_tests::process::run;
-use teredo_tests::{check, require_tools};
+use teredo_tests::{bin_path, check, require_tools};
 
 fn swarm_dir() -> PathBuf {
     workspace_root().join("docker/swarm")
@@ -60,7 +64,12 @@ fn stack_file_is_accepted_by_docker_compose() {
         !config.contains("ipv4_address") && !config.contains("devices"),
         "{config}"
     );
-    for addr in ["198.51.100.10", "198.51.100.20", "2001:db8:1::20", "2001:db8:1::100"] {
+    for addr in [
+        "198.51.100.10",
+        "198.51.100.20",
+        "2001:db8:1::20",
+        "2001:db8:1::100",
+    ] {
         assert!(config.contains(addr), "{addr} not placed");
     }
 }
@@ -90,4 +99,66 @@ fn swarm_scripts_parse() {
     ] {
         check(run(Command::new("bash").arg("-n").arg(&s)));
     }
+}
+
+#[test]
+fn swarm_run_results_merge_again() {
+    let dir = workspace_root().join("docker/results/swarm");
+    let reports: Vec<PathBuf> = (1..=3)
+        .map(|i| dir.join(format!("load-{i}.json")))
+        .collect();
+    if !reports.iter().all(|p| p.exists()) || !dir.join("merged.json").exists() {
+        let msg = format!(
+            "SKIPPED: swarm_run_results_merge_again needs a swarm run's results in {} \
+             (TEREDO_SWARM_RESULTS=$PWD/docker/results/swarm docker/swarm/up.sh)",
+            dir.display()
+        );
+        assert!(!teredo_tests::in_ci(), "{msg}; CI runs the swarm first");
+        eprintln!("\n*** {msg} ***");
+        return;
+    }
+    let client_sim = check(bin_path("client-sim"));
+    let junit = std::env::temp_dir().join(format!("swarm-merge-{}.xml", std::process::id()));
+    let out = check(run(Command::new(client_sim)
+        .arg("load-report")
+        .args(&reports)
+        .arg("--json")
+        .arg("--junit")
+        .arg(&junit)));
+    let again: serde_json::Value = serde_json::from_str(&out).expect("load-report --json");
+    let text = std::fs::read_to_string(dir.join("merged.json")).expect("merged.json");
+    let run_merged: serde_json::Value = serde_json::from_str(&text).expect("merged.json");
+    for key in [
+        "clients",
+        "qualify",
+        "data",
+        "exit_code",
+        "started_unix_s",
+        "finished_unix_s",
+    ] {
+        assert_eq!(again[key], run_merged[key], "{key}");
+    }
+    assert_eq!(again["generators"].as_array().map(Vec::len), Some(3));
+    let sent: u64 = reports
+        .iter()
+        .map(|p| {
+            let r: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(p).expect("report")).expect("json");
+            r["data"]["sent"].as_u64().expect("sent")
+        })
+        .sum();
+    assert_eq!(again["data"]["sent"].as_u64(), Some(sent));
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    let _ = std::fs::remove_file(&junit);
+    let doc = roxmltree::Document::parse(&xml).expect("JUnit XML");
+    let replicas = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .filter(|n| {
+            n.attribute("name")
+                .is_some_and(|a| a.starts_with("replica "))
+        })
+        .count();
+    assert_eq!(replicas, 3, "{xml}");
+    assert_eq!(doc.root_element().attribute("failures"), Some("0"), "{xml}");
 }
