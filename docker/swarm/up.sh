@@ -7,7 +7,9 @@
 #                          totals equal the sums of the 3 replicas' own reports, and
 #                          Prometheus scraped the server, the relay and every replica
 #
-# Steps: `docker swarm init --advertise-addr 127.0.0.1` unless this engine is already in a
+# Steps: wait (TEREDO_SWARM_WAIT_S, 180 s) while a network of the engine uses the lab's
+# subnets (e.g. a compose lab, whose bridges the overlays would overlap);
+# `docker swarm init --advertise-addr 127.0.0.1` unless this engine is already in a
 # swarm (then the stack runs there, and the swarm is left alone); the two overlay networks
 # (attachable, internal; IPv6 on `native`); `docker stack deploy --resolve-image never`;
 # wait until every replica wrote its exit status (TEREDO_SWARM_TIMEOUT_S, default 300);
@@ -45,6 +47,21 @@ for image in "$TEREDO_LAB_IMAGE" "$TEREDO_LAB_PROMETHEUS_IMAGE"; do
 done
 mkdir -p "$TEREDO_SWARM_RESULTS"
 find "$TEREDO_SWARM_RESULTS" -mindepth 1 -delete
+# The overlays take the compose lab's subnets; Docker refuses a task whose overlay overlaps a
+# network of the node ("Pool overlaps"), e.g. a compose lab still up: wait for it to go.
+clash() {
+  docker network ls -q | xargs -r docker network inspect \
+    --format '{{.Name}} {{range .IPAM.Config}}{{.Subnet}} {{end}}' 2>/dev/null |
+    grep -v "^$STACK-" | grep -E ' (198\.51\.100\.0/24|192\.0\.2\.0/24|2001:db8:1::/64) ' | cut -d' ' -f1 | xargs
+}
+for i in $(seq 1 "${TEREDO_SWARM_WAIT_S:-180}"); do
+  busy=$(clash)
+  [ -z "$busy" ] && break
+  [ "$i" = 1 ] && echo "waiting for network(s) $busy to go (they use the lab's subnets)"
+  sleep 1
+done
+busy=$(clash)
+[ -z "$busy" ] || fail "network(s) $busy use the lab's subnets (a compose lab still up?): the overlays would overlap"
 start=$(date +%s)
 
 initialised=0
@@ -91,12 +108,13 @@ teardown() {
 trap 'echo "swarm/up.sh: interrupted, tearing down" >&2; teardown; exit 130' INT TERM
 
 rc=1 reason=
-docker network create -d overlay --attachable --internal \
-  --subnet 198.51.100.0/24 --ip-range 198.51.100.128/25 --gateway 198.51.100.254 "$NET4" >/dev/null &&
-  docker network create -d overlay --attachable --internal --ipv6 \
+if ! docker network create -d overlay --attachable --internal \
+  --subnet 198.51.100.0/24 --ip-range 198.51.100.128/25 --gateway 198.51.100.254 "$NET4" >/dev/null ||
+  ! docker network create -d overlay --attachable --internal --ipv6 \
     --subnet 192.0.2.0/24 --gateway 192.0.2.254 \
-    --subnet 2001:db8:1::/64 --ip-range 2001:db8:1::8000/113 --gateway 2001:db8:1::ffff "$NET6" >/dev/null ||
+    --subnet 2001:db8:1::/64 --ip-range 2001:db8:1::8000/113 --gateway 2001:db8:1::ffff "$NET6" >/dev/null; then
   reason="cannot create the overlay networks"
+fi
 if [ -z "$reason" ]; then
   (cd "$here" && docker stack deploy --resolve-image never -c stack.yml "$STACK") ||
     reason="docker stack deploy failed"
@@ -111,10 +129,16 @@ if [ -z "$reason" ]; then
       reason="only $done_n of $REPLICAS replicas finished within $TIMEOUT_S s"
       break
     fi
-    # No generator task left to run (each tried max_attempts times) but reports missing.
+    # No generator task left to run (each tried max_attempts times) but reports missing,
+    # for 10 s in a row (a restarted task waits 2 s).
     sleep 2
     if [ -z "$(docker service ps -q --filter desired-state=running "${STACK}_loadgen" 2>/dev/null)" ] &&
       [ "$(find "$TEREDO_SWARM_RESULTS" -maxdepth 1 -name 'load-*.rc' | wc -l)" -lt "$REPLICAS" ]; then
+      idle_polls=$((${idle_polls:-0} + 1))
+    else
+      idle_polls=0
+    fi
+    if [ "$idle_polls" -ge 5 ]; then
       failed=$(docker service ps --no-trunc --format '{{.Name}} {{.CurrentState}} {{.Error}}' \
         "${STACK}_loadgen" 2>/dev/null | grep -i 'rejected\|failed' | head -n 1)
       reason="the generator tasks ended without every report: ${failed:-no task}"
