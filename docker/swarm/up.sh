@@ -122,6 +122,7 @@ fi
 if [ -z "$reason" ]; then
   echo "deployed $STACK: $REPLICAS generator replicas; waiting for their reports (up to $TIMEOUT_S s)"
   deadline=$((start + TIMEOUT_S))
+  declare -A idle=()
   while :; do
     done_n=$(find "$TEREDO_SWARM_RESULTS" -maxdepth 1 -name 'load-*.rc' | wc -l)
     [ "$done_n" -ge "$REPLICAS" ] && break
@@ -129,21 +130,24 @@ if [ -z "$reason" ]; then
       reason="only $done_n of $REPLICAS replicas finished within $TIMEOUT_S s"
       break
     fi
-    # No generator task left to run (each tried max_attempts times) but reports missing,
-    # for 10 s in a row (a restarted task waits 2 s).
+    # A service with no task left to run (each tried max_attempts times; a restarted task
+    # waits 2 s), for 10 s in a row: the servers for good, the generators before every report.
     sleep 2
-    if [ -z "$(docker service ps -q --filter desired-state=running "${STACK}_loadgen" 2>/dev/null)" ] &&
-      [ "$(find "$TEREDO_SWARM_RESULTS" -maxdepth 1 -name 'load-*.rc' | wc -l)" -lt "$REPLICAS" ]; then
-      idle_polls=$((${idle_polls:-0} + 1))
-    else
-      idle_polls=0
-    fi
-    if [ "$idle_polls" -ge 5 ]; then
-      failed=$(docker service ps --no-trunc --format '{{.Name}} {{.CurrentState}} {{.Error}}' \
-        "${STACK}_loadgen" 2>/dev/null | grep -i 'rejected\|failed' | head -n 1)
-      reason="the generator tasks ended without every report: ${failed:-no task}"
-      break
-    fi
+    for s in server relay v6host prometheus loadgen; do
+      if [ -z "$(docker service ps -q --filter desired-state=running "${STACK}_$s" 2>/dev/null)" ] &&
+        { [ "$s" != loadgen ] ||
+          [ "$(find "$TEREDO_SWARM_RESULTS" -maxdepth 1 -name 'load-*.rc' | wc -l)" -lt "$REPLICAS" ]; }; then
+        idle[$s]=$((${idle[$s]:-0} + 1))
+      else
+        idle[$s]=0
+      fi
+      if [ "${idle[$s]}" -ge 5 ]; then
+        failed=$(docker service ps --no-trunc --format '{{.Name}} {{.CurrentState}} {{.Error}}' \
+          "${STACK}_$s" 2>/dev/null | grep -i 'rejected\|failed' | head -n 1)
+        reason="service $s has no task left to run: ${failed:-no task}"
+        break 2
+      fi
+    done
   done
 fi
 if [ -z "$reason" ]; then
@@ -163,7 +167,8 @@ if [ -z "$reason" ]; then
   fi
 fi
 if [ "$rc" != 0 ]; then
-  echo "==== service logs (failure) ===="
+  echo "==== tasks and service logs (failure) ===="
+  docker stack ps --no-trunc --format '{{.Name}} {{.CurrentState}} {{.Error}}' "$STACK" 2>&1
   for s in server relay v6host prometheus loadgen; do
     docker service logs --raw --timestamps "${STACK}_$s" 2>&1 | tail -n 40 | sed "s/^/$s: /"
   done
