@@ -158,6 +158,12 @@ pub enum Command {
     /// report each as pass, fail, skipped or not applicable, with the datagrams as evidence.
     #[command(after_help = crate::conform::cli::CONFORM_AFTER)]
     Conform(crate::conform::ConformArgs),
+    /// Merge the JSON reports of several `load` generators (e.g. Docker Swarm replicas,
+    /// each with its own --replica-index) into one: counters and rates summed, percentiles
+    /// from the merged histograms, the union of their time spans, one line per generator.
+    /// Text, --json, --html, --junit as `load`; exit status as `load`'s (3 or 4 when a
+    /// generator or the merged totals failed), 1 for an unreadable or incompatible file.
+    LoadReport(crate::load::merge::LoadReportArgs),
 
     /// Render the container lab's verdict (docker/lab/runner.sh's /results/verdict.json) as a
     /// page (--html: a profile x NAT grid and one row per container scenario) and as JUnit XML
@@ -212,6 +218,12 @@ Metrics (--metrics-addr): loadgen_packets_{sent,received,lost,out_of_order,dupli
 loadgen_qualifications_total{result}, loadgen_qualification_duration_seconds,
 loadgen_clients{state}, loadgen_offered_packets_per_second, loadgen_build_info, natsim_*
 (summed over every simulated NAT), process_*.
+
+Several generators (machines, containers, Swarm replicas): give each --replica-index N
+(or CLIENT_SIM_REPLICA_INDEX, e.g. from {{.Task.Slot}}) or --client-offset, so that their
+clients are distinct (client i of generator N is global client (N-1) x --clients + i, with
+seed --seed + that number; sockets take kernel-chosen ports on each generator's own address),
+then merge their --json reports with `client-sim load-report FILE...`.
 
 One socket per client (plus one per extra NAT mapping): the open-file limit is raised toward
 3 per client behind a NAT, 1 without, as far as the hard limit allows (an error if not even
@@ -499,9 +511,21 @@ pub struct LoadArgs {
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     pub json: Option<Option<PathBuf>>,
 
-    /// Seed of the clients and NATs (client i uses seed + i; default random).
+    /// Seed of the clients and NATs (client i uses seed + client offset + i; default random).
     #[arg(long)]
     pub seed: Option<u64>,
+
+    /// This generator's index among several (e.g. a Swarm task slot, from 1): its clients
+    /// are global numbers (N-1) x --clients onwards unless --client-offset says otherwise,
+    /// so that replicas sharing --seed still simulate distinct clients; in the report and
+    /// in loadgen_generator_info.
+    #[arg(long, env = "CLIENT_SIM_REPLICA_INDEX", value_parser = clap::value_parser!(u32).range(1..))]
+    pub replica_index: Option<u32>,
+
+    /// Global number of this generator's first client (default 0, or (replica index - 1)
+    /// x --clients).
+    #[arg(long, env = "CLIENT_SIM_CLIENT_OFFSET")]
+    pub client_offset: Option<u64>,
 
     /// Write one self-contained HTML page with the run's charts over time (rates, loss,
     /// RTT percentiles, qualifications, NAT mappings), the RTT distributions and the
@@ -565,6 +589,10 @@ impl LoadArgs {
         o.metrics_addr = self.metrics_addr;
         o.metrics_linger = self.metrics_linger.unwrap_or_default();
         o.seed = self.seed;
+        o.replica = self.replica_index;
+        o.client_offset = self.client_offset.unwrap_or_else(|| {
+            u64::from(self.replica_index.unwrap_or(1) - 1) * u64::from(self.clients)
+        });
         o.scrape = self.scrape.clone();
         o.quiet = self.quiet;
         o.ceiling = self.ceiling;
@@ -812,6 +840,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Respond(args) => run_respond(&args),
         Command::Load(args) => run_load_command(&args),
         Command::Conform(args) => crate::conform::run_conform(&args),
+        Command::LoadReport(args) => crate::load::merge::run(&args),
         Command::ContainerReport(args) => crate::container_report::run(&args),
         Command::PromCheck(args) => crate::prom_check::run(&args),
     }

@@ -58,6 +58,8 @@
 //!   datagram counters).
 //! * `compose`: the container lab (`docker/`): compose file, matrix and scripts checked here;
 //!   the full run is `.ci/run`'s "Container lab" step.
+//! * `swarm`: the Docker Swarm stack (`docker/swarm/`): stack file, Prometheus discovery and
+//!   scripts checked here; the run is `.ci/run`'s "Docker Swarm" step.
 
 mod bad_input;
 mod client_interop;
@@ -80,4 +82,5 @@ mod promtool;
 mod relay_flood;
 mod relay_interop;
 mod run_report;
+mod swarm;
 mod tshark;

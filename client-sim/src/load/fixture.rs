@@ -64,6 +64,7 @@ pub(crate) fn example(find_max: bool, all_qualified: bool) -> LoadReport {
     results.insert("qualified", qualified);
     results.insert("timeout", 10 - qualified);
     LoadReport {
+        schema_version: super::report::SCHEMA_VERSION,
         mode: "teredo",
         target: "ICMPv6 echo 2001:db8::99".to_owned(),
         clients: 10,
@@ -72,6 +73,10 @@ pub(crate) fn example(find_max: bool, all_qualified: bool) -> LoadReport {
         size: 100,
         packet_bytes: 148,
         seed: 7,
+        replica: None,
+        client_offset: 0,
+        started_unix_s: 1_700_000_000.0,
+        finished_unix_s: 1_700_000_006.0,
         qualify: Some(QualifySummary {
             clients: 10,
             qualified,
@@ -95,6 +100,7 @@ pub(crate) fn example(find_max: bool, all_qualified: bool) -> LoadReport {
         peak_rss_bytes: None,
         exit_code: if all_qualified { 0 } else { 3 },
         loss_threshold_percent: if find_max { 0.1 } else { 0.0 },
+        generators: Vec::new(),
         timeline,
         scraped: Vec::new(),
     }

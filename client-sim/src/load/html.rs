@@ -112,6 +112,39 @@ fn data_charts(out: &mut String, report: &LoadReport, s: &[Sample], per: &str) {
     );
 }
 
+/// A merged report's generators, one row each (their charts are on their own pages).
+fn generator_table(out: &mut String, report: &LoadReport) {
+    out.push_str(
+        "<p class=\"note\">Merged from the generators below: no timeline (each generator's \
+         own <code>--html</code> has its charts).</p>\n<table id=\"generators\"><tr><th>replica</th>\
+         <th>clients</th><th>seed</th><th>qualified</th><th>sent</th><th>received</th>\
+         <th>lost</th><th>RTT p50 / p99 ms</th><th>exit</th><th>report</th></tr>\n",
+    );
+    let n = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+    for g in &report.generators {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}..{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{} / {}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+            g.replica.map_or("-".to_owned(), |r| r.to_string()),
+            g.client_offset,
+            (g.client_offset + g.clients).saturating_sub(1),
+            g.seed,
+            n(g.qualified),
+            n(g.sent),
+            n(g.received),
+            n(g.lost),
+            ms(g.rtt_p50_ms),
+            ms(g.rtt_p99_ms),
+            if g.exit_code == 0 { "ok" } else { "bad" },
+            g.exit_code,
+            esc(&g.file)
+        );
+    }
+    out.push_str("</table>\n");
+}
+
 /// The page of `report`.
 pub fn page(report: &LoadReport) -> String {
     let tl = &report.timeline;
@@ -161,6 +194,8 @@ pub fn page(report: &LoadReport) -> String {
     let _ = writeln!(out, "</table>\n<pre>{}</pre>", esc(&report.to_string()));
     if s.iter().any(|x| x.sent > 0 || x.received > 0) {
         data_charts(&mut out, report, &s, &per);
+    } else if !report.generators.is_empty() {
+        generator_table(&mut out, report);
     } else {
         out.push_str(
             "<p class=\"note\">No load packet was sent in this run (qualification only): no \

@@ -115,6 +115,19 @@ fn cases(r: &LoadReport) -> Vec<Case> {
         }),
         (None, None) => {}
     }
+    for g in &r.generators {
+        v.push(Case {
+            name: format!(
+                "{} ({}): exit status 0",
+                g.replica
+                    .map_or("generator".to_owned(), |n| format!("replica {n}")),
+                g.file
+            ),
+            time_s: (g.finished_unix_s - g.started_unix_s).max(0.0),
+            failure: (g.exit_code != 0).then(|| format!("exit status {}", g.exit_code)),
+            out: g.line().trim().to_owned(),
+        });
+    }
     v
 }
 

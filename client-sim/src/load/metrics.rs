@@ -209,6 +209,34 @@ impl LoadMetrics {
         })
     }
 
+    /// Registers `loadgen_generator_info{replica,first_client,clients} 1`: which generator
+    /// this is among several (`replica` empty without `--replica-index`), so that one
+    /// Prometheus scraping every replica tells them apart by more than their address.
+    pub fn register_generator_info(
+        registry: &Registry,
+        replica: Option<u32>,
+        first_client: u64,
+        clients: u32,
+    ) -> prometheus::Result<()> {
+        let info = register(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "loadgen_generator_info",
+                    "This generator's replica index and client range; always 1.",
+                ),
+                &["replica", "first_client", "clients"],
+            )?,
+        )?;
+        info.with_label_values(&[
+            replica.map(|r| r.to_string()).unwrap_or_default().as_str(),
+            first_client.to_string().as_str(),
+            clients.to_string().as_str(),
+        ])
+        .set(1);
+        Ok(())
+    }
+
     /// Moves one client from gauge state `from` to `to`.
     pub fn move_client(&self, from: &str, to: &str) {
         if from != to {
@@ -228,6 +256,7 @@ mod tests {
     fn every_series_exists_at_zero() {
         let r = Registry::new();
         let m = LoadMetrics::register(&r).unwrap();
+        LoadMetrics::register_generator_info(&r, Some(2), 1000, 500).unwrap();
         m.clients.with_label_values(&["pending"]).set(3);
         m.move_client("pending", "probe");
         let mut out = Vec::new();
@@ -245,6 +274,7 @@ mod tests {
             "natsim_packets_dropped_total{reason=\"filtered\"} 0",
             "natsim_packets_total{direction=\"inbound\",verdict=\"dropped\"} 0",
             "loadgen_build_info{version=",
+            "loadgen_generator_info{clients=\"500\",first_client=\"1000\",replica=\"2\"} 1",
         ] {
             assert!(text.contains(line), "missing {line}:\n{text}");
         }

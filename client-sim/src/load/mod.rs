@@ -20,8 +20,10 @@ pub mod charts;
 pub mod findmax;
 #[cfg(test)]
 mod fixture;
+pub mod hist;
 pub mod html;
 pub mod junit;
+pub mod merge;
 pub mod metrics;
 pub mod pacing;
 pub mod payload;
@@ -138,6 +140,11 @@ pub struct LoadOptions {
     pub drain: Duration,
     /// `/metrics` endpoints read once a second during the run (for the `--html` page).
     pub scrape: Vec<scrape::Endpoint>,
+    /// Index of this generator among several (in the report and the metrics).
+    pub replica: Option<u32>,
+    /// Global number of the first client: client `i` is client `client_offset + i` of all
+    /// generators, with its own seed `seed + client_offset + i`.
+    pub client_offset: u64,
 }
 
 impl LoadOptions {
@@ -168,6 +175,8 @@ impl LoadOptions {
             warmup_timeout: Duration::from_secs(15),
             drain: Duration::from_secs(2),
             scrape: Vec::new(),
+            replica: None,
+            client_offset: 0,
         }
     }
 
@@ -261,6 +270,13 @@ pub fn raise_nofile(needed: u64, wanted: u64) -> anyhow::Result<u64> {
         lim.rlim_max,
         std::io::Error::last_os_error()
     )
+}
+
+/// Wall-clock time, seconds since the Unix epoch.
+fn unix_now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The process's peak resident memory (`VmHWM`), bytes; `None` when unreadable.
@@ -399,6 +415,7 @@ pub async fn run_load(
 ) -> anyhow::Result<(LoadReport, Option<MetricsServer>)> {
     opts.check()?;
     let started = Instant::now();
+    let started_unix_s = unix_now_s();
     let seed = opts.seed.unwrap_or_else(|| rand::rng().random());
     let nat_sockets: u64 = if opts.nat == NatChoice::None { 1 } else { 3 };
     let clients = u64::from(opts.clients);
@@ -446,6 +463,8 @@ pub async fn run_load(
 
     let registry = Registry::new();
     let metrics = LoadMetrics::register(&registry).context("cannot register the metrics")?;
+    LoadMetrics::register_generator_info(&registry, opts.replica, opts.client_offset, opts.clients)
+        .context("cannot register the metrics")?;
     metrics
         .clients
         .with_label_values(&["pending"])
@@ -475,7 +494,7 @@ pub async fn run_load(
             dest,
             size: opts.size,
             run_tag: rand::rng().random(),
-            seed,
+            seed: seed.wrapping_add(opts.client_offset),
             socket_buffer: (64 << 20) / n.max(1),
             warmup_timeout: opts.warmup_timeout,
         },
@@ -552,6 +571,7 @@ pub async fn run_load(
         0
     };
     let report = LoadReport {
+        schema_version: report::SCHEMA_VERSION,
         mode: if opts.ceiling { "ceiling" } else { "teredo" },
         target,
         clients: u64::from(opts.clients),
@@ -560,6 +580,10 @@ pub async fn run_load(
         size: opts.size,
         packet_bytes,
         seed,
+        replica: opts.replica,
+        client_offset: opts.client_offset,
+        started_unix_s,
+        finished_unix_s: unix_now_s(),
         qualify,
         warmup_failed,
         data,
@@ -568,6 +592,7 @@ pub async fn run_load(
         peak_rss_bytes: peak_rss_bytes(),
         exit_code,
         loss_threshold_percent: opts.threshold(),
+        generators: Vec::new(),
         timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
         scraped,
     };

@@ -5,10 +5,16 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::hist::HistogramCounts;
+
+/// Version of the JSON report's layout; `load-report` merges only this one (2: histograms,
+/// wall-clock span and client range added).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Percentiles of a histogram of microseconds, in milliseconds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Samples.
     pub count: u64,
@@ -26,6 +32,9 @@ pub struct Percentiles {
     pub p99_9: Option<f64>,
     /// Largest.
     pub max: Option<f64>,
+    /// The histogram itself (µs), for merging reports; absent without samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<HistogramCounts>,
 }
 
 impl Percentiles {
@@ -44,6 +53,7 @@ impl Percentiles {
             p99: ms(h.value_at_quantile(0.99)),
             p99_9: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
+            histogram: Some(HistogramCounts::of(h)),
         }
     }
 
@@ -83,8 +93,44 @@ pub fn mbit_per_s(pps: f64, bytes: usize) -> f64 {
     pps * bytes as f64 * 8.0 / 1e6
 }
 
+/// A name from a fixed list. An alias, because serde would make a `&'static str` field
+/// borrow from the input ('de: 'static) even with `deserialize_with`.
+pub type StaticName = &'static str;
+
+/// Reads a name written from one of `known` back as that `&'static str`.
+fn known_name<'de, D: Deserializer<'de>>(
+    d: D,
+    known: &[&'static str],
+) -> Result<&'static str, D::Error> {
+    let s = String::deserialize(d)?;
+    known
+        .iter()
+        .find(|k| **k == s)
+        .copied()
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown name {s:?}")))
+}
+
+fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    known_name(d, &["teredo", "ceiling"])
+}
+
+fn de_results<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<&'static str, u64>, D::Error> {
+    let m = BTreeMap::<String, u64>::deserialize(d)?;
+    m.into_iter()
+        .map(|(k, n)| {
+            super::metrics::QUALIFY_RESULTS
+                .iter()
+                .find(|r| **r == k)
+                .map(|r| (*r, n))
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("unknown qualification result {k:?}"))
+                })
+        })
+        .collect()
+}
+
 /// How qualification went.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QualifySummary {
     /// Clients started.
     pub clients: u64,
@@ -93,6 +139,7 @@ pub struct QualifySummary {
     /// 100 × qualified / clients.
     pub success_percent: f64,
     /// Clients per outcome (`qualified`, `timeout`, `symmetric_nat`, `error`...).
+    #[serde(deserialize_with = "de_results")]
     pub results: BTreeMap<&'static str, u64>,
     /// `--qualify-rate`, clients per second.
     pub offered_rate: f64,
@@ -107,7 +154,7 @@ pub struct QualifySummary {
 }
 
 /// One data trial at a fixed offered rate.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DataSummary {
     /// Trial number (from 1).
     pub trial: u32,
@@ -153,7 +200,7 @@ pub struct DataSummary {
 }
 
 /// The `--find-max` search.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FindMaxSummary {
     /// The loss threshold, percent.
     pub loss_threshold_percent: f64,
@@ -166,10 +213,13 @@ pub struct FindMaxSummary {
 }
 
 /// The whole report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LoadReport {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
     /// `teredo`, or `ceiling` (plain UDP against an in-process echo).
-    pub mode: &'static str,
+    #[serde(deserialize_with = "de_mode")]
+    pub mode: StaticName,
     /// What the clients talk to.
     pub target: String,
     /// Clients.
@@ -184,6 +234,15 @@ pub struct LoadReport {
     pub packet_bytes: usize,
     /// Seed of the run.
     pub seed: u64,
+    /// Index of this generator among several (`--replica-index`), if given.
+    pub replica: Option<u32>,
+    /// Global number of the first client (`--client-offset`): client `i` of this run is
+    /// client `client_offset + i` of all generators, with seed `seed + client_offset + i`.
+    pub client_offset: u64,
+    /// Wall-clock start of the run, seconds since the Unix epoch.
+    pub started_unix_s: f64,
+    /// Wall-clock end of the run, seconds since the Unix epoch.
+    pub finished_unix_s: f64,
     /// Qualification (Teredo mode).
     pub qualify: Option<QualifySummary>,
     /// Clients that qualified but got no answer during the warm-up.
@@ -200,6 +259,9 @@ pub struct LoadReport {
     pub exit_code: u8,
     /// Loss a trial may have and pass, percent.
     pub loss_threshold_percent: f64,
+    /// The generators merged into this report (`client-sim load-report`; empty for a run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generators: Vec<super::merge::Generator>,
     /// The run over time (for `--html`; not in the JSON).
     #[serde(skip)]
     pub timeline: super::timeline::Timeline,
@@ -260,6 +322,22 @@ impl fmt::Display for LoadReport {
             self.packet_bytes,
             self.target
         );
+        if !self.generators.is_empty() {
+            let _ = writeln!(
+                s,
+                "merged: {} generators side by side (rates summed, percentiles from the merged \
+                 histograms), clients {}..{}, span {:.1} s",
+                self.generators.len(),
+                self.client_offset,
+                self.generators
+                    .iter()
+                    .map(|g| g.client_offset + g.clients)
+                    .max()
+                    .unwrap_or(0)
+                    .saturating_sub(1),
+                self.elapsed_s
+            );
+        }
         if let Some(q) = &self.qualify {
             let results: Vec<String> = q
                 .results
@@ -327,6 +405,7 @@ impl fmt::Display for LoadReport {
             );
             d.lines(&mut s);
         }
+        s.push_str(&super::merge::generator_lines(&self.generators));
         let _ = write!(
             s,
             "elapsed {:.1} s, peak RSS {}, exit status {}",
