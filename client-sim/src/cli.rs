@@ -520,6 +520,15 @@ pub struct LoadArgs {
     /// Measure the generator itself: plain UDP against an in-process echo on loopback.
     #[arg(long, conflicts_with_all = ["target", "udp_echo", "pairs", "nat"])]
     pub ceiling: bool,
+
+    /// Data-path engine: `mmsg` (one batched thread, kernel receive timestamps; --ceiling
+    /// only so far) or `tokio` (a task per client). Default: the fastest available.
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::load::engine::Engine>,
+
+    /// Pin the mmsg engine's thread to this CPU.
+    #[arg(long, value_name = "N")]
+    pub cpu: Option<usize>,
 }
 
 impl LoadArgs {
@@ -558,6 +567,8 @@ impl LoadArgs {
         o.metrics_addr = self.metrics_addr;
         o.metrics_linger = self.metrics_linger.unwrap_or_default();
         o.seed = self.seed;
+        o.engine = self.engine;
+        o.cpu = self.cpu;
         o.scrape = self.scrape.clone();
         o.quiet = self.quiet;
         o.ceiling = self.ceiling;

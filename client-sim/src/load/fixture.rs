@@ -97,5 +97,14 @@ pub(crate) fn example(find_max: bool, all_qualified: bool) -> LoadReport {
         loss_threshold_percent: if find_max { 0.1 } else { 0.0 },
         timeline,
         scraped: Vec::new(),
+        engine: super::report::EngineSummary::new(
+            super::engine::Engine::Tokio,
+            None,
+            None,
+            None,
+            Some(25),
+            10,
+            None,
+        ),
     }
 }
