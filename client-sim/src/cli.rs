@@ -529,6 +529,11 @@ pub struct LoadArgs {
     /// Pin the mmsg engine's thread to this CPU.
     #[arg(long, value_name = "N")]
     pub cpu: Option<usize>,
+
+    /// mmsg engine: no UDP_GRO on the reflector's and the clients' sockets, so that each
+    /// datagram is received on its own (as by a device without GRO).
+    #[arg(long)]
+    pub no_gro: bool,
 }
 
 impl LoadArgs {
@@ -569,6 +574,7 @@ impl LoadArgs {
         o.seed = self.seed;
         o.engine = self.engine;
         o.cpu = self.cpu;
+        o.gro = !self.no_gro;
         o.scrape = self.scrape.clone();
         o.quiet = self.quiet;
         o.ceiling = self.ceiling;

@@ -99,7 +99,7 @@ pub(crate) fn example(find_max: bool, all_qualified: bool) -> LoadReport {
         scraped: Vec::new(),
         engine: super::report::EngineSummary::new(
             super::engine::Engine::Tokio,
-            None,
+            (None, false),
             None,
             None,
             Some(25),

@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use teredo_rt::batch::{enable_rx_timestamps, enable_udp_gro, RecvBatch, SendBatch, MAX_SEGMENTS};
 use teredo_rt::{bind_udp_std, Shutdown, UdpOptions, MAX_DATAGRAM};
@@ -34,10 +34,27 @@ use super::worker::{Control, Shared};
 const RECV_BATCH: usize = 64;
 
 /// Most packets one pass of the loop sends (then it reads answers again).
-const MAX_PER_PASS: u32 = 4096;
+const MAX_PER_PASS: u32 = 16_384;
 
 /// Ready sockets one `epoll_wait` returns.
 const EVENTS: usize = 256;
+
+/// Packets a client should have owed when its turn comes, where [`MAX_TICK`] allows: runs
+/// are what `UDP_SEGMENT` and the reflector's `UDP_GRO` turn into one send and one receive.
+const MIN_RUN: f64 = 8.0;
+
+/// Sending passes are at least this far apart…
+const MIN_TICK: Duration = Duration::from_millis(1);
+
+/// …and at most this far (the burst a pass sends stays a few milliseconds' worth).
+const MAX_TICK: Duration = Duration::from_millis(5);
+
+/// Time between sending passes at `total` pps over `clients`: long enough for runs of
+/// [`MIN_RUN`], within [`MIN_TICK`]..[`MAX_TICK`].
+pub fn tick(total: f64, clients: u32) -> Duration {
+    let secs = MIN_RUN * f64::from(clients.max(1)) / total.max(1.0);
+    Duration::from_secs_f64(secs.clamp(MIN_TICK.as_secs_f64(), MAX_TICK.as_secs_f64()))
+}
 
 /// CLOCK_REALTIME now, nanoseconds (the clock of the kernel's receive timestamps).
 fn realtime_ns() -> u64 {
@@ -122,6 +139,7 @@ impl Generator {
         clients: u32,
         echo: SocketAddrV4,
         cpu: Option<usize>,
+        gro: bool,
     ) -> anyhow::Result<Self> {
         let thread = std::thread::Builder::new()
             .name("load-mmsg".into())
@@ -131,7 +149,7 @@ impl Generator {
                         tracing::warn!(error = %e, "generator not pinned");
                     }
                 }
-                if let Err(e) = run(&shared, &shutdown, clients, echo) {
+                if let Err(e) = run(&shared, &shutdown, (clients, gro), echo) {
                     tracing::warn!(error = %e, "mmsg generator stopped");
                 }
             })?;
@@ -160,7 +178,7 @@ fn epoll() -> io::Result<OwnedFd> {
 }
 
 /// Opens the clients' sockets, recording each outcome.
-fn open_clients(shared: &Shared, n: u32, ep: &OwnedFd) -> Vec<Client> {
+fn open_clients(shared: &Shared, n: u32, gro: bool, ep: &OwnedFd) -> Vec<Client> {
     let opts = UdpOptions {
         recv_buffer_size: Some(shared.setup.socket_buffer),
         send_buffer_size: Some(shared.setup.socket_buffer),
@@ -171,7 +189,9 @@ fn open_clients(shared: &Shared, n: u32, ep: &OwnedFd) -> Vec<Client> {
         let opened = bind_udp_std(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), &opts).and_then(|s| {
             enable_rx_timestamps(s.as_raw_fd())?;
             // Answers to a run may come back as one buffer; optional.
-            let _ = enable_udp_gro(s.as_raw_fd());
+            if gro {
+                let _ = enable_udp_gro(s.as_raw_fd());
+            }
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: clients.len() as u64,
@@ -254,9 +274,14 @@ impl Tally {
 }
 
 /// The generator's loop.
-fn run(shared: &Shared, shutdown: &Shutdown, n: u32, echo: SocketAddrV4) -> io::Result<()> {
+fn run(
+    shared: &Shared,
+    shutdown: &Shutdown,
+    (n, gro): (u32, bool),
+    echo: SocketAddrV4,
+) -> io::Result<()> {
     let ep = epoll()?;
-    let mut clients = open_clients(shared, n, &ep);
+    let mut clients = open_clients(shared, n, gro, &ep);
     let count = u32::try_from(clients.len()).unwrap_or(u32::MAX);
     let s = &shared.setup;
     // The payload timestamps' origin on CLOCK_REALTIME.
@@ -264,6 +289,8 @@ fn run(shared: &Shared, shutdown: &Shutdown, n: u32, echo: SocketAddrV4) -> io::
         .saturating_sub(u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
     let mut control = shared.control.clone();
     let mut bucket: Option<TokenBucket> = None;
+    let mut every = MIN_TICK;
+    let mut next_pass = Instant::now();
     let mut trial = 0u32;
     let mut cursor = 0u32;
     let mut template = filler(s.size);
@@ -292,6 +319,8 @@ fn run(shared: &Shared, shutdown: &Shutdown, n: u32, echo: SocketAddrV4) -> io::
                 } => {
                     let total = rate * f64::from(senders.max(1));
                     trial = no;
+                    every = tick(total, count);
+                    next_pass = Instant::now();
                     bucket = Some(TokenBucket::new(
                         total,
                         TokenBucket::default_burst(total),
@@ -307,7 +336,8 @@ fn run(shared: &Shared, shutdown: &Shutdown, n: u32, echo: SocketAddrV4) -> io::
             }
         }
         let now = Instant::now();
-        if let Some(b) = bucket.as_mut() {
+        if let Some(b) = bucket.as_mut().filter(|_| now >= next_pass) {
+            next_pass = now + every;
             let owed = b.take(now, MAX_PER_PASS);
             if owed > 0 {
                 let counted = trial != 0 && trial == shared.trial_no.load(Ordering::Relaxed);
@@ -339,7 +369,10 @@ fn run(shared: &Shared, shutdown: &Shutdown, n: u32, echo: SocketAddrV4) -> io::
         }
         let timeout_ms = match &bucket {
             Some(b) => {
-                let wait = b.next_at().saturating_duration_since(Instant::now());
+                let wait = b
+                    .next_at()
+                    .max(next_pass)
+                    .saturating_duration_since(Instant::now());
                 i32::try_from(wait.as_micros().div_ceil(1000))
                     .unwrap_or(10)
                     .min(10)
@@ -515,7 +548,17 @@ fn add_jitter(shared: &Shared, clients: &[Client]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn passes_are_spaced_for_runs() {
+        // 100 clients at 800 k pps: 1 ms already gives runs of 8.
+        assert_eq!(tick(800_000.0, 100), MIN_TICK);
+        // 1000 clients at 400 k pps: 20 ms would, 5 ms is the cap.
+        assert_eq!(tick(400_000.0, 1000), MAX_TICK);
+        let t = tick(400_000.0, 150);
+        assert!((t.as_secs_f64() - 0.003).abs() < 1e-9, "{t:?}");
+        assert_eq!(tick(0.0, 0), MAX_TICK);
+    }
 
     #[test]
     fn dealing_spreads_evenly_and_rotates() {

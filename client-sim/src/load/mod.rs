@@ -147,6 +147,8 @@ pub struct LoadOptions {
     pub engine: Option<Engine>,
     /// Pin the `mmsg` engine's thread to this CPU.
     pub cpu: Option<usize>,
+    /// `mmsg` engine: `UDP_GRO` on the reflector's and the clients' sockets.
+    pub gro: bool,
 }
 
 impl LoadOptions {
@@ -179,6 +181,7 @@ impl LoadOptions {
             scrape: Vec::new(),
             engine: None,
             cpu: None,
+            gro: true,
         }
     }
 
@@ -363,7 +366,7 @@ pub async fn run_load(
     raise_nofile(clients + 256, clients * nat_sockets + 1024)?;
 
     let echo = if opts.ceiling {
-        Some(Echo::start(engine)?)
+        Some(Echo::start(engine, opts.gro)?)
     } else {
         None
     };
@@ -501,7 +504,7 @@ pub async fn run_load(
     let (qualify, warmup_failed, data, find_max) = result?;
     let engine_summary = EngineSummary::new(
         engine,
-        opts.cpu,
+        (opts.cpu, opts.gro),
         echoed,
         drops,
         fds,
@@ -678,6 +681,7 @@ impl Run {
                 n,
                 echo,
                 self.opts.cpu,
+                self.opts.gro,
             )?);
             next = n;
         }

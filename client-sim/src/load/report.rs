@@ -174,6 +174,9 @@ pub struct EngineSummary {
     pub timestamps: &'static str,
     /// CPU the `mmsg` thread was pinned to.
     pub cpu: Option<usize>,
+    /// `mmsg`: `UDP_GRO` on the reflector's and the clients' sockets (runs read as one
+    /// buffer where the kernel merged them).
+    pub gro: bool,
     /// Datagrams the `--ceiling` reflector read.
     pub reflector_received: Option<u64>,
     /// Datagrams it sent back.
@@ -194,7 +197,7 @@ impl EngineSummary {
     /// Puts the pieces together.
     pub fn new(
         name: super::engine::Engine,
-        cpu: Option<usize>,
+        (cpu, gro): (Option<usize>, bool),
         echoed: Option<super::reflector::EchoCounts>,
         drops: Option<super::reflector::SocketDrops>,
         open_fds: Option<u64>,
@@ -205,6 +208,7 @@ impl EngineSummary {
             name,
             timestamps: name.timestamps(),
             cpu: cpu.filter(|_| name == super::engine::Engine::Mmsg),
+            gro: gro && name == super::engine::Engine::Mmsg,
             reflector_received: echoed.map(|e| e.received),
             reflector_echoed: echoed.map(|e| e.echoed),
             generator_socket_drops: drops.map(|d| d.generator),
@@ -420,9 +424,10 @@ impl fmt::Display for LoadReport {
         let e = &self.engine;
         let _ = writeln!(
             s,
-            "engine {}{}: RTT receive times from the {}; {} descriptors ({} per client)",
+            "engine {}{}{}: RTT receive times from the {}; {} descriptors ({} per client)",
             e.name,
             e.cpu.map_or(String::new(), |c| format!(" on CPU {c}")),
+            if e.gro { ", UDP_GRO" } else { "" },
             e.timestamps,
             e.open_fds.map_or("-".to_owned(), |f| f.to_string()),
             e.fds_per_client
