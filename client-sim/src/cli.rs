@@ -190,8 +190,15 @@ its loss is within --loss-threshold (default 0.1 % here, 0 for a fixed rate) and
 90 % of the offered rate was really sent.
 
 --ceiling: the same sockets, pacing and accounting as plain UDP between 127.0.0.1 sockets
-and a trivial echo thread in this process (no Teredo, no server): the generator's own
+and a reflector thread in this process (no Teredo, no server): the generator's own
 ceiling on this machine.
+
+--engine: tokio (a task per client, a system call per packet, RTT from user space) or mmsg
+(--ceiling only so far, its default: one thread, --cpu to pin it, runs per client sent with
+sendmmsg/UDP GSO, answers read with recvmmsg and UDP_GRO, RTT from the kernel's receive
+timestamps; --no-gro reads every datagram on its own). The report names the engine, the
+timestamp source, socket drops, descriptors per client and what limited a failing trial
+(the generator, or the device: the reflector).
 
 --html FILE: one self-contained page (inline SVG charts, nothing loaded from the network)
 with the run over time, one sample a second: offered/sent/received pps, loss, RTT

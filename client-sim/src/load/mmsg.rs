@@ -1,5 +1,5 @@
 //! The `mmsg` engine's generator for `--ceiling`: every client in one dedicated thread
-//! (pinned with `--cpu`), one socket per client as in the `tokio` engine, but
+//! (pinned with `--cpu`), one socket per client up to [`SOCKETS`] (then shared), and
 //!
 //! * one token bucket for the total rate, its tokens dealt round-robin to the clients
 //!   ([`deal`]), so that at high rates each client sends a run at a time;
@@ -11,8 +11,8 @@
 //! * counters and histograms updated once per batch, not per packet.
 //!
 //! The coordinator drives it through the same [`Control`] channel and reads the same
-//! [`Shared`] counters as the tokio tasks. Per client it keeps a socket, an id, a sequence
-//! number and a [`SeqTracker`] (about 64 bytes besides the kernel's socket).
+//! [`Shared`] counters as the tokio tasks. Per client it keeps a sequence
+//! number and a [`SeqTracker`] (64 bytes with alignment).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -116,10 +116,12 @@ pub fn stamp_run(
     queued
 }
 
-/// One simulated client of the engine.
+/// Most sockets the engine opens: clients beyond share them (in consecutive blocks), since the reflector does not tell clients apart by port and a process
+/// may not hold 100 000 descriptors; the stamp in each answer says whose it is.
+pub const SOCKETS: u32 = 1024;
+
+/// One simulated client of the engine (its socket: [`clients_socket`]).
 struct Client {
-    socket: UdpSocket,
-    id: u32,
     seq: u32,
     tracker: SeqTracker,
 }
@@ -177,15 +179,21 @@ fn epoll() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Opens the clients' sockets, recording each outcome.
-fn open_clients(shared: &Shared, n: u32, gro: bool, ep: &OwnedFd) -> Vec<Client> {
+/// Opens the sockets (at most [`SOCKETS`]) and sets up the clients, recording each
+/// client's outcome (`error` for all when no socket opens).
+fn open_clients(shared: &Shared, n: u32, gro: bool, ep: &OwnedFd) -> (Vec<UdpSocket>, Vec<Client>) {
+    // 64 MiB of buffers over the sockets, as the tokio engine spreads it over its clients.
+    let buffer = shared
+        .setup
+        .socket_buffer
+        .max((64 << 20) / n.clamp(1, SOCKETS) as usize);
     let opts = UdpOptions {
-        recv_buffer_size: Some(shared.setup.socket_buffer),
-        send_buffer_size: Some(shared.setup.socket_buffer),
+        recv_buffer_size: Some(buffer),
+        send_buffer_size: Some(buffer),
         ..UdpOptions::default()
     };
-    let mut clients = Vec::with_capacity(n as usize);
-    for id in 0..n {
+    let mut sockets = Vec::new();
+    for _ in 0..n.min(SOCKETS) {
         let opened = bind_udp_std(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), &opts).and_then(|s| {
             enable_rx_timestamps(s.as_raw_fd())?;
             // Answers to a run may come back as one buffer; optional.
@@ -194,7 +202,7 @@ fn open_clients(shared: &Shared, n: u32, gro: bool, ep: &OwnedFd) -> Vec<Client>
             }
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
-                u64: clients.len() as u64,
+                u64: sockets.len() as u64,
             };
             // SAFETY: valid descriptors and an event we own.
             let r = unsafe {
@@ -211,25 +219,26 @@ fn open_clients(shared: &Shared, n: u32, gro: bool, ep: &OwnedFd) -> Vec<Client>
             Ok(s)
         });
         match opened {
-            Ok(socket) => {
-                clients.push(Client {
-                    socket,
-                    id,
-                    seq: 0,
-                    tracker: SeqTracker::default(),
-                });
-                shared.metrics.move_client("pending", "qualified");
-                shared.warm_ok.fetch_add(1, Ordering::Relaxed);
-                shared.record_outcome("qualified");
-            }
-            Err(e) => {
-                tracing::warn!(client = id, error = %e, "cannot open the client's socket");
-                shared.metrics.move_client("pending", "offline");
-                shared.record_outcome("error");
-            }
+            Ok(s) => sockets.push(s),
+            Err(e) => tracing::warn!(error = %e, "cannot open a generator socket"),
         }
     }
-    clients
+    let open = u32::try_from(sockets.len()).unwrap_or(u32::MAX);
+    let result = if open == 0 { "error" } else { "qualified" };
+    let state = if open == 0 { "offline" } else { "qualified" };
+    let mut clients = Vec::with_capacity(if open == 0 { 0 } else { n as usize });
+    for _ in 0..n {
+        if open > 0 {
+            clients.push(Client {
+                seq: 0,
+                tracker: SeqTracker::default(),
+            });
+            shared.warm_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        shared.metrics.move_client("pending", state);
+        shared.record_outcome(result);
+    }
+    (sockets, clients)
 }
 
 /// Answer counts of one batch, added to the shared counters at once.
@@ -281,7 +290,7 @@ fn run(
     echo: SocketAddrV4,
 ) -> io::Result<()> {
     let ep = epoll()?;
-    let mut clients = open_clients(shared, n, gro, &ep);
+    let (sockets, mut clients) = open_clients(shared, n, gro, &ep);
     let count = u32::try_from(clients.len()).unwrap_or(u32::MAX);
     let s = &shared.setup;
     // The payload timestamps' origin on CLOCK_REALTIME.
@@ -342,7 +351,7 @@ fn run(
             if owed > 0 {
                 let counted = trial != 0 && trial == shared.trial_no.load(Ordering::Relaxed);
                 let failed = send_owed(
-                    &mut clients,
+                    (&sockets, &mut clients),
                     (owed, count, &mut cursor),
                     Stamp {
                         run: s.run_tag,
@@ -390,13 +399,16 @@ fn run(
         };
         let trial_now = shared.trial_no.load(Ordering::Relaxed);
         for ev in events.iter().take(usize::try_from(ready).unwrap_or(0)) {
-            let Some(c) = usize::try_from(ev.u64)
-                .ok()
-                .and_then(|i| clients.get_mut(i))
-            else {
+            let Some(socket) = usize::try_from(ev.u64).ok().and_then(|i| sockets.get(i)) else {
                 continue;
             };
-            receive(c, &mut recv, s.run_tag, rt_epoch, trial_now, &mut tally);
+            receive(
+                socket,
+                &mut clients,
+                &mut recv,
+                (s.run_tag, rt_epoch, trial_now),
+                &mut tally,
+            );
             tally.publish(shared);
         }
     }
@@ -411,23 +423,30 @@ fn run(
 
 /// Sends `owed` packets dealt over the clients; returns how many failed.
 fn send_owed(
-    clients: &mut [Client],
+    (sockets, clients): (&[UdpSocket], &mut [Client]),
     (owed, count, cursor): (u32, u32, &mut u32),
     stamp: Stamp,
     (template, to, send): (&mut [u8], SocketAddr, &mut SendBatch),
 ) -> u32 {
     let mut failed = 0u32;
+    let mut pending = 0u32;
+    // Neighbouring clients share a socket: their packets go out in one batch (and, all to
+    // the one reflector and of one length, as one GSO send).
+    let mut current: Option<std::os::fd::RawFd> = None;
     deal(owed, count, cursor, |i, k| {
-        let Some(c) = clients.get_mut(i as usize) else {
+        let (Some(c), Some(socket)) = (
+            clients.get_mut(i as usize),
+            clients_socket(sockets, i, count),
+        ) else {
             failed += k;
             return;
         };
-        let fd = c.socket.as_raw_fd();
-        let st = Stamp {
-            client: c.id,
-            ..stamp
-        };
-        let mut pending = 0;
+        let fd = socket.as_raw_fd();
+        if let Some(prev) = current.filter(|p| *p != fd) {
+            failed += flush_batch(prev, send, &mut pending);
+        }
+        current = Some(fd);
+        let st = Stamp { client: i, ..stamp };
         let queued = stamp_run(
             template,
             st,
@@ -439,8 +458,10 @@ fn send_owed(
             |b, p| failed += flush_batch(fd, b, p),
         );
         failed += k - queued;
-        failed += flush_batch(fd, send, &mut pending);
     });
+    if let Some(fd) = current {
+        failed += flush_batch(fd, send, &mut pending);
+    }
     failed
 }
 
@@ -465,17 +486,24 @@ fn flush_batch(fd: std::os::fd::RawFd, send: &mut SendBatch, pending: &mut u32) 
     failed
 }
 
-/// Reads what client `c`'s socket holds (up to a few batches) into `tally`.
+/// Client `i`'s socket (of `clients`): the sockets take consecutive blocks of clients.
+fn clients_socket(sockets: &[UdpSocket], i: u32, clients: u32) -> Option<&UdpSocket> {
+    let open = u64::try_from(sockets.len()).ok()?;
+    let at = u64::from(i) * open / u64::from(clients.max(1));
+    sockets.get(usize::try_from(at).ok()?)
+}
+
+/// Reads what `socket` holds (up to a few batches) into `tally`, each answer to the client
+/// its stamp names.
 fn receive(
-    c: &mut Client,
+    socket: &UdpSocket,
+    clients: &mut [Client],
     recv: &mut RecvBatch,
-    run_tag: u32,
-    rt_epoch: u64,
-    trial_now: u32,
+    (run_tag, rt_epoch, trial_now): (u32, u64, u32),
     tally: &mut Tally,
 ) {
     for _ in 0..4 {
-        let Ok(n) = recv.recv(c.socket.as_raw_fd(), RECV_BATCH) else {
+        let Ok(n) = recv.recv(socket.as_raw_fd(), RECV_BATCH) else {
             return;
         };
         let fallback = realtime_ns();
@@ -487,7 +515,7 @@ fn receive(
             let arrived = d.kernel_time_ns.unwrap_or(fallback);
             let seg = d.segment_size.unwrap_or(d.data.len()).max(1);
             for one in d.data.chunks(seg) {
-                answer(c, one, arrived, (run_tag, rt_epoch, trial_now), tally);
+                answer(clients, one, arrived, (run_tag, rt_epoch, trial_now), tally);
             }
         }
         if n < RECV_BATCH {
@@ -498,7 +526,7 @@ fn receive(
 
 /// One answer's accounting.
 fn answer(
-    c: &mut Client,
+    clients: &mut [Client],
     data: &[u8],
     arrived: u64,
     (run_tag, rt_epoch, trial_now): (u32, u64, u32),
@@ -507,9 +535,12 @@ fn answer(
     let Some(stamp) = Stamp::read(data) else {
         return;
     };
-    if stamp.run != run_tag || stamp.client != c.id || stamp.trial == 0 {
+    if stamp.run != run_tag || stamp.trial == 0 {
         return;
     }
+    let Some(c) = clients.get_mut(stamp.client as usize) else {
+        return;
+    };
     let verdict = c.tracker.record(stamp.seq);
     let current = stamp.trial == trial_now;
     if verdict == Verdict::Duplicate {
@@ -548,6 +579,21 @@ fn add_jitter(shared: &Shared, clients: &[Client]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_share_sockets_beyond_the_pool() {
+        let pool: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let port = |i| clients_socket(&pool, i, 6).unwrap().local_addr().unwrap();
+        assert_eq!(port(0), port(1));
+        assert_eq!(port(4), port(5));
+        assert_ne!(port(1), port(2));
+        assert_ne!(port(3), port(4));
+        assert!(clients_socket(&pool, 6, 6).is_none());
+        assert!(clients_socket(&[], 0, 6).is_none());
+        assert_eq!(size_of::<Client>(), 64, "per-client state");
+    }
 
     #[test]
     fn passes_are_spaced_for_runs() {

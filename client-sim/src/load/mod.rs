@@ -362,7 +362,11 @@ pub async fn run_load(
     let started = Instant::now();
     let seed = opts.seed.unwrap_or_else(|| rand::rng().random());
     let nat_sockets: u64 = if opts.nat == NatChoice::None { 1 } else { 3 };
-    let clients = u64::from(opts.clients);
+    let clients = if engine == Engine::Mmsg {
+        u64::from(opts.clients.min(mmsg::SOCKETS))
+    } else {
+        u64::from(opts.clients)
+    };
     raise_nofile(clients + 256, clients * nat_sockets + 1024)?;
 
     let echo = if opts.ceiling {
