@@ -41,13 +41,13 @@ const EVENTS: usize = 256;
 
 /// Packets a client should have owed when its turn comes, where [`MAX_TICK`] allows: runs
 /// are what `UDP_SEGMENT` and the reflector's `UDP_GRO` turn into one send and one receive.
-const MIN_RUN: f64 = 8.0;
+pub const MIN_RUN: f64 = 8.0;
 
 /// Sending passes are at least this far apart…
-const MIN_TICK: Duration = Duration::from_millis(1);
+pub const MIN_TICK: Duration = Duration::from_millis(1);
 
 /// …and at most this far (the burst a pass sends stays a few milliseconds' worth).
-const MAX_TICK: Duration = Duration::from_millis(5);
+pub const MAX_TICK: Duration = Duration::from_millis(5);
 
 /// Time between sending passes at `total` pps over `clients`: long enough for runs of
 /// [`MIN_RUN`], within [`MIN_TICK`]..[`MAX_TICK`].
