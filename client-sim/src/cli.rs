@@ -215,7 +215,8 @@ loadgen_clients{state}, loadgen_offered_packets_per_second, loadgen_build_info, 
 
 One socket per client (plus one per extra NAT mapping): the open-file limit is raised toward
 3 per client behind a NAT, 1 without, as far as the hard limit allows (an error if not even
-one per client is possible). The report ends with the process's peak RSS.
+one per client is possible; the mmsg engine opens at most 1024 sockets, neighbouring clients
+sharing one). The report ends with the process's peak RSS.
 
 Exit status:
   0  completed: every client qualified (phases qualify and all), every qualified client
