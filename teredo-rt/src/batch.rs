@@ -5,6 +5,8 @@
 //! [`SendBatch`] collects datagrams and sends them in one `sendmmsg`, optionally merging a
 //! run of equal-length datagrams to the same destination into one `UDP_SEGMENT` (UDP GSO)
 //! send, which the kernel splits into the original datagrams after routing them once.
+//! A receive batch [`with_control`](RecvBatch::with_control) also reads each datagram's
+//! kernel receive time (`SO_TIMESTAMPNS`) and `UDP_GRO` segment size.
 //!
 //! Both are plain buffers around a raw descriptor: they never block (`MSG_DONTWAIT`) and
 //! report `WouldBlock`, so a tokio driver calls them inside `UdpSocket::try_io`. Nothing is
@@ -110,10 +112,10 @@ pub struct Received<'a> {
     /// The datagram was larger than the slot and was cut (`MSG_TRUNC`): treat as oversized.
     pub truncated: bool,
     /// The kernel's receive time (`SCM_TIMESTAMPNS`, CLOCK_REALTIME nanoseconds), when the
-    /// batch was made [`timestamped`](RecvBatch::timestamped) and the socket has
+    /// batch reads control messages ([`RecvBatch::with_control`]) and the socket has
     /// `SO_TIMESTAMPNS` on ([`enable_rx_timestamps`]).
     pub kernel_time_ns: Option<u64>,
-    /// With `UDP_GRO` on ([`enable_udp_gro`]) and a timestamped batch: `data` holds
+    /// With `UDP_GRO` on ([`enable_udp_gro`]) and control messages read: `data` holds
     /// several datagrams merged by the kernel, each this long (the last may be shorter).
     pub segment_size: Option<usize>,
 }
@@ -167,7 +169,7 @@ pub struct RecvBatch {
     addrs: Box<[libc::sockaddr_storage]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
-    /// One control buffer per slot when timestamped (empty otherwise).
+    /// One control buffer per slot with [`Self::with_control`] (empty otherwise).
     ctrl: Box<[RecvCmsg]>,
     len: usize,
 }
@@ -217,9 +219,10 @@ impl RecvBatch {
         }
     }
 
-    /// The same batch, also reading each datagram's kernel receive time (the socket needs
-    /// [`enable_rx_timestamps`]).
-    pub fn timestamped(mut self) -> Self {
+    /// The same batch, also reading each datagram's control messages: its kernel receive
+    /// time (the socket needs [`enable_rx_timestamps`]) and its `UDP_GRO` segment size (the
+    /// socket needs [`enable_udp_gro`]).
+    pub fn with_control(mut self) -> Self {
         self.ctrl = vec![RecvCmsg([0; RECV_CMSG_BYTES]); self.capacity()].into_boxed_slice();
         self
     }
@@ -730,13 +733,13 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos() as u64;
-        let mut rb = RecvBatch::new(4, 100).timestamped();
+        let mut rb = RecvBatch::new(4, 100).with_control();
         assert_eq!(rb.recv(b.as_raw_fd(), 4).unwrap(), 3);
         for i in 0..3 {
             let t = rb.get(i).kernel_time_ns.expect("a kernel timestamp");
             assert!((before..=after).contains(&t), "{before} <= {t} <= {after}");
         }
-        // Without `timestamped`, none (even though the socket stamps).
+        // Without `with_control`, none (even though the socket stamps).
         a.send_to(&[7; 10], b.local_addr().unwrap()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut plain = RecvBatch::new(4, 100);
@@ -754,7 +757,7 @@ mod tests {
         }
         sb.send(a.as_raw_fd(), |_| {}).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut rb = RecvBatch::new(8, MAX_GSO_BYTES + 1).timestamped();
+        let mut rb = RecvBatch::new(8, MAX_GSO_BYTES + 1).with_control();
         let n = rb.recv(b.as_raw_fd(), 8).unwrap();
         let mut segs = Vec::new();
         for i in 0..n {

@@ -306,7 +306,7 @@ fn run(
     let to = SocketAddr::V4(echo);
     let bytes = (MAX_SEGMENTS * template.len()).min(64 * 1024);
     let mut send = SendBatch::new(MAX_SEGMENTS, bytes * 4, true);
-    let mut recv = RecvBatch::new(RECV_BATCH, MAX_DATAGRAM + 1).timestamped();
+    let mut recv = RecvBatch::new(RECV_BATCH, MAX_DATAGRAM + 1).with_control();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     let mut tally = Tally {
         rtt_ns: Vec::with_capacity(RECV_BATCH),

@@ -119,7 +119,7 @@ fn batched(socket: &UdpSocket, stop: &AtomicBool, gro: bool) -> EchoCounts {
     let gro = gro && enable_udp_gro(fd).is_ok();
     let mut rb = RecvBatch::new(BATCH, MAX_DATAGRAM + 1);
     if gro {
-        rb = rb.timestamped();
+        rb = rb.with_control();
     }
     let mut sb = SendBatch::new(BATCH, BATCH * (MAX_DATAGRAM + 1), true);
     let mut c = EchoCounts::default();
