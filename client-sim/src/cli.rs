@@ -203,8 +203,15 @@ its loss is within --loss-threshold (default 0.1 % here, 0 for a fixed rate) and
 90 % of the offered rate was really sent.
 
 --ceiling: the same sockets, pacing and accounting as plain UDP between 127.0.0.1 sockets
-and a trivial echo thread in this process (no Teredo, no server): the generator's own
+and a reflector thread in this process (no Teredo, no server): the generator's own
 ceiling on this machine.
+
+--engine: tokio (a task per client, a system call per packet, RTT from user space) or mmsg
+(--ceiling only so far, its default: one thread, --cpu to pin it, runs per client sent with
+sendmmsg/UDP GSO, answers read with recvmmsg and UDP_GRO, RTT from the kernel's receive
+timestamps; --no-gro reads every datagram on its own). The report names the engine, the
+timestamp source, socket drops, descriptors per client and what limited a failing trial
+(the generator, or the device: the reflector).
 
 --html FILE: one self-contained page (inline SVG charts, nothing loaded from the network)
 with the run over time, one sample a second: offered/sent/received pps, loss, RTT
@@ -227,7 +234,8 @@ then merge their --json reports with `client-sim load-report FILE...`.
 
 One socket per client (plus one per extra NAT mapping): the open-file limit is raised toward
 3 per client behind a NAT, 1 without, as far as the hard limit allows (an error if not even
-one per client is possible). The report ends with the process's peak RSS.
+one per client is possible; the mmsg engine opens at most 1024 sockets, neighbouring clients
+sharing one). The report ends with the process's peak RSS.
 
 Exit status:
   0  completed: every client qualified (phases qualify and all), every qualified client
@@ -551,6 +559,20 @@ pub struct LoadArgs {
     /// Measure the generator itself: plain UDP against an in-process echo on loopback.
     #[arg(long, conflicts_with_all = ["target", "udp_echo", "pairs", "nat"])]
     pub ceiling: bool,
+
+    /// Data-path engine: `mmsg` (one batched thread, kernel receive timestamps; --ceiling
+    /// only so far) or `tokio` (a task per client). Default: the fastest available.
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::load::engine::Engine>,
+
+    /// Pin the mmsg engine's thread to this CPU.
+    #[arg(long, value_name = "N")]
+    pub cpu: Option<usize>,
+
+    /// mmsg engine: no UDP_GRO on the reflector's and the clients' sockets, so that each
+    /// datagram is received on its own (as by a device without GRO).
+    #[arg(long)]
+    pub no_gro: bool,
 }
 
 impl LoadArgs {
@@ -593,6 +615,9 @@ impl LoadArgs {
         o.client_offset = self.client_offset.unwrap_or_else(|| {
             u64::from(self.replica_index.unwrap_or(1) - 1) * u64::from(self.clients)
         });
+        o.engine = self.engine;
+        o.cpu = self.cpu;
+        o.gro = !self.no_gro;
         o.scrape = self.scrape.clone();
         o.quiet = self.quiet;
         o.ceiling = self.ceiling;

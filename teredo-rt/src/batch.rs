@@ -5,6 +5,8 @@
 //! [`SendBatch`] collects datagrams and sends them in one `sendmmsg`, optionally merging a
 //! run of equal-length datagrams to the same destination into one `UDP_SEGMENT` (UDP GSO)
 //! send, which the kernel splits into the original datagrams after routing them once.
+//! A receive batch [`with_control`](RecvBatch::with_control) also reads each datagram's
+//! kernel receive time (`SO_TIMESTAMPNS`) and `UDP_GRO` segment size.
 //!
 //! Both are plain buffers around a raw descriptor: they never block (`MSG_DONTWAIT`) and
 //! report `WouldBlock`, so a tokio driver calls them inside `UdpSocket::try_io`. Nothing is
@@ -29,6 +31,15 @@ const CMSG_BYTES: usize = 32;
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
 struct Cmsg([u8; CMSG_BYTES]);
+
+/// Room for a received datagram's control messages: a timestamp (`CMSG_SPACE(16)`, 32)
+/// and a `UDP_GRO` segment size (`CMSG_SPACE(4)`, 24).
+const RECV_CMSG_BYTES: usize = 64;
+
+/// An aligned control-message buffer for receiving.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct RecvCmsg([u8; RECV_CMSG_BYTES]);
 
 fn zeroed_msghdr() -> libc::msghdr {
     // SAFETY: msghdr is plain data (pointers and integers); all-zero is a valid value.
@@ -100,6 +111,55 @@ pub struct Received<'a> {
     pub from: Option<SocketAddr>,
     /// The datagram was larger than the slot and was cut (`MSG_TRUNC`): treat as oversized.
     pub truncated: bool,
+    /// The kernel's receive time (`SCM_TIMESTAMPNS`, CLOCK_REALTIME nanoseconds), when the
+    /// batch reads control messages ([`RecvBatch::with_control`]) and the socket has
+    /// `SO_TIMESTAMPNS` on ([`enable_rx_timestamps`]).
+    pub kernel_time_ns: Option<u64>,
+    /// With `UDP_GRO` on ([`enable_udp_gro`]) and control messages read: `data` holds
+    /// several datagrams merged by the kernel, each this long (the last may be shorter).
+    pub segment_size: Option<usize>,
+}
+
+/// Turns on `UDP_GRO`: a run of datagrams from one source may be read as one buffer of
+/// equal segments ([`Received::segment_size`]), one receive for the run.
+pub fn enable_udp_gro(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a c_int option of the advertised size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Turns on `SO_TIMESTAMPNS`: the kernel stamps every datagram as it arrives, so that a
+/// receive time does not include the wait for the reader.
+pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a c_int option of the advertised size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Receive buffers for `recvmmsg`: `capacity` slots of `slot` bytes each.
@@ -109,6 +169,8 @@ pub struct RecvBatch {
     addrs: Box<[libc::sockaddr_storage]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
+    /// One control buffer per slot with [`Self::with_control`] (empty otherwise).
+    ctrl: Box<[RecvCmsg]>,
     len: usize,
 }
 
@@ -152,8 +214,17 @@ impl RecvBatch {
                     msg_len: 0,
                 })
                 .collect(),
+            ctrl: Box::default(),
             len: 0,
         }
+    }
+
+    /// The same batch, also reading each datagram's control messages: its kernel receive
+    /// time (the socket needs [`enable_rx_timestamps`]) and its `UDP_GRO` segment size (the
+    /// socket needs [`enable_udp_gro`]).
+    pub fn with_control(mut self) -> Self {
+        self.ctrl = vec![RecvCmsg([0; RECV_CMSG_BYTES]); self.capacity()].into_boxed_slice();
+        self
     }
 
     /// Most datagrams one [`recv`](Self::recv) returns.
@@ -188,6 +259,10 @@ impl RecvBatch {
             h.msg_hdr.msg_iov = &raw mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
             h.msg_len = 0;
+            if let Some(c) = self.ctrl.get_mut(i) {
+                h.msg_hdr.msg_control = c.0.as_mut_ptr().cast();
+                h.msg_hdr.msg_controllen = RECV_CMSG_BYTES as _;
+            }
         }
         // SAFETY: `hdrs[..n]` are valid mmsghdrs whose name and iovec pointers refer to
         // live buffers of the advertised sizes, owned by `self` for the whole call.
@@ -214,7 +289,40 @@ impl RecvBatch {
             data: &self.bufs[i * self.slot..i * self.slot + n],
             from: from_storage(&self.addrs[i], h.msg_namelen),
             truncated: h.msg_flags & libc::MSG_TRUNC != 0,
+            kernel_time_ns: None,
+            segment_size: None,
         }
+        .with_control(h, !self.ctrl.is_empty())
+    }
+}
+
+impl Received<'_> {
+    /// Reads the timestamp and GRO segment size from `h`'s control messages.
+    fn with_control(mut self, h: &libc::msghdr, has_control: bool) -> Self {
+        if !has_control || h.msg_control.is_null() || h.msg_controllen == 0 {
+            return self;
+        }
+        // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+        // msg_controllen (which the kernel set to what it wrote).
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
+                if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    self.kernel_time_ns = u64::try_from(ts.tv_sec)
+                        .ok()
+                        .zip(u64::try_from(ts.tv_nsec).ok())
+                        .map(|(s, ns)| s * 1_000_000_000 + ns);
+                } else if level == libc::SOL_UDP && kind == libc::UDP_GRO {
+                    let seg: libc::c_int =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    self.segment_size = usize::try_from(seg).ok().filter(|s| *s > 0);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        self
     }
 }
 
@@ -604,6 +712,63 @@ mod tests {
         assert!(big.truncated, "150 bytes in a 100-byte slot");
         assert_eq!(big.data.len(), 100);
         assert_eq!(rb.len(), 3);
+    }
+
+    #[test]
+    fn timestamped_recv_reads_the_kernel_receive_time() {
+        let (a, b) = pair();
+        enable_rx_timestamps(b.as_raw_fd()).unwrap();
+        // The kernel turns its receive stamping on in deferred work: until then a datagram
+        // is stamped when read.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        for i in 0..3u8 {
+            a.send_to(&[i; 10], b.local_addr().unwrap()).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let after = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let mut rb = RecvBatch::new(4, 100).with_control();
+        assert_eq!(rb.recv(b.as_raw_fd(), 4).unwrap(), 3);
+        for i in 0..3 {
+            let t = rb.get(i).kernel_time_ns.expect("a kernel timestamp");
+            assert!((before..=after).contains(&t), "{before} <= {t} <= {after}");
+        }
+        // Without `with_control`, none (even though the socket stamps).
+        a.send_to(&[7; 10], b.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut plain = RecvBatch::new(4, 100);
+        assert_eq!(plain.recv(b.as_raw_fd(), 4).unwrap(), 1);
+        assert_eq!(plain.get(0).kernel_time_ns, None);
+    }
+
+    #[test]
+    fn gro_reads_a_gso_run_as_one_buffer_of_segments() {
+        let (a, b) = pair();
+        enable_udp_gro(b.as_raw_fd()).unwrap();
+        let mut sb = SendBatch::new(4, 4096, true);
+        for i in 0..5u8 {
+            assert!(sb.push(&[i; 100], b.local_addr().unwrap(), 0));
+        }
+        sb.send(a.as_raw_fd(), |_| {}).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut rb = RecvBatch::new(8, MAX_GSO_BYTES + 1).with_control();
+        let n = rb.recv(b.as_raw_fd(), 8).unwrap();
+        let mut segs = Vec::new();
+        for i in 0..n {
+            let r = rb.get(i);
+            let seg = r.segment_size.unwrap_or(r.data.len());
+            segs.extend(r.data.chunks(seg).map(<[u8]>::to_vec));
+        }
+        assert_eq!(segs.len(), 5, "every datagram, merged or not");
+        for (i, s) in segs.iter().enumerate() {
+            assert_eq!(s, &vec![i as u8; 100]);
+        }
     }
 
     #[test]

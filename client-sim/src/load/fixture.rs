@@ -103,5 +103,14 @@ pub(crate) fn example(find_max: bool, all_qualified: bool) -> LoadReport {
         generators: Vec::new(),
         timeline,
         scraped: Vec::new(),
+        engine: Some(super::report::EngineSummary::new(
+            super::engine::Engine::Tokio,
+            (None, false),
+            None,
+            None,
+            Some(25),
+            10,
+            None,
+        )),
     }
 }

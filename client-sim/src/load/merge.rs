@@ -431,6 +431,7 @@ pub fn merge(
         generators,
         timeline: Default::default(),
         scraped: Vec::new(),
+        engine: None,
     })
 }
 

@@ -17,6 +17,7 @@
 //! go into an HDR histogram, and everything is also exported as `loadgen_*` metrics.
 
 pub mod charts;
+pub mod engine;
 pub mod findmax;
 #[cfg(test)]
 mod fixture;
@@ -25,8 +26,10 @@ pub mod html;
 pub mod junit;
 pub mod merge;
 pub mod metrics;
+pub mod mmsg;
 pub mod pacing;
 pub mod payload;
+pub mod reflector;
 pub mod report;
 pub mod scrape;
 pub mod seq;
@@ -34,8 +37,8 @@ pub mod timeline;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV6};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -47,13 +50,15 @@ use teredo_rt::Shutdown;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use self::engine::Engine;
 use self::findmax::FindMax;
 use self::metrics::{LoadMetrics, QUALIFY_RESULTS};
 use self::pacing::TokenBucket;
 use self::payload::HEADER_LEN;
+use self::reflector::Echo;
 use self::report::{
-    loss_percent, mbit_per_s, micros_histogram, DataSummary, FindMaxSummary, LoadReport,
-    Percentiles, QualifySummary,
+    loss_percent, mbit_per_s, micros_histogram, DataSummary, EngineSummary, FindMaxSummary,
+    LoadReport, Percentiles, QualifySummary,
 };
 use self::timeline::{Reading, Timeline};
 use self::worker::{run_client, ClientSetup, Control, Dest, RttHistograms, Shared};
@@ -145,6 +150,12 @@ pub struct LoadOptions {
     /// Global number of the first client: client `i` is client `client_offset + i` of all
     /// generators, with its own seed `seed + client_offset + i`.
     pub client_offset: u64,
+    /// Data-path engine (`None`: the fastest available).
+    pub engine: Option<Engine>,
+    /// Pin the `mmsg` engine's thread to this CPU.
+    pub cpu: Option<usize>,
+    /// `mmsg` engine: `UDP_GRO` on the reflector's and the clients' sockets.
+    pub gro: bool,
 }
 
 impl LoadOptions {
@@ -177,6 +188,9 @@ impl LoadOptions {
             scrape: Vec::new(),
             replica: None,
             client_offset: 0,
+            engine: None,
+            cpu: None,
+            gro: true,
         }
     }
 
@@ -293,63 +307,6 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// A trivial UDP echo on loopback in its own thread, for `--ceiling`.
-struct Echo {
-    addr: SocketAddrV4,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-}
-
-impl Echo {
-    fn start() -> anyhow::Result<Self> {
-        let opts = teredo_rt::UdpOptions::default();
-        let socket: UdpSocket =
-            teredo_rt::bind_udp_std(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), &opts)
-                .context("cannot open the echo socket")?;
-        socket
-            .set_nonblocking(false)
-            .context("cannot configure the echo socket")?;
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .context("cannot configure the echo socket")?;
-        let addr = match socket.local_addr()? {
-            SocketAddr::V4(a) => a,
-            other => bail!("echo socket bound to {other}"),
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("load-echo".into())
-            .spawn(move || {
-                let mut buf = vec![0u8; teredo_rt::MAX_DATAGRAM + 1];
-                let mut echoed = 0u64;
-                while !flag.load(Ordering::Relaxed) {
-                    if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                        if n < buf.len() && socket.send_to(&buf[..n], from).is_ok() {
-                            echoed += 1;
-                        }
-                    }
-                }
-                echoed
-            })
-            .context("cannot start the echo thread")?;
-        Ok(Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The coordinator's view of the run.
 struct Run {
     opts: LoadOptions,
@@ -359,6 +316,9 @@ struct Run {
     started: Instant,
     packet_bytes: usize,
     timeline: Arc<Mutex<Timeline>>,
+    engine: Engine,
+    /// The `mmsg` engine's generator, once started.
+    mmsg: Option<mmsg::Generator>,
 }
 
 /// Samples the run into `timeline` once a second, and once more when `stop` fires.
@@ -414,15 +374,20 @@ pub async fn run_load(
     shutdown: Shutdown,
 ) -> anyhow::Result<(LoadReport, Option<MetricsServer>)> {
     opts.check()?;
+    let engine = Engine::choose(opts.engine, opts.ceiling)?;
     let started = Instant::now();
     let started_unix_s = unix_now_s();
     let seed = opts.seed.unwrap_or_else(|| rand::rng().random());
     let nat_sockets: u64 = if opts.nat == NatChoice::None { 1 } else { 3 };
-    let clients = u64::from(opts.clients);
+    let clients = if engine == Engine::Mmsg {
+        u64::from(opts.clients.min(mmsg::SOCKETS))
+    } else {
+        u64::from(opts.clients)
+    };
     raise_nofile(clients + 256, clients * nat_sockets + 1024)?;
 
     let echo = if opts.ceiling {
-        Some(Echo::start()?)
+        Some(Echo::start(engine, opts.gro)?)
     } else {
         None
     };
@@ -537,9 +502,14 @@ pub async fn run_load(
         started,
         packet_bytes,
         timeline: Arc::clone(&timeline),
+        engine,
+        mmsg: None,
     };
     let mut tasks = JoinSet::new();
     let result = run.phases(&mut tasks).await;
+    // While every socket is still open.
+    let drops = reflector::udp_drops(echo.as_ref().and_then(|e| e.inode));
+    let fds = reflector::open_fds();
     sampler_stop.trigger();
     let _ = sampler.await;
     let scraped = scraper.map(scrape::Scraper::finish).unwrap_or_default();
@@ -552,8 +522,18 @@ pub async fn run_load(
         .is_some()
     {}
     tasks.abort_all();
-    drop(echo);
+    drop(run.mmsg.take());
+    let echoed = echo.map(Echo::finish);
     let (qualify, warmup_failed, data, find_max) = result?;
+    let engine_summary = EngineSummary::new(
+        engine,
+        (opts.cpu, opts.gro),
+        echoed,
+        drops,
+        fds,
+        opts.clients,
+        report::limit(opts.ceiling, drops, data.as_ref(), find_max.as_ref()),
+    );
     let qualify_ok = qualify
         .as_ref()
         .is_none_or(|q| q.qualified == q.clients || opts.phase == Phase::Data);
@@ -595,6 +575,7 @@ pub async fn run_load(
         generators: Vec::new(),
         timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
         scraped,
+        engine: Some(engine_summary),
     };
     let metrics = metrics_task.map(|task| MetricsServer {
         stop: metrics_stop,
@@ -722,6 +703,17 @@ impl Run {
         let mut bucket = TokenBucket::new(rate, TokenBucket::default_burst(rate), 1.0, t0);
         let mut next = 0u32;
         let mut last_line = t0;
+        if let (Engine::Mmsg, Dest::Ceiling(echo)) = (self.engine, self.shared.setup.dest) {
+            self.mmsg = Some(mmsg::Generator::start(
+                Arc::clone(&self.shared),
+                self.shutdown.clone(),
+                n,
+                echo,
+                self.opts.cpu,
+                self.opts.gro,
+            )?);
+            next = n;
+        }
         while next < n {
             self.interrupted()?;
             let now = Instant::now();

@@ -212,6 +212,98 @@ pub struct FindMaxSummary {
     pub trials: Vec<DataSummary>,
 }
 
+/// The engine that moved the data packets, and what limited the run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EngineSummary {
+    /// `tokio` or `mmsg`.
+    pub name: super::engine::Engine,
+    /// Where the RTTs' receive times come from.
+    pub timestamps: String,
+    /// CPU the `mmsg` thread was pinned to.
+    pub cpu: Option<usize>,
+    /// `mmsg`: `UDP_GRO` on the reflector's and the clients' sockets (runs read as one
+    /// buffer where the kernel merged them).
+    pub gro: bool,
+    /// Datagrams the `--ceiling` reflector read.
+    pub reflector_received: Option<u64>,
+    /// Datagrams it sent back.
+    pub reflector_echoed: Option<u64>,
+    /// Datagrams the kernel dropped at the generator's full sockets (`/proc/net/udp`).
+    pub generator_socket_drops: Option<u64>,
+    /// At the reflector's.
+    pub reflector_socket_drops: Option<u64>,
+    /// Descriptors the process held with every client's sockets open.
+    pub open_fds: Option<u64>,
+    /// `open_fds` per client.
+    pub fds_per_client: Option<f64>,
+    /// What limited the run, when something did: `generator: ...` or `device: ...`.
+    pub limit: Option<String>,
+}
+
+impl EngineSummary {
+    /// Puts the pieces together.
+    pub fn new(
+        name: super::engine::Engine,
+        (cpu, gro): (Option<usize>, bool),
+        echoed: Option<super::reflector::EchoCounts>,
+        drops: Option<super::reflector::SocketDrops>,
+        open_fds: Option<u64>,
+        clients: u32,
+        limit: Option<String>,
+    ) -> Self {
+        Self {
+            name,
+            timestamps: name.timestamps().to_owned(),
+            cpu: cpu.filter(|_| name == super::engine::Engine::Mmsg),
+            gro: gro && name == super::engine::Engine::Mmsg,
+            reflector_received: echoed.map(|e| e.received),
+            reflector_echoed: echoed.map(|e| e.echoed),
+            generator_socket_drops: drops.map(|d| d.generator),
+            reflector_socket_drops: echoed.and(drops.map(|d| d.reflector)),
+            open_fds,
+            fds_per_client: open_fds.map(|f| f as f64 / f64::from(clients.max(1))),
+            limit,
+        }
+    }
+}
+
+/// What limited the run, from the trial that failed (the last failing one of a search, or
+/// the fixed-rate trial): the generator (it could not send the offered rate, or its own
+/// sockets overflowed) or the device (with `--ceiling`, the reflector's socket overflowed
+/// while the generator's did not: the generator was not faster than the device).
+pub fn limit(
+    ceiling: bool,
+    drops: Option<super::reflector::SocketDrops>,
+    data: Option<&DataSummary>,
+    find_max: Option<&FindMaxSummary>,
+) -> Option<String> {
+    let failed = match find_max {
+        Some(f) => f.trials.iter().rfind(|t| !t.passed),
+        None => data.filter(|d| !d.passed),
+    }?;
+    let d = drops.unwrap_or_default();
+    if failed.sent_pps < 0.9 * failed.offered_pps {
+        return Some(format!(
+            "generator: sent {:.0} of {:.0} pps offered",
+            failed.sent_pps, failed.offered_pps
+        ));
+    }
+    if ceiling && d.reflector > d.generator {
+        return Some(format!(
+            "device: the generator was not faster than the device (the reflector's socket \
+             dropped {}, the generator's {})",
+            d.reflector, d.generator
+        ));
+    }
+    if d.generator > 0 {
+        return Some(format!(
+            "generator: its own sockets dropped {} answers",
+            d.generator
+        ));
+    }
+    (!ceiling).then(|| "device: lost in the device or on the way (not at our sockets)".to_owned())
+}
+
 /// The whole report.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LoadReport {
@@ -268,6 +360,10 @@ pub struct LoadReport {
     /// The `--scrape` endpoints' counters (for `--html`; not in the JSON).
     #[serde(skip)]
     pub scraped: Vec<super::scrape::Series>,
+    /// The data-path engine and what limited the run (`None` in a merged report: each
+    /// generator's own report has its engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineSummary>,
 }
 
 impl DataSummary {
@@ -405,6 +501,30 @@ impl fmt::Display for LoadReport {
             );
             d.lines(&mut s);
         }
+        if let Some(e) = &self.engine {
+            let _ = writeln!(
+                s,
+                "engine {}{}{}: RTT receive times from the {}; {} descriptors ({} per client)",
+                e.name,
+                e.cpu.map_or(String::new(), |c| format!(" on CPU {c}")),
+                if e.gro { ", UDP_GRO" } else { "" },
+                e.timestamps,
+                e.open_fds.map_or("-".to_owned(), |f| f.to_string()),
+                e.fds_per_client
+                    .map_or("-".to_owned(), |f| format!("{f:.2}")),
+            );
+            if let (Some(g), Some(r)) = (e.generator_socket_drops, e.reflector_received) {
+                let _ = writeln!(
+                    s,
+                    "  reflector read {r}, echoed {}; socket drops: generator {g}, reflector {}",
+                    e.reflector_echoed.unwrap_or(0),
+                    e.reflector_socket_drops.unwrap_or(0)
+                );
+            }
+            if let Some(l) = &e.limit {
+                let _ = writeln!(s, "  limited by the {l}");
+            }
+        }
         s.push_str(&super::merge::generator_lines(&self.generators));
         let _ = write!(
             s,
@@ -433,6 +553,35 @@ mod tests {
         assert_eq!(loss_percent(4, 9), 0.0);
         // 1000 pps of 148-byte packets: 1.184 Mbit/s.
         assert!((mbit_per_s(1000.0, 148) - 1.184).abs() < 1e-12);
+    }
+
+    #[test]
+    fn what_limited_the_run() {
+        use super::super::reflector::SocketDrops;
+        let r = super::super::fixture::example(true, true);
+        let f = r.find_max.as_ref().unwrap();
+        let drops = |generator, reflector| {
+            Some(SocketDrops {
+                generator,
+                reflector,
+            })
+        };
+        // The failing trial sent what was offered; the reflector overflowed.
+        let l = limit(true, drops(0, 9), None, Some(f)).unwrap();
+        assert!(l.starts_with("device: the generator was not faster"), "{l}");
+        let l = limit(true, drops(5, 0), None, Some(f)).unwrap();
+        assert!(l.starts_with("generator: its own sockets dropped 5"), "{l}");
+        assert_eq!(limit(true, drops(0, 0), None, Some(f)), None);
+        assert!(limit(false, drops(0, 0), None, Some(f))
+            .unwrap()
+            .starts_with("device:"));
+        // A trial that could not send the offered rate: the generator.
+        let mut short = f.trials[2].clone();
+        short.sent_pps = short.offered_pps / 2.0;
+        let l = limit(true, drops(0, 9), Some(&short), None).unwrap();
+        assert!(l.starts_with("generator: sent 200 of 400"), "{l}");
+        // Nothing failed: no limit to name.
+        assert_eq!(limit(true, drops(3, 3), Some(&f.trials[0]), None), None);
     }
 
     #[test]

@@ -208,7 +208,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn record_outcome(&self, result: &str) {
+    pub(crate) fn record_outcome(&self, result: &str) {
         if let Some(i) = super::metrics::QUALIFY_RESULTS
             .iter()
             .position(|r| *r == result)
