@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
-use quick_xml::Writer;
 use serde::Deserialize;
+
+use crate::junit::{document, Case, Verdict as CaseVerdict};
 
 /// `client-sim container-report` flags.
 #[derive(Debug, Args)]
@@ -127,76 +127,53 @@ impl Verdict {
 
 /// The JUnit XML of `v`: one test case per row, a failure carrying its problems.
 pub fn junit(v: &Verdict) -> anyhow::Result<String> {
-    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
-    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
-    let tests = v.rows.len().to_string();
-    let failures = v.mismatches().to_string();
     let name = format!("teredo container lab ({})", v.devices());
-    let mut root = BytesStart::new("testsuites");
-    root.push_attribute(("name", name.as_str()));
-    root.push_attribute(("tests", tests.as_str()));
-    root.push_attribute(("failures", failures.as_str()));
-    w.write_event(Event::Start(root))?;
-    let mut suite = BytesStart::new("testsuite");
-    suite.push_attribute(("name", name.as_str()));
-    suite.push_attribute(("tests", tests.as_str()));
-    suite.push_attribute(("failures", failures.as_str()));
-    suite.push_attribute(("errors", "0"));
-    suite.push_attribute(("skipped", "0"));
-    suite.push_attribute(("time", format!("{:.0}", v.elapsed_s).as_str()));
-    w.write_event(Event::Start(suite))?;
-    for r in &v.rows {
-        let mut case = BytesStart::new("testcase");
-        case.push_attribute((
-            "classname",
-            format!("container-lab.{}", r.container).as_str(),
-        ));
-        case.push_attribute(("name", r.id.as_str()));
-        case.push_attribute(("time", "0"));
-        w.write_event(Event::Start(case))?;
-        let body = format!(
-            "{} behind {} ({})\nexpected: {}\nobserved: {} / {} / {}\nTeredo address: {}\n\
-             ping6: {} (expected {}) {}\nwhy: {}{}",
-            r.profile,
-            r.nat,
-            r.router,
-            r.expected,
-            r.state,
-            r.nat_type,
-            r.error,
-            r.address,
-            r.ping6,
-            r.ping6_expected,
-            r.ping6_detail,
-            r.why,
-            r.notes
-                .iter()
-                .map(|n| format!("\nwhy differs ({}): {}", n.tag, n.why))
-                .collect::<String>()
-        );
-        if !r.ok() {
-            let message = if r.problems.is_empty() {
-                r.result.clone()
-            } else {
-                r.problems.join("; ")
-            };
-            let mut e = BytesStart::new("failure");
-            e.push_attribute(("message", message.as_str()));
-            e.push_attribute(("type", "mismatch"));
-            w.write_event(Event::Start(e))?;
-            w.write_event(Event::Text(BytesText::new(&format!("{message}\n{body}"))))?;
-            w.write_event(Event::End(BytesEnd::new("failure")))?;
+    let cases: Vec<Case> = v.rows.iter().map(case).collect();
+    document(&name, &name, Some(v.elapsed_s), &cases)
+}
+
+fn case(r: &Row) -> Case {
+    let body = format!(
+        "{} behind {} ({})\nexpected: {}\nobserved: {} / {} / {}\nTeredo address: {}\n\
+         ping6: {} (expected {}) {}\nwhy: {}{}",
+        r.profile,
+        r.nat,
+        r.router,
+        r.expected,
+        r.state,
+        r.nat_type,
+        r.error,
+        r.address,
+        r.ping6,
+        r.ping6_expected,
+        r.ping6_detail,
+        r.why,
+        r.notes
+            .iter()
+            .map(|n| format!("\nwhy differs ({}): {}", n.tag, n.why))
+            .collect::<String>()
+    );
+    let verdict = if r.ok() {
+        CaseVerdict::Passed
+    } else {
+        let message = if r.problems.is_empty() {
+            r.result.clone()
+        } else {
+            r.problems.join("; ")
+        };
+        CaseVerdict::Failed {
+            kind: "mismatch",
+            text: format!("{message}\n{body}"),
+            message,
         }
-        w.write_event(Event::Start(BytesStart::new("system-out")))?;
-        w.write_event(Event::Text(BytesText::new(&body)))?;
-        w.write_event(Event::End(BytesEnd::new("system-out")))?;
-        w.write_event(Event::End(BytesEnd::new("testcase")))?;
+    };
+    Case {
+        class: format!("container-lab.{}", r.container),
+        name: r.id.clone(),
+        time_s: None,
+        verdict,
+        out: body,
     }
-    w.write_event(Event::End(BytesEnd::new("testsuite")))?;
-    w.write_event(Event::End(BytesEnd::new("testsuites")))?;
-    let mut xml = String::from_utf8(w.into_inner())?;
-    xml.push('\n');
-    Ok(xml)
 }
 
 /// Runs the command: exit status 0 (the runner's own status is the lab's verdict).

@@ -2,53 +2,28 @@
 //! scenario, a `<failure>` carrying the mismatch text when the outcome differs from the
 //! expected one, and the protocol reasoning in `<system-out>`.
 
-use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
-use quick_xml::Writer;
-
+use crate::junit::{document, Case, Verdict};
 use crate::lab::{expected_summary, LabReport, ScenarioResult};
 use crate::scenario::Variant;
 
 /// The JUnit XML document of `report`.
 pub fn junit(report: &LabReport) -> anyhow::Result<String> {
-    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
-    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
-    let tests = report.results.len().to_string();
-    let failures = report.mismatches().to_string();
-    let mut root = BytesStart::new("testsuites");
-    root.push_attribute(("name", "teredo lab"));
-    root.push_attribute(("tests", tests.as_str()));
-    root.push_attribute(("failures", failures.as_str()));
-    w.write_event(Event::Start(root))?;
-    let mut suite = BytesStart::new("testsuite");
-    suite.push_attribute(("name", format!("teredo-lab.seed-{}", report.seed).as_str()));
-    suite.push_attribute(("tests", tests.as_str()));
-    suite.push_attribute(("failures", failures.as_str()));
-    suite.push_attribute(("errors", "0"));
-    suite.push_attribute(("skipped", "0"));
-    w.write_event(Event::Start(suite))?;
-    for r in &report.results {
-        write_case(&mut w, r)?;
-    }
-    w.write_event(Event::End(BytesEnd::new("testsuite")))?;
-    w.write_event(Event::End(BytesEnd::new("testsuites")))?;
-    let mut xml = String::from_utf8(w.into_inner())?;
-    xml.push('\n');
-    Ok(xml)
+    let cases: Vec<Case> = report.results.iter().map(case).collect();
+    document(
+        "teredo lab",
+        &format!("teredo-lab.seed-{}", report.seed),
+        None,
+        &cases,
+    )
 }
 
-fn write_case(w: &mut Writer<Vec<u8>>, r: &ScenarioResult) -> anyhow::Result<()> {
+fn case(r: &ScenarioResult) -> Case {
     let s = &r.scenario;
     let o = &r.observed;
-    let mut case = BytesStart::new("testcase");
     let class = match s.variant {
         Variant::Matrix => "matrix",
         v => v.as_str(),
     };
-    case.push_attribute(("classname", format!("teredo-lab.{class}").as_str()));
-    case.push_attribute(("name", s.name().as_str()));
-    // Wall time is not a function of the seed; virtual time is.
-    case.push_attribute(("time", "0"));
-    w.write_event(Event::Start(case))?;
     let body = format!(
         "expected: {}\nobserved: {} / {} / {}\nwhy: {}\nseed: {}",
         expected_summary(s),
@@ -58,20 +33,24 @@ fn write_case(w: &mut Writer<Vec<u8>>, r: &ScenarioResult) -> anyhow::Result<()>
         s.why,
         r.seed,
     );
-    if !r.ok() {
+    let verdict = if r.ok() {
+        Verdict::Passed
+    } else {
         let message = r.mismatches.join("; ");
-        let mut e = BytesStart::new("failure");
-        e.push_attribute(("message", message.as_str()));
-        e.push_attribute(("type", "mismatch"));
-        w.write_event(Event::Start(e))?;
-        w.write_event(Event::Text(BytesText::new(&format!("{message}\n{body}"))))?;
-        w.write_event(Event::End(BytesEnd::new("failure")))?;
+        Verdict::Failed {
+            kind: "mismatch",
+            text: format!("{message}\n{body}"),
+            message,
+        }
+    };
+    Case {
+        class: format!("teredo-lab.{class}"),
+        name: s.name(),
+        // Wall time is not a function of the seed; virtual time is.
+        time_s: None,
+        verdict,
+        out: body,
     }
-    w.write_event(Event::Start(BytesStart::new("system-out")))?;
-    w.write_event(Event::Text(BytesText::new(&body)))?;
-    w.write_event(Event::End(BytesEnd::new("system-out")))?;
-    w.write_event(Event::End(BytesEnd::new("testcase")))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub mod container_report;
 pub mod faults;
 pub mod hold;
 pub mod html;
+pub mod junit;
 pub mod lab;
 pub mod lab_junit;
 pub mod labnet;

@@ -4,29 +4,17 @@
 //! data session another (failed when no answer came back, skipped when the client never
 //! qualified); the status block and ping's statistics are their `<system-out>`.
 
-use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
-use quick_xml::Writer;
-
+use crate::junit::{document, Case, Verdict};
 use crate::ping::PingReport;
 use crate::qualify::QualifyReport;
 use crate::report::Outcome;
 
-/// One test case.
-struct Case {
-    class: &'static str,
-    name: String,
-    seconds: f64,
-    /// `Err(message)`: failed; `Ok(Some(message))`: skipped.
-    verdict: Result<Option<String>, String>,
-    out: String,
-}
-
 fn qualify_case(r: &QualifyReport) -> Case {
     let ok = matches!(r.outcome, Outcome::Qualified | Outcome::Dormant);
     let verdict = if ok {
-        Ok(None)
+        Verdict::Passed
     } else {
-        Err(format!(
+        failed(format!(
             "{} (exit {}){}",
             r.outcome.as_str(),
             r.exit_code,
@@ -37,9 +25,9 @@ fn qualify_case(r: &QualifyReport) -> Case {
         ))
     };
     Case {
-        class: "client-sim.qualify",
+        class: "client-sim.qualify".to_owned(),
         name: format!("{} behind NAT {}", r.profile, r.nat_simulator),
-        seconds: r.elapsed_ms as f64 / 1000.0,
+        time_s: Some(r.elapsed_ms as f64 / 1000.0),
         verdict,
         out: r.to_string(),
     }
@@ -47,21 +35,26 @@ fn qualify_case(r: &QualifyReport) -> Case {
 
 /// The JUnit XML of a `qualify` run.
 pub fn qualify_junit(r: &QualifyReport) -> anyhow::Result<String> {
-    document("client-sim qualify", &[qualify_case(r)])
+    document(
+        "client-sim qualify",
+        "client-sim qualify",
+        None,
+        &[qualify_case(r)],
+    )
 }
 
 /// The JUnit XML of a `ping` / `udp-echo` run.
 pub fn ping_junit(r: &PingReport) -> anyhow::Result<String> {
     let qualified = r.qualify.outcome == Outcome::Qualified;
     let verdict = if !qualified {
-        Ok(Some("the client did not qualify".to_owned()))
+        Verdict::Skipped("the client did not qualify".to_owned())
     } else if r.received == 0 {
-        Err(format!(
+        failed(format!(
             "no answer: {} sent, 0 received (exit {})",
             r.transmitted, r.exit_code
         ))
     } else {
-        Ok(None)
+        Verdict::Passed
     };
     let mut out = String::new();
     for reply in &r.replies {
@@ -70,69 +63,27 @@ pub fn ping_junit(r: &PingReport) -> anyhow::Result<String> {
     }
     out.push_str(&r.summary());
     let session = Case {
-        class: "client-sim.ping",
+        class: "client-sim.ping".to_owned(),
         name: format!("{} {}", r.protocol, r.destination),
-        seconds: r.elapsed_ms.saturating_sub(r.qualify.elapsed_ms) as f64 / 1000.0,
+        time_s: Some(r.elapsed_ms.saturating_sub(r.qualify.elapsed_ms) as f64 / 1000.0),
         verdict,
         out,
     };
-    document("client-sim ping", &[qualify_case(&r.qualify), session])
+    document(
+        "client-sim ping",
+        "client-sim ping",
+        None,
+        &[qualify_case(&r.qualify), session],
+    )
 }
 
-fn document(suite_name: &str, cases: &[Case]) -> anyhow::Result<String> {
-    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
-    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
-    let tests = cases.len().to_string();
-    let failures = cases.iter().filter(|c| c.verdict.is_err()).count();
-    let skipped = cases
-        .iter()
-        .filter(|c| matches!(c.verdict, Ok(Some(_))))
-        .count();
-    let (failures, skipped) = (failures.to_string(), skipped.to_string());
-    let mut root = BytesStart::new("testsuites");
-    root.push_attribute(("name", suite_name));
-    root.push_attribute(("tests", tests.as_str()));
-    root.push_attribute(("failures", failures.as_str()));
-    w.write_event(Event::Start(root))?;
-    let mut suite = BytesStart::new("testsuite");
-    suite.push_attribute(("name", suite_name));
-    suite.push_attribute(("tests", tests.as_str()));
-    suite.push_attribute(("failures", failures.as_str()));
-    suite.push_attribute(("errors", "0"));
-    suite.push_attribute(("skipped", skipped.as_str()));
-    w.write_event(Event::Start(suite))?;
-    for c in cases {
-        let mut case = BytesStart::new("testcase");
-        case.push_attribute(("classname", c.class));
-        case.push_attribute(("name", c.name.as_str()));
-        case.push_attribute(("time", format!("{:.3}", c.seconds).as_str()));
-        w.write_event(Event::Start(case))?;
-        match &c.verdict {
-            Err(message) => {
-                let mut e = BytesStart::new("failure");
-                e.push_attribute(("message", message.as_str()));
-                e.push_attribute(("type", "outcome"));
-                w.write_event(Event::Start(e))?;
-                w.write_event(Event::Text(BytesText::new(message)))?;
-                w.write_event(Event::End(BytesEnd::new("failure")))?;
-            }
-            Ok(Some(message)) => {
-                let mut e = BytesStart::new("skipped");
-                e.push_attribute(("message", message.as_str()));
-                w.write_event(Event::Empty(e))?;
-            }
-            Ok(None) => {}
-        }
-        w.write_event(Event::Start(BytesStart::new("system-out")))?;
-        w.write_event(Event::Text(BytesText::new(&c.out)))?;
-        w.write_event(Event::End(BytesEnd::new("system-out")))?;
-        w.write_event(Event::End(BytesEnd::new("testcase")))?;
+/// A failure whose text is its message.
+fn failed(message: String) -> Verdict {
+    Verdict::Failed {
+        kind: "outcome",
+        text: message.clone(),
+        message,
     }
-    w.write_event(Event::End(BytesEnd::new("testsuite")))?;
-    w.write_event(Event::End(BytesEnd::new("testsuites")))?;
-    let mut xml = String::from_utf8(w.into_inner())?;
-    xml.push('\n');
-    Ok(xml)
 }
 
 #[cfg(test)]

@@ -123,34 +123,24 @@ pub struct Received<'a> {
 /// Turns on `UDP_GRO`: a run of datagrams from one source may be read as one buffer of
 /// equal segments ([`Received::segment_size`]), one receive for the run.
 pub fn enable_udp_gro(fd: RawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: a c_int option of the advertised size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&raw const on).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_flag(fd, libc::SOL_UDP, libc::UDP_GRO)
 }
 
 /// Turns on `SO_TIMESTAMPNS`: the kernel stamps every datagram as it arrives, so that a
 /// receive time does not include the wait for the reader.
 pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
+    set_flag(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+}
+
+/// Sets the boolean socket option `level`/`name` to 1.
+fn set_flag(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: a c_int option of the advertised size.
     let r = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
+            level,
+            name,
             (&raw const on).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )

@@ -4,13 +4,11 @@
 //! per trial (a failing trial is how the search finds the edge, so it is no failure; its
 //! verdict is in the case's output) and one that a rate passed.
 
-use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
-use quick_xml::Writer;
-
 use super::report::{DataSummary, LoadReport};
+use crate::junit::{document, Case, Verdict};
 
-/// One test case.
-struct Case {
+/// One check of the run, a test case.
+struct Check {
     name: String,
     time_s: f64,
     failure: Option<String>,
@@ -34,7 +32,7 @@ fn trial_text(d: &DataSummary) -> String {
     )
 }
 
-fn cases(r: &LoadReport) -> Vec<Case> {
+fn checks(r: &LoadReport) -> Vec<Check> {
     let mut v = Vec::new();
     let threshold = r.loss_threshold_percent;
     if let Some(q) = &r.qualify {
@@ -45,7 +43,7 @@ fn cases(r: &LoadReport) -> Vec<Case> {
             q.duration_s,
             q.latency_ms.line()
         );
-        v.push(Case {
+        v.push(Check {
             name: "every client qualified".to_owned(),
             time_s: q.duration_s,
             failure: (q.qualified < q.clients).then(|| {
@@ -66,7 +64,7 @@ fn cases(r: &LoadReport) -> Vec<Case> {
         });
     }
     if let Some(w) = r.warmup_failed {
-        v.push(Case {
+        v.push(Check {
             name: "every qualified client answered in the warm-up".to_owned(),
             time_s: 0.0,
             failure: (w > 0).then(|| format!("{w} qualified clients got no answer")),
@@ -76,7 +74,7 @@ fn cases(r: &LoadReport) -> Vec<Case> {
     match (&r.find_max, &r.data) {
         (Some(m), _) => {
             for t in &m.trials {
-                v.push(Case {
+                v.push(Check {
                     name: format!("find-max trial {} at {:.0} pps", t.trial, t.offered_pps),
                     time_s: t.duration_s,
                     failure: None,
@@ -87,7 +85,7 @@ fn cases(r: &LoadReport) -> Vec<Case> {
                     ),
                 });
             }
-            v.push(Case {
+            v.push(Check {
                 name: format!("find-max: a rate passed with loss ≤ {threshold} %"),
                 time_s: m.trials.iter().map(|t| t.duration_s).sum(),
                 failure: m
@@ -99,7 +97,7 @@ fn cases(r: &LoadReport) -> Vec<Case> {
                 }),
             });
         }
-        (None, Some(d)) => v.push(Case {
+        (None, Some(d)) => v.push(Check {
             name: format!(
                 "data trial at {:.0} pps: loss ≤ {threshold} %",
                 d.offered_pps
@@ -116,7 +114,7 @@ fn cases(r: &LoadReport) -> Vec<Case> {
         (None, None) => {}
     }
     for g in &r.generators {
-        v.push(Case {
+        v.push(Check {
             name: format!(
                 "{} ({}): exit status 0",
                 g.replica
@@ -133,58 +131,24 @@ fn cases(r: &LoadReport) -> Vec<Case> {
 
 /// The JUnit XML document of `report`.
 pub fn junit(report: &LoadReport) -> anyhow::Result<String> {
-    let cases = cases(report);
-    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
-    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
-    let tests = cases.len().to_string();
-    let failures = cases
-        .iter()
-        .filter(|c| c.failure.is_some())
-        .count()
-        .to_string();
-    let time = format!("{:.3}", report.elapsed_s);
-    let mut root = BytesStart::new("testsuites");
-    root.push_attribute(("name", "teredo load"));
-    root.push_attribute(("tests", tests.as_str()));
-    root.push_attribute(("failures", failures.as_str()));
-    root.push_attribute(("time", time.as_str()));
-    w.write_event(Event::Start(root))?;
-    let mut suite = BytesStart::new("testsuite");
-    let name = format!("teredo-load.{}", report.mode);
-    suite.push_attribute(("name", name.as_str()));
-    suite.push_attribute(("tests", tests.as_str()));
-    suite.push_attribute(("failures", failures.as_str()));
-    suite.push_attribute(("errors", "0"));
-    suite.push_attribute(("skipped", "0"));
-    suite.push_attribute(("time", time.as_str()));
-    w.write_event(Event::Start(suite))?;
-    for c in &cases {
-        let mut case = BytesStart::new("testcase");
-        case.push_attribute(("classname", name.as_str()));
-        case.push_attribute(("name", c.name.as_str()));
-        case.push_attribute(("time", format!("{:.3}", c.time_s).as_str()));
-        w.write_event(Event::Start(case))?;
-        if let Some(message) = &c.failure {
-            let mut e = BytesStart::new("failure");
-            e.push_attribute(("message", message.as_str()));
-            e.push_attribute(("type", "threshold"));
-            w.write_event(Event::Start(e))?;
-            w.write_event(Event::Text(BytesText::new(&format!(
-                "{message}\n{}",
-                c.out
-            ))))?;
-            w.write_event(Event::End(BytesEnd::new("failure")))?;
-        }
-        w.write_event(Event::Start(BytesStart::new("system-out")))?;
-        w.write_event(Event::Text(BytesText::new(&c.out)))?;
-        w.write_event(Event::End(BytesEnd::new("system-out")))?;
-        w.write_event(Event::End(BytesEnd::new("testcase")))?;
-    }
-    w.write_event(Event::End(BytesEnd::new("testsuite")))?;
-    w.write_event(Event::End(BytesEnd::new("testsuites")))?;
-    let mut xml = String::from_utf8(w.into_inner())?;
-    xml.push('\n');
-    Ok(xml)
+    let class = format!("teredo-load.{}", report.mode);
+    let cases: Vec<Case> = checks(report)
+        .into_iter()
+        .map(|c| Case {
+            class: class.clone(),
+            name: c.name,
+            time_s: Some(c.time_s),
+            verdict: c
+                .failure
+                .map_or(Verdict::Passed, |message| Verdict::Failed {
+                    kind: "threshold",
+                    text: format!("{message}\n{}", c.out),
+                    message,
+                }),
+            out: c.out,
+        })
+        .collect();
+    document("teredo load", &class, Some(report.elapsed_s), &cases)
 }
 
 #[cfg(test)]
