@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use teredo_tests::inproc::metric_value;
+use teredo_tests::metrics::sum_all;
 use teredo_tests::process::tail;
 use teredo_tests::wait::wait_for;
 use teredo_tests::{bin_path, check, require_tools, Proc, TestDir};
@@ -89,20 +90,13 @@ pub(super) fn scrape_until(
     Ok(text)
 }
 
-/// The sum of every series of the counter family `name` (labelled `name{...}`) in `text`.
-fn family_sum(text: &str, name: &str) -> f64 {
-    let prefix = format!("{name}{{");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 /// Waits until the family `name` sums to `want` on `addr`, and returns the whole page then.
 fn scrape_until_sum(proc: &mut Proc, addr: SocketAddr, name: &str, want: f64) -> Result<String> {
     let (text, _) = wait_for(&format!("sum of {name} = {want} on {addr}"), LIMIT, || {
         proc.ensure_running()?;
-        Ok(scrape(addr).ok().filter(|t| family_sum(t, name) == want))
+        Ok(scrape(addr)
+            .ok()
+            .filter(|t| sum_all(t, name) as f64 == want))
     })
     .with_context(|| format!("{} stderr:\n{}", proc.label(), tail(&proc.stderr(), 30)))?;
     Ok(text)
@@ -206,8 +200,8 @@ fn server_and_relay_endpoints_pass_promtool() {
             server.ensure_running()?;
             Ok(scrape(server_metrics).ok().filter(|t| {
                 metric_value(t, primary) == Some(1.0)
-                    && family_sum(t, "teredo_server_packets_dropped_total")
-                        == family_sum(t, "teredo_server_packets_received_total")
+                    && sum_all(t, "teredo_server_packets_dropped_total")
+                        == sum_all(t, "teredo_server_packets_received_total")
             }))
         },
     ));

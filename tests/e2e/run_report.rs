@@ -19,6 +19,7 @@ use anyhow::{ensure, Context as _, Result};
 use teredo_server::{NativeSide, ServerOptions};
 use teredo_tests::browser::{attr, chromium, console_errors, screenshot, start_tag};
 use teredo_tests::inproc::InprocServer;
+use teredo_tests::metrics::{sum_all, sum_by_label};
 use teredo_tests::{bin_path, bins, check, function_name, requirements_met, Netns, TestDir};
 
 const PRIMARY: &str = "198.51.100.1";
@@ -35,33 +36,21 @@ fn qualify_and_ping_pages_render_in_headless_chromium() {
     check(run(&dir));
 }
 
-/// The sum of every series of a metric family in Prometheus text format.
-fn family_sum(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-                && l.contains(filter)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// What the server saw and sent so far: datagrams received + RAs + forwards to clients.
 fn server_datagrams(server: &InprocServer) -> Result<u64> {
     // Every received datagram handled before it is counted.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let t = server.metrics_text();
-        let received = family_sum(&t, "teredo_server_packets_received_total", "");
-        let handled = family_sum(&t, "teredo_server_handling_duration_seconds_count", "");
+        let received = sum_all(&t, "teredo_server_packets_received_total");
+        let handled = sum_all(&t, "teredo_server_handling_duration_seconds_count");
         if received == handled || Instant::now() > deadline {
-            let ras = family_sum(&t, "teredo_server_router_advertisements_total", "");
-            let fwd = family_sum(
-                &t,
-                "teredo_server_packets_forwarded_total",
-                r#"direction="to_client""#,
-            );
-            return Ok((received + ras + fwd) as u64);
+            let ras = sum_all(&t, "teredo_server_router_advertisements_total");
+            let fwd = sum_by_label(&t, "teredo_server_packets_forwarded_total", "direction")
+                .get("to_client")
+                .copied()
+                .unwrap_or(0);
+            return Ok(received + ras + fwd);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
