@@ -100,7 +100,7 @@ pub use config::{NatConfig, NatConfigError};
 pub use counters::{NatCounters, NatDrop};
 pub use igd::{UpnpError, MAX_LEASES};
 pub use leases::Lease;
-pub use nat::{Hairpin, InboundTranslation, Nat, Outbound, Translation};
+pub use nat::{Hairpin, InboundTranslation, Nat, Outbound, PortCheck, Translation};
 pub use preset::NatPreset;
 pub use spec::SPEC_KEYS;
 
