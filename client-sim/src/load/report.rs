@@ -282,6 +282,10 @@ impl EngineSummary {
     /// Adds the clients' socket figures: the peak count and the failures by reason.
     pub fn with_sockets(mut self, gauge: &super::sockets::SocketGauge, clients: u32) -> Self {
         let peak = gauge.peak();
+        if peak == 0 {
+            // No client socket of ours (the `mmsg` engine keeps its own).
+            return self;
+        }
         self.peak_sockets = Some(peak);
         self.peak_sockets_per_client = Some(peak as f64 / f64::from(clients.max(1)));
         self.socket_errors = gauge
