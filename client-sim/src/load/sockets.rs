@@ -276,8 +276,7 @@ mod tests {
             Some(SocketFailure::OpenFiles)
         );
         // As teredo_rt annotates it: the kind survives, the code only in the message.
-        let annotated = io::Error::new(
-            io::ErrorKind::Other,
+        let annotated = io::Error::other(
             "cannot create UDP socket for 1.2.3.4:5: Too many open files (os error 24)",
         );
         assert_eq!(
