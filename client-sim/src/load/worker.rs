@@ -250,7 +250,10 @@ struct TeredoEnd {
     nat: Option<Nat>,
     internal: SocketAddrV4,
     sockets: Vec<ClientSocket>,
+    /// The NAT's mappings as last added to `natsim_mappings`.
     mappings: usize,
+    /// Its `mappings_created` as last added to `natsim_mappings_created_total`.
+    created: u64,
     /// A mapping's socket could not be opened while qualifying.
     socket_failed: bool,
 }
@@ -395,6 +398,7 @@ impl Worker {
                         internal,
                         sockets: vec![socket],
                         mappings: 0,
+                        created: 0,
                         socket_failed: false,
                     })),
                     gauge,
@@ -497,7 +501,7 @@ impl Worker {
             if let Some(nat) = end.nat.as_mut() {
                 nat.expire(now);
             }
-            close_unmapped(end, now);
+            close_unmapped(end, &self.shared, now);
             end.client.handle_timeout(now);
         }
         if let Control::Warmup { .. } = self.control {
@@ -607,7 +611,7 @@ impl Worker {
             self.shared.metrics.move_client(self.gauge, label);
             self.gauge = label;
             if state == State::Qualified {
-                end_secondary_mapping(end, now);
+                end_secondary_mapping(end, &self.shared, now);
             }
         }
         if let (Some(a), Some(slot)) = (
@@ -808,7 +812,7 @@ impl Worker {
                             Ok(_) => return Some(()),
                             Err(reason) => {
                                 if reason == NatDrop::NoMapping {
-                                    close_unmapped(end, now);
+                                    close_unmapped(end, &self.shared, now);
                                 }
                                 let m = &self.shared.metrics;
                                 m.nat_packets
@@ -873,14 +877,6 @@ fn send_through_nat(
             let mut binder = Binder::new(&opts, &shared.sockets, &end.sockets);
             let r = nat.outbound_checked(now, end.internal, to, &mut |e| binder.check(e));
             let (opened, failure) = (binder.opened, binder.failure);
-            let live = nat.mappings();
-            if live > end.mappings {
-                m.nat_mappings_created
-                    .inc_by(u64::try_from(live - end.mappings).unwrap_or(0));
-            }
-            m.nat_mappings
-                .add(i64::try_from(live).unwrap_or(0) - i64::try_from(end.mappings).unwrap_or(0));
-            end.mappings = live;
             end.sockets.extend(opened);
             let from = match r {
                 Ok(Outbound::Forward(t)) => {
@@ -909,8 +905,8 @@ fn send_through_nat(
                     None
                 }
             };
-            close_unmapped(end, now);
             bound_sockets(end, shared);
+            close_unmapped(end, shared, now);
             match from {
                 Some(f) => f,
                 None => return,
@@ -958,13 +954,23 @@ fn socket_failed(end: &mut TeredoEnd, shared: &Shared, f: SocketFailure) {
     }
 }
 
-/// Closes the sockets of mappings the NAT model no longer has (expired, removed). The first
-/// socket stays until the model has created a mapping (it holds the client's internal port).
-fn close_unmapped(end: &mut TeredoEnd, now: Instant) {
+/// Closes the sockets of mappings the NAT model no longer has (expired, removed) and brings
+/// the mapping metrics up to date. The first socket stays until the model has created a
+/// mapping (it holds the client's internal port).
+fn close_unmapped(end: &mut TeredoEnd, shared: &Shared, now: Instant) {
     let Some(nat) = end.nat.as_ref() else {
         return;
     };
-    if nat.counters().mappings_created == 0 {
+    let m = &shared.metrics;
+    let created = nat.counters().mappings_created;
+    m.nat_mappings_created
+        .inc_by(created.saturating_sub(end.created));
+    end.created = created;
+    let live = nat.mappings();
+    m.nat_mappings
+        .add(i64::try_from(live).unwrap_or(0) - i64::try_from(end.mappings).unwrap_or(0));
+    end.mappings = live;
+    if created == 0 {
         return;
     }
     end.sockets.retain(|s| nat.receives_on(s.addr, now));
@@ -992,7 +998,7 @@ fn bound_sockets(end: &mut TeredoEnd, shared: &Shared) {
 /// On qualifying: ends the secondary check's mapping (toward the secondary server) when it
 /// is not the client's own, in the model and with its socket; see `sockets` for why nothing
 /// the client needs can arrive there any more.
-fn end_secondary_mapping(end: &mut TeredoEnd, now: Instant) {
+fn end_secondary_mapping(end: &mut TeredoEnd, shared: &Shared, now: Instant) {
     let Some(nat) = end.nat.as_mut() else {
         return;
     };
@@ -1002,6 +1008,6 @@ fn end_secondary_mapping(end: &mut TeredoEnd, now: Instant) {
     let secondary = nat.mapping_for(end.internal, SocketAddrV4::new(cfg.secondary_addr(), port));
     if let Some(m2) = secondary.filter(|m2| Some(*m2) != primary) {
         nat.remove_mapping(m2);
-        close_unmapped(end, now);
+        close_unmapped(end, shared, now);
     }
 }
