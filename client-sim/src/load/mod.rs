@@ -33,6 +33,7 @@ pub mod reflector;
 pub mod report;
 pub mod scrape;
 pub mod seq;
+pub mod sockets;
 pub mod timeline;
 pub mod worker;
 
@@ -378,14 +379,6 @@ pub async fn run_load(
     let started = Instant::now();
     let started_unix_s = unix_now_s();
     let seed = opts.seed.unwrap_or_else(|| rand::rng().random());
-    let nat_sockets: u64 = if opts.nat == NatChoice::None { 1 } else { 3 };
-    let clients = if engine == Engine::Mmsg {
-        u64::from(opts.clients.min(mmsg::SOCKETS))
-    } else {
-        u64::from(opts.clients)
-    };
-    raise_nofile(clients + 256, clients * nat_sockets + 1024)?;
-
     let echo = if opts.ceiling {
         Some(Echo::start(engine, opts.gro)?)
     } else {
@@ -406,6 +399,13 @@ pub async fn run_load(
     let nat_name = nat
         .as_ref()
         .map_or("none".to_owned(), netsim::NatConfig::to_spec);
+    let per_client = sockets::sockets_per_client(nat.as_ref(), opts.phase != Phase::Qualify);
+    let clients = if engine == Engine::Mmsg {
+        u64::from(opts.clients.min(mmsg::SOCKETS))
+    } else {
+        u64::from(opts.clients)
+    };
+    raise_nofile(clients + 256, clients * per_client + 1024)?;
     let dest = match (&echo, opts.phase, opts.target) {
         (Some(e), _, _) => Dest::Ceiling(e.addr),
         (None, Phase::Qualify, _) | (None, _, None) => Dest::None,
@@ -480,6 +480,7 @@ pub async fn run_load(
         warm_failed: AtomicUsize::new(0),
         addresses: (0..n).map(|_| OnceLock::new()).collect(),
         control: control_rx,
+        sockets: Arc::default(),
     });
     let scraper = if opts.scrape.is_empty() {
         None
@@ -507,8 +508,9 @@ pub async fn run_load(
     };
     let mut tasks = JoinSet::new();
     let result = run.phases(&mut tasks).await;
-    // While every socket is still open.
-    let drops = reflector::udp_drops(echo.as_ref().and_then(|e| e.inode));
+    // While every socket is still open. Only with the reflector, whose verdict needs them:
+    // reading /proc/net/udp costs the kernel a walk per chunk, minutes with 100 000 sockets.
+    let drops = echo.as_ref().and_then(|e| reflector::udp_drops(e.inode));
     let fds = reflector::open_fds();
     sampler_stop.trigger();
     let _ = sampler.await;
@@ -533,7 +535,8 @@ pub async fn run_load(
         fds,
         opts.clients,
         report::limit(opts.ceiling, drops, data.as_ref(), find_max.as_ref()),
-    );
+    )
+    .with_sockets(&shared.sockets, opts.clients);
     let qualify_ok = qualify
         .as_ref()
         .is_none_or(|q| q.qualified == q.clients || opts.phase == Phase::Data);
