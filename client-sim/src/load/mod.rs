@@ -1103,5 +1103,23 @@ mod tests {
         assert_eq!(c.threshold(), 0.0);
         c.find_max = true;
         assert_eq!(c.threshold(), 0.1);
+        // The RS storm needs a server, no data destination and no NAT model.
+        let mut rs = LoadOptions::new(Some(Ipv4Addr::new(198, 51, 100, 1)));
+        rs.phase = Phase::Rs;
+        assert!(rs.check().is_ok());
+        rs.target = Some(Target::Pairs);
+        assert!(rs.check().unwrap_err().to_string().contains("no --target"));
+        rs.target = None;
+        rs.nat = NatChoice::Preset(netsim::NatPreset::FullCone);
+        assert!(rs.check().unwrap_err().to_string().contains("no --nat"));
+        rs.nat = NatChoice::None;
+        rs.clients = rs_storm::MAX_CLIENTS + 1;
+        assert!(rs.check().unwrap_err().to_string().contains("at most"));
+        rs.clients = 10;
+        rs.server = None;
+        assert!(rs.check().unwrap_err().to_string().contains("--server"));
+        rs.ceiling = true;
+        assert!(rs.check().is_ok());
+        assert_eq!(Phase::Rs.as_str(), "rs");
     }
 }
