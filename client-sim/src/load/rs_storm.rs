@@ -3,7 +3,7 @@
 //! 3544, and reads the router advertisements:
 //!
 //! * each client has its own source port: one socket per client up to
-//!   [`SOCKETS`](super::mmsg::SOCKETS), beyond that neighbouring clients share one (the
+//!   [`SOCKETS`], beyond that neighbouring clients share one (the
 //!   nonce says whose RS an answer is), bound to `--bind`;
 //! * the total rate is one token bucket whose tokens are dealt round-robin to the clients in
 //!   passes 1–5 ms apart ([`deal`], [`tick`], as the `mmsg` engine's data trials); a client's
