@@ -689,16 +689,14 @@ impl Run {
 
     async fn phases(&mut self, tasks: &mut JoinSet<()>) -> anyhow::Result<Phases> {
         if self.opts.phase == Phase::Rs {
-            let (to, bind) = match self.shared.setup.dest {
-                Dest::Ceiling(echo) => (echo, self.shared.setup.bind),
-                _ => (
-                    std::net::SocketAddrV4::new(
-                        self.shared.setup.server,
-                        teredo::addr::TEREDO_PORT,
-                    ),
-                    self.shared.setup.bind,
-                ),
+            // The server's primary address, port 3544 (or the reflector).
+            let to = match self.shared.setup.dest {
+                Dest::Ceiling(echo) => echo,
+                _ => {
+                    std::net::SocketAddrV4::new(self.shared.setup.server, teredo::addr::TEREDO_PORT)
+                }
             };
+            let bind = self.shared.setup.bind;
             let storm = rs_storm::Storm::start(
                 Arc::clone(&self.shared),
                 self.shutdown.clone(),
