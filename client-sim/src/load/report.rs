@@ -297,6 +297,24 @@ impl EngineSummary {
     }
 }
 
+/// `--phase rs`: what answered the router solicitations and what came back that was no
+/// answer (the trials themselves are in `data` and `find_max`: sent = RSs, received =
+/// distinct answers).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RsSummary {
+    /// What counts as an answer: a router advertisement, or with `--ceiling` the
+    /// reflector's echo of the RS.
+    pub answer: String,
+    /// Bytes of one RS datagram (UDP payload).
+    pub rs_bytes: usize,
+    /// How each RS's nonce says whose it is, which one and when it left.
+    pub nonce: String,
+    /// Valid answers whose nonce we did not send (not counted as answers).
+    pub unexpected: u64,
+    /// Datagrams that were no valid answer (not Teredo, no auth header, not an RA...).
+    pub malformed: u64,
+}
+
 /// What limited the run, from the trial that failed (the last failing one of a search, or
 /// the fixed-rate trial): the generator (it could not send the offered rate, or its own
 /// sockets overflowed) or the device (with `--ceiling`, the reflector's socket overflowed
@@ -394,18 +412,37 @@ pub struct LoadReport {
     /// generator's own report has its engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineSummary>,
+    /// The phases run (`--phase`: `qualify`, `data`, `all` or `rs`; absent in older
+    /// reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// `--phase rs`: the RS storm's answers (`data` and `find_max` hold its trials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rs: Option<RsSummary>,
+}
+
+impl LoadReport {
+    /// Units of the trials' rates: offered and sent, received (`pps`, or with `--phase rs`
+    /// `RS/s` and `RA/s`).
+    pub fn units(&self) -> (&'static str, &'static str) {
+        match (self.phase.as_deref(), self.mode) {
+            (Some("rs"), "ceiling") => ("RS/s", "echoed RS/s"),
+            (Some("rs"), _) => ("RS/s", "RA/s"),
+            _ => ("pps", "pps"),
+        }
+    }
 }
 
 impl DataSummary {
-    fn lines(&self, out: &mut String) {
+    fn lines(&self, out: &mut String, (sent_unit, recv_unit): (&str, &str)) {
         let _ = writeln!(
             out,
-            "  offered {:.0} pps ({:.2} Mbit/s) from {} clients for {:.1} s",
+            "  offered {:.0} {sent_unit} ({:.2} Mbit/s) from {} clients for {:.1} s",
             self.offered_pps, self.offered_mbit_s, self.senders, self.duration_s
         );
         let _ = writeln!(
             out,
-            "  sent    {} ({:.1} pps, {:.2} Mbit/s), received {} ({:.1} pps, {:.2} Mbit/s)",
+            "  sent    {} ({:.1} {sent_unit}, {:.2} Mbit/s), received {} ({:.1} {recv_unit}, {:.2} Mbit/s)",
             self.sent,
             self.sent_pps,
             self.sent_mbit_s,
@@ -437,10 +474,14 @@ impl DataSummary {
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::new();
+        let (sent_unit, recv_unit) = self.units();
         let _ = writeln!(
             s,
-            "load ({}): {} clients, {}, NAT {}, {} B per packet ({} B on the wire inside), target {}",
+            "load ({}{}): {} clients, {}, NAT {}, {} B per packet ({} B on the wire inside), target {}",
             self.mode,
+            self.phase
+                .as_deref()
+                .map_or(String::new(), |p| format!(", phase {p}")),
             self.clients,
             self.profile.as_deref().unwrap_or("no Teredo"),
             self.nat,
@@ -495,13 +536,13 @@ impl fmt::Display for LoadReport {
         if let Some(m) = &self.find_max {
             let _ = writeln!(
                 s,
-                "find-max (loss ≤ {} %, up to {:.0} pps):",
+                "find-max (loss ≤ {} %, up to {:.0} {sent_unit}):",
                 m.loss_threshold_percent, m.max_rate
             );
             for t in &m.trials {
                 let _ = writeln!(
                     s,
-                    "  trial {:>2}: offered {:>9.0} pps, sent {:>9.1} pps, received {:>9.1} pps, loss {:>7.3} %, rtt p99 {} -> {}",
+                    "  trial {:>2}: offered {:>9.0} {sent_unit}, sent {:>9.1} {sent_unit}, received {:>9.1} {recv_unit}, loss {:>7.3} %, rtt p99 {} -> {}",
                     t.trial,
                     t.offered_pps,
                     t.sent_pps,
@@ -516,20 +557,33 @@ impl fmt::Display for LoadReport {
                 "  highest rate with loss ≤ {} %: {}",
                 m.loss_threshold_percent,
                 m.best_rate
-                    .map_or("none".to_owned(), |r| format!("{r:.0} pps"))
+                    .map_or("none".to_owned(), |r| format!("{r:.0} {sent_unit}"))
             );
         }
         if let Some(d) = &self.data {
             let _ = writeln!(
                 s,
-                "data{}:",
+                "{}{}:",
+                if self.rs.is_some() {
+                    "rs storm"
+                } else {
+                    "data"
+                },
                 if self.find_max.is_some() {
                     format!(" (best trial, {})", d.trial)
                 } else {
                     String::new()
                 }
             );
-            d.lines(&mut s);
+            d.lines(&mut s, (sent_unit, recv_unit));
+        }
+        if let Some(r) = &self.rs {
+            let _ = writeln!(
+                s,
+                "rs: {} B router solicitations; answer: {}; not answers: unexpected nonce {}, malformed {}",
+                r.rs_bytes, r.answer, r.unexpected, r.malformed
+            );
+            let _ = writeln!(s, "  nonce: {}", r.nonce);
         }
         if let Some(e) = &self.engine {
             let _ = writeln!(
@@ -628,6 +682,46 @@ mod tests {
         assert!(l.starts_with("generator: sent 200 of 400"), "{l}");
         // Nothing failed: no limit to name.
         assert_eq!(limit(true, drops(3, 3), Some(&f.trials[0]), None), None);
+    }
+
+    #[test]
+    fn an_rs_storm_reads_in_rs_and_ra_per_second_and_merges_only_with_its_kind() {
+        let mut r = super::super::fixture::example(true, true);
+        r.phase = Some("rs".to_owned());
+        r.qualify = None;
+        r.rs = Some(RsSummary {
+            answer: "router advertisement".to_owned(),
+            rs_bytes: 61,
+            nonce: "scheme".to_owned(),
+            unexpected: 2,
+            malformed: 3,
+        });
+        assert_eq!(r.units(), ("RS/s", "RA/s"));
+        let text = r.to_string();
+        for want in [
+            "load (teredo, phase rs)",
+            "rs storm (best trial, 2):",
+            "received     350.0 RA/s",
+            "received 400 (200.0 RA/s",
+            "highest rate with loss ≤ 0.1 %: 200 RS/s",
+            "unexpected nonce 2, malformed 3",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+        let back: LoadReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!((back.phase, back.rs), (r.phase.clone(), r.rs.clone()));
+        // A data run and an RS storm do not merge.
+        let mut a = r.clone();
+        a.find_max = None;
+        let mut b = super::super::fixture::example(false, true);
+        b.client_offset = 100;
+        let e = super::super::merge::merge(&[("a".into(), a.clone()), ("b".into(), b)], None)
+            .unwrap_err();
+        assert!(e.contains("phase rs"), "{e}");
+        let mut a2 = a.clone();
+        a2.client_offset = 100;
+        let m = super::super::merge::merge(&[("a".into(), a), ("a2".into(), a2)], None).unwrap();
+        assert_eq!(m.rs.map(|s| (s.unexpected, s.malformed)), Some((4, 6)));
     }
 
     #[test]
