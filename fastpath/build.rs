@@ -9,20 +9,24 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const SOURCE: &str = "src/bpf/teredo_server.bpf.c";
+const PASS_SOURCE: &str = "src/bpf/xdp_pass.bpf.c";
 const HEADER: &str = "src/bpf/teredo_server.h";
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(teredo_xdp_object)");
     println!("cargo::rerun-if-changed={SOURCE}");
     println!("cargo::rerun-if-changed={HEADER}");
+    println!("cargo::rerun-if-changed={PASS_SOURCE}");
     println!("cargo::rerun-if-env-changed=CLANG");
     println!("cargo::rerun-if-env-changed=TEREDO_XDP_DISABLE");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let object = out.join("teredo_server.bpf.o");
-    match build(&object) {
+    let pass = out.join("xdp_pass.bpf.o");
+    match build(SOURCE, &object).and_then(|()| build(PASS_SOURCE, &pass)) {
         Ok(()) => {
             println!("cargo::rustc-cfg=teredo_xdp_object");
             println!("cargo::rustc-env=TEREDO_XDP_OBJECT={}", object.display());
+            println!("cargo::rustc-env=TEREDO_XDP_PASS_OBJECT={}", pass.display());
         }
         Err(reason) => {
             println!(
@@ -33,7 +37,7 @@ fn main() {
     }
 }
 
-fn build(object: &std::path::Path) -> Result<(), String> {
+fn build(source: &str, object: &std::path::Path) -> Result<(), String> {
     if std::env::var_os("TEREDO_XDP_DISABLE").is_some() {
         return Err("built without the XDP program: TEREDO_XDP_DISABLE was set".into());
     }
@@ -57,7 +61,7 @@ fn build(object: &std::path::Path) -> Result<(), String> {
     let output = Command::new(&clang)
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
         .arg(format!("-I/usr/include/{multiarch}"))
-        .args(["-c", SOURCE, "-o"])
+        .args(["-c", source, "-o"])
         .arg(object)
         .output()
         .map_err(|e| {

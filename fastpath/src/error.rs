@@ -29,6 +29,14 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// No interface holds one of the server's addresses.
+    #[error("no interface to attach the XDP program for {addr}: {reason}")]
+    NoInterface {
+        /// The server address.
+        addr: std::net::Ipv4Addr,
+        /// What failed.
+        reason: String,
+    },
     /// `BPF_PROG_TEST_RUN` failed.
     #[error("BPF_PROG_TEST_RUN: {0}")]
     TestRun(std::io::Error),

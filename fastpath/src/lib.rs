@@ -22,13 +22,23 @@
 
 mod abi;
 mod error;
+mod interfaces;
 mod program;
 mod test_run;
 
 pub use abi::{Counters, FastPathConfig, PassReason};
 pub use error::Error;
+pub use interfaces::interface_of;
 pub use program::{AttachMode, XdpServer};
 pub use test_run::XdpAction;
+
+/// An ELF object with one XDP program, `xdp_pass` (section `xdp`), that passes every frame:
+/// for the far end of a veth pair, which takes the frames the fast path sends back (`XDP_TX`)
+/// only when it runs an XDP program itself. Write it to a file and attach it with
+/// `ip link set dev PEER xdpdrv obj FILE sec xdp`.
+pub fn pass_object() -> Result<&'static [u8], Error> {
+    program::pass_object()
+}
 
 /// Whether this build carries the XDP program; `Err` holds the one-line reason it does not
 /// (e.g. "built without the XDP program: clang not found at build time").

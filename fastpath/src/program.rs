@@ -25,6 +25,18 @@ pub(crate) fn object() -> Result<&'static [u8], Error> {
     }
 }
 
+/// The `xdp_pass` object (an XDP program that passes everything), or why there is none.
+pub(crate) fn pass_object() -> Result<&'static [u8], Error> {
+    #[cfg(teredo_xdp_object)]
+    {
+        Ok(include_bytes!(env!("TEREDO_XDP_PASS_OBJECT")))
+    }
+    #[cfg(not(teredo_xdp_object))]
+    {
+        Err(Error::NotBuilt(env!("TEREDO_XDP_UNAVAILABLE")))
+    }
+}
+
 /// How the program was attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
@@ -112,6 +124,13 @@ impl XdpServer {
                 }),
             },
         }
+    }
+
+    /// Replaces the configuration (e.g. the port, once bound), keeping the program switched
+    /// on.
+    pub fn reconfigure(&mut self, fast: &FastPathConfig) -> Result<(), Error> {
+        self.fast = *fast;
+        self.set_enabled(true)
     }
 
     /// Switches the program on or off (off: it passes every packet, counted as `disabled`).

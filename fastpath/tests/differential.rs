@@ -112,6 +112,19 @@ fn ipv4_checksum(h: &[u8]) -> u16 {
     !(s as u16)
 }
 
+/// The folded (not inverted) IPv4 pseudo-header sum of a UDP frame, what a sender leaves in
+/// the checksum field for the device to finish.
+fn pseudo_header_sum(frame: &[u8]) -> u16 {
+    let mut s: u32 = 17 + u32::from(u16::from_be_bytes([frame[38], frame[39]]));
+    for w in frame[26..34].chunks(2) {
+        s += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
 /// An edit of an RS whose ICMPv6 checksum is then recomputed.
 type Edit = fn(&mut Vec<u8>);
 
@@ -362,6 +375,12 @@ fn cases() -> Vec<(Frame, Option<XdpAction>)> {
     let mut f = udp_frame("RS with UDP checksum 0", CLIENT, p, &good);
     f.bytes[40] = 0;
     f.bytes[41] = 0;
+    v.push((f, Some(Tx)));
+    // A local veth peer's datagram carries only the pseudo-header sum (CHECKSUM_PARTIAL),
+    // which the kernel accepts from it.
+    let mut f = udp_frame("RS with a partial UDP checksum", CLIENT, p, &good);
+    let partial = pseudo_header_sum(&f.bytes);
+    f.bytes[40..42].copy_from_slice(&partial.to_be_bytes());
     v.push((f, Some(Tx)));
     // IPv4 options: the kernel delivers the same payload; the program leaves them to it.
     let mut f = udp_frame("RS with IPv4 options", CLIENT, p, &good);

@@ -232,16 +232,19 @@ int teredo_server(struct xdp_md *ctx)
 			return PASS(FP_PASS_INVALID);
 	}
 
-	/* The UDP checksum the kernel would verify (answered RSs are small: bounded loop). */
+	/* The UDP checksum the kernel would verify (answered RSs are small: bounded loop). A
+	 * datagram from a local veth peer may carry only the pseudo-header sum (CHECKSUM_PARTIAL,
+	 * the kernel trusts it and XDP cannot see that mark): that value is accepted too; the
+	 * ICMPv6 checksum still covers the whole RS. */
 	if (udp->check) {
-		__u32 s = sum_bytes((const __u8 *)udp, udp_len, end);
-		if (s == (__u32)-1)
-			return PASS(FP_PASS_IPV4_UNCHECKED);
-		s += be16_at((const __u8 *)&ip->saddr) + be16_at((const __u8 *)&ip->saddr + 2);
-		s += be16_at((const __u8 *)&ip->daddr) + be16_at((const __u8 *)&ip->daddr + 2);
-		s += IPPROTO_UDP + udp_len;
-		if (fold(s) != 0xffff)
-			return PASS(FP_PASS_IPV4_UNCHECKED);
+		__u32 ps = be16_at((const __u8 *)&ip->saddr) + be16_at((const __u8 *)&ip->saddr + 2);
+		ps += be16_at((const __u8 *)&ip->daddr) + be16_at((const __u8 *)&ip->daddr + 2);
+		ps += IPPROTO_UDP + udp_len;
+		if (bpf_ntohs(udp->check) != fold(ps)) {
+			__u32 s = sum_bytes((const __u8 *)udp, udp_len, end);
+			if (s == (__u32)-1 || fold(s + ps) != 0xffff)
+				return PASS(FP_PASS_IPV4_UNCHECKED);
+		}
 	}
 
 	/* A valid RS: keep what the RA needs, then rewrite the frame in place. */
