@@ -46,6 +46,9 @@ impl ServerImpl {
         if self == Self::Miredo {
             tools.push("miredo-server");
         }
+        if self == Self::OursXdp {
+            tools.push("promtool");
+        }
         tools.extend_from_slice(more_tools);
         requirements_met(test, true, &tools)
     }
@@ -74,8 +77,17 @@ impl ServerImpl {
     /// With the fast path, the RAs must have come from the XDP program.
     fn check_fast_path(self, srv: &Netns) {
         if self == Self::OursXdp {
-            let n = check(servers::assert_answered_in_xdp(srv));
+            let (n, text) = check(servers::assert_answered_in_xdp(srv));
             eprintln!("XDP fast path answered {n} router solicitation(s)");
+            super::promtool::assert_clean(
+                "teredo-server --fast-path xdp",
+                &text,
+                &[
+                    "teredo_server_fast_path_router_solicitations_total{address=\"primary\",cone=\"false\"}",
+                    "teredo_server_fast_path_router_advertisements_total{address=\"primary\"}",
+                    "teredo_server_fast_path_passed_total{reason=\"not_router_solicitation\"}",
+                ],
+            );
         }
     }
 }

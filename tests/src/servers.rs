@@ -17,8 +17,9 @@ pub const XDP_SERVER_METRICS: std::net::SocketAddr = std::net::SocketAddr::V4(
 );
 
 /// Checks from the metrics of [`ServerImpl::OursXdp`] in `ns` that the XDP program answered
-/// router solicitations and the user-space server answered none; returns how many.
-pub fn assert_answered_in_xdp(ns: &Netns) -> Result<u64> {
+/// router solicitations and the user-space server answered none; returns how many, and the
+/// exposition.
+pub fn assert_answered_in_xdp(ns: &Netns) -> Result<(u64, String)> {
     use crate::metrics::{fetch_in, sum_all};
     let text = fetch_in(ns, XDP_SERVER_METRICS)?;
     let fast = sum_all(&text, "teredo_server_fast_path_router_solicitations_total");
@@ -27,7 +28,7 @@ pub fn assert_answered_in_xdp(ns: &Netns) -> Result<u64> {
         fast > 0 && slow == 0,
         "router solicitations answered: {fast} in XDP, {slow} in user space"
     );
-    Ok(fast)
+    Ok((fast, text))
 }
 
 /// Attaches the `xdp_pass` program (teredo-fastpath) to every port of `internet`'s bridge, in
