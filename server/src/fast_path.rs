@@ -61,6 +61,8 @@ impl FastPath {
     }
 
     fn attach(core: &ServerConfig, registry: &Registry) -> anyhow::Result<Self> {
+        // A build without the program says so first, whatever else is wrong.
+        teredo_fastpath::built()?;
         let config = FastPathConfig::from_core(core)?;
         let mut interfaces = vec![interface_of(core.primary)?];
         let secondary = interface_of(core.secondary)?;
