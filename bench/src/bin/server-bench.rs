@@ -580,6 +580,12 @@ impl Instance<'_> {
             self.topo
                 .gen
                 .ip(&["link", "set", "dev", INET_IF, "xdpdrv", "off"])?;
+            // Back to softirq NAPI for the next device (fails harmlessly when the veth
+            // dropped NAPI with the program).
+            let _ = self
+                .topo
+                .relay
+                .sh(&format!("echo 0 > /sys/class/net/{INET_IF}/threaded"));
         }
         result
     }
@@ -641,5 +647,51 @@ fn start_server(device: Device, topo: &Topology, bins: &Bins) -> Result<RunningD
         ],
         false,
     )?;
+    if device == Device::OursXdp {
+        pin_xdp_napi(topo)?;
+    }
     Ok(dev)
+}
+
+/// The XDP program runs in the NAPI poll of the server's veth, by default in the softirq of
+/// the CPU that sent the frame: the generator's. Threaded NAPI gives that poll a kernel
+/// thread of its own, pinned here to [`RELAY_CPU`] like the other servers, so that the fast
+/// path gets the same one core (its CPU time is not in the server's process figures).
+fn pin_xdp_napi(topo: &Topology) -> Result<()> {
+    let prefix = format!("napi/{INET_IF}-");
+    let threads = || -> Vec<u32> {
+        fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.starts_with(&prefix))
+            })
+            .collect()
+    };
+    let before = threads();
+    topo.relay
+        .sh(&format!("echo 1 > /sys/class/net/{INET_IF}/threaded"))?;
+    let new: Vec<u32> = threads()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    if new.is_empty() {
+        bail!("no NAPI thread appeared for {INET_IF} in the server's namespace");
+    }
+    for pid in new {
+        let out = std::process::Command::new("taskset")
+            .args(["-pc", &RELAY_CPU.to_string(), &pid.to_string()])
+            .output()
+            .context("taskset")?;
+        if !out.status.success() {
+            bail!(
+                "cannot pin NAPI thread {pid}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok(())
 }
