@@ -198,6 +198,9 @@ pub enum Device {
     MiredoGw,
     /// The bare per-packet forwarder (ceiling).
     Bare,
+    /// `server-bench` only: our `teredo-server --fast-path xdp` (RAs sent by the XDP
+    /// program; the generator's end of the link runs `xdp_pass` to take them).
+    OursXdp,
 }
 
 impl Device {
@@ -209,6 +212,7 @@ impl Device {
             Self::Miredo => "miredo",
             Self::MiredoGw => "miredo-gw",
             Self::Bare => "bare",
+            Self::OursXdp => "ours-xdp",
         }
     }
 
@@ -220,6 +224,7 @@ impl Device {
             Self::Miredo,
             Self::MiredoGw,
             Self::Bare,
+            Self::OursXdp,
         ]
         .into_iter()
         .find(|d| d.name() == s)
@@ -302,6 +307,7 @@ impl RunningDevice {
                     .arg("-p")
                     .arg(bins.dir.join("miredo.pid"));
             }
+            Device::OursXdp => bail!("{} is not a relay", device.name()),
             Device::Bare => {
                 cmd.arg(&bins.bare).args([
                     "--bind",
@@ -462,7 +468,13 @@ mod tests {
 
     #[test]
     fn names_and_keys() {
-        for d in [Device::Ours, Device::Miredo, Device::MiredoGw, Device::Bare] {
+        for d in [
+            Device::Ours,
+            Device::Miredo,
+            Device::MiredoGw,
+            Device::Bare,
+            Device::OursXdp,
+        ] {
             assert_eq!(Device::parse(d.name()), Some(d));
         }
         assert_eq!(Device::parse("x"), None);

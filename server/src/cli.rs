@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use clap::{Parser, ValueEnum};
 use teredo_rt::LogFormat;
 
-use crate::config::{NativeSide, ServerOptions};
+use crate::config::{FastPathMode, NativeSide, ServerOptions};
 
 /// Teredo server (RFC 4380 §5.3): answers qualification router solicitations and relays
 /// bubbles and ICMPv6 between Teredo clients and to native IPv6.
@@ -61,6 +61,14 @@ pub struct Args {
     )]
     pub rs_rate_limit: u32,
 
+    /// Answer router solicitations in the kernel: `xdp` attaches an XDP program to the
+    /// interfaces holding both addresses (needs root or CAP_BPF + CAP_NET_ADMIN, and a build
+    /// with clang and libbpf-dev) and fails if it cannot; `auto` falls back to `none` with the
+    /// reason logged. Everything the program does not fully validate (and all other traffic)
+    /// still reaches this server. Not with --rs-rate-limit.
+    #[arg(long, env = "TEREDO_SERVER_FAST_PATH", value_enum, default_value_t = FastPathArg::None)]
+    pub fast_path: FastPathArg,
+
     /// Log format on stderr (the filter comes from RUST_LOG, default info).
     #[arg(long, env = "TEREDO_SERVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -73,6 +81,17 @@ pub enum NativeMode {
     Raw,
     /// Drop them (counted as native_disabled)
     None,
+}
+
+/// The `--fast-path` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FastPathArg {
+    /// Every datagram goes to the user-space server
+    None,
+    /// XDP program answering valid router solicitations; fail if it cannot be attached
+    Xdp,
+    /// XDP where it can be attached, else none (the reason is logged)
+    Auto,
 }
 
 impl Args {
@@ -92,6 +111,11 @@ impl Args {
         o.mtu = (self.mtu != 0).then_some(self.mtu);
         o.icmpv6_max_payload = self.icmpv6_max_payload;
         o.rs_rate_limit = self.rs_rate_limit;
+        o.fast_path = match self.fast_path {
+            FastPathArg::None => FastPathMode::None,
+            FastPathArg::Xdp => FastPathMode::Xdp,
+            FastPathArg::Auto => FastPathMode::Auto,
+        };
         o
     }
 }
@@ -126,6 +150,7 @@ mod tests {
         assert_eq!(o.mtu, Some(1280));
         assert_eq!(o.icmpv6_max_payload, 1240);
         assert_eq!(o.rs_rate_limit, 0, "no RS rate limit by default");
+        assert_eq!(o.fast_path, FastPathMode::None, "no fast path by default");
         assert_eq!(a.log_format, LogFormat::Text);
     }
 
@@ -151,6 +176,8 @@ mod tests {
             "5",
             "--log-format",
             "json",
+            "--fast-path",
+            "xdp",
         ])
         .unwrap();
         let o = a.to_options();
@@ -164,6 +191,7 @@ mod tests {
         assert_eq!(o.rs_rate_limit, 5);
         assert_eq!(o.core_config().rs_rate_limit, 5);
         assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(o.fast_path, FastPathMode::Xdp);
     }
 
     #[test]
@@ -176,6 +204,7 @@ mod tests {
             &["--primary", "198.51.100.1", "--metrics-addr", "localhost"],
             &["--primary", "198.51.100.1", "--rs-rate-limit", "5/s"],
             &["--primary", "198.51.100.1", "--rs-rate-limit", "-1"],
+            &["--primary", "198.51.100.1", "--fast-path", "af_xdp"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -76,6 +76,32 @@ pub struct ServerOptions {
     /// Registry the server's metrics (and the process metrics) are registered in. Keep a
     /// clone to read them in-process.
     pub registry: Registry,
+    /// The kernel fast path for router solicitations (`--fast-path`).
+    pub fast_path: FastPathMode,
+}
+
+/// Whether router solicitations are answered in the kernel (XDP) before user space sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FastPathMode {
+    /// Every datagram goes to the user-space server.
+    #[default]
+    None,
+    /// Attach the XDP program to the interfaces holding both addresses; failing that,
+    /// [`start`](crate::start) fails with the reason.
+    Xdp,
+    /// As `Xdp` where it can be set up; otherwise `None`, with the reason logged as one line.
+    Auto,
+}
+
+impl FastPathMode {
+    /// `none`, `xdp` or `auto`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Xdp => "xdp",
+            Self::Auto => "auto",
+        }
+    }
 }
 
 impl ServerOptions {
@@ -95,6 +121,7 @@ impl ServerOptions {
             rs_rate_key: None,
             udp: UdpOptions::default(),
             registry: Registry::new(),
+            fast_path: FastPathMode::None,
         }
     }
 

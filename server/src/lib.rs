@@ -26,6 +26,7 @@
 
 pub mod cli;
 mod config;
+pub mod fast_path;
 pub mod metrics;
 mod native;
 mod worker;
@@ -37,8 +38,9 @@ use anyhow::Context as _;
 use teredo::io::Local;
 use teredo_rt::{bind_udp, bound_v4, Shutdown, Tasks};
 
-pub use config::{ConfigError, NativeSide, ServerOptions};
+pub use config::{ConfigError, FastPathMode, NativeSide, ServerOptions};
 
+use crate::fast_path::FastPath;
 use crate::metrics::ServerMetrics;
 use crate::native::NativeSink;
 use crate::worker::Worker;
@@ -61,6 +63,9 @@ pub async fn start(options: ServerOptions, shutdown: Shutdown) -> anyhow::Result
         tracing::warn!("{w}");
     }
     let native = NativeSink::open(&options.native)?;
+    // The fast path is attached before the sockets are bound, so that nothing which sees
+    // them bound (a client, a test) can still reach a server without it.
+    let fast = FastPath::start(options.fast_path, &options.core_config(), &options.registry)?;
 
     let primary = SocketAddrV4::new(options.primary, options.port);
     let secondary = SocketAddrV4::new(options.secondary, options.port);
@@ -78,6 +83,21 @@ pub async fn start(options: ServerOptions, shutdown: Shutdown) -> anyhow::Result
         .await?;
 
     let core = options.core_config();
+    if let Some(fast) = fast {
+        if options.port == 0 {
+            // The program answers on the port actually bound (the lab binds port 0).
+            fast.set_port(&teredo::server::ServerConfig {
+                port: primary.port(),
+                ..core
+            })?;
+        }
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            stop.wait().await;
+            fast.detach();
+            Ok(())
+        });
+    }
     for local in [Local::Primary, Local::Secondary] {
         let w = Worker::new(
             local,
@@ -95,6 +115,7 @@ pub async fn start(options: ServerOptions, shutdown: Shutdown) -> anyhow::Result
         mtu = ?options.mtu,
         icmpv6_max_payload = options.icmpv6_max_payload,
         rs_rate_limit = options.rs_rate_limit,
+        fast_path = options.fast_path.as_str(),
         "teredo server listening"
     );
     Ok(RunningServer {

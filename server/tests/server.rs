@@ -96,6 +96,27 @@ mod loopback {
         o
     }
 
+    /// What the XDP program does not do is refused before anything is loaded or bound, in
+    /// one line; `auto` goes on without the fast path.
+    #[tokio::test]
+    async fn fast_path_refuses_the_rate_limit_in_one_line() {
+        let mut o = options();
+        o.fast_path = teredo_server::FastPathMode::Xdp;
+        o.rs_rate_limit = 5;
+        let e = format!("{:#}", start(o, Shutdown::new().1).await.unwrap_err());
+        // A build without the program says that first.
+        let want =
+            teredo_fastpath::built().map_or_else(|e| e.to_string(), |()| "--rs-rate-limit".into());
+        assert!(e.contains(&want) && !e.contains('\n'), "{e}");
+        let mut o = options();
+        o.fast_path = teredo_server::FastPathMode::Auto;
+        o.rs_rate_limit = 5;
+        let (trigger, shutdown) = Shutdown::new();
+        let server = start(o, shutdown).await.expect("auto falls back to none");
+        trigger.trigger();
+        server.wait().await.unwrap();
+    }
+
     #[tokio::test]
     async fn counts_drops_serves_metrics_and_stops() {
         let mut o = options();

@@ -153,6 +153,9 @@ impl Topology {
                 (Some(site.router), site.host)
             }
         };
+        if server_impl == ServerImpl::OursXdp {
+            teredo_tests::servers::xdp_pass_on_hub(&internet, dir)?;
+        }
         let server = server_impl.start(&srv, dir)?;
         Ok(Self {
             server_impl,
@@ -405,9 +408,15 @@ fn mismatches(site: Site, cell: &Cell) -> Vec<String> {
 /// Builds one topology per server, runs every profile in each concurrently, prints the
 /// observed matrix rows and fails with every mismatch.
 fn qualify_matrix(test: &str, site: Site) {
+    qualify_matrix_against(test, site, &ServerImpl::ALL);
+}
+
+/// [`qualify_matrix`] against `servers`; with [`ServerImpl::OursXdp`], also checks that the
+/// XDP program answered every router solicitation.
+fn qualify_matrix_against(test: &str, site: Site, servers: &[ServerImpl]) {
     let dir = check(TestDir::new(test));
     let started = Instant::now();
-    let topologies: Vec<Topology> = ServerImpl::ALL
+    let topologies: Vec<Topology> = servers
         .iter()
         .map(|s| check(Topology::new(test, &dir, site, *s)))
         .collect();
@@ -454,6 +463,13 @@ fn qualify_matrix(test: &str, site: Site) {
         }
     }
     eprintln!("{test}: {:.1} s", started.elapsed().as_secs_f64());
+    for t in topologies
+        .iter()
+        .filter(|t| t.server_impl == ServerImpl::OursXdp)
+    {
+        let (n, _) = check(teredo_tests::servers::assert_answered_in_xdp(&t._srv));
+        eprintln!("{test}: the XDP fast path answered {n} router solicitations");
+    }
     assert!(
         failures.is_empty(),
         "NAT {}: {} mismatch(es):\n{}",
@@ -503,6 +519,20 @@ fn expected_matrix_is_consistent() {
 fn client_sim_qualifies_without_nat() {
     require_root!("miredo-server");
     qualify_matrix(function_name!(), Site::Public);
+}
+
+/// Every profile without NAT and behind a full-cone NAT (cone RSs answered from the other
+/// address) against `teredo-server --fast-path xdp`.
+#[test]
+fn client_sim_qualifies_with_xdp_fast_path() {
+    require_root!();
+    let test = function_name!();
+    qualify_matrix_against(test, Site::Public, &[ServerImpl::OursXdp]);
+    qualify_matrix_against(
+        &format!("{test}_cone"),
+        Site::Nat(NatKind::FullCone),
+        &[ServerImpl::OursXdp],
+    );
 }
 
 #[test]

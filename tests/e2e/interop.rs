@@ -35,6 +35,8 @@ enum ServerImpl {
     Ours,
     /// Debian's `miredo-server`, the reference.
     Miredo,
+    /// Ours with the XDP fast path answering the router solicitations.
+    OursXdp,
 }
 
 impl ServerImpl {
@@ -43,6 +45,9 @@ impl ServerImpl {
         let mut tools = vec!["miredo"];
         if self == Self::Miredo {
             tools.push("miredo-server");
+        }
+        if self == Self::OursXdp {
+            tools.push("promtool");
         }
         tools.extend_from_slice(more_tools);
         requirements_met(test, true, &tools)
@@ -54,8 +59,36 @@ impl ServerImpl {
         match self {
             Self::Ours => servers::ServerImpl::Ours,
             Self::Miredo => servers::ServerImpl::Miredo,
+            Self::OursXdp => servers::ServerImpl::OursXdp,
         }
         .start(ns, dir)
+    }
+}
+
+impl ServerImpl {
+    /// With the fast path, the hub's veth ends get an XDP program so that they take the
+    /// frames the fast path sends back.
+    fn prepare(self, internet: &Internet, dir: &TestDir) {
+        if self == Self::OursXdp {
+            check(servers::xdp_pass_on_hub(internet, dir));
+        }
+    }
+
+    /// With the fast path, the RAs must have come from the XDP program.
+    fn check_fast_path(self, srv: &Netns) {
+        if self == Self::OursXdp {
+            let (n, text) = check(servers::assert_answered_in_xdp(srv));
+            eprintln!("XDP fast path answered {n} router solicitation(s)");
+            super::promtool::assert_clean(
+                "teredo-server --fast-path xdp",
+                &text,
+                &[
+                    "teredo_server_fast_path_router_solicitations_total{address=\"primary\",cone=\"false\"}",
+                    "teredo_server_fast_path_router_advertisements_total{address=\"primary\"}",
+                    "teredo_server_fast_path_passed_total{reason=\"not_router_solicitation\"}",
+                ],
+            );
+        }
     }
 }
 
@@ -124,6 +157,7 @@ fn qualifies_direct(test: &str, server: ServerImpl) {
         &[SERVER_PRIMARY, SERVER_SECONDARY],
     ));
     let cli = check(topo::public_host(&internet, test, "cli", &[PUBLIC_CLIENT]));
+    server.prepare(&internet, &dir);
     let _server = check(server.start(&srv, &dir));
     let mut client = check(miredo::spawn_client(
         &cli,
@@ -139,6 +173,7 @@ fn qualifies_direct(test: &str, server: ServerImpl) {
         QUALIFY_TIMEOUT,
     ));
     eprintln!("{test}: Miredo qualified as {addr} in {took:?}");
+    server.check_fast_path(&srv);
 
     let t = assert_miredo_address(addr);
     let port = check(miredo::client_port(&cli));
@@ -159,6 +194,11 @@ fn miredo_client_qualifies_direct_against_miredo_server() {
     qualifies_direct(function_name!(), ServerImpl::Miredo);
 }
 
+#[test]
+fn miredo_client_qualifies_direct_with_xdp_fast_path() {
+    qualifies_direct(function_name!(), ServerImpl::OursXdp);
+}
+
 /// The client behind a masquerading NAT (NAT.md R1): the address must carry the NAT's public
 /// address and the external port conntrack gave the client's flow to the server.
 fn qualifies_behind_masquerade(test: &str, server: ServerImpl) {
@@ -174,6 +214,7 @@ fn qualifies_behind_masquerade(test: &str, server: ServerImpl) {
         &[SERVER_PRIMARY, SERVER_SECONDARY],
     ));
     let site = check(NatSite::masquerade(&internet, test, NAT_WAN));
+    server.prepare(&internet, &dir);
     let _server = check(server.start(&srv, &dir));
     let mut client = check(miredo::spawn_client(
         &site.host,
@@ -189,6 +230,7 @@ fn qualifies_behind_masquerade(test: &str, server: ServerImpl) {
         QUALIFY_TIMEOUT,
     ));
     eprintln!("{test}: Miredo qualified as {addr} in {took:?}");
+    server.check_fast_path(&srv);
 
     let t = assert_miredo_address(addr);
     assert_eq!(*t.mapped.ip(), NAT_WAN, "mapped IPv4 in {addr}");
@@ -210,6 +252,11 @@ fn miredo_client_qualifies_behind_masquerade_against_miredo_server() {
     qualifies_behind_masquerade(function_name!(), ServerImpl::Miredo);
 }
 
+#[test]
+fn miredo_client_qualifies_behind_masquerade_with_xdp_fast_path() {
+    qualifies_behind_masquerade(function_name!(), ServerImpl::OursXdp);
+}
+
 /// Captures the qualification on the server's interface and has tshark dissect it: the RS and
 /// the RA must be Teredo + IPv6 + ICMPv6, with no malformed packet and no bad checksum, the
 /// RA must echo the RS's nonce, carry the client's mapping as origin indication, leave from
@@ -227,12 +274,20 @@ fn rs_ra_dissect_cleanly(test: &str, server: ServerImpl) {
         &[SERVER_PRIMARY, SERVER_SECONDARY],
     ));
     let cli = check(topo::public_host(&internet, test, "cli", &[PUBLIC_CLIENT]));
+    server.prepare(&internet, &dir);
     let _server = check(server.start(&srv, &dir));
+    // Frames sent back by XDP never pass the server's own capture point: with the fast path,
+    // capture on the Internet's bridge.
+    let (capture_ns, capture_if) = if server == ServerImpl::OursXdp {
+        (internet.hub(), "br0")
+    } else {
+        (&srv, "eth0")
+    };
     let mut capture = check(Capture::start(
-        &srv,
+        capture_ns,
         dir.path(),
         "tshark",
-        "eth0",
+        capture_if,
         TEREDO_FILTER,
     ));
     let mut client = check(miredo::spawn_client(
@@ -304,6 +359,7 @@ fn rs_ra_dissect_cleanly(test: &str, server: ServerImpl) {
         "RA goes to the RS source"
     );
     assert_eq!(TeredoAddr::decode(addr).map(|t| t.mapped), Some(client));
+    server.check_fast_path(&srv);
 }
 
 #[test]
@@ -314,4 +370,9 @@ fn miredo_rs_ra_dissect_cleanly() {
 #[test]
 fn miredo_rs_ra_dissect_cleanly_against_miredo_server() {
     rs_ra_dissect_cleanly(function_name!(), ServerImpl::Miredo);
+}
+
+#[test]
+fn miredo_rs_ra_dissect_cleanly_with_xdp_fast_path() {
+    rs_ra_dissect_cleanly(function_name!(), ServerImpl::OursXdp);
 }

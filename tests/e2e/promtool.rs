@@ -103,7 +103,7 @@ fn scrape_until_sum(proc: &mut Proc, addr: SocketAddr, name: &str, want: f64) ->
 }
 
 /// Asserts promtool finds nothing in `text`, and that every series in `want` is there.
-fn assert_clean(endpoint: &str, text: &str, want: &[&str]) {
+pub(super) fn assert_clean(endpoint: &str, text: &str, want: &[&str]) {
     let (ok, printed) = check(promtool(text));
     // Shown with --nocapture: the report quotes it.
     println!(

@@ -49,7 +49,7 @@ struct Args {
     /// restricted (from the address asked), or mix (both, alternately).
     #[arg(long, default_value = "mix", value_parser = ["cone", "restricted", "mix"])]
     rs: String,
-    /// Devices compared in every round (ours, miredo).
+    /// Devices compared in every round (ours, ours-xdp: ours with --fast-path xdp, miredo).
     #[arg(long, value_delimiter = ',', default_value = "ours,miredo")]
     devices: Vec<String>,
     /// First rate of the first round's throughput search (RS/s); later rounds start from
@@ -174,9 +174,12 @@ fn run(args: &Args) -> Result<()> {
         bail!("--sources must be 1..={MAX_SOURCES}");
     }
     let kind = RsKind::parse(&args.rs).context("--rs: cone, restricted or mix")?;
-    let devices = cli::devices(&args.devices, &[Device::Ours, Device::Miredo])?;
+    let devices = cli::devices(
+        &args.devices,
+        &[Device::Ours, Device::OursXdp, Device::Miredo],
+    )?;
     if devices.is_empty() {
-        bail!("--devices: at least one of ours, miredo");
+        bail!("--devices: at least one of ours, ours-xdp, miredo");
     }
     let (rounds, first, later) = cli::SearchFlags {
         quick: args.quick,
@@ -205,7 +208,7 @@ fn run(args: &Args) -> Result<()> {
         );
     }
     let bins = Bins {
-        ours: if devices.contains(&Device::Ours) {
+        ours: if devices.contains(&Device::Ours) || devices.contains(&Device::OursXdp) {
             snapshot(&ours_bin, &dir, hint)?
         } else {
             ours_bin
@@ -299,7 +302,9 @@ fn run(args: &Args) -> Result<()> {
 
     let plain: Vec<InstanceRun> = runs.iter().map(|r| r.run.clone()).collect();
     let sums = summarise(&plain);
-    let ratio_rows = ratios(&sums, Device::Ours, Device::Miredo);
+    let mut ratio_rows = ratios(&sums, Device::Ours, Device::Miredo);
+    ratio_rows.extend(ratios(&sums, Device::OursXdp, Device::Miredo));
+    ratio_rows.extend(ratios(&sums, Device::OursXdp, Device::Ours));
     let lat: Vec<LatencySummary> = devices
         .iter()
         .map(|&d| {
@@ -570,7 +575,19 @@ impl Instance<'_> {
                 latency,
             })
         })();
-        cli::stop_with_log(dev, self.topo, result)
+        let result = cli::stop_with_log(dev, self.topo, result);
+        if device == Device::OursXdp {
+            self.topo
+                .gen
+                .ip(&["link", "set", "dev", INET_IF, "xdpdrv", "off"])?;
+            // Back to softirq NAPI for the next device (fails harmlessly when the veth
+            // dropped NAPI with the program).
+            let _ = self
+                .topo
+                .relay
+                .sh(&format!("echo 0 > /sys/class/net/{INET_IF}/threaded"));
+        }
+        result
     }
 }
 
@@ -581,7 +598,7 @@ fn start_server(device: Device, topo: &Topology, bins: &Bins) -> Result<RunningD
     let mut cmd = topo.relay.command("taskset");
     cmd.args(["-c", &RELAY_CPU.to_string()]);
     match device {
-        Device::Ours => {
+        Device::Ours | Device::OursXdp => {
             cmd.arg(&bins.ours).args([
                 "--primary",
                 &SERVER_PRIMARY.to_string(),
@@ -590,6 +607,18 @@ fn start_server(device: Device, topo: &Topology, bins: &Bins) -> Result<RunningD
                 "--native",
                 "none",
             ]);
+            if device == Device::OursXdp {
+                cmd.args(["--fast-path", "xdp"]);
+                // The generator's veth end takes the frames sent back by XDP only when it
+                // runs an XDP program itself.
+                let pass = bins.dir.join("xdp_pass.bpf.o");
+                fs::write(&pass, teredo_fastpath::pass_object()?)
+                    .with_context(|| format!("write {}", pass.display()))?;
+                let pass = pass.to_str().context("non-UTF-8 run directory")?;
+                topo.gen.ip(&[
+                    "link", "set", "dev", INET_IF, "xdpdrv", "obj", pass, "sec", "xdp",
+                ])?;
+            }
             cmd.env("RUST_LOG", "warn");
         }
         Device::Miredo => {
@@ -618,5 +647,51 @@ fn start_server(device: Device, topo: &Topology, bins: &Bins) -> Result<RunningD
         ],
         false,
     )?;
+    if device == Device::OursXdp {
+        pin_xdp_napi(topo)?;
+    }
     Ok(dev)
+}
+
+/// The XDP program runs in the NAPI poll of the server's veth, by default in the softirq of
+/// the CPU that sent the frame: the generator's. Threaded NAPI gives that poll a kernel
+/// thread of its own, pinned here to [`RELAY_CPU`] like the other servers, so that the fast
+/// path gets the same one core (its CPU time is not in the server's process figures).
+fn pin_xdp_napi(topo: &Topology) -> Result<()> {
+    let prefix = format!("napi/{INET_IF}-");
+    let threads = || -> Vec<u32> {
+        fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.starts_with(&prefix))
+            })
+            .collect()
+    };
+    let before = threads();
+    topo.relay
+        .sh(&format!("echo 1 > /sys/class/net/{INET_IF}/threaded"))?;
+    let new: Vec<u32> = threads()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    if new.is_empty() {
+        bail!("no NAPI thread appeared for {INET_IF} in the server's namespace");
+    }
+    for pid in new {
+        let out = std::process::Command::new("taskset")
+            .args(["-pc", &RELAY_CPU.to_string(), &pid.to_string()])
+            .output()
+            .context("taskset")?;
+        if !out.status.success() {
+            bail!(
+                "cannot pin NAPI thread {pid}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok(())
 }
