@@ -57,7 +57,7 @@ pub fn tick(total: f64, clients: u32) -> Duration {
 }
 
 /// CLOCK_REALTIME now, nanoseconds (the clock of the kernel's receive timestamps).
-fn realtime_ns() -> u64 {
+pub(super) fn realtime_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -169,7 +169,7 @@ impl Drop for Generator {
     }
 }
 
-fn epoll() -> io::Result<OwnedFd> {
+pub(super) fn epoll() -> io::Result<OwnedFd> {
     // SAFETY: epoll_create1 has no memory-safety preconditions.
     let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if fd < 0 {
@@ -243,16 +243,16 @@ fn open_clients(shared: &Shared, n: u32, gro: bool, ep: &OwnedFd) -> (Vec<UdpSoc
 
 /// Answer counts of one batch, added to the shared counters at once.
 #[derive(Default)]
-struct Tally {
-    received: u64,
-    late: u64,
-    duplicates: u64,
-    out_of_order: u64,
-    rtt_ns: Vec<u64>,
+pub(super) struct Tally {
+    pub(super) received: u64,
+    pub(super) late: u64,
+    pub(super) duplicates: u64,
+    pub(super) out_of_order: u64,
+    pub(super) rtt_ns: Vec<u64>,
 }
 
 impl Tally {
-    fn publish(&mut self, shared: &Shared) {
+    pub(super) fn publish(&mut self, shared: &Shared) {
         let (m, t) = (&shared.metrics, &shared.trial);
         m.received.inc_by(self.received + self.late);
         m.duplicated.inc_by(self.duplicates);
@@ -467,7 +467,7 @@ fn send_owed(
 
 /// Sends the `*pending` datagrams `send` holds on `fd`; how many failed (a full socket
 /// buffer drops the rest). Resets `*pending`.
-fn flush_batch(fd: std::os::fd::RawFd, send: &mut SendBatch, pending: &mut u32) -> u32 {
+pub(super) fn flush_batch(fd: std::os::fd::RawFd, send: &mut SendBatch, pending: &mut u32) -> u32 {
     let mut ok = 0usize;
     if !send.is_empty()
         && send
@@ -541,7 +541,19 @@ fn answer(
     let Some(c) = clients.get_mut(stamp.client as usize) else {
         return;
     };
-    let verdict = c.tracker.record(stamp.seq);
+    account(&mut c.tracker, stamp, arrived, (rt_epoch, trial_now), tally);
+}
+
+/// Counts the answer `stamp` (of a trial, of the run) that arrived at `arrived`
+/// (CLOCK_REALTIME ns) for the client whose tracker is `tracker`.
+pub(super) fn account(
+    tracker: &mut SeqTracker,
+    stamp: Stamp,
+    arrived: u64,
+    (rt_epoch, trial_now): (u64, u32),
+    tally: &mut Tally,
+) {
+    let verdict = tracker.record(stamp.seq);
     let current = stamp.trial == trial_now;
     if verdict == Verdict::Duplicate {
         if current {
@@ -552,7 +564,7 @@ fn answer(
     let rtt = arrived
         .saturating_sub(rt_epoch)
         .saturating_sub(stamp.sent_ns);
-    c.tracker.transit(rtt);
+    tracker.transit(rtt);
     if !current {
         tally.late += 1;
         return;
@@ -566,9 +578,13 @@ fn answer(
 
 /// Adds every client's jitter estimate to the trial's (when a trial drains).
 fn add_jitter(shared: &Shared, clients: &[Client]) {
-    let (sum, k) = clients
-        .iter()
-        .filter_map(|c| c.tracker.jitter_ns())
+    add_jitters(shared, clients.iter().map(|c| &c.tracker));
+}
+
+/// Adds the jitter estimates of `trackers` to the trial's.
+pub(super) fn add_jitters<'a>(shared: &Shared, trackers: impl Iterator<Item = &'a SeqTracker>) {
+    let (sum, k) = trackers
+        .filter_map(SeqTracker::jitter_ns)
         .fold((0.0, 0u64), |(s, k), j| (s + j, k + 1));
     if let Ok(mut g) = shared.jitter.lock() {
         g.0 += sum;
