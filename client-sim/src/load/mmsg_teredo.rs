@@ -283,13 +283,19 @@ fn run(
                     seq: 0,
                     sent_ns: realtime_ns().saturating_sub(rt_epoch),
                 };
+                // Counted before they leave, so that no answer is seen before its request.
+                if counted {
+                    shared
+                        .trial
+                        .sent
+                        .fetch_add(u64::from(owed), Ordering::Relaxed);
+                    shared.metrics.sent.inc_by(u64::from(owed));
+                }
                 let failed = send_owed(&mut lent, (owed, &mut cursor), stamp, &mut send);
                 if counted {
                     let t = &shared.trial;
-                    t.sent.fetch_add(u64::from(owed), Ordering::Relaxed);
                     t.send_errors
                         .fetch_add(u64::from(failed), Ordering::Relaxed);
-                    shared.metrics.sent.inc_by(u64::from(owed));
                 }
                 shared.metrics.send_errors.inc_by(u64::from(failed));
             }
