@@ -11,7 +11,8 @@
 # subnets (e.g. a compose lab, whose bridges the overlays would overlap);
 # `docker swarm init --advertise-addr 127.0.0.1` unless this engine is already in a
 # swarm (then the stack runs there, and the swarm is left alone); the two overlay networks
-# (attachable, internal; IPv6 on `native`); `docker stack deploy --resolve-image never`;
+# (attachable, internal, IPv4 only: `native` carries IPv6 with the addresses its tasks add
+# themselves, see below); `docker stack deploy --resolve-image never`;
 # wait until every replica wrote its exit status (TEREDO_SWARM_TIMEOUT_S, default 300);
 # docker/lab/swarm-check.sh in a one-shot container on the `internet` overlay (the merge with
 # `client-sim load-report`, the sums, Prometheus' HTTP API); the stack, the networks and
@@ -108,11 +109,19 @@ teardown() {
 trap 'echo "swarm/up.sh: interrupted, tearing down" >&2; teardown; exit 130' INT TERM
 
 rc=1 reason=
+# Both overlays have ONE address pool each. Swarm (Docker 20.10's allocator) gives a task a
+# single address per network, from whichever pool of a dual-stack network it tries first
+# (a Go map: IPv4 or IPv6 at random); the node then takes the other family's address from its
+# own copy of the pools, which the manager knows nothing of and hands out again to the next
+# task: "starting container failed: Address already in use" (the task retried, often
+# failing again), or, for the node's load-balancer address, "Invalid address 2001:db8:1::…:
+# It does not belong to any of this network's subnets". So `native` is an IPv4 overlay
+# (192.0.2.0/24, which nothing uses) and its IPv6 addresses are the fixed ones the server,
+# the relay and the native host add on it (docker/lab/swarm-place.sh); no generator is on it.
 if ! docker network create -d overlay --attachable --internal \
   --subnet 198.51.100.0/24 --ip-range 198.51.100.128/25 --gateway 198.51.100.254 "$NET4" >/dev/null ||
-  ! docker network create -d overlay --attachable --internal --ipv6 \
-    --subnet 192.0.2.0/24 --gateway 192.0.2.254 \
-    --subnet 2001:db8:1::/64 --ip-range 2001:db8:1::8000/113 --gateway 2001:db8:1::ffff "$NET6" >/dev/null; then
+  ! docker network create -d overlay --attachable --internal \
+    --subnet 192.0.2.0/24 --gateway 192.0.2.254 "$NET6" >/dev/null; then
   reason="cannot create the overlay networks"
 fi
 if [ -z "$reason" ]; then
@@ -165,6 +174,16 @@ if [ -z "$reason" ]; then
   else
     reason="the check wrote no verdict (exit $check_rc)"
   fi
+fi
+# Every task that Docker had to try again (none expected: the allocator clash above is gone);
+# listed on success too, so that a run that passed only thanks to the restart policy shows.
+retried=$(docker stack ps --no-trunc --format '{{.Name}} {{.CurrentState}} {{.Error}}' "$STACK" 2>/dev/null |
+  grep -E '^[^ ]+ (Failed|Rejected) ')
+if [ -n "$retried" ]; then
+  echo "tasks that failed to start or run ($(wc -l <<<"$retried"), each retried by the restart policy):"
+  sed 's/^/  /' <<<"$retried"
+else
+  echo "tasks: every one started at the first attempt"
 fi
 if [ "$rc" != 0 ]; then
   echo "==== tasks and service logs (failure) ===="

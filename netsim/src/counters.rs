@@ -53,7 +53,8 @@ impl NatDrop {
 
 /// Monotonic counters, exported by drivers as `natsim_*` metrics. Each [`NatDrop`] has its own
 /// counter (see [`NatCounters::dropped`]), and
-/// `mappings_created == mappings_expired + mappings_flushed + Nat::mappings()` always holds.
+/// `mappings_created == mappings_expired + mappings_flushed + mappings_removed +
+/// Nat::mappings()` always holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NatCounters {
     /// Mappings created.
@@ -62,6 +63,8 @@ pub struct NatCounters {
     pub mappings_expired: u64,
     /// Mappings forgotten by [`Nat::reboot`].
     pub mappings_flushed: u64,
+    /// Mappings ended by the driver ([`Nat::remove_mapping`]).
+    pub mappings_removed: u64,
     /// Outbound datagrams translated and sent on (not counting lost ones).
     pub outbound_translated: u64,
     /// Inbound datagrams translated and delivered inside.

@@ -45,6 +45,12 @@
 //!   external addresses yields [`Outbound::Hairpin`] with the *external* source (REQ-9a) and
 //!   the internal destination, after the destination mapping's filtering — so callers cannot
 //!   forget the case.
+//! * A driver whose mappings are real sockets on an address other NATs share (client-sim's
+//!   load generator) calls [`Nat::outbound_checked`]: the model offers each endpoint it would
+//!   give a new mapping, and a [`PortCheck::Taken`] one is skipped like a port in use, so the
+//!   preset's allocation behaviour is kept and every mapping has a socket. It closes a
+//!   socket when [`Nat::receives_on`] turns false, and ends a mapping its client provably no
+//!   longer needs with [`Nat::remove_mapping`] (not a NAT behaviour; what `conntrack -D` does).
 //!
 //! # Presets and what they are meant to match
 //!
@@ -100,7 +106,7 @@ pub use config::{NatConfig, NatConfigError};
 pub use counters::{NatCounters, NatDrop};
 pub use igd::{UpnpError, MAX_LEASES};
 pub use leases::Lease;
-pub use nat::{Hairpin, InboundTranslation, Nat, Outbound, Translation};
+pub use nat::{Hairpin, InboundTranslation, Nat, Outbound, PortCheck, Translation};
 pub use preset::NatPreset;
 pub use spec::SPEC_KEYS;
 

@@ -15,6 +15,21 @@ use crate::{
     FilteringBehavior, MappingBehavior, NatConfig, NatConfigError, NatCounters, NatDrop, Pooling,
 };
 
+/// A host's answer when [`Nat::outbound_checked`] offers it the external endpoint of a new
+/// mapping: whether that IP:port can really carry the mapping (a driver with one real socket
+/// per mapping binds it). The model stays in charge of the choice; the host only vetoes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortCheck {
+    /// The host holds the endpoint now: the mapping goes there.
+    Usable,
+    /// Something else holds it (another NAT's mapping on a shared address, `EADDRINUSE`):
+    /// the allocator goes on exactly as for a port one of its own mappings holds.
+    Taken,
+    /// The host cannot open anything (e.g. out of descriptors): no mapping, the datagram is
+    /// dropped as [`NatDrop::NoPort`].
+    Stop,
+}
+
 /// An outbound datagram translated for the Internet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Translation {
@@ -136,10 +151,28 @@ impl Nat {
         internal: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Result<Outbound, NatDrop> {
+        self.outbound_checked(now, internal, remote, &mut |_| PortCheck::Usable)
+    }
+
+    /// [`Nat::outbound`], offering the external endpoint of every new mapping to `host`
+    /// first, in the order the allocator would try them (see [`PortCheck`]). For a driver whose
+    /// mappings are real sockets on an address other NATs share: the model keeps its port
+    /// assignment behaviour, and a port the host cannot bind is skipped as one in use. With a
+    /// host that always answers [`PortCheck::Usable`] this is [`Nat::outbound`], draw for
+    /// draw. `host` is not asked about existing mappings, nor about a UPnP-leased port.
+    pub fn outbound_checked(
+        &mut self,
+        now: Instant,
+        internal: SocketAddrV4,
+        remote: SocketAddrV4,
+        host: &mut dyn FnMut(SocketAddrV4) -> PortCheck,
+    ) -> Result<Outbound, NatDrop> {
         if self.is_external(*remote.ip()) {
-            return self.hairpin(now, internal, remote).map(Outbound::Hairpin);
+            return self
+                .hairpin(now, internal, remote, host)
+                .map(Outbound::Hairpin);
         }
-        let external = self.map_outbound(now, internal, remote)?;
+        let external = self.map_outbound(now, internal, remote, host)?;
         if self.lose() {
             return self.reject(NatDrop::Lost);
         }
@@ -221,6 +254,30 @@ impl Nat {
         self.table.len()
     }
 
+    /// Ends the mapping on `external` now, as `conntrack -D` would: its port is free, the next
+    /// datagram of its flow gets a new mapping, inbound datagrams to it are
+    /// [`NatDrop::NoMapping`]. Counted in `mappings_removed`; `false` when there was none. Not
+    /// part of any NAT behaviour: for a driver whose client provably needs nothing more from
+    /// a mapping and closes its socket, so that model and sockets keep agreeing.
+    pub fn remove_mapping(&mut self, external: SocketAddrV4) -> bool {
+        if !self.table.contains(external) {
+            return false;
+        }
+        self.table.remove(external);
+        self.counters.mappings_removed += 1;
+        tracing::debug!(%external, "nat mapping removed");
+        true
+    }
+
+    /// Whether a datagram arriving at `external` at `now` could get through: a mapping that
+    /// has not expired, or a live UPnP lease, sits on it (whether its filtering admits a
+    /// given remote is another matter). A driver keeps that endpoint's socket open exactly
+    /// as long as this holds.
+    pub fn receives_on(&self, external: SocketAddrV4, now: Instant) -> bool {
+        (self.table.contains(external) && !self.table.is_expired(external, now))
+            || self.igd.lease_on(external, now).is_some()
+    }
+
     /// Port reservations held ([`NatConfig::unsolicited_reserve`]), including lapsed ones not
     /// yet removed (call [`Nat::expire`] first for an exact count).
     pub fn reservations(&self) -> usize {
@@ -249,11 +306,12 @@ impl Nat {
         now: Instant,
         internal: SocketAddrV4,
         dst: SocketAddrV4,
+        host: &mut dyn FnMut(SocketAddrV4) -> PortCheck,
     ) -> Result<Hairpin, NatDrop> {
         if !self.config.hairpinning {
             return self.reject(NatDrop::HairpinOff);
         }
-        let from = self.map_outbound(now, internal, dst)?;
+        let from = self.map_outbound(now, internal, dst, host)?;
         if self.lose() {
             return self.reject(NatDrop::Lost);
         }
@@ -340,6 +398,7 @@ impl Nat {
         now: Instant,
         internal: SocketAddrV4,
         remote: SocketAddrV4,
+        host: &mut dyn FnMut(SocketAddrV4) -> PortCheck,
     ) -> Result<SocketAddrV4, NatDrop> {
         let key = self.key_for(internal, remote, Some(now));
         let external = match self.table.lookup(&key) {
@@ -347,9 +406,9 @@ impl Nat {
             Some(external) => {
                 self.table.remove(external);
                 self.counters.mappings_expired += 1;
-                self.create(now, key, remote)?
+                self.create(now, key, remote, host)?
             }
-            None => self.create(now, key, remote)?,
+            None => self.create(now, key, remote, host)?,
         };
         // The mapping's endpoint is reserved toward this remote (a refused inbound datagram
         // from it). Like masquerade: this remote gets another port, and since Linux gives a
@@ -359,7 +418,7 @@ impl Nat {
             && matches!(key.dest, Dest::Any | Dest::Ip(_))
         {
             self.table.retire(external);
-            let external = self.create(now, key, remote)?;
+            let external = self.create(now, key, remote, host)?;
             self.counters.mappings_diverted += 1;
             external
         } else {
@@ -453,6 +512,7 @@ impl Nat {
         now: Instant,
         key: MappingKey,
         remote: SocketAddrV4,
+        host: &mut dyn FnMut(SocketAddrV4) -> PortCheck,
     ) -> Result<SocketAddrV4, NatDrop> {
         // Reclaim expired mappings first: they must not hold table slots or ports that a
         // real NAT would already have freed. Amortised, each mapping expires once.
@@ -484,6 +544,7 @@ impl Nat {
             &self.table,
             key.internal,
             &avoid,
+            host,
         );
         let Some((pool_idx, port)) = allocated else {
             return self.reject(NatDrop::NoPort);
@@ -525,6 +586,6 @@ pub(crate) fn check_invariants(nat: &Nat) {
     let k = &nat.counters;
     assert_eq!(
         k.mappings_created,
-        k.mappings_expired + k.mappings_flushed + nat.mappings() as u64
+        k.mappings_expired + k.mappings_flushed + k.mappings_removed + nat.mappings() as u64
     );
 }

@@ -8,7 +8,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::table::Table;
-use crate::{NatConfig, Pooling, PortAllocation};
+use crate::{NatConfig, Pooling, PortAllocation, PortCheck};
 
 /// How often random port allocation re-draws on a collision before scanning for a free port.
 const RANDOM_PORT_TRIES: usize = 16;
@@ -35,7 +35,11 @@ impl Ports {
     }
 
     /// Picks a pool address and a free port on it for a new mapping of `internal`, never an
-    /// external endpoint for which `avoid` is true (a reserved one, see `reserve`).
+    /// external endpoint for which `avoid` is true (a reserved one, see `reserve`). Each
+    /// endpoint the model itself would take is then offered to `host` (see [`PortCheck`]):
+    /// [`PortCheck::Taken`] makes the allocator go on as for a port some mapping holds,
+    /// [`PortCheck::Stop`] ends the search (no port). A host that always answers
+    /// [`PortCheck::Usable`] sees the model's own choice, RNG draws included.
     pub(crate) fn allocate(
         &mut self,
         config: &NatConfig,
@@ -43,6 +47,7 @@ impl Ports {
         table: &Table,
         internal: SocketAddrV4,
         avoid: &dyn Fn(SocketAddrV4) -> bool,
+        host: &mut dyn FnMut(SocketAddrV4) -> PortCheck,
     ) -> Option<(usize, u16)> {
         let n = config.external_ips.len();
         if n == 0 {
@@ -51,19 +56,20 @@ impl Ports {
         match config.pooling {
             Pooling::Paired => {
                 let idx = paired_index(config.seed, *internal.ip(), n);
-                self.allocate_port(config, rng, table, idx, internal.port(), avoid)
+                self.allocate_port(config, rng, table, idx, internal.port(), avoid, host)
                     .map(|p| (idx, p))
             }
             Pooling::Arbitrary => {
                 let first = pick_arbitrary(rng, table, internal, n);
                 (0..n).map(|k| (first + k) % n).find_map(|idx| {
-                    self.allocate_port(config, rng, table, idx, internal.port(), avoid)
+                    self.allocate_port(config, rng, table, idx, internal.port(), avoid, host)
                         .map(|port| (idx, port))
                 })
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn allocate_port(
         &mut self,
         config: &NatConfig,
@@ -72,42 +78,74 @@ impl Ports {
         idx: usize,
         internal_port: u16,
         avoid: &dyn Fn(SocketAddrV4) -> bool,
+        host: &mut dyn FnMut(SocketAddrV4) -> PortCheck,
     ) -> Option<u16> {
         let (lo, hi) = port_bounds(config)?;
         if table.used(idx) > usize::from(hi - lo) {
             return None;
         }
         let ip = config.external_ips[idx];
-        let free = |port: u16| table.port_free(ip, port) && !avoid(SocketAddrV4::new(ip, port));
+        let mut check = |port: u16| {
+            let external = SocketAddrV4::new(ip, port);
+            if !table.port_free(ip, port) || avoid(external) {
+                PortCheck::Taken
+            } else {
+                host(external)
+            }
+        };
         match config.ports {
-            PortAllocation::Preserving
-                if (lo..=hi).contains(&internal_port) && free(internal_port) =>
-            {
-                Some(internal_port)
+            PortAllocation::Preserving if (lo..=hi).contains(&internal_port) => {
+                match check(internal_port) {
+                    PortCheck::Usable => return Some(internal_port),
+                    PortCheck::Stop => return None,
+                    PortCheck::Taken => {}
+                }
+                self.sequential(idx, lo, hi, &mut check)
             }
             PortAllocation::Preserving | PortAllocation::Sequential => {
-                let port = scan(self.cursors[idx], lo, hi, free)?;
-                self.cursors[idx] = if port == hi { lo } else { port + 1 };
-                Some(port)
+                self.sequential(idx, lo, hi, &mut check)
             }
             PortAllocation::Random => {
                 for _ in 0..RANDOM_PORT_TRIES {
                     let port = rng.random_range(lo..=hi);
-                    if free(port) {
-                        return Some(port);
+                    match check(port) {
+                        PortCheck::Usable => return Some(port),
+                        PortCheck::Stop => return None,
+                        PortCheck::Taken => {}
                     }
                 }
                 let start = rng.random_range(lo..=hi);
-                scan(start, lo, hi, free)
+                scan(start, lo, hi, &mut check)
             }
         }
     }
+
+    /// The next usable port from pool address `idx`'s cursor, which then moves past it.
+    fn sequential(
+        &mut self,
+        idx: usize,
+        lo: u16,
+        hi: u16,
+        check: &mut dyn FnMut(u16) -> PortCheck,
+    ) -> Option<u16> {
+        let port = scan(self.cursors[idx], lo, hi, check)?;
+        self.cursors[idx] = if port == hi { lo } else { port + 1 };
+        Some(port)
+    }
 }
 
-/// The first port at or after `start` for which `free` holds, wrapping within `lo..=hi`.
-fn scan(start: u16, lo: u16, hi: u16, free: impl Fn(u16) -> bool) -> Option<u16> {
+/// The first port at or after `start` that `check` finds usable, wrapping within `lo..=hi`;
+/// `None` when none is or `check` says stop.
+fn scan(start: u16, lo: u16, hi: u16, check: &mut dyn FnMut(u16) -> PortCheck) -> Option<u16> {
     let start = start.clamp(lo, hi);
-    (start..=hi).chain(lo..start).find(|p| free(*p))
+    for port in (start..=hi).chain(lo..start) {
+        match check(port) {
+            PortCheck::Usable => return Some(port),
+            PortCheck::Stop => return None,
+            PortCheck::Taken => {}
+        }
+    }
+    None
 }
 
 /// The allocatable ports, without port 0; `None` if empty.

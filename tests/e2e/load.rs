@@ -5,6 +5,10 @@
 //! * `qualify_storm`: 2000 clients qualifying against `teredo-server` in a namespace (the
 //!   server refuses non-global sources such as 127.0.0.1, so the documentation addresses
 //!   live on the namespace's `lo`): every client qualified, /metrics agrees.
+//! * `qualify_storm_behind_symmetric_nat`: 3000 clients, each behind its own simulated
+//!   symmetric NAT whose mappings are real sockets on the one `--bind` address: every
+//!   client qualified (no port collision, no socket error), at most 2 sockets per client
+//!   at the peak (the secondary check's), one NAT mapping each once qualified.
 //! * `data_through_relay`: the relay topology (`RelayTopology`: our server, our relay with
 //!   a TUN, a native IPv6 host whose kernel answers ICMPv6 echo) and 1000 clients on the
 //!   Internet segment qualifying, warming up through the relay, then a paced trial: no
@@ -152,11 +156,9 @@ fn ceiling() {
     assert_eq!(num(&r, "/data/senders"), 20.0);
 }
 
-#[test]
-fn qualify_storm() {
-    require_root!();
-    let test = function_name!();
-    let dir = check(TestDir::new(test));
+/// A namespace with the documentation addresses on `lo` and `teredo-server` on
+/// 198.51.100.1 (and .2) in it.
+fn server_in_namespace(test: &str, dir: &TestDir) -> (Netns, teredo_tests::process::Proc) {
     let ns = check(Netns::new(test, "storm"));
     check(ns.link_up("lo"));
     for a in ["198.51.100.1/32", "198.51.100.2/32", "198.51.100.10/32"] {
@@ -175,6 +177,15 @@ fn qualify_storm() {
         &[SERVER_PRIMARY, std::net::Ipv4Addr::new(198, 51, 100, 2)],
         3544,
     ));
+    (ns, server)
+}
+
+#[test]
+fn qualify_storm() {
+    require_root!();
+    let test = function_name!();
+    let dir = check(TestDir::new(test));
+    let (ns, _server) = server_in_namespace(test, &dir);
     let (r, m, _) = check(run_load(
         &dir,
         Some(&ns),
@@ -211,6 +222,70 @@ fn qualify_storm() {
     );
     assert_eq!(metric(&m, "loadgen_clients{state=\"pending\"}"), 0.0);
     assert!(r.get("data").is_some_and(Value::is_null));
+    // Without a NAT: one socket per client, never more.
+    assert!(num(&r, "/engine/peak_sockets") <= 2000.0, "{r:#}");
+}
+
+#[test]
+fn qualify_storm_behind_symmetric_nat() {
+    require_root!();
+    let test = function_name!();
+    let dir = check(TestDir::new(test));
+    let (ns, _server) = server_in_namespace(test, &dir);
+    let clients = 3000.0;
+    let (r, m, _) = check(run_load(
+        &dir,
+        Some(&ns),
+        &[
+            "--server",
+            "198.51.100.1",
+            "--bind",
+            "198.51.100.10",
+            "--clients",
+            "3000",
+            "--qualify-rate",
+            "3000",
+            "--nat",
+            "symmetric",
+            "--phase",
+            "qualify",
+        ],
+        Duration::from_secs(180),
+    ));
+    let outcomes = format!("{:#}", r["qualify"]);
+    assert_eq!(num(&r, "/qualify/qualified"), clients, "{outcomes}");
+    assert_eq!(num(&r, "/exit_code"), 0.0, "{outcomes}");
+    for result in ["server_unreachable", "error", "timeout"] {
+        let series = format!("loadgen_qualifications_total{{result=\"{result}\"}}");
+        assert_eq!(metric(&m, &series), 0.0, "{series}");
+    }
+    for reason in ["ports_in_use", "open_files", "other"] {
+        let series = format!("loadgen_socket_errors_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&m, &series), 0.0, "{series}");
+    }
+    // Two mappings a client (the primary's and the secondary check's), none left once the
+    // clients stopped.
+    assert_eq!(
+        metric(&m, "natsim_mappings_created_total"),
+        2.0 * clients,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "natsim_mappings"), 0.0);
+    let peak = num(&r, "/engine/peak_sockets_per_client");
+    assert!(
+        peak > 1.0 / clients && peak <= 2.0,
+        "peak {peak} sockets per client"
+    );
+    assert_eq!(
+        r.pointer("/engine/socket_errors"),
+        Some(&serde_json::json!({}))
+    );
+    // The sockets left open are the clients' mappings, one each, plus the process's own.
+    let fds = num(&r, "/engine/open_fds");
+    assert!(
+        (clients..clients + 64.0).contains(&fds),
+        "{fds} descriptors open for {clients} qualified clients"
+    );
 }
 
 #[test]

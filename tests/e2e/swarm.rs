@@ -13,9 +13,11 @@
 //! * `swarm_run_results_merge_again`: after a swarm run (`.ci/run` runs it before `cargo
 //!   test`, into `docker/results/swarm/`), `client-sim load-report` on the host merges the 3
 //!   replicas' reports into the same totals and percentiles as the run's `merged.json`, and its
-//!   JUnit has one passing case per replica.
+//!   JUnit has one passing case per replica. Without those results it skips, saying so, outside
+//!   CI and fails in CI (like `compose.rs`' `container_lab_results_have_report_and_junit`).
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -102,21 +104,24 @@ fn swarm_scripts_parse() {
 }
 
 #[test]
-#[ignore = "needs a Docker Swarm run's results (docker/swarm/up.sh), which .ci/run does not \
-            produce yet: the relay's task sometimes fails to start there ('Address already in \
-            use' from Docker's overlay setup); run the script, then this test, by hand"]
 fn swarm_run_results_merge_again() {
     let dir = workspace_root().join("docker/results/swarm");
     let reports: Vec<PathBuf> = (1..=3)
         .map(|i| dir.join(format!("load-{i}.json")))
         .collect();
-    // Run by hand (it is ignored): without a swarm run's results it fails, saying so.
-    assert!(
-        reports.iter().all(|p| p.exists()) && dir.join("merged.json").exists(),
-        "swarm_run_results_merge_again needs a swarm run's results in {} \
-         (TEREDO_SWARM_RESULTS=$PWD/docker/results/swarm docker/swarm/up.sh)",
-        dir.display()
-    );
+    if !(reports.iter().all(|p| p.exists()) && dir.join("merged.json").exists()) {
+        let msg = format!(
+            "SKIPPED: swarm_run_results_merge_again needs a swarm run's results in {} \
+             (TEREDO_SWARM_RESULTS=$PWD/docker/results/swarm docker/swarm/up.sh)",
+            dir.display()
+        );
+        assert!(
+            !teredo_tests::in_ci(),
+            "{msg}; CI runs the swarm before the tests"
+        );
+        let _ = writeln!(std::io::stderr(), "\n*** {msg} ***");
+        return;
+    }
     let client_sim = check(bin_path("client-sim"));
     let junit = std::env::temp_dir().join(format!("swarm-merge-{}.xml", std::process::id()));
     let out = check(run(Command::new(client_sim)

@@ -49,6 +49,8 @@ pub struct LoadMetrics {
     pub duplicated: IntCounter,
     /// `loadgen_send_errors_total` (socket errors and local refusals).
     pub send_errors: IntCounter,
+    /// `loadgen_socket_errors_total{reason}`: NAT mappings that got no socket.
+    pub socket_errors: IntCounterVec,
     /// `loadgen_rtt_seconds`.
     pub rtt: Histogram,
     /// `loadgen_qualifications_total{result}`.
@@ -181,6 +183,19 @@ impl LoadMetrics {
         for r in NatDrop::ALL {
             nat_dropped.with_label_values(&[r.as_str()]);
         }
+        let socket_errors = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "loadgen_socket_errors_total",
+                    "Simulated NAT mappings that got no socket, by reason.",
+                ),
+                &["reason"],
+            )?,
+        )?;
+        for r in super::sockets::SOCKET_FAILURES {
+            socket_errors.with_label_values(&[r]);
+        }
         let info = register(
             registry,
             IntGaugeVec::new(
@@ -197,6 +212,7 @@ impl LoadMetrics {
             out_of_order,
             duplicated,
             send_errors,
+            socket_errors,
             rtt,
             qualifications,
             qualification_duration,

@@ -36,6 +36,7 @@ pub mod reflector;
 pub mod report;
 pub mod scrape;
 pub mod seq;
+pub mod sockets;
 pub mod template;
 pub mod timeline;
 pub mod worker;
@@ -388,16 +389,6 @@ pub async fn run_load(
     let started = Instant::now();
     let started_unix_s = unix_now_s();
     let seed = opts.seed.unwrap_or_else(|| rand::rng().random());
-    let nat_sockets: u64 = if opts.nat == NatChoice::None { 1 } else { 3 };
-    let clients = if engine == Engine::Mmsg && opts.ceiling {
-        u64::from(opts.clients.min(mmsg::SOCKETS))
-    } else {
-        u64::from(opts.clients)
-    };
-    // The Teredo trials of the mmsg engine hold a duplicate of one socket per client.
-    let lent = u64::from(engine == Engine::Mmsg && !opts.ceiling);
-    raise_nofile(clients + 256, clients * (nat_sockets + lent) + 1024)?;
-
     let echo = if opts.ceiling {
         Some(Echo::start(engine, opts.gro)?)
     } else {
@@ -418,6 +409,15 @@ pub async fn run_load(
     let nat_name = nat
         .as_ref()
         .map_or("none".to_owned(), netsim::NatConfig::to_spec);
+    let per_client = sockets::sockets_per_client(nat.as_ref(), opts.phase != Phase::Qualify);
+    let clients = if engine == Engine::Mmsg && opts.ceiling {
+        u64::from(opts.clients.min(mmsg::SOCKETS))
+    } else {
+        u64::from(opts.clients)
+    };
+    // The Teredo trials of the mmsg engine hold a duplicate of one socket per client.
+    let lent = u64::from(engine == Engine::Mmsg && !opts.ceiling);
+    raise_nofile(clients + 256, clients * (per_client + lent) + 1024)?;
     let dest = match (&echo, opts.phase, opts.target) {
         (Some(e), _, _) => Dest::Ceiling(e.addr),
         (None, Phase::Qualify, _) | (None, _, None) => Dest::None,
@@ -500,6 +500,7 @@ pub async fn run_load(
         warm_failed: AtomicUsize::new(0),
         addresses: (0..n).map(|_| OnceLock::new()).collect(),
         control: control_rx,
+        sockets: Arc::default(),
         lend,
     });
     let scraper = if opts.scrape.is_empty() {
@@ -532,8 +533,15 @@ pub async fn run_load(
     let result = run.phases(&mut tasks).await;
     // The trials are over: the clients read their sockets again.
     let lent = run.lender.take().map(mmsg_teredo::Generator::finish);
-    // While every socket is still open.
-    let drops = reflector::udp_drops(echo.as_ref().and_then(|e| e.inode));
+    // While every socket is still open. Only with the reflector, whose verdict needs them,
+    // or after the mmsg engine's Teredo trials (whose verdict tells the generator's drops
+    // from the device's): reading /proc/net/udp costs the kernel a walk per chunk, minutes
+    // with 100 000 sockets.
+    let drops = match &echo {
+        Some(e) => reflector::udp_drops(e.inode),
+        None if lent.is_some() => reflector::udp_drops(None),
+        None => None,
+    };
     let fds = reflector::open_fds();
     sampler_stop.trigger();
     let _ = sampler.await;
@@ -558,7 +566,8 @@ pub async fn run_load(
         fds,
         opts.clients,
         report::limit(opts.ceiling, drops, data.as_ref(), find_max.as_ref()),
-    );
+    )
+    .with_sockets(&shared.sockets, opts.clients);
     engine_summary.lent = lent.map(|c| report::LentSummary {
         clients: c.clients,
         to_tasks: c.to_tasks,

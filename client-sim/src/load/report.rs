@@ -236,6 +236,16 @@ pub struct EngineSummary {
     pub open_fds: Option<u64>,
     /// `open_fds` per client.
     pub fds_per_client: Option<f64>,
+    /// The most client sockets (NAT mappings' included) open at once during the run.
+    #[serde(default)]
+    pub peak_sockets: Option<u64>,
+    /// `peak_sockets` per client.
+    #[serde(default)]
+    pub peak_sockets_per_client: Option<f64>,
+    /// NAT mappings that got no socket, by reason (`loadgen_socket_errors_total`; only
+    /// reasons that happened).
+    #[serde(default)]
+    pub socket_errors: BTreeMap<String, u64>,
     /// What limited the run, when something did: `generator: ...` or `device: ...`.
     pub limit: Option<String>,
     /// `mmsg` engine, Teredo trials: what the clients lent it.
@@ -278,9 +288,29 @@ impl EngineSummary {
             reflector_socket_drops: echoed.and(drops.map(|d| d.reflector)),
             open_fds,
             fds_per_client: open_fds.map(|f| f as f64 / f64::from(clients.max(1))),
+            peak_sockets: None,
+            peak_sockets_per_client: None,
+            socket_errors: BTreeMap::new(),
             limit,
             lent: None,
         }
+    }
+
+    /// Adds the clients' socket figures: the peak count and the failures by reason.
+    pub fn with_sockets(mut self, gauge: &super::sockets::SocketGauge, clients: u32) -> Self {
+        let peak = gauge.peak();
+        if peak == 0 {
+            // No client socket of ours (the `mmsg` engine keeps its own).
+            return self;
+        }
+        self.peak_sockets = Some(peak);
+        self.peak_sockets_per_client = Some(peak as f64 / f64::from(clients.max(1)));
+        self.socket_errors = gauge
+            .failures()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        self
     }
 }
 
@@ -530,6 +560,22 @@ impl fmt::Display for LoadReport {
                 e.fds_per_client
                     .map_or("-".to_owned(), |f| format!("{f:.2}")),
             );
+            if let (Some(p), Some(pc)) = (e.peak_sockets, e.peak_sockets_per_client) {
+                let errors: Vec<String> = e
+                    .socket_errors
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  client sockets: peak {p} ({pc:.2} per client); mappings without a socket: {}",
+                    if errors.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        errors.join(", ")
+                    }
+                );
+            }
             if let (Some(g), Some(r)) = (e.generator_socket_drops, e.reflector_received) {
                 let _ = writeln!(
                     s,

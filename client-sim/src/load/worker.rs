@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use netsim::packets::{self, Parsed};
-use netsim::{Nat, NatConfig, Outbound};
+use netsim::{Nat, NatConfig, NatDrop, Outbound};
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
 use teredo::client::{Client, ClientConfig, Profile, State};
 use teredo::io::{Kind, Local, Output};
 use teredo::wire::packet::MAX_UDP_PAYLOAD;
-use teredo_rt::{bind_udp, Shutdown, UdpOptions, MAX_DATAGRAM};
+use teredo_rt::{Shutdown, UdpOptions, MAX_DATAGRAM};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -32,11 +32,13 @@ use super::metrics::LoadMetrics;
 use super::pacing::TokenBucket;
 use super::payload::{filler, Stamp};
 use super::seq::{SeqTracker, Verdict};
+use super::sockets::{Binder, ClientSocket, SocketFailure, SocketGauge};
 use super::template::Template;
 use crate::qualify::{earliest, sleep_until_opt, INTERNAL_IP};
 use crate::report::Outcome;
 
-/// Sockets one client may hold (one per NAT mapping); the oldest extra one is closed beyond.
+/// Sockets one client may hold (one per NAT mapping); beyond, the oldest mapping other than
+/// the primary server's is ended with its socket (see `sockets`).
 pub const MAX_SOCKETS: usize = 8;
 
 /// Datagrams read per readiness event before yielding.
@@ -207,6 +209,8 @@ pub struct Shared {
     pub addresses: Vec<OnceLock<Ipv6Addr>>,
     /// The coordinator's orders.
     pub control: watch::Receiver<Control>,
+    /// The clients' sockets: open, peak, failures.
+    pub sockets: Arc<SocketGauge>,
     /// `mmsg` engine, Teredo trials: where warmed-up clients lend their socket and captured
     /// packet ([`super::handoff`]); `None`: the tasks send their own trial packets.
     pub lend: Option<std::sync::mpsc::Sender<Handoff>>,
@@ -250,15 +254,20 @@ struct TeredoEnd {
     client: Client,
     nat: Option<Nat>,
     internal: SocketAddrV4,
-    sockets: Vec<(SocketAddrV4, UdpSocket)>,
+    sockets: Vec<ClientSocket>,
+    /// The NAT's mappings as last added to `natsim_mappings`.
     mappings: usize,
+    /// Its `mappings_created` as last added to `natsim_mappings_created_total`.
+    created: u64,
+    /// A mapping's socket could not be opened while qualifying.
+    socket_failed: bool,
 }
 
 /// How a client reaches the network.
 enum Transport {
     Teredo(Box<TeredoEnd>),
     Plain {
-        socket: UdpSocket,
+        socket: ClientSocket,
         echo: SocketAddrV4,
     },
 }
@@ -267,7 +276,7 @@ enum Transport {
 enum Sockets<'a> {
     One(&'a UdpSocket),
     /// The sockets, but the one lent to the `mmsg` engine (by address).
-    Many(&'a [(SocketAddrV4, UdpSocket)], Option<SocketAddrV4>),
+    Many(&'a [ClientSocket], Option<SocketAddrV4>),
 }
 
 /// Waits until one of the sockets is readable; its index.
@@ -280,8 +289,8 @@ async fn readable(sockets: Sockets<'_>) -> usize {
                 }
             }
             Sockets::Many(all, lent) => {
-                for (i, (at, s)) in all.iter().enumerate() {
-                    if Some(*at) != lent && s.poll_recv_ready(cx).is_ready() {
+                for (i, s) in all.iter().enumerate() {
+                    if Some(s.addr) != lent && s.socket.poll_recv_ready(cx).is_ready() {
                         return Poll::Ready(i);
                     }
                 }
@@ -330,6 +339,13 @@ pub async fn run_client(id: u32, shared: Arc<Shared>, shutdown: Shutdown) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(client = id, error = %e, "cannot open the client's socket");
+            let f = SocketFailure::of(&e).unwrap_or(SocketFailure::PortsInUse);
+            shared.sockets.failed(f);
+            shared
+                .metrics
+                .socket_errors
+                .with_label_values(&[f.as_str()])
+                .inc();
             shared.metrics.move_client("pending", "offline");
             shared.record_outcome("error");
             return;
@@ -393,7 +409,8 @@ impl Worker {
         let Transport::Teredo(end) = &self.transport else {
             return None;
         };
-        let (at, socket) = end.sockets.iter().find(|(a, _)| *a == template.from)?;
+        let lent = end.sockets.iter().find(|s| s.addr == template.from)?;
+        let (at, socket) = (lent.addr, &lent.socket);
         let fd = match std::os::fd::AsFd::as_fd(socket).try_clone_to_owned() {
             Ok(fd) => fd,
             Err(e) => {
@@ -410,7 +427,7 @@ impl Worker {
             inbox: tx,
         };
         lend.send(handoff).ok()?;
-        self.lent_at = Some(*at);
+        self.lent_at = Some(at);
         Some(rx)
     }
 
@@ -421,11 +438,8 @@ impl Worker {
             send_buffer_size: Some(s.socket_buffer),
             ..UdpOptions::default()
         };
-        let socket = bind_udp(SocketAddrV4::new(s.bind, 0), &opts)?;
-        let bound = match socket.local_addr()? {
-            SocketAddr::V4(a) => a,
-            other => return Err(io::Error::other(format!("bound to {other}"))),
-        };
+        let socket = ClientSocket::bind(SocketAddrV4::new(s.bind, 0), &opts, &shared.sockets)?;
+        let bound = socket.addr;
         let now = teredo_rt::now();
         let (transport, gauge) = match s.dest {
             Dest::Ceiling(echo) => (Transport::Plain { socket, echo }, "qualified"),
@@ -449,8 +463,10 @@ impl Worker {
                         client,
                         nat,
                         internal,
-                        sockets: vec![(bound, socket)],
+                        sockets: vec![socket],
                         mappings: 0,
+                        created: 0,
+                        socket_failed: false,
                     })),
                     gauge,
                 )
@@ -556,6 +572,7 @@ impl Worker {
             if let Some(nat) = end.nat.as_mut() {
                 nat.expire(now);
             }
+            close_unmapped(end, &self.shared, now);
             end.client.handle_timeout(now);
         }
         if let Control::Warmup { .. } = self.control {
@@ -599,7 +616,7 @@ impl Worker {
         }
         let ok = match &mut self.transport {
             Transport::Plain { socket, echo } => {
-                socket.try_send_to(&payload, (*echo).into()).is_ok()
+                socket.socket.try_send_to(&payload, (*echo).into()).is_ok()
             }
             Transport::Teredo(end) => {
                 let Some(src) = end.client.address() else {
@@ -661,7 +678,7 @@ impl Worker {
             return;
         }
         self.flush(now);
-        let Transport::Teredo(end) = &self.transport else {
+        let Transport::Teredo(end) = &mut self.transport else {
             return;
         };
         let state = end.client.state();
@@ -669,6 +686,9 @@ impl Worker {
         if label != self.gauge {
             self.shared.metrics.move_client(self.gauge, label);
             self.gauge = label;
+            if state == State::Qualified {
+                end_secondary_mapping(end, &self.shared, now);
+            }
         }
         if let (Some(a), Some(slot)) = (
             end.client.address(),
@@ -681,6 +701,7 @@ impl Worker {
                 (now >= self.started + self.shared.setup.qualify_timeout)
                     .then_some(Outcome::Timeout)
             });
+
             if let Some(o) = outcome {
                 self.reported = true;
                 if o == Outcome::Qualified {
@@ -696,7 +717,11 @@ impl Worker {
                         .last_qualified_ns
                         .fetch_max(self.shared.ns_since_epoch(now), Ordering::Relaxed);
                 }
-                self.shared.record_outcome(o.as_str());
+                // A mapping without a socket lost the client's datagrams: our failure, not
+                // the server's (its reason is in `loadgen_socket_errors_total`).
+                let failed = o != Outcome::Qualified && end.socket_failed;
+                self.shared
+                    .record_outcome(if failed { "error" } else { o.as_str() });
             }
         }
     }
@@ -836,7 +861,7 @@ impl Worker {
     /// The sockets to wait on.
     fn sockets(&self) -> Sockets<'_> {
         match &self.transport {
-            Transport::Plain { socket, .. } => Sockets::One(socket),
+            Transport::Plain { socket, .. } => Sockets::One(&socket.socket),
             Transport::Teredo(end) => Sockets::Many(&end.sockets, self.lent_at),
         }
     }
@@ -848,13 +873,13 @@ impl Worker {
             let got = RX.with_borrow_mut(|buf| {
                 let (n, from, at) = match &self.transport {
                     Transport::Plain { socket, .. } => {
-                        let (n, from) = socket.try_recv_from(buf).ok()?;
+                        let (n, from) = socket.socket.try_recv_from(buf).ok()?;
                         (n, from, None)
                     }
                     Transport::Teredo(end) => {
-                        let (at, s) = end.sockets.get(i)?;
-                        let (n, from) = s.try_recv_from(buf).ok()?;
-                        (n, from, Some(*at))
+                        let s = end.sockets.get(i)?;
+                        let (n, from) = s.socket.try_recv_from(buf).ok()?;
+                        (n, from, Some(s.addr))
                     }
                 };
                 if n == buf.len() {
@@ -893,6 +918,9 @@ impl Worker {
                 }
                 Ok(_) => return,
                 Err(reason) => {
+                    if reason == NatDrop::NoMapping {
+                        close_unmapped(end, &self.shared, now);
+                    }
                     m.nat_packets
                         .with_label_values(&["inbound", "dropped"])
                         .inc();
@@ -925,8 +953,8 @@ fn send_now(socket: &UdpSocket, to: SocketAddrV4, data: &[u8]) -> io::Result<usi
 }
 
 /// Sends one datagram of the client through its NAT (translation, filtering state, a
-/// socket per external mapping, bound on first use); the external address it went out
-/// from, `None` when it did not go out.
+/// socket per external mapping, bound when the model creates the mapping; see `sockets` for
+/// the rules); the external address it went out from, `None` when it did not go out.
 fn send_through_nat(
     end: &mut TeredoEnd,
     shared: &Shared,
@@ -935,73 +963,143 @@ fn send_through_nat(
     data: &[u8],
 ) -> Option<SocketAddrV4> {
     let m = &shared.metrics;
+    let opts = UdpOptions {
+        recv_buffer_size: Some(shared.setup.socket_buffer),
+        send_buffer_size: Some(shared.setup.socket_buffer),
+        ..UdpOptions::default()
+    };
     let from = match end.nat.as_mut() {
         None => end.internal,
         Some(nat) => {
-            let r = nat.outbound(now, end.internal, to);
-            let live = nat.mappings();
-            if live > end.mappings {
-                m.nat_mappings_created
-                    .inc_by(u64::try_from(live - end.mappings).unwrap_or(0));
-            }
-            m.nat_mappings
-                .add(i64::try_from(live).unwrap_or(0) - i64::try_from(end.mappings).unwrap_or(0));
-            end.mappings = live;
-            match r {
+            let mut binder = Binder::new(&opts, &shared.sockets, &end.sockets);
+            let r = nat.outbound_checked(now, end.internal, to, &mut |e| binder.check(e));
+            let (opened, failure) = (binder.opened, binder.failure);
+            end.sockets.extend(opened);
+            let from = match r {
                 Ok(Outbound::Forward(t)) => {
                     m.nat_packets
                         .with_label_values(&["outbound", "translated"])
                         .inc();
-                    t.external
+                    Some(t.external)
                 }
-                Ok(Outbound::Hairpin(_)) => return None,
+                Ok(Outbound::Hairpin(_)) => None,
                 // An outcome the load generator does not know: not sent, and counted as an
                 // outbound drop (no reason label; the NAT's own counters say what it did).
                 Ok(_) => {
                     m.nat_packets
                         .with_label_values(&["outbound", "dropped"])
                         .inc();
-                    return None;
+                    None
                 }
                 Err(reason) => {
                     m.nat_packets
                         .with_label_values(&["outbound", "dropped"])
                         .inc();
                     m.nat_dropped.with_label_values(&[reason.as_str()]).inc();
-                    return None;
-                }
-            }
-        }
-    };
-    let idx = match end.sockets.iter().position(|(a, _)| *a == from) {
-        Some(i) => i,
-        None => {
-            let opts = UdpOptions {
-                recv_buffer_size: Some(shared.setup.socket_buffer),
-                send_buffer_size: Some(shared.setup.socket_buffer),
-                ..UdpOptions::default()
-            };
-            match bind_udp(from, &opts) {
-                Ok(s) => {
-                    if end.sockets.len() >= MAX_SOCKETS {
-                        // Keep the first (the client's own port); close the oldest other.
-                        end.sockets.remove(1);
+                    if let (NatDrop::NoPort, Some(f)) = (reason, failure) {
+                        socket_failed(end, shared, f);
                     }
-                    end.sockets.push((from, s));
-                    end.sockets.len() - 1
+                    None
                 }
-                Err(e) => {
-                    tracing::debug!(%from, error = %e, "cannot bind a NAT mapping's socket");
-                    m.send_errors.inc();
-                    return None;
-                }
-            }
+            };
+            bound_sockets(end, shared);
+            close_unmapped(end, shared, now);
+            from?
         }
     };
-    let (_, s) = end.sockets.get(idx)?;
-    if send_now(s, to, data).is_err() {
+    let idx = match end.sockets.iter().position(|s| s.addr == from) {
+        Some(i) => i,
+        // A mapping the host was not asked about (a UPnP-leased port): bound on first use.
+        None => match ClientSocket::bind(from, &opts, &shared.sockets) {
+            Ok(s) => {
+                end.sockets.push(s);
+                bound_sockets(end, shared);
+                end.sockets.iter().position(|s| s.addr == from)?
+            }
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "cannot bind a NAT mapping's socket");
+                let f = SocketFailure::of(&e).unwrap_or(SocketFailure::PortsInUse);
+                socket_failed(end, shared, f);
+                m.send_errors.inc();
+                return None;
+            }
+        },
+    };
+    let s = end.sockets.get(idx)?;
+    if send_now(&s.socket, to, data).is_err() {
         m.send_errors.inc();
         return None;
     }
     Some(from)
+}
+
+/// A mapping got no socket: counted by reason, and remembered for the outcome.
+fn socket_failed(end: &mut TeredoEnd, shared: &Shared, f: SocketFailure) {
+    shared.sockets.failed(f);
+    shared
+        .metrics
+        .socket_errors
+        .with_label_values(&[f.as_str()])
+        .inc();
+    if !matches!(end.client.state(), State::Qualified | State::Dormant) {
+        end.socket_failed = true;
+    }
+}
+
+/// Closes the sockets of mappings the NAT model no longer has (expired, removed) and brings
+/// the mapping metrics up to date. The first socket stays until the model has created a
+/// mapping (it holds the client's internal port).
+fn close_unmapped(end: &mut TeredoEnd, shared: &Shared, now: Instant) {
+    let Some(nat) = end.nat.as_ref() else {
+        return;
+    };
+    let m = &shared.metrics;
+    let created = nat.counters().mappings_created;
+    m.nat_mappings_created
+        .inc_by(created.saturating_sub(end.created));
+    end.created = created;
+    let live = nat.mappings();
+    m.nat_mappings
+        .add(i64::try_from(live).unwrap_or(0) - i64::try_from(end.mappings).unwrap_or(0));
+    end.mappings = live;
+    if created == 0 {
+        return;
+    }
+    end.sockets.retain(|s| nat.receives_on(s.addr, now));
+}
+
+/// Keeps a client within [`MAX_SOCKETS`]: ends the oldest mappings other than the primary
+/// server's, in the model and with their sockets.
+fn bound_sockets(end: &mut TeredoEnd, shared: &Shared) {
+    let primary = SocketAddrV4::new(shared.setup.server, teredo::addr::TEREDO_PORT);
+    while end.sockets.len() > MAX_SOCKETS {
+        let keep = end
+            .nat
+            .as_ref()
+            .and_then(|n| n.mapping_for(end.internal, primary));
+        let Some(i) = end.sockets.iter().position(|s| Some(s.addr) != keep) else {
+            return;
+        };
+        let s = end.sockets.remove(i);
+        if let Some(nat) = end.nat.as_mut() {
+            nat.remove_mapping(s.addr);
+        }
+    }
+}
+
+/// On qualifying: ends the secondary check's mapping (toward the secondary server) when it
+/// is not the client's own, in the model and with its socket; see `sockets` for why nothing
+/// the client needs can arrive there any more.
+fn end_secondary_mapping(end: &mut TeredoEnd, shared: &Shared, now: Instant) {
+    let Some(nat) = end.nat.as_mut() else {
+        return;
+    };
+    let cfg = end.client.config();
+    let port = teredo::addr::TEREDO_PORT;
+    let primary = nat.mapping_for(end.internal, SocketAddrV4::new(cfg.server, port));
+    let secondary = nat.mapping_for(end.internal, SocketAddrV4::new(cfg.secondary_addr(), port));
+    if let Some(m2) = secondary.filter(|m2| Some(*m2) != primary) {
+        nat.remove_mapping(m2);
+        close_unmapped(end, shared, now);
+    }
 }

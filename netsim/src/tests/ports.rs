@@ -155,3 +155,104 @@ fn arbitrary_pooling_moves_new_sessions_to_other_addresses() {
     ips.dedup();
     assert_eq!(ips.len(), 3);
 }
+
+/// Every preset's port choices through `outbound_checked` with a host that accepts
+/// everything are `outbound`'s, draw for draw.
+#[test]
+fn checked_outbound_with_an_accepting_host_is_outbound() {
+    let t0 = Instant::now();
+    for preset in NatPreset::ALL {
+        let Ok(Some(cfg)) = preset.config(two_ips(), 7) else {
+            continue;
+        };
+        let mut plain = Nat::new(cfg.clone());
+        let mut checked = Nat::new(cfg);
+        for i in 0..200u16 {
+            let host = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 5000 + i % 7);
+            let remote = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1 + (i % 3) as u8), 3544);
+            let now = t0 + secs(u64::from(i));
+            let a = plain.outbound(now, host, remote);
+            let b = checked.outbound_checked(now, host, remote, &mut |_| PortCheck::Usable);
+            assert_eq!(a, b, "{preset} datagram {i}");
+        }
+        assert_eq!(plain.counters(), checked.counters(), "{preset}");
+    }
+}
+
+/// A port the host cannot bind is skipped like a port in use: preservation falls back to
+/// the sequential scan, random allocation draws again; the host is asked only about ports
+/// the model would take, and never again about an existing mapping.
+#[test]
+fn host_vetoed_ports_are_skipped() {
+    let now = Instant::now();
+    let server = ep("198.51.100.10:3544");
+    let mut nat = nat_with(|_| {});
+    let mut asked = Vec::new();
+    let mut host = |e: SocketAddrV4| {
+        asked.push(e.port());
+        if e.port() == 5000 || e.port() == 1024 {
+            PortCheck::Taken
+        } else {
+            PortCheck::Usable
+        }
+    };
+    let m = fwd(nat.outbound_checked(now, ep("10.0.0.2:5000"), server, &mut host));
+    assert_eq!(m.port(), 1025);
+    fwd(nat.outbound_checked(now, ep("10.0.0.2:5000"), server, &mut host));
+    assert_eq!(asked, [5000, 1024, 1025]);
+
+    let mut sym = preset_nat(NatPreset::Symmetric);
+    let mut reference = preset_nat(NatPreset::Symmetric);
+    let model_choice = fwd(reference.outbound(now, ep("10.0.0.2:5000"), server));
+    let got = fwd(
+        sym.outbound_checked(now, ep("10.0.0.2:5000"), server, &mut |e| {
+            if e == model_choice {
+                PortCheck::Taken
+            } else {
+                PortCheck::Usable
+            }
+        }),
+    );
+    assert_ne!(got, model_choice);
+    assert!(sym.receives_on(got, now));
+    check_invariants(&sym);
+}
+
+/// `Stop` ends the search: no mapping, a counted `no_port` drop.
+#[test]
+fn host_stop_refuses_the_mapping() {
+    let now = Instant::now();
+    let server = ep("198.51.100.10:3544");
+    let mut nat = preset_nat(NatPreset::Symmetric);
+    let mut calls = 0;
+    let r = nat.outbound_checked(now, ep("10.0.0.2:5000"), server, &mut |_| {
+        calls += 1;
+        PortCheck::Stop
+    });
+    assert_eq!(r, Err(NatDrop::NoPort));
+    assert_eq!(calls, 1);
+    assert_eq!(nat.mappings(), 0);
+    assert_eq!(nat.counters().no_port, 1);
+}
+
+/// A removed mapping stops receiving at once and its flow gets a new one; `receives_on`
+/// follows expiry too.
+#[test]
+fn removed_and_expired_mappings_stop_receiving() {
+    let t0 = Instant::now();
+    let server = ep("198.51.100.10:3544");
+    let internal = ep("10.0.0.2:5000");
+    let mut nat = preset_nat(NatPreset::Symmetric);
+    let m = fwd(nat.outbound(t0, internal, server));
+    assert!(nat.receives_on(m, t0));
+    assert!(nat.remove_mapping(m));
+    assert!(!nat.remove_mapping(m));
+    assert!(!nat.receives_on(m, t0));
+    assert_eq!(nat.inbound(t0, m, server), Err(NatDrop::NoMapping));
+    assert_eq!(nat.counters().mappings_removed, 1);
+    let m2 = fwd(nat.outbound(t0, internal, server));
+    assert!(nat.receives_on(m2, t0));
+    let timeout = nat.config().timeout;
+    assert!(!nat.receives_on(m2, t0 + timeout));
+    check_invariants(&nat);
+}
