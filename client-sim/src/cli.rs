@@ -223,9 +223,13 @@ mmsg engine only (--engine tokio is an error); --size, --nat and data destinatio
 not apply.
 
 --engine: tokio (a task per client, a system call per packet, RTT from user space) or mmsg
-(--ceiling and --phase rs only so far, their default: one thread, --cpu to pin it, runs per client sent with
-sendmmsg/UDP GSO, answers read with recvmmsg and UDP_GRO, RTT from the kernel's receive
-timestamps; --no-gro reads every datagram on its own). The report names the engine, the
+(the default for --ceiling, --phase rs, --target and --udp-echo; not --pairs: one thread, --cpu to pin
+it, runs per client sent with sendmmsg/UDP GSO, answers read with recvmmsg and UDP_GRO, RTT
+from the kernel's receive timestamps; --no-gro reads every datagram on its own). In Teredo
+runs the clients qualify and warm up in their own tasks (state machine, NAT model), then
+lend the mmsg thread their socket and the datagram their state machine emitted for a probe;
+the thread stamps it in place for the trials and passes everything but the answers back to
+the clients' tasks. The report names the engine, the
 timestamp source, socket drops, descriptors per client and what limited a failing trial
 (the generator, or the device: the reflector).
 
@@ -249,9 +253,9 @@ seed --seed + that number; sockets take kernel-chosen ports on each generator's 
 then merge their --json reports with `client-sim load-report FILE...`.
 
 One socket per client (plus one per extra NAT mapping): the open-file limit is raised toward
-3 per client behind a NAT, 1 without, as far as the hard limit allows (an error if not even
-one per client is possible; the mmsg engine opens at most 1024 sockets, neighbouring clients
-sharing one). The report ends with the process's peak RSS.
+3 per client behind a NAT, 1 without, as far as the hard limit allows, plus one per client
+for the mmsg engine's Teredo trials (an error if not even one per client is possible; with
+--ceiling the mmsg engine opens at most 1024 sockets, neighbouring clients sharing one). The report ends with the process's peak RSS.
 
 Exit status:
   0  completed: every client qualified (phases qualify and all), every qualified client
@@ -579,9 +583,9 @@ pub struct LoadArgs {
     #[arg(long, conflicts_with_all = ["target", "udp_echo", "pairs", "nat"])]
     pub ceiling: bool,
 
-    /// Data-path engine: `mmsg` (one batched thread, kernel receive timestamps; --ceiling
-    /// and --phase rs only so far) or `tokio` (a task per client). Default: the fastest
-    /// available (mmsg for --phase rs, the only one that runs it).
+    /// Data-path engine: `mmsg` (one batched thread, kernel receive timestamps; not with
+    /// --pairs) or `tokio` (a task per client). Default: the fastest available (mmsg for
+    /// --phase rs, the only one that runs it).
     #[arg(long, value_enum)]
     pub engine: Option<crate::load::engine::Engine>,
 

@@ -1,8 +1,9 @@
 //! `client-sim load --ceiling --engine mmsg|tokio --json FILE`, a short run in this process
 //! (no root, no server): the JSON report names the engine and its timestamp source, the
 //! counts add up (every answer went through the reflector, RTT samples = answers), the
-//! descriptors per client are stated; `--engine mmsg` where it cannot run is a one-line
-//! error, and so is `--phase rs` on the tokio engine. Figures are printed, not asserted.
+//! descriptors per client are stated; `--engine mmsg` where it cannot run (`--pairs`) is a
+//! one-line error, and so is `--phase rs` on the tokio engine. Figures are printed, not
+//! asserted.
 
 use clap::Parser as _;
 use client_sim::cli::{run, Cli};
@@ -86,16 +87,16 @@ fn an_engine_that_cannot_run_is_a_one_line_error() {
         "127.0.0.1",
         "--engine",
         "mmsg",
-        "--phase",
-        "qualify",
+        "--pairs",
         "--clients",
-        "1",
+        "2",
         "--quiet",
     ];
     let e = run(Cli::try_parse_from(args).unwrap())
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("--engine mmsg is not available: "), "{e}");
+    assert!(e.contains("--pairs"), "names why: {e}");
     assert!(!e.contains('\n'), "{e}");
 }
 

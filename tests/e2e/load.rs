@@ -12,7 +12,12 @@
 //! * `data_through_relay`: the relay topology (`RelayTopology`: our server, our relay with
 //!   a TUN, a native IPv6 host whose kernel answers ICMPv6 echo) and 1000 clients on the
 //!   Internet segment qualifying, warming up through the relay, then a paced trial: no
-//!   loss, RTT figures present, and the load generator's /metrics consistent with its report.
+//!   loss, RTT figures present, and the load generator's /metrics consistent with its report
+//!   (`--engine tokio`: a task per client sends and reads).
+//! * `data_through_relay_mmsg`: the same with `--engine mmsg` (the clients qualify and warm
+//!   up in their tasks, then lend their sockets to the batched thread): no loss, kernel
+//!   receive timestamps, and the relay's own forwarded-packet counts over the trial equal
+//!   to what the generator sent and counted as answered.
 //! * `rs_storm`: `--phase rs` against `teredo-server` in a namespace at a modest fixed rate:
 //!   every RS answered by an RA (no loss), as many answers as the server's own count of RAs
 //!   sent, RTT percentiles present, nothing unexpected or malformed.
@@ -319,6 +324,8 @@ fn data_through_relay() {
             "1000",
             "--duration",
             "3s",
+            "--engine",
+            "tokio",
         ],
         Duration::from_secs(180),
     ));
@@ -487,4 +494,113 @@ fn rs_storm_ceiling() {
         "{r:#}"
     );
     assert!(num(&r, "/engine/reflector_echoed") >= sent, "{r:#}");
+}
+
+/// The relay's count of `series` read last before the load generator sent its first trial
+/// packet: each reading is taken between two readings of the generator's
+/// `loadgen_packets_sent_total` that are both 0 (the mmsg engine counts a packet before it
+/// leaves), so it holds no trial packet. Polls until the first trial packet or `timeout`.
+fn relay_before_trial(
+    topo: &RelayTopology,
+    cli: &Netns,
+    series: &[&str],
+    timeout: Duration,
+) -> Result<Vec<f64>> {
+    let sent = || -> Option<f64> { metric_value(&scrape(cli).ok()?, "loadgen_packets_sent_total") };
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = None;
+    while std::time::Instant::now() < deadline {
+        if sent() == Some(0.0) {
+            let relay = topo.relay_metrics()?;
+            let counts: Vec<f64> = series
+                .iter()
+                .map(|s| metric_value(&relay, s).unwrap_or(0.0))
+                .collect();
+            match sent() {
+                Some(0.0) => last = Some(counts),
+                Some(_) => break,
+                None => {}
+            }
+        } else if last.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    last.context("never read the relay's metrics before the first trial packet")
+}
+
+#[test]
+fn data_through_relay_mmsg() {
+    require_root!();
+    let test = function_name!();
+    let dir = check(TestDir::new(test));
+    let topo = check(RelayTopology::new(test));
+    let cli = check(Netns::new(test, "load"));
+    check(topo.internet.attach(&cli, "eth0"));
+    check(cli.add_addr("eth0", &format!("{PUBLIC_CLIENT}/{INTERNET_PREFIX_LEN}")));
+    let _server = check(topo.start_server(&dir));
+    let _relay = check(topo.start_relay(&dir, &[]));
+    let target = NATIVE_HOST.to_string();
+    let to_native = "teredo_relay_packets_total{direction=\"ipv4_to_ipv6\"}";
+    let to_teredo = "teredo_relay_packets_total{direction=\"ipv6_to_ipv4\"}";
+    let (before, (r, m, _)) = std::thread::scope(|s| {
+        let before = s.spawn(|| {
+            relay_before_trial(
+                &topo,
+                &cli,
+                &[to_native, to_teredo],
+                Duration::from_secs(120),
+            )
+        });
+        let run = check(run_load(
+            &dir,
+            Some(&cli),
+            &[
+                "--server",
+                &SERVER_PRIMARY.to_string(),
+                "--bind",
+                &PUBLIC_CLIENT.to_string(),
+                "--clients",
+                "200",
+                "--qualify-rate",
+                "500",
+                "--target",
+                &target,
+                "--rate",
+                "2000",
+                "--duration",
+                "3s",
+                "--engine",
+                "mmsg",
+            ],
+            Duration::from_secs(180),
+        ));
+        (check(before.join().expect("no panic")), run)
+    });
+    let text = format!("{r:#}");
+    assert_eq!(num(&r, "/exit_code"), 0.0, "{text}");
+    assert_eq!(num(&r, "/qualify/qualified"), 200.0, "{text}");
+    assert_eq!(num(&r, "/warmup_failed"), 0.0, "{text}");
+    assert_eq!(r["engine"]["name"], "mmsg", "{text}");
+    assert_eq!(num(&r, "/engine/lent/clients"), 200.0, "{text}");
+    assert!(
+        r["engine"]["timestamps"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("kernel")),
+        "{text}"
+    );
+    let sent = num(&r, "/data/sent");
+    assert!(sent >= 5000.0, "{text}");
+    assert_eq!(num(&r, "/data/received"), sent, "{text}");
+    assert_eq!(num(&r, "/data/lost"), 0.0, "{text}");
+    assert_eq!(num(&r, "/data/send_errors"), 0.0, "{text}");
+    assert_eq!(num(&r, "/data/rtt_ms/count"), sent, "{text}");
+    assert_rtt(&r, "/data/rtt_ms");
+    assert_eq!(metric(&m, "loadgen_packets_sent_total"), sent);
+    assert_eq!(metric(&m, "loadgen_packets_received_total"), sent);
+    // The relay forwarded exactly the trial's requests and answers after the reading
+    // taken before the first trial packet.
+    let relayed = check(topo.relay_metrics());
+    assert_eq!(metric(&relayed, to_native) - before[0], sent, "{relayed}");
+    assert_eq!(metric(&relayed, to_teredo) - before[1], sent, "{relayed}");
 }

@@ -21,16 +21,19 @@
 //! go into an HDR histogram, and everything is also exported as `loadgen_*` metrics.
 
 pub mod charts;
+pub mod csum;
 pub mod engine;
 pub mod findmax;
 #[cfg(test)]
 mod fixture;
+pub mod handoff;
 pub mod hist;
 pub mod html;
 pub mod junit;
 pub mod merge;
 pub mod metrics;
 pub mod mmsg;
+pub mod mmsg_teredo;
 pub mod pacing;
 pub mod payload;
 pub mod reflector;
@@ -40,6 +43,7 @@ pub mod rs_wire;
 pub mod scrape;
 pub mod seq;
 pub mod sockets;
+pub mod template;
 pub mod timeline;
 pub mod worker;
 
@@ -358,6 +362,11 @@ struct Run {
     mmsg: Option<mmsg::Generator>,
     /// The RS storm, once started.
     rs: Option<rs_storm::Storm>,
+    /// `mmsg` engine, Teredo trials: the clients' sockets and packets, lent after the
+    /// warm-up…
+    handoffs: Option<std::sync::mpsc::Receiver<handoff::Handoff>>,
+    /// …to this thread.
+    lender: Option<mmsg_teredo::Generator>,
 }
 
 /// Samples the run into `timeline` once a second, and once more when `stop` fires.
@@ -413,10 +422,11 @@ pub async fn run_load(
     shutdown: Shutdown,
 ) -> anyhow::Result<(LoadReport, Option<MetricsServer>)> {
     opts.check()?;
+    let pairs = opts.target == Some(Target::Pairs);
     let engine = if opts.phase == Phase::Rs {
         rs_storm::engine(opts.engine)?
     } else {
-        Engine::choose(opts.engine, opts.ceiling)?
+        Engine::choose(opts.engine, opts.ceiling, pairs)?
     };
     let started = Instant::now();
     let started_unix_s = unix_now_s();
@@ -442,12 +452,14 @@ pub async fn run_load(
         .as_ref()
         .map_or("none".to_owned(), netsim::NatConfig::to_spec);
     let per_client = sockets::sockets_per_client(nat.as_ref(), opts.phase != Phase::Qualify);
-    let clients = if engine == Engine::Mmsg {
+    let clients = if engine == Engine::Mmsg && opts.ceiling {
         u64::from(opts.clients.min(mmsg::SOCKETS))
     } else {
         u64::from(opts.clients)
     };
-    raise_nofile(clients + 256, clients * per_client + 1024)?;
+    // The Teredo trials of the mmsg engine hold a duplicate of one socket per client.
+    let lent = u64::from(engine == Engine::Mmsg && !opts.ceiling);
+    raise_nofile(clients + 256, clients * (per_client + lent) + 1024)?;
     let dest = match (&echo, opts.phase, opts.target) {
         (Some(e), _, _) => Dest::Ceiling(e.addr),
         (None, Phase::Qualify, _) | (None, _, None) => Dest::None,
@@ -495,6 +507,14 @@ pub async fn run_load(
     };
 
     let (control, control_rx) = watch::channel(Control::Qualify);
+    // The mmsg engine runs the Teredo trials with the sockets the clients lend it.
+    let (lend, handoffs) = match dest {
+        Dest::Icmp(_) | Dest::Udp(_) if engine == Engine::Mmsg => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            (Some(tx), Some(rx))
+        }
+        _ => (None, None),
+    };
     let n = opts.clients as usize;
     let shared = Arc::new(Shared {
         setup: ClientSetup {
@@ -529,6 +549,7 @@ pub async fn run_load(
         addresses: (0..n).map(|_| OnceLock::new()).collect(),
         control: control_rx,
         sockets: Arc::default(),
+        lend,
     });
     let scraper = if opts.scrape.is_empty() {
         None
@@ -554,12 +575,22 @@ pub async fn run_load(
         engine,
         mmsg: None,
         rs: None,
+        handoffs,
+        lender: None,
     };
     let mut tasks = JoinSet::new();
     let result = run.phases(&mut tasks).await;
-    // While every socket is still open. Only with the reflector, whose verdict needs them:
-    // reading /proc/net/udp costs the kernel a walk per chunk, minutes with 100 000 sockets.
-    let drops = echo.as_ref().and_then(|e| reflector::udp_drops(e.inode));
+    // The trials are over: the clients read their sockets again.
+    let lent = run.lender.take().map(mmsg_teredo::Generator::finish);
+    // While every socket is still open. Only with the reflector, whose verdict needs them,
+    // or after the mmsg engine's Teredo trials (whose verdict tells the generator's drops
+    // from the device's): reading /proc/net/udp costs the kernel a walk per chunk, minutes
+    // with 100 000 sockets.
+    let drops = match &echo {
+        Some(e) => reflector::udp_drops(e.inode),
+        None if lent.is_some() => reflector::udp_drops(None),
+        None => None,
+    };
     let fds = reflector::open_fds();
     sampler_stop.trigger();
     let _ = sampler.await;
@@ -577,7 +608,7 @@ pub async fn run_load(
     let rs = run.rs.take().map(|storm| storm.finish(opts.ceiling));
     let echoed = echo.map(Echo::finish);
     let (qualify, warmup_failed, data, find_max) = result?;
-    let engine_summary = EngineSummary::new(
+    let mut engine_summary = EngineSummary::new(
         engine,
         (opts.cpu, opts.gro),
         echoed,
@@ -587,6 +618,11 @@ pub async fn run_load(
         report::limit(opts.ceiling, drops, data.as_ref(), find_max.as_ref()),
     )
     .with_sockets(&shared.sockets, opts.clients);
+    engine_summary.lent = lent.map(|c| report::LentSummary {
+        clients: c.clients,
+        to_tasks: c.to_tasks,
+        to_tasks_dropped: c.to_tasks_dropped,
+    });
     let qualify_ok = qualify
         .as_ref()
         .is_none_or(|q| q.qualified == q.clients || opts.phase == Phase::Data);
@@ -735,6 +771,7 @@ impl Run {
         } else {
             Some(self.warmup(qualified).await?)
         };
+        self.lend_sockets().await?;
         let senders = self.shared.warm_ok.load(Ordering::Relaxed) as u32;
         if senders == 0 {
             self.progress("data: no client can send; no trial");
@@ -932,6 +969,38 @@ impl Run {
                 () = self.shutdown.wait() => {}
             }
         }
+    }
+
+    /// `mmsg` engine, Teredo trials: starts the engine's thread and waits (a few seconds at
+    /// most) until every client answered in the warm-up has lent it its socket.
+    async fn lend_sockets(&mut self) -> anyhow::Result<()> {
+        let Some(handoffs) = self.handoffs.take() else {
+            return Ok(());
+        };
+        let lender = mmsg_teredo::Generator::start(
+            Arc::clone(&self.shared),
+            self.shutdown.clone(),
+            handoffs,
+            self.opts.cpu,
+            self.opts.gro,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            self.interrupted()?;
+            let (lent, ok) = (lender.lent(), self.shared.warm_ok.load(Ordering::Relaxed));
+            if lent >= ok || Instant::now() >= deadline {
+                self.progress(&format!(
+                    "mmsg engine: {lent}/{ok} clients lent their socket"
+                ));
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                () = self.shutdown.wait() => {}
+            }
+        }
+        self.lender = Some(lender);
+        Ok(())
     }
 
     /// One trial at `rate` pps in total.
