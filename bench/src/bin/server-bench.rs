@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,16 +20,15 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
 use teredo_bench::cli;
-use teredo_bench::frames::TEREDO_PORT;
 use teredo_bench::latency::{self, LatencyRun};
 use teredo_bench::procfs::{self, loadavg};
 use teredo_bench::report::{ratios, summarise, table, InstanceRun};
-use teredo_bench::rs::{rs_frames, RsKind, MAX_SOURCES, SERVER_PRIMARY, SERVER_SECONDARY};
+use teredo_bench::rs::{rs_frames, RsKind, MAX_SOURCES};
 use teredo_bench::runner::{check_stop, run_cell, CellCtx, CellPlan, Direction, Generator, STOP};
 use teredo_bench::search::Summary;
+use teredo_bench::servers::{start_server, ServerBins as Bins};
 use teredo_bench::setup::{snapshot, RunDir};
-use teredo_bench::topo::{ns_usage, Device, RunningDevice, Topology, INET_IF, RELAY_CPU};
-use testkit::miredo;
+use teredo_bench::topo::{ns_usage, Device, Topology, INET_IF};
 
 /// Our Teredo server vs miredo-server in network namespaces (see README.md, "Benchmarks").
 #[derive(Debug, Parser)]
@@ -155,13 +153,6 @@ struct Config {
     burst_us: f64,
     kernel: String,
     cpus: usize,
-}
-
-/// What the instances need to start a device.
-struct Bins {
-    ours: PathBuf,
-    miredo: PathBuf,
-    dir: PathBuf,
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -572,51 +563,4 @@ impl Instance<'_> {
         })();
         cli::stop_with_log(dev, self.topo, result)
     }
-}
-
-/// Starts our server or miredo-server in `topo.relay` on the two addresses, pinned to
-/// [`RELAY_CPU`], and waits until both sockets are bound.
-fn start_server(device: Device, topo: &Topology, bins: &Bins) -> Result<RunningDevice> {
-    let label = format!("{}-server", device.name());
-    let mut cmd = topo.relay.command("taskset");
-    cmd.args(["-c", &RELAY_CPU.to_string()]);
-    match device {
-        Device::Ours => {
-            cmd.arg(&bins.ours).args([
-                "--primary",
-                &SERVER_PRIMARY.to_string(),
-                "--secondary",
-                &SERVER_SECONDARY.to_string(),
-                "--native",
-                "none",
-            ]);
-            cmd.env("RUST_LOG", "warn");
-        }
-        Device::Miredo => {
-            let conf = bins.dir.join("miredo-server.conf");
-            fs::write(
-                &conf,
-                miredo::server_config(SERVER_PRIMARY, SERVER_SECONDARY),
-            )
-            .with_context(|| format!("write {}", conf.display()))?;
-            cmd.arg(&bins.miredo)
-                .args(["-f", "-c"])
-                .arg(&conf)
-                .arg("-p")
-                .arg(bins.dir.join("miredo-server.pid"));
-        }
-        Device::OursPlain | Device::MiredoGw | Device::Bare => {
-            bail!("{} is not a server", device.name())
-        }
-    }
-    let mut dev = RunningDevice::spawn(device, cmd, &label, &bins.dir)?;
-    dev.wait_ready(
-        topo,
-        &[
-            SocketAddrV4::new(SERVER_PRIMARY, TEREDO_PORT),
-            SocketAddrV4::new(SERVER_SECONDARY, TEREDO_PORT),
-        ],
-        false,
-    )?;
-    Ok(dev)
 }
