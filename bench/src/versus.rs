@@ -380,7 +380,6 @@ mod tests {
                 p50: Some(p99_ms / 10.0),
                 p99: Some(p99_ms),
                 p99_9: Some(p99_ms * 2.0),
-                ..Rtt::default()
             },
             ..Trial::default()
         }

@@ -187,7 +187,7 @@ fn run(args: &Args) -> Result<()> {
         bail!("--server-clients must be at least 1");
     }
     let rates = args.server_rates.iter().chain(&args.relay_rates);
-    if rates.clone().any(|r| !(*r > 0.0)) || !(args.max_loss >= 0.0 && args.max_loss < 100.0) {
+    if rates.clone().any(|r| r.is_nan() || *r <= 0.0) || !(0.0..100.0).contains(&args.max_loss) {
         bail!("--server-rates and --relay-rates must be positive, --max-loss in [0, 100)");
     }
     if server && !args.miredo_server_bin.is_file() {
