@@ -185,6 +185,8 @@ Examples:
   client-sim load --server 198.51.100.1 --target 2001:db8::99 --clients 1000 --rate 5000
   client-sim load --server 198.51.100.1 --udp-echo '[2001:db8::99]:7' --find-max
   client-sim load --ceiling --clients 100 --find-max
+  client-sim load --phase rs --server 198.51.100.1 --clients 1000 --rate 100k --duration 5s
+  client-sim load --phase rs --ceiling --cpu 0 --clients 100 --find-max --duration 3s
 
 Data phase: every qualified client first sends warm-up probes (one a second, client i
 starting i/--qualify-rate seconds in) until one is answered: that runs the direct IPv6
@@ -206,8 +208,22 @@ its loss is within --loss-threshold (default 0.1 % here, 0 for a fixed rate) and
 and a reflector thread in this process (no Teredo, no server): the generator's own
 ceiling on this machine.
 
+--phase rs: an RS storm, no client state machine. Each client (its own source port: one
+socket per client up to 1024, then shared) sends the router solicitation a qualifying
+client of --profile sends (nonce-only authentication header, cone flag off) to the
+server's primary address, port 3544, each with a fresh nonce that names the client, the
+RS's sequence number and its sending pass (whose send time is kept): trials of --rate RS/s
+(--find-max, --duration, --drain, --loss-threshold as for data trials). Router
+advertisements are read with recvmmsg and kernel timestamps, checked with the core's
+parsers and matched by nonce; one with a nonce we did not send counts as unexpected, a
+datagram that is no valid RA as malformed, neither as an answer. Loss = RSs sent - distinct
+answers after the drain; RTT = kernel arrival - send time. With --ceiling the in-process
+reflector echoes each RS and the echoed RS is the answer: the generator's own RS/s. The
+mmsg engine only (--engine tokio is an error); --size, --nat and data destinations do
+not apply.
+
 --engine: tokio (a task per client, a system call per packet, RTT from user space) or mmsg
-(--ceiling only so far, its default: one thread, --cpu to pin it, runs per client sent with
+(--ceiling and --phase rs only so far, their default: one thread, --cpu to pin it, runs per client sent with
 sendmmsg/UDP GSO, answers read with recvmmsg and UDP_GRO, RTT from the kernel's receive
 timestamps; --no-gro reads every datagram on its own). The report names the engine, the
 timestamp source, socket drops, descriptors per client and what limited a failing trial
@@ -413,6 +429,9 @@ pub enum PhaseArg {
     Data,
     /// Qualification and data, both part of the verdict.
     All,
+    /// An RS storm on the mmsg engine: trials of router solicitations (each client its own
+    /// source port and nonces), every one to be answered by a router advertisement.
+    Rs,
 }
 
 /// `client-sim load` flags.
@@ -561,7 +580,8 @@ pub struct LoadArgs {
     pub ceiling: bool,
 
     /// Data-path engine: `mmsg` (one batched thread, kernel receive timestamps; --ceiling
-    /// only so far) or `tokio` (a task per client). Default: the fastest available.
+    /// and --phase rs only so far) or `tokio` (a task per client). Default: the fastest
+    /// available (mmsg for --phase rs, the only one that runs it).
     #[arg(long, value_enum)]
     pub engine: Option<crate::load::engine::Engine>,
 
@@ -586,6 +606,7 @@ impl LoadArgs {
             PhaseArg::Qualify => Phase::Qualify,
             PhaseArg::Data => Phase::Data,
             PhaseArg::All => Phase::All,
+            PhaseArg::Rs => Phase::Rs,
         };
         o.target = match (self.target, self.udp_echo, self.pairs) {
             (Some(a), _, _) => Some(Target::Icmp(a)),

@@ -112,5 +112,7 @@ pub(crate) fn example(find_max: bool, all_qualified: bool) -> LoadReport {
             10,
             None,
         )),
+        phase: Some("all".to_owned()),
+        rs: None,
     }
 }

@@ -320,6 +320,13 @@ fn check(reports: &[(String, LoadReport)], threshold: Option<f64>) -> Result<f64
                  fixed-rate runs"
             ));
         }
+        if r.phase != first.phase {
+            return Err(format!(
+                "{file}: phase {}, but {first_file}: phase {}",
+                r.phase.as_deref().unwrap_or("-"),
+                first.phase.as_deref().unwrap_or("-")
+            ));
+        }
         if r.mode != first.mode || r.size != first.size {
             return Err(format!(
                 "{file}: {} mode with {} B packets, but {first_file}: {} mode with {} B",
@@ -432,7 +439,21 @@ pub fn merge(
         timeline: Default::default(),
         scraped: Vec::new(),
         engine: None,
+        phase: first.phase.clone(),
+        rs: merge_rs(reports),
     })
+}
+
+/// The RS storms' answers summed (`None` unless every report has them).
+fn merge_rs(reports: &[(String, LoadReport)]) -> Option<super::report::RsSummary> {
+    let mut all = reports.iter().map(|(_, r)| r.rs.as_ref());
+    let mut m = all.next()??.clone();
+    for r in all {
+        let r = r?;
+        m.unexpected += r.unexpected;
+        m.malformed += r.malformed;
+    }
+    Some(m)
 }
 
 /// `client-sim load-report`: reads, merges, writes; the merged exit status.

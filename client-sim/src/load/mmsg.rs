@@ -57,7 +57,7 @@ pub fn tick(total: f64, clients: u32) -> Duration {
 }
 
 /// CLOCK_REALTIME now, nanoseconds (the clock of the kernel's receive timestamps).
-fn realtime_ns() -> u64 {
+pub(super) fn realtime_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -169,7 +169,7 @@ impl Drop for Generator {
     }
 }
 
-fn epoll() -> io::Result<OwnedFd> {
+pub(super) fn epoll() -> io::Result<OwnedFd> {
     // SAFETY: epoll_create1 has no memory-safety preconditions.
     let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if fd < 0 {
@@ -243,16 +243,16 @@ fn open_clients(shared: &Shared, n: u32, gro: bool, ep: &OwnedFd) -> (Vec<UdpSoc
 
 /// Answer counts of one batch, added to the shared counters at once.
 #[derive(Default)]
-struct Tally {
-    received: u64,
-    late: u64,
-    duplicates: u64,
-    out_of_order: u64,
-    rtt_ns: Vec<u64>,
+pub(super) struct Tally {
+    pub(super) received: u64,
+    pub(super) late: u64,
+    pub(super) duplicates: u64,
+    pub(super) out_of_order: u64,
+    pub(super) rtt_ns: Vec<u64>,
 }
 
 impl Tally {
-    fn publish(&mut self, shared: &Shared) {
+    pub(super) fn publish(&mut self, shared: &Shared) {
         let (m, t) = (&shared.metrics, &shared.trial);
         m.received.inc_by(self.received + self.late);
         m.duplicated.inc_by(self.duplicates);
@@ -467,7 +467,7 @@ fn send_owed(
 
 /// Sends the `*pending` datagrams `send` holds on `fd`; how many failed (a full socket
 /// buffer drops the rest). Resets `*pending`.
-fn flush_batch(fd: std::os::fd::RawFd, send: &mut SendBatch, pending: &mut u32) -> u32 {
+pub(super) fn flush_batch(fd: std::os::fd::RawFd, send: &mut SendBatch, pending: &mut u32) -> u32 {
     let mut ok = 0usize;
     if !send.is_empty()
         && send
@@ -487,7 +487,7 @@ fn flush_batch(fd: std::os::fd::RawFd, send: &mut SendBatch, pending: &mut u32) 
 }
 
 /// Client `i`'s socket (of `clients`): the sockets take consecutive blocks of clients.
-fn clients_socket(sockets: &[UdpSocket], i: u32, clients: u32) -> Option<&UdpSocket> {
+pub(super) fn clients_socket(sockets: &[UdpSocket], i: u32, clients: u32) -> Option<&UdpSocket> {
     let open = u64::try_from(sockets.len()).ok()?;
     let at = u64::from(i) * open / u64::from(clients.max(1));
     sockets.get(usize::try_from(at).ok()?)

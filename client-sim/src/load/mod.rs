@@ -12,6 +12,10 @@
 //! `--ceiling` runs the same sockets, pacing and accounting as plain UDP against an
 //! in-process echo on loopback, to show what the generator itself can do.
 //!
+//! `--phase rs` runs neither: an RS storm on the `mmsg` engine ([`rs_storm`]), trials of
+//! router solicitations answered by the server's router advertisements, measured like the
+//! data trials.
+//!
 //! Every packet carries a [`payload::Stamp`] (run, client, trial, sequence number, send
 //! time); answers are tracked per client ([`seq`]) for loss, duplicates and reordering, RTTs
 //! go into an HDR histogram, and everything is also exported as `loadgen_*` metrics.
@@ -31,6 +35,8 @@ pub mod pacing;
 pub mod payload;
 pub mod reflector;
 pub mod report;
+pub mod rs_storm;
+pub mod rs_wire;
 pub mod scrape;
 pub mod seq;
 pub mod timeline;
@@ -81,6 +87,21 @@ pub enum Phase {
     Data,
     /// Both, both part of the verdict.
     All,
+    /// An RS storm: trials of router solicitations, each answered by a router
+    /// advertisement ([`rs_storm`]); no client state machine.
+    Rs,
+}
+
+impl Phase {
+    /// Its `--phase` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Qualify => "qualify",
+            Self::Data => "data",
+            Self::All => "all",
+            Self::Rs => "rs",
+        }
+    }
 }
 
 /// The data destination chosen on the command line.
@@ -217,6 +238,21 @@ impl LoadOptions {
             (0.0..=100.0).contains(&self.threshold()),
             "--loss-threshold must be 0 to 100 %"
         );
+        if self.phase == Phase::Rs {
+            anyhow::ensure!(
+                self.target.is_none(),
+                "--phase rs sends router solicitations to the server: no --target, --udp-echo or --pairs"
+            );
+            anyhow::ensure!(
+                self.nat == NatChoice::None,
+                "--phase rs sends from the generator's own sockets, without a NAT model: no --nat"
+            );
+            anyhow::ensure!(
+                self.clients <= rs_storm::MAX_CLIENTS,
+                "--phase rs takes at most {} clients (the nonce has 24 bits for the client)",
+                rs_storm::MAX_CLIENTS
+            );
+        }
         if !self.ceiling {
             let Some(server) = self.server else {
                 bail!("--server is required (unless --ceiling)");
@@ -225,7 +261,7 @@ impl LoadOptions {
                 !(server.is_unspecified() || server.is_multicast() || server.is_broadcast()),
                 "server address {server} is not a unicast address"
             );
-            if self.phase != Phase::Qualify && self.target.is_none() {
+            if !matches!(self.phase, Phase::Qualify | Phase::Rs) && self.target.is_none() {
                 bail!("the data phase needs --target, --udp-echo or --pairs (or --phase qualify)");
             }
             if self.target == Some(Target::Pairs) {
@@ -319,6 +355,8 @@ struct Run {
     engine: Engine,
     /// The `mmsg` engine's generator, once started.
     mmsg: Option<mmsg::Generator>,
+    /// The RS storm, once started.
+    rs: Option<rs_storm::Storm>,
 }
 
 /// Samples the run into `timeline` once a second, and once more when `stop` fires.
@@ -374,7 +412,11 @@ pub async fn run_load(
     shutdown: Shutdown,
 ) -> anyhow::Result<(LoadReport, Option<MetricsServer>)> {
     opts.check()?;
-    let engine = Engine::choose(opts.engine, opts.ceiling)?;
+    let engine = if opts.phase == Phase::Rs {
+        rs_storm::engine(opts.engine)?
+    } else {
+        Engine::choose(opts.engine, opts.ceiling)?
+    };
     let started = Instant::now();
     let started_unix_s = unix_now_s();
     let seed = opts.seed.unwrap_or_else(|| rand::rng().random());
@@ -414,16 +456,22 @@ pub async fn run_load(
         (None, _, Some(Target::Pairs)) => Dest::Pairs,
     };
     let target = match dest {
+        _ if opts.phase == Phase::Rs => rs_storm::target(dest, opts.server),
         Dest::Icmp(a) => format!("ICMPv6 echo {a}"),
         Dest::Udp(a) => format!("UDP echo {a}"),
         Dest::Pairs => "Teredo peers (client i -> i+1)".to_owned(),
         Dest::Ceiling(a) => format!("in-process UDP echo {a}"),
         Dest::None => "none (qualify only)".to_owned(),
     };
-    let packet_bytes = if opts.ceiling {
-        opts.size + 28
+    let size = if opts.phase == Phase::Rs {
+        rs_storm::rs_len(opts.profile)?
     } else {
-        opts.size + 48
+        opts.size
+    };
+    let packet_bytes = if opts.ceiling || opts.phase == Phase::Rs {
+        size + 28
+    } else {
+        size + 48
     };
 
     let registry = Registry::new();
@@ -504,6 +552,7 @@ pub async fn run_load(
         timeline: Arc::clone(&timeline),
         engine,
         mmsg: None,
+        rs: None,
     };
     let mut tasks = JoinSet::new();
     let result = run.phases(&mut tasks).await;
@@ -523,6 +572,7 @@ pub async fn run_load(
     {}
     tasks.abort_all();
     drop(run.mmsg.take());
+    let rs = run.rs.take().map(|storm| storm.finish(opts.ceiling));
     let echoed = echo.map(Echo::finish);
     let (qualify, warmup_failed, data, find_max) = result?;
     let engine_summary = EngineSummary::new(
@@ -557,7 +607,7 @@ pub async fn run_load(
         clients: u64::from(opts.clients),
         profile: (!opts.ceiling).then(|| opts.profile.to_string()),
         nat: nat_name,
-        size: opts.size,
+        size,
         packet_bytes,
         seed,
         replica: opts.replica,
@@ -576,6 +626,8 @@ pub async fn run_load(
         timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
         scraped,
         engine: Some(engine_summary),
+        phase: Some(opts.phase.as_str().to_owned()),
+        rs,
     };
     let metrics = metrics_task.map(|task| MetricsServer {
         stop: metrics_stop,
@@ -636,6 +688,38 @@ impl Run {
     }
 
     async fn phases(&mut self, tasks: &mut JoinSet<()>) -> anyhow::Result<Phases> {
+        if self.opts.phase == Phase::Rs {
+            let (to, bind) = match self.shared.setup.dest {
+                Dest::Ceiling(echo) => (echo, self.shared.setup.bind),
+                _ => (
+                    std::net::SocketAddrV4::new(
+                        self.shared.setup.server,
+                        teredo::addr::TEREDO_PORT,
+                    ),
+                    self.shared.setup.bind,
+                ),
+            };
+            let storm = rs_storm::Storm::start(
+                Arc::clone(&self.shared),
+                self.shutdown.clone(),
+                rs_storm::StormSetup {
+                    to,
+                    bind,
+                    clients: self.opts.clients,
+                    profile: self.opts.profile,
+                    ceiling: self.opts.ceiling,
+                    cpu: self.opts.cpu,
+                    gro: self.opts.gro,
+                },
+            )?;
+            self.progress(&format!(
+                "rs: {} clients on {} sockets, {} B router solicitations to {to}",
+                self.opts.clients, storm.sockets, storm.rs_len
+            ));
+            self.rs = Some(storm);
+            let (data, find_max) = self.trials(self.opts.clients).await?;
+            return Ok((None, None, data, find_max));
+        }
         let qualify = self.qualify(tasks).await?;
         let qualified = if self.opts.ceiling {
             u64::from(self.opts.clients)
@@ -655,12 +739,21 @@ impl Run {
             self.progress("data: no client can send; no trial");
             return Ok((qualify, warmup_failed, None, None));
         }
+        let (data, find_max) = self.trials(senders).await?;
+        Ok((qualify, warmup_failed, data, find_max))
+    }
+
+    /// The fixed-rate trial, or the `--find-max` search, with `senders` clients.
+    async fn trials(
+        &mut self,
+        senders: u32,
+    ) -> anyhow::Result<(Option<DataSummary>, Option<FindMaxSummary>)> {
         let threshold = self.opts.threshold();
         if !self.opts.find_max {
             let d = self
                 .trial(1, self.opts.rate, senders, threshold, false)
                 .await?;
-            return Ok((qualify, warmup_failed, Some(d), None));
+            return Ok((Some(d), None));
         }
         let mut search = FindMax::new(self.opts.rate, self.opts.max_rate, 0.02, 24);
         let mut trials: Vec<DataSummary> = Vec::new();
@@ -679,8 +772,6 @@ impl Run {
                 .cloned()
         });
         Ok((
-            qualify,
-            warmup_failed,
             data,
             Some(FindMaxSummary {
                 loss_threshold_percent: threshold,
@@ -689,6 +780,16 @@ impl Run {
                 trials,
             }),
         ))
+    }
+
+    /// The progress lines' name of a trial, its rate unit, and the suffixes of the sent
+    /// and received rates.
+    fn trial_words(&self) -> [&'static str; 4] {
+        match (self.opts.phase, self.opts.ceiling) {
+            (Phase::Rs, false) => ["rs trial", "RS/s", " RS/s", " RA/s"],
+            (Phase::Rs, true) => ["rs trial", "RS/s", " RS/s", " echoed RS/s"],
+            _ => ["data trial", "pps", "/s", "/s"],
+        }
     }
 
     /// Starts the clients at the qualify rate and waits for every outcome.
@@ -881,8 +982,9 @@ impl Run {
                     .lock()
                     .map(|h| h.trial.value_at_quantile(0.5) as f64 / 1000.0)
                     .unwrap_or(0.0);
+                let [what, unit, sent_s, recv_s] = self.trial_words();
                 self.progress(&format!(
-                    "data trial {no} at {rate:.0} pps: sent {:.0}/s, received {:.0}/s, rtt p50 {p50:.3} ms",
+                    "{what} {no} at {rate:.0} {unit}: sent {:.0}{sent_s}, received {:.0}{recv_s}, rtt p50 {p50:.3} ms",
                     sent.saturating_sub(last.1) as f64 / dt,
                     recv.saturating_sub(last.2) as f64 / dt,
                 ));
@@ -943,8 +1045,9 @@ impl Run {
             jitter_ms: jitter,
             passed,
         };
+        let [what, unit, ..] = self.trial_words();
         self.progress(&format!(
-            "data trial {no} at {rate:.0} pps: lost/total {lost}/{sent} ({loss:.3} %), {}",
+            "{what} {no} at {rate:.0} {unit}: lost/total {lost}/{sent} ({loss:.3} %), {}",
             if passed { "pass" } else { "FAIL" }
         ));
         Ok(d)

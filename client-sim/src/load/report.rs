@@ -267,6 +267,24 @@ impl EngineSummary {
     }
 }
 
+/// `--phase rs`: what answered the router solicitations and what came back that was no
+/// answer (the trials themselves are in `data` and `find_max`: sent = RSs, received =
+/// distinct answers).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RsSummary {
+    /// What counts as an answer: a router advertisement, or with `--ceiling` the
+    /// reflector's echo of the RS.
+    pub answer: String,
+    /// Bytes of one RS datagram (UDP payload).
+    pub rs_bytes: usize,
+    /// How each RS's nonce says whose it is, which one and when it left.
+    pub nonce: String,
+    /// Valid answers whose nonce we did not send (not counted as answers).
+    pub unexpected: u64,
+    /// Datagrams that were no valid answer (not Teredo, no auth header, not an RA...).
+    pub malformed: u64,
+}
+
 /// What limited the run, from the trial that failed (the last failing one of a search, or
 /// the fixed-rate trial): the generator (it could not send the offered rate, or its own
 /// sockets overflowed) or the device (with `--ceiling`, the reflector's socket overflowed
@@ -364,18 +382,37 @@ pub struct LoadReport {
     /// generator's own report has its engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineSummary>,
+    /// The phases run (`--phase`: `qualify`, `data`, `all` or `rs`; absent in older
+    /// reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// `--phase rs`: the RS storm's answers (`data` and `find_max` hold its trials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rs: Option<RsSummary>,
+}
+
+impl LoadReport {
+    /// Units of the trials' rates: offered and sent, received (`pps`, or with `--phase rs`
+    /// `RS/s` and `RA/s`).
+    pub fn units(&self) -> (&'static str, &'static str) {
+        match (self.phase.as_deref(), self.mode) {
+            (Some("rs"), "ceiling") => ("RS/s", "echoed RS/s"),
+            (Some("rs"), _) => ("RS/s", "RA/s"),
+            _ => ("pps", "pps"),
+        }
+    }
 }
 
 impl DataSummary {
-    fn lines(&self, out: &mut String) {
+    fn lines(&self, out: &mut String, (sent_unit, recv_unit): (&str, &str)) {
         let _ = writeln!(
             out,
-            "  offered {:.0} pps ({:.2} Mbit/s) from {} clients for {:.1} s",
+            "  offered {:.0} {sent_unit} ({:.2} Mbit/s) from {} clients for {:.1} s",
             self.offered_pps, self.offered_mbit_s, self.senders, self.duration_s
         );
         let _ = writeln!(
             out,
-            "  sent    {} ({:.1} pps, {:.2} Mbit/s), received {} ({:.1} pps, {:.2} Mbit/s)",
+            "  sent    {} ({:.1} {sent_unit}, {:.2} Mbit/s), received {} ({:.1} {recv_unit}, {:.2} Mbit/s)",
             self.sent,
             self.sent_pps,
             self.sent_mbit_s,
@@ -407,10 +444,14 @@ impl DataSummary {
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::new();
+        let (sent_unit, recv_unit) = self.units();
         let _ = writeln!(
             s,
-            "load ({}): {} clients, {}, NAT {}, {} B per packet ({} B on the wire inside), target {}",
+            "load ({}{}): {} clients, {}, NAT {}, {} B per packet ({} B on the wire inside), target {}",
             self.mode,
+            self.phase
+                .as_deref()
+                .map_or(String::new(), |p| format!(", phase {p}")),
             self.clients,
             self.profile.as_deref().unwrap_or("no Teredo"),
             self.nat,
@@ -465,13 +506,13 @@ impl fmt::Display for LoadReport {
         if let Some(m) = &self.find_max {
             let _ = writeln!(
                 s,
-                "find-max (loss ≤ {} %, up to {:.0} pps):",
+                "find-max (loss ≤ {} %, up to {:.0} {sent_unit}):",
                 m.loss_threshold_percent, m.max_rate
             );
             for t in &m.trials {
                 let _ = writeln!(
                     s,
-                    "  trial {:>2}: offered {:>9.0} pps, sent {:>9.1} pps, received {:>9.1} pps, loss {:>7.3} %, rtt p99 {} -> {}",
+                    "  trial {:>2}: offered {:>9.0} {sent_unit}, sent {:>9.1} {sent_unit}, received {:>9.1} {recv_unit}, loss {:>7.3} %, rtt p99 {} -> {}",
                     t.trial,
                     t.offered_pps,
                     t.sent_pps,
@@ -486,20 +527,33 @@ impl fmt::Display for LoadReport {
                 "  highest rate with loss ≤ {} %: {}",
                 m.loss_threshold_percent,
                 m.best_rate
-                    .map_or("none".to_owned(), |r| format!("{r:.0} pps"))
+                    .map_or("none".to_owned(), |r| format!("{r:.0} {sent_unit}"))
             );
         }
         if let Some(d) = &self.data {
             let _ = writeln!(
                 s,
-                "data{}:",
+                "{}{}:",
+                if self.rs.is_some() {
+                    "rs storm"
+                } else {
+                    "data"
+                },
                 if self.find_max.is_some() {
                     format!(" (best trial, {})", d.trial)
                 } else {
                     String::new()
                 }
             );
-            d.lines(&mut s);
+            d.lines(&mut s, (sent_unit, recv_unit));
+        }
+        if let Some(r) = &self.rs {
+            let _ = writeln!(
+                s,
+                "rs: {} B router solicitations; answer: {}; not answers: unexpected nonce {}, malformed {}",
+                r.rs_bytes, r.answer, r.unexpected, r.malformed
+            );
+            let _ = writeln!(s, "  nonce: {}", r.nonce);
         }
         if let Some(e) = &self.engine {
             let _ = writeln!(
