@@ -5,8 +5,11 @@
 //! * `mmsg`: one dedicated thread (pinned with `--cpu`) for every client: prebuilt payloads
 //!   stamped in place, `sendmmsg` per client run (merged into one `UDP_SEGMENT` send where
 //!   the kernel takes it), `recvmmsg` over an epoll set, RTTs from the kernel's receive
-//!   timestamps (`SO_TIMESTAMPNS`). For now it drives `--ceiling` only: the Teredo data path
-//!   still goes through each client's state machine and NAT model, which the tokio tasks own.
+//!   timestamps (`SO_TIMESTAMPNS`). It drives `--ceiling` and the Teredo trials of
+//!   `--target` and `--udp-echo`: there the clients qualify and warm up in their tokio
+//!   tasks, then lend the thread their socket and the datagram their state machine emitted
+//!   for a probe (`load/handoff.rs`). Not `--pairs`: there every client must also answer its
+//!   peer's echo requests, which takes its state machine.
 
 use std::fmt;
 
@@ -34,16 +37,17 @@ impl Engine {
         }
     }
 
-    /// Why this engine cannot run `ceiling` (or Teredo) mode here; `None` when it can.
-    pub fn unavailable(self, ceiling: bool) -> Option<&'static str> {
+    /// Why this engine cannot run `ceiling` mode (or a Teredo run, with `pairs` for
+    /// `--pairs`) here; `None` when it can.
+    pub fn unavailable(self, ceiling: bool, pairs: bool) -> Option<&'static str> {
         match self {
             Self::Tokio => None,
             Self::Mmsg if !cfg!(target_os = "linux") => {
                 Some("needs Linux (sendmmsg, recvmmsg, SO_TIMESTAMPNS)")
             }
-            Self::Mmsg if !ceiling => Some(
-                "drives --ceiling only so far (the Teredo data path runs through each client's \
-                 state machine and NAT model in the tokio tasks); use --engine tokio",
+            Self::Mmsg if pairs && !ceiling => Some(
+                "--pairs needs every client's state machine to answer its peer's echo requests \
+                 during the trial; use --engine tokio",
             ),
             Self::Mmsg => None,
         }
@@ -51,15 +55,15 @@ impl Engine {
 
     /// The engine to use: `asked`, or the fastest available; a one-line error when the
     /// engine asked for cannot run.
-    pub fn choose(asked: Option<Self>, ceiling: bool) -> anyhow::Result<Self> {
+    pub fn choose(asked: Option<Self>, ceiling: bool, pairs: bool) -> anyhow::Result<Self> {
         match asked {
-            Some(e) => match e.unavailable(ceiling) {
+            Some(e) => match e.unavailable(ceiling, pairs) {
                 None => Ok(e),
                 Some(why) => anyhow::bail!("--engine {e} is not available: {why}"),
             },
             None => Ok(Self::ALL
                 .into_iter()
-                .find(|e| e.unavailable(ceiling).is_none())
+                .find(|e| e.unavailable(ceiling, pairs).is_none())
                 .unwrap_or(Self::Tokio)),
         }
     }
@@ -106,16 +110,22 @@ mod tests {
 
     #[test]
     fn default_is_the_fastest_available_and_errors_are_one_line() {
-        assert_eq!(Engine::choose(None, true).unwrap(), Engine::Mmsg);
-        assert_eq!(Engine::choose(None, false).unwrap(), Engine::Tokio);
+        assert_eq!(Engine::choose(None, true, false).unwrap(), Engine::Mmsg);
+        assert_eq!(Engine::choose(None, false, false).unwrap(), Engine::Mmsg);
+        assert_eq!(Engine::choose(None, false, true).unwrap(), Engine::Tokio);
         assert_eq!(
-            Engine::choose(Some(Engine::Tokio), true).unwrap(),
+            Engine::choose(Some(Engine::Tokio), true, false).unwrap(),
             Engine::Tokio
         );
-        let e = Engine::choose(Some(Engine::Mmsg), false)
+        assert_eq!(
+            Engine::choose(Some(Engine::Mmsg), false, false).unwrap(),
+            Engine::Mmsg
+        );
+        let e = Engine::choose(Some(Engine::Mmsg), false, true)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("--engine mmsg is not available: "), "{e}");
+        assert!(e.contains("--pairs"), "{e}");
         assert!(!e.contains('\n'), "{e}");
         assert_eq!(
             serde_json::to_value(Engine::Mmsg).unwrap(),

@@ -541,7 +541,19 @@ fn answer(
     let Some(c) = clients.get_mut(stamp.client as usize) else {
         return;
     };
-    let verdict = c.tracker.record(stamp.seq);
+    account(&mut c.tracker, stamp, arrived, (rt_epoch, trial_now), tally);
+}
+
+/// Counts the answer `stamp` (of a trial, of the run) that arrived at `arrived`
+/// (CLOCK_REALTIME ns) for the client whose tracker is `tracker`.
+pub(super) fn account(
+    tracker: &mut SeqTracker,
+    stamp: Stamp,
+    arrived: u64,
+    (rt_epoch, trial_now): (u64, u32),
+    tally: &mut Tally,
+) {
+    let verdict = tracker.record(stamp.seq);
     let current = stamp.trial == trial_now;
     if verdict == Verdict::Duplicate {
         if current {
@@ -552,7 +564,7 @@ fn answer(
     let rtt = arrived
         .saturating_sub(rt_epoch)
         .saturating_sub(stamp.sent_ns);
-    c.tracker.transit(rtt);
+    tracker.transit(rtt);
     if !current {
         tally.late += 1;
         return;
@@ -566,9 +578,13 @@ fn answer(
 
 /// Adds every client's jitter estimate to the trial's (when a trial drains).
 fn add_jitter(shared: &Shared, clients: &[Client]) {
-    let (sum, k) = clients
-        .iter()
-        .filter_map(|c| c.tracker.jitter_ns())
+    add_jitters(shared, clients.iter().map(|c| &c.tracker));
+}
+
+/// Adds the jitter estimates of `trackers` to the trial's.
+pub(super) fn add_jitters<'a>(shared: &Shared, trackers: impl Iterator<Item = &'a SeqTracker>) {
+    let (sum, k) = trackers
+        .filter_map(SeqTracker::jitter_ns)
         .fold((0.0, 0u64), |(s, k), j| (s + j, k + 1));
     if let Ok(mut g) = shared.jitter.lock() {
         g.0 += sum;

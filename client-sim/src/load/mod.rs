@@ -21,16 +21,19 @@
 //! go into an HDR histogram, and everything is also exported as `loadgen_*` metrics.
 
 pub mod charts;
+pub mod csum;
 pub mod engine;
 pub mod findmax;
 #[cfg(test)]
 mod fixture;
+pub mod handoff;
 pub mod hist;
 pub mod html;
 pub mod junit;
 pub mod merge;
 pub mod metrics;
 pub mod mmsg;
+pub mod mmsg_teredo;
 pub mod pacing;
 pub mod payload;
 pub mod reflector;
@@ -39,6 +42,7 @@ pub mod rs_storm;
 pub mod rs_wire;
 pub mod scrape;
 pub mod seq;
+pub mod template;
 pub mod timeline;
 pub mod worker;
 
@@ -357,6 +361,11 @@ struct Run {
     mmsg: Option<mmsg::Generator>,
     /// The RS storm, once started.
     rs: Option<rs_storm::Storm>,
+    /// `mmsg` engine, Teredo trials: the clients' sockets and packets, lent after the
+    /// warm-up…
+    handoffs: Option<std::sync::mpsc::Receiver<handoff::Handoff>>,
+    /// …to this thread.
+    lender: Option<mmsg_teredo::Generator>,
 }
 
 /// Samples the run into `timeline` once a second, and once more when `stop` fires.
@@ -412,21 +421,24 @@ pub async fn run_load(
     shutdown: Shutdown,
 ) -> anyhow::Result<(LoadReport, Option<MetricsServer>)> {
     opts.check()?;
+    let pairs = opts.target == Some(Target::Pairs);
     let engine = if opts.phase == Phase::Rs {
         rs_storm::engine(opts.engine)?
     } else {
-        Engine::choose(opts.engine, opts.ceiling)?
+        Engine::choose(opts.engine, opts.ceiling, pairs)?
     };
     let started = Instant::now();
     let started_unix_s = unix_now_s();
     let seed = opts.seed.unwrap_or_else(|| rand::rng().random());
     let nat_sockets: u64 = if opts.nat == NatChoice::None { 1 } else { 3 };
-    let clients = if engine == Engine::Mmsg {
+    let clients = if engine == Engine::Mmsg && opts.ceiling {
         u64::from(opts.clients.min(mmsg::SOCKETS))
     } else {
         u64::from(opts.clients)
     };
-    raise_nofile(clients + 256, clients * nat_sockets + 1024)?;
+    // The Teredo trials of the mmsg engine hold a duplicate of one socket per client.
+    let lent = u64::from(engine == Engine::Mmsg && !opts.ceiling);
+    raise_nofile(clients + 256, clients * (nat_sockets + lent) + 1024)?;
 
     let echo = if opts.ceiling {
         Some(Echo::start(engine, opts.gro)?)
@@ -495,6 +507,14 @@ pub async fn run_load(
     };
 
     let (control, control_rx) = watch::channel(Control::Qualify);
+    // The mmsg engine runs the Teredo trials with the sockets the clients lend it.
+    let (lend, handoffs) = match dest {
+        Dest::Icmp(_) | Dest::Udp(_) if engine == Engine::Mmsg => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            (Some(tx), Some(rx))
+        }
+        _ => (None, None),
+    };
     let n = opts.clients as usize;
     let shared = Arc::new(Shared {
         setup: ClientSetup {
@@ -528,6 +548,7 @@ pub async fn run_load(
         warm_failed: AtomicUsize::new(0),
         addresses: (0..n).map(|_| OnceLock::new()).collect(),
         control: control_rx,
+        lend,
     });
     let scraper = if opts.scrape.is_empty() {
         None
@@ -553,9 +574,13 @@ pub async fn run_load(
         engine,
         mmsg: None,
         rs: None,
+        handoffs,
+        lender: None,
     };
     let mut tasks = JoinSet::new();
     let result = run.phases(&mut tasks).await;
+    // The trials are over: the clients read their sockets again.
+    let lent = run.lender.take().map(mmsg_teredo::Generator::finish);
     // While every socket is still open.
     let drops = reflector::udp_drops(echo.as_ref().and_then(|e| e.inode));
     let fds = reflector::open_fds();
@@ -575,7 +600,7 @@ pub async fn run_load(
     let rs = run.rs.take().map(|storm| storm.finish(opts.ceiling));
     let echoed = echo.map(Echo::finish);
     let (qualify, warmup_failed, data, find_max) = result?;
-    let engine_summary = EngineSummary::new(
+    let mut engine_summary = EngineSummary::new(
         engine,
         (opts.cpu, opts.gro),
         echoed,
@@ -584,6 +609,11 @@ pub async fn run_load(
         opts.clients,
         report::limit(opts.ceiling, drops, data.as_ref(), find_max.as_ref()),
     );
+    engine_summary.lent = lent.map(|c| report::LentSummary {
+        clients: c.clients,
+        to_tasks: c.to_tasks,
+        to_tasks_dropped: c.to_tasks_dropped,
+    });
     let qualify_ok = qualify
         .as_ref()
         .is_none_or(|q| q.qualified == q.clients || opts.phase == Phase::Data);
@@ -734,6 +764,7 @@ impl Run {
         } else {
             Some(self.warmup(qualified).await?)
         };
+        self.lend_sockets().await?;
         let senders = self.shared.warm_ok.load(Ordering::Relaxed) as u32;
         if senders == 0 {
             self.progress("data: no client can send; no trial");
@@ -931,6 +962,38 @@ impl Run {
                 () = self.shutdown.wait() => {}
             }
         }
+    }
+
+    /// `mmsg` engine, Teredo trials: starts the engine's thread and waits (a few seconds at
+    /// most) until every client answered in the warm-up has lent it its socket.
+    async fn lend_sockets(&mut self) -> anyhow::Result<()> {
+        let Some(handoffs) = self.handoffs.take() else {
+            return Ok(());
+        };
+        let lender = mmsg_teredo::Generator::start(
+            Arc::clone(&self.shared),
+            self.shutdown.clone(),
+            handoffs,
+            self.opts.cpu,
+            self.opts.gro,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            self.interrupted()?;
+            let (lent, ok) = (lender.lent(), self.shared.warm_ok.load(Ordering::Relaxed));
+            if lent >= ok || Instant::now() >= deadline {
+                self.progress(&format!(
+                    "mmsg engine: {lent}/{ok} clients lent their socket"
+                ));
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                () = self.shutdown.wait() => {}
+            }
+        }
+        self.lender = Some(lender);
+        Ok(())
     }
 
     /// One trial at `rate` pps in total.

@@ -238,6 +238,22 @@ pub struct EngineSummary {
     pub fds_per_client: Option<f64>,
     /// What limited the run, when something did: `generator: ...` or `device: ...`.
     pub limit: Option<String>,
+    /// `mmsg` engine, Teredo trials: what the clients lent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lent: Option<LentSummary>,
+}
+
+/// The `mmsg` engine's Teredo trials: clients that lent it their socket, and the datagrams
+/// it read there that were not answers (bubbles, router advertisements, ICMPv6 errors…),
+/// passed on to the clients' tasks or dropped with a task's channel full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LentSummary {
+    /// Clients whose data packets the engine sent.
+    pub clients: u64,
+    /// Datagrams passed on to the tasks.
+    pub to_tasks: u64,
+    /// Dropped: the task's channel was full.
+    pub to_tasks_dropped: u64,
 }
 
 impl EngineSummary {
@@ -263,6 +279,7 @@ impl EngineSummary {
             open_fds,
             fds_per_client: open_fds.map(|f| f as f64 / f64::from(clients.max(1))),
             limit,
+            lent: None,
         }
     }
 }
@@ -573,6 +590,16 @@ impl fmt::Display for LoadReport {
                     "  reflector read {r}, echoed {}; socket drops: generator {g}, reflector {}",
                     e.reflector_echoed.unwrap_or(0),
                     e.reflector_socket_drops.unwrap_or(0)
+                );
+            } else if let Some(g) = e.generator_socket_drops {
+                let _ = writeln!(s, "  socket drops at the generator: {g}");
+            }
+            if let Some(l) = e.lent {
+                let _ = writeln!(
+                    s,
+                    "  {} clients lent their socket and captured packet; {} other datagrams \
+                     passed on to their tasks, {} dropped (task's channel full)",
+                    l.clients, l.to_tasks, l.to_tasks_dropped
                 );
             }
             if let Some(l) = &e.limit {

@@ -72,7 +72,7 @@ pub fn engine(asked: Option<Engine>) -> anyhow::Result<Engine> {
              --engine out"
         );
     }
-    if let Some(why) = Engine::Mmsg.unavailable(true) {
+    if let Some(why) = Engine::Mmsg.unavailable(true, false) {
         anyhow::bail!("--phase rs needs the mmsg engine, which is not available: {why}");
     }
     Ok(Engine::Mmsg)

@@ -27,10 +27,12 @@ use teredo_rt::{bind_udp, Shutdown, UdpOptions, MAX_DATAGRAM};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use super::handoff::{Handoff, Inbound, INBOX};
 use super::metrics::LoadMetrics;
 use super::pacing::TokenBucket;
 use super::payload::{filler, Stamp};
 use super::seq::{SeqTracker, Verdict};
+use super::template::Template;
 use crate::qualify::{earliest, sleep_until_opt, INTERNAL_IP};
 use crate::report::Outcome;
 
@@ -205,6 +207,9 @@ pub struct Shared {
     pub addresses: Vec<OnceLock<Ipv6Addr>>,
     /// The coordinator's orders.
     pub control: watch::Receiver<Control>,
+    /// `mmsg` engine, Teredo trials: where warmed-up clients lend their socket and captured
+    /// packet ([`super::handoff`]); `None`: the tasks send their own trial packets.
+    pub lend: Option<std::sync::mpsc::Sender<Handoff>>,
 }
 
 impl Shared {
@@ -261,7 +266,8 @@ enum Transport {
 /// A client's sockets, borrowed apart from the (not `Sync`) client state machine.
 enum Sockets<'a> {
     One(&'a UdpSocket),
-    Many(&'a [(SocketAddrV4, UdpSocket)]),
+    /// The sockets, but the one lent to the `mmsg` engine (by address).
+    Many(&'a [(SocketAddrV4, UdpSocket)], Option<SocketAddrV4>),
 }
 
 /// Waits until one of the sockets is readable; its index.
@@ -273,9 +279,9 @@ async fn readable(sockets: Sockets<'_>) -> usize {
                     return Poll::Ready(0);
                 }
             }
-            Sockets::Many(all) => {
-                for (i, (_, s)) in all.iter().enumerate() {
-                    if s.poll_recv_ready(cx).is_ready() {
+            Sockets::Many(all, lent) => {
+                for (i, (at, s)) in all.iter().enumerate() {
+                    if Some(*at) != lent && s.poll_recv_ready(cx).is_ready() {
                         return Poll::Ready(i);
                     }
                 }
@@ -309,6 +315,11 @@ struct Worker {
     warm_deadline: Option<Instant>,
     bucket: Option<TokenBucket>,
     control: Control,
+    /// `mmsg` engine: the last warm-up probe (inner IPv6 packet), the datagram captured for
+    /// it, and the socket lent while the engine runs the trials.
+    probe: Option<Vec<u8>>,
+    template: Option<Template>,
+    lent_at: Option<SocketAddrV4>,
 }
 
 /// Runs client `id` until [`Control::Stop`] or `shutdown`.
@@ -324,9 +335,14 @@ pub async fn run_client(id: u32, shared: Arc<Shared>, shutdown: Shutdown) {
             return;
         }
     };
+    // Non-answers from the `mmsg` engine while it holds our socket.
+    let mut inbox: Option<tokio::sync::mpsc::Receiver<Inbound>> = None;
     loop {
         let now = teredo_rt::now();
         w.after_input(now);
+        if inbox.is_none() && w.lent_at.is_none() {
+            inbox = w.lend();
+        }
         let next = w.next_wake().map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
@@ -341,13 +357,63 @@ pub async fn run_client(id: u32, shared: Arc<Shared>, shutdown: Shutdown) {
                 }
             }
             i = readable(w.sockets()) => w.receive(i),
+            m = next_inbound(&mut inbox) => match m {
+                Some(m) => w.on_datagram(m.at, m.from, &m.data, teredo_rt::now()),
+                // The engine is done: read the socket again.
+                None => {
+                    inbox = None;
+                    w.template = None;
+                    w.lent_at = None;
+                }
+            },
             () = sleep_until_opt(next) => w.on_timer(teredo_rt::now()),
         }
     }
     w.finish();
 }
 
+/// The next datagram the `mmsg` engine passes on; never, without a lent socket.
+async fn next_inbound(inbox: &mut Option<tokio::sync::mpsc::Receiver<Inbound>>) -> Option<Inbound> {
+    match inbox {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Worker {
+    /// Lends the `mmsg` engine this client's socket and captured packet, once the trials
+    /// are about to begin (after the warm-up) and the engine takes them; the channel on
+    /// which the engine passes on what is not an answer.
+    fn lend(&mut self) -> Option<tokio::sync::mpsc::Receiver<Inbound>> {
+        let lend = self.shared.lend.as_ref()?;
+        if self.warm != Warm::Ok || !matches!(self.control, Control::Drain | Control::Run { .. }) {
+            return None;
+        }
+        let template = self.template.take()?;
+        let Transport::Teredo(end) = &self.transport else {
+            return None;
+        };
+        let (at, socket) = end.sockets.iter().find(|(a, _)| *a == template.from)?;
+        let fd = match std::os::fd::AsFd::as_fd(socket).try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(client = self.id, error = %e, "cannot lend the socket");
+                return None;
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(INBOX);
+        let handoff = Handoff {
+            client: self.id,
+            fd,
+            template,
+            seq: self.seq,
+            inbox: tx,
+        };
+        lend.send(handoff).ok()?;
+        self.lent_at = Some(*at);
+        Some(rx)
+    }
+
     fn new(id: u32, shared: Arc<Shared>, control: Control) -> io::Result<Self> {
         let s = &shared.setup;
         let opts = UdpOptions {
@@ -405,6 +471,9 @@ impl Worker {
             warm_deadline: None,
             bucket: None,
             control: Control::Qualify,
+            probe: None,
+            template: None,
+            lent_at: None,
         };
         if matches!(w.transport, Transport::Plain { .. }) {
             w.reported = true;
@@ -445,7 +514,8 @@ impl Worker {
                 senders,
                 ..
             } => {
-                self.bucket = (self.warm == Warm::Ok && rate > 0.0).then(|| {
+                let own = self.shared.lend.is_none();
+                self.bucket = (own && self.warm == Warm::Ok && rate > 0.0).then(|| {
                     let frac = f64::from(self.id % senders.max(1)) / f64::from(senders.max(1));
                     TokenBucket::new(
                         rate,
@@ -559,7 +629,12 @@ impl Worker {
                     (_, None) => None,
                 };
                 match packet {
-                    Some(p) => end.client.handle_ipv6(now, &p).is_ok(),
+                    Some(p) => {
+                        if trial == 0 && shared.lend.is_some() {
+                            self.probe = Some(p.clone());
+                        }
+                        end.client.handle_ipv6(now, &p).is_ok()
+                    }
                     None => false,
                 }
             }
@@ -652,9 +727,15 @@ impl Worker {
                         .fetch_add(1, Ordering::Relaxed);
                     Some(None)
                 }
-                Output::Udp { to, len, .. } => {
+                Output::Udp { to, len, kind, .. } => {
                     let data = buf.get(..len).unwrap_or_default();
-                    send_through_nat(end, &self.shared, now, to, data);
+                    let sent = send_through_nat(end, &self.shared, now, to, data);
+                    // The `mmsg` engine's template: the datagram emitted for our probe.
+                    if let (Kind::Data, Some(from), Some(p)) = (kind, sent, &self.probe) {
+                        if let Some(t) = Template::capture(data, p, from, to) {
+                            self.template = Some(t);
+                        }
+                    }
                     Some(None)
                 }
                 Output::Ipv6 { len, .. } => Some(Some(buf.get(..len).unwrap_or_default().to_vec())),
@@ -701,7 +782,18 @@ impl Worker {
             return;
         }
         if stamp.trial == 0 {
-            if self.warm == Warm::Waiting {
+            if self.warm == Warm::Waiting && self.shared.lend.is_some() && self.template.is_none() {
+                // Answered, but nothing to lend the `mmsg` engine (should not happen: the
+                // answer echoes a probe the client sent).
+                tracing::warn!(
+                    client = self.id,
+                    "warm-up answered without a captured packet"
+                );
+                self.warm = Warm::Failed;
+                self.next_probe = None;
+                self.shared.warm_failed.fetch_add(1, Ordering::Relaxed);
+            } else if self.warm == Warm::Waiting {
+                self.probe = None;
                 self.warm = Warm::Ok;
                 self.next_probe = None;
                 self.shared.warm_ok.fetch_add(1, Ordering::Relaxed);
@@ -745,7 +837,7 @@ impl Worker {
     fn sockets(&self) -> Sockets<'_> {
         match &self.transport {
             Transport::Plain { socket, .. } => Sockets::One(socket),
-            Transport::Teredo(end) => Sockets::Many(&end.sockets),
+            Transport::Teredo(end) => Sockets::Many(&end.sockets, self.lent_at),
         }
     }
 
@@ -774,40 +866,44 @@ impl Worker {
                     self.on_answer(data, now);
                     return Some(());
                 };
-                if let (Transport::Teredo(end), SocketAddr::V4(from)) = (&mut self.transport, from)
-                {
-                    if let Some(nat) = end.nat.as_mut() {
-                        match nat.inbound(now, at, from) {
-                            Ok(t) if t.internal == end.internal => {
-                                self.shared
-                                    .metrics
-                                    .nat_packets
-                                    .with_label_values(&["inbound", "translated"])
-                                    .inc();
-                            }
-                            Ok(_) => return Some(()),
-                            Err(reason) => {
-                                let m = &self.shared.metrics;
-                                m.nat_packets
-                                    .with_label_values(&["inbound", "dropped"])
-                                    .inc();
-                                m.nat_dropped.with_label_values(&[reason.as_str()]).inc();
-                                return Some(());
-                            }
-                        }
-                    }
-                    // Refusals are counted by the client.
-                    let _ = end.client.handle_udp(now, Local::Primary, from, data);
+                if let SocketAddr::V4(from) = from {
+                    self.on_datagram(at, from, data, now);
                 }
                 Some(())
             });
             if got.is_none() {
                 break;
             }
-            if matches!(self.transport, Transport::Teredo(_)) {
-                self.flush(now);
+        }
+    }
+
+    /// A datagram that arrived on the mapping socket `at` from `from`: through the NAT
+    /// model to the client state machine, then what that queued.
+    fn on_datagram(&mut self, at: SocketAddrV4, from: SocketAddrV4, data: &[u8], now: Instant) {
+        let Transport::Teredo(end) = &mut self.transport else {
+            return;
+        };
+        if let Some(nat) = end.nat.as_mut() {
+            let m = &self.shared.metrics;
+            match nat.inbound(now, at, from) {
+                Ok(t) if t.internal == end.internal => {
+                    m.nat_packets
+                        .with_label_values(&["inbound", "translated"])
+                        .inc();
+                }
+                Ok(_) => return,
+                Err(reason) => {
+                    m.nat_packets
+                        .with_label_values(&["inbound", "dropped"])
+                        .inc();
+                    m.nat_dropped.with_label_values(&[reason.as_str()]).inc();
+                    return;
+                }
             }
         }
+        // Refusals are counted by the client.
+        let _ = end.client.handle_udp(now, Local::Primary, from, data);
+        self.flush(now);
     }
 
     fn finish(&mut self) {
@@ -829,14 +925,15 @@ fn send_now(socket: &UdpSocket, to: SocketAddrV4, data: &[u8]) -> io::Result<usi
 }
 
 /// Sends one datagram of the client through its NAT (translation, filtering state, a
-/// socket per external mapping, bound on first use).
+/// socket per external mapping, bound on first use); the external address it went out
+/// from, `None` when it did not go out.
 fn send_through_nat(
     end: &mut TeredoEnd,
     shared: &Shared,
     now: Instant,
     to: SocketAddrV4,
     data: &[u8],
-) {
+) -> Option<SocketAddrV4> {
     let m = &shared.metrics;
     let from = match end.nat.as_mut() {
         None => end.internal,
@@ -857,21 +954,21 @@ fn send_through_nat(
                         .inc();
                     t.external
                 }
-                Ok(Outbound::Hairpin(_)) => return,
+                Ok(Outbound::Hairpin(_)) => return None,
                 // An outcome the load generator does not know: not sent, and counted as an
                 // outbound drop (no reason label; the NAT's own counters say what it did).
                 Ok(_) => {
                     m.nat_packets
                         .with_label_values(&["outbound", "dropped"])
                         .inc();
-                    return;
+                    return None;
                 }
                 Err(reason) => {
                     m.nat_packets
                         .with_label_values(&["outbound", "dropped"])
                         .inc();
                     m.nat_dropped.with_label_values(&[reason.as_str()]).inc();
-                    return;
+                    return None;
                 }
             }
         }
@@ -896,14 +993,15 @@ fn send_through_nat(
                 Err(e) => {
                     tracing::debug!(%from, error = %e, "cannot bind a NAT mapping's socket");
                     m.send_errors.inc();
-                    return;
+                    return None;
                 }
             }
         }
     };
-    if let Some((_, s)) = end.sockets.get(idx) {
-        if send_now(s, to, data).is_err() {
-            m.send_errors.inc();
-        }
+    let (_, s) = end.sockets.get(idx)?;
+    if send_now(s, to, data).is_err() {
+        m.send_errors.inc();
+        return None;
     }
+    Some(from)
 }
