@@ -65,7 +65,8 @@ pub struct Step {
     pub rate: f64,
     /// client-sim's figures (absent when the run failed).
     pub run: Option<LoadRun>,
-    /// CPU of the device's processes during the run, percent of one core.
+    /// CPU of the device's processes over the whole client-sim run (start-up,
+    /// qualification and warm-up included), percent of one core.
     pub device_cpu: f64,
     /// 1-minute load average before and after the run.
     pub load_before: f64,
@@ -112,9 +113,16 @@ impl Step {
         }
         let t = self.trial().cloned().unwrap_or_default();
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.0}", v * 1e3));
+        let qualified = self
+            .run
+            .as_ref()
+            .and_then(|r| r.qualify.as_ref())
+            .map_or(String::new(), |q| {
+                format!("qualified {}/{}; ", q.qualified, q.clients)
+            });
         format!(
-            "{head}: {}offered {:.0}, sent {:.0}, answered {:.0}/s, loss {:.2} %, rtt p50/p99/p99.9 \
-             {}/{}/{} µs; device CPU {:.0} %; limited by {}; load {:.2} → {:.2}",
+            "{head}: {qualified}{}offered {:.0}, sent {:.0}, answered {:.0}/s, loss {:.2} %, rtt \
+             p50/p99/p99.9 {}/{}/{} µs; device CPU {:.0} %; limited by {}; load {:.2} → {:.2}",
             self.throughput()
                 .map_or(String::new(), |b| format!("best {b:.0}/s; ")),
             t.offered_pps,
@@ -281,14 +289,20 @@ pub fn table(steps: &[Step], ours: Device, theirs: Device) -> String {
             &|s| is(s, StepKind::Saturation).then(|| s.trial().map(|t| t.received_pps))?,
             true,
         ));
-        t.push_str(&row_text(
-            steps,
-            devs,
-            part,
-            &format!("saturation: offered, {offered}"),
-            &|s| is(s, StepKind::Saturation).then(|| s.trial().map(|t| t.offered_pps))?,
-            true,
-        ));
+        // What was offered differs by design (twice each device's own throughput): no
+        // ratio.
+        let offered_at = |d: Device| {
+            kpps_summary(summary(&values(steps, d, part, &|s| {
+                is(s, StepKind::Saturation).then(|| s.trial().map(|t| t.offered_pps))?
+            })))
+        };
+        let _ = writeln!(
+            t,
+            "| {} | saturation: offered, {offered} | {} | {} | |",
+            part.name(),
+            offered_at(ours),
+            offered_at(theirs)
+        );
         t.push_str(&row_text(
             steps,
             devs,
