@@ -307,6 +307,14 @@ pub fn table(steps: &[Step], ours: Device, theirs: Device) -> String {
             steps,
             devs,
             part,
+            "saturation: device CPU, % of a core (whole client-sim run)",
+            &|s| is(s, StepKind::Saturation).then_some(s.device_cpu),
+            false,
+        ));
+        t.push_str(&row_text(
+            steps,
+            devs,
+            part,
             &format!("throughput (≤ loss threshold), {offered}"),
             &|s| is(s, StepKind::FindMax).then(|| s.throughput())?,
             true,
