@@ -593,7 +593,7 @@ mod tests {
 
     use super::*;
 
-    const KEY: NonceKey = NonceKey(0x5eed_0f_2026);
+    const KEY: NonceKey = NonceKey(0x005e_ed0f_2026);
 
     /// A thread state with `open` sockets on 127.0.0.1 for `clients`, sending to `to`.
     fn thread(open: usize, clients: u32, to: SocketAddr, expect: Expect) -> Thread {
