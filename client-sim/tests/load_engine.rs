@@ -2,7 +2,7 @@
 //! (no root, no server): the JSON report names the engine and its timestamp source, the
 //! counts add up (every answer went through the reflector, RTT samples = answers), the
 //! descriptors per client are stated; `--engine mmsg` where it cannot run is a one-line
-//! error. Figures are printed, not asserted.
+//! error, and so is `--phase rs` on the tokio engine. Figures are printed, not asserted.
 
 use clap::Parser as _;
 use client_sim::cli::{run, Cli};
@@ -97,4 +97,45 @@ fn an_engine_that_cannot_run_is_a_one_line_error() {
         .to_string();
     assert!(e.starts_with("--engine mmsg is not available: "), "{e}");
     assert!(!e.contains('\n'), "{e}");
+}
+
+#[test]
+fn the_rs_storm_runs_on_mmsg_only() {
+    let args = [
+        "client-sim",
+        "load",
+        "--phase",
+        "rs",
+        "--ceiling",
+        "--engine",
+        "tokio",
+        "--clients",
+        "1",
+        "--quiet",
+    ];
+    let e = run(Cli::try_parse_from(args).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("--engine tokio cannot run --phase rs: "),
+        "{e}"
+    );
+    assert!(e.contains("mmsg"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+    // No NAT model, no data destination.
+    let e = run(Cli::try_parse_from([
+        "client-sim",
+        "load",
+        "--phase",
+        "rs",
+        "--server",
+        "198.51.100.1",
+        "--target",
+        "2001:db8::1",
+        "--quiet",
+    ])
+    .unwrap())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no --target"), "{e}");
 }

@@ -9,6 +9,11 @@
 //!   a TUN, a native IPv6 host whose kernel answers ICMPv6 echo) and 1000 clients on the
 //!   Internet segment qualifying, warming up through the relay, then a paced trial: no
 //!   loss, RTT figures present, and the load generator's /metrics consistent with its report.
+//! * `rs_storm`: `--phase rs` against `teredo-server` in a namespace at a modest fixed rate:
+//!   every RS answered by an RA (no loss), as many answers as the server's own count of RAs
+//!   sent, RTT percentiles present, nothing unexpected or malformed.
+//! * `rs_storm_ceiling`: `--phase rs --ceiling` on loopback (no root): every RS echoed and
+//!   taken as its answer.
 
 use std::net::SocketAddrV4;
 use std::time::Duration;
@@ -17,6 +22,7 @@ use anyhow::{Context as _, Result};
 use serde_json::Value;
 use teredo_tests::bins::bin_path;
 use teredo_tests::inproc::metric_value;
+use teredo_tests::metrics::sum_all;
 use teredo_tests::netns::Netns;
 use teredo_tests::process::{tail, TestDir};
 use teredo_tests::relay::{RelayTopology, NATIVE_HOST};
@@ -283,4 +289,127 @@ fn data_through_relay() {
     );
     assert!(to_native >= sent, "relay forwarded {to_native} < {sent}");
     assert!(to_teredo >= sent, "relay forwarded {to_teredo} < {sent}");
+}
+
+/// The RS storm's report: phase, every RS answered, RTTs, nothing unexpected.
+fn assert_rs_all_answered(r: &Value) -> f64 {
+    let text = format!("{r:#}");
+    assert_eq!(num(r, "/exit_code"), 0.0, "{text}");
+    assert_eq!(r["phase"], "rs", "{text}");
+    assert!(r.get("qualify").is_some_and(Value::is_null), "{text}");
+    let sent = num(r, "/data/sent");
+    assert!(sent > 0.0, "{text}");
+    assert_eq!(num(r, "/data/received"), sent, "{text}");
+    assert_eq!(num(r, "/data/lost"), 0.0, "{text}");
+    assert_eq!(num(r, "/data/duplicates"), 0.0, "{text}");
+    assert_eq!(num(r, "/data/send_errors"), 0.0, "{text}");
+    assert_eq!(num(r, "/data/rtt_ms/count"), sent, "{text}");
+    assert_rtt(r, "/data/rtt_ms");
+    assert_eq!(num(r, "/rs/unexpected"), 0.0, "{text}");
+    assert_eq!(num(r, "/rs/malformed"), 0.0, "{text}");
+    assert_eq!(r["engine"]["name"], "mmsg", "{text}");
+    sent
+}
+
+#[test]
+fn rs_storm() {
+    require_root!();
+    let test = function_name!();
+    let dir = check(TestDir::new(test));
+    let ns = check(Netns::new(test, "rs"));
+    check(ns.link_up("lo"));
+    for a in ["198.51.100.1/32", "198.51.100.2/32", "198.51.100.10/32"] {
+        check(ns.add_addr("lo", a));
+    }
+    let server_metrics = SocketAddrV4::new(SERVER_PRIMARY, 9100);
+    let bin = check(bin_path("teredo-server"));
+    let metrics_arg = server_metrics.to_string();
+    let mut server = check(ns.spawn(
+        "teredo-server",
+        dir.path(),
+        bin.to_str().expect("UTF-8 path"),
+        &[
+            "--primary",
+            "198.51.100.1",
+            "--native",
+            "none",
+            "--metrics-addr",
+            &metrics_arg,
+        ],
+    ));
+    check(teredo_tests::miredo::wait_udp_bound(
+        &ns,
+        &mut server,
+        &[SERVER_PRIMARY, std::net::Ipv4Addr::new(198, 51, 100, 2)],
+        3544,
+    ));
+    // 300 clients (each its own socket) at 3000 RS/s for 2 s: far below saturation.
+    let (r, m, _) = check(run_load(
+        &dir,
+        Some(&ns),
+        &[
+            "--phase",
+            "rs",
+            "--server",
+            "198.51.100.1",
+            "--bind",
+            "198.51.100.10",
+            "--clients",
+            "300",
+            "--rate",
+            "3000",
+            "--duration",
+            "2s",
+            "--drain",
+            "1s",
+        ],
+        Duration::from_secs(120),
+    ));
+    let sent = assert_rs_all_answered(&r);
+    assert!(sent >= 5000.0, "{r:#}");
+    assert_eq!(r["rs"]["answer"], "router advertisement");
+    assert_eq!(num(&r, "/data/senders"), 300.0);
+    // The server sent exactly the RAs we counted (one per RS, none lost on the way).
+    let server_text = check(teredo_tests::metrics::fetch_in(&ns, server_metrics.into()));
+    let ras = sum_all(&server_text, "teredo_server_router_advertisements_total");
+    assert_eq!(ras as f64, num(&r, "/data/received"), "{server_text}");
+    // And the generator's metrics agree with its report.
+    assert_eq!(metric(&m, "loadgen_packets_sent_total"), sent);
+    assert_eq!(metric(&m, "loadgen_packets_received_total"), sent);
+    assert_eq!(metric(&m, "loadgen_rtt_seconds_count"), sent);
+    assert_eq!(metric(&m, "loadgen_packets_lost_total"), 0.0);
+}
+
+#[test]
+fn rs_storm_ceiling() {
+    let test = function_name!();
+    let dir = check(TestDir::new(test));
+    let (r, _, status) = check(run_load(
+        &dir,
+        None,
+        &[
+            "--phase",
+            "rs",
+            "--ceiling",
+            "--clients",
+            "50",
+            "--rate",
+            "5000",
+            "--duration",
+            "2s",
+            "--drain",
+            "1s",
+        ],
+        Duration::from_secs(60),
+    ));
+    assert_eq!(status, Some(0), "{r:#}");
+    assert_eq!(r["mode"], "ceiling");
+    let sent = assert_rs_all_answered(&r);
+    assert!(
+        r["rs"]["answer"]
+            .as_str()
+            .is_some_and(|a| a.contains("echo of the router solicitation")),
+        "{r:#}"
+    );
+    assert!(num(&r, "/engine/reflector_echoed") >= sent, "{r:#}");
 }

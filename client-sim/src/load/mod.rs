@@ -719,16 +719,14 @@ impl Run {
 
     async fn phases(&mut self, tasks: &mut JoinSet<()>) -> anyhow::Result<Phases> {
         if self.opts.phase == Phase::Rs {
-            let (to, bind) = match self.shared.setup.dest {
-                Dest::Ceiling(echo) => (echo, self.shared.setup.bind),
-                _ => (
-                    std::net::SocketAddrV4::new(
-                        self.shared.setup.server,
-                        teredo::addr::TEREDO_PORT,
-                    ),
-                    self.shared.setup.bind,
-                ),
+            // The server's primary address, port 3544 (or the reflector).
+            let to = match self.shared.setup.dest {
+                Dest::Ceiling(echo) => echo,
+                _ => {
+                    std::net::SocketAddrV4::new(self.shared.setup.server, teredo::addr::TEREDO_PORT)
+                }
             };
+            let bind = self.shared.setup.bind;
             let storm = rs_storm::Storm::start(
                 Arc::clone(&self.shared),
                 self.shutdown.clone(),
@@ -1166,5 +1164,23 @@ mod tests {
         assert_eq!(c.threshold(), 0.0);
         c.find_max = true;
         assert_eq!(c.threshold(), 0.1);
+        // The RS storm needs a server, no data destination and no NAT model.
+        let mut rs = LoadOptions::new(Some(Ipv4Addr::new(198, 51, 100, 1)));
+        rs.phase = Phase::Rs;
+        assert!(rs.check().is_ok());
+        rs.target = Some(Target::Pairs);
+        assert!(rs.check().unwrap_err().to_string().contains("no --target"));
+        rs.target = None;
+        rs.nat = NatChoice::Preset(netsim::NatPreset::FullCone);
+        assert!(rs.check().unwrap_err().to_string().contains("no --nat"));
+        rs.nat = NatChoice::None;
+        rs.clients = rs_storm::MAX_CLIENTS + 1;
+        assert!(rs.check().unwrap_err().to_string().contains("at most"));
+        rs.clients = 10;
+        rs.server = None;
+        assert!(rs.check().unwrap_err().to_string().contains("--server"));
+        rs.ceiling = true;
+        assert!(rs.check().is_ok());
+        assert_eq!(Phase::Rs.as_str(), "rs");
     }
 }

@@ -666,6 +666,46 @@ mod tests {
     }
 
     #[test]
+    fn an_rs_storm_reads_in_rs_and_ra_per_second_and_merges_only_with_its_kind() {
+        let mut r = super::super::fixture::example(true, true);
+        r.phase = Some("rs".to_owned());
+        r.qualify = None;
+        r.rs = Some(RsSummary {
+            answer: "router advertisement".to_owned(),
+            rs_bytes: 61,
+            nonce: "scheme".to_owned(),
+            unexpected: 2,
+            malformed: 3,
+        });
+        assert_eq!(r.units(), ("RS/s", "RA/s"));
+        let text = r.to_string();
+        for want in [
+            "load (teredo, phase rs)",
+            "rs storm (best trial, 2):",
+            "received     350.0 RA/s",
+            "received 400 (200.0 RA/s",
+            "highest rate with loss ≤ 0.1 %: 200 RS/s",
+            "unexpected nonce 2, malformed 3",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+        let back: LoadReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!((back.phase, back.rs), (r.phase.clone(), r.rs.clone()));
+        // A data run and an RS storm do not merge.
+        let mut a = r.clone();
+        a.find_max = None;
+        let mut b = super::super::fixture::example(false, true);
+        b.client_offset = 100;
+        let e = super::super::merge::merge(&[("a".into(), a.clone()), ("b".into(), b)], None)
+            .unwrap_err();
+        assert!(e.contains("phase rs"), "{e}");
+        let mut a2 = a.clone();
+        a2.client_offset = 100;
+        let m = super::super::merge::merge(&[("a".into(), a), ("a2".into(), a2)], None).unwrap();
+        assert_eq!(m.rs.map(|s| (s.unexpected, s.malformed)), Some((4, 6)));
+    }
+
+    #[test]
     fn percentiles_from_an_hdr_histogram() {
         let mut h = micros_histogram();
         assert_eq!(Percentiles::of_micros(&h), Percentiles::default());
