@@ -1,6 +1,8 @@
 //! `relay-bench`: our Teredo relay against Debian's Miredo relay, Teredo→native and
 //! native→Teredo; `server-bench`: our server against `miredo-server`, RS→RA. In network
 //! namespaces, with one AF_PACKET generator, alternating in one run (see README.md "Benchmarks" and /work/shared/PERF.md for the method).
+//! `versus`: both side by side with `client-sim load` as the generator (RS storm; ICMPv6
+//! echo through the relay from qualified Teredo clients).
 //!
 //! * [`frames`]: addresses and frames (etherparse, correct checksums).
 //! * [`afpacket`]: the generator (AF_PACKET, PACKET_QDISC_BYPASS, sendmmsg × 64, token
@@ -18,9 +20,14 @@
 //! * [`rs`], [`latency`]: `server-bench`'s router solicitations, and the RS→RA latency
 //!   run matched by nonce.
 //! * [`soak`]: the soak's server load, samples and table.
+//! * [`servers`]: starting the servers under test (ours, `miredo-server`).
+//! * [`clientsim`]: `client-sim load` as a generator: one run, its report's figures.
+//! * [`serverns`]: `versus`' Teredo server for the relay's clients, in its own namespace.
+//! * [`versus`]: `versus`' steps and its side-by-side table.
 
 pub mod afpacket;
 pub mod cli;
+pub mod clientsim;
 pub mod frames;
 pub mod latency;
 pub mod memory;
@@ -29,7 +36,10 @@ pub mod report;
 pub mod rs;
 pub mod runner;
 pub mod search;
+pub mod serverns;
+pub mod servers;
 pub mod setup;
 pub mod soak;
 pub mod topo;
 pub mod tun;
+pub mod versus;

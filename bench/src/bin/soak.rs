@@ -9,10 +9,9 @@
 //! sudo ./target/release/soak --duration-secs 30 --interval-secs 10 --json soak.json
 //! ```
 
-use std::fs;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use teredo_bench::afpacket::{blast, FrameRing};
 use teredo_bench::cli;
+use teredo_bench::clientsim::LoadCommand;
 use teredo_bench::frames::{peers, GEN_V4, MAX_PEERS, NATIVE_HOST, TEREDO_PORT};
 use teredo_bench::procfs::{self, loadavg};
 use teredo_bench::runner::{
@@ -455,8 +455,8 @@ fn check_growth(args: &Args, samples: &[Sample]) -> Result<()> {
 }
 
 /// `client-sim load` in the generator's namespace against the soak's server (bound to the
-/// generator's own address); waits at most `limit` for it and returns its JSON report,
-/// calling `tick` about every `every` meanwhile.
+/// generator's own address, pinging the native host); waits at most `limit` for it and
+/// returns its JSON report, calling `tick` about every `every` meanwhile.
 #[allow(clippy::too_many_arguments)]
 fn client_sim_load(
     topo: &Topology,
@@ -468,58 +468,27 @@ fn client_sim_load(
     every: Duration,
     tick: &mut dyn FnMut() -> Result<()>,
 ) -> Result<serde_json::Value> {
-    let json = dir.join(format!("{label}.json"));
-    let log = dir.join(format!("{label}.log"));
-    let out = fs::File::create(&log)?;
-    let mut child = topo
-        .gen
-        .command(&bin.display().to_string())
-        .arg("load")
-        .args([
-            "--server",
-            &SOAK_SERVER_V4.to_string(),
-            "--bind",
-            &GEN_V4.to_string(),
-            "--target",
-            &NATIVE_HOST.to_string(),
-            "--quiet",
-            "--json",
-        ])
-        .arg(&json)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .context("cannot start client-sim load")?;
-    let start = Instant::now();
-    let mut next_tick = start + every;
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break st;
-        }
-        if STOP.load(Ordering::Relaxed) || start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "client-sim load ({label}) stopped after {:.0} s",
-                start.elapsed().as_secs_f64()
-            );
-        }
-        if Instant::now() >= next_tick {
-            tick()?;
-            next_tick += every;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = fs::read_to_string(&json).with_context(|| {
-        format!(
-            "client-sim load ({label}, {status}) wrote no report: {}",
-            fs::read_to_string(&log).unwrap_or_default()
-        )
-    })?;
-    serde_json::from_str(&text).context("client-sim load's report")
+    let mut all: Vec<String> = [
+        "--server",
+        &SOAK_SERVER_V4.to_string(),
+        "--bind",
+        &GEN_V4.to_string(),
+        "--target",
+        &NATIVE_HOST.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    all.extend_from_slice(args);
+    LoadCommand {
+        ns: &topo.gen,
+        bin,
+        dir,
+        label,
+        cpu: None,
+        args: &all,
+        limit,
+    }
+    .run(every, tick)
 }
 
 /// The `--driver load` soak: `client-sim load --find-max` for the maximum (unless
