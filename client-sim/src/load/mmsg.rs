@@ -10,62 +10,28 @@
 //!   time, both CLOCK_REALTIME, so our own queueing before the read does not count;
 //! * counters and histograms updated once per batch, not per packet.
 //!
-//! The coordinator drives it through the same [`Control`] channel and reads the same
+//! The coordinator drives it through the same [`Control`](super::worker::Control) channel and reads the same
 //! [`Shared`] counters as the tokio tasks. Per client it keeps a sequence
 //! number and a [`SeqTracker`] (64 bytes with alignment).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use teredo_rt::batch::{enable_rx_timestamps, enable_udp_gro, RecvBatch, SendBatch, MAX_SEGMENTS};
-use teredo_rt::{bind_udp_std, Shutdown, UdpOptions, MAX_DATAGRAM};
+use teredo_rt::batch::{enable_rx_timestamps, enable_udp_gro, RecvBatch, SendBatch};
+use teredo_rt::{bind_udp_std, Shutdown, UdpOptions};
 
 use super::engine::pin_current_thread;
+use super::mmsg_pace::{
+    batches, epoll, epoll_wait, events, realtime_ns, rt_epoch, Pace, Step, RECV_BATCH,
+};
 use super::pacing::TokenBucket;
 use super::payload::{filler, Stamp};
 use super::seq::{SeqTracker, Verdict};
-use super::worker::{Control, Shared};
-
-/// Datagrams per `recvmmsg`.
-const RECV_BATCH: usize = 64;
-
-/// Most packets one pass of the loop sends (then it reads answers again).
-const MAX_PER_PASS: u32 = 16_384;
-
-/// Ready sockets one `epoll_wait` returns.
-const EVENTS: usize = 256;
-
-/// Packets a client should have owed when its turn comes, where [`MAX_TICK`] allows: runs
-/// are what `UDP_SEGMENT` and the reflector's `UDP_GRO` turn into one send and one receive.
-pub const MIN_RUN: f64 = 8.0;
-
-/// Sending passes are at least this far apart…
-pub const MIN_TICK: Duration = Duration::from_millis(1);
-
-/// …and at most this far (the burst a pass sends stays a few milliseconds' worth).
-pub const MAX_TICK: Duration = Duration::from_millis(5);
-
-/// Time between sending passes at `total` pps over `clients`: long enough for runs of
-/// [`MIN_RUN`], within [`MIN_TICK`]..[`MAX_TICK`].
-pub fn tick(total: f64, clients: u32) -> Duration {
-    let secs = MIN_RUN * f64::from(clients.max(1)) / total.max(1.0);
-    Duration::from_secs_f64(secs.clamp(MIN_TICK.as_secs_f64(), MAX_TICK.as_secs_f64()))
-}
-
-/// CLOCK_REALTIME now, nanoseconds (the clock of the kernel's receive timestamps).
-pub(super) fn realtime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
+use super::worker::Shared;
 
 /// Deals `owed` packets round-robin over `n` clients from `*cursor`: each client gets
 /// `owed / n` and the next `owed % n` one more; calls `f(client, count)` for every client
@@ -169,16 +135,6 @@ impl Drop for Generator {
     }
 }
 
-pub(super) fn epoll() -> io::Result<OwnedFd> {
-    // SAFETY: epoll_create1 has no memory-safety preconditions.
-    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Opens the sockets (at most [`SOCKETS`]) and sets up the clients, recording each
 /// client's outcome (`error` for all when no socket opens).
 fn open_clients(shared: &Shared, n: u32, gro: bool, ep: &OwnedFd) -> (Vec<UdpSocket>, Vec<Client>) {
@@ -252,6 +208,14 @@ pub(super) struct Tally {
 }
 
 impl Tally {
+    /// Empty, with room for a receive batch's RTTs.
+    pub(super) fn new() -> Self {
+        Self {
+            rtt_ns: Vec::with_capacity(RECV_BATCH),
+            ..Self::default()
+        }
+    }
+
     pub(super) fn publish(&mut self, shared: &Shared) {
         let (m, t) = (&shared.metrics, &shared.trial);
         m.received.inc_by(self.received + self.late);
@@ -293,112 +257,54 @@ fn run(
     let (sockets, mut clients) = open_clients(shared, n, gro, &ep);
     let count = u32::try_from(clients.len()).unwrap_or(u32::MAX);
     let s = &shared.setup;
-    // The payload timestamps' origin on CLOCK_REALTIME.
-    let rt_epoch = realtime_ns()
-        .saturating_sub(u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    let mut control = shared.control.clone();
-    let mut bucket: Option<TokenBucket> = None;
-    let mut every = MIN_TICK;
-    let mut next_pass = Instant::now();
-    let mut trial = 0u32;
+    let rt_epoch = rt_epoch(shared);
+    let mut pace = Pace::new(shared, TokenBucket::default_burst);
     let mut cursor = 0u32;
     let mut template = filler(s.size);
     let to = SocketAddr::V4(echo);
-    let bytes = (MAX_SEGMENTS * template.len()).min(64 * 1024);
-    let mut send = SendBatch::new(MAX_SEGMENTS, bytes * 4, true);
-    let mut recv = RecvBatch::new(RECV_BATCH, MAX_DATAGRAM + 1).with_control();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-    let mut tally = Tally {
-        rtt_ns: Vec::with_capacity(RECV_BATCH),
-        ..Tally::default()
-    };
+    let (mut send, mut recv) = batches(template.len());
+    let mut events = events();
+    let mut tally = Tally::new();
     loop {
         if shutdown.is_triggered() {
             break;
         }
-        if control.has_changed().unwrap_or(true) {
-            let ctl = *control.borrow_and_update();
-            match ctl {
-                Control::Stop => break,
-                Control::Run {
-                    trial: no,
-                    rate,
-                    senders,
-                    start,
-                } => {
-                    let total = rate * f64::from(senders.max(1));
-                    trial = no;
-                    every = tick(total, count);
-                    next_pass = Instant::now();
-                    bucket = Some(TokenBucket::new(
-                        total,
-                        TokenBucket::default_burst(total),
-                        0.0,
-                        start.min(Instant::now()),
-                    ));
-                }
-                Control::Drain | Control::Qualify | Control::Warmup { .. } => {
-                    if bucket.take().is_some() {
-                        add_jitter(shared, &clients);
-                    }
-                }
-            }
+        match pace.on_control(count) {
+            Step::Stop => break,
+            Step::Ended => add_jitter(shared, &clients),
+            Step::Go => {}
         }
-        let now = Instant::now();
-        if let Some(b) = bucket.as_mut().filter(|_| now >= next_pass) {
-            next_pass = now + every;
-            let owed = b.take(now, MAX_PER_PASS);
-            if owed > 0 {
-                let counted = trial != 0 && trial == shared.trial_no.load(Ordering::Relaxed);
-                let failed = send_owed(
-                    (&sockets, &mut clients),
-                    (owed, count, &mut cursor),
-                    Stamp {
-                        run: s.run_tag,
-                        client: 0,
-                        trial,
-                        seq: 0,
-                        sent_ns: realtime_ns().saturating_sub(rt_epoch),
-                    },
-                    (&mut template, to, &mut send),
-                );
-                if counted {
-                    shared
-                        .trial
-                        .sent
-                        .fetch_add(u64::from(owed), Ordering::Relaxed);
-                    shared.metrics.sent.inc_by(u64::from(owed));
-                    shared
-                        .trial
-                        .send_errors
-                        .fetch_add(u64::from(failed), Ordering::Relaxed);
-                }
-                shared.metrics.send_errors.inc_by(u64::from(failed));
+        let owed = pace.owed(Instant::now());
+        if owed > 0 {
+            let counted = pace.counted(shared);
+            let failed = send_owed(
+                (&sockets, &mut clients),
+                (owed, count, &mut cursor),
+                Stamp {
+                    run: s.run_tag,
+                    client: 0,
+                    trial: pace.trial(),
+                    seq: 0,
+                    sent_ns: realtime_ns().saturating_sub(rt_epoch),
+                },
+                (&mut template, to, &mut send),
+            );
+            if counted {
+                shared
+                    .trial
+                    .sent
+                    .fetch_add(u64::from(owed), Ordering::Relaxed);
+                shared.metrics.sent.inc_by(u64::from(owed));
+                shared
+                    .trial
+                    .send_errors
+                    .fetch_add(u64::from(failed), Ordering::Relaxed);
             }
+            shared.metrics.send_errors.inc_by(u64::from(failed));
         }
-        let timeout_ms = match &bucket {
-            Some(b) => {
-                let wait = b
-                    .next_at()
-                    .max(next_pass)
-                    .saturating_duration_since(Instant::now());
-                i32::try_from(wait.as_micros().div_ceil(1000))
-                    .unwrap_or(10)
-                    .min(10)
-            }
-            None => 10,
-        };
-        // SAFETY: `events` is a buffer of EVENTS entries we own.
-        let ready = unsafe {
-            libc::epoll_wait(
-                ep.as_raw_fd(),
-                events.as_mut_ptr(),
-                EVENTS as libc::c_int,
-                timeout_ms,
-            )
-        };
+        let ready = epoll_wait(&ep, &mut events, pace.wait_ms());
         let trial_now = shared.trial_no.load(Ordering::Relaxed);
-        for ev in events.iter().take(usize::try_from(ready).unwrap_or(0)) {
+        for ev in ready {
             let Some(socket) = usize::try_from(ev.u64).ok().and_then(|i| sockets.get(i)) else {
                 continue;
             };
@@ -412,7 +318,7 @@ fn run(
             tally.publish(shared);
         }
     }
-    if bucket.is_some() {
+    if pace.running() {
         add_jitter(shared, &clients);
     }
     let m = &shared.metrics.clients;
@@ -595,6 +501,7 @@ pub(super) fn add_jitters<'a>(shared: &Shared, trackers: impl Iterator<Item = &'
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn clients_share_sockets_beyond_the_pool() {
@@ -609,17 +516,6 @@ mod tests {
         assert!(clients_socket(&pool, 6, 6).is_none());
         assert!(clients_socket(&[], 0, 6).is_none());
         assert_eq!(size_of::<Client>(), 64, "per-client state");
-    }
-
-    #[test]
-    fn passes_are_spaced_for_runs() {
-        // 100 clients at 800 k pps: 1 ms already gives runs of 8.
-        assert_eq!(tick(800_000.0, 100), MIN_TICK);
-        // 1000 clients at 400 k pps: 20 ms would, 5 ms is the cap.
-        assert_eq!(tick(400_000.0, 1000), MAX_TICK);
-        let t = tick(400_000.0, 150);
-        assert!((t.as_secs_f64() - 0.003).abs() < 1e-9, "{t:?}");
-        assert_eq!(tick(0.0, 0), MAX_TICK);
     }
 
     #[test]

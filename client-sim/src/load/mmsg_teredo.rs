@@ -7,7 +7,7 @@
 //!   they arrive.
 //! * Sending is the `--ceiling` generator's: one token bucket for the total rate, its
 //!   tokens dealt round-robin over the clients in passes 1–5 ms apart ([`mmsg::deal`],
-//!   [`mmsg::tick`]); a client's run is its template stamped in place (load header and
+//!   [`mmsg_pace::tick`](super::mmsg_pace::tick)); a client's run is its template stamped in place (load header and
 //!   checksum, RFC 1624) and sent with one `sendmmsg`, merged into `UDP_SEGMENT` sends.
 //! * Receiving: `recvmmsg` on the sockets epoll reports ready, kernel receive timestamps
 //!   (`SO_TIMESTAMPNS`). An answer — IPv6 in UDP from the address the client sent to, with
@@ -27,27 +27,21 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
-use teredo_rt::batch::{enable_rx_timestamps, enable_udp_gro, RecvBatch, SendBatch, MAX_SEGMENTS};
-use teredo_rt::{Shutdown, MAX_DATAGRAM};
+use teredo_rt::batch::{enable_rx_timestamps, enable_udp_gro, RecvBatch, SendBatch};
+use teredo_rt::Shutdown;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::engine::pin_current_thread;
 use super::handoff::{Handoff, Inbound};
-use super::mmsg::{self, account, add_jitters, flush_batch, realtime_ns, Tally};
+use super::mmsg::{self, account, add_jitters, flush_batch, Tally};
+use super::mmsg_pace::{
+    batches, epoll, epoll_wait, events, realtime_ns, rt_epoch, Pace, Step, RECV_BATCH,
+};
 use super::pacing::TokenBucket;
 use super::payload::Stamp;
 use super::seq::SeqTracker;
 use super::template::Template;
-use super::worker::{Control, Shared};
-
-/// Datagrams per `recvmmsg`.
-const RECV_BATCH: usize = 64;
-
-/// Most packets one pass sends (then it reads answers again).
-const MAX_PER_PASS: u32 = 16_384;
-
-/// Ready sockets one `epoll_wait` returns.
-const EVENTS: usize = 256;
+use super::worker::Shared;
 
 /// What the thread did besides the answers it counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,25 +195,15 @@ fn run(
     handoffs: &Receiver<Handoff>,
     counts: &mut Counts,
 ) -> io::Result<()> {
-    let ep = mmsg::epoll()?;
+    let ep = epoll()?;
     let mut lent: Vec<Lent> = Vec::new();
     let s = &shared.setup;
-    let rt_epoch = realtime_ns()
-        .saturating_sub(u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    let mut control = shared.control.clone();
-    let mut bucket: Option<TokenBucket> = None;
-    let mut every = mmsg::MIN_TICK;
-    let mut next_pass = Instant::now();
-    let mut trial = 0u32;
+    let rt_epoch = rt_epoch(shared);
+    let mut pace = Pace::new(shared, TokenBucket::default_burst);
     let mut cursor = 0u32;
-    let bytes = (MAX_SEGMENTS * (s.size + 100)).min(64 * 1024);
-    let mut send = SendBatch::new(MAX_SEGMENTS, bytes * 4, true);
-    let mut recv = RecvBatch::new(RECV_BATCH, MAX_DATAGRAM + 1).with_control();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-    let mut tally = Tally {
-        rtt_ns: Vec::with_capacity(RECV_BATCH),
-        ..Tally::default()
-    };
+    let (mut send, mut recv) = batches(s.size + 100);
+    let mut events = events();
+    let mut tally = Tally::new();
     while !flags.stop.load(Ordering::Relaxed) && !flags.shutdown.is_triggered() {
         while let Ok(h) = handoffs.try_recv() {
             match register(&ep, &h, lent.len(), flags.gro) {
@@ -243,84 +227,40 @@ fn run(
             }
         }
         let count = u32::try_from(lent.len()).unwrap_or(u32::MAX);
-        if control.has_changed().unwrap_or(true) {
-            match *control.borrow_and_update() {
-                Control::Stop => break,
-                Control::Run {
-                    trial: no,
-                    rate,
-                    senders,
-                    start,
-                } => {
-                    let total = rate * f64::from(senders.max(1));
-                    trial = no;
-                    every = mmsg::tick(total, count);
-                    next_pass = Instant::now();
-                    bucket = Some(TokenBucket::new(
-                        total,
-                        TokenBucket::default_burst(total),
-                        0.0,
-                        start.min(Instant::now()),
-                    ));
-                }
-                Control::Drain | Control::Qualify | Control::Warmup { .. } => {
-                    if bucket.take().is_some() {
-                        add_jitters(shared, lent.iter().map(|l| &l.tracker));
-                    }
-                }
-            }
+        match pace.on_control(count) {
+            Step::Stop => break,
+            Step::Ended => add_jitters(shared, lent.iter().map(|l| &l.tracker)),
+            Step::Go => {}
         }
-        let now = Instant::now();
-        if let Some(b) = bucket.as_mut().filter(|_| now >= next_pass) {
-            next_pass = now + every;
-            let owed = b.take(now, MAX_PER_PASS);
-            if owed > 0 {
-                let counted = trial != 0 && trial == shared.trial_no.load(Ordering::Relaxed);
-                let stamp = Stamp {
-                    run: s.run_tag,
-                    client: 0,
-                    trial,
-                    seq: 0,
-                    sent_ns: realtime_ns().saturating_sub(rt_epoch),
-                };
-                // Counted before they leave, so that no answer is seen before its request.
-                if counted {
-                    shared
-                        .trial
-                        .sent
-                        .fetch_add(u64::from(owed), Ordering::Relaxed);
-                    shared.metrics.sent.inc_by(u64::from(owed));
-                }
-                let failed = send_owed(&mut lent, (owed, &mut cursor), stamp, &mut send);
-                if counted {
-                    let t = &shared.trial;
-                    t.send_errors
-                        .fetch_add(u64::from(failed), Ordering::Relaxed);
-                }
-                shared.metrics.send_errors.inc_by(u64::from(failed));
+        let owed = pace.owed(Instant::now());
+        if owed > 0 {
+            let counted = pace.counted(shared);
+            let stamp = Stamp {
+                run: s.run_tag,
+                client: 0,
+                trial: pace.trial(),
+                seq: 0,
+                sent_ns: realtime_ns().saturating_sub(rt_epoch),
+            };
+            // Counted before they leave, so that no answer is seen before its request.
+            if counted {
+                shared
+                    .trial
+                    .sent
+                    .fetch_add(u64::from(owed), Ordering::Relaxed);
+                shared.metrics.sent.inc_by(u64::from(owed));
             }
+            let failed = send_owed(&mut lent, (owed, &mut cursor), stamp, &mut send);
+            if counted {
+                let t = &shared.trial;
+                t.send_errors
+                    .fetch_add(u64::from(failed), Ordering::Relaxed);
+            }
+            shared.metrics.send_errors.inc_by(u64::from(failed));
         }
-        let wait = match &bucket {
-            Some(b) => b
-                .next_at()
-                .max(next_pass)
-                .saturating_duration_since(Instant::now()),
-            None => std::time::Duration::from_millis(10),
-        };
-        let timeout_ms = i32::try_from(wait.as_micros().div_ceil(1000))
-            .unwrap_or(10)
-            .min(10);
-        // SAFETY: `events` is a buffer of EVENTS entries we own.
-        let ready = unsafe {
-            libc::epoll_wait(
-                ep.as_raw_fd(),
-                events.as_mut_ptr(),
-                EVENTS as libc::c_int,
-                timeout_ms,
-            )
-        };
+        let ready = epoll_wait(&ep, &mut events, pace.wait_ms());
         let trial_now = shared.trial_no.load(Ordering::Relaxed);
-        for ev in events.iter().take(usize::try_from(ready).unwrap_or(0)) {
+        for ev in ready {
             let Some(l) = usize::try_from(ev.u64).ok().and_then(|i| lent.get_mut(i)) else {
                 continue;
             };
@@ -334,7 +274,7 @@ fn run(
             tally.publish(shared);
         }
     }
-    if bucket.is_some() {
+    if pace.running() {
         add_jitters(shared, lent.iter().map(|l| &l.tracker));
     }
     for l in &lent {
@@ -469,6 +409,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
     use std::os::fd::AsFd as _;
     use std::time::Duration;
+    use teredo_rt::MAX_DATAGRAM;
 
     use crate::load::handoff::INBOX;
     use crate::load::payload::filler;

@@ -33,6 +33,7 @@ pub mod junit;
 pub mod merge;
 pub mod metrics;
 pub mod mmsg;
+pub mod mmsg_pace;
 pub mod mmsg_teredo;
 pub mod pacing;
 pub mod payload;

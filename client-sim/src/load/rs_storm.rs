@@ -6,7 +6,7 @@
 //!   [`SOCKETS`], beyond that neighbouring clients share one (the
 //!   nonce says whose RS an answer is), bound to `--bind`;
 //! * the total rate is one token bucket whose tokens are dealt round-robin to the clients in
-//!   passes 1–5 ms apart ([`deal`], [`tick`], as the `mmsg` engine's data trials); a client's
+//!   passes 1–5 ms apart ([`deal`], [`tick`](super::mmsg_pace::tick), as the `mmsg` engine's data trials); a client's
 //!   RSs are its template stamped in place with a fresh nonce ([`super::rs_wire`]) and the
 //!   runs of one socket's clients go out with one `sendmmsg` (`UDP_SEGMENT` where the kernel
 //!   takes it);
@@ -21,7 +21,7 @@
 //! echoed RS (a valid RS with our nonce) is the answer, so the run measures the generator's
 //! own RS/s.
 //!
-//! The coordinator drives it through the same [`Control`] channel and reads the same
+//! The coordinator drives it through the same [`Control`](super::worker::Control) channel and reads the same
 //! [`Shared`] counters as the data trials, so that `--find-max` and the reports work alike.
 
 use std::io;
@@ -34,31 +34,22 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rand::Rng as _;
 use teredo::client::{ClientConfig, Profile};
-use teredo_rt::batch::{enable_rx_timestamps, enable_udp_gro, RecvBatch, SendBatch, MAX_SEGMENTS};
-use teredo_rt::{bind_udp_std, Shutdown, UdpOptions, MAX_DATAGRAM};
+use teredo_rt::batch::{enable_rx_timestamps, enable_udp_gro, RecvBatch, SendBatch};
+use teredo_rt::{bind_udp_std, Shutdown, UdpOptions};
 
 use super::engine::{pin_current_thread, Engine};
-use super::mmsg::{
-    clients_socket, deal, epoll, flush_batch, realtime_ns, tick, Tally, MIN_TICK, SOCKETS,
+use super::mmsg::{clients_socket, deal, flush_batch, Tally, SOCKETS};
+use super::mmsg_pace::{
+    batches, epoll, epoll_wait, events, realtime_ns, rt_epoch, Pace, Step, RECV_BATCH,
 };
-use super::pacing::TokenBucket;
 use super::report::RsSummary;
 use super::rs_wire::{answer_nonce, match_nonce, Expect, NonceKey, Passes, RsTemplate};
 use super::seq::{SeqTracker, Verdict};
-use super::worker::{Control, Dest, Shared};
+use super::worker::{Dest, Shared};
 
 pub use super::rs_wire::MAX_CLIENTS;
 
-/// Datagrams per `recvmmsg`.
-const RECV_BATCH: usize = 64;
-
-/// Most RSs one pass sends (then it reads answers again).
-const MAX_PER_PASS: u32 = 16_384;
-
-/// Ready sockets one `epoll_wait` returns.
-const EVENTS: usize = 256;
-
-/// RSs owed that a pass woken late still sends (up to [`MAX_PER_PASS`] a pass): this long
+/// RSs owed that a pass woken late still sends (up to [`MAX_PER_PASS`](super::mmsg_pace::MAX_PER_PASS) a pass): this long
 /// at the trial's rate. On a busy machine the thread is sometimes woken tens of
 /// milliseconds late; with the data trials' 20 ms the owed RSs beyond were never sent and
 /// trials failed for sending under 90 % of a rate of a few thousand RS/s.
@@ -328,97 +319,40 @@ fn open_sockets(setup: &StormSetup, buffer: usize, ep: &OwnedFd) -> anyhow::Resu
 fn run(shared: &Shared, shutdown: &Shutdown, mut st: Thread) {
     let count = u32::try_from(st.clients.len()).unwrap_or(u32::MAX);
     // The send times' origin on CLOCK_REALTIME (the clock of the kernel's timestamps).
-    let rt_epoch = realtime_ns()
-        .saturating_sub(u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    let mut control = shared.control.clone();
-    let mut bucket: Option<TokenBucket> = None;
-    let mut every = MIN_TICK;
-    let mut next_pass = Instant::now();
-    let mut trial = 0u32;
+    let rt_epoch = rt_epoch(shared);
+    let mut pace = Pace::new(shared, |total| total * CATCH_UP.as_secs_f64());
     let mut cursor = 0u32;
-    let bytes = (MAX_SEGMENTS * st.template.bytes().len()).min(64 * 1024);
-    let mut send = SendBatch::new(MAX_SEGMENTS, bytes * 4, true);
-    let mut recv = RecvBatch::new(RECV_BATCH, MAX_DATAGRAM + 1).with_control();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-    let mut tally = Tally {
-        rtt_ns: Vec::with_capacity(RECV_BATCH),
-        ..Tally::default()
-    };
+    let (mut send, mut recv) = batches(st.template.bytes().len());
+    let mut events = events();
+    let mut tally = Tally::new();
     loop {
         if shutdown.is_triggered() {
             break;
         }
-        if control.has_changed().unwrap_or(true) {
-            let ctl = *control.borrow_and_update();
-            match ctl {
-                Control::Stop => break,
-                Control::Run {
-                    trial: no,
-                    rate,
-                    senders,
-                    start,
-                } => {
-                    let total = rate * f64::from(senders.max(1));
-                    trial = no;
-                    every = tick(total, count);
-                    next_pass = Instant::now();
-                    bucket = Some(TokenBucket::new(
-                        total,
-                        total * CATCH_UP.as_secs_f64(),
-                        0.0,
-                        start.min(Instant::now()),
-                    ));
-                }
-                Control::Drain | Control::Qualify | Control::Warmup { .. } => {
-                    if bucket.take().is_some() {
-                        add_jitter(shared, &st.clients);
-                    }
-                }
-            }
+        match pace.on_control(count) {
+            Step::Stop => break,
+            Step::Ended => add_jitter(shared, &st.clients),
+            Step::Go => {}
         }
-        let now = Instant::now();
-        if let Some(b) = bucket.as_mut().filter(|_| now >= next_pass) {
-            next_pass = now + every;
-            let owed = b.take(now, MAX_PER_PASS);
-            if owed > 0 {
-                let counted = trial != 0 && trial == shared.trial_no.load(Ordering::Relaxed);
-                let pass = st
-                    .passes
-                    .begin(realtime_ns().saturating_sub(rt_epoch), trial);
-                let failed = send_owed(&mut st, owed, &mut cursor, pass, &mut send);
-                if counted {
-                    let t = &shared.trial;
-                    t.sent.fetch_add(u64::from(owed), Ordering::Relaxed);
-                    shared.metrics.sent.inc_by(u64::from(owed));
-                    t.send_errors
-                        .fetch_add(u64::from(failed), Ordering::Relaxed);
-                }
-                shared.metrics.send_errors.inc_by(u64::from(failed));
+        let owed = pace.owed(Instant::now());
+        if owed > 0 {
+            let counted = pace.counted(shared);
+            let pass = st
+                .passes
+                .begin(realtime_ns().saturating_sub(rt_epoch), pace.trial());
+            let failed = send_owed(&mut st, owed, &mut cursor, pass, &mut send);
+            if counted {
+                let t = &shared.trial;
+                t.sent.fetch_add(u64::from(owed), Ordering::Relaxed);
+                shared.metrics.sent.inc_by(u64::from(owed));
+                t.send_errors
+                    .fetch_add(u64::from(failed), Ordering::Relaxed);
             }
+            shared.metrics.send_errors.inc_by(u64::from(failed));
         }
-        let timeout_ms = match &bucket {
-            Some(b) => {
-                let wait = b
-                    .next_at()
-                    .max(next_pass)
-                    .saturating_duration_since(Instant::now());
-                i32::try_from(wait.as_micros().div_ceil(1000))
-                    .unwrap_or(10)
-                    .min(10)
-            }
-            None => 10,
-        };
-        // SAFETY: `events` is a buffer of EVENTS entries we own.
-        let ready = unsafe {
-            libc::epoll_wait(
-                st.ep.as_raw_fd(),
-                events.as_mut_ptr(),
-                EVENTS as libc::c_int,
-                timeout_ms,
-            )
-        };
+        let ready = epoll_wait(&st.ep, &mut events, pace.wait_ms());
         let trial_now = shared.trial_no.load(Ordering::Relaxed);
-        for ev in events.iter().take(usize::try_from(ready).unwrap_or(0)) {
+        for ev in ready {
             let Some(i) = usize::try_from(ev.u64)
                 .ok()
                 .filter(|i| *i < st.sockets.len())
@@ -429,7 +363,7 @@ fn run(shared: &Shared, shutdown: &Shutdown, mut st: Thread) {
             tally.publish(shared);
         }
     }
-    if bucket.is_some() {
+    if pace.running() {
         add_jitter(shared, &st.clients);
     }
     let m = &shared.metrics.clients;
@@ -592,6 +526,8 @@ fn add_jitter(shared: &Shared, clients: &[Client]) {
 mod tests {
     use std::net::Ipv4Addr;
     use std::time::Duration;
+    use teredo_rt::batch::MAX_SEGMENTS;
+    use teredo_rt::MAX_DATAGRAM;
 
     use teredo::addr::{server_link_local, LL_WINDOWS_RESTRICTED};
     use teredo::wire::auth::Auth;
