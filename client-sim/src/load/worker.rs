@@ -339,13 +339,10 @@ pub async fn run_client(id: u32, shared: Arc<Shared>, shutdown: Shutdown) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(client = id, error = %e, "cannot open the client's socket");
-            let f = SocketFailure::of(&e).unwrap_or(SocketFailure::PortsInUse);
-            shared.sockets.failed(f);
-            shared
-                .metrics
-                .socket_errors
-                .with_label_values(&[f.as_str()])
-                .inc();
+            count_socket_failure(
+                &shared,
+                SocketFailure::of(&e).unwrap_or(SocketFailure::PortsInUse),
+            );
             shared.metrics.move_client("pending", "offline");
             shared.record_outcome("error");
             return;
@@ -1033,14 +1030,19 @@ fn send_through_nat(
     Some(from)
 }
 
-/// A mapping got no socket: counted by reason, and remembered for the outcome.
-fn socket_failed(end: &mut TeredoEnd, shared: &Shared, f: SocketFailure) {
+/// A socket that could not be opened, counted by reason (gauge and metric).
+fn count_socket_failure(shared: &Shared, f: SocketFailure) {
     shared.sockets.failed(f);
     shared
         .metrics
         .socket_errors
         .with_label_values(&[f.as_str()])
         .inc();
+}
+
+/// A mapping got no socket: counted by reason, and remembered for the outcome.
+fn socket_failed(end: &mut TeredoEnd, shared: &Shared, f: SocketFailure) {
+    count_socket_failure(shared, f);
     if !matches!(end.client.state(), State::Qualified | State::Dormant) {
         end.socket_failed = true;
     }
