@@ -99,7 +99,7 @@ pub struct Generator {
 
 impl Generator {
     /// Starts the thread: it opens the `clients` sockets (each counted as qualified, or as
-    /// `error`), then follows the coordinator's orders until [`Control::Stop`] or
+    /// `error`), then follows the coordinator's orders until [`Control::Stop`](super::worker::Control::Stop) or
     /// `shutdown`.
     pub fn start(
         shared: Arc<Shared>,

@@ -2,10 +2,10 @@
 //! [`super::mmsg_teredo`] for the Teredo data trials, [`super::rs_storm`] for the RS storm)
 //! share around their own sending and receiving:
 //!
-//! * [`Pace`]: the coordinator's [`Control`] turned into a token bucket for the total rate
+//! * `Pace`: the coordinator's [`Control`] turned into a token bucket for the total rate
 //!   and sending passes [`tick`] apart; each engine gives its own bucket burst;
-//! * the realtime epoch of the send stamps ([`rt_epoch`], [`realtime_ns`]);
-//! * the epoll set ([`epoll`], [`epoll_wait`]) and the batch buffers ([`batches`]).
+//! * the realtime epoch of the send stamps (`rt_epoch`, `realtime_ns`);
+//! * the epoll set (`epoll`, `epoll_wait`) and the batch buffers (`batches`).
 
 use std::io;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};

@@ -73,7 +73,7 @@ pub struct Generator {
 
 impl Generator {
     /// Starts the thread; it takes the clients `handoffs` brings and follows the
-    /// coordinator's orders until [`Generator::finish`], [`Control::Stop`] or `shutdown`.
+    /// coordinator's orders until [`Generator::finish`], [`Control::Stop`](super::worker::Control::Stop) or `shutdown`.
     pub fn start(
         shared: Arc<Shared>,
         shutdown: Shutdown,

@@ -156,7 +156,7 @@ struct Thread {
 
 impl Storm {
     /// Builds the RS, opens the sockets (a one-line error when none opens) and starts the
-    /// thread, which then follows the coordinator's orders until [`Control::Stop`] or
+    /// thread, which then follows the coordinator's orders until [`Control::Stop`](super::worker::Control::Stop) or
     /// `shutdown`.
     pub fn start(
         shared: Arc<Shared>,
@@ -233,7 +233,7 @@ impl Storm {
         self.not_answers.malformed.load(Ordering::Relaxed)
     }
 
-    /// Waits for the thread (stopped by [`Control::Stop`] or the shutdown); the report's
+    /// Waits for the thread (stopped by [`Control::Stop`](super::worker::Control::Stop) or the shutdown); the report's
     /// section.
     pub fn finish(mut self, ceiling: bool) -> RsSummary {
         if let Some(t) = self.thread.take() {
