@@ -294,52 +294,98 @@ fn qualify_storm_behind_symmetric_nat() {
     );
 }
 
-#[test]
-fn data_through_relay() {
-    require_root!();
-    let test = function_name!();
+/// The relay lab of the data trials: our server and relay up, the load generator's
+/// namespace on the Internet side at [`PUBLIC_CLIENT`]. Fields drop in order: the relay
+/// and the server stop before their namespaces go.
+struct RelayLab {
+    _relay: teredo_tests::process::Proc,
+    _server: teredo_tests::process::Proc,
+    cli: Netns,
+    topo: RelayTopology,
+    dir: TestDir,
+}
+
+fn relay_lab(test: &str) -> RelayLab {
     let dir = check(TestDir::new(test));
     let topo = check(RelayTopology::new(test));
     let cli = check(Netns::new(test, "load"));
     check(topo.internet.attach(&cli, "eth0"));
     check(cli.add_addr("eth0", &format!("{PUBLIC_CLIENT}/{INTERNET_PREFIX_LEN}")));
-    let _server = check(topo.start_server(&dir));
-    let _relay = check(topo.start_relay(&dir, &[]));
-    let target = NATIVE_HOST.to_string();
-    let (r, m, _) = check(run_load(
-        &dir,
-        Some(&cli),
-        &[
+    let server = check(topo.start_server(&dir));
+    let relay = check(topo.start_relay(&dir, &[]));
+    RelayLab {
+        _relay: relay,
+        _server: server,
+        cli,
+        topo,
+        dir,
+    }
+}
+
+impl RelayLab {
+    /// A 3 s data trial of `clients` (qualified at `qualify_rate`/s) at `rate` pps to
+    /// [`NATIVE_HOST`] through the relay on `engine`: (report, metrics, exit status).
+    fn run_data(
+        &self,
+        clients: u32,
+        qualify_rate: u32,
+        rate: u32,
+        engine: &str,
+    ) -> (Value, String, Option<i32>) {
+        let (server, bind) = (SERVER_PRIMARY.to_string(), PUBLIC_CLIENT.to_string());
+        let (clients, qualify_rate) = (clients.to_string(), qualify_rate.to_string());
+        let (target, rate) = (NATIVE_HOST.to_string(), rate.to_string());
+        let args = [
             "--server",
-            &SERVER_PRIMARY.to_string(),
+            &server,
             "--bind",
-            &PUBLIC_CLIENT.to_string(),
+            &bind,
             "--clients",
-            "1000",
+            &clients,
             "--qualify-rate",
-            "1000",
+            &qualify_rate,
             "--target",
             &target,
             "--rate",
-            "1000",
+            &rate,
             "--duration",
             "3s",
             "--engine",
-            "tokio",
-        ],
-        Duration::from_secs(180),
-    ));
+            engine,
+        ];
+        check(run_load(
+            &self.dir,
+            Some(&self.cli),
+            &args,
+            Duration::from_secs(180),
+        ))
+    }
+}
+
+/// A data trial's report: clean exit, all `clients` qualified and warmed up, at least
+/// `min_sent` sent, every one answered, RTTs. Returns how many were sent.
+fn assert_all_answered(r: &Value, clients: f64, min_sent: f64) -> f64 {
     let text = format!("{r:#}");
-    assert_eq!(num(&r, "/exit_code"), 0.0, "{text}");
-    assert_eq!(num(&r, "/qualify/qualified"), 1000.0, "{text}");
-    assert_eq!(num(&r, "/warmup_failed"), 0.0, "{text}");
+    assert_eq!(num(r, "/exit_code"), 0.0, "{text}");
+    assert_eq!(num(r, "/qualify/qualified"), clients, "{text}");
+    assert_eq!(num(r, "/warmup_failed"), 0.0, "{text}");
+    let sent = num(r, "/data/sent");
+    assert!(sent >= min_sent, "{text}");
+    assert_eq!(num(r, "/data/received"), sent, "{text}");
+    assert_eq!(num(r, "/data/lost"), 0.0, "{text}");
+    assert_rtt(r, "/data/rtt_ms");
+    sent
+}
+
+#[test]
+fn data_through_relay() {
+    require_root!();
+    let lab = relay_lab(function_name!());
+    let (r, m, _) = lab.run_data(1000, 1000, 1000, "tokio");
+    let sent = assert_all_answered(&r, 1000.0, 1000.0);
+    let text = format!("{r:#}");
     assert_eq!(num(&r, "/data/senders"), 1000.0, "{text}");
-    let sent = num(&r, "/data/sent");
-    assert!(sent >= 1000.0, "{text}");
-    assert_eq!(num(&r, "/data/received"), sent, "{text}");
-    assert_eq!(num(&r, "/data/lost"), 0.0, "{text}");
     assert_eq!(num(&r, "/data/loss_percent"), 0.0, "{text}");
-    assert_rtt(&r, "/data/rtt_ms");
     // The metrics tell the same story.
     assert_eq!(metric(&m, "loadgen_packets_sent_total"), sent);
     assert_eq!(
@@ -360,7 +406,7 @@ fn data_through_relay() {
         1000.0
     );
     // The relay carried it: at least every request and every answer.
-    let relayed = check(topo.relay_metrics());
+    let relayed = check(lab.topo.relay_metrics());
     let to_native = metric(
         &relayed,
         "teredo_relay_packets_total{direction=\"ipv4_to_ipv6\"}",
@@ -532,55 +578,23 @@ fn relay_before_trial(
 #[test]
 fn data_through_relay_mmsg() {
     require_root!();
-    let test = function_name!();
-    let dir = check(TestDir::new(test));
-    let topo = check(RelayTopology::new(test));
-    let cli = check(Netns::new(test, "load"));
-    check(topo.internet.attach(&cli, "eth0"));
-    check(cli.add_addr("eth0", &format!("{PUBLIC_CLIENT}/{INTERNET_PREFIX_LEN}")));
-    let _server = check(topo.start_server(&dir));
-    let _relay = check(topo.start_relay(&dir, &[]));
-    let target = NATIVE_HOST.to_string();
+    let lab = relay_lab(function_name!());
     let to_native = "teredo_relay_packets_total{direction=\"ipv4_to_ipv6\"}";
     let to_teredo = "teredo_relay_packets_total{direction=\"ipv6_to_ipv4\"}";
     let (before, (r, m, _)) = std::thread::scope(|s| {
         let before = s.spawn(|| {
             relay_before_trial(
-                &topo,
-                &cli,
+                &lab.topo,
+                &lab.cli,
                 &[to_native, to_teredo],
                 Duration::from_secs(120),
             )
         });
-        let run = check(run_load(
-            &dir,
-            Some(&cli),
-            &[
-                "--server",
-                &SERVER_PRIMARY.to_string(),
-                "--bind",
-                &PUBLIC_CLIENT.to_string(),
-                "--clients",
-                "200",
-                "--qualify-rate",
-                "500",
-                "--target",
-                &target,
-                "--rate",
-                "2000",
-                "--duration",
-                "3s",
-                "--engine",
-                "mmsg",
-            ],
-            Duration::from_secs(180),
-        ));
+        let run = lab.run_data(200, 500, 2000, "mmsg");
         (check(before.join().expect("no panic")), run)
     });
+    let sent = assert_all_answered(&r, 200.0, 5000.0);
     let text = format!("{r:#}");
-    assert_eq!(num(&r, "/exit_code"), 0.0, "{text}");
-    assert_eq!(num(&r, "/qualify/qualified"), 200.0, "{text}");
-    assert_eq!(num(&r, "/warmup_failed"), 0.0, "{text}");
     assert_eq!(r["engine"]["name"], "mmsg", "{text}");
     assert_eq!(num(&r, "/engine/lent/clients"), 200.0, "{text}");
     assert!(
@@ -589,18 +603,13 @@ fn data_through_relay_mmsg() {
             .is_some_and(|t| t.starts_with("kernel")),
         "{text}"
     );
-    let sent = num(&r, "/data/sent");
-    assert!(sent >= 5000.0, "{text}");
-    assert_eq!(num(&r, "/data/received"), sent, "{text}");
-    assert_eq!(num(&r, "/data/lost"), 0.0, "{text}");
     assert_eq!(num(&r, "/data/send_errors"), 0.0, "{text}");
     assert_eq!(num(&r, "/data/rtt_ms/count"), sent, "{text}");
-    assert_rtt(&r, "/data/rtt_ms");
     assert_eq!(metric(&m, "loadgen_packets_sent_total"), sent);
     assert_eq!(metric(&m, "loadgen_packets_received_total"), sent);
     // The relay forwarded exactly the trial's requests and answers after the reading
     // taken before the first trial packet.
-    let relayed = check(topo.relay_metrics());
+    let relayed = check(lab.topo.relay_metrics());
     assert_eq!(metric(&relayed, to_native) - before[0], sent, "{relayed}");
     assert_eq!(metric(&relayed, to_teredo) - before[1], sent, "{relayed}");
 }
