@@ -22,8 +22,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use testkit::{Netns, Proc};
 
-use crate::frames::{GEN_V4, NATIVE_HOST, TEREDO_PORT};
-use crate::topo::{Topology, GEN_CPU, NATIVE_IF};
+use crate::frames::{GEN_V4, TEREDO_PORT};
+use crate::topo::{Topology, GEN_CPU};
 
 /// The server's primary address.
 pub const TSRV_PRIMARY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -62,15 +62,7 @@ impl QualifyServer {
             TSRV_IF,
             "nodad",
         ])?;
-        topo.gen.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{NATIVE_HOST}/64"),
-            "dev",
-            NATIVE_IF,
-            "nodad",
-        ])?;
+        topo.gen_is_native_host()?;
         for key in ["all", "default", TSRV_IF] {
             topo.gen
                 .sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")?;

@@ -124,6 +124,21 @@ fn set_rps(gen: &Netns, dut: &Netns) -> Result<()> {
 }
 
 impl Topology {
+    /// Makes the generator's own kernel the native host: [`NATIVE_HOST`] on its native link,
+    /// so that it answers the echo requests the relay forwards there.
+    pub fn gen_is_native_host(&self) -> Result<()> {
+        self.gen.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{NATIVE_HOST}/64"),
+            "dev",
+            NATIVE_IF,
+            "nodad",
+        ])?;
+        Ok(())
+    }
+
     /// Creates the namespaces, links, addresses, neighbours, routes and RPS masks.
     pub fn build() -> Result<Self> {
         let gen = bench_netns("gen")?;

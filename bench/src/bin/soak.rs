@@ -506,15 +506,7 @@ fn run_load(
     load_at_start: [f64; 3],
 ) -> Result<Vec<Sample>> {
     // The native host is the generator's own kernel (it answers the echo requests).
-    topo.gen.ip(&[
-        "-6",
-        "addr",
-        "add",
-        &format!("{NATIVE_HOST}/64"),
-        "dev",
-        NATIVE_IF,
-        "nodad",
-    ])?;
+    topo.gen_is_native_host()?;
     let clients = args.clients.to_string();
     let measured = args.relay_max.is_none();
     let (max, find_max) = match args.relay_max {
