@@ -21,12 +21,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use teredo_rt::batch::{enable_rx_timestamps, enable_udp_gro, RecvBatch, SendBatch};
+use teredo_rt::batch::{RecvBatch, SendBatch};
 use teredo_rt::{bind_udp_std, Shutdown, UdpOptions};
 
 use super::engine::pin_current_thread;
 use super::mmsg_pace::{
-    batches, epoll, epoll_wait, events, realtime_ns, rt_epoch, Pace, Step, RECV_BATCH,
+    batches, count_send_errors, count_sent, epoll, epoll_wait, events, realtime_ns, rt_epoch,
+    watch, Pace, Step, RECV_BATCH,
 };
 use super::pacing::TokenBucket;
 use super::payload::{filler, Stamp};
@@ -151,27 +152,8 @@ fn open_clients(shared: &Shared, n: u32, gro: bool, ep: &OwnedFd) -> (Vec<UdpSoc
     let mut sockets = Vec::new();
     for _ in 0..n.min(SOCKETS) {
         let opened = bind_udp_std(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), &opts).and_then(|s| {
-            enable_rx_timestamps(s.as_raw_fd())?;
-            // Answers to a run may come back as one buffer; optional.
-            if gro {
-                let _ = enable_udp_gro(s.as_raw_fd());
-            }
-            let mut ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: sockets.len() as u64,
-            };
-            // SAFETY: valid descriptors and an event we own.
-            let r = unsafe {
-                libc::epoll_ctl(
-                    ep.as_raw_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    s.as_raw_fd(),
-                    &raw mut ev,
-                )
-            };
-            if r != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // Answers to a run may come back as one buffer (GRO, optional).
+            watch(ep, s.as_raw_fd(), sockets.len(), gro)?;
             Ok(s)
         });
         match opened {
@@ -289,18 +271,8 @@ fn run(
                 },
                 (&mut template, to, &mut send),
             );
-            if counted {
-                shared
-                    .trial
-                    .sent
-                    .fetch_add(u64::from(owed), Ordering::Relaxed);
-                shared.metrics.sent.inc_by(u64::from(owed));
-                shared
-                    .trial
-                    .send_errors
-                    .fetch_add(u64::from(failed), Ordering::Relaxed);
-            }
-            shared.metrics.send_errors.inc_by(u64::from(failed));
+            count_sent(shared, counted, owed);
+            count_send_errors(shared, counted, failed);
         }
         let ready = epoll_wait(&ep, &mut events, pace.wait_ms());
         let trial_now = shared.trial_no.load(Ordering::Relaxed);

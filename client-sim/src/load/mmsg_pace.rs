@@ -5,14 +5,16 @@
 //! * `Pace`: the coordinator's [`Control`] turned into a token bucket for the total rate
 //!   and sending passes [`tick`] apart; each engine gives its own bucket burst;
 //! * the realtime epoch of the send stamps (`rt_epoch`, `realtime_ns`);
-//! * the epoll set (`epoll`, `epoll_wait`) and the batch buffers (`batches`).
+//! * the send counters of a pass (`count_sent`, `count_send_errors`);
+//! * the epoll set (`epoll`, `watch` for a socket, `epoll_wait`) and the batch buffers
+//!   (`batches`).
 
 use std::io;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use teredo_rt::batch::{RecvBatch, SendBatch, MAX_SEGMENTS};
+use teredo_rt::batch::{enable_rx_timestamps, enable_udp_gro, RecvBatch, SendBatch, MAX_SEGMENTS};
 use teredo_rt::MAX_DATAGRAM;
 use tokio::sync::watch;
 
@@ -77,6 +79,24 @@ pub(super) fn epoll() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Readies generator socket `fd` and adds it to `ep` as entry `index`: kernel receive
+/// timestamps on (needed), `UDP_GRO` when `gro` (optional).
+pub(super) fn watch(ep: &OwnedFd, fd: RawFd, index: usize, gro: bool) -> io::Result<()> {
+    enable_rx_timestamps(fd)?;
+    if gro {
+        let _ = enable_udp_gro(fd);
+    }
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: index as u64,
+    };
+    // SAFETY: valid descriptors and an event we own.
+    if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &raw mut ev) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A buffer for [`EVENTS`] ready sockets.
 pub(super) fn events() -> Vec<libc::epoll_event> {
     vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS]
@@ -102,6 +122,28 @@ pub(super) fn batches(packet: usize) -> (SendBatch, RecvBatch) {
     let send = SendBatch::new(MAX_SEGMENTS, bytes * 4, true);
     let recv = RecvBatch::new(RECV_BATCH, MAX_DATAGRAM + 1).with_control();
     (send, recv)
+}
+
+/// `owed` packets a pass sends, counted for the trial when `counted` (the metrics always).
+pub(super) fn count_sent(shared: &Shared, counted: bool, owed: u32) {
+    if counted {
+        shared
+            .trial
+            .sent
+            .fetch_add(u64::from(owed), Ordering::Relaxed);
+        shared.metrics.sent.inc_by(u64::from(owed));
+    }
+}
+
+/// `failed` of a pass's sends, counted for the trial when `counted` and in the metrics.
+pub(super) fn count_send_errors(shared: &Shared, counted: bool, failed: u32) {
+    if counted {
+        shared
+            .trial
+            .send_errors
+            .fetch_add(u64::from(failed), Ordering::Relaxed);
+    }
+    shared.metrics.send_errors.inc_by(u64::from(failed));
 }
 
 /// What a control change asks of the loop.

@@ -27,7 +27,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
-use teredo_rt::batch::{enable_rx_timestamps, enable_udp_gro, RecvBatch, SendBatch};
+use teredo_rt::batch::{RecvBatch, SendBatch};
 use teredo_rt::Shutdown;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -35,7 +35,8 @@ use super::engine::pin_current_thread;
 use super::handoff::{Handoff, Inbound};
 use super::mmsg::{self, account, add_jitters, flush_batch, Tally};
 use super::mmsg_pace::{
-    batches, epoll, epoll_wait, events, realtime_ns, rt_epoch, Pace, Step, RECV_BATCH,
+    batches, count_send_errors, count_sent, epoll, epoll_wait, events, realtime_ns, rt_epoch,
+    watch, Pace, Step, RECV_BATCH,
 };
 use super::pacing::TokenBucket;
 use super::payload::Stamp;
@@ -164,20 +165,7 @@ fn set_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int)
 /// Takes a client's socket: receive timestamps (and GRO) on, into the epoll set as entry
 /// `index`.
 fn register(ep: &OwnedFd, h: &Handoff, index: usize, gro: bool) -> io::Result<()> {
-    let fd = h.fd.as_raw_fd();
-    enable_rx_timestamps(fd)?;
-    if gro {
-        let _ = enable_udp_gro(fd);
-    }
-    let mut ev = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
-        u64: index as u64,
-    };
-    // SAFETY: valid descriptors and an event we own.
-    if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &raw mut ev) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    watch(ep, h.fd.as_raw_fd(), index, gro)
 }
 
 /// Gives a socket back as the task had it: GRO and timestamps off (the task reads one
@@ -243,20 +231,9 @@ fn run(
                 sent_ns: realtime_ns().saturating_sub(rt_epoch),
             };
             // Counted before they leave, so that no answer is seen before its request.
-            if counted {
-                shared
-                    .trial
-                    .sent
-                    .fetch_add(u64::from(owed), Ordering::Relaxed);
-                shared.metrics.sent.inc_by(u64::from(owed));
-            }
+            count_sent(shared, counted, owed);
             let failed = send_owed(&mut lent, (owed, &mut cursor), stamp, &mut send);
-            if counted {
-                let t = &shared.trial;
-                t.send_errors
-                    .fetch_add(u64::from(failed), Ordering::Relaxed);
-            }
-            shared.metrics.send_errors.inc_by(u64::from(failed));
+            count_send_errors(shared, counted, failed);
         }
         let ready = epoll_wait(&ep, &mut events, pace.wait_ms());
         let trial_now = shared.trial_no.load(Ordering::Relaxed);
@@ -409,6 +386,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
     use std::os::fd::AsFd as _;
     use std::time::Duration;
+    use teredo_rt::batch::enable_rx_timestamps;
     use teredo_rt::MAX_DATAGRAM;
 
     use crate::load::handoff::INBOX;

@@ -24,7 +24,6 @@
 //! The coordinator drives it through the same [`Control`](super::worker::Control) channel and reads the same
 //! [`Shared`] counters as the data trials, so that `--find-max` and the reports work alike.
 
-use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,13 +33,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rand::Rng as _;
 use teredo::client::{ClientConfig, Profile};
-use teredo_rt::batch::{enable_rx_timestamps, enable_udp_gro, RecvBatch, SendBatch};
+use teredo_rt::batch::{RecvBatch, SendBatch};
 use teredo_rt::{bind_udp_std, Shutdown, UdpOptions};
 
 use super::engine::{pin_current_thread, Engine};
 use super::mmsg::{clients_socket, deal, flush_batch, Tally, SOCKETS};
 use super::mmsg_pace::{
-    batches, epoll, epoll_wait, events, realtime_ns, rt_epoch, Pace, Step, RECV_BATCH,
+    batches, count_send_errors, count_sent, epoll, epoll_wait, events, realtime_ns, rt_epoch,
+    watch, Pace, Step, RECV_BATCH,
 };
 use super::report::RsSummary;
 use super::rs_wire::{answer_nonce, match_nonce, Expect, NonceKey, Passes, RsTemplate};
@@ -275,26 +275,7 @@ fn open_sockets(setup: &StormSetup, buffer: usize, ep: &OwnedFd) -> anyhow::Resu
     let mut first_error = None;
     for _ in 0..setup.clients.min(SOCKETS) {
         let opened = bind_udp_std(SocketAddrV4::new(setup.bind, 0), &opts).and_then(|s| {
-            enable_rx_timestamps(s.as_raw_fd())?;
-            if setup.gro {
-                let _ = enable_udp_gro(s.as_raw_fd());
-            }
-            let mut ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: sockets.len() as u64,
-            };
-            // SAFETY: valid descriptors and an event we own.
-            let r = unsafe {
-                libc::epoll_ctl(
-                    ep.as_raw_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    s.as_raw_fd(),
-                    &raw mut ev,
-                )
-            };
-            if r != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            watch(ep, s.as_raw_fd(), sockets.len(), setup.gro)?;
             Ok(s)
         });
         match opened {
@@ -341,14 +322,8 @@ fn run(shared: &Shared, shutdown: &Shutdown, mut st: Thread) {
                 .passes
                 .begin(realtime_ns().saturating_sub(rt_epoch), pace.trial());
             let failed = send_owed(&mut st, owed, &mut cursor, pass, &mut send);
-            if counted {
-                let t = &shared.trial;
-                t.sent.fetch_add(u64::from(owed), Ordering::Relaxed);
-                shared.metrics.sent.inc_by(u64::from(owed));
-                t.send_errors
-                    .fetch_add(u64::from(failed), Ordering::Relaxed);
-            }
-            shared.metrics.send_errors.inc_by(u64::from(failed));
+            count_sent(shared, counted, owed);
+            count_send_errors(shared, counted, failed);
         }
         let ready = epoll_wait(&st.ep, &mut events, pace.wait_ms());
         let trial_now = shared.trial_no.load(Ordering::Relaxed);
@@ -526,7 +501,7 @@ fn add_jitter(shared: &Shared, clients: &[Client]) {
 mod tests {
     use std::net::Ipv4Addr;
     use std::time::Duration;
-    use teredo_rt::batch::MAX_SEGMENTS;
+    use teredo_rt::batch::{enable_rx_timestamps, MAX_SEGMENTS};
     use teredo_rt::MAX_DATAGRAM;
 
     use teredo::addr::{server_link_local, LL_WINDOWS_RESTRICTED};
