@@ -129,28 +129,22 @@ fn assert_rtt(v: &Value, at: &str) {
     assert!(p.windows(2).all(|w| w[0] <= w[1]), "unordered RTTs {p:?}");
 }
 
-#[test]
-fn ceiling() {
-    let test = function_name!();
+/// `client-sim load --ceiling ARGS` for 2 s (drain 1 s), outside any namespace; checks that
+/// it exited 0 with a report in ceiling mode. Returns its directory and report.
+fn run_ceiling(test: &str, args: &[&str]) -> (TestDir, Value) {
     let dir = check(TestDir::new(test));
-    let (r, _, status) = check(run_load(
-        &dir,
-        None,
-        &[
-            "--ceiling",
-            "--clients",
-            "20",
-            "--rate",
-            "2000",
-            "--duration",
-            "2s",
-            "--drain",
-            "1s",
-        ],
-        Duration::from_secs(60),
-    ));
+    let mut all = vec!["--ceiling"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--duration", "2s", "--drain", "1s"]);
+    let (r, _, status) = check(run_load(&dir, None, &all, Duration::from_secs(60)));
     assert_eq!(status, Some(0), "{r:#}");
     assert_eq!(r["mode"], "ceiling");
+    (dir, r)
+}
+
+#[test]
+fn ceiling() {
+    let (_dir, r) = run_ceiling(function_name!(), &["--clients", "20", "--rate", "2000"]);
     assert_eq!(num(&r, "/exit_code"), 0.0);
     let sent = num(&r, "/data/sent");
     assert!(sent > 0.0, "{r:#}");
@@ -510,28 +504,10 @@ fn rs_storm() {
 
 #[test]
 fn rs_storm_ceiling() {
-    let test = function_name!();
-    let dir = check(TestDir::new(test));
-    let (r, _, status) = check(run_load(
-        &dir,
-        None,
-        &[
-            "--phase",
-            "rs",
-            "--ceiling",
-            "--clients",
-            "50",
-            "--rate",
-            "5000",
-            "--duration",
-            "2s",
-            "--drain",
-            "1s",
-        ],
-        Duration::from_secs(60),
-    ));
-    assert_eq!(status, Some(0), "{r:#}");
-    assert_eq!(r["mode"], "ceiling");
+    let (_dir, r) = run_ceiling(
+        function_name!(),
+        &["--phase", "rs", "--clients", "50", "--rate", "5000"],
+    );
     let sent = assert_rs_all_answered(&r);
     assert!(
         r["rs"]["answer"]
