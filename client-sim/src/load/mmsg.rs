@@ -16,7 +16,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -261,7 +261,7 @@ fn run(
             let counted = pace.counted(shared);
             let failed = send_owed(
                 (&sockets, &mut clients),
-                (owed, count, &mut cursor),
+                (owed, &mut cursor),
                 Stamp {
                     run: s.run_tag,
                     client: 0,
@@ -302,15 +302,41 @@ fn run(
 /// Sends `owed` packets dealt over the clients; returns how many failed.
 fn send_owed(
     (sockets, clients): (&[UdpSocket], &mut [Client]),
-    (owed, count, cursor): (u32, u32, &mut u32),
+    (owed, cursor): (u32, &mut u32),
     stamp: Stamp,
     (template, to, send): (&mut [u8], SocketAddr, &mut SendBatch),
 ) -> u32 {
+    // All to the one reflector and of one length: a socket's batch is one GSO send.
+    send_dealt(
+        (sockets, clients),
+        (owed, cursor),
+        send,
+        |i, c, k, fd, send, pending| {
+            let mut failed = 0u32;
+            let st = Stamp { client: i, ..stamp };
+            let queued = stamp_run(template, st, k, &mut c.seq, to, send, pending, |b, p| {
+                failed += flush_batch(fd, b, p)
+            });
+            failed + k - queued
+        },
+    )
+}
+
+/// Deals `owed` packets over `clients` as [`deal`] does and sends them by socket:
+/// neighbouring clients share one ([`clients_socket`]), their runs go out in one batch.
+/// `queue(index, client, k, fd, send, pending)` queues a client's run of `k` on `send`
+/// (flushing it on `fd` when full, `pending` counting what it holds) and returns how many
+/// of the `k` failed. Returns how many failed in all.
+pub(super) fn send_dealt<C>(
+    (sockets, clients): (&[UdpSocket], &mut [C]),
+    (owed, cursor): (u32, &mut u32),
+    send: &mut SendBatch,
+    mut queue: impl FnMut(u32, &mut C, u32, RawFd, &mut SendBatch, &mut u32) -> u32,
+) -> u32 {
+    let count = u32::try_from(clients.len()).unwrap_or(u32::MAX);
     let mut failed = 0u32;
     let mut pending = 0u32;
-    // Neighbouring clients share a socket: their packets go out in one batch (and, all to
-    // the one reflector and of one length, as one GSO send).
-    let mut current: Option<std::os::fd::RawFd> = None;
+    let mut current: Option<RawFd> = None;
     deal(owed, count, cursor, |i, k| {
         let (Some(c), Some(socket)) = (
             clients.get_mut(i as usize),
@@ -324,18 +350,7 @@ fn send_owed(
             failed += flush_batch(prev, send, &mut pending);
         }
         current = Some(fd);
-        let st = Stamp { client: i, ..stamp };
-        let queued = stamp_run(
-            template,
-            st,
-            k,
-            &mut c.seq,
-            to,
-            send,
-            &mut pending,
-            |b, p| failed += flush_batch(fd, b, p),
-        );
-        failed += k - queued;
+        failed += queue(i, c, k, fd, send, &mut pending);
     });
     if let Some(fd) = current {
         failed += flush_batch(fd, send, &mut pending);
@@ -345,7 +360,7 @@ fn send_owed(
 
 /// Sends the `*pending` datagrams `send` holds on `fd`; how many failed (a full socket
 /// buffer drops the rest). Resets `*pending`.
-pub(super) fn flush_batch(fd: std::os::fd::RawFd, send: &mut SendBatch, pending: &mut u32) -> u32 {
+pub(super) fn flush_batch(fd: RawFd, send: &mut SendBatch, pending: &mut u32) -> u32 {
     let mut ok = 0usize;
     if !send.is_empty()
         && send

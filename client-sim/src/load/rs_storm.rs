@@ -6,7 +6,7 @@
 //!   [`SOCKETS`], beyond that neighbouring clients share one (the
 //!   nonce says whose RS an answer is), bound to `--bind`;
 //! * the total rate is one token bucket whose tokens are dealt round-robin to the clients in
-//!   passes 1–5 ms apart ([`deal`], [`tick`](super::mmsg_pace::tick), as the `mmsg` engine's data trials); a client's
+//!   passes 1–5 ms apart ([`deal`](super::mmsg::deal), [`tick`](super::mmsg_pace::tick), as the `mmsg` engine's data trials); a client's
 //!   RSs are its template stamped in place with a fresh nonce ([`super::rs_wire`]) and the
 //!   runs of one socket's clients go out with one `sendmmsg` (`UDP_SEGMENT` where the kernel
 //!   takes it);
@@ -37,7 +37,7 @@ use teredo_rt::batch::{RecvBatch, SendBatch};
 use teredo_rt::{bind_udp_std, Shutdown, UdpOptions};
 
 use super::engine::{pin_current_thread, Engine};
-use super::mmsg::{clients_socket, deal, flush_batch, Tally, SOCKETS};
+use super::mmsg::{flush_batch, send_dealt, Tally, SOCKETS};
 use super::mmsg_pace::{
     batches, count_send_errors, count_sent, epoll, epoll_wait, events, realtime_ns, rt_epoch,
     watch, Pace, Step, RECV_BATCH,
@@ -347,12 +347,8 @@ fn run(shared: &Shared, shutdown: &Shutdown, mut st: Thread) {
 }
 
 /// Sends `owed` RSs of pass `pass`, dealt over the clients; returns how many failed.
+/// Neighbouring clients share a socket: their RSs go out in one batch (one GSO send).
 fn send_owed(st: &mut Thread, owed: u32, cursor: &mut u32, pass: u64, send: &mut SendBatch) -> u32 {
-    let count = u32::try_from(st.clients.len()).unwrap_or(u32::MAX);
-    let mut failed = 0u32;
-    let mut pending = 0u32;
-    // Neighbouring clients share a socket: their RSs go out in one batch (one GSO send).
-    let mut current: Option<std::os::fd::RawFd> = None;
     let Thread {
         sockets,
         clients,
@@ -361,36 +357,27 @@ fn send_owed(st: &mut Thread, owed: u32, cursor: &mut u32, pass: u64, send: &mut
         to,
         ..
     } = st;
-    deal(owed, count, cursor, |i, k| {
-        let (Some(c), Some(socket)) = (
-            clients.get_mut(i as usize),
-            clients_socket(sockets, i, count),
-        ) else {
-            failed += k;
-            return;
-        };
-        let fd = socket.as_raw_fd();
-        if let Some(prev) = current.filter(|p| *p != fd) {
-            failed += flush_batch(prev, send, &mut pending);
-        }
-        current = Some(fd);
-        for _ in 0..k {
-            let rs = template.stamp(key.encode(i, c.sent, pass));
-            if !send.push(rs, *to, 0) {
-                failed += flush_batch(fd, send, &mut pending);
-                if !send.push(template.bytes(), *to, 0) {
-                    failed += 1;
-                    continue;
+    send_dealt(
+        (sockets, clients),
+        (owed, cursor),
+        send,
+        |i, c, k, fd, send, pending| {
+            let mut failed = 0u32;
+            for _ in 0..k {
+                let rs = template.stamp(key.encode(i, c.sent, pass));
+                if !send.push(rs, *to, 0) {
+                    failed += flush_batch(fd, send, pending);
+                    if !send.push(template.bytes(), *to, 0) {
+                        failed += 1;
+                        continue;
+                    }
                 }
+                c.sent = c.sent.wrapping_add(1);
+                *pending += 1;
             }
-            c.sent = c.sent.wrapping_add(1);
-            pending += 1;
-        }
-    });
-    if let Some(fd) = current {
-        failed += flush_batch(fd, send, &mut pending);
-    }
-    failed
+            failed
+        },
+    )
 }
 
 /// Reads what socket `i` holds (up to a few batches), each answer to the RS its nonce
