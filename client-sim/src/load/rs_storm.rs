@@ -6,10 +6,10 @@
 //!   [`SOCKETS`], beyond that neighbouring clients share one (the
 //!   nonce says whose RS an answer is), bound to `--bind`;
 //! * the total rate is one token bucket whose tokens are dealt round-robin to the clients in
-//!   passes 1–5 ms apart ([`deal`](super::mmsg::deal), [`tick`](super::mmsg_pace::tick), as the `mmsg` engine's data trials); a client's
-//!   RSs are its template stamped in place with a fresh nonce ([`super::rs_wire`]) and the
-//!   runs of one socket's clients go out with one `sendmmsg` (`UDP_SEGMENT` where the kernel
-//!   takes it);
+//!   passes 1–5 ms apart ([`deal`](super::mmsg::deal), [`tick`](super::mmsg_pace::tick), as
+//!   the `mmsg` engine's data trials); a client's RSs are its template stamped in place with
+//!   a fresh nonce ([`super::rs_wire`]) and the runs of one socket's clients go out with one
+//!   `sendmmsg` (`UDP_SEGMENT` where the kernel takes it);
 //! * answers are read with `recvmmsg` from the sockets epoll reports ready, with the kernel's
 //!   receive time (`SO_TIMESTAMPNS`), validated with the core's parsers, matched by nonce to
 //!   the client, sequence number and pass (send time and trial); RTT = kernel arrival − the
@@ -37,7 +37,7 @@ use teredo_rt::batch::{RecvBatch, SendBatch};
 use teredo_rt::{bind_udp_std, Shutdown, UdpOptions};
 
 use super::engine::{pin_current_thread, Engine};
-use super::mmsg::{flush_batch, send_dealt, Tally, SOCKETS};
+use super::mmsg::{add_jitters, flush_batch, send_dealt, Tally, SOCKETS};
 use super::mmsg_pace::{
     batches, count_send_errors, count_sent, epoll, epoll_wait, events, realtime_ns, rt_epoch,
     watch, Pace, Step, RECV_BATCH,
@@ -474,14 +474,7 @@ fn answer(
 
 /// Adds every client's jitter estimate to the trial's (when a trial drains).
 fn add_jitter(shared: &Shared, clients: &[Client]) {
-    let (sum, k) = clients
-        .iter()
-        .filter_map(|c| c.tracker.jitter_ns())
-        .fold((0.0, 0u64), |(s, k), j| (s + j, k + 1));
-    if let Ok(mut g) = shared.jitter.lock() {
-        g.0 += sum;
-        g.1 += k;
-    }
+    add_jitters(shared, clients.iter().map(|c| &c.tracker));
 }
 
 #[cfg(test)]
