@@ -124,7 +124,7 @@ pub(super) fn batches(packet: usize) -> (SendBatch, RecvBatch) {
     (send, recv)
 }
 
-/// `owed` packets a pass sends, counted for the trial when `counted` (the metrics always).
+/// `owed` packets a pass sends, counted for the trial and in the metrics when `counted`.
 pub(super) fn count_sent(shared: &Shared, counted: bool, owed: u32) {
     if counted {
         shared
