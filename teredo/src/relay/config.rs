@@ -121,6 +121,10 @@ pub struct RelayConfig {
     pub bubble_rate: u32,
     /// Bubble rounds that may be sent back to back (token bucket depth; default 100).
     pub bubble_burst: u32,
+    /// Emit [`Event::PeerRefreshed`] when a trusted peer's reception time moves (default
+    /// false). A driver with a fast path that keeps its own table of trusted peers turns it
+    /// on, so that packets the fast path left to the core keep that table's entries valid.
+    pub peer_refreshed_events: bool,
 }
 
 impl Default for RelayConfig {
@@ -149,6 +153,7 @@ impl Default for RelayConfig {
             evict_trusted: true,
             bubble_rate: 0,
             bubble_burst: DEFAULT_BUBBLE_BURST,
+            peer_refreshed_events: false,
         }
     }
 }

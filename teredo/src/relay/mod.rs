@@ -15,8 +15,12 @@
 //!   peer expiry.
 //! * After every input drain [`Relay::poll_output`] until it returns `None`, and
 //!   [`Relay::poll_event`] for peer state changes (trusted, unreachable, expired,
-//!   evicted). Outputs may be waiting even when an input returned `Err` (the packet was
-//!   dropped, but e.g. a bubble or an ICMPv6 error was still produced).
+//!   evicted; refreshed, on request). Outputs may be waiting even when an input returned
+//!   `Err` (the packet was dropped, but e.g. a bubble or an ICMPv6 error was still
+//!   produced).
+//! * With a kernel fast path forwarding trusted peers' packets itself:
+//!   [`Relay::refresh_peer`] with what it saw, [`Relay::trusted_peers`] to (re)build its
+//!   table, [`RelayConfig::peer_refreshed_events`] to keep that table fresh.
 //!
 //! Zero-copy forwarding: when the input itself is what must be sent (a packet for a
 //! trusted peer goes as the UDP payload unchanged; a client's packet goes native as the
@@ -132,6 +136,7 @@ mod output;
 mod peers;
 mod queue;
 mod receive;
+mod refresh;
 mod shard_key;
 mod table;
 #[cfg(test)]
@@ -145,6 +150,7 @@ pub use config::{BubbleSource, RelayConfig, TrustPolicy, UnknownPeerPolicy};
 pub use counters::{PeerInfo, PeerPhase, RelayCounters, RelayGauges};
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use invariants::check_invariants;
+pub use refresh::{Refresh, TrustedPeer};
 pub use shard_key::{shard_key_ipv6, shard_key_udp};
 
 use std::collections::VecDeque;
@@ -195,6 +201,10 @@ pub const ICMPV6_ADDRESS_UNREACHABLE: u8 = 3;
 pub const INDIRECT_BUBBLE_LEN: usize = IPV6_HEADER_LEN + 6;
 /// Events kept for [`Relay::poll_event`]; beyond this the oldest is dropped.
 pub const MAX_EVENTS: usize = 1024;
+/// [`Event::PeerRefreshed`] is sent when a reception moves a peer's last reception time
+/// into a new period of this many milliseconds (so at most once a second per peer, however
+/// fast it sends).
+pub const REFRESH_EVENT_PERIOD_MS: u64 = 1000;
 /// Default [`RelayConfig::max_outputs`].
 pub const DEFAULT_MAX_OUTPUTS: usize = 4096;
 /// Default [`RelayConfig::max_output_bytes`]: 1 MiB.
@@ -344,6 +354,17 @@ pub enum Event {
         peer: Ipv6Addr,
         /// It was trusted.
         trusted: bool,
+    },
+    /// A trusted peer's reception time moved forward, its mapping unchanged (only with
+    /// [`RelayConfig::peer_refreshed_events`]; at most one per peer and
+    /// [`REFRESH_EVENT_PERIOD_MS`] of its reception times): lets a fast path that keeps its
+    /// own copy of the trusted peers keep it valid while the core forwards the peer's
+    /// packets.
+    PeerRefreshed {
+        /// Its Teredo address.
+        peer: Ipv6Addr,
+        /// Its (unchanged) mapping.
+        mapping: SocketAddrV4,
     },
     /// A peer was evicted because the table was full.
     PeerEvicted {

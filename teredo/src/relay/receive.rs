@@ -155,11 +155,12 @@ impl Relay {
         from: SocketAddrV4,
         via: Acceptance,
     ) -> usize {
-        let now32 = self.rel(now);
+        let (now32, base) = (self.rel(now), self.base);
         let Some(p) = self.peers.get_mut(i as usize) else {
             return 0;
         };
         let was_trusted = p.trusted();
+        let prev_rx = base.saturating_add(u64::from(p.last_rx));
         let moved = p.mapping != from;
         if !was_trusted {
             p.flags |= F_TRUSTED;
@@ -187,6 +188,13 @@ impl Relay {
                 mapping: from,
                 via,
                 exchange,
+            });
+        } else if self.cfg.peer_refreshed_events
+            && prev_rx / REFRESH_EVENT_PERIOD_MS != now / REFRESH_EVENT_PERIOD_MS
+        {
+            self.emit(Event::PeerRefreshed {
+                peer,
+                mapping: from,
             });
         }
         if s == NONE {

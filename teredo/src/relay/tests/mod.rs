@@ -1091,4 +1091,5 @@ fn indirect_bubble_fixed(out: &[Out]) -> [u8; 4] {
 }
 
 mod events;
+mod refresh;
 mod table;

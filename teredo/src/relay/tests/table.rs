@@ -984,6 +984,9 @@ enum Op {
     Wait(u64),
     /// Arbitrary datagram.
     Junk(SocketAddrV4, Vec<u8>),
+    /// A fast path saw peer `i` (with its actual mapping, else the embedded one) this many
+    /// ms ago (reception, use).
+    Refresh(usize, bool, u64, u64),
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -994,6 +997,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
         2 => (0usize..3, any::<bool>(), any::<bool>()).prop_map(|(i, a, t)| Op::Data(i, a, t)),
         3 => prop_oneof![0u64..3000, 0u64..70_000].prop_map(Op::Wait),
         1 => (arb_sa(), vec(any::<u8>(), 0..80)).prop_map(|(f, d)| Op::Junk(f, d)),
+        2 => (0usize..3, any::<bool>(), 0u64..40_000, 0u64..3000)
+            .prop_map(|(i, a, rx, used)| Op::Refresh(i, a, rx, used)),
     ]
 }
 
@@ -1106,6 +1111,35 @@ fn run_ops(cfg: RelayConfig, ops: &[Op]) -> Result<RelayCounters, TestCaseError>
                     .collect()
             }
             Op::Junk(from, d) => at(now, lab.udp(*from, d).1),
+            Op::Refresh(i, actual, rx, used) => {
+                let (addr, embedded, actual_map) = peers[*i];
+                let mapping = if *actual { actual_map } else { embedded };
+                let before = lab.relay.peer(&addr);
+                let ago = |ms: u64| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
+                let r = lab
+                    .relay
+                    .refresh_peer(now, &addr, mapping, ago(*rx), ago(*used));
+                let after = lab.relay.peer(&addr);
+                let changed = before != after;
+                match r {
+                    Refresh::Unknown | Refresh::NotTrusted | Refresh::MappingChanged => {
+                        prop_assert!(!changed, "{r:?}: {before:?} -> {after:?}");
+                    }
+                    Refresh::Unchanged | Refresh::Moved => {
+                        prop_assert_eq!(
+                            after.map(|p| (p.mapping, p.phase)),
+                            before.map(|p| (p.mapping, p.phase))
+                        );
+                        prop_assert!(
+                            before.is_none_or(|p| !p.valid) || after.is_some_and(|p| p.valid)
+                        );
+                    }
+                    Refresh::Answered => {
+                        prop_assert!(after.is_some_and(|p| p.valid && p.phase == PeerPhase::Idle));
+                    }
+                }
+                at(now, lab.drain())
+            }
         };
         for (when, (o, bytes)) in &out {
             match *o {
