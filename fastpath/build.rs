@@ -1,4 +1,5 @@
-//! Builds the XDP program (src/bpf/teredo_server.bpf.c) with clang when it is there.
+//! Builds the XDP programs (src/bpf/teredo_server.bpf.c, src/bpf/teredo_relay.bpf.c) with
+//! clang when it is there.
 //!
 //! Nothing is downloaded: clang (Debian's `clang`, or `$CLANG`) and the headers of
 //! `libbpf-dev` and `linux-libc-dev` are the whole toolchain. When either is missing the crate
@@ -11,22 +12,34 @@ use std::process::Command;
 const SOURCE: &str = "src/bpf/teredo_server.bpf.c";
 const PASS_SOURCE: &str = "src/bpf/xdp_pass.bpf.c";
 const HEADER: &str = "src/bpf/teredo_server.h";
+const RELAY_SOURCE: &str = "src/bpf/teredo_relay.bpf.c";
+const RELAY_HEADER: &str = "src/bpf/teredo_relay.h";
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(teredo_xdp_object)");
     println!("cargo::rerun-if-changed={SOURCE}");
     println!("cargo::rerun-if-changed={HEADER}");
     println!("cargo::rerun-if-changed={PASS_SOURCE}");
+    println!("cargo::rerun-if-changed={RELAY_SOURCE}");
+    println!("cargo::rerun-if-changed={RELAY_HEADER}");
     println!("cargo::rerun-if-env-changed=CLANG");
     println!("cargo::rerun-if-env-changed=TEREDO_XDP_DISABLE");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let object = out.join("teredo_server.bpf.o");
     let pass = out.join("xdp_pass.bpf.o");
-    match build(SOURCE, &object).and_then(|()| build(PASS_SOURCE, &pass)) {
+    let relay = out.join("teredo_relay.bpf.o");
+    match build(SOURCE, &object)
+        .and_then(|()| build(PASS_SOURCE, &pass))
+        .and_then(|()| build(RELAY_SOURCE, &relay))
+    {
         Ok(()) => {
             println!("cargo::rustc-cfg=teredo_xdp_object");
             println!("cargo::rustc-env=TEREDO_XDP_OBJECT={}", object.display());
             println!("cargo::rustc-env=TEREDO_XDP_PASS_OBJECT={}", pass.display());
+            println!(
+                "cargo::rustc-env=TEREDO_XDP_RELAY_OBJECT={}",
+                relay.display()
+            );
         }
         Err(reason) => {
             println!(

@@ -19,17 +19,25 @@
 //!
 //! Counters are per-CPU ([`Counters`]): RSs answered by local address and cone flag, and
 //! packets passed by [`PassReason`].
+//!
+//! The relay's fast path ([`XdpRelay`], `src/bpf/teredo_relay.bpf.c`) forwards the packets
+//! of trusted peers in both directions and passes the rest to the user-space relay; see
+//! the crate's README.
 
 mod abi;
 mod error;
 mod interfaces;
 mod program;
+mod relay;
 mod test_run;
 
 pub use abi::{Counters, FastPathConfig, PassReason};
 pub use error::Error;
 pub use interfaces::interface_of;
 pub use program::{AttachMode, XdpServer};
+pub use relay::{
+    monotonic_ns, PeerEntry, RelayCounters, RelayFastPathConfig, RelayPassReason, XdpRelay,
+};
 pub use test_run::XdpAction;
 
 /// An ELF object with one XDP program, `xdp_pass` (section `xdp`), that passes every frame:

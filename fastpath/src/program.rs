@@ -113,17 +113,7 @@ impl XdpServer {
     /// Attaches the program to `interface`: natively when the driver supports it, else in
     /// generic mode. Returns the mode used.
     pub fn attach(&mut self, interface: &str) -> Result<AttachMode, Error> {
-        let prog = self.program()?;
-        match prog.attach(interface, XdpFlags::DRV_MODE) {
-            Ok(_) => Ok(AttachMode::Native),
-            Err(native) => match prog.attach(interface, XdpFlags::SKB_MODE) {
-                Ok(_) => Ok(AttachMode::Generic),
-                Err(generic) => Err(Error::Attach {
-                    interface: interface.to_owned(),
-                    reason: format!("native: {native}; generic: {generic}"),
-                }),
-            },
-        }
+        attach(self.program()?, interface)
     }
 
     /// Replaces the configuration (e.g. the port, once bound), keeping the program switched
@@ -159,8 +149,22 @@ impl XdpServer {
     }
 }
 
+/// Attaches `prog` to `interface`, natively if the driver can, else in generic mode.
+pub(crate) fn attach(prog: &mut Xdp, interface: &str) -> Result<AttachMode, Error> {
+    match prog.attach(interface, XdpFlags::DRV_MODE) {
+        Ok(_) => Ok(AttachMode::Native),
+        Err(native) => match prog.attach(interface, XdpFlags::SKB_MODE) {
+            Ok(_) => Ok(AttachMode::Generic),
+            Err(generic) => Err(Error::Attach {
+                interface: interface.to_owned(),
+                reason: format!("native: {native}; generic: {generic}"),
+            }),
+        },
+    }
+}
+
 /// The program error in one line: the verifier's log is long, its last line says why.
-fn verifier_line(e: &aya::programs::ProgramError) -> String {
+pub(crate) fn verifier_line(e: &aya::programs::ProgramError) -> String {
     match e {
         aya::programs::ProgramError::LoadError {
             io_error,
