@@ -12,7 +12,8 @@ use teredo::relay::{
 use teredo_rt::LogFormat;
 
 use crate::config::{
-    default_workers, NativeSide, Offload, RelayOptions, DEFAULT_TUN_NAME, MAX_WORKERS,
+    default_workers, FastPathMode, NativeSide, Offload, RelayOptions, DEFAULT_TUN_NAME,
+    MAX_WORKERS,
 };
 
 /// Most runtime threads the binary starts (the worker count, capped).
@@ -122,6 +123,20 @@ pub struct Args {
     )]
     pub bubble_rate: u32,
 
+    /// Forward trusted peers' packets in the kernel: `xdp` attaches an XDP program to the
+    /// interface holding the --bind address and to --native-interface (needs root or
+    /// CAP_BPF + CAP_NET_ADMIN, a build with clang and libbpf-dev, a --bind address that is
+    /// not 0.0.0.0 and a TUN native side) and fails if it cannot; `auto` falls back to
+    /// `none` with the reason logged. Bubbles, queues, untrusted or expired peers and every
+    /// drop still go through this relay.
+    #[arg(long, env = "TEREDO_RELAY_FAST_PATH", value_enum, default_value_t = FastPathArg::None)]
+    pub fast_path: FastPathArg,
+
+    /// The interface native IPv6 arrives on, where the fast path is attached too (not
+    /// needed when the --bind address's interface carries both sides).
+    #[arg(long, env = "TEREDO_RELAY_NATIVE_INTERFACE", value_name = "NAME")]
+    pub native_interface: Option<String>,
+
     /// Log format on stderr (the filter comes from RUST_LOG, default info).
     #[arg(long, env = "TEREDO_RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -158,6 +173,17 @@ impl fmt::Display for NativeMode {
             Self::None => f.write_str("none"),
         }
     }
+}
+
+/// The `--fast-path` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FastPathArg {
+    /// Every packet goes through the user-space relay
+    None,
+    /// XDP program forwarding trusted peers' packets; fail if it cannot be attached
+    Xdp,
+    /// XDP where it can be attached, else none (the reason is logged)
+    Auto,
 }
 
 /// The `--trust` choices.
@@ -218,6 +244,12 @@ impl Args {
         o.core.icmp_source = self.icmp_source;
         o.core.evict_trusted = self.evict_trusted;
         o.core.bubble_rate = self.bubble_rate;
+        o.fast_path = match self.fast_path {
+            FastPathArg::None => FastPathMode::None,
+            FastPathArg::Xdp => FastPathMode::Xdp,
+            FastPathArg::Auto => FastPathMode::Auto,
+        };
+        o.native_interface = self.native_interface.clone();
         o.offload = Offload {
             udp_gso: matches!(self.offload, OffloadMode::All | OffloadMode::Udp),
             tun_gso: matches!(self.offload, OffloadMode::All | OffloadMode::Tun),
@@ -262,6 +294,36 @@ mod tests {
         assert_eq!(o.workers, default_workers());
         assert_eq!(o.metrics_addr, None);
         assert_eq!(a.log_format, LogFormat::Text);
+        assert_eq!(o.fast_path, FastPathMode::None, "no fast path by default");
+        assert_eq!(o.native_interface, None);
+    }
+
+    #[test]
+    fn fast_path_flags() {
+        let _env = env_lock();
+        let o = parse(&[
+            "--bind",
+            "198.51.100.30:3545",
+            "--fast-path",
+            "xdp",
+            "--native-interface",
+            "nat0",
+        ])
+        .unwrap()
+        .to_options();
+        assert_eq!(o.fast_path, FastPathMode::Xdp);
+        assert_eq!(o.native_interface.as_deref(), Some("nat0"));
+        let o = parse(&["--fast-path", "auto"]).unwrap().to_options();
+        assert_eq!(o.fast_path, FastPathMode::Auto);
+        assert!(parse(&["--fast-path", "af_xdp"]).is_err());
+        // Refused by the configuration with one line.
+        let e = parse(&["--fast-path", "xdp"])
+            .unwrap()
+            .to_options()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--fast-path xdp cannot run on a wildcard address"), "{e}");
     }
 
     #[test]
@@ -367,6 +429,8 @@ mod tests {
                 ("TEREDO_RELAY_NATIVE", "none"),
                 ("TEREDO_RELAY_TRUST", "lenient"),
                 ("TEREDO_RELAY_WORKERS", "2"),
+                ("TEREDO_RELAY_FAST_PATH", "auto"),
+                ("TEREDO_RELAY_NATIVE_INTERFACE", "eth1"),
             ],
             &[&[], &["--trust", "strict"]],
         )
@@ -376,6 +440,8 @@ mod tests {
         assert_eq!(a.native, NativeMode::None);
         assert_eq!(a.trust, TrustMode::Lenient);
         assert_eq!(a.workers, Some(2));
+        assert_eq!(a.fast_path, FastPathArg::Auto);
+        assert_eq!(a.native_interface.as_deref(), Some("eth1"));
         assert_eq!(
             b.unwrap().trust,
             TrustMode::Strict,

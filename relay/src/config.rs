@@ -130,6 +130,37 @@ pub struct RelayOptions {
     pub registry: Registry,
     /// Kernel offloads used to forward with fewer system calls (see [`Offload`]).
     pub offload: Offload,
+    /// The XDP fast path for trusted peers (`--fast-path`).
+    pub fast_path: FastPathMode,
+    /// Where native IPv6 arrives (`--native-interface`): the fast path is attached there
+    /// too. `None`: only to the interface holding the bind address (enough when one
+    /// interface carries both sides).
+    pub native_interface: Option<String>,
+}
+
+/// Whether the packets of trusted peers are forwarded in the kernel (XDP) before they reach
+/// the sockets and the TUN device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FastPathMode {
+    /// Everything goes through the user-space relay.
+    #[default]
+    None,
+    /// Attach the XDP program to the Teredo and native interfaces; failing that,
+    /// [`start`](crate::start) fails with the reason.
+    Xdp,
+    /// As `Xdp` where it can be set up; otherwise `None`, with the reason logged as one line.
+    Auto,
+}
+
+impl FastPathMode {
+    /// `none`, `xdp` or `auto`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Xdp => "xdp",
+            Self::Auto => "auto",
+        }
+    }
 }
 
 /// Kernel offloads the workers use. Both are on by default; a kernel or route that refuses
@@ -170,6 +201,8 @@ impl Default for RelayOptions {
             udp: UdpOptions::default(),
             registry: Registry::new(),
             offload: Offload::default(),
+            fast_path: FastPathMode::None,
+            native_interface: None,
         }
     }
 }
@@ -203,15 +236,18 @@ impl RelayOptions {
             return Err(ConfigError::Bind(self.bind));
         }
         if let NativeSide::Tun { name } = &self.native {
-            if name.is_empty()
-                || name.len() > MAX_IFNAME_LEN
-                || name == "."
-                || name == ".."
-                || name
-                    .bytes()
-                    .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
-            {
+            if !valid_ifname(name) {
                 return Err(ConfigError::TunName(name.clone()));
+            }
+        }
+        if let Some(name) = &self.native_interface {
+            if !valid_ifname(name) {
+                return Err(ConfigError::InterfaceName(name.clone()));
+            }
+        }
+        if self.fast_path == FastPathMode::Xdp {
+            if let Some(why) = self.fast_path_unsupported() {
+                return Err(ConfigError::FastPath(why));
             }
         }
         if let Some(src) = self.core.icmp_source {
@@ -220,6 +256,9 @@ impl RelayOptions {
             }
         }
         let mut warnings = Vec::new();
+        if self.native_interface.is_some() && self.fast_path == FastPathMode::None {
+            warnings.push("--native-interface does nothing without --fast-path".to_owned());
+        }
         if self.core.queue_bytes_per_peer < usize::try_from(TUN_MTU).unwrap_or(1280) {
             warnings.push(format!(
                 "queue of {} bytes per peer is smaller than one 1280-byte packet: large packets \
@@ -237,6 +276,19 @@ impl RelayOptions {
         Ok(warnings)
     }
 
+    /// Why the XDP fast path cannot work with these settings, if it cannot: the program
+    /// matches datagrams by the relay's address, and forwards to the kernel's native side
+    /// what the core would write to its TUN (any other native side would be bypassed).
+    pub fn fast_path_unsupported(&self) -> Option<&'static str> {
+        if self.bind.ip().is_unspecified() {
+            return Some("run on a wildcard address: bind the relay's IPv4 address (--bind)");
+        }
+        if !matches!(self.native, NativeSide::Tun { .. }) {
+            return Some("run without a TUN native side (--native tun[:NAME])");
+        }
+        None
+    }
+
     /// The core configuration of one of `shards` shards.
     pub fn shard_config(&self, shards: usize) -> RelayConfig {
         let shards = shards.max(1);
@@ -246,6 +298,17 @@ impl RelayOptions {
         c.bubble_rate = self.core.bubble_rate.div_ceil(shards as u32);
         c
     }
+}
+
+/// Whether Linux accepts `name` as an interface name.
+fn valid_ifname(name: &str) -> bool {
+    !(name.is_empty()
+        || name.len() > MAX_IFNAME_LEN
+        || name == "."
+        || name == ".."
+        || name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0))
 }
 
 /// A configuration [`RelayOptions::validate`] refuses.
@@ -266,6 +329,12 @@ pub enum ConfigError {
     /// An interface name Linux would refuse.
     #[error("invalid TUN device name {0:?}: 1 to 15 bytes, no '/', ':', whitespace or NUL")]
     TunName(String),
+    /// An interface name Linux would refuse.
+    #[error("invalid native interface name {0:?}: 1 to 15 bytes, no '/', ':', whitespace or NUL")]
+    InterfaceName(String),
+    /// A fast path that cannot work with the other settings.
+    #[error("--fast-path xdp cannot {0}")]
+    FastPath(&'static str),
     /// An ICMPv6 error source that is not one of the relay's global addresses.
     #[error("ICMPv6 source {0} must be a global unicast, non-Teredo IPv6 address of the relay")]
     IcmpSource(Ipv6Addr),
@@ -339,6 +408,35 @@ mod tests {
         assert_eq!(o.validate().unwrap(), Vec::<String>::new());
         o.core.queue_bytes_per_peer = 100;
         assert!(o.validate().unwrap()[0].contains("100 bytes"));
+    }
+
+    #[test]
+    fn fast_path_combinations() {
+        let mut o = RelayOptions::default();
+        o.core.icmp_source = Some("2001:db8::1".parse().unwrap());
+        o.native_interface = Some("nat0".to_owned());
+        assert!(o.validate().unwrap()[0].starts_with("--native-interface does nothing"));
+        o.fast_path = FastPathMode::Xdp;
+        assert_eq!(
+            o.validate().unwrap_err().to_string(),
+            "--fast-path xdp cannot run on a wildcard address: bind the relay's IPv4 address \
+             (--bind)"
+        );
+        o.bind = "198.51.100.30:3545".parse().unwrap();
+        assert_eq!(o.validate().unwrap(), Vec::<String>::new());
+        o.native = NativeSide::Disabled;
+        assert!(o.validate().unwrap_err().to_string().contains("--native tun"));
+        // Auto only logs it (the fast path module does) and runs without.
+        o.fast_path = FastPathMode::Auto;
+        assert!(o.validate().is_ok());
+        assert!(o.fast_path_unsupported().is_some());
+        o.native = NativeSide::default();
+        o.native_interface = Some("a/b".to_owned());
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid native interface name"));
     }
 
     #[test]

@@ -24,6 +24,9 @@
 //! * **No per-packet allocation on the trusted path**: the zero-copy entry points
 //!   (`handle_ipv6_in_place`, `handle_udp_in_place`) let the tasks send straight from their
 //!   receive buffers, which are allocated once.
+//! * **Fast path** (`--fast-path xdp`, `fast_path/`): an XDP program forwards the packets
+//!   of trusted peers in the kernel, both ways, from a copy of the cores' trusted peers kept
+//!   in step by a sync task; everything else still goes through the cores.
 //! * **Native side** ([`NativeSide`]): a TUN device (route `2001::/32 via fe80::1`, see
 //!   `tun.rs` for why a gateway route), nothing, or an in-process channel pair.
 //!
@@ -47,6 +50,7 @@
 
 pub mod cli;
 mod config;
+pub mod fast_path;
 mod gso;
 pub mod metrics;
 mod native;
@@ -61,12 +65,13 @@ use anyhow::Context as _;
 use teredo_rt::{bind_udp, bound_v4, Shutdown, Tasks, UdpOptions};
 
 pub use config::{
-    default_workers, ConfigError, NativeChannel, NativeEnds, NativeSide, Offload, RelayOptions,
-    DEFAULT_BIND, DEFAULT_TUN_NAME, MAX_IFNAME_LEN, MAX_WORKERS, TUN_MTU,
+    default_workers, ConfigError, FastPathMode, NativeChannel, NativeEnds, NativeSide, Offload,
+    RelayOptions, DEFAULT_BIND, DEFAULT_TUN_NAME, MAX_IFNAME_LEN, MAX_WORKERS, TUN_MTU,
 };
 pub use tun::{ROUTE_GATEWAY, TEREDO_ROUTE, TUN_LINK_LOCAL};
 pub use worker::{BATCH, TICK};
 
+use crate::fast_path::FastPath;
 use crate::metrics::RelayMetrics;
 use crate::native::NativeSource;
 use crate::shards::ShardedRelay;
@@ -106,15 +111,25 @@ pub async fn start(options: RelayOptions, shutdown: Shutdown) -> anyhow::Result<
         bound = bound_v4(&s, bound)?;
         sockets.push(Arc::new(s));
     }
+    // The program needs the bound port, and is attached before any task reads a socket or
+    // the TUN device: nothing is forwarded (or reported listening) without it.
+    let mut fast = FastPath::start(&options, bound)?;
+    if let Some(f) = &fast {
+        f.register(&options.registry)
+            .context("cannot register the fast path metrics")?;
+    }
 
     let now = teredo_rt::now();
-    let shards = Arc::new(ShardedRelay::new(
-        options.shard_config(shard_count),
-        shard_count,
-        options.seed,
+    let mut core = options.shard_config(shard_count);
+    // The fast path's map entries expire unless the core reports the receptions it handles.
+    core.peer_refreshed_events = fast.is_some();
+    let shards = Arc::new(ShardedRelay::new(core, shard_count, options.seed, now));
+    let ctx = Arc::new(Ctx::new(
+        Arc::clone(&shards),
+        metrics,
         now,
+        fast.as_ref().map(FastPath::feed),
     ));
-    let ctx = Arc::new(Ctx::new(Arc::clone(&shards), metrics, now));
 
     let mut tasks = Tasks::new();
     let metrics_addr = tasks
@@ -160,6 +175,25 @@ pub async fn start(options: RelayOptions, shutdown: Shutdown) -> anyhow::Result<
         sinks[0].clone(),
         shutdown.clone(),
     ));
+    if let Some(rx) = fast.as_mut().and_then(FastPath::take_receiver) {
+        let f = fast.as_ref().map(FastPath::shared);
+        tasks.spawn(fast_path::sync_task(
+            f.expect("fast path present"),
+            rx,
+            Arc::clone(&ctx),
+            Arc::clone(&sockets[0]),
+            sinks[0].clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(fast) = fast {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            stop.wait().await;
+            fast.detach();
+            Ok(())
+        });
+    }
     tracing::info!(
         addr = %bound,
         native = %options.native.describe(),
@@ -169,6 +203,7 @@ pub async fn start(options: RelayOptions, shutdown: Shutdown) -> anyhow::Result<
         max_peers = options.core.max_peers,
         queue_bytes = options.core.queue_bytes_per_peer,
         icmp_source = ?options.core.icmp_source,
+        fast_path = options.fast_path.as_str(),
         "teredo relay listening"
     );
     Ok(RunningRelay {

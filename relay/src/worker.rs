@@ -43,6 +43,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::Notify;
 
+use crate::fast_path::Feed;
 use crate::metrics::{Direction, RelayMetrics};
 use crate::native::NativeSink;
 use crate::shards::{Shard, ShardedRelay};
@@ -76,16 +77,24 @@ pub(crate) struct Ctx {
     /// When the timer task will wake (ms since `epoch`; `u64::MAX`: not sleeping on a timer).
     next_wake: AtomicU64,
     epoch: Instant,
+    /// Where the core's trust changes go when the XDP fast path runs.
+    fast: Option<Feed>,
 }
 
 impl Ctx {
-    pub(crate) fn new(shards: Arc<ShardedRelay>, metrics: RelayMetrics, epoch: Instant) -> Self {
+    pub(crate) fn new(
+        shards: Arc<ShardedRelay>,
+        metrics: RelayMetrics,
+        epoch: Instant,
+        fast: Option<Feed>,
+    ) -> Self {
         Self {
             shards,
             metrics,
             wake: Notify::new(),
             next_wake: AtomicU64::new(u64::MAX),
             epoch,
+            fast,
         }
     }
 
@@ -94,15 +103,20 @@ impl Ctx {
     }
 
     /// Takes the core's events: a trusted peer ends a connectivity test, whose duration
-    /// (timed by the core) goes to the histogram. Called under the shard lock after every
-    /// input, so the core's bounded event queue never overflows.
-    fn take_events(&self, shard: &mut Shard) {
+    /// (timed by the core) goes to the histogram; trust changes go to the fast path's peer
+    /// map (queued in order, applied by its sync task). Called under the shard lock after
+    /// every input, so the core's bounded event queue never overflows, and a peer's changes
+    /// are queued in the order the core made them.
+    pub(crate) fn take_events(&self, shard: &mut Shard) {
         while let Some(e) = shard.core.poll_event() {
             if let Event::PeerTrusted {
                 exchange: Some(d), ..
             } = e
             {
                 self.metrics.connectivity.observe(d.as_secs_f64());
+            }
+            if let Some(f) = &self.fast {
+                f.event(&e);
             }
         }
     }
@@ -140,7 +154,7 @@ impl OutBatch {
     }
 
     /// Copies every pending output of `shard`'s core.
-    fn drain(&mut self, shard: &mut Shard) {
+    pub(crate) fn drain(&mut self, shard: &mut Shard) {
         while let Some(need) = shard.core.next_output_len() {
             let start = self.used;
             if self.arena.len() < start + need {
@@ -221,6 +235,22 @@ impl OutBatch {
         self.items.clear();
         self.used = 0;
     }
+}
+
+/// Sends what `out` holds, drained outside the packet tasks (by the fast path's sync), and
+/// counts it.
+pub(crate) async fn send_out(
+    ctx: &Ctx,
+    socket: &UdpSocket,
+    native: &NativeSink,
+    out: &mut OutBatch,
+) {
+    if out.is_empty() {
+        return;
+    }
+    let mut stats = Stats::default();
+    out.send(socket, native, ctx, &mut stats).await;
+    stats.flush(&ctx.metrics);
 }
 
 /// [`SendBatch`] class of data packets (counted as relayed when sent).
