@@ -12,8 +12,7 @@ use teredo::relay::{
 use teredo_rt::LogFormat;
 
 use crate::config::{
-    default_workers, FastPathMode, NativeSide, Offload, RelayOptions, DEFAULT_TUN_NAME,
-    MAX_WORKERS,
+    default_workers, FastPathMode, NativeSide, Offload, RelayOptions, DEFAULT_TUN_NAME, MAX_WORKERS,
 };
 
 /// Most runtime threads the binary starts (the worker count, capped).
@@ -323,7 +322,10 @@ mod tests {
             .validate()
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("--fast-path xdp cannot run on a wildcard address"), "{e}");
+        assert!(
+            e.starts_with("--fast-path xdp cannot run on a wildcard address"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -425,7 +425,11 @@ mod tests {
         o.bind = "198.51.100.30:3545".parse().unwrap();
         assert_eq!(o.validate().unwrap(), Vec::<String>::new());
         o.native = NativeSide::Disabled;
-        assert!(o.validate().unwrap_err().to_string().contains("--native tun"));
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--native tun"));
         // Auto only logs it (the fast path module does) and runs without.
         o.fast_path = FastPathMode::Auto;
         assert!(o.validate().is_ok());

@@ -31,6 +31,10 @@
 //!   `--max-peers`): table within its cap, evictions, resident memory bounded and measured.
 //! * `relay_interop`: Debian's Miredo client through our server and our relay (TUN) to a
 //!   native IPv6 host, behind every Linux NAT kind (`nat_recipes`), strict and lenient.
+//! * `relay_xdp`: our relay with its XDP fast path (`--fast-path xdp`): `client-sim ping`
+//!   through our server and the relay to a native host, every echo answered, the program
+//!   forwarding both ways after the first exchange (the relay's metrics, promtool-clean).
+//!   Miredo through it is in `relay_interop`.
 //! * `miredo_relay`: our client (`client-sim ping`) through Debian's Miredo relay
 //!   (`RelayType cone`) and `miredo-server` to a native IPv6 host, without NAT and behind a
 //!   port-restricted and a symmetric NAT, checked in the report and on the wire.
@@ -81,6 +85,7 @@ mod prom_console;
 mod promtool;
 mod relay_flood;
 mod relay_interop;
+mod relay_xdp;
 mod run_report;
 mod swarm;
 mod tshark;

@@ -16,6 +16,9 @@
 //! lenient relay accepts it because it is sent to the per-peer link-local source of the
 //! relay's bubble, records the actual mapping, and the ping works.
 //!
+//! With `--fast-path xdp` (`miredo_client_pings_native_host_through_our_relay_fast_path`)
+//! the same ping works, and after the first exchange the relay's XDP program forwards it.
+//!
 //! Every endpoint-independent-mapping NAT of `teredo_tests::nat_recipes` gives the same
 //! result as masquerade (the issue-4 CI item "a Miredo client behind each Linux NAT kind
 //! pings a native IPv6 host through our relay and our server with 0 % loss after the first
@@ -58,6 +61,9 @@ fn scenario(test: &str, nat: NatKind, relay_flags: &[&str]) -> Scenario {
         NAT_WAN,
         &nat.ruleset("wan0", "lan0", &lan),
     ));
+    if relay_flags.contains(&"--fast-path") {
+        super::relay_xdp::prepare_bridges(&topo, &dir);
+    }
     let server = check(topo.start_server(&dir));
     let relay = check(topo.start_relay(&dir, relay_flags));
     let mut client = check(miredo::spawn_client(
@@ -155,6 +161,25 @@ fn address_restricted_nat_client_pings_native_host_through_our_relay() {
 fn port_restricted_firewalled_nat_client_pings_native_host_through_our_relay() {
     require_root!("miredo", "nft");
     pings_through_our_strict_relay(function_name!(), NatKind::PortRestricted);
+}
+
+/// Miredo behind a port-restricted NAT pings the native host through our server and our
+/// relay with its XDP fast path: a warm-up ping (the core runs the connectivity test and the
+/// bubble exchange), then 5 of 5 replies, and the program forwarded packets both ways.
+#[test]
+fn miredo_client_pings_native_host_through_our_relay_fast_path() {
+    let test = function_name!();
+    if !super::relay_xdp::fast_path_available(test, &["miredo", "nft"]) {
+        return;
+    }
+    let s = scenario(test, NatKind::BareMasquerade, &super::relay_xdp::FAST_PATH);
+    let (warm, out) = check(ping6(&s.site.host, 1));
+    eprintln!("{test}: warm-up ping: {warm} reply\n{out}");
+    let (replies, out) = check(ping6(&s.site.host, 5));
+    eprintln!("{test}: {out}");
+    assert_eq!(replies, 5, "{out}");
+    let (to_native, to_teredo) = super::relay_xdp::assert_forwarded_in_xdp(&s.topo);
+    eprintln!("{test}: XDP forwarded {to_native} to native, {to_teredo} to Teredo");
 }
 
 /// Miredo behind a symmetric NAT: its direct bubble comes from a mapping that is not the

@@ -31,9 +31,9 @@ use tokio::sync::mpsc;
 
 use crate::config::{FastPathMode, RelayOptions, TUN_MTU};
 
-pub use self::metrics::{FAST_FORWARDED, FAST_PASSED, FAST_PEERS, FAST_SYNC_ERRORS};
 pub(crate) use self::metrics::SyncError;
 use self::metrics::{FastPathMetrics, SyncMetrics};
+pub use self::metrics::{FAST_FORWARDED, FAST_PASSED, FAST_PEERS, FAST_SYNC_ERRORS};
 pub(crate) use self::sync::sync_task;
 
 /// Trust changes waiting for the sync task; beyond this the map is rebuilt instead.
@@ -125,7 +125,10 @@ impl FastPath {
     /// `None` when it is off. `Xdp` fails with the reason; `Auto` logs it and goes on.
     /// Called after the sockets are bound (the program needs the port) and before any task
     /// reads them or the TUN device, so nothing is forwarded before it is attached.
-    pub(crate) fn start(options: &RelayOptions, bound: SocketAddrV4) -> anyhow::Result<Option<Self>> {
+    pub(crate) fn start(
+        options: &RelayOptions,
+        bound: SocketAddrV4,
+    ) -> anyhow::Result<Option<Self>> {
         match options.fast_path {
             FastPathMode::None => Ok(None),
             FastPathMode::Xdp => Self::attach(options, bound).map(Some),

@@ -53,7 +53,8 @@ impl Clock {
 
     /// The map time of an instant (never after now).
     fn ns(&self, t: Instant) -> u64 {
-        let ago = u64::try_from(self.now.saturating_duration_since(t).as_nanos()).unwrap_or(u64::MAX);
+        let ago =
+            u64::try_from(self.now.saturating_duration_since(t).as_nanos()).unwrap_or(u64::MAX);
         self.ns.saturating_sub(ago)
     }
 }
@@ -224,7 +225,8 @@ impl Sync {
             if self.seen.insert(addr, stamps) == Some(stamps) {
                 continue;
             }
-            let (Some(rx), Some(used)) = (clock.instant(e.last_rx_ns), clock.instant(e.last_used_ns))
+            let (Some(rx), Some(used)) =
+                (clock.instant(e.last_rx_ns), clock.instant(e.last_used_ns))
             else {
                 continue;
             };
