@@ -173,6 +173,11 @@ impl FastPath {
                 );
             }
         }
+        Self::with_program(program)
+    }
+
+    /// The fast path around a loaded (and normally attached) program.
+    fn with_program(program: XdpRelay) -> anyhow::Result<Self> {
         let last = program.counters()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {

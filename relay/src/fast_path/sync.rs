@@ -242,7 +242,166 @@ impl Sync {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use teredo::addr::TeredoAddr;
+    use teredo::relay::RelayConfig;
+    use teredo::wire::ipv6::Echo;
+    use teredo::Local;
+    use teredo_fastpath::{RelayFastPathConfig, XdpRelay};
+
     use super::*;
+    use crate::fast_path::FastPath;
+    use crate::metrics::RelayMetrics;
+    use crate::shards::ShardedRelay;
+
+    const MAPPING: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 10), 40000);
+
+    fn client() -> Ipv6Addr {
+        TeredoAddr {
+            server: Ipv4Addr::new(198, 51, 100, 1),
+            flags: 0,
+            mapped: MAPPING,
+        }
+        .to_ipv6()
+    }
+
+    /// An echo request from the client to a native host: a datagram the core accepts from
+    /// the client's mapping (creating the peer, trusted).
+    fn datagram() -> Vec<u8> {
+        let mut v = vec![0u8; 56];
+        Echo {
+            reply: false,
+            id: 1,
+            seq: 1,
+            data: &[0; 8],
+        }
+        .emit(&mut v, client(), "2001:db8::99".parse().unwrap(), 64)
+        .unwrap();
+        v
+    }
+
+    /// The sync against a real (loaded, unattached) program: core events fill the map, the
+    /// program's times reach the core, a resync rebuilds the map, expiry empties it.
+    #[test]
+    fn map_and_cores_stay_in_step() {
+        if !testkit::root_or_skip("fast_path::sync::map_and_cores_stay_in_step") {
+            return;
+        }
+        if let Err(e) = teredo_fastpath::built() {
+            assert!(!testkit::in_ci(), "needs the XDP program: {e}");
+            eprintln!("\n*** SKIPPED: needs the XDP program ({e}) ***");
+            return;
+        }
+        let cfg = RelayConfig::default();
+        let program = XdpRelay::load(&RelayFastPathConfig {
+            relay: "198.51.100.30:3545".parse().unwrap(),
+            tun_mtu: 1280,
+            validity: cfg.validity,
+            max_peers: 64,
+        })
+        .unwrap();
+        let mut fast = FastPath::with_program(program).unwrap();
+        let mut rx = fast.take_receiver().unwrap();
+        let t0 = teredo_rt::now();
+        let shards = Arc::new(ShardedRelay::new(
+            RelayConfig {
+                peer_refreshed_events: true,
+                ..cfg
+            },
+            2,
+            Some(1),
+            t0,
+        ));
+        let metrics = RelayMetrics::register(&prometheus::Registry::new()).unwrap();
+        let ctx = Ctx::new(Arc::clone(&shards), metrics, t0, Some(fast.feed()));
+        let mut sync = Sync {
+            shared: fast.shared(),
+            seen: HashMap::new(),
+            lost: 0,
+            out: OutBatch::new(),
+        };
+        let peer = client();
+        let i = shards.shard_of(&peer);
+        let map = |fast: &FastPath| {
+            let s = fast.shared.state();
+            s.program.as_ref().unwrap().peers()
+        };
+        let drain = |rx: &mut mpsc::Receiver<Op>| {
+            std::iter::from_fn(|| rx.try_recv().ok()).collect::<Vec<_>>()
+        };
+
+        // Trusted in the core: queued, then in the map with fresh times.
+        {
+            let mut s = shards.lock(i);
+            let r = s.core.handle_udp(t0, Local::Primary, MAPPING, &datagram());
+            assert!(r.is_ok(), "{r:?}");
+            ctx.take_events(&mut s);
+        }
+        let ops = drain(&mut rx);
+        assert_eq!(ops, [Op::Upsert(peer, MAPPING)]);
+        let before = monotonic_ns();
+        sync.apply(&ops);
+        let m = map(&fast);
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].0, m[0].1.mapping), (peer, MAPPING));
+        assert!(m[0].1.last_rx_ns >= before && m[0].1.last_rx_ns == m[0].1.last_used_ns);
+
+        // The program forwarded for the peer (times moved): the sync hands them over.
+        let later = monotonic_ns() + 5_000_000_000;
+        let seen_by_xdp = PeerEntry {
+            mapping: MAPPING,
+            last_rx_ns: later,
+            last_used_ns: later,
+        };
+        fast.shared
+            .state()
+            .program
+            .as_mut()
+            .unwrap()
+            .upsert_peer(peer, seen_by_xdp)
+            .unwrap();
+        // The core keeps milliseconds.
+        std::thread::sleep(Duration::from_millis(20));
+        sync.tick(&ctx, &mut rx);
+        let core_rx = shards.lock(i).core.trusted_peers().next().unwrap().last_rx;
+        // In the future of the sync's clock: clamped to the core's now, which moved.
+        assert!(
+            core_rx >= t0 + Duration::from_millis(20),
+            "{core_rx:?} {t0:?}"
+        );
+        assert_eq!(fast.shared.metrics.peers.get(), 1);
+        // Unchanged times are not handed over again (nothing to observe but no panic).
+        sync.tick(&ctx, &mut rx);
+
+        // A lost change: the map is rebuilt from the cores.
+        fast.shared
+            .state()
+            .program
+            .as_mut()
+            .unwrap()
+            .clear_peers()
+            .unwrap();
+        fast.shared.resync.store(true, Ordering::Release);
+        sync.tick(&ctx, &mut rx);
+        let m = map(&fast);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(m[0].1.mapping, MAPPING);
+
+        // Expired in the core: removed from the map.
+        {
+            let mut s = shards.lock(i);
+            s.core.handle_timeout(t0 + Duration::from_secs(600));
+            ctx.take_events(&mut s);
+        }
+        let ops = drain(&mut rx);
+        assert_eq!(ops, [Op::Remove(peer)]);
+        sync.apply(&ops);
+        assert!(map(&fast).is_empty());
+        sync.tick(&ctx, &mut rx);
+        assert_eq!(fast.shared.metrics.peers.get(), 0);
+        fast.detach();
+    }
 
     #[test]
     fn clock_conversions_round_trip_and_never_pass_now() {
