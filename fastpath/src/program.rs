@@ -171,10 +171,18 @@ pub(crate) fn verifier_line(e: &aya::programs::ProgramError) -> String {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
+            // The summary lines at the end ("processed N insns", "verification time",
+            // "stack depth") say nothing of why: the line before them does.
             let last = log
                 .lines()
                 .rev()
-                .find(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .find(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("processed ")
+                        && !l.starts_with("verification time")
+                        && !l.starts_with("stack depth")
+                })
                 .unwrap_or("");
             format!("{io_error} (verifier: {last})")
         }
