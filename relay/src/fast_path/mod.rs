@@ -6,16 +6,17 @@
 //!
 //! The core stays the reference; the program only has a copy of its trusted peers in a BPF
 //! map, kept in step in both directions:
-//! * **core → map**: every trust change the core reports ([`Feed::event`], called from
+//! * **core → map**: every trust change the core reports (`Feed::event`, called from
 //!   `take_events` under the shard lock) is queued on a channel and applied by the sync task
-//!   ([`sync`]): no map syscall on the packet path, and a peer's changes applied in the
+//!   (`sync.rs`): no map syscall on the packet path, and a peer's changes applied in the
 //!   order the core made them. Lost changes (core events dropped, channel full) trigger a
 //!   full resync from [`teredo::relay::Relay::trusted_peers`].
 //! * **map → core**: once a second the sync task reads the map and hands the times the
 //!   program moved to [`teredo::relay::Relay::refresh_peer`], so a peer the fast path keeps
 //!   busy stays valid and alive in the core.
 //!
-//! Metrics ([`metrics`]): the program's counters are read at scrape time.
+//! Metrics (`metrics.rs`, names in [`FAST_FORWARDED`] and its neighbours): the program's
+//! counters are read at scrape time.
 
 mod metrics;
 mod sync;
