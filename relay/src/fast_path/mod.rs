@@ -297,6 +297,42 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_asks_for_a_resync_and_is_counted() {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                program: None,
+                last: RelayCounters::default(),
+            }),
+            resync: AtomicBool::new(false),
+            metrics: SyncMetrics::new().unwrap(),
+        });
+        let registry = Registry::new();
+        shared.metrics.register(&registry).unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let feed = Feed {
+            tx,
+            shared: Arc::clone(&shared),
+        };
+        let peer: Ipv6Addr = "2001:0:c633:6401:0:63bf:39cc:9bf5".parse().unwrap();
+        let gone = Event::PeerUnreachable { peer, dropped: 1 };
+        feed.event(&gone);
+        assert!(!shared.resync.load(Ordering::Acquire));
+        feed.event(&gone);
+        assert!(shared.resync.load(Ordering::Acquire));
+        assert_eq!(rx.try_recv().unwrap(), Op::Remove(peer));
+        assert!(rx.try_recv().is_err(), "the second change was dropped");
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(
+            text.contains("teredo_relay_fast_path_sync_errors_total{reason=\"queue_full\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("teredo_relay_fast_path_sync_errors_total{reason=\"upsert\"} 0\n"));
+        assert!(text.contains("teredo_relay_fast_path_peers 0\n"));
+    }
+
+    #[test]
     fn a_loopback_is_no_veth() {
         assert!(!is_veth("lo"));
         assert!(!is_veth("no-such-interface"));
