@@ -51,8 +51,8 @@ struct {
 } rl_counters SEC(".maps");
 
 #define CHUNK 512 /* bpf_csum_diff sums at most 512 bytes, a multiple of 4, per call */
-#define MAX_CHUNKS 4
-#define MAX_SUM_LEN (MAX_CHUNKS * CHUNK) /* longest span the program checksums */
+#define MAX_CHUNKS (RL_MAX_SUM_LEN / CHUNK)
+#define MAX_SUM_LEN RL_MAX_SUM_LEN
 
 /* The last (len % CHUNK) bytes of a checksummed span, copied out and zero-padded to a
  * multiple of 4 (a variable-length span of the packet cannot be handed to bpf_csum_diff). */
