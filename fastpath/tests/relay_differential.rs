@@ -192,7 +192,7 @@ fn kernel_receive(f: &[u8]) -> Result<KernelIn, &'static str> {
     }
     match [f[12], f[13]] {
         [8, 0] => kernel_udp(&f[ETH..]),
-        [0x86, 0xdd] => kernel_forward_to_tun(&f[ETH..]),
+        [0x86, 0xdd] => kernel_forward_to_tun(f),
         [0x81, 0] | [0x88, 0xa8] => Err("vlan_without_device"),
         _ => Err("not_ip"),
     }
@@ -249,7 +249,8 @@ fn ipv6_at(p: &[u8], at: usize) -> Ipv6Addr {
     Ipv6Addr::from(<[u8; 16]>::try_from(&p[at..at + 16]).unwrap())
 }
 
-fn kernel_forward_to_tun(p: &[u8]) -> Result<KernelIn, &'static str> {
+fn kernel_forward_to_tun(f: &[u8]) -> Result<KernelIn, &'static str> {
+    let p = &f[ETH..];
     if p.len() < 40 || p[0] >> 4 != 6 {
         return Err("ipv6_header");
     }
@@ -263,6 +264,9 @@ fn kernel_forward_to_tun(p: &[u8]) -> Result<KernelIn, &'static str> {
     }
     if !teredo::addr::is_teredo(&dst) {
         return Err("routed_elsewhere");
+    }
+    if f[0] & 1 != 0 {
+        return Err("forward_not_to_this_host"); // ip6_forward: PACKET_HOST only
     }
     if p[7] <= 1 {
         return Err("time_exceeded");
@@ -1165,6 +1169,14 @@ fn cases() -> Vec<Case> {
     let mut cut = native(&ipv6(H, x, 64, 17, 30));
     cut.truncate(cut.len() - 1);
     v.push(case("native packet cut short", cut, Nat, Pass(R::Refused)));
+    let mut group = native(&ipv6(H, x, 64, 17, 8));
+    group[..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    v.push(case(
+        "native packet to a multicast MAC",
+        group,
+        Nat,
+        Pass(R::Refused),
+    ));
     let mut bad_version = native(&ipv6(H, x, 64, 17, 8));
     bad_version[ETH] = 0x40;
     v.push(case(

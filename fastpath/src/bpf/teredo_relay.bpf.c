@@ -334,6 +334,9 @@ static __always_inline int to_teredo(struct xdp_md *ctx, const struct rl_config 
 		return PASS(NOT_FOR_RELAY);
 	if ((ip6[0] >> 4) != 6)
 		return PASS(REFUSED);
+	/* The kernel forwards only frames sent to this host's own (unicast) address. */
+	if (((__u8 *)data)[0] & 1)
+		return PASS(REFUSED);
 	__u32 len6 = IPV6_LEN + (((__u32)ip6[4] << 8) | ip6[5]);
 	if ((void *)ip6 + len6 > end)
 		return PASS(REFUSED); /* truncated */
