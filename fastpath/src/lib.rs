@@ -37,6 +37,7 @@ pub use interfaces::interface_of;
 pub use program::{AttachMode, XdpServer};
 pub use relay::{
     monotonic_ns, PeerEntry, RelayCounters, RelayFastPathConfig, RelayPassReason, XdpRelay,
+    MAX_TUN_MTU,
 };
 pub use test_run::XdpAction;
 

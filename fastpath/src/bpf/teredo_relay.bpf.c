@@ -51,8 +51,8 @@ struct {
 } rl_counters SEC(".maps");
 
 #define CHUNK 512 /* bpf_csum_diff sums at most 512 bytes, a multiple of 4, per call */
-#define MAX_CHUNKS 4
-#define MAX_SUM_LEN (MAX_CHUNKS * CHUNK) /* longest span the program checksums */
+#define MAX_CHUNKS (RL_MAX_SUM_LEN / CHUNK)
+#define MAX_SUM_LEN RL_MAX_SUM_LEN
 
 /* The last (len % CHUNK) bytes of a checksummed span, copied out and zero-padded to a
  * multiple of 4 (a variable-length span of the packet cannot be handed to bpf_csum_diff). */
@@ -333,6 +333,9 @@ static __always_inline int to_teredo(struct xdp_md *ctx, const struct rl_config 
 	if (!is_teredo(dst6))
 		return PASS(NOT_FOR_RELAY);
 	if ((ip6[0] >> 4) != 6)
+		return PASS(REFUSED);
+	/* The kernel forwards only frames sent to this host's own (unicast) address. */
+	if (((__u8 *)data)[0] & 1)
 		return PASS(REFUSED);
 	__u32 len6 = IPV6_LEN + (((__u32)ip6[4] << 8) | ip6[5]);
 	if ((void *)ip6 + len6 > end)

@@ -5,6 +5,10 @@
 #ifndef TEREDO_RELAY_H
 #define TEREDO_RELAY_H
 
+/* Longest span the program checksums (a UDP datagram it checks or builds): tun_mtu may be at
+ * most this minus the UDP header. */
+#define RL_MAX_SUM_LEN 2048
+
 /* The one entry of the `rl_config` array map. Address and port in network order. */
 struct rl_config {
 	__u32 enabled;

@@ -45,6 +45,10 @@ pub(crate) struct RawPeer {
 // SAFETY: as `RawConfig`.
 unsafe impl aya::Pod for RawPeer {}
 
+/// Largest [`RelayFastPathConfig::tun_mtu`]: the program checksums datagrams of at most
+/// `RL_MAX_SUM_LEN` (2048) bytes, UDP header included.
+pub const MAX_TUN_MTU: u32 = 2048 - 8;
+
 /// Number of counters (`RL_COUNTERS`): the two directions, then one per pass reason.
 pub(crate) const COUNTERS: u32 = 2 + RelayPassReason::ALL.len() as u32;
 
@@ -55,7 +59,7 @@ pub struct RelayFastPathConfig {
     /// of what it sends them).
     pub relay: SocketAddrV4,
     /// The largest native IPv6 packet encapsulated (the TUN's MTU; larger ones get a Packet
-    /// Too Big from the kernel).
+    /// Too Big from the kernel). At most [`MAX_TUN_MTU`].
     pub tun_mtu: u32,
     /// A trusted peer is used while its last reception is younger than this (the core's
     /// `RelayConfig::validity`).
@@ -256,6 +260,7 @@ mod tests {
         assert!(h.contains("RL_TO_NATIVE = 0,"));
         assert!(h.contains("RL_TO_TEREDO = 1,"));
         assert!(h.contains(&format!("RL_COUNTERS = {COUNTERS},")));
+        assert!(h.contains(&format!("#define RL_MAX_SUM_LEN {}\n", MAX_TUN_MTU + 8)));
         for r in RelayPassReason::ALL {
             let c = format!("RL_PASS_{} = {},", r.as_str().to_uppercase(), 2 + r.index());
             assert!(h.contains(&c), "header lacks {c}");

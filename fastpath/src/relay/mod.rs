@@ -12,6 +12,6 @@ mod abi;
 mod clock;
 mod program;
 
-pub use abi::{PeerEntry, RelayCounters, RelayFastPathConfig, RelayPassReason};
+pub use abi::{PeerEntry, RelayCounters, RelayFastPathConfig, RelayPassReason, MAX_TUN_MTU};
 pub use clock::monotonic_ns;
 pub use program::XdpRelay;

@@ -10,6 +10,7 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::abi::{
     PeerEntry, RawConfig, RawPeer, RawPeerKey, RelayCounters, RelayFastPathConfig, COUNTERS,
+    MAX_TUN_MTU,
 };
 use crate::{AttachMode, Error, XdpAction};
 
@@ -69,6 +70,11 @@ impl XdpRelay {
         if cfg.max_peers == 0 {
             return Err(Error::Unsupported(
                 "run the relay with a peer map of 0 entries",
+            ));
+        }
+        if cfg.tun_mtu > MAX_TUN_MTU {
+            return Err(Error::Unsupported(
+                "encapsulate packets longer than 2040 bytes (the TUN's MTU)",
             ));
         }
         let mut ebpf = EbpfLoader::new()
@@ -197,5 +203,28 @@ impl XdpRelay {
             .ok_or_else(|| Error::Load(format!("the object has no program {PROGRAM}")))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| Error::Load(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn refuses_what_the_program_cannot_do() {
+        let mut cfg = RelayFastPathConfig {
+            relay: "192.0.2.1:3544".parse().unwrap(),
+            tun_mtu: MAX_TUN_MTU + 1,
+            validity: Duration::from_secs(30),
+            max_peers: 16,
+        };
+        let e = XdpRelay::load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("2040"), "{e}");
+        cfg.tun_mtu = 1280;
+        cfg.max_peers = 0;
+        let e = XdpRelay::load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("0 entries"), "{e}");
     }
 }
