@@ -7,7 +7,8 @@
 //!
 //! The relay's two veths redirect frames to each other and send them out towards the
 //! bridges, whose ports therefore run `xdp_pass` (a veth takes frames redirected into it
-//! only when its peer runs an XDP program; see the fastpath README).
+//! only when its peer runs an XDP program; see the fastpath README); the relay's native
+//! interface forwards IPv4 (the program's route lookup towards clients needs it).
 //!
 //! Miredo through our server and the relay with the fast path on is in `relay_interop`.
 
@@ -41,10 +42,13 @@ pub(crate) fn fast_path_available(test: &str, tools: &[&str]) -> bool {
     true
 }
 
-/// `xdp_pass` on every bridge port of both segments, before the relay takes traffic.
+/// `xdp_pass` on every bridge port of both segments, before the relay takes traffic; IPv4
+/// forwarding on the relay's native interface, which the program's route lookup for native
+/// packets needs (a namespace does not always inherit it).
 pub(crate) fn prepare_bridges(topo: &RelayTopology, dir: &TestDir) {
     check(servers::xdp_pass_on_hub(&topo.internet, dir));
     check(servers::xdp_pass_on_hub(&topo.native, dir));
+    check(topo.rly.sysctl("net.ipv4.conf.eth1.forwarding", "1"));
 }
 
 /// Asserts from the relay's metrics that the program forwarded packets both ways, and that

@@ -162,6 +162,20 @@ impl FastPath {
                 interfaces.push(native.clone());
             }
         }
+        // The program's route lookups follow the kernel's forwarding settings of the
+        // interface a frame came in on: without them it passes every packet (`no_route`).
+        let native = interfaces.last().map_or("", String::as_str);
+        for (sysctl, what) in [
+            (format!("ipv4/conf/{native}/forwarding"), "native packets"),
+            ("ipv6/conf/all/forwarding".to_owned(), "client packets"),
+        ] {
+            if sysctl_off(&sysctl) {
+                tracing::warn!(
+                    "net.{} is 0: the fast path leaves {what} to the slow path (no_route)",
+                    sysctl.replace('/', ".")
+                );
+            }
+        }
         let mut program = XdpRelay::load(&config)?;
         for i in &interfaces {
             let mode = program.attach(i)?;
@@ -238,6 +252,11 @@ impl Drop for FastPath {
     fn drop(&mut self) {
         self.detach();
     }
+}
+
+/// True when `/proc/sys/net/<path>` reads 0.
+fn sysctl_off(path: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/{path}")).is_ok_and(|v| v.trim() == "0")
 }
 
 /// True for a veth (sysfs shows a link to a peer: its `iflink` differs from its `ifindex`, and
@@ -330,6 +349,26 @@ mod tests {
         );
         assert!(text.contains("teredo_relay_fast_path_sync_errors_total{reason=\"upsert\"} 0\n"));
         assert!(text.contains("teredo_relay_fast_path_peers 0\n"));
+    }
+
+    #[test]
+    fn auto_runs_without_what_xdp_refuses_in_one_line() {
+        let bound: SocketAddrV4 = "0.0.0.0:3545".parse().unwrap();
+        let mut o = RelayOptions {
+            fast_path: FastPathMode::Auto,
+            ..RelayOptions::default()
+        };
+        assert!(FastPath::start(&o, bound).unwrap().is_none());
+        o.fast_path = FastPathMode::Xdp;
+        let e = FastPath::start(&o, bound).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(
+            e.starts_with("--fast-path xdp cannot run on a wildcard address")
+                || e.starts_with("built without the XDP program"),
+            "{e}"
+        );
+        o.fast_path = FastPathMode::None;
+        assert!(FastPath::start(&o, bound).unwrap().is_none());
     }
 
     #[test]
