@@ -152,3 +152,68 @@ fn client_sim_pings_native_host_through_the_relay_fast_path() {
         "every echo crossed the relay once each way"
     );
 }
+
+/// A peer only the program forwards for stays in the core past its idle timeout (60 s, the
+/// core's own expiry would remove it then: its last use in the core is the first exchange):
+/// the sync hands the program's times to the core once a second. After 75 s of pings: no
+/// second peer entry, one bubble exchange, still one trusted peer and one map entry, every
+/// echo answered, nearly all of them in XDP. (With the sync's refresh left out, the peer is
+/// removed after 60 s and created again by the client's next datagram.)
+#[test]
+fn a_peer_busy_on_the_fast_path_outlives_the_idle_timeout() {
+    let test = function_name!();
+    if !fast_path_available(test, &[]) {
+        return;
+    }
+    let dir = check(TestDir::new(test));
+    let topo = check(RelayTopology::new(test));
+    let cli = check(topo::public_host(
+        &topo.internet,
+        test,
+        "cli",
+        &[PUBLIC_CLIENT],
+    ));
+    prepare_bridges(&topo, &dir);
+    let _server: Proc = check(topo.start_server(&dir));
+    let _relay: Proc = check(topo.start_relay(&dir, &FAST_PATH));
+    let count = 75;
+    let run = check(ping(
+        &cli,
+        &dir,
+        "client-sim",
+        PingSpec {
+            server: SERVER_PRIMARY,
+            destination: NATIVE_HOST,
+            count,
+            profile: "rfc5991",
+        },
+        &[],
+    ));
+    eprintln!(
+        "{test}: {} of {} answered",
+        run.report.received, run.report.transmitted
+    );
+    assert_eq!(
+        run.answered(),
+        (1..=count).collect::<Vec<_>>(),
+        "{:?}",
+        run.report
+    );
+    let (to_native, to_teredo) = assert_forwarded_in_xdp(&topo);
+    assert!(
+        to_native >= f64::from(count - 5) && to_teredo >= f64::from(count - 5),
+        "{to_native} / {to_teredo}"
+    );
+    let text = check(topo.relay_metrics());
+    let m = |series: &str| metric_value(&text, series).unwrap_or(0.0);
+    let created = m("teredo_relay_peers_created_total{by=\"native_packet\"}")
+        + m("teredo_relay_peers_created_total{by=\"client_datagram\"}");
+    assert_eq!(created, 1.0, "the peer was never removed and created again");
+    assert_eq!(
+        m("teredo_relay_connectivity_test_duration_seconds_count"),
+        1.0,
+        "one bubble exchange"
+    );
+    assert_eq!(m("teredo_relay_peers{state=\"trusted\"}"), 1.0);
+    assert_eq!(m("teredo_relay_fast_path_peers"), 1.0);
+}
