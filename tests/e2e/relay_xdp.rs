@@ -3,7 +3,8 @@
 //! ping`, public address) qualifies with our server and pings the native host through the
 //! relay. The first packets go through the core (the bubble exchange makes the client
 //! trusted, the kernel resolves its neighbours); after that the program forwards both
-//! directions itself, which the relay's metrics must show, promtool-clean.
+//! directions itself, which the relay's metrics must show, promtool-clean. A longer session
+//! checks that the program's traffic keeps the peer alive in the core (the sync).
 //!
 //! The relay's two veths redirect frames to each other and send them out towards the
 //! bridges, whose ports therefore run `xdp_pass` (a veth takes frames redirected into it
