@@ -1365,7 +1365,8 @@ fn mutated_frames_match_the_core() {
     );
 }
 
-/// The map's API as the relay uses it, and the stamps the program moves.
+/// The map's API as the relay uses it, attaching to both sides, and the stamps the program
+/// moves.
 #[test]
 fn peer_map_and_stamps() {
     let mut cfg = fast_config();
@@ -1405,6 +1406,11 @@ fn peer_map_and_stamps() {
 
     let ns = topology();
     ns.run_in(move || {
+        // One program on both sides, as the relay attaches it.
+        for dev in ["inet0", "nat0"] {
+            let mode = xdp.attach(dev).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("relay program attached to {dev}: {}", mode.as_str());
+        }
         let (inet, nat) = (ifindex("inet0"), ifindex("nat0"));
         let x = teredo(XMAP);
         let old = monotonic_ns() - 1_000_000_000;
