@@ -44,7 +44,7 @@ const NAT_MAC: [u8; 6] = [2, 0, 0, 0, 2, 1];
 const GW6_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0xfe];
 /// MTU of the native interface: IPv6 packets from clients longer than this get a packet
 /// too big from the kernel (the program's route lookup says so).
-const NAT_MTU: usize = 1400;
+const NAT_MTU: usize = 1600;
 const TUN_MTU: usize = 1280;
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 /// A native host.
@@ -364,7 +364,7 @@ enum Iface {
 }
 
 /// A relay namespace: `inet0` (192.0.2.1/24, default route via 192.0.2.254) and `nat0`
-/// (2001:db8:1::1/64, default route via 2001:db8:1::fe, MTU 1400), each one end of a veth
+/// (2001:db8:1::1/64, default route via 2001:db8:1::fe, MTU 1600), each one end of a veth
 /// pair, permanent neighbour entries for both gateways, IPv6 forwarding on, IPv4 forwarding
 /// on these two interfaces only.
 fn topology() -> Netns {
@@ -780,9 +780,11 @@ fn check_forwarded(
 
 // ---- the cases -------------------------------------------------------------------------
 
-/// Payload lengths around the program's checksum chunks (512 bytes) and the odd ones.
-const LENGTHS: [usize; 14] = [
-    0, 1, 7, 13, 100, 463, 464, 465, 471, 472, 473, 975, 976, 1240,
+/// Payload lengths around the program's checksum chunks (512 bytes: the UDP datagram of a
+/// client's packet is 48 bytes longer, the IPv6 packet summed when encapsulating 40) and odd
+/// ones.
+const LENGTHS: [usize; 17] = [
+    0, 1, 7, 13, 100, 463, 464, 465, 471, 472, 473, 975, 976, 983, 984, 985, 1240,
 ];
 
 fn with_udp_checksum(mut f: Vec<u8>, c: [u8; 2]) -> Vec<u8> {
@@ -823,7 +825,7 @@ fn cases() -> Vec<Case> {
             Forward,
         ));
     }
-    for n in [1300, NAT_MTU - 40] {
+    for n in [1300, 1487, 1488, 1489, NAT_MTU - 40] {
         v.push(case(
             &format!("W to H2, {n} bytes"),
             udp(WMAP, &ipv6(w, H2, 64, 6, n)),
@@ -831,11 +833,27 @@ fn cases() -> Vec<Case> {
             Forward,
         ));
     }
-    // Longer than the program checksums (2048 bytes): left to the kernel, which delivers it
-    // to the core, which forwards it into a packet too big on the native side.
+    // Up to 2048 bytes the program checks the UDP checksum (then finds the packet too big
+    // for the native side); longer ones are left to the kernel, which delivers them to the
+    // core, which forwards them into a packet too big.
+    for (n, e) in [
+        (1999, R::NoRoute),
+        (2000, R::NoRoute),
+        (2001, R::Ipv4Unchecked),
+        (2052, R::Ipv4Unchecked),
+    ] {
+        v.push(case(
+            &format!("W to H2, a {}-byte datagram", n + 48),
+            udp(WMAP, &ipv6(w, H2, 64, 6, n)),
+            Inet,
+            Pass(e),
+        ));
+    }
+    let mut bad = udp(WMAP, &ipv6(w, H2, 64, 6, 2000));
+    bad[PAYLOAD_AT + 1999] ^= 1;
     v.push(case(
-        "W to H2, a 2100-byte datagram",
-        udp(WMAP, &ipv6(w, H2, 64, 6, 2052)),
+        "a 2048-byte datagram with a bad UDP checksum",
+        bad,
         Inet,
         Pass(R::Ipv4Unchecked),
     ));
