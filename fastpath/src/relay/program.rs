@@ -212,6 +212,13 @@ mod tests {
 
     use super::*;
 
+    /// The relay's driver keeps it in a task and reads the counters from another.
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<XdpRelay>();
+    }
+
     #[test]
     fn refuses_what_the_program_cannot_do() {
         let mut cfg = RelayFastPathConfig {
