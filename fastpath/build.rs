@@ -11,22 +11,29 @@ use std::process::Command;
 const SOURCE: &str = "src/bpf/teredo_server.bpf.c";
 const PASS_SOURCE: &str = "src/bpf/xdp_pass.bpf.c";
 const HEADER: &str = "src/bpf/teredo_server.h";
+const BARE_SOURCE: &str = "src/bpf/xdp_bare.bpf.c";
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(teredo_xdp_object)");
     println!("cargo::rerun-if-changed={SOURCE}");
     println!("cargo::rerun-if-changed={HEADER}");
     println!("cargo::rerun-if-changed={PASS_SOURCE}");
+    println!("cargo::rerun-if-changed={BARE_SOURCE}");
     println!("cargo::rerun-if-env-changed=CLANG");
     println!("cargo::rerun-if-env-changed=TEREDO_XDP_DISABLE");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let object = out.join("teredo_server.bpf.o");
     let pass = out.join("xdp_pass.bpf.o");
-    match build(SOURCE, &object).and_then(|()| build(PASS_SOURCE, &pass)) {
+    let bare = out.join("xdp_bare.bpf.o");
+    match build(SOURCE, &object)
+        .and_then(|()| build(PASS_SOURCE, &pass))
+        .and_then(|()| build(BARE_SOURCE, &bare))
+    {
         Ok(()) => {
             println!("cargo::rustc-cfg=teredo_xdp_object");
             println!("cargo::rustc-env=TEREDO_XDP_OBJECT={}", object.display());
             println!("cargo::rustc-env=TEREDO_XDP_PASS_OBJECT={}", pass.display());
+            println!("cargo::rustc-env=TEREDO_XDP_BARE_OBJECT={}", bare.display());
         }
         Err(reason) => {
             println!(

@@ -21,12 +21,14 @@
 //! packets passed by [`PassReason`].
 
 mod abi;
+mod bare;
 mod error;
 mod interfaces;
 mod program;
 mod test_run;
 
 pub use abi::{Counters, FastPathConfig, PassReason};
+pub use bare::{BareMode, BareXdp};
 pub use error::Error;
 pub use interfaces::interface_of;
 pub use program::{AttachMode, XdpServer};

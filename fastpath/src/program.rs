@@ -25,6 +25,19 @@ pub(crate) fn object() -> Result<&'static [u8], Error> {
     }
 }
 
+/// The `xdp_bare` object (the benches' bare XDP rates), or why there is none.
+pub(crate) fn bare_object() -> Result<&'static [u8], Error> {
+    #[cfg(teredo_xdp_object)]
+    {
+        static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TEREDO_XDP_BARE_OBJECT"));
+        Ok(OBJECT)
+    }
+    #[cfg(not(teredo_xdp_object))]
+    {
+        Err(Error::NotBuilt(env!("TEREDO_XDP_UNAVAILABLE")))
+    }
+}
+
 /// The `xdp_pass` object (an XDP program that passes everything), or why there is none.
 pub(crate) fn pass_object() -> Result<&'static [u8], Error> {
     #[cfg(teredo_xdp_object)]
@@ -113,17 +126,7 @@ impl XdpServer {
     /// Attaches the program to `interface`: natively when the driver supports it, else in
     /// generic mode. Returns the mode used.
     pub fn attach(&mut self, interface: &str) -> Result<AttachMode, Error> {
-        let prog = self.program()?;
-        match prog.attach(interface, XdpFlags::DRV_MODE) {
-            Ok(_) => Ok(AttachMode::Native),
-            Err(native) => match prog.attach(interface, XdpFlags::SKB_MODE) {
-                Ok(_) => Ok(AttachMode::Generic),
-                Err(generic) => Err(Error::Attach {
-                    interface: interface.to_owned(),
-                    reason: format!("native: {native}; generic: {generic}"),
-                }),
-            },
-        }
+        attach_native_or_generic(self.program()?, interface)
     }
 
     /// Replaces the configuration (e.g. the port, once bound), keeping the program switched
@@ -159,8 +162,26 @@ impl XdpServer {
     }
 }
 
+/// Attaches `prog` to `interface`: natively when the driver supports it, else in generic
+/// mode. Returns the mode used.
+pub(crate) fn attach_native_or_generic(
+    prog: &mut Xdp,
+    interface: &str,
+) -> Result<AttachMode, Error> {
+    match prog.attach(interface, XdpFlags::DRV_MODE) {
+        Ok(_) => Ok(AttachMode::Native),
+        Err(native) => match prog.attach(interface, XdpFlags::SKB_MODE) {
+            Ok(_) => Ok(AttachMode::Generic),
+            Err(generic) => Err(Error::Attach {
+                interface: interface.to_owned(),
+                reason: format!("native: {native}; generic: {generic}"),
+            }),
+        },
+    }
+}
+
 /// The program error in one line: the verifier's log is long, its last line says why.
-fn verifier_line(e: &aya::programs::ProgramError) -> String {
+pub(crate) fn verifier_line(e: &aya::programs::ProgramError) -> String {
     match e {
         aya::programs::ProgramError::LoadError {
             io_error,

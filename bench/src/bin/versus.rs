@@ -260,11 +260,13 @@ fn run(args: &Args) -> Result<()> {
         server_bins: ServerBins {
             ours: ours_server.clone(),
             miredo: args.miredo_server_bin.clone(),
+            bare_xdp: PathBuf::new(),
             dir: dir.clone(),
         },
         relay_bins: Binaries {
             relay: ours_relay,
             bare: PathBuf::new(),
+            bare_xdp: PathBuf::new(),
             miredo: args.miredo_bin.clone(),
             dir: dir.clone(),
             workers: 1,
