@@ -14,6 +14,7 @@ const PASS_SOURCE: &str = "src/bpf/xdp_pass.bpf.c";
 const HEADER: &str = "src/bpf/teredo_server.h";
 const RELAY_SOURCE: &str = "src/bpf/teredo_relay.bpf.c";
 const RELAY_HEADER: &str = "src/bpf/teredo_relay.h";
+const BARE_SOURCE: &str = "src/bpf/xdp_bare.bpf.c";
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(teredo_xdp_object)");
@@ -22,15 +23,18 @@ fn main() {
     println!("cargo::rerun-if-changed={PASS_SOURCE}");
     println!("cargo::rerun-if-changed={RELAY_SOURCE}");
     println!("cargo::rerun-if-changed={RELAY_HEADER}");
+    println!("cargo::rerun-if-changed={BARE_SOURCE}");
     println!("cargo::rerun-if-env-changed=CLANG");
     println!("cargo::rerun-if-env-changed=TEREDO_XDP_DISABLE");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let object = out.join("teredo_server.bpf.o");
     let pass = out.join("xdp_pass.bpf.o");
     let relay = out.join("teredo_relay.bpf.o");
+    let bare = out.join("xdp_bare.bpf.o");
     match build(SOURCE, &object)
         .and_then(|()| build(PASS_SOURCE, &pass))
         .and_then(|()| build(RELAY_SOURCE, &relay))
+        .and_then(|()| build(BARE_SOURCE, &bare))
     {
         Ok(()) => {
             println!("cargo::rustc-cfg=teredo_xdp_object");
@@ -40,6 +44,7 @@ fn main() {
                 "cargo::rustc-env=TEREDO_XDP_RELAY_OBJECT={}",
                 relay.display()
             );
+            println!("cargo::rustc-env=TEREDO_XDP_BARE_OBJECT={}", bare.display());
         }
         Err(reason) => {
             println!(

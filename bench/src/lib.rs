@@ -43,3 +43,4 @@ pub mod soak;
 pub mod topo;
 pub mod tun;
 pub mod versus;
+pub mod xdp;

@@ -20,6 +20,8 @@ pub struct ServerBins {
     pub ours: PathBuf,
     /// `miredo-server`.
     pub miredo: PathBuf,
+    /// `bare-xdp` (empty when not needed).
+    pub bare_xdp: PathBuf,
     /// Run directory (configuration files, logs).
     pub dir: PathBuf,
 }
@@ -42,15 +44,6 @@ pub fn start_server(device: Device, topo: &Topology, bins: &ServerBins) -> Resul
             ]);
             if device == Device::OursXdp {
                 cmd.args(["--fast-path", "xdp"]);
-                // The generator's veth end takes the frames sent back by XDP only when it
-                // runs an XDP program itself.
-                let pass = bins.dir.join("xdp_pass.bpf.o");
-                fs::write(&pass, teredo_fastpath::pass_object()?)
-                    .with_context(|| format!("write {}", pass.display()))?;
-                let pass = pass.to_str().context("non-UTF-8 run directory")?;
-                topo.gen.ip(&[
-                    "link", "set", "dev", INET_IF, "xdpdrv", "obj", pass, "sec", "xdp",
-                ])?;
             }
             cmd.env("RUST_LOG", "warn");
         }
@@ -67,63 +60,28 @@ pub fn start_server(device: Device, topo: &Topology, bins: &ServerBins) -> Resul
                 .arg("-p")
                 .arg(bins.dir.join("miredo-server.pid"));
         }
+        Device::BareXdp => {
+            cmd.arg(&bins.bare_xdp).args(crate::xdp::bare_server_args());
+        }
         Device::OursPlain | Device::MiredoGw | Device::Bare => {
             bail!("{} is not a server", device.name())
         }
     }
     let mut dev = RunningDevice::spawn(device, cmd, &label, &bins.dir)?;
-    dev.wait_ready(
-        topo,
-        &[
-            SocketAddrV4::new(SERVER_PRIMARY, TEREDO_PORT),
-            SocketAddrV4::new(SERVER_SECONDARY, TEREDO_PORT),
-        ],
-        false,
-    )?;
-    if device == Device::OursXdp {
-        pin_xdp_napi(topo)?;
+    if device == Device::BareXdp {
+        crate::xdp::wait_bare(&mut dev)?;
+    } else {
+        dev.wait_ready(
+            topo,
+            &[
+                SocketAddrV4::new(SERVER_PRIMARY, TEREDO_PORT),
+                SocketAddrV4::new(SERVER_SECONDARY, TEREDO_PORT),
+            ],
+            false,
+        )?;
+    }
+    if device.uses_xdp() {
+        dev.prepare_xdp(topo, &bins.dir, &[INET_IF])?;
     }
     Ok(dev)
-}
-/// The XDP program runs in the NAPI poll of the server's veth, by default in the softirq of
-/// the CPU that sent the frame: the generator's. Threaded NAPI gives that poll a kernel
-/// thread of its own, pinned here to [`RELAY_CPU`] like the other servers, so that the fast
-/// path gets the same one core (its CPU time is not in the server's process figures).
-fn pin_xdp_napi(topo: &Topology) -> Result<()> {
-    let prefix = format!("napi/{INET_IF}-");
-    let threads = || -> Vec<u32> {
-        fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.starts_with(&prefix))
-            })
-            .collect()
-    };
-    let before = threads();
-    topo.relay
-        .sh(&format!("echo 1 > /sys/class/net/{INET_IF}/threaded"))?;
-    let new: Vec<u32> = threads()
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
-    if new.is_empty() {
-        bail!("no NAPI thread appeared for {INET_IF} in the server's namespace");
-    }
-    for pid in new {
-        let out = std::process::Command::new("taskset")
-            .args(["-pc", &RELAY_CPU.to_string(), &pid.to_string()])
-            .output()
-            .context("taskset")?;
-        if !out.status.success() {
-            bail!(
-                "cannot pin NAPI thread {pid}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-    Ok(())
 }

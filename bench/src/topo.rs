@@ -213,9 +213,13 @@ pub enum Device {
     MiredoGw,
     /// The bare per-packet forwarder (ceiling).
     Bare,
-    /// `server-bench` only: our `teredo-server --fast-path xdp` (RAs sent by the XDP
-    /// program; the generator's end of the link runs `xdp_pass` to take them).
+    /// Ours with `--fast-path xdp`: `teredo-server` (RAs sent by the XDP program) or
+    /// `teredo-relay --native-interface nat0` (trusted peers forwarded by XDP). The
+    /// generator's ends of the links run `xdp_pass` to take the frames (see `xdp.rs`).
     OursXdp,
+    /// No device: the protocol-free XDP program of `bare-xdp` (frames straight back for a
+    /// server, out of the other link for a relay), the links' own XDP ceiling.
+    BareXdp,
 }
 
 impl Device {
@@ -228,6 +232,7 @@ impl Device {
             Self::MiredoGw => "miredo-gw",
             Self::Bare => "bare",
             Self::OursXdp => "ours-xdp",
+            Self::BareXdp => "bare-xdp",
         }
     }
 
@@ -240,6 +245,7 @@ impl Device {
             Self::MiredoGw,
             Self::Bare,
             Self::OursXdp,
+            Self::BareXdp,
         ]
         .into_iter()
         .find(|d| d.name() == s)
@@ -247,7 +253,12 @@ impl Device {
 
     /// True when peers must be made trusted through the bubble exchange.
     pub fn needs_trust(self) -> bool {
-        self != Self::Bare
+        !matches!(self, Self::Bare | Self::BareXdp)
+    }
+
+    /// True for the devices that run XDP on the device's links (see `xdp.rs`).
+    pub fn uses_xdp(self) -> bool {
+        matches!(self, Self::OursXdp | Self::BareXdp)
     }
 }
 
@@ -258,6 +269,8 @@ pub struct Binaries {
     pub relay: PathBuf,
     /// `bare-forwarder`.
     pub bare: PathBuf,
+    /// `bare-xdp` (empty when not needed).
+    pub bare_xdp: PathBuf,
     /// `miredo`.
     pub miredo: PathBuf,
     /// Run directory (configuration files, logs).
@@ -275,6 +288,8 @@ pub struct RunningDevice {
     pub device: Device,
     proc: Proc,
     started: Instant,
+    /// Links prepared for XDP ([`crate::xdp::prepare`]), undone by [`RunningDevice::stop`].
+    xdp_links: Vec<&'static str>,
 }
 
 impl RunningDevice {
@@ -288,11 +303,11 @@ impl RunningDevice {
         let mut cmd = topo.relay.command("taskset");
         cmd.args(["-c", &RELAY_CPU.to_string()]);
         match device {
-            Device::Ours | Device::OursPlain => {
-                let offload = if device == Device::Ours {
-                    "all"
-                } else {
+            Device::Ours | Device::OursPlain | Device::OursXdp => {
+                let offload = if device == Device::OursPlain {
                     "none"
+                } else {
+                    "all"
                 };
                 cmd.arg(&bins.relay).args([
                     "--offload",
@@ -311,6 +326,9 @@ impl RunningDevice {
                 if let Some(n) = bins.max_peers {
                     cmd.args(["--max-peers", &n.to_string()]);
                 }
+                if device == Device::OursXdp {
+                    cmd.args(["--fast-path", "xdp", "--native-interface", NATIVE_IF]);
+                }
                 cmd.env("RUST_LOG", "warn");
             }
             Device::Miredo | Device::MiredoGw => {
@@ -322,7 +340,9 @@ impl RunningDevice {
                     .arg("-p")
                     .arg(bins.dir.join("miredo.pid"));
             }
-            Device::OursXdp => bail!("{} is not a relay", device.name()),
+            Device::BareXdp => {
+                cmd.arg(&bins.bare_xdp).args(crate::xdp::bare_relay_args());
+            }
             Device::Bare => {
                 cmd.arg(&bins.bare).args([
                     "--bind",
@@ -335,7 +355,14 @@ impl RunningDevice {
             }
         }
         let mut d = Self::spawn(device, cmd, &label, &bins.dir)?;
-        d.wait_ready(topo, &[bind], true)?;
+        if device == Device::BareXdp {
+            crate::xdp::wait_bare(&mut d)?;
+        } else {
+            d.wait_ready(topo, &[bind], true)?;
+        }
+        if device.uses_xdp() {
+            d.prepare_xdp(topo, &bins.dir, &[INET_IF, NATIVE_IF])?;
+        }
         if device == Device::MiredoGw {
             topo.relay.ip(&crate::tun::gateway_route(TUN_IF))?;
             let routes = topo.relay.ip(&["-6", "route", "show", "2001::/32"])?;
@@ -355,6 +382,7 @@ impl RunningDevice {
             device,
             proc,
             started: Instant::now(),
+            xdp_links: Vec::new(),
         })
     }
 
@@ -397,6 +425,18 @@ impl RunningDevice {
         }
     }
 
+    /// Prepares `links` for the device's XDP programs ([`crate::xdp::prepare`]); its stop
+    /// undoes it.
+    pub fn prepare_xdp(
+        &mut self,
+        topo: &Topology,
+        dir: &Path,
+        links: &[&'static str],
+    ) -> Result<()> {
+        self.xdp_links.extend_from_slice(links);
+        crate::xdp::prepare(topo, dir, links)
+    }
+
     /// Fails if the device has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
         if let Some(st) = self.proc.try_status()? {
@@ -415,6 +455,7 @@ impl RunningDevice {
     pub fn stop(mut self, topo: &Topology) -> Result<()> {
         self.proc.stop_with(libc::SIGTERM, Duration::from_secs(3))?;
         topo.relay.stop_all(Duration::from_secs(2));
+        crate::xdp::undo(topo, &self.xdp_links);
         let deadline = Instant::now() + Duration::from_secs(3);
         while topo.relay.ip(&["link", "show", TUN_IF]).is_ok() {
             if Instant::now() > deadline {
@@ -489,6 +530,7 @@ mod tests {
             Device::MiredoGw,
             Device::Bare,
             Device::OursXdp,
+            Device::BareXdp,
         ] {
             assert_eq!(Device::parse(d.name()), Some(d));
         }

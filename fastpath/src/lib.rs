@@ -25,6 +25,7 @@
 //! the crate's README.
 
 mod abi;
+mod bare;
 mod error;
 mod interfaces;
 mod program;
@@ -32,6 +33,7 @@ mod relay;
 mod test_run;
 
 pub use abi::{Counters, FastPathConfig, PassReason};
+pub use bare::{BareMode, BareXdp};
 pub use error::Error;
 pub use interfaces::interface_of;
 pub use program::{AttachMode, XdpServer};

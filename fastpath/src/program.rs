@@ -25,6 +25,19 @@ pub(crate) fn object() -> Result<&'static [u8], Error> {
     }
 }
 
+/// The `xdp_bare` object (the benches' bare XDP rates), or why there is none.
+pub(crate) fn bare_object() -> Result<&'static [u8], Error> {
+    #[cfg(teredo_xdp_object)]
+    {
+        static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TEREDO_XDP_BARE_OBJECT"));
+        Ok(OBJECT)
+    }
+    #[cfg(not(teredo_xdp_object))]
+    {
+        Err(Error::NotBuilt(env!("TEREDO_XDP_UNAVAILABLE")))
+    }
+}
+
 /// The `xdp_pass` object (an XDP program that passes everything), or why there is none.
 pub(crate) fn pass_object() -> Result<&'static [u8], Error> {
     #[cfg(teredo_xdp_object)]

@@ -47,8 +47,9 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "t2n,n2t")]
     directions: Vec<String>,
     /// Devices compared in every round (ours, ours-plain = ours with --offload none,
-    /// miredo); miredo-gw runs for the largest peer
-    /// count, native→Teredo, unless --no-gw.
+    /// ours-xdp = ours with --fast-path xdp, miredo, bare-xdp = no relay: every frame
+    /// redirected to the other link by a protocol-free XDP program, the links' XDP
+    /// ceiling); miredo-gw runs for the largest peer count, native→Teredo, unless --no-gw.
     #[arg(long, value_delimiter = ',', default_value = "ours,miredo")]
     devices: Vec<String>,
     /// Skip Miredo with the route via fe80::1.
@@ -175,7 +176,13 @@ fn run(args: &Args) -> Result<()> {
         .collect::<Result<_>>()?;
     let devices = cli::devices(
         &args.devices,
-        &[Device::Ours, Device::OursPlain, Device::Miredo],
+        &[
+            Device::Ours,
+            Device::OursPlain,
+            Device::OursXdp,
+            Device::Miredo,
+            Device::BareXdp,
+        ],
     )?;
     if let Some(n) = args.memory {
         if n == 0 || n > MAX_WIDE_PEERS {
@@ -221,6 +228,11 @@ fn run(args: &Args) -> Result<()> {
             snapshot(&bare_bin, &dir, hint)?
         },
         miredo: args.miredo_bin.clone(),
+        bare_xdp: if devices.contains(&Device::BareXdp) {
+            snapshot(&cli::bin_path(None, "bare-xdp")?, &dir, hint)?
+        } else {
+            PathBuf::new()
+        },
         dir: dir.clone(),
         workers: args.workers,
         max_peers: args.memory,
@@ -305,6 +317,9 @@ fn run(args: &Args) -> Result<()> {
     ratio_rows.extend(ratios(&sums, Device::Ours, Device::MiredoGw));
     ratio_rows.extend(ratios(&sums, Device::Ours, Device::Bare));
     ratio_rows.extend(ratios(&sums, Device::OursPlain, Device::Miredo));
+    ratio_rows.extend(ratios(&sums, Device::OursXdp, Device::Miredo));
+    ratio_rows.extend(ratios(&sums, Device::OursXdp, Device::Ours));
+    ratio_rows.extend(ratios(&sums, Device::OursXdp, Device::BareXdp));
     let mut memory: Vec<Memory> = Vec::new();
     for r in runs.iter().filter(|r| r.error.is_none()) {
         let m = match memory

@@ -47,7 +47,9 @@ struct Args {
     /// restricted (from the address asked), or mix (both, alternately).
     #[arg(long, default_value = "mix", value_parser = ["cone", "restricted", "mix"])]
     rs: String,
-    /// Devices compared in every round (ours, ours-xdp: ours with --fast-path xdp, miredo).
+    /// Devices compared in every round (ours, ours-xdp: ours with --fast-path xdp, miredo,
+    /// bare-xdp: no server, every frame sent straight back by a protocol-free XDP program,
+    /// the link's XDP ceiling; no latency run).
     #[arg(long, value_delimiter = ',', default_value = "ours,miredo")]
     devices: Vec<String>,
     /// First rate of the first round's throughput search (RS/s); later rounds start from
@@ -167,10 +169,15 @@ fn run(args: &Args) -> Result<()> {
     let kind = RsKind::parse(&args.rs).context("--rs: cone, restricted or mix")?;
     let devices = cli::devices(
         &args.devices,
-        &[Device::Ours, Device::OursXdp, Device::Miredo],
+        &[
+            Device::Ours,
+            Device::OursXdp,
+            Device::Miredo,
+            Device::BareXdp,
+        ],
     )?;
     if devices.is_empty() {
-        bail!("--devices: at least one of ours, ours-xdp, miredo");
+        bail!("--devices: at least one of ours, ours-xdp, miredo, bare-xdp");
     }
     let (rounds, first, later) = cli::SearchFlags {
         quick: args.quick,
@@ -205,6 +212,11 @@ fn run(args: &Args) -> Result<()> {
             ours_bin
         },
         miredo: args.miredo_server_bin.clone(),
+        bare_xdp: if devices.contains(&Device::BareXdp) {
+            snapshot(&cli::bin_path(None, "bare-xdp")?, &dir, hint)?
+        } else {
+            PathBuf::new()
+        },
         dir: dir.clone(),
     };
 
@@ -296,6 +308,7 @@ fn run(args: &Args) -> Result<()> {
     let mut ratio_rows = ratios(&sums, Device::Ours, Device::Miredo);
     ratio_rows.extend(ratios(&sums, Device::OursXdp, Device::Miredo));
     ratio_rows.extend(ratios(&sums, Device::OursXdp, Device::Ours));
+    ratio_rows.extend(ratios(&sums, Device::OursXdp, Device::BareXdp));
     let lat: Vec<LatencySummary> = devices
         .iter()
         .map(|&d| {
@@ -520,7 +533,8 @@ impl Instance<'_> {
             };
             let cell = run_cell(&mut ctx, plan, estimate, gen_max)?;
             dev.ensure_running()?;
-            let latency = match latency_plan {
+            // A reflected RS is no RA: the bare program has no latency to measure.
+            let latency = match latency_plan.filter(|_| device != Device::BareXdp) {
                 Some((rate, secs, burst_us)) => {
                     // Let whatever the saturation run queued drain first.
                     teredo_bench::runner::sleep(Duration::from_millis(300))?;
@@ -566,18 +580,6 @@ impl Instance<'_> {
                 latency,
             })
         })();
-        let result = cli::stop_with_log(dev, self.topo, result);
-        if device == Device::OursXdp {
-            self.topo
-                .gen
-                .ip(&["link", "set", "dev", INET_IF, "xdpdrv", "off"])?;
-            // Back to softirq NAPI for the next device (fails harmlessly when the veth
-            // dropped NAPI with the program).
-            let _ = self
-                .topo
-                .relay
-                .sh(&format!("echo 0 > /sys/class/net/{INET_IF}/threaded"));
-        }
-        result
+        cli::stop_with_log(dev, self.topo, result)
     }
 }

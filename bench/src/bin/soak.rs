@@ -230,6 +230,7 @@ fn run(args: &Args) -> Result<()> {
     let bins = Binaries {
         relay: relay_bin,
         bare: PathBuf::new(),
+        bare_xdp: PathBuf::new(),
         miredo: PathBuf::new(),
         dir: dir.clone(),
         workers: 1,

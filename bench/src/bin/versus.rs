@@ -59,6 +59,11 @@ struct Args {
     /// installs (with many clients the on-link route fills the neighbour table).
     #[arg(long)]
     miredo_gw: bool,
+    /// Run ours with `--fast-path xdp` (device `ours-xdp`): the server answers RSs in XDP, the
+    /// relay forwards for trusted peers in XDP (`--native-interface nat0`); the generator's
+    /// veth ends run `xdp_pass` and the device's NAPI threads are pinned to its CPU.
+    #[arg(long)]
+    fast_path: bool,
     /// Trial length, seconds [default: 3, --quick: 2].
     #[arg(long)]
     duration: Option<f64>,
@@ -208,7 +213,11 @@ fn run(args: &Args) -> Result<()> {
         rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
         duration: args.duration.unwrap_or(if args.quick { 2.0 } else { 3.0 }),
         devices: [
-            Device::Ours,
+            if args.fast_path {
+                Device::OursXdp
+            } else {
+                Device::Ours
+            },
             if args.miredo_gw {
                 Device::MiredoGw
             } else {
@@ -260,11 +269,13 @@ fn run(args: &Args) -> Result<()> {
         server_bins: ServerBins {
             ours: ours_server.clone(),
             miredo: args.miredo_server_bin.clone(),
+            bare_xdp: PathBuf::new(),
             dir: dir.clone(),
         },
         relay_bins: Binaries {
             relay: ours_relay,
             bare: PathBuf::new(),
+            bare_xdp: PathBuf::new(),
             miredo: args.miredo_bin.clone(),
             dir: dir.clone(),
             workers: 1,
