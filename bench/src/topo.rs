@@ -328,6 +328,11 @@ impl RunningDevice {
                 }
                 if device == Device::OursXdp {
                     cmd.args(["--fast-path", "xdp", "--native-interface", NATIVE_IF]);
+                    // The program's IPv4 route lookup for native→Teredo needs forwarding on
+                    // the interface the native packets arrive on (a new namespace may or may
+                    // not inherit it from the host).
+                    topo.relay
+                        .sysctl(&format!("net.ipv4.conf.{NATIVE_IF}.forwarding"), "1")?;
                 }
                 cmd.env("RUST_LOG", "warn");
             }
