@@ -139,6 +139,47 @@ mod loopback {
         relay.wait().await.unwrap();
     }
 
+    /// A UDP socket that stays readable (overload: datagrams arrive faster than the worker
+    /// takes them) must not keep its task running: the TUN task, the timers and the metrics
+    /// endpoint share the worker's thread, and tokio's cooperative budget does not see the
+    /// non-blocking `recvmmsg` loop. Here, on one thread, a backlog of several batches is
+    /// queued before the relay runs; a probe task must get turns while it is being read,
+    /// not only once the socket is empty.
+    #[tokio::test]
+    async fn a_readable_socket_does_not_starve_the_other_tasks() {
+        let mut o = options();
+        o.workers = 1;
+        let registry = o.registry.clone();
+        let (trigger, shutdown) = Shutdown::new();
+        let relay = start(o, shutdown).await.unwrap();
+        let batches = 8;
+        let total = (batches * teredo_relay::BATCH) as f64;
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..batches * teredo_relay::BATCH {
+            // Too short for an IPv6 header: received, then dropped as truncated.
+            peer.send_to(&[0x60; 10], relay.local_addr()).unwrap();
+        }
+        let series = "teredo_relay_packets_received_total{direction=\"ipv4_to_ipv6\"}";
+        let mut seen = Vec::new();
+        for _ in 0..10_000 {
+            tokio::task::yield_now().await;
+            let v = metrics::registry_value(&registry, series);
+            if seen.last() != Some(&v) {
+                seen.push(v);
+            }
+            if v >= total {
+                break;
+            }
+        }
+        assert_eq!(seen.last(), Some(&total), "{seen:?}");
+        assert!(
+            seen.iter().any(|&v| v > 0.0 && v < total),
+            "the probe ran only before and after the whole backlog: {seen:?}"
+        );
+        trigger.trigger();
+        timeout(LIMIT, relay.wait()).await.unwrap().unwrap();
+    }
+
     #[tokio::test]
     async fn start_errors_are_one_line() {
         let (_trigger, shutdown) = Shutdown::new();
