@@ -24,7 +24,7 @@
 //! non-blocking reads (up to [`BATCH`]), then sends everything (data, bubbles, flushed
 //! queues) in one `sendmmsg`, runs to one peer of equal-length datagrams as one UDP GSO
 //! send when enabled. A task that took a full batch yields before the next one
-//! ([`yield_after_full_batch`]), so under overload the two directions, the timers and the
+//! ([`teredo_rt::yield_after_full_batch`]), so under overload the two directions, the timers and the
 //! metrics endpoint take turns; the clock is read and the metrics updated once per batch.
 
 use std::io;
@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use teredo::relay::{shard_key_ipv6, shard_key_udp, Event, Handled, RelayCounters};
 use teredo::{DropReason, Kind, Local, Output};
 use teredo_rt::batch::{RecvBatch, SendBatch, Sent};
-use teredo_rt::{Shutdown, MAX_DATAGRAM};
+use teredo_rt::{yield_after_full_batch, Shutdown, MAX_DATAGRAM};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::Receiver;
@@ -361,19 +361,6 @@ impl Stats {
         }
         *self = Self::default();
     }
-}
-
-/// After a full batch (more is probably waiting): lets the other tasks of the thread run
-/// first. Under overload a socket or TUN queue never runs dry, so without this the task
-/// would never return to the runtime: readiness that is already set and non-blocking
-/// `recvmmsg`/`read` calls do not use tokio's cooperative budget. One task would then keep
-/// the worker's thread while the other direction's queue (the TUN's 500 packets, or the
-/// socket buffer with the clients' bubbles), the timers and the metrics endpoint wait:
-/// measured with one client at 160 k echo/s, the relay took the requests and dropped
-/// almost every reply in the TUN. `yield_now` also lets the runtime poll for I/O events
-/// before this task runs again, so both directions take turns batch by batch.
-async fn yield_after_full_batch() {
-    tokio::task::yield_now().await;
 }
 
 fn recv_error(e: &io::Error, what: &str) -> bool {

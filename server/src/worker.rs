@@ -1,7 +1,10 @@
 //! One receive loop per server address, batched: each wake-up takes up to [`BATCH`] datagrams
 //! with one `recvmmsg`, the sans-IO core answers each into one reusable buffer, the answers
 //! are copied into a send batch per outgoing socket, and each batch leaves with one
-//! `sendmmsg` ([`teredo_rt::batch`]). Nothing is allocated per datagram.
+//! `sendmmsg` ([`teredo_rt::batch`]). Nothing is allocated per datagram. A loop that took a
+//! full batch yields before the next ([`teredo_rt::yield_after_full_batch`]), so under
+//! overload on one address the other address, the native side and the metrics endpoint
+//! still get their turns.
 //!
 //! Each worker owns a sans-IO [`Server`] (the core keeps no per-client state, so two
 //! instances behave as one and need no locking) and shares both UDP sockets with the other
@@ -18,7 +21,7 @@ use teredo::io::{Kind, Local, Output};
 use teredo::server::{Handled, Server, ServerConfig};
 use teredo::DropReason;
 use teredo_rt::batch::{RecvBatch, SendBatch, Sent};
-use teredo_rt::{Shutdown, MAX_DATAGRAM};
+use teredo_rt::{yield_after_full_batch, Shutdown, MAX_DATAGRAM};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -122,6 +125,9 @@ impl Worker {
                     let took = started.elapsed().as_secs_f64();
                     for _ in 0..n {
                         self.metrics.duration.observe(took);
+                    }
+                    if n == BATCH {
+                        yield_after_full_batch().await;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -117,6 +117,44 @@ mod loopback {
         server.wait().await.unwrap();
     }
 
+    /// Under overload the receive loop never finds its socket empty, and tokio's cooperative
+    /// budget does not see its non-blocking `recvmmsg`: without yielding after a full batch
+    /// it would keep the thread while the other address, the native side and the metrics
+    /// endpoint wait. A backlog of several batches is queued before the server runs; a probe
+    /// task on the same thread must get turns while it is being read.
+    #[tokio::test]
+    async fn a_readable_socket_does_not_starve_the_other_tasks() {
+        let o = options();
+        let registry = o.registry.clone();
+        let (trigger, shutdown) = Shutdown::new();
+        let server = start(o, shutdown).await.unwrap();
+        let total = 8 * 64;
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..total {
+            // Too short for anything: received, then dropped as truncated.
+            client.send_to(&[0x60; 10], server.primary_addr()).unwrap();
+        }
+        let series = "teredo_server_packets_received_total{address=\"primary\"}";
+        let mut seen = Vec::new();
+        for _ in 0..10_000 {
+            tokio::task::yield_now().await;
+            let v = metric(&registry, series);
+            if seen.last() != Some(&v) {
+                seen.push(v);
+            }
+            if v >= f64::from(total) {
+                break;
+            }
+        }
+        assert_eq!(seen.last(), Some(&f64::from(total)), "{seen:?}");
+        assert!(
+            seen.iter().any(|&v| v > 0.0 && v < f64::from(total)),
+            "the probe ran only before and after the whole backlog: {seen:?}"
+        );
+        trigger.trigger();
+        timeout(LIMIT, server.wait()).await.unwrap().unwrap();
+    }
+
     #[tokio::test]
     async fn counts_drops_serves_metrics_and_stops() {
         let mut o = options();

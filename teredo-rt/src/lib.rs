@@ -23,6 +23,7 @@ pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod component;
+pub mod fairness;
 pub mod logging;
 pub mod metrics;
 pub mod process;
@@ -31,6 +32,7 @@ pub mod udp;
 
 pub use clock::now;
 pub use component::{ComponentMetrics, DropCounters, Tasks};
+pub use fairness::yield_after_full_batch;
 pub use logging::{init_tracing, LogFormat};
 pub use metrics::{register, register_process_metrics, render, serve_metrics, spawn_metrics};
 pub use shutdown::{shutdown_signal, Shutdown, ShutdownTrigger};
