@@ -264,7 +264,7 @@ fn sendmmsg(fd: &OwnedFd, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
 /// Frames built once, sent in order over and over: `hdrs[j]` describes frame `j % n`, and
 /// there are `n + BATCH` of them, so any [`BATCH`] consecutive frames are one slice.
 pub struct FrameRing {
-    _frames: Vec<Vec<u8>>,
+    frames: Vec<Vec<u8>>,
     _iov: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     n: usize,
@@ -301,7 +301,7 @@ impl FrameRing {
             })
             .collect();
         Self {
-            _frames: frames,
+            frames,
             _iov: iov,
             hdrs,
             n,
@@ -317,6 +317,14 @@ impl FrameRing {
     /// Always false (a ring has at least one frame).
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// The next frame in the ring's order (for generators that send one frame at a time);
+    /// the ring moves on by one.
+    pub fn next_frame(&mut self) -> &[u8] {
+        let f = &self.frames[self.pos];
+        self.pos = (self.pos + 1) % self.n;
+        f
     }
 
     /// Sends the next `count` (≤ [`BATCH`]) frames; how many the kernel took.
@@ -335,7 +343,7 @@ pub struct Offered {
     pub sent: u64,
     /// How long the run lasted (seconds).
     pub secs: f64,
-    /// Failed `sendmmsg` calls.
+    /// Failed sends (`sendmmsg` calls, live-frames test runs).
     pub errors: u64,
 }
 
@@ -351,9 +359,8 @@ impl Offered {
 }
 
 /// Sends frames from `ring` for `duration`: as fast as possible (`rate` `None`) or paced at
-/// `rate` frames per second by a token bucket refilled continuously and spent in bursts of
-/// about one millisecond's worth (1..=[`BATCH`] frames). If the generator falls behind it
-/// does not catch up by more than a few bursts. Stops early when `stop` is set.
+/// `rate` frames per second by [`pace`] in bursts of 1..=[`BATCH`] frames. Stops early when
+/// `stop` is set.
 pub fn blast(
     sock: &PacketSocket,
     ring: &mut FrameRing,
@@ -361,11 +368,32 @@ pub fn blast(
     duration: Duration,
     stop: &AtomicBool,
 ) -> Offered {
+    pace(rate, duration, stop, BATCH as u64, |n| {
+        ring.send(sock, n as usize).map(|m| m as u64)
+    })
+}
+
+/// The token bucket every generator shares: calls `send(n)` (which sends up to `n` frames,
+/// at most `max_burst`, and says how many went) for `duration`, as fast as possible
+/// (`rate` `None`: `n` = `max_burst`) or paced at `rate` frames per second by a bucket
+/// refilled continuously and spent in bursts of about one millisecond's worth
+/// (1..=`max_burst` frames). If the generator falls behind it does not catch up by more
+/// than a few bursts. A failed `send` is counted and followed by a 50 µs pause. Stops
+/// early when `stop` is set.
+pub fn pace(
+    rate: Option<f64>,
+    duration: Duration,
+    stop: &AtomicBool,
+    max_burst: u64,
+    mut send: impl FnMut(u64) -> io::Result<u64>,
+) -> Offered {
     let start = Instant::now();
-    let burst = rate.map_or(BATCH as u64, |r| {
-        ((r / 1000.0) as u64).clamp(1, BATCH as u64)
-    });
-    let max_debt = 4 * BATCH as u64;
+    if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        // Nothing to offer (a search whose every step sent nothing asks for 0).
+        return Offered::default();
+    }
+    let burst = rate.map_or(max_burst, |r| ((r / 1000.0) as u64).clamp(1, max_burst));
+    let max_debt = 4 * max_burst;
     let mut sent = 0u64;
     // Tokens forgiven when the generator fell behind.
     let mut forgiven = 0u64;
@@ -379,7 +407,7 @@ pub fn blast(
             break;
         }
         let n = match rate {
-            None => BATCH as u64,
+            None => max_burst,
             Some(r) => {
                 let due = ((r * el.as_secs_f64()) as u64).saturating_sub(forgiven);
                 let mut owed = due.saturating_sub(sent);
@@ -396,11 +424,11 @@ pub fn blast(
                     }
                     continue;
                 }
-                owed.min(BATCH as u64)
+                owed.min(max_burst)
             }
         };
-        match ring.send(sock, n as usize) {
-            Ok(m) => sent += m as u64,
+        match send(n) {
+            Ok(m) => sent += m,
             Err(_) => {
                 errors += 1;
                 std::thread::sleep(Duration::from_micros(50));

@@ -16,6 +16,7 @@ use testkit::netns::{remove_stale, ReturnHere};
 use crate::runner::{CellPlan, Generator, STOP};
 use crate::setup::{pin_current_thread, sibling, stop_on_signals, wait_quiet};
 use crate::topo::{Device, RunningDevice, Topology, GEN_CPU};
+use crate::xdpgen::GeneratorKind;
 
 /// The process's exit code for `result`: 130 when a signal stopped the run (the shell's
 /// convention), 1 on any other error (printed as `<name>: error: …`).
@@ -187,11 +188,12 @@ pub struct Stage {
 
 impl Stage {
     /// Sets the stage for the benchmark `name` (`--max-load`, `--wait-quiet`), building the
-    /// namespaces with `build`.
+    /// namespaces with `build`, with the generator `kind` (`--generator`).
     pub fn set(
         name: &str,
         max_load: f64,
         wait_secs: u64,
+        kind: GeneratorKind,
         build: impl FnOnce() -> Result<Topology>,
     ) -> Result<Self> {
         stop_on_signals();
@@ -200,10 +202,13 @@ impl Stage {
         let started = Instant::now();
         remove_stale();
         let topo = build()?;
+        if kind == GeneratorKind::Xdp {
+            crate::xdpgen::enable_napi(&topo)?;
+        }
         pin_current_thread(GEN_CPU)?;
         let back = ReturnHere::remember()?;
         topo.gen.enter()?;
-        let gen = Generator::open()?;
+        let gen = Generator::open(kind)?;
         Ok(Self {
             gen,
             _back: back,

@@ -17,6 +17,7 @@ use crate::frames::{
 use crate::procfs::{self, DevCounters};
 use crate::search::{passes, RateSearch};
 use crate::topo::{ns_usage, Topology, GEN_CPU, INET_IF, NATIVE_IF, RELAY_CPU, TUN_IF};
+use crate::xdpgen::{GeneratorKind, XdpSender};
 
 /// Receives at most `max` frames on `rx`, waiting for the first until `until` and not at
 /// all for the others, and hands each Teredo datagram to `f` with the inner IPv6 source and
@@ -212,22 +213,56 @@ pub struct TrustReport {
     pub secs: f64,
 }
 
-/// The generator's sockets (opened once, in the `gen` namespace).
+/// The generator's sockets (opened once, in the `gen` namespace), and the XDP generator
+/// when it sends the measured traffic (the sockets still send the set-up traffic).
 #[derive(Debug)]
 pub struct Generator {
     /// Transmit socket on the Internet link.
     pub inet: PacketSocket,
     /// Transmit socket on the native link.
     pub native: PacketSocket,
+    /// `--generator xdp`.
+    pub xdp: Option<XdpSender>,
 }
 
 impl Generator {
-    /// Opens both transmit sockets (call inside `gen`).
-    pub fn open() -> Result<Self> {
+    /// Opens both transmit sockets, and loads the XDP generator for
+    /// [`GeneratorKind::Xdp`] (call inside `gen`).
+    pub fn open(kind: GeneratorKind) -> Result<Self> {
         Ok(Self {
             inet: PacketSocket::transmitter(INET_IF)?,
             native: PacketSocket::transmitter(NATIVE_IF)?,
+            xdp: match kind {
+                GeneratorKind::Afpacket => None,
+                GeneratorKind::Xdp => Some(XdpSender::open()?),
+            },
         })
+    }
+
+    /// Which generator sends the measured traffic.
+    pub fn kind(&self) -> GeneratorKind {
+        if self.xdp.is_some() {
+            GeneratorKind::Xdp
+        } else {
+            GeneratorKind::Afpacket
+        }
+    }
+
+    /// Sends `d`'s frames from `ring` for `duration`, unpaced or at `rate`, with the
+    /// selected generator.
+    pub fn blast(
+        &self,
+        d: Direction,
+        ring: &mut FrameRing,
+        rate: Option<f64>,
+        duration: Duration,
+        stop: &AtomicBool,
+    ) -> Offered {
+        let sock = self.socket(d);
+        match &self.xdp {
+            Some(x) => x.blast(x.link(sock.ifname()), ring, rate, duration, stop),
+            None => blast(sock, ring, rate, duration, stop),
+        }
     }
 
     /// The socket that sends `d`'s traffic.
@@ -391,8 +426,8 @@ impl CellCtx<'_> {
         let (ticks0, _, _) = ns_usage(&self.topo.relay);
         let cpu1_0 = procfs::cpu_times(RELAY_CPU);
         let cpu0_0 = procfs::cpu_times(GEN_CPU);
-        let offered = blast(
-            self.gen.socket(self.dir),
+        let offered = self.gen.blast(
+            self.dir,
             &mut self.ring,
             rate,
             Duration::from_secs_f64(secs),

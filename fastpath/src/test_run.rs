@@ -137,3 +137,53 @@ pub(crate) fn run(
     out.truncate(attr.data_size_out as usize);
     Ok((XdpAction::from_retval(attr.retval), out))
 }
+
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: the verdicts are carried out (frames really sent).
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// Live-frames `BPF_PROG_TEST_RUN` of the XDP program `fd`: `repeat` runs on copies of
+/// `frame` received on `ingress_ifindex` (of the calling thread's namespace), each verdict
+/// carried out (`XDP_TX`: out of that interface), in batches of `batch_size` (1..=256).
+/// The kernel reports no per-frame outcome: failed transmissions show only in the
+/// interfaces' counters.
+pub(crate) fn run_live(
+    fd: RawFd,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+    batch_size: u32,
+) -> Result<(), Error> {
+    let size_in = u32::try_from(frame.len())
+        .map_err(|_| Error::TestRun(std::io::Error::other("frame too large")))?;
+    let ctx = XdpMd {
+        data_end: size_in,
+        ingress_ifindex,
+        ..XdpMd::default()
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: u32::try_from(fd).map_err(|_| Error::TestRun(std::io::Error::other("fd")))?,
+        data_size_in: size_in,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        ctx_size_in: size_of::<XdpMd>() as u32,
+        ctx_in: std::ptr::from_ref(&ctx) as u64,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix of the size passed; the kernel reads
+    // `data_size_in` bytes from `frame` and `ctx_size_in` from `ctx`, both alive for the
+    // call, and writes nothing back but `attr` (no data_out, no ctx_out in live mode).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            size_of::<TestRunAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(Error::TestRun(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

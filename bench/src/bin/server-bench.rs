@@ -29,6 +29,7 @@ use teredo_bench::search::Summary;
 use teredo_bench::servers::{start_server, ServerBins as Bins};
 use teredo_bench::setup::{snapshot, RunDir};
 use teredo_bench::topo::{ns_usage, Device, Topology, INET_IF};
+use teredo_bench::xdpgen::GeneratorKind;
 
 /// Our Teredo server vs miredo-server in network namespaces (see README.md, "Benchmarks").
 #[derive(Debug, Parser)]
@@ -91,6 +92,11 @@ struct Args {
     /// ...for at most this many seconds (then start anyway, with a warning).
     #[arg(long, default_value_t = 600)]
     wait_quiet: u64,
+    /// What sends the measured traffic: afpacket (sendmmsg on AF_PACKET), or xdp (the
+    /// kernel's live-frames XDP test runs, several times faster; the set-up traffic still
+    /// goes by AF_PACKET).
+    #[arg(long, value_enum, default_value_t = GeneratorKind::Afpacket)]
+    generator: GeneratorKind,
     /// Path of teredo-server [default: next to this binary].
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -155,6 +161,7 @@ struct Config {
     burst_us: f64,
     kernel: String,
     cpus: usize,
+    generator: GeneratorKind,
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -224,6 +231,7 @@ fn run(args: &Args) -> Result<()> {
         "server-bench",
         args.max_load,
         args.wait_quiet,
+        args.generator,
         Topology::build_server,
     )?;
     let (topo, gen) = (&stage.topo, &stage.gen);
@@ -348,11 +356,12 @@ fn run(args: &Args) -> Result<()> {
         .collect();
 
     println!(
-        "server-bench: RS→RA, {} clients, {} RS (nonce-only auth); server on CPU1, generator + \
-         sink on CPU0; median [min–max] of {rounds} round(s); rates in RS/s offered and RA/s \
-         received",
+        "server-bench: RS→RA, {} clients, {} RS (nonce-only auth); server on CPU1, generator \
+         ({}) + sink on CPU0; median [min–max] of {rounds} round(s); rates in RS/s offered and \
+         RA/s received",
         args.sources,
-        kind.name()
+        kind.name(),
+        args.generator.name()
     );
     println!("{}", table(&sums, &ratio_rows));
     if args.latency_rate > 0.0 {
@@ -443,6 +452,7 @@ fn run(args: &Args) -> Result<()> {
                     .trim()
                     .to_owned(),
                 cpus: procfs::cpu_count(),
+                generator: args.generator,
             },
             load_at_start,
             waited_for_quiet_secs: waited,
