@@ -441,3 +441,61 @@ pub fn pace(
         errors,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs [`pace`] with a sender that takes everything, recording the burst sizes.
+    fn bursts(rate: Option<f64>, secs: f64, max_burst: u64) -> (Offered, Vec<u64>) {
+        let mut seen = Vec::new();
+        let o = pace(
+            rate,
+            Duration::from_secs_f64(secs),
+            &AtomicBool::new(false),
+            max_burst,
+            |n| {
+                seen.push(n);
+                Ok(n)
+            },
+        );
+        (o, seen)
+    }
+
+    #[test]
+    fn paced_runs_offer_the_rate_in_millisecond_bursts() {
+        // 200 k/s with room for 2048 per burst (the XDP generator): ~200 per burst.
+        let (o, seen) = bursts(Some(200_000.0), 0.2, 2048);
+        assert!(
+            (25_000..=42_000).contains(&o.sent),
+            "sent {} in 0.2 s",
+            o.sent
+        );
+        assert!(seen.iter().all(|&n| n <= 4 * 200), "bursts {seen:?}");
+        // The AF_PACKET generator's bursts stop at one sendmmsg.
+        let (_, seen) = bursts(Some(200_000.0), 0.05, BATCH as u64);
+        assert!(seen.iter().all(|&n| n <= BATCH as u64));
+    }
+
+    #[test]
+    fn unpaced_runs_send_full_bursts_and_nothing_is_offered_at_rate_zero() {
+        let (o, seen) = bursts(None, 0.01, 2048);
+        assert!(!seen.is_empty() && seen.iter().all(|&n| n == 2048));
+        assert_eq!(o.sent, 2048 * seen.len() as u64);
+        let (o, seen) = bursts(Some(0.0), 0.01, 64);
+        assert_eq!((o.sent, seen.len()), (0, 0));
+    }
+
+    #[test]
+    fn failed_sends_are_counted() {
+        let o = pace(
+            None,
+            Duration::from_millis(5),
+            &AtomicBool::new(false),
+            64,
+            |_| Err(io::Error::other("refused")),
+        );
+        assert_eq!(o.sent, 0);
+        assert!(o.errors > 0);
+    }
+}
