@@ -471,7 +471,12 @@ mod tests {
             "sent {} in 0.2 s",
             o.sent
         );
-        assert!(seen.iter().all(|&n| n <= 4 * 200), "bursts {seen:?}");
+        // About 1 ms worth per burst; more (up to 2048) only to catch up after a stall.
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        let median = sorted[sorted.len() / 2];
+        assert!((200..=400).contains(&median), "bursts {seen:?}");
+        assert!(seen.iter().all(|&n| n <= 2048), "bursts {seen:?}");
         // The AF_PACKET generator's bursts stop at one sendmmsg.
         let (_, seen) = bursts(Some(200_000.0), 0.05, BATCH as u64);
         assert!(seen.iter().all(|&n| n <= BATCH as u64));
