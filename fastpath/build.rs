@@ -15,7 +15,6 @@ const HEADER: &str = "src/bpf/teredo_server.h";
 const RELAY_SOURCE: &str = "src/bpf/teredo_relay.bpf.c";
 const RELAY_HEADER: &str = "src/bpf/teredo_relay.h";
 const BARE_SOURCE: &str = "src/bpf/xdp_bare.bpf.c";
-const GEN_SOURCE: &str = "src/bpf/xdp_gen.bpf.c";
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(teredo_xdp_object)");
@@ -25,7 +24,6 @@ fn main() {
     println!("cargo::rerun-if-changed={RELAY_SOURCE}");
     println!("cargo::rerun-if-changed={RELAY_HEADER}");
     println!("cargo::rerun-if-changed={BARE_SOURCE}");
-    println!("cargo::rerun-if-changed={GEN_SOURCE}");
     println!("cargo::rerun-if-env-changed=CLANG");
     println!("cargo::rerun-if-env-changed=TEREDO_XDP_DISABLE");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -33,12 +31,10 @@ fn main() {
     let pass = out.join("xdp_pass.bpf.o");
     let relay = out.join("teredo_relay.bpf.o");
     let bare = out.join("xdp_bare.bpf.o");
-    let gen = out.join("xdp_gen.bpf.o");
     match build(SOURCE, &object)
         .and_then(|()| build(PASS_SOURCE, &pass))
         .and_then(|()| build(RELAY_SOURCE, &relay))
         .and_then(|()| build(BARE_SOURCE, &bare))
-        .and_then(|()| build(GEN_SOURCE, &gen))
     {
         Ok(()) => {
             println!("cargo::rustc-cfg=teredo_xdp_object");
@@ -49,7 +45,6 @@ fn main() {
                 relay.display()
             );
             println!("cargo::rustc-env=TEREDO_XDP_BARE_OBJECT={}", bare.display());
-            println!("cargo::rustc-env=TEREDO_XDP_GEN_OBJECT={}", gen.display());
         }
         Err(reason) => {
             println!(

@@ -319,12 +319,20 @@ impl FrameRing {
         false
     }
 
-    /// The next frame in the ring's order (for generators that send one frame at a time);
-    /// the ring moves on by one.
-    pub fn next_frame(&mut self) -> &[u8] {
-        let f = &self.frames[self.pos];
-        self.pos = (self.pos + 1) % self.n;
-        f
+    /// The frames, in the ring's order (for generators with their own copy).
+    pub fn frames(&self) -> &[Vec<u8>] {
+        &self.frames
+    }
+
+    /// The index of the next frame to send.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Makes frame `pos % len` the next to send (after a generator with its own copy sent
+    /// up to it).
+    pub fn seek(&mut self, pos: usize) {
+        self.pos = pos % self.n;
     }
 
     /// Sends the next `count` (≤ [`BATCH`]) frames; how many the kernel took.
@@ -343,7 +351,7 @@ pub struct Offered {
     pub sent: u64,
     /// How long the run lasted (seconds).
     pub secs: f64,
-    /// Failed sends (`sendmmsg` calls, live-frames test runs).
+    /// Failed sends (`sendmmsg` calls, AF_XDP kicks).
     pub errors: u64,
 }
 
@@ -464,7 +472,7 @@ mod tests {
 
     #[test]
     fn paced_runs_offer_the_rate_in_millisecond_bursts() {
-        // 200 k/s with room for 2048 per burst (the XDP generator): ~200 per burst.
+        // 200 k/s with room for 2048 per burst (the AF_XDP generator): ~200 per burst.
         let (o, seen) = bursts(Some(200_000.0), 0.2, 2048);
         assert!(
             (25_000..=42_000).contains(&o.sent),

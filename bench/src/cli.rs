@@ -13,10 +13,10 @@ use crate::procfs;
 use crate::report::InstanceRun;
 use testkit::netns::{remove_stale, ReturnHere};
 
+use crate::afxdp::GeneratorKind;
 use crate::runner::{CellPlan, Generator, STOP};
 use crate::setup::{pin_current_thread, sibling, stop_on_signals, wait_quiet};
 use crate::topo::{Device, RunningDevice, Topology, GEN_CPU};
-use crate::xdpgen::GeneratorKind;
 
 /// The process's exit code for `result`: 130 when a signal stopped the run (the shell's
 /// convention), 1 on any other error (printed as `<name>: error: …`).
@@ -202,9 +202,6 @@ impl Stage {
         let started = Instant::now();
         remove_stale();
         let topo = build()?;
-        if kind == GeneratorKind::Xdp {
-            crate::xdpgen::enable_napi(&topo)?;
-        }
         pin_current_thread(GEN_CPU)?;
         let back = ReturnHere::remember()?;
         topo.gen.enter()?;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use crate::afpacket::{blast, FrameRing, Offered, PacketSocket};
+use crate::afxdp::{AfXdpSender, GeneratorKind};
 use crate::frames::{
     direct_bubble_frame, ipv6_addrs, n2t_frame, parse_udp4_frame, t2n_frame, Peer, Udp4,
     NATIVE_HOST, PEER_V4, RELAY_PORT, RELAY_V4, SERVER_V4, TEREDO_PORT,
@@ -17,7 +18,6 @@ use crate::frames::{
 use crate::procfs::{self, DevCounters};
 use crate::search::{passes, RateSearch};
 use crate::topo::{ns_usage, Topology, GEN_CPU, INET_IF, NATIVE_IF, RELAY_CPU, TUN_IF};
-use crate::xdpgen::{GeneratorKind, XdpSender};
 
 /// Receives at most `max` frames on `rx`, waiting for the first until `until` and not at
 /// all for the others, and hands each Teredo datagram to `f` with the inner IPv6 source and
@@ -213,36 +213,37 @@ pub struct TrustReport {
     pub secs: f64,
 }
 
-/// The generator's sockets (opened once, in the `gen` namespace), and the XDP generator
-/// when it sends the measured traffic (the sockets still send the set-up traffic).
+/// The generator's sockets (opened once, in the `gen` namespace), and the AF_XDP generator
+/// when it sends the measured traffic (the `AF_PACKET` sockets still send the set-up
+/// traffic).
 #[derive(Debug)]
 pub struct Generator {
     /// Transmit socket on the Internet link.
     pub inet: PacketSocket,
     /// Transmit socket on the native link.
     pub native: PacketSocket,
-    /// `--generator xdp`.
-    pub xdp: Option<XdpSender>,
+    /// `--generator afxdp`.
+    pub afxdp: Option<AfXdpSender>,
 }
 
 impl Generator {
-    /// Opens both transmit sockets, and loads the XDP generator for
-    /// [`GeneratorKind::Xdp`] (call inside `gen`).
+    /// Opens both transmit sockets, and the AF_XDP ones for [`GeneratorKind::Afxdp`] (call
+    /// inside `gen`).
     pub fn open(kind: GeneratorKind) -> Result<Self> {
         Ok(Self {
             inet: PacketSocket::transmitter(INET_IF)?,
             native: PacketSocket::transmitter(NATIVE_IF)?,
-            xdp: match kind {
+            afxdp: match kind {
                 GeneratorKind::Afpacket => None,
-                GeneratorKind::Xdp => Some(XdpSender::open()?),
+                GeneratorKind::Afxdp => Some(AfXdpSender::open()?),
             },
         })
     }
 
     /// Which generator sends the measured traffic.
     pub fn kind(&self) -> GeneratorKind {
-        if self.xdp.is_some() {
-            GeneratorKind::Xdp
+        if self.afxdp.is_some() {
+            GeneratorKind::Afxdp
         } else {
             GeneratorKind::Afpacket
         }
@@ -257,11 +258,11 @@ impl Generator {
         rate: Option<f64>,
         duration: Duration,
         stop: &AtomicBool,
-    ) -> Offered {
+    ) -> Result<Offered> {
         let sock = self.socket(d);
-        match &self.xdp {
-            Some(x) => x.blast(x.link(sock.ifname()), ring, rate, duration, stop),
-            None => blast(sock, ring, rate, duration, stop),
+        match &self.afxdp {
+            Some(x) => x.blast(sock.ifname(), ring, rate, duration, stop),
+            None => Ok(blast(sock, ring, rate, duration, stop)),
         }
     }
 
@@ -432,7 +433,7 @@ impl CellCtx<'_> {
             rate,
             Duration::from_secs_f64(secs),
             &STOP,
-        );
+        )?;
         let (ticks1, _, _) = ns_usage(&self.topo.relay);
         let cpu1_1 = procfs::cpu_times(RELAY_CPU);
         let cpu0_1 = procfs::cpu_times(GEN_CPU);

@@ -31,7 +31,6 @@ mod interfaces;
 mod program;
 mod relay;
 mod test_run;
-mod xdp_gen;
 
 pub use abi::{Counters, FastPathConfig, PassReason};
 pub use bare::{BareMode, BareXdp};
@@ -43,7 +42,6 @@ pub use relay::{
     MAX_TUN_MTU,
 };
 pub use test_run::XdpAction;
-pub use xdp_gen::XdpGen;
 
 /// An ELF object with one XDP program, `xdp_pass` (section `xdp`), that passes every frame:
 /// for the far end of a veth pair, which takes the frames the fast path sends back (`XDP_TX`)

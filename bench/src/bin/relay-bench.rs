@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
+use teredo_bench::afxdp::GeneratorKind;
 use teredo_bench::cli;
 use teredo_bench::frames::{peers, MAX_PEERS, MAX_WIDE_PEERS};
 use teredo_bench::memory::{self, FillReport};
@@ -28,7 +29,6 @@ use teredo_bench::runner::{
 };
 use teredo_bench::setup::{snapshot, RunDir};
 use teredo_bench::topo::{ns_usage, Binaries, Device, RunningDevice, Topology};
-use teredo_bench::xdpgen::GeneratorKind;
 use testkit::metrics;
 
 /// Our relay vs Miredo's relay in network namespaces (see README.md, "Benchmarks").
@@ -96,9 +96,8 @@ struct Args {
     /// ...for at most this many seconds (then start anyway, with a warning).
     #[arg(long, default_value_t = 600)]
     wait_quiet: u64,
-    /// What sends the measured traffic: afpacket (sendmmsg on AF_PACKET), or xdp (the
-    /// kernel's live-frames XDP test runs, several times faster; the set-up traffic still
-    /// goes by AF_PACKET).
+    /// What sends the measured traffic: afpacket (sendmmsg on AF_PACKET), or afxdp (the TX
+    /// ring of an AF_XDP socket; the set-up traffic still goes by AF_PACKET).
     #[arg(long, value_enum, default_value_t = GeneratorKind::Afpacket)]
     generator: GeneratorKind,
     /// Path of teredo-relay [default: next to this binary].

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
+use teredo_bench::afxdp::GeneratorKind;
 use teredo_bench::cli;
 use teredo_bench::latency::{self, LatencyRun};
 use teredo_bench::procfs::{self, loadavg};
@@ -29,7 +30,6 @@ use teredo_bench::search::Summary;
 use teredo_bench::servers::{start_server, ServerBins as Bins};
 use teredo_bench::setup::{snapshot, RunDir};
 use teredo_bench::topo::{ns_usage, Device, Topology, INET_IF};
-use teredo_bench::xdpgen::GeneratorKind;
 
 /// Our Teredo server vs miredo-server in network namespaces (see README.md, "Benchmarks").
 #[derive(Debug, Parser)]
@@ -92,9 +92,8 @@ struct Args {
     /// ...for at most this many seconds (then start anyway, with a warning).
     #[arg(long, default_value_t = 600)]
     wait_quiet: u64,
-    /// What sends the measured traffic: afpacket (sendmmsg on AF_PACKET), or xdp (the
-    /// kernel's live-frames XDP test runs, several times faster; the set-up traffic still
-    /// goes by AF_PACKET).
+    /// What sends the measured traffic: afpacket (sendmmsg on AF_PACKET), or afxdp (the TX
+    /// ring of an AF_XDP socket; the set-up traffic still goes by AF_PACKET).
     #[arg(long, value_enum, default_value_t = GeneratorKind::Afpacket)]
     generator: GeneratorKind,
     /// Path of teredo-server [default: next to this binary].
