@@ -472,7 +472,7 @@ mod tests {
 
     #[test]
     fn paced_runs_offer_the_rate_in_millisecond_bursts() {
-        // 200 k/s with room for 2048 per burst (the AF_XDP generator): ~200 per burst.
+        // 200 k/s with room for 2048 per burst: ~200 per burst.
         let (o, seen) = bursts(Some(200_000.0), 0.2, 2048);
         assert!(
             (25_000..=42_000).contains(&o.sent),

@@ -26,8 +26,10 @@ use crate::topo::{INET_IF, NATIVE_IF};
 pub const CHUNK: usize = 2048;
 /// Descriptors in the TX and completion rings.
 const RING: u32 = 4096;
-/// Frames written per [`pace`] burst at most (half the TX ring): the unpaced burst.
-pub const MAX_BURST: u64 = 2048;
+/// Frames written per [`pace`] burst at most, the unpaced burst: as many as one
+/// `AF_PACKET` `sendmmsg`. Longer bursts (2048 was tried) overflow the 256-frame queue of
+/// the device's veth: those frames are dropped (the generator veth's `tx_dropped`).
+pub const MAX_BURST: u64 = 64;
 /// A kick that moves nothing for this long gives up (what is left goes with the next one).
 const STALL: Duration = Duration::from_millis(10);
 
@@ -347,7 +349,7 @@ impl XskTx {
 
     /// Queues up to `n` frames starting at frame `*next` (round robin over the loaded
     /// frames, `*next` moving on), then kicks the kernel until it took everything queued (or
-    /// nothing moved for [`STALL`]); how many frames the kernel took during the call.
+    /// nothing moved for 10 ms); how many frames the kernel took during the call.
     pub fn send(&mut self, next: &mut usize, n: u64) -> io::Result<u64> {
         let frames = self.lens.len();
         if frames == 0 {
