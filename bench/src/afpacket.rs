@@ -353,6 +353,9 @@ pub struct Offered {
     pub secs: f64,
     /// Failed sends (`sendmmsg` calls, AF_XDP kicks).
     pub errors: u64,
+    /// Frames the driver refused, not in `sent` (AF_XDP: a veth whose peer's queue was
+    /// full; `AF_PACKET` sees those as failed `sendmmsg` calls).
+    pub refused: u64,
 }
 
 impl Offered {
@@ -447,6 +450,7 @@ pub fn pace(
         sent,
         secs: start.elapsed().as_secs_f64(),
         errors,
+        refused: 0,
     }
 }
 

@@ -154,6 +154,11 @@ pub struct XskTx {
     prod: u32,
     /// The TX consumer index last seen.
     seen: u32,
+    /// Frames the driver refused (`EBUSY`) not yet subtracted from what the kernel took
+    /// (the consumer index shows them later).
+    refused: u64,
+    /// Frames the driver refused since the socket opened.
+    refused_total: u64,
     zero_copy: bool,
 }
 
@@ -287,6 +292,8 @@ impl XskTx {
             lens: Vec::new(),
             prod,
             seen: prod,
+            refused: 0,
+            refused_total: 0,
             zero_copy: bind_flags == libc::XDP_ZEROCOPY,
         })
     }
@@ -339,17 +346,22 @@ impl XskTx {
             .store(prod, Ordering::Release);
     }
 
-    /// Frames the kernel took from the TX ring since the last call.
+    /// Frames the kernel took from the TX ring and the driver accepted, since the last
+    /// call.
     fn taken(&mut self) -> u64 {
         let c = self.consumer();
-        let n = c.wrapping_sub(self.seen);
+        let n = u64::from(c.wrapping_sub(self.seen));
         self.seen = c;
-        u64::from(n)
+        let r = self.refused.min(n);
+        self.refused -= r;
+        n - r
     }
 
     /// Queues up to `n` frames starting at frame `*next` (round robin over the loaded
     /// frames, `*next` moving on), then kicks the kernel until it took everything queued (or
-    /// nothing moved for 10 ms); how many frames the kernel took during the call.
+    /// nothing moved for 10 ms); how many frames the driver accepted during the call. Like
+    /// `sendmmsg` on `AF_PACKET`, a frame the driver refuses (a veth whose peer's queue is
+    /// full) is not counted as sent.
     pub fn send(&mut self, next: &mut usize, n: u64) -> io::Result<u64> {
         let frames = self.lens.len();
         if frames == 0 {
@@ -405,10 +417,14 @@ impl XskTx {
             if r < 0 {
                 let e = io::Error::last_os_error();
                 // EAGAIN: more to send, or the completion ring or send buffer is full;
-                // EBUSY: the driver dropped a frame (counted by the interface); ENOBUFS:
-                // out of skbs for now. All retried.
+                // EBUSY: the driver refused one frame (NET_XMIT_DROP; the kernel consumed
+                // its descriptor); ENOBUFS: out of skbs for now. All retried.
                 match e.raw_os_error() {
-                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR) => {}
+                    Some(libc::EBUSY) => {
+                        self.refused += 1;
+                        self.refused_total += 1;
+                    }
+                    Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => {}
                     _ => return Err(e),
                 }
             }
@@ -425,7 +441,7 @@ impl XskTx {
     }
 
     /// Kicks out whatever is still queued (for at most `stall` without progress); how many
-    /// frames the kernel took.
+    /// frames the driver accepted.
     pub fn drain(&mut self, stall: Duration) -> io::Result<u64> {
         self.kick(stall)?;
         Ok(self.taken())
@@ -476,8 +492,10 @@ impl AfXdpSender {
         x.drain(STALL)?;
         x.load(ring.frames())?;
         let mut next = ring.position();
+        let refused = x.refused_total;
         let mut o = pace(rate, duration, stop, MAX_BURST, |n| x.send(&mut next, n));
         o.sent += x.drain(Duration::from_millis(100))?;
+        o.refused = x.refused_total - refused;
         ring.seek(next);
         Ok(o)
     }
