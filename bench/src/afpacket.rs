@@ -264,7 +264,7 @@ fn sendmmsg(fd: &OwnedFd, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
 /// Frames built once, sent in order over and over: `hdrs[j]` describes frame `j % n`, and
 /// there are `n + BATCH` of them, so any [`BATCH`] consecutive frames are one slice.
 pub struct FrameRing {
-    _frames: Vec<Vec<u8>>,
+    frames: Vec<Vec<u8>>,
     _iov: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     n: usize,
@@ -301,7 +301,7 @@ impl FrameRing {
             })
             .collect();
         Self {
-            _frames: frames,
+            frames,
             _iov: iov,
             hdrs,
             n,
@@ -317,6 +317,22 @@ impl FrameRing {
     /// Always false (a ring has at least one frame).
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// The frames, in the ring's order (for generators with their own copy).
+    pub fn frames(&self) -> &[Vec<u8>] {
+        &self.frames
+    }
+
+    /// The index of the next frame to send.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Makes frame `pos % len` the next to send (after a generator with its own copy sent
+    /// up to it).
+    pub fn seek(&mut self, pos: usize) {
+        self.pos = pos % self.n;
     }
 
     /// Sends the next `count` (≤ [`BATCH`]) frames; how many the kernel took.
@@ -335,8 +351,11 @@ pub struct Offered {
     pub sent: u64,
     /// How long the run lasted (seconds).
     pub secs: f64,
-    /// Failed `sendmmsg` calls.
+    /// Failed sends (`sendmmsg` calls, AF_XDP kicks).
     pub errors: u64,
+    /// Frames the driver refused, not in `sent` (AF_XDP: a veth whose peer's queue was
+    /// full; `AF_PACKET` sees those as failed `sendmmsg` calls).
+    pub refused: u64,
 }
 
 impl Offered {
@@ -351,9 +370,8 @@ impl Offered {
 }
 
 /// Sends frames from `ring` for `duration`: as fast as possible (`rate` `None`) or paced at
-/// `rate` frames per second by a token bucket refilled continuously and spent in bursts of
-/// about one millisecond's worth (1..=[`BATCH`] frames). If the generator falls behind it
-/// does not catch up by more than a few bursts. Stops early when `stop` is set.
+/// `rate` frames per second by [`pace`] in bursts of 1..=[`BATCH`] frames. Stops early when
+/// `stop` is set.
 pub fn blast(
     sock: &PacketSocket,
     ring: &mut FrameRing,
@@ -361,11 +379,32 @@ pub fn blast(
     duration: Duration,
     stop: &AtomicBool,
 ) -> Offered {
+    pace(rate, duration, stop, BATCH as u64, |n| {
+        ring.send(sock, n as usize).map(|m| m as u64)
+    })
+}
+
+/// The token bucket every generator shares: calls `send(n)` (which sends up to `n` frames,
+/// at most `max_burst`, and says how many went) for `duration`, as fast as possible
+/// (`rate` `None`: `n` = `max_burst`) or paced at `rate` frames per second by a bucket
+/// refilled continuously and spent in bursts of about one millisecond's worth
+/// (1..=`max_burst` frames). If the generator falls behind it does not catch up by more
+/// than a few bursts. A failed `send` is counted and followed by a 50 µs pause. Stops
+/// early when `stop` is set.
+pub fn pace(
+    rate: Option<f64>,
+    duration: Duration,
+    stop: &AtomicBool,
+    max_burst: u64,
+    mut send: impl FnMut(u64) -> io::Result<u64>,
+) -> Offered {
     let start = Instant::now();
-    let burst = rate.map_or(BATCH as u64, |r| {
-        ((r / 1000.0) as u64).clamp(1, BATCH as u64)
-    });
-    let max_debt = 4 * BATCH as u64;
+    if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        // Nothing to offer (a search whose every step sent nothing asks for 0).
+        return Offered::default();
+    }
+    let burst = rate.map_or(max_burst, |r| ((r / 1000.0) as u64).clamp(1, max_burst));
+    let max_debt = 4 * max_burst;
     let mut sent = 0u64;
     // Tokens forgiven when the generator fell behind.
     let mut forgiven = 0u64;
@@ -379,7 +418,7 @@ pub fn blast(
             break;
         }
         let n = match rate {
-            None => BATCH as u64,
+            None => max_burst,
             Some(r) => {
                 let due = ((r * el.as_secs_f64()) as u64).saturating_sub(forgiven);
                 let mut owed = due.saturating_sub(sent);
@@ -396,11 +435,11 @@ pub fn blast(
                     }
                     continue;
                 }
-                owed.min(BATCH as u64)
+                owed.min(max_burst)
             }
         };
-        match ring.send(sock, n as usize) {
-            Ok(m) => sent += m as u64,
+        match send(n) {
+            Ok(m) => sent += m,
             Err(_) => {
                 errors += 1;
                 std::thread::sleep(Duration::from_micros(50));
@@ -411,5 +450,69 @@ pub fn blast(
         sent,
         secs: start.elapsed().as_secs_f64(),
         errors,
+        refused: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs [`pace`] with a sender that takes everything, recording the burst sizes.
+    fn bursts(rate: Option<f64>, secs: f64, max_burst: u64) -> (Offered, Vec<u64>) {
+        let mut seen = Vec::new();
+        let o = pace(
+            rate,
+            Duration::from_secs_f64(secs),
+            &AtomicBool::new(false),
+            max_burst,
+            |n| {
+                seen.push(n);
+                Ok(n)
+            },
+        );
+        (o, seen)
+    }
+
+    #[test]
+    fn paced_runs_offer_the_rate_in_millisecond_bursts() {
+        // 200 k/s with room for 2048 per burst: ~200 per burst.
+        let (o, seen) = bursts(Some(200_000.0), 0.2, 2048);
+        assert!(
+            (25_000..=42_000).contains(&o.sent),
+            "sent {} in 0.2 s",
+            o.sent
+        );
+        // About 1 ms worth per burst; more (up to 2048) only to catch up after a stall.
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        let median = sorted[sorted.len() / 2];
+        assert!((200..=400).contains(&median), "bursts {seen:?}");
+        assert!(seen.iter().all(|&n| n <= 2048), "bursts {seen:?}");
+        // The AF_PACKET generator's bursts stop at one sendmmsg.
+        let (_, seen) = bursts(Some(200_000.0), 0.05, BATCH as u64);
+        assert!(seen.iter().all(|&n| n <= BATCH as u64));
+    }
+
+    #[test]
+    fn unpaced_runs_send_full_bursts_and_nothing_is_offered_at_rate_zero() {
+        let (o, seen) = bursts(None, 0.01, 2048);
+        assert!(!seen.is_empty() && seen.iter().all(|&n| n == 2048));
+        assert_eq!(o.sent, 2048 * seen.len() as u64);
+        let (o, seen) = bursts(Some(0.0), 0.01, 64);
+        assert_eq!((o.sent, seen.len()), (0, 0));
+    }
+
+    #[test]
+    fn failed_sends_are_counted() {
+        let o = pace(
+            None,
+            Duration::from_millis(5),
+            &AtomicBool::new(false),
+            64,
+            |_| Err(io::Error::other("refused")),
+        );
+        assert_eq!(o.sent, 0);
+        assert!(o.errors > 0);
     }
 }

@@ -13,6 +13,7 @@ use crate::procfs;
 use crate::report::InstanceRun;
 use testkit::netns::{remove_stale, ReturnHere};
 
+use crate::afxdp::GeneratorKind;
 use crate::runner::{CellPlan, Generator, STOP};
 use crate::setup::{pin_current_thread, sibling, stop_on_signals, wait_quiet};
 use crate::topo::{Device, RunningDevice, Topology, GEN_CPU};
@@ -187,11 +188,12 @@ pub struct Stage {
 
 impl Stage {
     /// Sets the stage for the benchmark `name` (`--max-load`, `--wait-quiet`), building the
-    /// namespaces with `build`.
+    /// namespaces with `build`, with the generator `kind` (`--generator`).
     pub fn set(
         name: &str,
         max_load: f64,
         wait_secs: u64,
+        kind: GeneratorKind,
         build: impl FnOnce() -> Result<Topology>,
     ) -> Result<Self> {
         stop_on_signals();
@@ -203,7 +205,7 @@ impl Stage {
         pin_current_thread(GEN_CPU)?;
         let back = ReturnHere::remember()?;
         topo.gen.enter()?;
-        let gen = Generator::open()?;
+        let gen = Generator::open(kind)?;
         Ok(Self {
             gen,
             _back: back,

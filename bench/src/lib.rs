@@ -17,6 +17,8 @@
 //!   binaries, JSON report, a failed device's log).
 //! * [`setup`]: binaries, run directory, signals, CPU pinning, waiting for a quiet machine.
 //! * [`tun`]: the bare forwarder's TUN.
+//! * [`afxdp`]: `--generator afxdp`, the AF_XDP generator (same frames, same token
+//!   bucket).
 //! * [`rs`], [`latency`]: `server-bench`'s router solicitations, and the RS→RA latency
 //!   run matched by nonce.
 //! * [`soak`]: the soak's server load, samples and table.
@@ -26,6 +28,7 @@
 //! * [`versus`]: `versus`' steps and its side-by-side table.
 
 pub mod afpacket;
+pub mod afxdp;
 pub mod cli;
 pub mod clientsim;
 pub mod frames;

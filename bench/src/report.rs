@@ -281,6 +281,7 @@ mod tests {
                 sent: (2.0 * pps) as u64,
                 secs: 1.0,
                 errors: 0,
+                refused: 0,
             },
             received: pps as u64,
             loss: 0.5,

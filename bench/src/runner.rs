@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use crate::afpacket::{blast, FrameRing, Offered, PacketSocket};
+use crate::afxdp::{AfXdpSender, GeneratorKind};
 use crate::frames::{
     direct_bubble_frame, ipv6_addrs, n2t_frame, parse_udp4_frame, t2n_frame, Peer, Udp4,
     NATIVE_HOST, PEER_V4, RELAY_PORT, RELAY_V4, SERVER_V4, TEREDO_PORT,
@@ -212,22 +213,57 @@ pub struct TrustReport {
     pub secs: f64,
 }
 
-/// The generator's sockets (opened once, in the `gen` namespace).
+/// The generator's sockets (opened once, in the `gen` namespace), and the AF_XDP generator
+/// when it sends the measured traffic (the `AF_PACKET` sockets still send the set-up
+/// traffic).
 #[derive(Debug)]
 pub struct Generator {
     /// Transmit socket on the Internet link.
     pub inet: PacketSocket,
     /// Transmit socket on the native link.
     pub native: PacketSocket,
+    /// `--generator afxdp`.
+    pub afxdp: Option<AfXdpSender>,
 }
 
 impl Generator {
-    /// Opens both transmit sockets (call inside `gen`).
-    pub fn open() -> Result<Self> {
+    /// Opens both transmit sockets, and the AF_XDP ones for [`GeneratorKind::Afxdp`] (call
+    /// inside `gen`).
+    pub fn open(kind: GeneratorKind) -> Result<Self> {
         Ok(Self {
             inet: PacketSocket::transmitter(INET_IF)?,
             native: PacketSocket::transmitter(NATIVE_IF)?,
+            afxdp: match kind {
+                GeneratorKind::Afpacket => None,
+                GeneratorKind::Afxdp => Some(AfXdpSender::open()?),
+            },
         })
+    }
+
+    /// Which generator sends the measured traffic.
+    pub fn kind(&self) -> GeneratorKind {
+        if self.afxdp.is_some() {
+            GeneratorKind::Afxdp
+        } else {
+            GeneratorKind::Afpacket
+        }
+    }
+
+    /// Sends `d`'s frames from `ring` for `duration`, unpaced or at `rate`, with the
+    /// selected generator.
+    pub fn blast(
+        &self,
+        d: Direction,
+        ring: &mut FrameRing,
+        rate: Option<f64>,
+        duration: Duration,
+        stop: &AtomicBool,
+    ) -> Result<Offered> {
+        let sock = self.socket(d);
+        match &self.afxdp {
+            Some(x) => x.blast(sock.ifname(), ring, rate, duration, stop),
+            None => Ok(blast(sock, ring, rate, duration, stop)),
+        }
     }
 
     /// The socket that sends `d`'s traffic.
@@ -391,13 +427,13 @@ impl CellCtx<'_> {
         let (ticks0, _, _) = ns_usage(&self.topo.relay);
         let cpu1_0 = procfs::cpu_times(RELAY_CPU);
         let cpu0_0 = procfs::cpu_times(GEN_CPU);
-        let offered = blast(
-            self.gen.socket(self.dir),
+        let offered = self.gen.blast(
+            self.dir,
             &mut self.ring,
             rate,
             Duration::from_secs_f64(secs),
             &STOP,
-        );
+        )?;
         let (ticks1, _, _) = ns_usage(&self.topo.relay);
         let cpu1_1 = procfs::cpu_times(RELAY_CPU);
         let cpu0_1 = procfs::cpu_times(GEN_CPU);

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
+use teredo_bench::afxdp::GeneratorKind;
 use teredo_bench::cli;
 use teredo_bench::frames::{peers, MAX_PEERS, MAX_WIDE_PEERS};
 use teredo_bench::memory::{self, FillReport};
@@ -95,6 +96,10 @@ struct Args {
     /// ...for at most this many seconds (then start anyway, with a warning).
     #[arg(long, default_value_t = 600)]
     wait_quiet: u64,
+    /// What sends the measured traffic: afpacket (sendmmsg on AF_PACKET), or afxdp (the TX
+    /// ring of an AF_XDP socket; the set-up traffic still goes by AF_PACKET).
+    #[arg(long, value_enum, default_value_t = GeneratorKind::Afpacket)]
+    generator: GeneratorKind,
     /// Path of teredo-relay [default: next to this binary].
     #[arg(long)]
     relay_bin: Option<PathBuf>,
@@ -148,6 +153,7 @@ struct Config {
     kernel: String,
     cpus: usize,
     miredo: String,
+    generator: GeneratorKind,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -242,6 +248,7 @@ fn run(args: &Args) -> Result<()> {
         "relay-bench",
         args.max_load,
         args.wait_quiet,
+        args.generator,
         Topology::build,
     )?;
     let (topo, gen) = (&stage.topo, &stage.gen);
@@ -344,8 +351,9 @@ fn run(args: &Args) -> Result<()> {
     }
 
     println!(
-        "relay-bench: 100-byte inner IPv6/UDP; device on CPU1, generator + sink on CPU0; \
-         median [min–max] of {rounds} round(s)"
+        "relay-bench: 100-byte inner IPv6/UDP; device on CPU1, generator ({}) + sink on \
+         CPU0; median [min–max] of {rounds} round(s)",
+        args.generator.name()
     );
     println!("{}", table(&sums, &ratio_rows));
     println!("memory (RSS of the device's processes after the traffic; largest process):");
@@ -391,6 +399,7 @@ fn run(args: &Args) -> Result<()> {
                     .trim()
                     .to_owned(),
                 cpus: procfs::cpu_count(),
+                generator: args.generator,
                 miredo: args.miredo_bin.display().to_string(),
             },
             load_at_start,

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use teredo_bench::afpacket::FrameRing;
+use teredo_bench::afxdp::GeneratorKind;
 use teredo_bench::cli;
 use teredo_bench::latency::{self, LatencyRun};
 use teredo_bench::procfs::{self, loadavg};
@@ -91,6 +92,10 @@ struct Args {
     /// ...for at most this many seconds (then start anyway, with a warning).
     #[arg(long, default_value_t = 600)]
     wait_quiet: u64,
+    /// What sends the measured traffic: afpacket (sendmmsg on AF_PACKET), or afxdp (the TX
+    /// ring of an AF_XDP socket; the set-up traffic still goes by AF_PACKET).
+    #[arg(long, value_enum, default_value_t = GeneratorKind::Afpacket)]
+    generator: GeneratorKind,
     /// Path of teredo-server [default: next to this binary].
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -155,6 +160,7 @@ struct Config {
     burst_us: f64,
     kernel: String,
     cpus: usize,
+    generator: GeneratorKind,
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -224,6 +230,7 @@ fn run(args: &Args) -> Result<()> {
         "server-bench",
         args.max_load,
         args.wait_quiet,
+        args.generator,
         Topology::build_server,
     )?;
     let (topo, gen) = (&stage.topo, &stage.gen);
@@ -348,11 +355,12 @@ fn run(args: &Args) -> Result<()> {
         .collect();
 
     println!(
-        "server-bench: RS→RA, {} clients, {} RS (nonce-only auth); server on CPU1, generator + \
-         sink on CPU0; median [min–max] of {rounds} round(s); rates in RS/s offered and RA/s \
-         received",
+        "server-bench: RS→RA, {} clients, {} RS (nonce-only auth); server on CPU1, generator \
+         ({}) + sink on CPU0; median [min–max] of {rounds} round(s); rates in RS/s offered and \
+         RA/s received",
         args.sources,
-        kind.name()
+        kind.name(),
+        args.generator.name()
     );
     println!("{}", table(&sums, &ratio_rows));
     if args.latency_rate > 0.0 {
@@ -443,6 +451,7 @@ fn run(args: &Args) -> Result<()> {
                     .trim()
                     .to_owned(),
                 cpus: procfs::cpu_count(),
+                generator: args.generator,
             },
             load_at_start,
             waited_for_quiet_secs: waited,

@@ -247,7 +247,7 @@ fn run(args: &Args) -> Result<()> {
     pin_current_thread(GEN_CPU)?;
     let _back = ReturnHere::remember()?;
     topo.gen.enter()?;
-    let gen = Generator::open()?;
+    let gen = Generator::open(teredo_bench::afxdp::GeneratorKind::Afpacket)?;
 
     let mut relay = RunningDevice::start(Device::Ours, &topo, &bins, args.peers)?;
     let native = match args.driver {
