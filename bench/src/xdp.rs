@@ -73,8 +73,17 @@ fn pin_napi(topo: &Topology, link: &str) -> Result<()> {
         .relay
         .sh(&format!("echo 0 > /sys/class/net/{link}/threaded"));
     let before = threads();
-    topo.relay
-        .sh(&format!("echo 1 > /sys/class/net/{link}/threaded"))?;
+    // Right after a program is attached or removed the write can fail with EIO while the
+    // veth's NAPI is being set up or torn down: a few more tries.
+    let on = format!("echo 1 > /sys/class/net/{link}/threaded");
+    let mut tries = 0;
+    while let Err(e) = topo.relay.sh(&on) {
+        tries += 1;
+        if tries == 5 {
+            return Err(e.context(format!("threaded NAPI for {link}, {tries} tries")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let new: Vec<u32> = threads()
         .into_iter()
         .filter(|p| !before.contains(p))
