@@ -28,6 +28,7 @@ mod abi;
 mod bare;
 mod error;
 mod interfaces;
+mod mode;
 mod program;
 mod relay;
 mod test_run;
@@ -36,6 +37,7 @@ pub use abi::{Counters, FastPathConfig, PassReason};
 pub use bare::{BareMode, BareXdp};
 pub use error::Error;
 pub use interfaces::interface_of;
+pub use mode::FastPathMode;
 pub use program::{AttachMode, XdpServer};
 pub use relay::{
     monotonic_ns, PeerEntry, RelayCounters, RelayFastPathConfig, RelayPassReason, XdpRelay,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use prometheus::Registry;
 use teredo::addr::{is_ipv6_non_global, is_teredo};
 use teredo::relay::RelayConfig;
+pub use teredo_fastpath::FastPathMode;
 use teredo_rt::UdpOptions;
 use tokio::sync::mpsc;
 
@@ -136,31 +137,6 @@ pub struct RelayOptions {
     /// too. `None`: only to the interface holding the bind address (enough when one
     /// interface carries both sides).
     pub native_interface: Option<String>,
-}
-
-/// Whether the packets of trusted peers are forwarded in the kernel (XDP) before they reach
-/// the sockets and the TUN device.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FastPathMode {
-    /// Everything goes through the user-space relay.
-    #[default]
-    None,
-    /// Attach the XDP program to the Teredo and native interfaces; failing that,
-    /// [`start`](crate::start) fails with the reason.
-    Xdp,
-    /// As `Xdp` where it can be set up; otherwise `None`, with the reason logged as one line.
-    Auto,
-}
-
-impl FastPathMode {
-    /// `none`, `xdp` or `auto`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Xdp => "xdp",
-            Self::Auto => "auto",
-        }
-    }
 }
 
 /// Kernel offloads the workers use. Both are on by default; a kernel or route that refuses

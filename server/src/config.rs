@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use prometheus::Registry;
 use teredo::addr::{is_ipv4_global_unicast, TEREDO_PORT};
 use teredo::server::ServerConfig;
+pub use teredo_fastpath::FastPathMode;
 use teredo_rt::UdpOptions;
 use tokio::sync::mpsc;
 
@@ -78,30 +79,6 @@ pub struct ServerOptions {
     pub registry: Registry,
     /// The kernel fast path for router solicitations (`--fast-path`).
     pub fast_path: FastPathMode,
-}
-
-/// Whether router solicitations are answered in the kernel (XDP) before user space sees them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FastPathMode {
-    /// Every datagram goes to the user-space server.
-    #[default]
-    None,
-    /// Attach the XDP program to the interfaces holding both addresses; failing that,
-    /// [`start`](crate::start) fails with the reason.
-    Xdp,
-    /// As `Xdp` where it can be set up; otherwise `None`, with the reason logged as one line.
-    Auto,
-}
-
-impl FastPathMode {
-    /// `none`, `xdp` or `auto`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Xdp => "xdp",
-            Self::Auto => "auto",
-        }
-    }
 }
 
 impl ServerOptions {
