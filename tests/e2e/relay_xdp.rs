@@ -13,7 +13,7 @@
 //!
 //! Miredo through our server and the relay with the fast path on is in `relay_interop`.
 
-use teredo_tests::client_ping::{ping, PingSpec};
+use teredo_tests::client_ping::{ping, PingRun, PingSpec};
 use teredo_tests::metrics::value as metric_value;
 use teredo_tests::relay::{RelayTopology, NATIVE_HOST};
 use teredo_tests::topo::{self, PUBLIC_CLIENT, SERVER_PRIMARY};
@@ -98,14 +98,19 @@ pub(crate) fn assert_forwarded_in_xdp(topo: &RelayTopology) -> (f64, f64) {
     (to_native, to_teredo)
 }
 
-/// A client with a public address pings the native host through the relay's fast path:
-/// every request answered, and most of them forwarded by the program both ways.
-#[test]
-fn client_sim_pings_native_host_through_the_relay_fast_path() {
-    let test = function_name!();
-    if !fast_path_available(test, &[]) {
-        return;
-    }
+/// The relay with its fast path between a public client and the native host, our server
+/// beside it, kept running (the processes live as long as this).
+struct Session {
+    topo: RelayTopology,
+    run: PingRun,
+    _dir: TestDir,
+    _server: Proc,
+    _relay: Proc,
+}
+
+/// Starts a [`Session`] and pings the native host `count` times with `client-sim`; every
+/// echo must be answered.
+fn ping_session(test: &str, count: u16) -> Session {
     let dir = check(TestDir::new(test));
     let topo = check(RelayTopology::new(test));
     let cli = check(topo::public_host(
@@ -117,7 +122,6 @@ fn client_sim_pings_native_host_through_the_relay_fast_path() {
     prepare_bridges(&topo, &dir);
     let _server: Proc = check(topo.start_server(&dir));
     let _relay: Proc = check(topo.start_relay(&dir, &FAST_PATH));
-    let count = 8;
     let run = check(ping(
         &cli,
         &dir,
@@ -131,17 +135,39 @@ fn client_sim_pings_native_host_through_the_relay_fast_path() {
         &[],
     ));
     eprintln!(
-        "{test}: {} of {} answered via {:?}",
-        run.report.received, run.report.transmitted, run.report.via
+        "{test}: {} of {} answered",
+        run.report.received, run.report.transmitted
     );
-    assert_eq!(run.exit_code, Some(0), "{:?}", run.report);
     assert_eq!(
         run.answered(),
         (1..=count).collect::<Vec<_>>(),
         "{:?}",
         run.report
     );
-    let (to_native, to_teredo) = assert_forwarded_in_xdp(&topo);
+    Session {
+        topo,
+        run,
+        _dir: dir,
+        _server,
+        _relay,
+    }
+}
+
+/// A client with a public address pings the native host through the relay's fast path:
+/// every request answered, and most of them forwarded by the program both ways.
+#[test]
+fn client_sim_pings_native_host_through_the_relay_fast_path() {
+    let test = function_name!();
+    if !fast_path_available(test, &[]) {
+        return;
+    }
+    let count = 8;
+    // Held whole: its processes must outlive the metric reads below.
+    let session = ping_session(test, count);
+    let (topo, run) = (&session.topo, &session.run);
+    eprintln!("{test}: answered via {:?}", run.report.via);
+    assert_eq!(run.exit_code, Some(0), "{:?}", run.report);
+    let (to_native, to_teredo) = assert_forwarded_in_xdp(topo);
     // The core saw the rest: the connectivity test and the first packets each way.
     let core = |d: &str| {
         check(topo.relay_metric(&format!("teredo_relay_packets_total{{direction=\"{d}\"}}")))
@@ -166,41 +192,10 @@ fn a_peer_busy_on_the_fast_path_outlives_the_idle_timeout() {
     if !fast_path_available(test, &[]) {
         return;
     }
-    let dir = check(TestDir::new(test));
-    let topo = check(RelayTopology::new(test));
-    let cli = check(topo::public_host(
-        &topo.internet,
-        test,
-        "cli",
-        &[PUBLIC_CLIENT],
-    ));
-    prepare_bridges(&topo, &dir);
-    let _server: Proc = check(topo.start_server(&dir));
-    let _relay: Proc = check(topo.start_relay(&dir, &FAST_PATH));
     let count = 75;
-    let run = check(ping(
-        &cli,
-        &dir,
-        "client-sim",
-        PingSpec {
-            server: SERVER_PRIMARY,
-            destination: NATIVE_HOST,
-            count,
-            profile: "rfc5991",
-        },
-        &[],
-    ));
-    eprintln!(
-        "{test}: {} of {} answered",
-        run.report.received, run.report.transmitted
-    );
-    assert_eq!(
-        run.answered(),
-        (1..=count).collect::<Vec<_>>(),
-        "{:?}",
-        run.report
-    );
-    let (to_native, to_teredo) = assert_forwarded_in_xdp(&topo);
+    let session = ping_session(test, count);
+    let topo = &session.topo;
+    let (to_native, to_teredo) = assert_forwarded_in_xdp(topo);
     assert!(
         to_native >= f64::from(count - 5) && to_teredo >= f64::from(count - 5),
         "{to_native} / {to_teredo}"
